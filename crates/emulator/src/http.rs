@@ -1,0 +1,595 @@
+//! The HTTP surface: Calendar v3 routes, the OAuth endpoints and the admin API.
+//!
+//! Every v3 handler starts with [`begin`], which counts the call, applies injected faults,
+//! authenticates the bearer token and charges the user's quota, in that order (a fault can hit
+//! any request, as Google's backend errors do). Handlers then take the world lock for one
+//! operation and release it before answering.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult, json_body};
+use crate::faults::FaultSpec;
+use crate::list::ListQuery;
+use crate::push::PushHub;
+use crate::store::{WriteKind, WriteOptions};
+use crate::{Shared, schema};
+
+type Ctx = State<Arc<Shared>>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let v3 = Router::new()
+        .route("/users/me/calendarList", get(calendar_list))
+        .route("/users/me/calendarList/{calendarId}", get(calendar_list_get))
+        .route("/calendars", post(calendars_insert))
+        .route("/calendars/{calendarId}", get(calendars_get))
+        .route("/calendars/{calendarId}/events", get(events_list).post(events_insert))
+        .route("/calendars/{calendarId}/events/import", post(events_import))
+        .route("/calendars/{calendarId}/events/watch", post(events_watch))
+        .route(
+            "/calendars/{calendarId}/events/{eventId}",
+            get(events_get).put(events_update).patch(events_patch).delete(events_delete),
+        )
+        .route("/calendars/{calendarId}/events/{eventId}/instances", get(events_instances))
+        .route("/calendars/{calendarId}/events/{eventId}/move", post(events_move))
+        .route("/channels/stop", post(channels_stop));
+    let admin = Router::new()
+        .route("/reset", post(admin_reset))
+        .route("/users", post(admin_create_user))
+        .route("/users/{email}/calendars", post(admin_create_calendar))
+        .route("/users/{email}/revoke", post(admin_revoke))
+        .route("/tokens", post(admin_tokens))
+        .route("/service-accounts", post(admin_service_account))
+        .route("/faults", post(admin_add_fault).delete(admin_clear_faults))
+        .route("/calendars/{calendarId}/expire-sync-tokens", post(admin_expire_tokens))
+        .route("/config", axum::routing::put(admin_config))
+        .route("/clock", post(admin_clock))
+        .route("/channels", get(admin_channels))
+        .route("/notifications", get(admin_notifications))
+        .route("/stats", get(admin_stats));
+    Router::new()
+        .nest("/calendar/v3", v3)
+        .nest("/emulator", admin)
+        .route("/token", post(token))
+        .route("/o/oauth2/v2/auth", get(authorize))
+        .route("/o/oauth2/auth", get(authorize))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(405, "global", "httpMethodNotAllowed", "The HTTP method is not allowed for this resource.")
+}
+
+fn params_of(req: &Request) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Counts, faults, authentication and quota for one v3 call; returns the acting user.
+fn begin<'a>(shared: &'a Shared, method_id: &'a str, req: &Request, params: &[(String, String)]) -> impl std::future::Future<Output = ApiResult<String>> + Send + 'a {
+    // Only owned data may cross the awaits below (a request body is not Sync).
+    let http_method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .or_else(|| param(params, "access_token"))
+        .or_else(|| param(params, "oauth_token"))
+        .map(str::to_owned);
+    async move { authenticate(shared, method_id, &http_method, &path, bearer).await }
+}
+
+async fn authenticate(shared: &Shared, method_id: &str, http_method: &str, path: &str, bearer: Option<String>) -> ApiResult<String> {
+    *shared.stats.lock().unwrap_or_else(|p| p.into_inner()).entry(method_id.to_owned()).or_default() += 1;
+    let verdict = shared.faults.lock().unwrap_or_else(|p| p.into_inner()).judge(method_id, http_method, path);
+    if verdict.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(verdict.latency_ms)).await;
+    }
+    if let Some(error) = verdict.error {
+        return Err(error);
+    }
+    let Some(token) = bearer else {
+        return Err(ApiError::new(401, "global", "required", "Login Required.").at("header", "Authorization"));
+    };
+    let token = token.as_str();
+    let config = shared.config();
+    let now = shared.clock.now();
+    let user = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).user_for(token, now, config.dev_mode).ok_or_else(ApiError::unauthorized)?;
+    shared.world().ensure_user(&user, None).map_err(|_| ApiError::unauthorized())?;
+    if let Some(limit) = config.quota_per_user_per_minute
+        && !shared.quota.lock().unwrap_or_else(|p| p.into_inner()).admit(&user, now, limit)
+    {
+        return Err(ApiError::rate_limited(config.quota_status));
+    }
+    Ok(user)
+}
+
+async fn read_body(shared: &Shared, body: Body) -> ApiResult<Bytes> {
+    let limit = shared.config().max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+}
+
+async fn read_json(shared: &Shared, body: Body) -> ApiResult<Value> {
+    let bytes = read_body(shared, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::required("resource"));
+    }
+    serde_json::from_slice(&bytes).map_err(ApiError::parse_error)
+}
+
+fn ok_json(body: String) -> Response {
+    json_body(body).into_response()
+}
+
+fn if_match(req: &Request) -> Option<String> {
+    req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn write_options(req: &Request, params: &[(String, String)]) -> ApiResult<WriteOptions> {
+    let version = match param(params, "conferenceDataVersion") {
+        None => 0,
+        Some("0") => 0,
+        Some("1") => 1,
+        Some(other) => {
+            return Err(ApiError::invalid(format!("Invalid value for conferenceDataVersion: \"{other}\" (expected 0 or 1)")).at("parameter", "conferenceDataVersion"));
+        }
+    };
+    Ok(WriteOptions { conference_data_version: version, if_match: if_match(req) })
+}
+
+// --- calendars ---------------------------------------------------------------------------
+
+async fn calendar_list(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.calendarList.list", &req, &params).await?;
+    let items = shared.world().calendar_list(&user);
+    Ok(ok_json(json!({"kind": "calendar#calendarList", "etag": "\"p3\"", "nextSyncToken": "emulator-calendar-list", "items": items}).to_string()))
+}
+
+async fn calendar_list_get(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.calendarList.get", &req, &params).await?;
+    let world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let entry = world.calendar_list(&user).into_iter().find(|e| e["id"] == json!(id)).ok_or_else(ApiError::not_found)?;
+    Ok(ok_json(entry.to_string()))
+}
+
+async fn calendars_get(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.calendars.get", &req, &params).await?;
+    let world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    Ok(ok_json(world.calendar_json(&id)?.to_string()))
+}
+
+async fn calendars_insert(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.calendars.insert", &req, &params).await?;
+    let body = read_json(&shared, req.into_body()).await?;
+    schema::validate("Calendar", &body)?;
+    let summary = body.get("summary").and_then(Value::as_str).unwrap_or("");
+    let mut world = shared.world();
+    let id = world.create_calendar(&user, summary, body.get("timeZone").and_then(Value::as_str))?;
+    Ok(ok_json(world.calendar_json(&id)?.to_string()))
+}
+
+// --- events ------------------------------------------------------------------------------
+
+async fn events_list(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.list", &req, &params).await?;
+    let query = ListQuery::parse(&calendar_id, &params)?;
+    let max_age = shared.config().sync_token_max_age;
+    let now = shared.clock.now();
+    let world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let body = world.list_events(&id, &query, now, max_age)?;
+    drop(world);
+    Ok(ok_json(body))
+}
+
+async fn events_instances(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.instances", &req, &params).await?;
+    let query = ListQuery::parse(&format!("{calendar_id}/{event_id}"), &params)?;
+    let now = shared.clock.now();
+    let world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let body = world.list_instances(&id, &event_id, &query, now)?;
+    Ok(ok_json(body))
+}
+
+async fn events_get(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.get", &req, &params).await?;
+    let (body, etag) = {
+        let world = shared.world();
+        let id = world.calendar_id(&user, &calendar_id)?;
+        world.get_event(&id, &event_id)?
+    };
+    let unchanged = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag || v == "*");
+    if unchanged {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    let mut response = ok_json(body);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+async fn insert_like(shared: Arc<Shared>, calendar_id: String, req: Request, kind: WriteKind) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let method = if kind == WriteKind::Import { "calendar.events.import" } else { "calendar.events.insert" };
+    let user = begin(&shared, method, &req, &params).await?;
+    let opts = write_options(&req, &params)?;
+    let body = read_json(&shared, req.into_body()).await?;
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let result = world.insert_event(now, &id, body, kind, &opts);
+    shared.flush_notifications(&mut world);
+    Ok(ok_json(result?))
+}
+
+async fn events_insert(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    insert_like(shared, calendar_id, req, WriteKind::Insert).await
+}
+
+async fn events_import(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    insert_like(shared, calendar_id, req, WriteKind::Import).await
+}
+
+async fn write_like(shared: Arc<Shared>, calendar_id: String, event_id: String, req: Request, kind: WriteKind) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let method = if kind == WriteKind::Patch { "calendar.events.patch" } else { "calendar.events.update" };
+    let user = begin(&shared, method, &req, &params).await?;
+    let opts = write_options(&req, &params)?;
+    let body = read_json(&shared, req.into_body()).await?;
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let result = world.write_event(now, &id, &event_id, body, kind, &opts);
+    shared.flush_notifications(&mut world);
+    Ok(ok_json(result?))
+}
+
+async fn events_update(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    write_like(shared, calendar_id, event_id, req, WriteKind::Update).await
+}
+
+async fn events_patch(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    write_like(shared, calendar_id, event_id, req, WriteKind::Patch).await
+}
+
+async fn events_delete(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.delete", &req, &params).await?;
+    let wanted = if_match(&req);
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let id = world.calendar_id(&user, &calendar_id)?;
+    let result = world.delete_event(now, &id, &event_id, wanted.as_deref());
+    shared.flush_notifications(&mut world);
+    result?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn events_move(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.move", &req, &params).await?;
+    let destination = param(&params, "destination").ok_or_else(|| ApiError::required("destination"))?.to_owned();
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let source = world.calendar_id(&user, &calendar_id)?;
+    let dest = world.calendar_id(&user, &destination)?;
+    let result = world.move_event(now, &source, &event_id, &dest);
+    shared.flush_notifications(&mut world);
+    Ok(ok_json(result?))
+}
+
+async fn events_watch(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.events.watch", &req, &params).await?;
+    let body = read_json(&shared, req.into_body()).await?;
+    schema::validate("Channel", &body)?;
+    let watch = PushHub::parse_watch(&body)?;
+    let (id, resource_id) = {
+        let world = shared.world();
+        let id = world.calendar_id(&user, &calendar_id)?;
+        let resource_id = world.calendar(&id)?.resource_id.clone();
+        (id, resource_id)
+    };
+    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let resource_uri = format!("{}calendar/v3/calendars/{encoded}/events?alt=json", shared.base_url());
+    let channel = shared.push.watch(watch, &user, &id, &resource_id, resource_uri, shared.clock.now())?;
+    Ok(ok_json(channel.to_string()))
+}
+
+async fn channels_stop(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.channels.stop", &req, &params).await?;
+    let body = read_json(&shared, req.into_body()).await?;
+    schema::validate("Channel", &body)?;
+    let id = body.get("id").and_then(Value::as_str).ok_or_else(|| ApiError::required("id"))?;
+    let resource_id = body.get("resourceId").and_then(Value::as_str).ok_or_else(|| ApiError::required("resourceId"))?;
+    shared.push.stop(id, resource_id, &user)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- OAuth -------------------------------------------------------------------------------
+
+fn oauth_error(e: crate::auth::OAuthError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, json_body(e.body().to_string())).into_response()
+}
+
+async fn token(State(shared): Ctx, req: Request) -> Response {
+    let bytes = match read_body(&shared, req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let form: HashMap<String, String> = form_urlencoded::parse(&bytes).into_owned().collect();
+    let config = shared.config();
+    let token_url = format!("{}token", shared.base_url());
+    let now = shared.clock.now();
+    let result = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).token(&form, now, config.dev_mode, &token_url);
+    match result {
+        Ok((email, issued)) => {
+            if let Err(e) = shared.world().ensure_user(&email, None) {
+                return e.into_response();
+            }
+            ok_json(issued.body().to_string())
+        }
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn authorize(State(shared): Ctx, req: Request) -> Response {
+    let params: HashMap<String, String> = params_of(&req).into_iter().collect();
+    let now = shared.clock.now();
+    let result = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).authorize(&params, now);
+    match result {
+        Ok(code) => {
+            let redirect = &params["redirect_uri"];
+            let mut target = reqwest::Url::parse(redirect).ok();
+            match target.as_mut() {
+                Some(url) => {
+                    url.query_pairs_mut().append_pair("code", &code);
+                    if let Some(state) = params.get("state") {
+                        url.query_pairs_mut().append_pair("state", state);
+                    }
+                    let mut response = StatusCode::FOUND.into_response();
+                    if let Ok(value) = HeaderValue::from_str(url.as_str()) {
+                        response.headers_mut().insert(header::LOCATION, value);
+                    }
+                    response
+                }
+                None => oauth_error(crate::auth::OAuthError { status: 400, error: "invalid_request", description: "redirect_uri is not a URL".into() }),
+            }
+        }
+        Err(e) => oauth_error(e),
+    }
+}
+
+// --- admin -------------------------------------------------------------------------------
+
+fn admin_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    serde_json::from_slice(text).map_err(|e| ApiError::bad_request(format!("Invalid admin request: {e}")))
+}
+
+async fn admin_body<T: for<'de> Deserialize<'de>>(shared: &Shared, req: Request) -> ApiResult<T> {
+    let bytes = read_body(shared, req.into_body()).await?;
+    admin_json(&bytes)
+}
+
+async fn admin_reset(State(shared): Ctx) -> Response {
+    {
+        let mut world = shared.world();
+        let seed = shared.config().seed;
+        let key = crate::ids::secret(32);
+        *world = crate::store::World::new(seed, key.as_bytes());
+    }
+    *shared.auth.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    shared.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared.quota.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared.push.reset();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    display_name: Option<String>,
+}
+
+async fn admin_create_user(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let body: NewUser = admin_body(&shared, req).await?;
+    let mut world = shared.world();
+    let email = world.ensure_user(&body.email, body.display_name.as_deref())?.email.clone();
+    if let Some(name) = body.display_name
+        && let Some(user) = world.users.get_mut(&email)
+    {
+        user.display_name = Some(name);
+    }
+    Ok(ok_json(json!({"email": email, "calendarId": email}).to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewCalendar {
+    summary: String,
+    time_zone: Option<String>,
+}
+
+async fn admin_create_calendar(State(shared): Ctx, Path(email): Path<String>, req: Request) -> ApiResult<Response> {
+    let body: NewCalendar = admin_body(&shared, req).await?;
+    let mut world = shared.world();
+    let owner = world.ensure_user(&email, None)?.email.clone();
+    let id = world.create_calendar(&owner, &body.summary, body.time_zone.as_deref())?;
+    Ok(ok_json(world.calendar_json(&id)?.to_string()))
+}
+
+async fn admin_revoke(State(shared): Ctx, Path(email): Path<String>) -> Response {
+    let revoked = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).revoke_user(&email.to_ascii_lowercase());
+    ok_json(json!({"revoked": revoked}).to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewTokens {
+    email: String,
+    expires_in: Option<i64>,
+}
+
+async fn admin_tokens(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let body: NewTokens = admin_body(&shared, req).await?;
+    let email = shared.world().ensure_user(&body.email, None)?.email.clone();
+    let lifetime = body.expires_in.unwrap_or(crate::auth::ACCESS_TOKEN_SECONDS);
+    let now = shared.clock.now();
+    let mut auth = shared.auth.lock().unwrap_or_else(|p| p.into_inner());
+    let access = auth.issue_access(&email, now, chrono::Duration::seconds(lifetime));
+    let refresh = auth.issue_refresh(&email, None, "https://www.googleapis.com/auth/calendar");
+    Ok(ok_json(json!({"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}).to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewServiceAccount {
+    client_email: String,
+    public_key_pem: String,
+}
+
+async fn admin_service_account(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let body: NewServiceAccount = admin_body(&shared, req).await?;
+    shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .register_service_account(&body.client_email, &body.public_key_pem)
+        .map_err(ApiError::bad_request)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn admin_add_fault(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let spec: FaultSpec = admin_body(&shared, req).await?;
+    spec.check().map_err(ApiError::bad_request)?;
+    let id = shared.faults.lock().unwrap_or_else(|p| p.into_inner()).add(spec);
+    Ok(ok_json(json!({"id": id}).to_string()))
+}
+
+async fn admin_clear_faults(State(shared): Ctx) -> Response {
+    shared.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_expire_tokens(State(shared): Ctx, Path(calendar_id): Path<String>) -> ApiResult<Response> {
+    shared.world().expire_sync_tokens(&calendar_id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigChange {
+    #[serde(default, deserialize_with = "nullable")]
+    sync_token_max_age_seconds: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    quota_per_user_per_minute: Option<Option<u32>>,
+    quota_status: Option<u16>,
+    dev_mode: Option<bool>,
+}
+
+/// Tells "absent" (None) from "null" (Some(None)).
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn admin_config(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let change: ConfigChange = admin_body(&shared, req).await?;
+    if let Some(status) = change.quota_status
+        && status != 403
+        && status != 429
+    {
+        return Err(ApiError::bad_request("quotaStatus must be 403 or 429"));
+    }
+    let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(age) = change.sync_token_max_age_seconds {
+        config.sync_token_max_age = age.map(chrono::Duration::seconds);
+    }
+    if let Some(quota) = change.quota_per_user_per_minute {
+        config.quota_per_user_per_minute = quota;
+    }
+    if let Some(status) = change.quota_status {
+        config.quota_status = status;
+    }
+    if let Some(dev) = change.dev_mode {
+        config.dev_mode = dev;
+    }
+    Ok(ok_json(json!({
+        "syncTokenMaxAgeSeconds": config.sync_token_max_age.map(|d| d.num_seconds()),
+        "quotaPerUserPerMinute": config.quota_per_user_per_minute,
+        "quotaStatus": config.quota_status,
+        "devMode": config.dev_mode,
+    })
+    .to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClockChange {
+    advance_seconds: i64,
+}
+
+async fn admin_clock(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let change: ClockChange = admin_body(&shared, req).await?;
+    shared.clock.advance(change.advance_seconds);
+    Ok(ok_json(json!({"now": crate::time::rfc3339(shared.clock.now())}).to_string()))
+}
+
+async fn admin_channels(State(shared): Ctx) -> Response {
+    ok_json(json!({"items": shared.push.list(shared.clock.now())}).to_string())
+}
+
+async fn admin_notifications(State(shared): Ctx, req: Request) -> Response {
+    let params = params_of(&req);
+    let items = shared.push.deliveries(param(&params, "channelId"));
+    ok_json(json!({"items": items}).to_string())
+}
+
+async fn admin_stats(State(shared): Ctx) -> Response {
+    let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    ok_json(json!({"requests": stats}).to_string())
+}

@@ -1,0 +1,717 @@
+//! Conformance tests over HTTP: each test starts an emulator on a free port and talks to it the
+//! way a Calendar v3 client does.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confsync_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Api {
+    emulator: RunningEmulator,
+    http: reqwest::Client,
+    base: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    fn reason(&self) -> &str {
+        self.body.pointer("/error/errors/0/reason").and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn message(&self) -> &str {
+        self.body.pointer("/error/message").and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn ok(self) -> Value {
+        assert!(self.status.is_success(), "expected success, got {} {}", self.status, self.body);
+        self.body
+    }
+}
+
+impl Api {
+    async fn start() -> Api {
+        Self::with(EmulatorConfig::default()).await
+    }
+
+    async fn with(config: EmulatorConfig) -> Api {
+        let emulator = Emulator::new(config).spawn("127.0.0.1:0").await.expect("emulator starts");
+        let base = emulator.base_url().to_owned();
+        Api { emulator, http: reqwest::Client::new(), base }
+    }
+
+    async fn call(&self, user: &str, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
+        let url = format!("{}calendar/v3/{}", self.base, path);
+        let mut request = self.http.request(method, url);
+        if !user.is_empty() {
+            request = request.bearer_auth(format!("dev:{user}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Answer { status, body, headers }
+    }
+
+    async fn get(&self, user: &str, path: &str) -> Answer {
+        self.call(user, Method::GET, path, None, &[]).await
+    }
+
+    async fn post(&self, user: &str, path: &str, body: Value) -> Answer {
+        self.call(user, Method::POST, path, Some(body), &[]).await
+    }
+
+    async fn patch(&self, user: &str, path: &str, body: Value) -> Answer {
+        self.call(user, Method::PATCH, path, Some(body), &[]).await
+    }
+
+    async fn delete(&self, user: &str, path: &str) -> Answer {
+        self.call(user, Method::DELETE, path, None, &[]).await
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+        let response = self.http.request(method, format!("{}emulator/{}", self.base, path)).json(&body).send().await.expect("admin call");
+        assert!(response.status().is_success(), "admin {path}: {}", response.status());
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn insert(&self, user: &str, event: Value) -> Value {
+        self.post(user, "calendars/primary/events?conferenceDataVersion=1", event).await.ok()
+    }
+
+    /// Lists every page; returns (items, final sync token, pages).
+    async fn list_all(&self, user: &str, query: &str) -> (Vec<Value>, String, usize) {
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("calendars/primary/events?{query}");
+            if let Some(t) = &page_token {
+                path.push_str(&format!("&pageToken={}", urlencode(t)));
+            }
+            let page = self.get(user, &path).await.ok();
+            pages += 1;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            let next = page.get("nextPageToken").and_then(Value::as_str);
+            let sync = page.get("nextSyncToken").and_then(Value::as_str);
+            assert!(next.is_some() != sync.is_some(), "exactly one of nextPageToken/nextSyncToken: {page}");
+            match (next, sync) {
+                (Some(n), _) => page_token = Some(n.to_owned()),
+                (_, Some(s)) => return (items, s.to_owned(), pages),
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded_encode(s)
+}
+
+fn form_urlencoded_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn event(summary: &str, start: &str, end: &str) -> Value {
+    json!({"summary": summary, "start": {"dateTime": start}, "end": {"dateTime": end}})
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = items.iter().map(|i| i["id"].as_str().unwrap_or_default().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+const A: &str = "alice@example.com";
+const B: &str = "bob@example.com";
+
+#[tokio::test]
+async fn paging_returns_every_event_once_and_ends_with_a_sync_token() {
+    let api = Api::start().await;
+    let mut inserted = Vec::new();
+    for i in 0..7 {
+        let e = api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+        inserted.push(e["id"].as_str().unwrap().to_owned());
+    }
+    inserted.sort();
+    let (items, _, pages) = api.list_all(A, "maxResults=3").await;
+    assert_eq!(pages, 3, "7 events in pages of 3");
+    assert_eq!(ids(&items), inserted);
+}
+
+#[tokio::test]
+async fn a_full_page_that_ends_the_listing_carries_the_sync_token() {
+    let api = Api::start().await;
+    for i in 0..4 {
+        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    }
+    let (items, _, pages) = api.list_all(A, "maxResults=2").await;
+    assert_eq!((items.len(), pages), (4, 2), "no empty trailing page");
+}
+
+#[tokio::test]
+async fn incremental_sync_returns_inserts_edits_and_tombstones() {
+    let api = Api::start().await;
+    let kept = api.insert(A, event("kept", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let edited = api.insert(A, event("edited", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let deleted = api.insert(A, event("deleted", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let (_, token, _) = api.list_all(A, "").await;
+
+    let added = api.insert(A, event("added", "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z")).await;
+    let id = |e: &Value| e["id"].as_str().unwrap().to_owned();
+    api.patch(A, &format!("calendars/primary/events/{}", id(&edited)), json!({"summary": "renamed"})).await.ok();
+    assert_eq!(api.delete(A, &format!("calendars/primary/events/{}", id(&deleted))).await.status, StatusCode::NO_CONTENT);
+
+    let (changes, token2, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token))).await;
+    let mut expected = vec![id(&added), id(&edited), id(&deleted)];
+    expected.sort();
+    assert_eq!(ids(&changes), expected, "the untouched event is not repeated");
+    assert!(!ids(&changes).contains(&id(&kept)));
+    let tombstone = changes.iter().find(|c| c["id"] == json!(id(&deleted))).unwrap();
+    let keys: Vec<&String> = tombstone.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["kind", "etag", "id", "status"], "Google's tombstone shape: {tombstone}");
+    assert_eq!(tombstone["status"], "cancelled");
+    let renamed = changes.iter().find(|c| c["id"] == json!(id(&edited))).unwrap();
+    assert_eq!(renamed["summary"], "renamed");
+
+    let (nothing, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token2))).await;
+    assert!(nothing.is_empty());
+}
+
+#[tokio::test]
+async fn a_change_made_while_paging_is_not_lost() {
+    let api = Api::start().await;
+    for i in 0..4 {
+        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    }
+    let first = api.get(A, "calendars/primary/events?maxResults=2").await.ok();
+    let seen = first["items"][0]["id"].as_str().unwrap().to_owned();
+    // The user edits an event the client has already been given.
+    api.patch(A, &format!("calendars/primary/events/{seen}"), json!({"summary": "changed mid-listing"})).await.ok();
+    let page_token = first["nextPageToken"].as_str().unwrap();
+    let second = api.get(A, &format!("calendars/primary/events?maxResults=2&pageToken={}", urlencode(page_token))).await.ok();
+    let token = second["nextSyncToken"].as_str().expect("last page");
+    let (changes, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(token))).await;
+    assert_eq!(ids(&changes), vec![seen]);
+    assert_eq!(changes[0]["summary"], "changed mid-listing");
+}
+
+#[tokio::test]
+async fn invalid_expired_and_aged_sync_tokens_require_a_full_sync() {
+    let api = Api::start().await;
+    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let (_, token, _) = api.list_all(A, "").await;
+
+    let garbage = api.get(A, "calendars/primary/events?syncToken=CPDAlvWDx70CEPDAlvWDx70CGAU%3D").await;
+    assert_eq!((garbage.status, garbage.reason()), (StatusCode::GONE, "fullSyncRequired"));
+    assert_eq!(
+        garbage.body,
+        json!({"error":{"errors":[{"domain":"calendar","reason":"fullSyncRequired","message":"Sync token is no longer valid, a full sync is required.","locationType":"parameter","location":"syncToken"}],"code":410,"message":"Sync token is no longer valid, a full sync is required."}}),
+        "Google's exact body"
+    );
+
+    api.admin(Method::POST, &format!("calendars/{A}/expire-sync-tokens"), json!({})).await;
+    let expired = api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&token))).await;
+    assert_eq!(expired.status, StatusCode::GONE);
+
+    let (_, fresh, _) = api.list_all(A, "").await;
+    assert_eq!(api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&fresh))).await.status, StatusCode::OK);
+    api.admin(Method::PUT, "config", json!({"syncTokenMaxAgeSeconds": 3600})).await;
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 7200})).await;
+    let aged = api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&fresh))).await;
+    assert_eq!((aged.status, aged.reason()), (StatusCode::GONE, "fullSyncRequired"));
+
+    // A token of another calendar is no good here either.
+    let (_, bobs, _) = api.list_all(B, "").await;
+    assert_eq!(api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&bobs))).await.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn sync_tokens_refuse_incompatible_parameters() {
+    let api = Api::start().await;
+    let (_, token, _) = api.list_all(A, "").await;
+    for extra in ["q=x", "timeMin=2026-01-01T00:00:00Z", "orderBy=updated", "updatedMin=2026-01-01T00:00:00Z", "showDeleted=false", "privateExtendedProperty=a%3Db", "iCalUID=x"] {
+        let answer = api.get(A, &format!("calendars/primary/events?syncToken={}&{extra}", urlencode(&token))).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{extra}");
+        assert_eq!(answer.reason(), "syncTokenWithRequestRestrictions", "{extra}");
+    }
+}
+
+#[tokio::test]
+async fn page_tokens_are_bound_to_their_query() {
+    let api = Api::start().await;
+    for i in 0..3 {
+        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    }
+    let first = api.get(A, "calendars/primary/events?maxResults=1").await.ok();
+    let token = urlencode(first["nextPageToken"].as_str().unwrap());
+    let other = api.get(A, &format!("calendars/primary/events?maxResults=1&q=e1&pageToken={token}")).await;
+    assert_eq!(other.status, StatusCode::BAD_REQUEST);
+    let corrupt = api.get(A, "calendars/primary/events?pageToken=abc").await;
+    assert_eq!(corrupt.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn conditional_requests_follow_etags() {
+    let api = Api::start().await;
+    let e = api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let path = format!("calendars/primary/events/{}", e["id"].as_str().unwrap());
+    let etag = e["etag"].as_str().unwrap().to_owned();
+
+    let unchanged = api.call(A, Method::GET, &path, None, &[("If-None-Match", &etag)]).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+
+    let updated = api.call(A, Method::PATCH, &path, Some(json!({"summary": "y"})), &[("If-Match", &etag)]).await.ok();
+    assert_ne!(updated["etag"], json!(etag), "every write changes the etag");
+    assert!(updated["updated"].as_str() >= e["updated"].as_str());
+
+    let stale = api.call(A, Method::PATCH, &path, Some(json!({"summary": "z"})), &[("If-Match", &etag)]).await;
+    assert_eq!((stale.status, stale.reason()), (StatusCode::PRECONDITION_FAILED, "conditionNotMet"));
+    let stale_put = api.call(A, Method::PUT, &path, Some(event("z", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")), &[("If-Match", &etag)]).await;
+    assert_eq!(stale_put.status, StatusCode::PRECONDITION_FAILED);
+    let stale_delete = api.call(A, Method::DELETE, &path, None, &[("If-Match", &etag)]).await;
+    assert_eq!(stale_delete.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(api.get(A, &path).await.ok()["summary"], "y", "nothing was overwritten");
+
+    let changed = api.call(A, Method::GET, &path, None, &[("If-None-Match", &etag)]).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.headers.get("etag").and_then(|v| v.to_str().ok()), updated["etag"].as_str());
+}
+
+#[tokio::test]
+async fn duplicate_ids_and_double_deletes_are_refused() {
+    let api = Api::start().await;
+    let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["id"] = json!("abcdef012345");
+    api.insert(A, e.clone()).await;
+    let again = api.post(A, "calendars/primary/events", e).await;
+    assert_eq!((again.status, again.reason()), (StatusCode::CONFLICT, "duplicate"));
+    assert_eq!(api.delete(A, "calendars/primary/events/abcdef012345").await.status, StatusCode::NO_CONTENT);
+    let twice = api.delete(A, "calendars/primary/events/abcdef012345").await;
+    assert_eq!((twice.status, twice.reason()), (StatusCode::GONE, "deleted"));
+    let gone = api.get(A, "calendars/primary/events/abcdef012345").await.ok();
+    assert_eq!(gone["status"], "cancelled", "get still returns a deleted event");
+    assert_eq!(api.get(A, "calendars/primary/events/nosuchevent").await.status, StatusCode::NOT_FOUND);
+}
+
+fn add_on_conference() -> Value {
+    json!({
+        "conferenceId": "meeting-42",
+        "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync Meet", "iconUri": "https://example.com/i.png"},
+        "entryPoints": [
+            {"entryPointType": "video", "uri": "https://meet.example.com/42", "label": "meet.example.com/42"},
+            {"entryPointType": "phone", "uri": "tel:+1-555-0100", "pin": "1234"}
+        ],
+        "parameters": {"addOnParameters": {"parameters": {"meetingId": "42"}}},
+        "notes": "Join with the link"
+    })
+}
+
+#[tokio::test]
+async fn conference_data_round_trips_only_with_conference_data_version_1() {
+    let api = Api::start().await;
+    let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["conferenceData"] = add_on_conference();
+    let without = api.post(A, "calendars/primary/events", e.clone()).await.ok();
+    assert!(without.get("conferenceData").is_none(), "ignored without conferenceDataVersion=1");
+
+    let with = api.insert(A, e).await;
+    let path = format!("calendars/primary/events/{}", with["id"].as_str().unwrap());
+    let read = api.get(A, &path).await.ok();
+    for key in ["conferenceId", "conferenceSolution", "entryPoints", "parameters", "notes"] {
+        assert_eq!(read["conferenceData"][key], add_on_conference()[key], "{key}");
+    }
+    // A patch without the version keeps the conference whatever the body says.
+    let patched = api.patch(A, &path, json!({"summary": "y", "conferenceData": null})).await.ok();
+    assert_eq!(patched["conferenceData"]["conferenceId"], "meeting-42");
+    let removed = api.patch(A, &format!("{path}?conferenceDataVersion=1"), json!({"conferenceData": null})).await.ok();
+    assert!(removed.get("conferenceData").is_none());
+}
+
+#[tokio::test]
+async fn invalid_conference_data_is_refused_with_a_reason() {
+    let api = Api::start().await;
+    let cases = [
+        (json!([{"entryPointType": "video", "uri": "https://a"}, {"entryPointType": "video", "uri": "https://b"}]), "at most one video"),
+        (json!([{"entryPointType": "video", "uri": "ftp://a"}]), "must start with"),
+        (json!([{"entryPointType": "phone", "uri": "https://a"}]), "tel:"),
+        (json!([{"entryPointType": "more", "uri": "https://a"}]), "only a \"more\""),
+        (json!([{"entryPointType": "hologram", "uri": "https://a"}]), "hologram"),
+        (json!([]), "at least one entry point"),
+    ];
+    for (entry_points, why) in cases {
+        let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+        let mut cd = add_on_conference();
+        cd["entryPoints"] = entry_points;
+        e["conferenceData"] = cd;
+        let answer = api.post(A, "calendars/primary/events?conferenceDataVersion=1", e).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{why}");
+        assert_eq!(answer.reason(), "invalid");
+        assert!(answer.message().contains(why), "{why}: {}", answer.message());
+    }
+}
+
+#[tokio::test]
+async fn meet_create_requests_produce_a_meet_conference() {
+    let api = Api::start().await;
+    let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["conferenceData"] = json!({"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}});
+    let created = api.insert(A, e).await;
+    assert_eq!(created["conferenceData"]["conferenceSolution"]["key"]["type"], "hangoutsMeet");
+    assert!(created["hangoutLink"].as_str().unwrap().starts_with("https://meet.google.com/"));
+}
+
+fn weekly_series() -> Value {
+    json!({
+        "summary": "Weekly",
+        "start": {"dateTime": "2026-12-07T10:00:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2026-12-07T10:30:00", "timeZone": "Europe/Berlin"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=5"],
+    })
+}
+
+#[tokio::test]
+async fn recurring_series_expand_into_instances_with_google_ids() {
+    let api = Api::start().await;
+    let series = api.insert(A, weekly_series()).await;
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let instances = api.get(A, &format!("calendars/primary/events/{sid}/instances")).await.ok();
+    let items = instances["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert_eq!(items[0]["id"], json!(format!("{sid}_20261207T090000Z")));
+    assert_eq!(items[0]["recurringEventId"], json!(sid));
+    assert_eq!(items[0]["originalStartTime"]["dateTime"], "2026-12-07T10:00:00+01:00");
+    assert_eq!(items[4]["id"], json!(format!("{sid}_20270104T090000Z")));
+
+    let (_, token, _) = api.list_all(A, "singleEvents=true").await;
+    // Move the second instance by an hour, cancel the third.
+    let second = format!("{sid}_20261214T090000Z");
+    let third = format!("{sid}_20261221T090000Z");
+    let moved = api
+        .patch(A, &format!("calendars/primary/events/{second}"), json!({"start": {"dateTime": "2026-12-14T11:00:00+01:00"}, "end": {"dateTime": "2026-12-14T11:30:00+01:00"}}))
+        .await
+        .ok();
+    assert_eq!(moved["originalStartTime"]["dateTime"], "2026-12-14T10:00:00+01:00", "originalStartTime never moves");
+    assert_eq!(api.delete(A, &format!("calendars/primary/events/{third}")).await.status, StatusCode::NO_CONTENT);
+
+    let (single, _, _) = api.list_all(A, "singleEvents=true").await;
+    assert_eq!(single.len(), 4);
+    let shown = single.iter().find(|i| i["id"] == json!(second)).unwrap();
+    assert_eq!(shown["start"]["dateTime"], "2026-12-14T11:00:00+01:00");
+    assert!(single.iter().all(|i| i["id"] != json!(third)));
+
+    let (changes, _, _) = api.list_all(A, &format!("singleEvents=true&syncToken={}", urlencode(&token))).await;
+    assert_eq!(ids(&changes), { let mut v = vec![second.clone(), third.clone()]; v.sort(); v });
+    let cancelled = changes.iter().find(|c| c["id"] == json!(third)).unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["recurringEventId"], json!(sid));
+    assert_eq!(cancelled["originalStartTime"]["dateTime"], "2026-12-21T10:00:00+01:00");
+
+    // The plain listing shows the series plus its modified instance.
+    let (plain, _, _) = api.list_all(A, "").await;
+    assert_eq!(ids(&plain), { let mut v = vec![sid.clone(), second.clone()]; v.sort(); v });
+}
+
+#[tokio::test]
+async fn series_edits_reach_exceptions_that_did_not_override_the_field() {
+    let api = Api::start().await;
+    let series = api.insert(A, weekly_series()).await;
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let second = format!("{sid}_20261214T090000Z");
+    api.patch(A, &format!("calendars/primary/events/{second}"), json!({"location": "Room 1"})).await.ok();
+    api.patch(A, &format!("calendars/primary/events/{sid}"), json!({"summary": "Renamed series"})).await.ok();
+    let exception = api.get(A, &format!("calendars/primary/events/{second}")).await.ok();
+    assert_eq!((exception["summary"].as_str(), exception["location"].as_str()), (Some("Renamed series"), Some("Room 1")));
+}
+
+#[tokio::test]
+async fn invitations_appear_on_attendee_calendars_and_follow_the_organizer() {
+    let api = Api::start().await;
+    api.admin(Method::POST, "users", json!({"email": B})).await;
+    let mut e = event("Planning", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["attendees"] = json!([{"email": B}]);
+    e["conferenceData"] = add_on_conference();
+    let created = api.insert(A, e).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, bob_token, _) = api.list_all(B, "").await;
+
+    let copy = api.get(B, &format!("calendars/primary/events/{id}")).await.ok();
+    assert_eq!(copy["iCalUID"], created["iCalUID"]);
+    assert_eq!(copy["organizer"]["email"], A);
+    assert!(copy["organizer"].get("self").is_none(), "organizer.self is not set on the attendee's copy");
+    assert_eq!(copy["attendees"][0]["self"], true);
+    assert_eq!(copy["conferenceData"]["conferenceId"], "meeting-42");
+
+    api.patch(A, &format!("calendars/primary/events/{id}"), json!({"summary": "Planning (moved)", "start": {"dateTime": "2026-12-01T12:00:00Z"}, "end": {"dateTime": "2026-12-01T13:00:00Z"}})).await.ok();
+    let (changes, _, _) = api.list_all(B, &format!("syncToken={}", urlencode(&bob_token))).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["summary"], "Planning (moved)");
+
+    // The attendee may answer, but not rename.
+    let forbidden = api.patch(B, &format!("calendars/primary/events/{id}"), json!({"summary": "mine"})).await;
+    assert_eq!((forbidden.status, forbidden.reason()), (StatusCode::FORBIDDEN, "forbiddenForNonOrganizer"));
+    api.patch(B, &format!("calendars/primary/events/{id}"), json!({"attendees": [{"email": B, "responseStatus": "accepted"}]})).await.ok();
+    let organizer = api.get(A, &format!("calendars/primary/events/{id}")).await.ok();
+    assert_eq!(organizer["attendees"][0]["responseStatus"], "accepted");
+
+    // Uninvited: the copy is cancelled.
+    api.patch(A, &format!("calendars/primary/events/{id}"), json!({"attendees": []})).await.ok();
+    assert_eq!(api.get(B, &format!("calendars/primary/events/{id}")).await.ok()["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn move_leaves_a_tombstone_and_changes_the_organizer() {
+    let api = Api::start().await;
+    let team = api.admin(Method::POST, &format!("users/{A}/calendars"), json!({"summary": "Team"})).await;
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    let e = api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let id = e["id"].as_str().unwrap();
+    let (_, token, _) = api.list_all(A, "").await;
+    let moved = api.post(A, &format!("calendars/primary/events/{id}/move?destination={}", urlencode(&team_id)), json!({})).await.ok();
+    assert_eq!(moved["organizer"]["email"], json!(team_id));
+    let (changes, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token))).await;
+    assert_eq!(changes[0]["id"], json!(id));
+    assert_eq!(changes[0]["status"], "cancelled");
+    let team_events = api.get(A, &format!("calendars/{}/events", urlencode(&team_id))).await.ok();
+    assert_eq!(team_events["items"][0]["id"], json!(id));
+}
+
+#[tokio::test]
+async fn list_filters_work_as_documented() {
+    let api = Api::start().await;
+    let mut tagged = event("Budget review", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    tagged["extendedProperties"] = json!({"private": {"confsync": "yes"}});
+    api.insert(A, tagged).await;
+    api.insert(A, event("Lunch", "2026-12-05T12:00:00Z", "2026-12-05T13:00:00Z")).await;
+    let one = |q: &str| {
+        let q = q.to_owned();
+        let api = &api;
+        async move { api.list_all(A, &q).await.0.iter().map(|i| i["summary"].as_str().unwrap().to_owned()).collect::<Vec<_>>() }
+    };
+    assert_eq!(one("q=budget").await, ["Budget review"]);
+    assert_eq!(one("privateExtendedProperty=confsync%3Dyes").await, ["Budget review"]);
+    assert_eq!(one("timeMin=2026-12-02T00:00:00Z").await, ["Lunch"]);
+    assert_eq!(one("timeMax=2026-12-02T00:00:00Z").await, ["Budget review"]);
+    assert_eq!(one("timeMin=2026-12-01T11:00:00Z&timeMax=2026-12-05T12:00:00Z").await, Vec::<String>::new(), "timeMin bounds the end, timeMax the start, both exclusive");
+    assert_eq!(one("singleEvents=true&orderBy=startTime").await, ["Budget review", "Lunch"]);
+    let bad_order = api.get(A, "calendars/primary/events?orderBy=startTime").await;
+    assert_eq!(bad_order.status, StatusCode::BAD_REQUEST);
+    let empty = api.get(A, "calendars/primary/events?timeMin=2026-12-02T00:00:00Z&timeMax=2026-12-01T00:00:00Z").await;
+    assert_eq!(empty.reason(), "timeRangeEmpty");
+}
+
+#[tokio::test]
+async fn bad_input_gets_precise_400s() {
+    let api = Api::start().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "colour": "1"}), "colour"),
+        (json!({"summary": "x", "start": {"dateTime": "yesterday"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "start.dateTime"),
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "Mars/Base"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "Mars/Base"),
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}), "time range is empty"),
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}), "end"),
+        (json!({"summary": "x", "status": "maybe", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "status"),
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"}, "recurrence": ["RRULE:FREQ=SOMETIMES"]}), "recurrence"),
+        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "recurrence": ["RRULE:FREQ=DAILY"]}), "time zone"),
+        (json!({"summary": "x", "id": "UPPER_case", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "resource id"),
+        (json!({"summary": "x", "attendees": "bob", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "event.attendees"),
+        (json!([1, 2]), "object"),
+    ];
+    for (body, why) in cases {
+        let answer = api.post(A, "calendars/primary/events", body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{why}: {}", answer.body);
+        assert!(answer.message().to_lowercase().contains(&why.to_lowercase()), "{why}: {}", answer.message());
+        assert_eq!(answer.body["error"]["code"], 400);
+    }
+    let raw = api.http.post(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("dev:alice@example.com").body("{\"summary\": ").send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["errors"][0]["reason"], "parseError");
+    let huge = "x".repeat(2 << 20);
+    let raw = api.http.post(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("dev:alice@example.com").body(huge).send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bad_param = api.get(A, "calendars/primary/events?maxResults=lots").await;
+    assert_eq!(bad_param.status, StatusCode::BAD_REQUEST);
+    assert!(bad_param.message().contains("maxResults"));
+    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK, "the emulator is still serving");
+}
+
+#[tokio::test]
+async fn authentication_is_required_and_tokens_can_be_revoked() {
+    let api = Api::start().await;
+    let missing = api.get("", "calendars/primary/events").await;
+    assert_eq!((missing.status, missing.reason()), (StatusCode::UNAUTHORIZED, "required"));
+    let bogus = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("ya29.nonsense").send().await.unwrap();
+    assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
+
+    let tokens = api.admin(Method::POST, "tokens", json!({"email": "carol@example.com"})).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let listed = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth(access).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let body: Value = listed.json().await.unwrap();
+    assert_eq!(body["summary"], "carol@example.com");
+
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    let refreshed = api.http.post(format!("{}token", api.base)).form(&form).send().await.unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    api.admin(Method::POST, "users/carol@example.com/revoke", json!({})).await;
+    let revoked = api.http.post(format!("{}token", api.base)).form(&form).send().await.unwrap();
+    assert_eq!(revoked.status(), StatusCode::BAD_REQUEST);
+    let body: Value = revoked.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    let after = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth(access).send().await.unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    // Outside dev mode, dev tokens are refused.
+    let strict = Api::with(EmulatorConfig { dev_mode: false, ..Default::default() }).await;
+    assert_eq!(strict.get(A, "calendars/primary/events").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn users_only_see_their_own_calendars() {
+    let api = Api::start().await;
+    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let answer = api.get(B, &format!("calendars/{A}/events")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    let list = api.get(A, "users/me/calendarList").await.ok();
+    assert_eq!(list["items"][0]["id"], A);
+    assert_eq!(list["items"][0]["primary"], true);
+    assert_eq!(api.get(A, "calendars/primary").await.ok()["id"], A);
+}
+
+#[tokio::test]
+async fn injected_faults_and_quota_answer_like_google() {
+    let api = Api::start().await;
+    api.admin(Method::POST, "faults", json!({"status": 503, "count": 2, "method": "calendar.events.list", "retryAfter": 2})).await;
+    let first = api.get(A, "calendars/primary/events").await;
+    assert_eq!((first.status, first.reason()), (StatusCode::SERVICE_UNAVAILABLE, "backendError"));
+    assert_eq!(first.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
+    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK, "the fault was used up");
+
+    api.admin(Method::PUT, "config", json!({"quotaPerUserPerMinute": 3, "quotaStatus": 429})).await;
+    for _ in 0..3 {
+        assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK);
+    }
+    let limited = api.get(A, "calendars/primary/events").await;
+    assert_eq!((limited.status, limited.reason()), (StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded"));
+    assert_eq!(limited.body["error"]["errors"][0]["domain"], "usageLimits");
+    assert_eq!(api.get(B, "calendars/primary/events").await.status, StatusCode::OK, "quota is per user");
+
+    let stats = api.admin(Method::GET, "stats", json!({})).await;
+    assert!(stats["requests"]["calendar.events.list"].as_u64().unwrap() >= 7);
+}
+
+/// A webhook receiver recording the headers of each notification.
+async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<reqwest::header::HeaderMap>>>) {
+    use axum::http::HeaderMap;
+    let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let failures = Arc::new(Mutex::new(fail_first));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let record = record.clone();
+            let failures = failures.clone();
+            async move {
+                assert!(body.is_empty(), "notifications have no body");
+                let mut left = failures.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                record.lock().unwrap().push(headers);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (format!("http://{addr}/hook"), seen)
+}
+
+async fn wait_for(seen: &Arc<Mutex<Vec<reqwest::header::HeaderMap>>>, n: usize) -> Vec<reqwest::header::HeaderMap> {
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn watch_sends_sync_then_exists_until_stopped() {
+    let mut config = EmulatorConfig::default();
+    config.push.retry_base = Duration::from_millis(10);
+    let api = Api::with(config).await;
+    let (address, seen) = receiver(1).await;
+    let channel = api.post(A, "calendars/primary/events/watch", json!({"id": "chan-1", "type": "web_hook", "address": address, "token": "secret-token", "params": {"ttl": "3600"}})).await.ok();
+    assert_eq!(channel["kind"], "api#channel");
+    let expiration: i64 = channel["expiration"].as_str().unwrap().parse().unwrap();
+    assert!(expiration > chrono::Utc::now().timestamp_millis() + 3_500_000);
+
+    let sync = wait_for(&seen, 1).await;
+    let header = |h: &reqwest::header::HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header(&sync[0], "x-goog-resource-state"), "sync", "the first answer was a 503: it was retried");
+    assert_eq!(header(&sync[0], "x-goog-message-number"), "1");
+    assert_eq!(header(&sync[0], "x-goog-channel-id"), "chan-1");
+    assert_eq!(header(&sync[0], "x-goog-channel-token"), "secret-token");
+    assert_eq!(header(&sync[0], "x-goog-resource-id"), channel["resourceId"].as_str().unwrap());
+    assert_eq!(header(&sync[0], "x-goog-resource-uri"), channel["resourceUri"].as_str().unwrap());
+    assert!(!header(&sync[0], "x-goog-channel-expiration").is_empty());
+
+    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let both = wait_for(&seen, 2).await;
+    assert_eq!(header(&both[1], "x-goog-resource-state"), "exists");
+    assert!(header(&both[1], "x-goog-message-number").parse::<u64>().unwrap() > 1);
+
+    let duplicate = api.post(A, "calendars/primary/events/watch", json!({"id": "chan-1", "type": "web_hook", "address": address})).await;
+    assert_eq!(duplicate.status, StatusCode::BAD_REQUEST, "channel ids are unique");
+
+    let stop = api.post(A, "channels/stop", json!({"id": "chan-1", "resourceId": channel["resourceId"]})).await;
+    assert_eq!(stop.status, StatusCode::NO_CONTENT);
+    api.insert(A, event("y", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "nothing after stop");
+    let log = api.admin(Method::GET, "notifications?channelId=chan-1", json!({})).await;
+    assert_eq!(log["items"][0]["attempts"], 2);
+    assert_eq!(log["items"][0]["delivered"], true);
+}
+
+#[tokio::test]
+async fn channels_expire_at_their_ttl_and_refuse_plain_http_elsewhere() {
+    let api = Api::start().await;
+    let (address, seen) = receiver(0).await;
+    api.post(A, "calendars/primary/events/watch", json!({"id": "short", "type": "web_hook", "address": address, "params": {"ttl": "60"}})).await.ok();
+    wait_for(&seen, 1).await;
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 120})).await;
+    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1, "an expired channel sends nothing");
+    let channels = api.admin(Method::GET, "channels", json!({})).await;
+    assert_eq!(channels["items"][0]["active"], false);
+
+    let remote = api.post(A, "calendars/primary/events/watch", json!({"id": "remote", "type": "web_hook", "address": "http://example.com/hook"})).await;
+    assert_eq!(remote.status, StatusCode::BAD_REQUEST);
+    assert!(remote.message().contains("HTTPS"));
+}
