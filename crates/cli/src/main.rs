@@ -10,10 +10,19 @@ use clap::{Parser, Subcommand};
 use confsync_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
-#[command(name = "confsync", version, about = "Keeps third-party conferences in sync with Google Calendar events")]
+#[command(
+    name = "confsync",
+    version,
+    about = "Keeps third-party conferences in sync with Google Calendar events"
+)]
 struct Cli {
     /// Log format: pretty or json.
-    #[arg(long, global = true, default_value = "pretty", env = "CONFSYNC_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "pretty",
+        env = "CONFSYNC_LOG_FORMAT"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -68,8 +77,11 @@ struct DemoArgs {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CONFSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONFSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -83,7 +95,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&cli.log_format);
     match cli.command {
         Command::Emulator(args) => run_emulator(args).await,
-        Command::Bench { which: BenchCommand::Emulator(args) } => bench::emulator(args).await,
+        Command::Bench {
+            which: BenchCommand::Emulator(args),
+        } => bench::emulator(args).await,
         Command::Demo(args) => demo(args).await,
     }
 }
@@ -91,26 +105,38 @@ async fn main() -> anyhow::Result<()> {
 async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     let config = EmulatorConfig {
         dev_mode: !args.no_dev,
-        sync_token_max_age: (args.sync_token_max_age > 0).then(|| chrono::Duration::seconds(args.sync_token_max_age)),
+        sync_token_max_age: (args.sync_token_max_age > 0)
+            .then(|| chrono::Duration::seconds(args.sync_token_max_age)),
         quota_per_user_per_minute: args.quota_per_user,
         seed: args.rng_seed,
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::new(config);
     if let Some(path) = &args.seed {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading seed file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading seed file {}", path.display()))?;
         let now = emulator.shared().clock.now();
         let seeded = confsync_emulator::seed::apply(&mut emulator.shared().world(), &text, now)
             .map_err(|e| anyhow::anyhow!("seed file {}: {e}", path.display()))?;
-        tracing::info!(events = seeded.events, calendars = seeded.calendars.len(), "seed loaded");
+        tracing::info!(
+            events = seeded.events,
+            calendars = seeded.calendars.len(),
+            "seed loaded"
+        );
     }
-    let running = emulator.spawn(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let running = emulator
+        .spawn(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     // The first line on stdout is the base URL: scripts and tests read it.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", running.base_url())?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(base_url = running.base_url(), "Calendar v3 emulator serving");
+    tracing::info!(
+        base_url = running.base_url(),
+        "Calendar v3 emulator serving"
+    );
     tokio::signal::ctrl_c().await?;
     running.shutdown();
     Ok(())
@@ -119,7 +145,9 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // The sync engine and the service (issues 3 and 4) are not built yet; until they are, the
     // demo shows the emulator they will run against.
-    let running = Emulator::new(EmulatorConfig::default()).spawn("127.0.0.1:0").await?;
+    let running = Emulator::new(EmulatorConfig::default())
+        .spawn("127.0.0.1:0")
+        .await?;
     println!("Calendar v3 emulator at {}", running.base_url());
     println!("The conference sync engine is not built yet: this demo only starts the emulator.");
     if !args.exit {

@@ -49,7 +49,11 @@ pub struct OAuthError {
 
 impl OAuthError {
     fn new(status: u16, error: &'static str, description: impl Into<String>) -> Self {
-        OAuthError { status, error, description: description.into() }
+        OAuthError {
+            status,
+            error,
+            description: description.into(),
+        }
     }
 
     fn invalid_grant(description: impl Into<String>) -> Self {
@@ -102,14 +106,25 @@ impl AuthState {
     /// The user a bearer token stands for, if it is valid now.
     pub fn user_for(&self, token: &str, now: DateTime<Utc>, dev_mode: bool) -> Option<String> {
         if let Some(email) = token.strip_prefix("dev:") {
-            return dev_mode.then(|| email.trim().to_ascii_lowercase()).filter(|e| e.contains('@'));
+            return dev_mode
+                .then(|| email.trim().to_ascii_lowercase())
+                .filter(|e| e.contains('@'));
         }
-        self.access.get(token).filter(|g| g.expires > now).map(|g| g.email.clone())
+        self.access
+            .get(token)
+            .filter(|g| g.expires > now)
+            .map(|g| g.email.clone())
     }
 
     pub fn issue_access(&mut self, email: &str, now: DateTime<Utc>, lifetime: Duration) -> String {
         let token = format!("ya29.emu-{}", secret(24));
-        self.access.insert(token.clone(), AccessGrant { email: email.to_owned(), expires: now + lifetime });
+        self.access.insert(
+            token.clone(),
+            AccessGrant {
+                email: email.to_owned(),
+                expires: now + lifetime,
+            },
+        );
         token
     }
 
@@ -117,7 +132,11 @@ impl AuthState {
         let token = format!("1//emu-{}", secret(24));
         self.refresh.insert(
             token.clone(),
-            RefreshGrant { email: email.to_owned(), client_id: client_id.map(str::to_owned), scope: scope.to_owned() },
+            RefreshGrant {
+                email: email.to_owned(),
+                client_id: client_id.map(str::to_owned),
+                scope: scope.to_owned(),
+            },
         );
         token
     }
@@ -131,33 +150,56 @@ impl AuthState {
     }
 
     /// Registers a service account's public key (PEM `PUBLIC KEY`, i.e. SubjectPublicKeyInfo).
-    pub fn register_service_account(&mut self, client_email: &str, pem: &str) -> Result<(), String> {
+    pub fn register_service_account(
+        &mut self,
+        client_email: &str,
+        pem: &str,
+    ) -> Result<(), String> {
         let der = pem_to_der(pem).ok_or("publicKeyPem is not a PEM-encoded public key")?;
-        aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der)
-            .map_err(|_| "publicKeyPem is not an RSA public key (expected -----BEGIN PUBLIC KEY-----)".to_owned())?;
-        self.service_accounts.insert(client_email.to_ascii_lowercase(), der);
+        aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der).map_err(|_| {
+            "publicKeyPem is not an RSA public key (expected -----BEGIN PUBLIC KEY-----)".to_owned()
+        })?;
+        self.service_accounts
+            .insert(client_email.to_ascii_lowercase(), der);
         Ok(())
     }
 
     /// `GET /o/oauth2/v2/auth`: no consent screen; the user is `login_hint`.
-    pub fn authorize(&mut self, params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<String, OAuthError> {
+    pub fn authorize(
+        &mut self,
+        params: &HashMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<String, OAuthError> {
         let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let client_id = get("client_id").ok_or_else(|| OAuthError::invalid_request("Missing required parameter: client_id"))?;
-        let redirect_uri = get("redirect_uri").ok_or_else(|| OAuthError::invalid_request("Missing required parameter: redirect_uri"))?;
+        let client_id = get("client_id")
+            .ok_or_else(|| OAuthError::invalid_request("Missing required parameter: client_id"))?;
+        let redirect_uri = get("redirect_uri").ok_or_else(|| {
+            OAuthError::invalid_request("Missing required parameter: redirect_uri")
+        })?;
         if get("response_type") != Some("code") {
-            return Err(OAuthError::new(400, "unsupported_response_type", "response_type must be code"));
+            return Err(OAuthError::new(
+                400,
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
         }
         let email = get("login_hint").ok_or_else(|| {
-            OAuthError::invalid_request("The emulator has no sign-in page: pass login_hint=<email> to choose the user")
+            OAuthError::invalid_request(
+                "The emulator has no sign-in page: pass login_hint=<email> to choose the user",
+            )
         })?;
         if !email.contains('@') {
-            return Err(OAuthError::invalid_request("login_hint must be an email address"));
+            return Err(OAuthError::invalid_request(
+                "login_hint must be an email address",
+            ));
         }
         let challenge = match get("code_challenge") {
             Some(c) => {
                 let method = get("code_challenge_method").unwrap_or("plain");
                 if method != "S256" && method != "plain" {
-                    return Err(OAuthError::invalid_request("code_challenge_method must be S256 or plain"));
+                    return Err(OAuthError::invalid_request(
+                        "code_challenge_method must be S256 or plain",
+                    ));
                 }
                 Some((c.to_owned(), method.to_owned()))
             }
@@ -179,92 +221,192 @@ impl AuthState {
     }
 
     /// `POST /token`.
-    pub fn token(&mut self, form: &HashMap<String, String>, now: DateTime<Utc>, dev_mode: bool, token_url: &str) -> Result<(String, Issued), OAuthError> {
+    pub fn token(
+        &mut self,
+        form: &HashMap<String, String>,
+        now: DateTime<Utc>,
+        dev_mode: bool,
+        token_url: &str,
+    ) -> Result<(String, Issued), OAuthError> {
         let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
         match get("grant_type") {
             Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
-                let assertion = get("assertion").ok_or_else(|| OAuthError::invalid_request("Missing required parameter: assertion"))?;
+                let assertion = get("assertion").ok_or_else(|| {
+                    OAuthError::invalid_request("Missing required parameter: assertion")
+                })?;
                 let (email, scope) = self.check_assertion(assertion, now, dev_mode, token_url)?;
-                let access_token = self.issue_access(&email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
-                Ok((email, Issued { access_token, refresh_token: None, scope: None }.with_scope(scope)))
+                let access_token =
+                    self.issue_access(&email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
+                Ok((
+                    email,
+                    Issued {
+                        access_token,
+                        refresh_token: None,
+                        scope: None,
+                    }
+                    .with_scope(scope),
+                ))
             }
             Some("authorization_code") => {
-                let code = get("code").ok_or_else(|| OAuthError::invalid_request("Missing required parameter: code"))?;
-                let pending = self.codes.remove(code).ok_or_else(|| OAuthError::invalid_grant("Malformed auth code."))?;
+                let code = get("code").ok_or_else(|| {
+                    OAuthError::invalid_request("Missing required parameter: code")
+                })?;
+                let pending = self
+                    .codes
+                    .remove(code)
+                    .ok_or_else(|| OAuthError::invalid_grant("Malformed auth code."))?;
                 if pending.expires < now {
-                    return Err(OAuthError::invalid_grant("The authorization code has expired."));
+                    return Err(OAuthError::invalid_grant(
+                        "The authorization code has expired.",
+                    ));
                 }
                 if get("redirect_uri") != Some(pending.redirect_uri.as_str()) {
-                    return Err(OAuthError::invalid_grant("Bad Request: redirect_uri does not match the authorization request."));
+                    return Err(OAuthError::invalid_grant(
+                        "Bad Request: redirect_uri does not match the authorization request.",
+                    ));
                 }
                 if let Some(client) = get("client_id")
                     && client != pending.client_id
                 {
-                    return Err(OAuthError::new(401, "invalid_client", "The OAuth client was not found."));
+                    return Err(OAuthError::new(
+                        401,
+                        "invalid_client",
+                        "The OAuth client was not found.",
+                    ));
                 }
                 if let Some((challenge, method)) = &pending.challenge {
-                    let verifier = get("code_verifier").ok_or_else(|| OAuthError::invalid_grant("Missing code verifier."))?;
+                    let verifier = get("code_verifier")
+                        .ok_or_else(|| OAuthError::invalid_grant("Missing code verifier."))?;
                     let computed = match method.as_str() {
-                        "S256" => URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes())),
+                        "S256" => URL_SAFE_NO_PAD
+                            .encode(digest::digest(&digest::SHA256, verifier.as_bytes())),
                         _ => verifier.to_owned(),
                     };
                     if &computed != challenge {
                         return Err(OAuthError::invalid_grant("Invalid code verifier."));
                     }
                 }
-                let access_token = self.issue_access(&pending.email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
-                let refresh = self.issue_refresh(&pending.email, Some(&pending.client_id), &pending.scope);
+                let access_token =
+                    self.issue_access(&pending.email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
+                let refresh =
+                    self.issue_refresh(&pending.email, Some(&pending.client_id), &pending.scope);
                 let scope = Some(pending.scope.clone()).filter(|s| !s.is_empty());
-                Ok((pending.email, Issued { access_token, refresh_token: Some(refresh), scope }))
+                Ok((
+                    pending.email,
+                    Issued {
+                        access_token,
+                        refresh_token: Some(refresh),
+                        scope,
+                    },
+                ))
             }
             Some("refresh_token") => {
-                let token = get("refresh_token").ok_or_else(|| OAuthError::invalid_request("Missing required parameter: refresh_token"))?;
-                let grant = self.refresh.get(token).ok_or_else(|| OAuthError::invalid_grant("Token has been expired or revoked."))?;
+                let token = get("refresh_token").ok_or_else(|| {
+                    OAuthError::invalid_request("Missing required parameter: refresh_token")
+                })?;
+                let grant = self.refresh.get(token).ok_or_else(|| {
+                    OAuthError::invalid_grant("Token has been expired or revoked.")
+                })?;
                 if let (Some(expected), Some(given)) = (&grant.client_id, get("client_id"))
                     && expected != given
                 {
                     return Err(OAuthError::new(401, "unauthorized_client", "Unauthorized"));
                 }
                 let (email, scope) = (grant.email.clone(), grant.scope.clone());
-                let access_token = self.issue_access(&email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
-                Ok((email, Issued { access_token, refresh_token: None, scope: Some(scope).filter(|s| !s.is_empty()) }))
+                let access_token =
+                    self.issue_access(&email, now, Duration::seconds(ACCESS_TOKEN_SECONDS));
+                Ok((
+                    email,
+                    Issued {
+                        access_token,
+                        refresh_token: None,
+                        scope: Some(scope).filter(|s| !s.is_empty()),
+                    },
+                ))
             }
-            Some(other) => Err(OAuthError::new(400, "unsupported_grant_type", format!("Invalid grant_type: {other}"))),
-            None => Err(OAuthError::invalid_request("Missing required parameter: grant_type")),
+            Some(other) => Err(OAuthError::new(
+                400,
+                "unsupported_grant_type",
+                format!("Invalid grant_type: {other}"),
+            )),
+            None => Err(OAuthError::invalid_request(
+                "Missing required parameter: grant_type",
+            )),
         }
     }
 
     /// Checks a service account's JWT; returns the user it acts as and the scope.
-    fn check_assertion(&self, assertion: &str, now: DateTime<Utc>, dev_mode: bool, token_url: &str) -> Result<(String, String), OAuthError> {
+    fn check_assertion(
+        &self,
+        assertion: &str,
+        now: DateTime<Utc>,
+        dev_mode: bool,
+        token_url: &str,
+    ) -> Result<(String, String), OAuthError> {
         let bad = |why: &str| OAuthError::invalid_grant(format!("Invalid JWT: {why}"));
         let mut parts = assertion.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(bad("expected three dot-separated parts"));
         };
-        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).map_err(|_| bad("a part is not base64url"));
-        let header: Value = serde_json::from_slice(&decode(h)?).map_err(|_| bad("the header is not JSON"))?;
-        let claims: Value = serde_json::from_slice(&decode(p)?).map_err(|_| bad("the claim set is not JSON"))?;
+        let decode = |part: &str| {
+            URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| bad("a part is not base64url"))
+        };
+        let header: Value =
+            serde_json::from_slice(&decode(h)?).map_err(|_| bad("the header is not JSON"))?;
+        let claims: Value =
+            serde_json::from_slice(&decode(p)?).map_err(|_| bad("the claim set is not JSON"))?;
         let signature = decode(s)?;
         if header.get("alg").and_then(Value::as_str) != Some("RS256") {
             return Err(bad("alg must be RS256"));
         }
-        let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(|| bad("missing iss"))?.to_ascii_lowercase();
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing iss"))?
+            .to_ascii_lowercase();
         let aud = claims.get("aud").and_then(Value::as_str).unwrap_or("");
-        if aud != token_url && aud != "https://oauth2.googleapis.com/token" && aud != "https://accounts.google.com/o/oauth2/token" {
-            return Err(bad(&format!("aud must be the token endpoint ({token_url})")));
+        if aud != token_url
+            && aud != "https://oauth2.googleapis.com/token"
+            && aud != "https://accounts.google.com/o/oauth2/token"
+        {
+            return Err(bad(&format!(
+                "aud must be the token endpoint ({token_url})"
+            )));
         }
-        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("missing iat"))?;
-        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| bad("missing exp"))?;
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad("missing iat"))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad("missing exp"))?;
         let skew = 300;
         if exp <= now.timestamp() - skew {
-            return Err(bad("Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."));
+            return Err(bad(
+                "Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            ));
         }
         if exp - iat > 3600 || iat > now.timestamp() + skew {
-            return Err(bad("Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."));
+            return Err(bad(
+                "Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            ));
         }
-        let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("").to_owned();
+        let scope = claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         if scope.is_empty() && claims.get("target_audience").is_none() {
-            return Err(OAuthError::new(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided."));
+            return Err(OAuthError::new(
+                400,
+                "invalid_scope",
+                "Invalid OAuth scope or ID token audience provided.",
+            ));
         }
         match self.service_accounts.get(&iss) {
             Some(der) => {
@@ -278,9 +420,19 @@ impl AuthState {
                     return Err(bad("Invalid JWT Signature."));
                 }
             }
-            None => return Err(OAuthError::new(401, "invalid_client", "The OAuth client was not found.")),
+            None => {
+                return Err(OAuthError::new(
+                    401,
+                    "invalid_client",
+                    "The OAuth client was not found.",
+                ));
+            }
         }
-        let user = claims.get("sub").and_then(Value::as_str).unwrap_or(&iss).to_ascii_lowercase();
+        let user = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or(&iss)
+            .to_ascii_lowercase();
         Ok((user, scope))
     }
 }
@@ -293,7 +445,11 @@ impl Issued {
 }
 
 fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
     if body.is_empty() || !pem.contains("-----BEGIN") {
         return None;
     }
@@ -311,33 +467,72 @@ mod tests {
     }
 
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn jwt_bearer_acts_as_sub_in_dev_mode() {
         let mut auth = AuthState::default();
         let now = Utc::now();
-        let assertion = jwt(json!({"iss": "sa@p.iam.gserviceaccount.com", "sub": "Bob@Example.com", "scope": "https://www.googleapis.com/auth/calendar", "aud": "http://h/token", "iat": now.timestamp(), "exp": now.timestamp() + 3600}));
-        let f = form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &assertion)]);
+        let assertion = jwt(
+            json!({"iss": "sa@p.iam.gserviceaccount.com", "sub": "Bob@Example.com", "scope": "https://www.googleapis.com/auth/calendar", "aud": "http://h/token", "iat": now.timestamp(), "exp": now.timestamp() + 3600}),
+        );
+        let f = form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &assertion),
+        ]);
         let (email, issued) = auth.token(&f, now, true, "http://h/token").unwrap();
         assert_eq!(email, "bob@example.com");
-        assert_eq!(auth.user_for(&issued.access_token, now, false).as_deref(), Some("bob@example.com"));
+        assert_eq!(
+            auth.user_for(&issued.access_token, now, false).as_deref(),
+            Some("bob@example.com")
+        );
         // Outside dev mode an unregistered key is refused.
-        assert_eq!(auth.token(&f, now, false, "http://h/token").err().map(|e| e.error), Some("invalid_client"));
+        assert_eq!(
+            auth.token(&f, now, false, "http://h/token")
+                .err()
+                .map(|e| e.error),
+            Some("invalid_client")
+        );
     }
 
     #[test]
     fn expired_or_foreign_assertions_are_refused() {
         let mut auth = AuthState::default();
         let now = Utc::now();
-        let old = jwt(json!({"iss": "sa@x", "scope": "s", "aud": "http://h/token", "iat": now.timestamp() - 7200, "exp": now.timestamp() - 3600}));
-        let f = form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &old)]);
-        assert_eq!(auth.token(&f, now, true, "http://h/token").err().map(|e| e.error), Some("invalid_grant"));
-        let wrong_aud = jwt(json!({"iss": "sa@x", "scope": "s", "aud": "https://evil/token", "iat": now.timestamp(), "exp": now.timestamp() + 60}));
-        let f = form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &wrong_aud)]);
-        assert_eq!(auth.token(&f, now, true, "http://h/token").err().map(|e| e.error), Some("invalid_grant"));
-        let f = form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", "a.b")]);
+        let old = jwt(
+            json!({"iss": "sa@x", "scope": "s", "aud": "http://h/token", "iat": now.timestamp() - 7200, "exp": now.timestamp() - 3600}),
+        );
+        let f = form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &old),
+        ]);
+        assert_eq!(
+            auth.token(&f, now, true, "http://h/token")
+                .err()
+                .map(|e| e.error),
+            Some("invalid_grant")
+        );
+        let wrong_aud = jwt(
+            json!({"iss": "sa@x", "scope": "s", "aud": "https://evil/token", "iat": now.timestamp(), "exp": now.timestamp() + 60}),
+        );
+        let f = form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &wrong_aud),
+        ]);
+        assert_eq!(
+            auth.token(&f, now, true, "http://h/token")
+                .err()
+                .map(|e| e.error),
+            Some("invalid_grant")
+        );
+        let f = form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", "a.b"),
+        ]);
         assert!(auth.token(&f, now, true, "http://h/token").is_err());
     }
 
@@ -346,14 +541,37 @@ mod tests {
         let mut auth = AuthState::default();
         let now = Utc::now();
         let verifier = "a-verifier-of-at-least-43-characters-long-0123456789";
-        let challenge = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
-        let params = form(&[("client_id", "c"), ("redirect_uri", "http://127.0.0.1/cb"), ("response_type", "code"), ("scope", "cal"), ("login_hint", "carol@example.com"), ("code_challenge", &challenge), ("code_challenge_method", "S256")]);
+        let challenge =
+            URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
+        let params = form(&[
+            ("client_id", "c"),
+            ("redirect_uri", "http://127.0.0.1/cb"),
+            ("response_type", "code"),
+            ("scope", "cal"),
+            ("login_hint", "carol@example.com"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]);
         let code = auth.authorize(&params, now).unwrap();
-        let wrong = form(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://127.0.0.1/cb"), ("code_verifier", "nope")]);
-        assert_eq!(auth.token(&wrong, now, false, "t").err().map(|e| e.error), Some("invalid_grant"));
+        let wrong = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1/cb"),
+            ("code_verifier", "nope"),
+        ]);
+        assert_eq!(
+            auth.token(&wrong, now, false, "t").err().map(|e| e.error),
+            Some("invalid_grant")
+        );
         // A code is single-use, even after a failed exchange.
         let code = auth.authorize(&params, now).unwrap();
-        let right = form(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://127.0.0.1/cb"), ("code_verifier", verifier), ("client_id", "c")]);
+        let right = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1/cb"),
+            ("code_verifier", verifier),
+            ("client_id", "c"),
+        ]);
         let (email, issued) = auth.token(&right, now, false, "t").unwrap();
         assert_eq!(email, "carol@example.com");
         let refresh = issued.refresh_token.unwrap();
@@ -361,7 +579,10 @@ mod tests {
         let f = form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
         assert!(auth.token(&f, now, false, "t").is_ok());
         auth.revoke_user("carol@example.com");
-        assert_eq!(auth.token(&f, now, false, "t").err().map(|e| e.error), Some("invalid_grant"));
+        assert_eq!(
+            auth.token(&f, now, false, "t").err().map(|e| e.error),
+            Some("invalid_grant")
+        );
         assert_eq!(auth.user_for(&issued.access_token, now, false), None);
     }
 
@@ -369,7 +590,10 @@ mod tests {
     fn dev_tokens_only_in_dev_mode() {
         let auth = AuthState::default();
         let now = Utc::now();
-        assert_eq!(auth.user_for("dev:A@x.io", now, true).as_deref(), Some("a@x.io"));
+        assert_eq!(
+            auth.user_for("dev:A@x.io", now, true).as_deref(),
+            Some("a@x.io")
+        );
         assert_eq!(auth.user_for("dev:A@x.io", now, false), None);
         assert_eq!(auth.user_for("garbage", now, true), None);
     }

@@ -21,7 +21,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, domain: &'static str, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        domain: &'static str,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             domain,
@@ -47,12 +52,22 @@ impl ApiError {
     }
 
     pub fn required(field: &str) -> Self {
-        Self::new(400, "global", "required", format!("Missing required field: {field}"))
-            .at("parameter", field)
+        Self::new(
+            400,
+            "global",
+            "required",
+            format!("Missing required field: {field}"),
+        )
+        .at("parameter", field)
     }
 
     pub fn parse_error(detail: impl std::fmt::Display) -> Self {
-        Self::new(400, "global", "parseError", format!("Parse Error: {detail}"))
+        Self::new(
+            400,
+            "global",
+            "parseError",
+            format!("Parse Error: {detail}"),
+        )
     }
 
     pub fn not_found() -> Self {
@@ -78,7 +93,12 @@ impl ApiError {
     }
 
     pub fn duplicate() -> Self {
-        Self::new(409, "global", "duplicate", "The requested identifier already exists.")
+        Self::new(
+            409,
+            "global",
+            "duplicate",
+            "The requested identifier already exists.",
+        )
     }
 
     pub fn condition_not_met() -> Self {
@@ -95,7 +115,12 @@ impl ApiError {
     }
 
     pub fn rate_limited(status: u16) -> Self {
-        Self::new(status, "usageLimits", "rateLimitExceeded", "Rate Limit Exceeded")
+        Self::new(
+            status,
+            "usageLimits",
+            "rateLimitExceeded",
+            "Rate Limit Exceeded",
+        )
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -152,7 +177,10 @@ impl IntoResponse for ApiError {
 /// A JSON body with Google's content type.
 pub fn json_body(body: String) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        )],
         body,
     )
 }

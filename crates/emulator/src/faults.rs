@@ -42,7 +42,9 @@ impl FaultSpec {
         if let Some(status) = self.status
             && !(400..=599).contains(&status)
         {
-            return Err(format!("status {status} is not an HTTP error status (400-599)"));
+            return Err(format!(
+                "status {status} is not an HTTP error status (400-599)"
+            ));
         }
         if self.status.is_none() && self.latency_ms.is_none() {
             return Err("a fault needs a status, a latencyMs, or both".into());
@@ -81,14 +83,22 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(seed: u64) -> Self {
-        Faults { faults: Vec::new(), next_id: 1, rng: IdGen::new(seed ^ 0x5eed) }
+        Faults {
+            faults: Vec::new(),
+            next_id: 1,
+            rng: IdGen::new(seed ^ 0x5eed),
+        }
     }
 
     pub fn add(&mut self, spec: FaultSpec) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let remaining = spec.count;
-        self.faults.push(Fault { id, spec, remaining });
+        self.faults.push(Fault {
+            id,
+            spec,
+            remaining,
+        });
         id
     }
 
@@ -101,8 +111,14 @@ impl Faults {
         let mut verdict = Verdict::default();
         for fault in &mut self.faults {
             let spec = &fault.spec;
-            let method_matches = spec.method.as_deref().is_none_or(|m| m == api_method || m.eq_ignore_ascii_case(http_method));
-            let path_matches = spec.path_contains.as_deref().is_none_or(|p| path.contains(p));
+            let method_matches = spec
+                .method
+                .as_deref()
+                .is_none_or(|m| m == api_method || m.eq_ignore_ascii_case(http_method));
+            let path_matches = spec
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p));
             if !method_matches || !path_matches || fault.remaining == Some(0) {
                 continue;
             }
@@ -118,14 +134,20 @@ impl Faults {
             if verdict.error.is_none()
                 && let Some(status) = spec.status
             {
-                let reason = spec.reason.clone().unwrap_or_else(|| default_reason(status).to_owned());
+                let reason = spec
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| default_reason(status).to_owned());
                 let domain = match spec.domain.as_deref() {
                     Some("usageLimits") => "usageLimits",
                     Some("calendar") => "calendar",
                     Some(_) | None if reason.contains("ateLimit") => "usageLimits",
                     _ => "global",
                 };
-                let message = spec.message.clone().unwrap_or_else(|| default_message(status).to_owned());
+                let message = spec
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| default_message(status).to_owned());
                 let mut error = ApiError::new(status, domain, &reason, message);
                 error.retry_after = spec.retry_after;
                 verdict.error = Some(error);
@@ -172,7 +194,10 @@ impl Quota {
     /// Records a request; false when the user is over `limit` in the last minute.
     pub fn admit(&mut self, user: &str, now: DateTime<Utc>, limit: u32) -> bool {
         let window = self.windows.entry(user.to_owned()).or_default();
-        while window.front().is_some_and(|t| now - *t >= Duration::minutes(1)) {
+        while window
+            .front()
+            .is_some_and(|t| now - *t >= Duration::minutes(1))
+        {
             window.pop_front();
         }
         if window.len() >= limit as usize {
@@ -210,11 +235,32 @@ mod tests {
     fn counted_faults_hit_the_next_n_matching_requests_only() {
         let mut faults = Faults::new(1);
         faults.add(spec(503, Some(2)));
-        assert!(faults.judge("calendar.events.get", "GET", "/x").error.is_none());
-        let first = faults.judge("calendar.events.list", "GET", "/x").error.unwrap();
-        assert_eq!((first.status, first.reason.as_str(), first.retry_after), (503, "backendError", Some(3)));
-        assert!(faults.judge("calendar.events.list", "GET", "/x").error.is_some());
-        assert!(faults.judge("calendar.events.list", "GET", "/x").error.is_none());
+        assert!(
+            faults
+                .judge("calendar.events.get", "GET", "/x")
+                .error
+                .is_none()
+        );
+        let first = faults
+            .judge("calendar.events.list", "GET", "/x")
+            .error
+            .unwrap();
+        assert_eq!(
+            (first.status, first.reason.as_str(), first.retry_after),
+            (503, "backendError", Some(3))
+        );
+        assert!(
+            faults
+                .judge("calendar.events.list", "GET", "/x")
+                .error
+                .is_some()
+        );
+        assert!(
+            faults
+                .judge("calendar.events.list", "GET", "/x")
+                .error
+                .is_none()
+        );
         assert!(faults.ids().is_empty());
     }
 
@@ -222,8 +268,14 @@ mod tests {
     fn rate_limit_faults_use_the_usage_limits_domain() {
         let mut faults = Faults::new(1);
         faults.add(spec(403, None));
-        let err = faults.judge("calendar.events.list", "GET", "/").error.unwrap();
-        assert_eq!((err.domain, err.reason.as_str()), ("usageLimits", "rateLimitExceeded"));
+        let err = faults
+            .judge("calendar.events.list", "GET", "/")
+            .error
+            .unwrap();
+        assert_eq!(
+            (err.domain, err.reason.as_str()),
+            ("usageLimits", "rateLimitExceeded")
+        );
     }
 
     #[test]
@@ -240,7 +292,21 @@ mod tests {
     #[test]
     fn invalid_specs_are_refused() {
         assert!(spec(200, None).check().is_err());
-        assert!(FaultSpec { status: None, ..spec(500, None) }.check().is_err());
-        assert!(FaultSpec { probability: Some(1.5), ..spec(500, None) }.check().is_err());
+        assert!(
+            FaultSpec {
+                status: None,
+                ..spec(500, None)
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            FaultSpec {
+                probability: Some(1.5),
+                ..spec(500, None)
+            }
+            .check()
+            .is_err()
+        );
     }
 }

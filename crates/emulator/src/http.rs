@@ -29,18 +29,33 @@ type Ctx = State<Arc<Shared>>;
 pub fn router(shared: Arc<Shared>) -> Router {
     let v3 = Router::new()
         .route("/users/me/calendarList", get(calendar_list))
-        .route("/users/me/calendarList/{calendarId}", get(calendar_list_get))
+        .route(
+            "/users/me/calendarList/{calendarId}",
+            get(calendar_list_get),
+        )
         .route("/calendars", post(calendars_insert))
         .route("/calendars/{calendarId}", get(calendars_get))
-        .route("/calendars/{calendarId}/events", get(events_list).post(events_insert))
+        .route(
+            "/calendars/{calendarId}/events",
+            get(events_list).post(events_insert),
+        )
         .route("/calendars/{calendarId}/events/import", post(events_import))
         .route("/calendars/{calendarId}/events/watch", post(events_watch))
         .route(
             "/calendars/{calendarId}/events/{eventId}",
-            get(events_get).put(events_update).patch(events_patch).delete(events_delete),
+            get(events_get)
+                .put(events_update)
+                .patch(events_patch)
+                .delete(events_delete),
         )
-        .route("/calendars/{calendarId}/events/{eventId}/instances", get(events_instances))
-        .route("/calendars/{calendarId}/events/{eventId}/move", post(events_move))
+        .route(
+            "/calendars/{calendarId}/events/{eventId}/instances",
+            get(events_instances),
+        )
+        .route(
+            "/calendars/{calendarId}/events/{eventId}/move",
+            post(events_move),
+        )
         .route("/channels/stop", post(channels_stop));
     let admin = Router::new()
         .route("/reset", post(admin_reset))
@@ -50,7 +65,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/tokens", post(admin_tokens))
         .route("/service-accounts", post(admin_service_account))
         .route("/faults", post(admin_add_fault).delete(admin_clear_faults))
-        .route("/calendars/{calendarId}/expire-sync-tokens", post(admin_expire_tokens))
+        .route(
+            "/calendars/{calendarId}/expire-sync-tokens",
+            post(admin_expire_tokens),
+        )
         .route("/config", axum::routing::put(admin_config))
         .route("/clock", post(admin_clock))
         .route("/channels", get(admin_channels))
@@ -73,7 +91,12 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(405, "global", "httpMethodNotAllowed", "The HTTP method is not allowed for this resource.")
+    ApiError::new(
+        405,
+        "global",
+        "httpMethodNotAllowed",
+        "The HTTP method is not allowed for this resource.",
+    )
 }
 
 fn params_of(req: &Request) -> Vec<(String, String)> {
@@ -84,11 +107,19 @@ fn params_of(req: &Request) -> Vec<(String, String)> {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Counts, faults, authentication and quota for one v3 call; returns the acting user.
-fn begin<'a>(shared: &'a Shared, method_id: &'a str, req: &Request, params: &[(String, String)]) -> impl std::future::Future<Output = ApiResult<String>> + Send + 'a {
+fn begin<'a>(
+    shared: &'a Shared,
+    method_id: &'a str,
+    req: &Request,
+    params: &[(String, String)],
+) -> impl std::future::Future<Output = ApiResult<String>> + Send + 'a {
     // Only owned data may cross the awaits below (a request body is not Sync).
     let http_method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
@@ -96,7 +127,10 @@ fn begin<'a>(shared: &'a Shared, method_id: &'a str, req: &Request, params: &[(S
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or_else(|| param(params, "access_token"))
         .or_else(|| param(params, "oauth_token"))
@@ -104,9 +138,24 @@ fn begin<'a>(shared: &'a Shared, method_id: &'a str, req: &Request, params: &[(S
     async move { authenticate(shared, method_id, &http_method, &path, bearer).await }
 }
 
-async fn authenticate(shared: &Shared, method_id: &str, http_method: &str, path: &str, bearer: Option<String>) -> ApiResult<String> {
-    *shared.stats.lock().unwrap_or_else(|p| p.into_inner()).entry(method_id.to_owned()).or_default() += 1;
-    let verdict = shared.faults.lock().unwrap_or_else(|p| p.into_inner()).judge(method_id, http_method, path);
+async fn authenticate(
+    shared: &Shared,
+    method_id: &str,
+    http_method: &str,
+    path: &str,
+    bearer: Option<String>,
+) -> ApiResult<String> {
+    *shared
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(method_id.to_owned())
+        .or_default() += 1;
+    let verdict = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .judge(method_id, http_method, path);
     if verdict.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(verdict.latency_ms)).await;
     }
@@ -114,15 +163,28 @@ async fn authenticate(shared: &Shared, method_id: &str, http_method: &str, path:
         return Err(error);
     }
     let Some(token) = bearer else {
-        return Err(ApiError::new(401, "global", "required", "Login Required.").at("header", "Authorization"));
+        return Err(ApiError::new(401, "global", "required", "Login Required.")
+            .at("header", "Authorization"));
     };
     let token = token.as_str();
     let config = shared.config();
     let now = shared.clock.now();
-    let user = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).user_for(token, now, config.dev_mode).ok_or_else(ApiError::unauthorized)?;
-    shared.world().ensure_user(&user, None).map_err(|_| ApiError::unauthorized())?;
+    let user = shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .user_for(token, now, config.dev_mode)
+        .ok_or_else(ApiError::unauthorized)?;
+    shared
+        .world()
+        .ensure_user(&user, None)
+        .map_err(|_| ApiError::unauthorized())?;
     if let Some(limit) = config.quota_per_user_per_minute
-        && !shared.quota.lock().unwrap_or_else(|p| p.into_inner()).admit(&user, now, limit)
+        && !shared
+            .quota
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&user, now, limit)
     {
         return Err(ApiError::rate_limited(config.quota_status));
     }
@@ -131,7 +193,9 @@ async fn authenticate(shared: &Shared, method_id: &str, http_method: &str, path:
 
 async fn read_body(shared: &Shared, body: Body) -> ApiResult<Bytes> {
     let limit = shared.config().max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
 }
 
 async fn read_json(shared: &Shared, body: Body) -> ApiResult<Value> {
@@ -147,7 +211,10 @@ fn ok_json(body: String) -> Response {
 }
 
 fn if_match(req: &Request) -> Option<String> {
-    req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    req.headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn write_options(req: &Request, params: &[(String, String)]) -> ApiResult<WriteOptions> {
@@ -156,10 +223,16 @@ fn write_options(req: &Request, params: &[(String, String)]) -> ApiResult<WriteO
         Some("0") => 0,
         Some("1") => 1,
         Some(other) => {
-            return Err(ApiError::invalid(format!("Invalid value for conferenceDataVersion: \"{other}\" (expected 0 or 1)")).at("parameter", "conferenceDataVersion"));
+            return Err(ApiError::invalid(format!(
+                "Invalid value for conferenceDataVersion: \"{other}\" (expected 0 or 1)"
+            ))
+            .at("parameter", "conferenceDataVersion"));
         }
     };
-    Ok(WriteOptions { conference_data_version: version, if_match: if_match(req) })
+    Ok(WriteOptions {
+        conference_data_version: version,
+        if_match: if_match(req),
+    })
 }
 
 // --- calendars ---------------------------------------------------------------------------
@@ -171,16 +244,28 @@ async fn calendar_list(State(shared): Ctx, req: Request) -> ApiResult<Response> 
     Ok(ok_json(json!({"kind": "calendar#calendarList", "etag": "\"p3\"", "nextSyncToken": "emulator-calendar-list", "items": items}).to_string()))
 }
 
-async fn calendar_list_get(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn calendar_list_get(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.calendarList.get", &req, &params).await?;
     let world = shared.world();
     let id = world.calendar_id(&user, &calendar_id)?;
-    let entry = world.calendar_list(&user).into_iter().find(|e| e["id"] == json!(id)).ok_or_else(ApiError::not_found)?;
+    let entry = world
+        .calendar_list(&user)
+        .into_iter()
+        .find(|e| e["id"] == json!(id))
+        .ok_or_else(ApiError::not_found)?;
     Ok(ok_json(entry.to_string()))
 }
 
-async fn calendars_get(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn calendars_get(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.calendars.get", &req, &params).await?;
     let world = shared.world();
@@ -201,7 +286,11 @@ async fn calendars_insert(State(shared): Ctx, req: Request) -> ApiResult<Respons
 
 // --- events ------------------------------------------------------------------------------
 
-async fn events_list(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn events_list(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.list", &req, &params).await?;
     let query = ListQuery::parse(&calendar_id, &params)?;
@@ -214,7 +303,11 @@ async fn events_list(State(shared): Ctx, Path(calendar_id): Path<String>, req: R
     Ok(ok_json(body))
 }
 
-async fn events_instances(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_instances(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.instances", &req, &params).await?;
     let query = ListQuery::parse(&format!("{calendar_id}/{event_id}"), &params)?;
@@ -225,7 +318,11 @@ async fn events_instances(State(shared): Ctx, Path((calendar_id, event_id)): Pat
     Ok(ok_json(body))
 }
 
-async fn events_get(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_get(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.get", &req, &params).await?;
     let (body, etag) = {
@@ -233,7 +330,11 @@ async fn events_get(State(shared): Ctx, Path((calendar_id, event_id)): Path<(Str
         let id = world.calendar_id(&user, &calendar_id)?;
         world.get_event(&id, &event_id)?
     };
-    let unchanged = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag || v == "*");
+    let unchanged = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag || v == "*");
     if unchanged {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -248,9 +349,18 @@ async fn events_get(State(shared): Ctx, Path((calendar_id, event_id)): Path<(Str
     Ok(response)
 }
 
-async fn insert_like(shared: Arc<Shared>, calendar_id: String, req: Request, kind: WriteKind) -> ApiResult<Response> {
+async fn insert_like(
+    shared: Arc<Shared>,
+    calendar_id: String,
+    req: Request,
+    kind: WriteKind,
+) -> ApiResult<Response> {
     let params = params_of(&req);
-    let method = if kind == WriteKind::Import { "calendar.events.import" } else { "calendar.events.insert" };
+    let method = if kind == WriteKind::Import {
+        "calendar.events.import"
+    } else {
+        "calendar.events.insert"
+    };
     let user = begin(&shared, method, &req, &params).await?;
     let opts = write_options(&req, &params)?;
     let body = read_json(&shared, req.into_body()).await?;
@@ -262,17 +372,35 @@ async fn insert_like(shared: Arc<Shared>, calendar_id: String, req: Request, kin
     Ok(ok_json(result?))
 }
 
-async fn events_insert(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn events_insert(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     insert_like(shared, calendar_id, req, WriteKind::Insert).await
 }
 
-async fn events_import(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn events_import(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     insert_like(shared, calendar_id, req, WriteKind::Import).await
 }
 
-async fn write_like(shared: Arc<Shared>, calendar_id: String, event_id: String, req: Request, kind: WriteKind) -> ApiResult<Response> {
+async fn write_like(
+    shared: Arc<Shared>,
+    calendar_id: String,
+    event_id: String,
+    req: Request,
+    kind: WriteKind,
+) -> ApiResult<Response> {
     let params = params_of(&req);
-    let method = if kind == WriteKind::Patch { "calendar.events.patch" } else { "calendar.events.update" };
+    let method = if kind == WriteKind::Patch {
+        "calendar.events.patch"
+    } else {
+        "calendar.events.update"
+    };
     let user = begin(&shared, method, &req, &params).await?;
     let opts = write_options(&req, &params)?;
     let body = read_json(&shared, req.into_body()).await?;
@@ -284,15 +412,27 @@ async fn write_like(shared: Arc<Shared>, calendar_id: String, event_id: String, 
     Ok(ok_json(result?))
 }
 
-async fn events_update(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_update(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     write_like(shared, calendar_id, event_id, req, WriteKind::Update).await
 }
 
-async fn events_patch(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_patch(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     write_like(shared, calendar_id, event_id, req, WriteKind::Patch).await
 }
 
-async fn events_delete(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_delete(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.delete", &req, &params).await?;
     let wanted = if_match(&req);
@@ -305,10 +445,16 @@ async fn events_delete(State(shared): Ctx, Path((calendar_id, event_id)): Path<(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn events_move(State(shared): Ctx, Path((calendar_id, event_id)): Path<(String, String)>, req: Request) -> ApiResult<Response> {
+async fn events_move(
+    State(shared): Ctx,
+    Path((calendar_id, event_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.move", &req, &params).await?;
-    let destination = param(&params, "destination").ok_or_else(|| ApiError::required("destination"))?.to_owned();
+    let destination = param(&params, "destination")
+        .ok_or_else(|| ApiError::required("destination"))?
+        .to_owned();
     let now = shared.clock.now();
     let mut world = shared.world();
     let source = world.calendar_id(&user, &calendar_id)?;
@@ -318,7 +464,11 @@ async fn events_move(State(shared): Ctx, Path((calendar_id, event_id)): Path<(St
     Ok(ok_json(result?))
 }
 
-async fn events_watch(State(shared): Ctx, Path(calendar_id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn events_watch(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.events.watch", &req, &params).await?;
     let body = read_json(&shared, req.into_body()).await?;
@@ -331,8 +481,18 @@ async fn events_watch(State(shared): Ctx, Path(calendar_id): Path<String>, req: 
         (id, resource_id)
     };
     let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    let resource_uri = format!("{}calendar/v3/calendars/{encoded}/events?alt=json", shared.base_url());
-    let channel = shared.push.watch(watch, &user, &id, &resource_id, resource_uri, shared.clock.now())?;
+    let resource_uri = format!(
+        "{}calendar/v3/calendars/{encoded}/events?alt=json",
+        shared.base_url()
+    );
+    let channel = shared.push.watch(
+        watch,
+        &user,
+        &id,
+        &resource_id,
+        resource_uri,
+        shared.clock.now(),
+    )?;
     Ok(ok_json(channel.to_string()))
 }
 
@@ -341,8 +501,14 @@ async fn channels_stop(State(shared): Ctx, req: Request) -> ApiResult<Response> 
     let user = begin(&shared, "calendar.channels.stop", &req, &params).await?;
     let body = read_json(&shared, req.into_body()).await?;
     schema::validate("Channel", &body)?;
-    let id = body.get("id").and_then(Value::as_str).ok_or_else(|| ApiError::required("id"))?;
-    let resource_id = body.get("resourceId").and_then(Value::as_str).ok_or_else(|| ApiError::required("resourceId"))?;
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::required("id"))?;
+    let resource_id = body
+        .get("resourceId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::required("resourceId"))?;
     shared.push.stop(id, resource_id, &user)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -363,7 +529,12 @@ async fn token(State(shared): Ctx, req: Request) -> Response {
     let config = shared.config();
     let token_url = format!("{}token", shared.base_url());
     let now = shared.clock.now();
-    let result = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).token(&form, now, config.dev_mode, &token_url);
+    let result = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).token(
+        &form,
+        now,
+        config.dev_mode,
+        &token_url,
+    );
     match result {
         Ok((email, issued)) => {
             if let Err(e) = shared.world().ensure_user(&email, None) {
@@ -378,7 +549,11 @@ async fn token(State(shared): Ctx, req: Request) -> Response {
 async fn authorize(State(shared): Ctx, req: Request) -> Response {
     let params: HashMap<String, String> = params_of(&req).into_iter().collect();
     let now = shared.clock.now();
-    let result = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).authorize(&params, now);
+    let result = shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .authorize(&params, now);
     match result {
         Ok(code) => {
             let redirect = &params["redirect_uri"];
@@ -395,7 +570,11 @@ async fn authorize(State(shared): Ctx, req: Request) -> Response {
                     }
                     response
                 }
-                None => oauth_error(crate::auth::OAuthError { status: 400, error: "invalid_request", description: "redirect_uri is not a URL".into() }),
+                None => oauth_error(crate::auth::OAuthError {
+                    status: 400,
+                    error: "invalid_request",
+                    description: "redirect_uri is not a URL".into(),
+                }),
             }
         }
         Err(e) => oauth_error(e),
@@ -405,8 +584,13 @@ async fn authorize(State(shared): Ctx, req: Request) -> Response {
 // --- admin -------------------------------------------------------------------------------
 
 fn admin_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
-    let text = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
-    serde_json::from_slice(text).map_err(|e| ApiError::bad_request(format!("Invalid admin request: {e}")))
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("Invalid admin request: {e}")))
 }
 
 async fn admin_body<T: for<'de> Deserialize<'de>>(shared: &Shared, req: Request) -> ApiResult<T> {
@@ -422,9 +606,21 @@ async fn admin_reset(State(shared): Ctx) -> Response {
         *world = crate::store::World::new(seed, key.as_bytes());
     }
     *shared.auth.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
-    shared.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    shared.quota.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    shared
+        .quota
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     shared.push.reset();
     StatusCode::NO_CONTENT.into_response()
 }
@@ -439,13 +635,18 @@ struct NewUser {
 async fn admin_create_user(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let body: NewUser = admin_body(&shared, req).await?;
     let mut world = shared.world();
-    let email = world.ensure_user(&body.email, body.display_name.as_deref())?.email.clone();
+    let email = world
+        .ensure_user(&body.email, body.display_name.as_deref())?
+        .email
+        .clone();
     if let Some(name) = body.display_name
         && let Some(user) = world.users.get_mut(&email)
     {
         user.display_name = Some(name);
     }
-    Ok(ok_json(json!({"email": email, "calendarId": email}).to_string()))
+    Ok(ok_json(
+        json!({"email": email, "calendarId": email}).to_string(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -455,7 +656,11 @@ struct NewCalendar {
     time_zone: Option<String>,
 }
 
-async fn admin_create_calendar(State(shared): Ctx, Path(email): Path<String>, req: Request) -> ApiResult<Response> {
+async fn admin_create_calendar(
+    State(shared): Ctx,
+    Path(email): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let body: NewCalendar = admin_body(&shared, req).await?;
     let mut world = shared.world();
     let owner = world.ensure_user(&email, None)?.email.clone();
@@ -464,7 +669,11 @@ async fn admin_create_calendar(State(shared): Ctx, Path(email): Path<String>, re
 }
 
 async fn admin_revoke(State(shared): Ctx, Path(email): Path<String>) -> Response {
-    let revoked = shared.auth.lock().unwrap_or_else(|p| p.into_inner()).revoke_user(&email.to_ascii_lowercase());
+    let revoked = shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .revoke_user(&email.to_ascii_lowercase());
     ok_json(json!({"revoked": revoked}).to_string())
 }
 
@@ -507,16 +716,27 @@ async fn admin_service_account(State(shared): Ctx, req: Request) -> ApiResult<Re
 async fn admin_add_fault(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let spec: FaultSpec = admin_body(&shared, req).await?;
     spec.check().map_err(ApiError::bad_request)?;
-    let id = shared.faults.lock().unwrap_or_else(|p| p.into_inner()).add(spec);
+    let id = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add(spec);
     Ok(ok_json(json!({"id": id}).to_string()))
 }
 
 async fn admin_clear_faults(State(shared): Ctx) -> Response {
-    shared.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn admin_expire_tokens(State(shared): Ctx, Path(calendar_id): Path<String>) -> ApiResult<Response> {
+async fn admin_expire_tokens(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+) -> ApiResult<Response> {
     shared.world().expire_sync_tokens(&calendar_id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -533,7 +753,9 @@ struct ConfigChange {
 }
 
 /// Tells "absent" (None) from "null" (Some(None)).
-fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -558,13 +780,15 @@ async fn admin_config(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     if let Some(dev) = change.dev_mode {
         config.dev_mode = dev;
     }
-    Ok(ok_json(json!({
-        "syncTokenMaxAgeSeconds": config.sync_token_max_age.map(|d| d.num_seconds()),
-        "quotaPerUserPerMinute": config.quota_per_user_per_minute,
-        "quotaStatus": config.quota_status,
-        "devMode": config.dev_mode,
-    })
-    .to_string()))
+    Ok(ok_json(
+        json!({
+            "syncTokenMaxAgeSeconds": config.sync_token_max_age.map(|d| d.num_seconds()),
+            "quotaPerUserPerMinute": config.quota_per_user_per_minute,
+            "quotaStatus": config.quota_status,
+            "devMode": config.dev_mode,
+        })
+        .to_string(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -576,7 +800,9 @@ struct ClockChange {
 async fn admin_clock(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let change: ClockChange = admin_body(&shared, req).await?;
     shared.clock.advance(change.advance_seconds);
-    Ok(ok_json(json!({"now": crate::time::rfc3339(shared.clock.now())}).to_string()))
+    Ok(ok_json(
+        json!({"now": crate::time::rfc3339(shared.clock.now())}).to_string(),
+    ))
 }
 
 async fn admin_channels(State(shared): Ctx) -> Response {
@@ -590,6 +816,10 @@ async fn admin_notifications(State(shared): Ctx, req: Request) -> Response {
 }
 
 async fn admin_stats(State(shared): Ctx) -> Response {
-    let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let stats = shared
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     ok_json(json!({"requests": stats}).to_string())
 }

@@ -35,7 +35,9 @@ impl IdGen {
     /// A new event id: 26 base32hex characters.
     pub fn event_id(&mut self) -> String {
         let bits = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
-        (0..26).map(|i| BASE32HEX[((bits >> (i * 5)) & 31) as usize] as char).collect()
+        (0..26)
+            .map(|i| BASE32HEX[((bits >> (i * 5)) & 31) as usize] as char)
+            .collect()
     }
 }
 
@@ -43,7 +45,9 @@ impl IdGen {
 pub fn secret(bytes: usize) -> String {
     use base64::Engine;
     let mut buf = vec![0u8; bytes];
-    SystemRandom::new().fill(&mut buf).expect("the system random generator is available");
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system random generator is available");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 

@@ -12,6 +12,10 @@
 //! # Ok(()) }
 //! ```
 
+// Errors carry Google's whole envelope (reason, message, location); they are the cold path and
+// boxing them would only add noise to every handler.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod error;
 pub mod faults;
@@ -81,16 +85,24 @@ pub struct Shared {
 
 impl Shared {
     pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn config(&self) -> EmulatorConfig {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The base URL (`http://host:port/`), once the emulator listens.
     pub fn base_url(&self) -> &str {
-        self.base_url.get().map(String::as_str).unwrap_or("http://localhost/")
+        self.base_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or("http://localhost/")
     }
 
     /// Tells push channels about the calendars the last writes touched.
@@ -133,7 +145,9 @@ impl Emulator {
             config: Mutex::new(config),
             base_url: OnceLock::new(),
         };
-        Emulator { shared: Arc::new(shared) }
+        Emulator {
+            shared: Arc::new(shared),
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -160,7 +174,12 @@ impl Emulator {
                 })
                 .await;
         });
-        Ok(RunningEmulator { emulator: self, addr: local, base_url, shutdown: Some(tx) })
+        Ok(RunningEmulator {
+            emulator: self,
+            addr: local,
+            base_url,
+            shutdown: Some(tx),
+        })
     }
 }
 

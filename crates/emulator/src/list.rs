@@ -56,35 +56,59 @@ pub struct ListQuery {
 
 /// Parameters that never change what a listing returns (they do not bind page tokens).
 const NEUTRAL: &[&str] = &[
-    "pageToken", "maxResults", "alt", "prettyPrint", "fields", "key", "quotaUser", "userIp", "access_token",
-    "oauth_token", "$.xgafv", "callback", "upload_protocol", "uploadType",
+    "pageToken",
+    "maxResults",
+    "alt",
+    "prettyPrint",
+    "fields",
+    "key",
+    "quotaUser",
+    "userIp",
+    "access_token",
+    "oauth_token",
+    "$.xgafv",
+    "callback",
+    "upload_protocol",
+    "uploadType",
 ];
 
 fn bool_param(name: &str, value: &str) -> ApiResult<bool> {
     match value {
         "true" | "True" | "1" => Ok(true),
         "false" | "False" | "0" => Ok(false),
-        other => Err(ApiError::invalid(format!("Invalid boolean value for {name}: \"{other}\"")).at("parameter", name.to_owned())),
+        other => Err(
+            ApiError::invalid(format!("Invalid boolean value for {name}: \"{other}\""))
+                .at("parameter", name.to_owned()),
+        ),
     }
 }
 
 fn int_param(name: &str, value: &str) -> ApiResult<i64> {
-    value
-        .parse::<i64>()
-        .map_err(|_| ApiError::invalid(format!("Invalid integer value for {name}: \"{value}\"")).at("parameter", name.to_owned()))
+    value.parse::<i64>().map_err(|_| {
+        ApiError::invalid(format!("Invalid integer value for {name}: \"{value}\""))
+            .at("parameter", name.to_owned())
+    })
 }
 
 fn property_filter(name: &str, value: &str) -> ApiResult<(String, String)> {
     value
         .split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| ApiError::invalid(format!("Invalid value for {name}: \"{value}\" (expected propertyName=value)")).at("parameter", name.to_owned()))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid value for {name}: \"{value}\" (expected propertyName=value)"
+            ))
+            .at("parameter", name.to_owned())
+        })
 }
 
 impl ListQuery {
     /// Parses the query string parameters of a listing.
     pub fn parse(calendar_id: &str, params: &[(String, String)]) -> ApiResult<ListQuery> {
-        let mut q = ListQuery { max_results: 250, ..Default::default() };
+        let mut q = ListQuery {
+            max_results: 250,
+            ..Default::default()
+        };
         let mut bound: Vec<(&str, &str)> = Vec::new();
         for (name, value) in params {
             let (name, value) = (name.as_str(), value.as_str());
@@ -95,7 +119,10 @@ impl ListQuery {
                 "maxResults" => {
                     let n = int_param(name, value)?;
                     if n < 1 {
-                        return Err(ApiError::invalid(format!("Invalid value for maxResults: {n} (must be at least 1)")).at("parameter", "maxResults"));
+                        return Err(ApiError::invalid(format!(
+                            "Invalid value for maxResults: {n} (must be at least 1)"
+                        ))
+                        .at("parameter", "maxResults"));
                     }
                     q.max_results = n.min(2500) as usize;
                 }
@@ -158,10 +185,19 @@ impl ListQuery {
         if let (Some(min), Some(max)) = (q.time_min, q.time_max)
             && min >= max
         {
-            return Err(ApiError::new(400, "calendar", "timeRangeEmpty", "The specified time range is empty.").at("parameter", "timeMax"));
+            return Err(ApiError::new(
+                400,
+                "calendar",
+                "timeRangeEmpty",
+                "The specified time range is empty.",
+            )
+            .at("parameter", "timeMax"));
         }
         if q.order_by == Some(OrderBy::StartTime) && !q.single_events {
-            return Err(ApiError::bad_request("The requested ordering is not available for the particular query.").at("parameter", "orderBy"));
+            return Err(ApiError::bad_request(
+                "The requested ordering is not available for the particular query.",
+            )
+            .at("parameter", "orderBy"));
         }
         Ok(q)
     }
@@ -177,7 +213,12 @@ struct Page {
 
 impl Page {
     fn new(limit: usize) -> Self {
-        Page { limit, items: Vec::new(), last: None, more: false }
+        Page {
+            limit,
+            items: Vec::new(),
+            last: None,
+            more: false,
+        }
     }
 
     /// Adds an item; false when the page is full (and the item is not taken).
@@ -201,8 +242,13 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn window_end(&self) -> DateTime<Utc> {
-        self.query.time_max.unwrap_or(self.now + Duration::days(EXPANSION_HORIZON_DAYS))
+    /// Where expansion stops: `timeMax`, else nowhere for a finite series, else the horizon.
+    fn window_end(&self, series: &crate::store::Series) -> Option<DateTime<Utc>> {
+        match (self.query.time_max, series.recurrence.last_start()) {
+            (Some(max), _) => Some(max),
+            (None, Some(_)) => None,
+            (None, None) => Some(self.now + Duration::days(EXPANSION_HORIZON_DAYS)),
+        }
     }
 
     fn overlaps(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
@@ -235,7 +281,14 @@ impl View<'_> {
             }
         };
         let props_match = |kind: &str, wanted: &[(String, String)]| {
-            wanted.iter().all(|(k, v)| value.get("extendedProperties").and_then(|p| p.get(kind)).and_then(|p| p.get(k)).and_then(Value::as_str) == Some(v))
+            wanted.iter().all(|(k, v)| {
+                value
+                    .get("extendedProperties")
+                    .and_then(|p| p.get(kind))
+                    .and_then(|p| p.get(k))
+                    .and_then(Value::as_str)
+                    == Some(v)
+            })
         };
         if !props_match("private", &q.private_props) || !props_match("shared", &q.shared_props) {
             return false;
@@ -250,7 +303,13 @@ impl View<'_> {
                 text.push('\n');
             }
         }
-        for person in value.get("attendees").and_then(Value::as_array).into_iter().flatten().chain(value.get("organizer")) {
+        for person in value
+            .get("attendees")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(value.get("organizer"))
+        {
             for key in ["email", "displayName"] {
                 if let Some(s) = person.get(key).and_then(Value::as_str) {
                     text.push_str(&s.to_lowercase());
@@ -273,7 +332,13 @@ impl View<'_> {
             return None;
         }
         let in_window = match &ev.series {
-            Some(_) => self.query.time_max.is_none_or(|max| ev.start < max) && self.query.time_min.is_none_or(|min| ev.span_end().is_none_or(|end| end > min)),
+            Some(_) => {
+                self.query.time_max.is_none_or(|max| ev.start < max)
+                    && self
+                        .query
+                        .time_min
+                        .is_none_or(|min| ev.span_end().is_none_or(|end| end > min))
+            }
             None => self.overlaps(ev.start, ev.end),
         };
         if !in_window || !self.content_matches(ev, None) {
@@ -284,12 +349,18 @@ impl View<'_> {
 
     /// Applies `maxAttendees` (the only per-request reshaping of an item).
     fn shaped(&self, json: &str) -> String {
-        let Some(max) = self.query.max_attendees else { return json.to_owned() };
-        let Ok(Value::Object(mut value)) = serde_json::from_str::<Value>(json) else { return json.to_owned() };
+        let Some(max) = self.query.max_attendees else {
+            return json.to_owned();
+        };
+        let Ok(Value::Object(mut value)) = serde_json::from_str::<Value>(json) else {
+            return json.to_owned();
+        };
         if let Some(list) = value.get_mut("attendees").and_then(Value::as_array_mut)
             && list.len() > max
         {
-            list.retain(|a| a.get("self") == Some(&json!(true)) || a.get("organizer") == Some(&json!(true)));
+            list.retain(|a| {
+                a.get("self") == Some(&json!(true)) || a.get("organizer") == Some(&json!(true))
+            });
             list.truncate(max);
             value.insert("attendeesOmitted".into(), json!(true));
         }
@@ -298,15 +369,40 @@ impl View<'_> {
 
     /// The instances of series `id` as listed with `singleEvents=true`, ordered by original
     /// start: (original start key, item). Exceptions replace the occurrence they modify.
-    fn instances(&self, cal: &Calendar, id: &str, master: &StoredEvent, after: Option<i64>) -> Vec<(i64, String)> {
-        let Some(series) = &master.series else { return Vec::new() };
+    fn instances(
+        &self,
+        cal: &Calendar,
+        id: &str,
+        master: &StoredEvent,
+        after: Option<i64>,
+    ) -> Vec<(i64, String)> {
+        let Some(series) = &master.series else {
+            return Vec::new();
+        };
         let prefix = format!("{id}_");
-        let exceptions: Vec<(&String, &StoredEvent)> = cal.events.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).collect();
-        let master_value = if master.cancelled { Map::new() } else { master.value() };
+        let exceptions: Vec<(&String, &StoredEvent)> = cal
+            .events
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .collect();
+        let master_value = if master.cancelled {
+            Map::new()
+        } else {
+            master.value()
+        };
         let mut out: Vec<(i64, String)> = Vec::new();
         // A cancelled series: every instance is reported deleted.
-        let window_start = if master.cancelled { None } else { self.query.time_min };
-        let occurrences = series.recurrence.occurrences(series.duration, window_start, Some(self.window_end()), EXPANSION_LIMIT);
+        let window_start = if master.cancelled {
+            None
+        } else {
+            self.query.time_min
+        };
+        let occurrences = series.recurrence.occurrences(
+            series.duration,
+            window_start,
+            self.window_end(series),
+            EXPANSION_LIMIT,
+        );
         for start in occurrences {
             let key = occurrence_key(start);
             if after.is_some_and(|a| key <= a) {
@@ -336,7 +432,9 @@ impl View<'_> {
             out.push((key, self.shaped(&Value::Object(value).to_string())));
         }
         for (exception_id, ev) in exceptions {
-            let Some((_, original, _)) = &ev.instance_of else { continue };
+            let Some((_, original, _)) = &ev.instance_of else {
+                continue;
+            };
             let key = occurrence_key(*original);
             if after.is_some_and(|a| key <= a) {
                 continue;
@@ -350,7 +448,15 @@ impl View<'_> {
     }
 
     /// Emits one stored event (expanded when it is a series and singleEvents is on).
-    fn emit(&self, cal: &Calendar, id: &str, ev: &StoredEvent, at: impl Fn(Option<i64>) -> Cursor, after: Option<i64>, page: &mut Page) -> bool {
+    fn emit(
+        &self,
+        cal: &Calendar,
+        id: &str,
+        ev: &StoredEvent,
+        at: impl Fn(Option<i64>) -> Cursor,
+        after: Option<i64>,
+        page: &mut Page,
+    ) -> bool {
         if self.query.single_events {
             if ev.instance_of.is_some() && !self.incremental_exception(ev) {
                 return true; // listed with its series
@@ -381,28 +487,52 @@ impl View<'_> {
 pub fn occurrence_key(start: OccurrenceStart) -> i64 {
     match start {
         OccurrenceStart::DateTime(at) => at.timestamp(),
-        OccurrenceStart::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc().timestamp()).unwrap_or(0),
+        OccurrenceStart::Date(d) => d
+            .and_hms_opt(0, 0, 0)
+            .map(|n| n.and_utc().timestamp())
+            .unwrap_or(0),
     }
 }
 
 impl World {
     /// `events.list` on a calendar the caller may read. Returns the response body.
-    pub fn list_events(&self, cal_id: &str, query: &ListQuery, now: DateTime<Utc>, sync_token_max_age: Option<Duration>) -> ApiResult<String> {
+    pub fn list_events(
+        &self,
+        cal_id: &str,
+        query: &ListQuery,
+        now: DateTime<Utc>,
+        sync_token_max_age: Option<Duration>,
+    ) -> ApiResult<String> {
         let cal = self.calendar(cal_id)?;
         let page_token = match &query.page_token {
             Some(token) => {
-                let parsed: PageToken = self.signer.open(token).filter(|t: &PageToken| t.query == query.fingerprint).ok_or_else(|| {
-                    ApiError::invalid("Invalid pageToken: it is malformed or belongs to a different query.").at("parameter", "pageToken")
-                })?;
+                let parsed: PageToken = self
+                    .signer
+                    .open(token)
+                    .filter(|t: &PageToken| t.query == query.fingerprint)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "Invalid pageToken: it is malformed or belongs to a different query.",
+                        )
+                        .at("parameter", "pageToken")
+                    })?;
                 Some(parsed)
             }
             None => None,
         };
         let from_seq = match &query.sync_token {
             Some(token) => {
-                let parsed: SyncToken = self.signer.open(token).ok_or_else(ApiError::full_sync_required)?;
-                let too_old = sync_token_max_age.is_some_and(|age| now.timestamp() - parsed.issued > age.num_seconds());
-                if parsed.cal != cal.num || parsed.epoch != cal.token_epoch || too_old || parsed.seq > cal.seq {
+                let parsed: SyncToken = self
+                    .signer
+                    .open(token)
+                    .ok_or_else(ApiError::full_sync_required)?;
+                let too_old = sync_token_max_age
+                    .is_some_and(|age| now.timestamp() - parsed.issued > age.num_seconds());
+                if parsed.cal != cal.num
+                    || parsed.epoch != cal.token_epoch
+                    || too_old
+                    || parsed.seq > cal.seq
+                {
                     return Err(ApiError::full_sync_required());
                 }
                 if parsed.single != query.single_events {
@@ -419,10 +549,20 @@ impl World {
         if let (Some(min), None) = (query.updated_min, &query.sync_token)
             && sync_token_max_age.is_some_and(|age| now - min > age)
         {
-            return Err(ApiError::new(410, "calendar", "updatedMinTooLongAgo", "The requested minimum modification time lies too far in the past.").at("parameter", "updatedMin"));
+            return Err(ApiError::new(
+                410,
+                "calendar",
+                "updatedMinTooLongAgo",
+                "The requested minimum modification time lies too far in the past.",
+            )
+            .at("parameter", "updatedMin"));
         }
         let snapshot = page_token.as_ref().map_or(cal.seq, |t| t.snapshot);
-        let view = View { query, now, show_deleted: from_seq.is_some() || query.show_deleted == Some(true) };
+        let view = View {
+            query,
+            now,
+            show_deleted: from_seq.is_some() || query.show_deleted == Some(true),
+        };
         let mut page = Page::new(query.max_results);
         let cursor = page_token.as_ref().map(|t| t.cursor.clone());
 
@@ -448,12 +588,25 @@ impl World {
             }
         } else if let Some(from) = from_seq {
             let (start, after) = match cursor {
-                Some(Cursor::Seq(seq, occ)) => (if occ.is_some() { Bound::Included(seq) } else { Bound::Excluded(seq) }, occ),
+                Some(Cursor::Seq(seq, occ)) => (
+                    if occ.is_some() {
+                        Bound::Included(seq)
+                    } else {
+                        Bound::Excluded(seq)
+                    },
+                    occ,
+                ),
                 _ => (Bound::Excluded(from), None),
             };
             for (seq, id) in cal.changes.range((start, Bound::Included(snapshot))) {
-                let Some(ev) = cal.events.get(id) else { continue };
-                let resume = if Some(*seq) == cursor_seq(&page_token) { after } else { None };
+                let Some(ev) = cal.events.get(id) else {
+                    continue;
+                };
+                let resume = if Some(*seq) == cursor_seq(&page_token) {
+                    after
+                } else {
+                    None
+                };
                 let seq = *seq;
                 if !view.emit(cal, id, ev, |occ| Cursor::Seq(seq, occ), resume, &mut page) {
                     break;
@@ -461,12 +614,31 @@ impl World {
             }
         } else {
             let (start, after, cursor_id) = match &cursor {
-                Some(Cursor::Id(id, occ)) => (if occ.is_some() { Bound::Included(id.clone()) } else { Bound::Excluded(id.clone()) }, *occ, Some(id.clone())),
+                Some(Cursor::Id(id, occ)) => (
+                    if occ.is_some() {
+                        Bound::Included(id.clone())
+                    } else {
+                        Bound::Excluded(id.clone())
+                    },
+                    *occ,
+                    Some(id.clone()),
+                ),
                 _ => (Bound::Unbounded, None, None),
             };
             for (id, ev) in cal.events.range::<String, _>((start, Bound::Unbounded)) {
-                let resume = if cursor_id.as_deref() == Some(id.as_str()) { after } else { None };
-                if !view.emit(cal, id, ev, |occ| Cursor::Id(id.clone(), occ), resume, &mut page) {
+                let resume = if cursor_id.as_deref() == Some(id.as_str()) {
+                    after
+                } else {
+                    None
+                };
+                if !view.emit(
+                    cal,
+                    id,
+                    ev,
+                    |occ| Cursor::Id(id.clone(), occ),
+                    resume,
+                    &mut page,
+                ) {
                     break;
                 }
             }
@@ -474,33 +646,78 @@ impl World {
 
         let next = if page.more {
             let last = page.last.clone().unwrap_or(Cursor::Offset(0));
-            ("nextPageToken", self.signer.seal(&PageToken { query: query.fingerprint, snapshot, cursor: last }))
+            (
+                "nextPageToken",
+                self.signer.seal(&PageToken {
+                    query: query.fingerprint,
+                    snapshot,
+                    cursor: last,
+                }),
+            )
         } else {
-            ("nextSyncToken", self.signer.seal(&SyncToken { cal: cal.num, epoch: cal.token_epoch, seq: snapshot, issued: now.timestamp(), single: query.single_events }))
+            (
+                "nextSyncToken",
+                self.signer.seal(&SyncToken {
+                    cal: cal.num,
+                    epoch: cal.token_epoch,
+                    seq: snapshot,
+                    issued: now.timestamp(),
+                    single: query.single_events,
+                }),
+            )
         };
         Ok(envelope(cal, query, next, &page.items))
     }
 
     /// `events.instances`: the instances of one series (exceptions included), paged by offset.
-    pub fn list_instances(&self, cal_id: &str, event_id: &str, query: &ListQuery, now: DateTime<Utc>) -> ApiResult<String> {
+    pub fn list_instances(
+        &self,
+        cal_id: &str,
+        event_id: &str,
+        query: &ListQuery,
+        now: DateTime<Utc>,
+    ) -> ApiResult<String> {
         let cal = self.calendar(cal_id)?;
         let master = cal.events.get(event_id).ok_or_else(ApiError::not_found)?;
         if master.series.is_none() {
-            return Err(ApiError::bad_request("The event is not a recurring event.").at("parameter", "eventId"));
+            return Err(ApiError::bad_request("The event is not a recurring event.")
+                .at("parameter", "eventId"));
         }
         let offset = match &query.page_token {
-            Some(token) => match self.signer.open::<PageToken>(token).filter(|t| t.query == query.fingerprint) {
-                Some(PageToken { cursor: Cursor::Offset(n), .. }) => n,
-                _ => return Err(ApiError::invalid("Invalid pageToken: it is malformed or belongs to a different query.").at("parameter", "pageToken")),
+            Some(token) => match self
+                .signer
+                .open::<PageToken>(token)
+                .filter(|t| t.query == query.fingerprint)
+            {
+                Some(PageToken {
+                    cursor: Cursor::Offset(n),
+                    ..
+                }) => n,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "Invalid pageToken: it is malformed or belongs to a different query.",
+                    )
+                    .at("parameter", "pageToken"));
+                }
             },
             None => 0,
         };
-        let single = ListQuery { single_events: true, ..query.clone() };
-        let view = View { query: &single, now, show_deleted: query.show_deleted == Some(true) };
+        let single = ListQuery {
+            single_events: true,
+            ..query.clone()
+        };
+        let view = View {
+            query: &single,
+            now,
+            show_deleted: query.show_deleted == Some(true),
+        };
         let mut items = view.instances(cal, event_id, master, None);
         if let Some(original) = &query.original_start {
-            let wanted = crate::time::EventTime::parse(&json!({"dateTime": original}), "originalStart")
-                .or_else(|_| crate::time::EventTime::parse(&json!({"date": original}), "originalStart"))?;
+            let wanted =
+                crate::time::EventTime::parse(&json!({"dateTime": original}), "originalStart")
+                    .or_else(|_| {
+                        crate::time::EventTime::parse(&json!({"date": original}), "originalStart")
+                    })?;
             let key = match wanted {
                 crate::time::EventTime::Date(d) => occurrence_key(OccurrenceStart::Date(d)),
                 crate::time::EventTime::DateTime { at, .. } => at.timestamp(),
@@ -514,7 +731,14 @@ impl World {
             }
         }
         let next = if page.more {
-            ("nextPageToken", self.signer.seal(&PageToken { query: query.fingerprint, snapshot: cal.seq, cursor: page.last.clone().unwrap_or(Cursor::Offset(0)) }))
+            (
+                "nextPageToken",
+                self.signer.seal(&PageToken {
+                    query: query.fingerprint,
+                    snapshot: cal.seq,
+                    cursor: page.last.clone().unwrap_or(Cursor::Offset(0)),
+                }),
+            )
         } else {
             ("", String::new())
         };
@@ -524,7 +748,10 @@ impl World {
 
 fn cursor_seq(token: &Option<PageToken>) -> Option<u64> {
     match token {
-        Some(PageToken { cursor: Cursor::Seq(seq, _), .. }) => Some(*seq),
+        Some(PageToken {
+            cursor: Cursor::Seq(seq, _),
+            ..
+        }) => Some(*seq),
         _ => None,
     }
 }
@@ -533,7 +760,10 @@ fn sort_key(item: &str, order: OrderBy) -> String {
     let value: Value = serde_json::from_str(item).unwrap_or_default();
     let id = value.get("id").and_then(Value::as_str).unwrap_or("");
     match order {
-        OrderBy::Updated => format!("{}\u{0}{id}", value.get("updated").and_then(Value::as_str).unwrap_or("")),
+        OrderBy::Updated => format!(
+            "{}\u{0}{id}",
+            value.get("updated").and_then(Value::as_str).unwrap_or("")
+        ),
         OrderBy::StartTime => {
             let start = value
                 .get("start")

@@ -84,7 +84,11 @@ pub struct PushSettings {
 
 impl Default for PushSettings {
     fn default() -> Self {
-        PushSettings { max_attempts: 5, retry_base: StdDuration::from_millis(250), default_ttl_seconds: 604_800 }
+        PushSettings {
+            max_attempts: 5,
+            retry_base: StdDuration::from_millis(250),
+            default_ttl_seconds: 604_800,
+        }
     }
 }
 
@@ -111,24 +115,45 @@ impl PushHub {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client can be built");
-        PushHub { channels: Mutex::new(HashMap::new()), log: Arc::new(Mutex::new(VecDeque::new())), client, settings }
+        PushHub {
+            channels: Mutex::new(HashMap::new()),
+            log: Arc::new(Mutex::new(VecDeque::new())),
+            client,
+            settings,
+        }
     }
 
     /// Validates a watch body (already checked against the Channel schema).
     pub fn parse_watch(body: &Value) -> Result<WatchRequest, ApiError> {
         let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-        let id = text("id").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::required("id"))?;
-        if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)) {
-            return Err(ApiError::invalid(format!("Invalid channel id \"{id}\": up to 64 characters of [A-Za-z0-9-_+/=]")));
+        let id = text("id")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::required("id"))?;
+        if id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b))
+        {
+            return Err(ApiError::invalid(format!(
+                "Invalid channel id \"{id}\": up to 64 characters of [A-Za-z0-9-_+/=]"
+            )));
         }
         match text("type").as_deref() {
             Some("web_hook" | "webhook") => {}
-            Some(other) => return Err(ApiError::invalid(format!("Invalid channel type \"{other}\": only web_hook is supported"))),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid channel type \"{other}\": only web_hook is supported"
+                )));
+            }
             None => return Err(ApiError::required("type")),
         }
         let address = text("address").ok_or_else(|| ApiError::required("address"))?;
-        let url = reqwest::Url::parse(&address).map_err(|_| ApiError::invalid(format!("Invalid address \"{address}\": not a URL")))?;
-        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1")) || url.host_str().is_some_and(|h| h.starts_with("127."));
+        let url = reqwest::Url::parse(&address)
+            .map_err(|_| ApiError::invalid(format!("Invalid address \"{address}\": not a URL")))?;
+        let loopback = matches!(
+            url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+        ) || url.host_str().is_some_and(|h| h.starts_with("127."));
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
@@ -141,26 +166,54 @@ impl PushHub {
         }
         let token = text("token");
         if token.as_ref().is_some_and(|t| t.len() > 256) {
-            return Err(ApiError::invalid("Invalid channel token: longer than 256 characters"));
+            return Err(ApiError::invalid(
+                "Invalid channel token: longer than 256 characters",
+            ));
         }
         let ttl_seconds = match body.get("params").and_then(|p| p.get("ttl")) {
             None | Some(Value::Null) => None,
             Some(v) => {
-                let ttl = v.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| v.as_i64());
+                let ttl = v
+                    .as_str()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .or_else(|| v.as_i64());
                 match ttl {
                     Some(t) if t > 0 => Some(t),
-                    _ => return Err(ApiError::invalid(format!("Invalid params.ttl {v}: a positive number of seconds"))),
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "Invalid params.ttl {v}: a positive number of seconds"
+                        )));
+                    }
                 }
             }
         };
-        Ok(WatchRequest { id, token, address, ttl_seconds })
+        Ok(WatchRequest {
+            id,
+            token,
+            address,
+            ttl_seconds,
+        })
     }
 
     /// Creates a channel and sends its `sync` message. Returns the Channel resource.
-    pub fn watch(&self, req: WatchRequest, owner: &str, calendar_id: &str, resource_id: &str, resource_uri: String, now: DateTime<Utc>) -> Result<Value, ApiError> {
+    pub fn watch(
+        &self,
+        req: WatchRequest,
+        owner: &str,
+        calendar_id: &str,
+        resource_id: &str,
+        resource_uri: String,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
         let mut channels = self.channels.lock().expect("push channels lock");
-        if channels.get(&req.id).is_some_and(|c| !c.stopped && c.expiration_ms > now.timestamp_millis()) {
-            return Err(ApiError::bad_request(format!("Channel id {} not unique", req.id)).at("parameter", "id"));
+        if channels
+            .get(&req.id)
+            .is_some_and(|c| !c.stopped && c.expiration_ms > now.timestamp_millis())
+        {
+            return Err(
+                ApiError::bad_request(format!("Channel id {} not unique", req.id))
+                    .at("parameter", "id"),
+            );
         }
         let ttl = req.ttl_seconds.unwrap_or(self.settings.default_ttl_seconds);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -172,7 +225,9 @@ impl PushHub {
             calendar_id: calendar_id.to_owned(),
             resource_id: resource_id.to_owned(),
             resource_uri,
-            expiration_ms: now.timestamp_millis().saturating_add(ttl.saturating_mul(1000)),
+            expiration_ms: now
+                .timestamp_millis()
+                .saturating_add(ttl.saturating_mul(1000)),
             message_number: 1,
             stopped: false,
             owner: owner.to_owned(),
@@ -181,12 +236,20 @@ impl PushHub {
         };
         let body = channel.json();
         self.spawn_worker(&channel, rx, queued);
-        let _ = tx.send(Message { number: 1, state: "sync" });
+        let _ = tx.send(Message {
+            number: 1,
+            state: "sync",
+        });
         channels.insert(req.id, channel);
         Ok(body)
     }
 
-    fn spawn_worker(&self, channel: &Channel, mut rx: mpsc::UnboundedReceiver<Message>, queued: Arc<AtomicBool>) {
+    fn spawn_worker(
+        &self,
+        channel: &Channel,
+        mut rx: mpsc::UnboundedReceiver<Message>,
+        queued: Arc<AtomicBool>,
+    ) {
         let client = self.client.clone();
         let log = self.log.clone();
         let settings = self.settings.clone();
@@ -199,7 +262,9 @@ impl PushHub {
             channel.calendar_id.clone(),
             channel.expiration_ms,
         );
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         runtime.spawn(async move {
             while let Some(message) = rx.recv().await {
                 if message.state == "exists" {
@@ -238,7 +303,8 @@ impl PushHub {
                         Err(_) => status = None,
                     }
                     if attempts < settings.max_attempts {
-                        tokio::time::sleep(settings.retry_base * 2u32.saturating_pow(attempts - 1)).await;
+                        tokio::time::sleep(settings.retry_base * 2u32.saturating_pow(attempts - 1))
+                            .await;
                     }
                 }
                 let mut log = log.lock().expect("push log lock");
@@ -263,7 +329,10 @@ impl PushHub {
     /// A calendar changed: every live channel on it gets an `exists` message.
     pub fn notify(&self, calendar_id: &str, now: DateTime<Utc>) {
         let mut channels = self.channels.lock().expect("push channels lock");
-        for channel in channels.values_mut().filter(|c| c.calendar_id == calendar_id && !c.stopped) {
+        for channel in channels
+            .values_mut()
+            .filter(|c| c.calendar_id == calendar_id && !c.stopped)
+        {
             if channel.expiration_ms <= now.timestamp_millis() {
                 channel.stopped = true;
                 channel.tx = None;
@@ -274,7 +343,10 @@ impl PushHub {
                 continue; // folded into the message already waiting
             }
             if let Some(tx) = &channel.tx {
-                let _ = tx.send(Message { number: channel.message_number, state: "exists" });
+                let _ = tx.send(Message {
+                    number: channel.message_number,
+                    state: "exists",
+                });
             }
         }
     }
@@ -312,7 +384,10 @@ impl PushHub {
 
     pub fn deliveries(&self, channel_id: Option<&str>) -> Vec<Delivery> {
         let log = self.log.lock().expect("push log lock");
-        log.iter().filter(|d| channel_id.is_none_or(|c| d.channel_id == c)).cloned().collect()
+        log.iter()
+            .filter(|d| channel_id.is_none_or(|c| d.channel_id == c))
+            .cloned()
+            .collect()
     }
 
     pub fn reset(&self) {
@@ -322,5 +397,7 @@ impl PushHub {
 }
 
 fn expiration_header(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default()
 }

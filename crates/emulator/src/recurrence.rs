@@ -95,7 +95,9 @@ pub enum RecurrenceError {
         line: String,
     },
     /// A `DTSTART` (or `DTEND`) line; the series start comes from the event's `start`.
-    #[error("{line:?} is not allowed in recurrence: the series start comes from the event's start and end")]
+    #[error(
+        "{line:?} is not allowed in recurrence: the series start comes from the event's start and end"
+    )]
     StartNotAllowed {
         /// The line as given.
         line: String,
@@ -199,7 +201,10 @@ impl Recurrence {
     /// occurrences (and instance ids) are whole seconds too.
     pub fn parse(lines: &[String], start: SeriesStart) -> Result<Recurrence, RecurrenceError> {
         let start = match start {
-            SeriesStart::DateTime { at, tz } => SeriesStart::DateTime { at: at.trunc_subsecs(0), tz },
+            SeriesStart::DateTime { at, tz } => SeriesStart::DateTime {
+                at: at.trunc_subsecs(0),
+                tz,
+            },
             date => date,
         };
         let start_local = match start {
@@ -251,10 +256,14 @@ impl Recurrence {
                     }
                 }
                 "EXRULE" => {
-                    return Err(RecurrenceError::ExruleNotSupported { line: line.to_owned() });
+                    return Err(RecurrenceError::ExruleNotSupported {
+                        line: line.to_owned(),
+                    });
                 }
                 "DTSTART" | "DTEND" => {
-                    return Err(RecurrenceError::StartNotAllowed { line: line.to_owned() });
+                    return Err(RecurrenceError::StartNotAllowed {
+                        line: line.to_owned(),
+                    });
                 }
                 _ => {
                     return Err(RecurrenceError::UnknownProperty {
@@ -307,7 +316,9 @@ impl Recurrence {
                 break;
             }
             if let Some(ws) = window_start {
-                let ends = begins.checked_add_signed(duration).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let ends = begins
+                    .checked_add_signed(duration)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 if ends <= ws {
                     continue;
                 }
@@ -335,7 +346,11 @@ impl Recurrence {
     /// For all-day series it is midnight UTC of the last date. A finite series whose every
     /// instance is excluded has no last start either.
     pub fn last_start(&self) -> Option<DateTime<Utc>> {
-        if self.rules.iter().any(|r| r.count.is_none() && r.until.is_none()) {
+        if self
+            .rules
+            .iter()
+            .any(|r| r.count.is_none() && r.until.is_none())
+        {
             return None;
         }
         self.expand().last().map(|occ| occ.utc(None))
@@ -347,7 +362,10 @@ impl Recurrence {
         let mut parts: Vec<(String, String)> = Vec::new();
         for part in value.split(';').filter(|p| !p.is_empty()) {
             let Some((key, val)) = part.split_once('=') else {
-                return Err(invalid_rule(line, format!("rule part {part:?} is not NAME=VALUE")));
+                return Err(invalid_rule(
+                    line,
+                    format!("rule part {part:?} is not NAME=VALUE"),
+                ));
             };
             let key = key.trim().to_ascii_uppercase();
             let val = val.trim().to_ascii_uppercase();
@@ -355,14 +373,22 @@ impl Recurrence {
                 return Err(invalid_rule(line, format!("unknown rule part {key}")));
             }
             if parts.iter().any(|(k, _)| *k == key) {
-                return Err(invalid_rule(line, format!("rule part {key} is given more than once")));
+                return Err(invalid_rule(
+                    line,
+                    format!("rule part {key} is given more than once"),
+                ));
             }
             if val.is_empty() {
                 return Err(invalid_rule(line, format!("rule part {key} has no value")));
             }
             parts.push((key, val));
         }
-        let get = |name: &str| parts.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            parts
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         match get("FREQ") {
             None => return Err(invalid_rule(line, "FREQ is required")),
             Some(freq) if !FREQUENCIES.contains(&freq) => {
@@ -374,7 +400,12 @@ impl Recurrence {
             None => None,
             Some(c) => match c.parse::<u32>() {
                 Ok(n) if n > 0 => Some(n),
-                _ => return Err(invalid_rule(line, format!("COUNT must be a positive integer, not {c}"))),
+                _ => {
+                    return Err(invalid_rule(
+                        line,
+                        format!("COUNT must be a positive integer, not {c}"),
+                    ));
+                }
             },
         };
         let until = match get("UNTIL") {
@@ -386,16 +417,24 @@ impl Recurrence {
             return Err(invalid_rule(line, "COUNT and UNTIL must not both be given"));
         }
 
-        let for_crate: Vec<String> =
-            parts.iter().filter(|(k, _)| k != "UNTIL").map(|(k, v)| format!("{k}={v}")).collect();
-        let unvalidated: rrule::RRule<rrule::Unvalidated> =
-            for_crate.join(";").parse().map_err(|e: rrule::RRuleError| invalid_rule(line, crate_reason(&e)))?;
+        let for_crate: Vec<String> = parts
+            .iter()
+            .filter(|(k, _)| k != "UNTIL")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let unvalidated: rrule::RRule<rrule::Unvalidated> = for_crate
+            .join(";")
+            .parse()
+            .map_err(|e: rrule::RRuleError| invalid_rule(line, crate_reason(&e)))?;
         let floating_start = rrule::Tz::UTC.from_utc_datetime(&self.start_local);
-        let validated =
-            unvalidated.validate(floating_start).map_err(|e| invalid_rule(line, crate_reason(&e)))?;
+        let validated = unvalidated
+            .validate(floating_start)
+            .map_err(|e| invalid_rule(line, crate_reason(&e)))?;
         // `limit()` makes the crate give up on rules that never match (e.g. BYMONTHDAY=30 with
         // BYMONTH=2) after a bounded number of empty iterations instead of looping forever.
-        let set = rrule::RRuleSet::new(floating_start).limit().rrule(validated);
+        let set = rrule::RRuleSet::new(floating_start)
+            .limit()
+            .rrule(validated);
         // A rule that generates nothing past DTSTART within the horizon would make every later
         // expansion pay for the crate's long fruitless search; find that out once, here, and
         // keep just DTSTART, which is all such a series has.
@@ -407,20 +446,33 @@ impl Recurrence {
             .find(|dt| *dt != start)
             .is_some_and(|dt| dt <= self.horizon);
         if !generates {
-            return Ok(Rule { set, count: Some(1), until: None });
+            return Ok(Rule {
+                set,
+                count: Some(1),
+                until: None,
+            });
         }
         Ok(Rule { set, count, until })
     }
 
     fn parse_until(&self, line: &str, value: &str) -> Result<Until, RecurrenceError> {
-        let bad = || invalid_rule(line, format!("UNTIL value {value} is not a DATE or DATE-TIME"));
+        let bad = || {
+            invalid_rule(
+                line,
+                format!("UNTIL value {value} is not a DATE or DATE-TIME"),
+            )
+        };
         if let Some(date) = parse_date(value) {
             // A DATE UNTIL includes that whole day.
             let end_of_day = NaiveTime::from_hms_opt(23, 59, 59).ok_or_else(bad)?;
             return Ok(Until::Local(date.and_time(end_of_day)));
         }
         let (naive, utc) = parse_date_time(value).ok_or_else(bad)?;
-        Ok(if utc { Until::Utc(naive.and_utc()) } else { Until::Local(naive) })
+        Ok(if utc {
+            Until::Utc(naive.and_utc())
+        } else {
+            Until::Local(naive)
+        })
     }
 
     /// The occurrence an RDATE value adds.
@@ -451,7 +503,10 @@ impl Recurrence {
                 self.exdate_days.insert(d);
             }
             (SeriesStart::DateTime { tz, .. }, DateValue::DateTime(n, zone)) => {
-                self.exdates.insert(OccurrenceStart::DateTime(local_to_utc(zone.unwrap_or(tz), n)));
+                self.exdates.insert(OccurrenceStart::DateTime(local_to_utc(
+                    zone.unwrap_or(tz),
+                    n,
+                )));
             }
         }
     }
@@ -461,8 +516,11 @@ impl Recurrence {
             return true;
         }
         match (occ, self.start) {
-            (OccurrenceStart::DateTime(at), SeriesStart::DateTime { tz, .. }) if !self.exdate_days.is_empty() => {
-                self.exdate_days.contains(&at.with_timezone(&tz).date_naive())
+            (OccurrenceStart::DateTime(at), SeriesStart::DateTime { tz, .. })
+                if !self.exdate_days.is_empty() =>
+            {
+                self.exdate_days
+                    .contains(&at.with_timezone(&tz).date_naive())
             }
             _ => false,
         }
@@ -472,7 +530,11 @@ impl Recurrence {
     fn expand(&self) -> Expansion<'_> {
         Expansion {
             rec: self,
-            rules: self.rules.iter().map(|r| RuleStream::new(self, r)).collect(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleStream::new(self, r))
+                .collect(),
             heads: vec![None; self.rules.len()],
             next_rdate: 0,
             last: None,
@@ -482,14 +544,31 @@ impl Recurrence {
 
 /// The rule parts RFC 5545 defines (BYEASTER is the crate's extension and not Google's).
 const RULE_PARTS: [&str; 14] = [
-    "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY", "BYMONTHDAY",
-    "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
+    "FREQ",
+    "UNTIL",
+    "COUNT",
+    "INTERVAL",
+    "BYSECOND",
+    "BYMINUTE",
+    "BYHOUR",
+    "BYDAY",
+    "BYMONTHDAY",
+    "BYYEARDAY",
+    "BYWEEKNO",
+    "BYMONTH",
+    "BYSETPOS",
+    "WKST",
 ];
 
-const FREQUENCIES: [&str; 7] = ["SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY"];
+const FREQUENCIES: [&str; 7] = [
+    "SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY",
+];
 
 fn invalid_rule(line: &str, reason: impl Into<String>) -> RecurrenceError {
-    RecurrenceError::InvalidRule { line: line.to_owned(), reason: reason.into() }
+    RecurrenceError::InvalidRule {
+        line: line.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// The crate's message without its "RRule parsing error: " style prefix, which would be noise
@@ -510,7 +589,10 @@ struct ContentLine<'a> {
 }
 
 fn split_content_line(line: &str) -> Result<ContentLine<'_>, RecurrenceError> {
-    let invalid = |reason: &str| RecurrenceError::InvalidLine { line: line.to_owned(), reason: reason.to_owned() };
+    let invalid = |reason: &str| RecurrenceError::InvalidLine {
+        line: line.to_owned(),
+        reason: reason.to_owned(),
+    };
     // Parameter values may be quoted and contain ':' or ';' (RFC 5545 3.1), so the separators
     // are only looked for outside quotes.
     let mut in_quotes = false;
@@ -546,15 +628,29 @@ fn split_content_line(line: &str) -> Result<ContentLine<'_>, RecurrenceError> {
             return Err(invalid(&format!("parameter {param:?} is not NAME=VALUE")));
         };
         let val = val.trim();
-        let val = val.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(val);
+        let val = val
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(val);
         params.push((key.trim(), val));
     }
-    Ok(ContentLine { name, params, value })
+    Ok(ContentLine {
+        name,
+        params,
+        value,
+    })
 }
 
 /// Parses the comma-separated values of an `RDATE`/`EXDATE` line.
-fn parse_date_list(line: &str, content: &ContentLine<'_>, rdate: bool) -> Result<Vec<DateValue>, RecurrenceError> {
-    let invalid = |reason: String| RecurrenceError::InvalidLine { line: line.to_owned(), reason };
+fn parse_date_list(
+    line: &str,
+    content: &ContentLine<'_>,
+    rdate: bool,
+) -> Result<Vec<DateValue>, RecurrenceError> {
+    let invalid = |reason: String| RecurrenceError::InvalidLine {
+        line: line.to_owned(),
+        reason,
+    };
     let mut value_type = None;
     let mut tz = None;
     for &(key, val) in &content.params {
@@ -563,14 +659,19 @@ fn parse_date_list(line: &str, content: &ContentLine<'_>, rdate: bool) -> Result
                 let kind = val.to_ascii_uppercase();
                 match kind.as_str() {
                     "DATE" | "DATE-TIME" => value_type = Some(kind),
-                    "PERIOD" if rdate => return Err(invalid("RDATE;VALUE=PERIOD is not supported".to_owned())),
+                    "PERIOD" if rdate => {
+                        return Err(invalid("RDATE;VALUE=PERIOD is not supported".to_owned()));
+                    }
                     _ => return Err(invalid(format!("unsupported VALUE={val}"))),
                 }
             }
             "TZID" => {
                 let zone = val
                     .parse::<Tz>()
-                    .map_err(|_| RecurrenceError::InvalidTimeZone { line: line.to_owned(), tzid: val.to_owned() })?;
+                    .map_err(|_| RecurrenceError::InvalidTimeZone {
+                        line: line.to_owned(),
+                        tzid: val.to_owned(),
+                    })?;
                 tz = Some(zone);
             }
             _ => return Err(invalid(format!("unsupported parameter {key}"))),
@@ -583,17 +684,23 @@ fn parse_date_list(line: &str, content: &ContentLine<'_>, rdate: bool) -> Result
             return Err(invalid("empty date value".to_owned()));
         }
         let parsed = match value_type.as_deref() {
-            Some("DATE") => {
-                parse_date(&v).map(DateValue::Date).ok_or_else(|| invalid(format!("{v} is not a DATE (YYYYMMDD)")))?
-            }
+            Some("DATE") => parse_date(&v)
+                .map(DateValue::Date)
+                .ok_or_else(|| invalid(format!("{v} is not a DATE (YYYYMMDD)")))?,
             Some(_) => parse_zoned_date_time(&v, tz).ok_or_else(|| {
-                invalid(format!("{v} is not a DATE-TIME (YYYYMMDDTHHMMSS, optionally ending in Z)"))
+                invalid(format!(
+                    "{v} is not a DATE-TIME (YYYYMMDDTHHMMSS, optionally ending in Z)"
+                ))
             })?,
             // Without VALUE, accept either form: clients often omit VALUE=DATE.
             None => parse_date(&v)
                 .map(DateValue::Date)
                 .or_else(|| parse_zoned_date_time(&v, tz))
-                .ok_or_else(|| invalid(format!("{v} is not a DATE (YYYYMMDD) or DATE-TIME (YYYYMMDDTHHMMSS[Z])")))?,
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{v} is not a DATE (YYYYMMDD) or DATE-TIME (YYYYMMDDTHHMMSS[Z])"
+                    ))
+                })?,
         };
         values.push(parsed);
     }
@@ -603,7 +710,10 @@ fn parse_date_list(line: &str, content: &ContentLine<'_>, rdate: bool) -> Result
 fn parse_zoned_date_time(v: &str, tz: Option<Tz>) -> Option<DateValue> {
     let (naive, utc) = parse_date_time(v)?;
     // A trailing Z wins over TZID: the value then names a UTC instant whatever else is said.
-    Some(DateValue::DateTime(naive, if utc { Some(Tz::UTC) } else { tz }))
+    Some(DateValue::DateTime(
+        naive,
+        if utc { Some(Tz::UTC) } else { tz },
+    ))
 }
 
 /// `YYYYMMDD`, digits only (chrono's `%Y` would also accept signs and other widths).
@@ -893,15 +1003,29 @@ mod tests {
     }
 
     fn err(v: &[&str]) -> RecurrenceError {
-        Recurrence::parse(&lines(v), timed("2026-01-05T09:00:00Z", Tz::UTC)).expect_err("should be rejected")
+        Recurrence::parse(&lines(v), timed("2026-01-05T09:00:00Z", Tz::UTC))
+            .expect_err("should be rejected")
     }
 
     #[test]
     fn weekly_with_count_yields_exactly_count_occurrences() {
-        let rec = parse(&["RRULE:FREQ=WEEKLY;COUNT=3"], timed("2026-01-05T09:00:00Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-05T09:00:00Z"), at("2026-01-12T09:00:00Z"), at("2026-01-19T09:00:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;COUNT=3"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-01-05T09:00:00Z"),
+                at("2026-01-12T09:00:00Z"),
+                at("2026-01-19T09:00:00Z")
+            ]
+        );
 
-        let rec = parse(&["RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=4"], timed("2026-01-05T09:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=4"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
         assert_eq!(
             all(&rec),
             vec![
@@ -916,36 +1040,72 @@ mod tests {
     #[test]
     fn dtstart_off_the_rule_is_the_first_occurrence_and_counts_toward_count() {
         // 2026-01-06 is a Tuesday; the rule only yields Mondays.
-        let rec = parse(&["RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=3"], timed("2026-01-06T10:00:00Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-06T10:00:00Z"), at("2026-01-12T10:00:00Z"), at("2026-01-19T10:00:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=3"],
+            timed("2026-01-06T10:00:00Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-01-06T10:00:00Z"),
+                at("2026-01-12T10:00:00Z"),
+                at("2026-01-19T10:00:00Z")
+            ]
+        );
     }
 
     #[test]
     fn daily_until_date_time_is_inclusive() {
         let start = timed("2026-03-01T08:00:00Z", Tz::UTC);
         let rec = parse(&["RRULE:FREQ=DAILY;UNTIL=20260303T080000Z"], start);
-        assert_eq!(all(&rec), vec![at("2026-03-01T08:00:00Z"), at("2026-03-02T08:00:00Z"), at("2026-03-03T08:00:00Z")]);
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-03-01T08:00:00Z"),
+                at("2026-03-02T08:00:00Z"),
+                at("2026-03-03T08:00:00Z")
+            ]
+        );
         let rec = parse(&["RRULE:FREQ=DAILY;UNTIL=20260303T075959Z"], start);
-        assert_eq!(all(&rec), vec![at("2026-03-01T08:00:00Z"), at("2026-03-02T08:00:00Z")]);
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-03-01T08:00:00Z"), at("2026-03-02T08:00:00Z")]
+        );
     }
 
     #[test]
     fn daily_until_date_includes_that_whole_local_day() {
         // 23:30 in Berlin is 22:30Z; the DATE bound is the local day, not the UTC one.
-        let rec = parse(&["RRULE:FREQ=DAILY;UNTIL=20260303"], timed("2026-03-01T22:30:00Z", chrono_tz::Europe::Berlin));
-        assert_eq!(all(&rec), vec![at("2026-03-01T22:30:00Z"), at("2026-03-02T22:30:00Z"), at("2026-03-03T22:30:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;UNTIL=20260303"],
+            timed("2026-03-01T22:30:00Z", chrono_tz::Europe::Berlin),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-03-01T22:30:00Z"),
+                at("2026-03-02T22:30:00Z"),
+                at("2026-03-03T22:30:00Z")
+            ]
+        );
     }
 
     #[test]
     fn until_before_start_leaves_only_the_first_instance() {
-        let rec = parse(&["RRULE:FREQ=DAILY;UNTIL=20250101T000000Z"], timed("2026-03-01T08:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;UNTIL=20250101T000000Z"],
+            timed("2026-03-01T08:00:00Z", Tz::UTC),
+        );
         assert_eq!(all(&rec), vec![at("2026-03-01T08:00:00Z")]);
     }
 
     #[test]
     fn weekly_berlin_meeting_stays_at_local_ten_across_dst() {
         // DST starts 2026-03-29 and ends 2026-10-25 in Europe/Berlin.
-        let rec = parse(&["RRULE:FREQ=WEEKLY;COUNT=4"], timed("2026-03-16T09:00:00Z", chrono_tz::Europe::Berlin));
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;COUNT=4"],
+            timed("2026-03-16T09:00:00Z", chrono_tz::Europe::Berlin),
+        );
         assert_eq!(
             all(&rec),
             vec![
@@ -955,18 +1115,44 @@ mod tests {
                 at("2026-04-06T08:00:00Z"),
             ]
         );
-        let rec = parse(&["RRULE:FREQ=WEEKLY;COUNT=2"], timed("2026-10-19T08:00:00Z", chrono_tz::Europe::Berlin));
-        assert_eq!(all(&rec), vec![at("2026-10-19T08:00:00Z"), at("2026-10-26T09:00:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;COUNT=2"],
+            timed("2026-10-19T08:00:00Z", chrono_tz::Europe::Berlin),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-10-19T08:00:00Z"), at("2026-10-26T09:00:00Z")]
+        );
     }
 
     #[test]
     fn skipped_local_time_moves_forward_and_repeated_time_takes_the_first() {
         // 02:30 does not exist on 2026-03-29 in Berlin: RFC 5545 reads it with the old offset.
-        let rec = parse(&["RRULE:FREQ=DAILY;COUNT=3"], timed("2026-03-28T01:30:00Z", chrono_tz::Europe::Berlin));
-        assert_eq!(all(&rec), vec![at("2026-03-28T01:30:00Z"), at("2026-03-29T01:30:00Z"), at("2026-03-30T00:30:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;COUNT=3"],
+            timed("2026-03-28T01:30:00Z", chrono_tz::Europe::Berlin),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-03-28T01:30:00Z"),
+                at("2026-03-29T01:30:00Z"),
+                at("2026-03-30T00:30:00Z")
+            ]
+        );
         // 02:30 happens twice on 2026-10-25: the first (summer time) one is meant.
-        let rec = parse(&["RRULE:FREQ=DAILY;COUNT=3"], timed("2026-10-24T00:30:00Z", chrono_tz::Europe::Berlin));
-        assert_eq!(all(&rec), vec![at("2026-10-24T00:30:00Z"), at("2026-10-25T00:30:00Z"), at("2026-10-26T01:30:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;COUNT=3"],
+            timed("2026-10-24T00:30:00Z", chrono_tz::Europe::Berlin),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-10-24T00:30:00Z"),
+                at("2026-10-25T00:30:00Z"),
+                at("2026-10-26T01:30:00Z")
+            ]
+        );
     }
 
     #[test]
@@ -1006,13 +1192,18 @@ mod tests {
             start,
         );
         // COUNT is applied before EXDATEs, so the series still ends on 2026-12-30.
-        assert_eq!(all(&rec), vec![at("2026-11-25T09:00:00Z"), at("2026-12-30T09:00:00Z")]);
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-11-25T09:00:00Z"), at("2026-12-30T09:00:00Z")]
+        );
     }
 
     #[test]
     fn exdate_can_remove_the_first_instance() {
-        let rec =
-            parse(&["RRULE:FREQ=DAILY;COUNT=2", "EXDATE:20260105T090000Z"], timed("2026-01-05T09:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;COUNT=2", "EXDATE:20260105T090000Z"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
         assert_eq!(all(&rec), vec![at("2026-01-06T09:00:00Z")]);
     }
 
@@ -1043,48 +1234,110 @@ mod tests {
 
     #[test]
     fn rdate_only_series_has_its_start_plus_the_dates() {
-        let rec = parse(&["RDATE;VALUE=DATE:20261205,20261201"], SeriesStart::Date(date("2026-12-01")));
+        let rec = parse(
+            &["RDATE;VALUE=DATE:20261205,20261201"],
+            SeriesStart::Date(date("2026-12-01")),
+        );
         assert_eq!(all(&rec), vec![day("2026-12-01"), day("2026-12-05")]);
         // A DATE on a timed series adds an instance at the series' local time of day.
-        let rec = parse(&["RDATE;VALUE=DATE:20260710"], timed("2026-07-01T08:00:00Z", chrono_tz::Europe::Berlin));
-        assert_eq!(all(&rec), vec![at("2026-07-01T08:00:00Z"), at("2026-07-10T08:00:00Z")]);
+        let rec = parse(
+            &["RDATE;VALUE=DATE:20260710"],
+            timed("2026-07-01T08:00:00Z", chrono_tz::Europe::Berlin),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-07-01T08:00:00Z"), at("2026-07-10T08:00:00Z")]
+        );
         assert_eq!(rec.last_start(), Some(utc("2026-07-10T08:00:00Z")));
     }
 
     #[test]
     fn window_keeps_overlapping_occurrences_and_excludes_touching_edges() {
-        let rec = parse(&["RRULE:FREQ=DAILY;COUNT=10"], timed("2026-01-01T10:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;COUNT=10"],
+            timed("2026-01-01T10:00:00Z", Tz::UTC),
+        );
         let hour = Duration::hours(1);
         // 01-02 ends exactly at window start; 01-05 starts exactly at window end: both out.
-        let got = rec.occurrences(hour, Some(utc("2026-01-02T11:00:00Z")), Some(utc("2026-01-05T10:00:00Z")), 100);
-        assert_eq!(got, vec![at("2026-01-03T10:00:00Z"), at("2026-01-04T10:00:00Z")]);
+        let got = rec.occurrences(
+            hour,
+            Some(utc("2026-01-02T11:00:00Z")),
+            Some(utc("2026-01-05T10:00:00Z")),
+            100,
+        );
+        assert_eq!(
+            got,
+            vec![at("2026-01-03T10:00:00Z"), at("2026-01-04T10:00:00Z")]
+        );
         // 01-03 began before the window but is still running at its start.
-        let got = rec.occurrences(hour, Some(utc("2026-01-03T10:30:00Z")), Some(utc("2026-01-05T10:00:01Z")), 100);
-        assert_eq!(got, vec![at("2026-01-03T10:00:00Z"), at("2026-01-04T10:00:00Z"), at("2026-01-05T10:00:00Z")]);
+        let got = rec.occurrences(
+            hour,
+            Some(utc("2026-01-03T10:30:00Z")),
+            Some(utc("2026-01-05T10:00:01Z")),
+            100,
+        );
+        assert_eq!(
+            got,
+            vec![
+                at("2026-01-03T10:00:00Z"),
+                at("2026-01-04T10:00:00Z"),
+                at("2026-01-05T10:00:00Z")
+            ]
+        );
         // Only an end bound, and a limit.
         let got = rec.occurrences(hour, None, Some(utc("2026-01-09T00:00:00Z")), 2);
-        assert_eq!(got, vec![at("2026-01-01T10:00:00Z"), at("2026-01-02T10:00:00Z")]);
+        assert_eq!(
+            got,
+            vec![at("2026-01-01T10:00:00Z"), at("2026-01-02T10:00:00Z")]
+        );
         assert!(rec.occurrences(hour, None, None, 0).is_empty());
     }
 
     #[test]
     fn infinite_rule_stops_at_limit_and_at_the_hundred_year_horizon() {
-        let rec = parse(&["RRULE:FREQ=DAILY"], timed("2026-01-01T10:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=DAILY"],
+            timed("2026-01-01T10:00:00Z", Tz::UTC),
+        );
         let got = rec.occurrences(Duration::hours(1), None, None, 5);
         assert_eq!(got.len(), 5);
         assert_eq!(got[4], at("2026-01-05T10:00:00Z"));
-        let got = rec.occurrences(Duration::hours(1), Some(utc("2076-01-01T00:00:00Z")), None, 2);
-        assert_eq!(got, vec![at("2076-01-01T10:00:00Z"), at("2076-01-02T10:00:00Z")]);
+        let got = rec.occurrences(
+            Duration::hours(1),
+            Some(utc("2076-01-01T00:00:00Z")),
+            None,
+            2,
+        );
+        assert_eq!(
+            got,
+            vec![at("2076-01-01T10:00:00Z"), at("2076-01-02T10:00:00Z")]
+        );
         let got = rec.occurrences(Duration::hours(1), None, None, usize::MAX);
         assert_eq!(got.last(), Some(&at("2126-01-01T10:00:00Z")));
-        assert!(rec.occurrences(Duration::hours(1), Some(utc("2126-01-02T00:00:00Z")), None, 10).is_empty());
+        assert!(
+            rec.occurrences(
+                Duration::hours(1),
+                Some(utc("2126-01-02T00:00:00Z")),
+                None,
+                10
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn sub_daily_infinite_rule_far_window_terminates() {
-        let rec = parse(&["RRULE:FREQ=SECONDLY"], timed("2026-01-01T10:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=SECONDLY"],
+            timed("2026-01-01T10:00:00Z", Tz::UTC),
+        );
         let started = std::time::Instant::now();
-        let got = rec.occurrences(Duration::seconds(1), Some(utc("2090-01-01T00:00:00Z")), None, 10);
+        let got = rec.occurrences(
+            Duration::seconds(1),
+            Some(utc("2090-01-01T00:00:00Z")),
+            None,
+            10,
+        );
         // The scan cap gives up long before 2090; it must not hang.
         assert!(got.is_empty());
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
@@ -1093,13 +1346,22 @@ mod tests {
 
     #[test]
     fn rule_that_never_matches_terminates() {
-        let rec = parse(&["RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"], SeriesStart::Date(date("2026-01-01")));
-        assert_eq!(rec.occurrences(Duration::days(1), None, None, 10), vec![day("2026-01-01")]);
+        let rec = parse(
+            &["RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"],
+            SeriesStart::Date(date("2026-01-01")),
+        );
+        assert_eq!(
+            rec.occurrences(Duration::days(1), None, None, 10),
+            vec![day("2026-01-01")]
+        );
     }
 
     #[test]
     fn monthly_last_friday_second_tuesday_and_setpos() {
-        let rec = parse(&["RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=4"], timed("2026-01-30T12:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=4"],
+            timed("2026-01-30T12:00:00Z", Tz::UTC),
+        );
         assert_eq!(
             all(&rec),
             vec![
@@ -1109,66 +1371,152 @@ mod tests {
                 at("2026-04-24T12:00:00Z"),
             ]
         );
-        let rec = parse(&["RRULE:FREQ=MONTHLY;BYDAY=2TU;COUNT=3"], timed("2026-01-13T12:00:00Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-13T12:00:00Z"), at("2026-02-10T12:00:00Z"), at("2026-03-10T12:00:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=MONTHLY;BYDAY=2TU;COUNT=3"],
+            timed("2026-01-13T12:00:00Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-01-13T12:00:00Z"),
+                at("2026-02-10T12:00:00Z"),
+                at("2026-03-10T12:00:00Z")
+            ]
+        );
         // Last weekday of the month.
         let rec = parse(
             &["RRULE:FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;COUNT=3"],
             timed("2026-01-30T12:00:00Z", Tz::UTC),
         );
-        assert_eq!(all(&rec), vec![at("2026-01-30T12:00:00Z"), at("2026-02-27T12:00:00Z"), at("2026-03-31T12:00:00Z")]);
-        let rec = parse(&["RRULE:FREQ=MONTHLY;BYMONTHDAY=15;INTERVAL=2;COUNT=3"], timed("2026-01-15T12:00:00Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-15T12:00:00Z"), at("2026-03-15T12:00:00Z"), at("2026-05-15T12:00:00Z")]);
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-01-30T12:00:00Z"),
+                at("2026-02-27T12:00:00Z"),
+                at("2026-03-31T12:00:00Z")
+            ]
+        );
+        let rec = parse(
+            &["RRULE:FREQ=MONTHLY;BYMONTHDAY=15;INTERVAL=2;COUNT=3"],
+            timed("2026-01-15T12:00:00Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("2026-01-15T12:00:00Z"),
+                at("2026-03-15T12:00:00Z"),
+                at("2026-05-15T12:00:00Z")
+            ]
+        );
     }
 
     #[test]
     fn wkst_changes_biweekly_grouping_as_in_rfc_5545() {
         let ny = chrono_tz::America::New_York;
         let start = timed("1997-08-05T13:00:00Z", ny); // 09:00 EDT
-        let rec = parse(&["RRULE:FREQ=WEEKLY;INTERVAL=2;COUNT=4;BYDAY=TU,SU;WKST=MO"], start);
-        assert_eq!(
-            all(&rec),
-            vec![at("1997-08-05T13:00:00Z"), at("1997-08-10T13:00:00Z"), at("1997-08-19T13:00:00Z"), at("1997-08-24T13:00:00Z")]
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;INTERVAL=2;COUNT=4;BYDAY=TU,SU;WKST=MO"],
+            start,
         );
-        let rec = parse(&["RRULE:FREQ=WEEKLY;INTERVAL=2;COUNT=4;BYDAY=TU,SU;WKST=SU"], start);
         assert_eq!(
             all(&rec),
-            vec![at("1997-08-05T13:00:00Z"), at("1997-08-17T13:00:00Z"), at("1997-08-19T13:00:00Z"), at("1997-08-31T13:00:00Z")]
+            vec![
+                at("1997-08-05T13:00:00Z"),
+                at("1997-08-10T13:00:00Z"),
+                at("1997-08-19T13:00:00Z"),
+                at("1997-08-24T13:00:00Z")
+            ]
+        );
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;INTERVAL=2;COUNT=4;BYDAY=TU,SU;WKST=SU"],
+            start,
+        );
+        assert_eq!(
+            all(&rec),
+            vec![
+                at("1997-08-05T13:00:00Z"),
+                at("1997-08-17T13:00:00Z"),
+                at("1997-08-19T13:00:00Z"),
+                at("1997-08-31T13:00:00Z")
+            ]
         );
     }
 
     #[test]
     fn all_day_yearly_series() {
-        let rec = parse(&["RRULE:FREQ=YEARLY;COUNT=3"], SeriesStart::Date(date("2026-12-24")));
-        assert_eq!(all(&rec), vec![day("2026-12-24"), day("2027-12-24"), day("2028-12-24")]);
+        let rec = parse(
+            &["RRULE:FREQ=YEARLY;COUNT=3"],
+            SeriesStart::Date(date("2026-12-24")),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![day("2026-12-24"), day("2027-12-24"), day("2028-12-24")]
+        );
         assert_eq!(rec.last_start(), Some(utc("2028-12-24T00:00:00Z")));
         // February 29 only exists in leap years; the rule skips the others.
-        let rec = parse(&["RRULE:FREQ=YEARLY;COUNT=3"], SeriesStart::Date(date("2024-02-29")));
-        assert_eq!(all(&rec), vec![day("2024-02-29"), day("2028-02-29"), day("2032-02-29")]);
         let rec = parse(
-            &["RRULE:FREQ=YEARLY;UNTIL=20281224", "EXDATE;VALUE=DATE:20271224"],
+            &["RRULE:FREQ=YEARLY;COUNT=3"],
+            SeriesStart::Date(date("2024-02-29")),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![day("2024-02-29"), day("2028-02-29"), day("2032-02-29")]
+        );
+        let rec = parse(
+            &[
+                "RRULE:FREQ=YEARLY;UNTIL=20281224",
+                "EXDATE;VALUE=DATE:20271224",
+            ],
             SeriesStart::Date(date("2026-12-24")),
         );
         assert_eq!(all(&rec), vec![day("2026-12-24"), day("2028-12-24")]);
         // All-day occurrences meet the window at midnight UTC and last `duration`.
-        let got = rec.occurrences(Duration::days(1), Some(utc("2026-12-24T12:00:00Z")), None, 10);
+        let got = rec.occurrences(
+            Duration::days(1),
+            Some(utc("2026-12-24T12:00:00Z")),
+            None,
+            10,
+        );
         assert_eq!(got, vec![day("2026-12-24"), day("2028-12-24")]);
-        let got = rec.occurrences(Duration::days(1), Some(utc("2026-12-25T00:00:00Z")), None, 10);
+        let got = rec.occurrences(
+            Duration::days(1),
+            Some(utc("2026-12-25T00:00:00Z")),
+            None,
+            10,
+        );
         assert_eq!(got, vec![day("2028-12-24")]);
     }
 
     #[test]
     fn instance_ids_round_trip() {
         let timed_start = at("2026-12-02T09:00:00Z");
-        assert_eq!(instance_id("abc123", timed_start), "abc123_20261202T090000Z");
-        assert_eq!(parse_instance_id("abc123_20261202T090000Z"), Some(("abc123", timed_start)));
+        assert_eq!(
+            instance_id("abc123", timed_start),
+            "abc123_20261202T090000Z"
+        );
+        assert_eq!(
+            parse_instance_id("abc123_20261202T090000Z"),
+            Some(("abc123", timed_start))
+        );
         let all_day = day("2026-12-24");
         assert_eq!(instance_id("abc123", all_day), "abc123_20261224");
-        assert_eq!(parse_instance_id("abc123_20261224"), Some(("abc123", all_day)));
+        assert_eq!(
+            parse_instance_id("abc123_20261224"),
+            Some(("abc123", all_day))
+        );
         // The series id may itself contain underscores: the suffix follows the last one.
         let id = instance_id("my_series_id", timed_start);
         assert_eq!(parse_instance_id(&id), Some(("my_series_id", timed_start)));
-        for not_instance in ["abc123", "_20261224", "abc_", "abc_2026122", "abc_20261302", "abc_20261202T090000", "abc_20261202T250000Z", "abc_x"] {
+        for not_instance in [
+            "abc123",
+            "_20261224",
+            "abc_",
+            "abc_2026122",
+            "abc_20261302",
+            "abc_20261202T090000",
+            "abc_20261202T250000Z",
+            "abc_x",
+        ] {
             assert_eq!(parse_instance_id(not_instance), None, "{not_instance}");
         }
     }
@@ -1176,21 +1524,45 @@ mod tests {
     #[test]
     fn parse_errors_name_the_offending_line() {
         let e = err(&["RRULE:FREQ=SOMETIMES"]);
-        assert_eq!(e.to_string(), "invalid recurrence rule \"RRULE:FREQ=SOMETIMES\": unknown FREQ value SOMETIMES");
-        assert!(matches!(err(&["DTSTART:20260105T090000Z", "RRULE:FREQ=DAILY"]), RecurrenceError::StartNotAllowed { .. }));
+        assert_eq!(
+            e.to_string(),
+            "invalid recurrence rule \"RRULE:FREQ=SOMETIMES\": unknown FREQ value SOMETIMES"
+        );
+        assert!(matches!(
+            err(&["DTSTART:20260105T090000Z", "RRULE:FREQ=DAILY"]),
+            RecurrenceError::StartNotAllowed { .. }
+        ));
         let e = err(&["RRULE:FREQ=DAILY", "EXRULE:FREQ=WEEKLY"]);
         assert!(e.to_string().starts_with("EXRULE is not supported"), "{e}");
         assert_eq!(err(&[]), RecurrenceError::NoRule);
         assert_eq!(err(&["EXDATE:20260105T090000Z"]), RecurrenceError::NoRule);
-        assert_eq!(err(&["RRULE:FREQ=DAILY", "  "]), RecurrenceError::EmptyLine { index: 1 });
+        assert_eq!(
+            err(&["RRULE:FREQ=DAILY", "  "]),
+            RecurrenceError::EmptyLine { index: 1 }
+        );
         let e = err(&["FOO:BAR"]);
-        assert_eq!(e, RecurrenceError::UnknownProperty { line: "FOO:BAR".into(), name: "FOO".into() });
-        let e = err(&["RRULE:FREQ=DAILY", "EXDATE;TZID=Mars/Olympus:20260105T090000"]);
-        assert!(matches!(&e, RecurrenceError::InvalidTimeZone { tzid, .. } if tzid == "Mars/Olympus"), "{e}");
+        assert_eq!(
+            e,
+            RecurrenceError::UnknownProperty {
+                line: "FOO:BAR".into(),
+                name: "FOO".into()
+            }
+        );
+        let e = err(&[
+            "RRULE:FREQ=DAILY",
+            "EXDATE;TZID=Mars/Olympus:20260105T090000",
+        ]);
+        assert!(
+            matches!(&e, RecurrenceError::InvalidTimeZone { tzid, .. } if tzid == "Mars/Olympus"),
+            "{e}"
+        );
         assert!(e.to_string().contains("Mars/Olympus"));
         // The crate's own rejections surface with the line.
         let e = err(&["RRULE:FREQ=MONTHLY;BYMONTHDAY=40"]);
-        assert!(e.to_string().contains("RRULE:FREQ=MONTHLY;BYMONTHDAY=40"), "{e}");
+        assert!(
+            e.to_string().contains("RRULE:FREQ=MONTHLY;BYMONTHDAY=40"),
+            "{e}"
+        );
         let e = err(&["RRULE:FREQ=DAILY;COUNT=2;UNTIL=20260301T000000Z"]);
         assert!(e.to_string().contains("COUNT and UNTIL"), "{e}");
         let e = err(&["RRULE:FREQ=DAILY;FOO=1"]);
@@ -1201,8 +1573,14 @@ mod tests {
 
     #[test]
     fn names_and_rule_values_are_case_insensitive() {
-        let rec = parse(&["rrule:freq=weekly;byday=mo;count=2"], timed("2026-01-05T09:00:00Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-05T09:00:00Z"), at("2026-01-12T09:00:00Z")]);
+        let rec = parse(
+            &["rrule:freq=weekly;byday=mo;count=2"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-01-05T09:00:00Z"), at("2026-01-12T09:00:00Z")]
+        );
     }
 
     #[test]
@@ -1217,50 +1595,115 @@ mod tests {
         assert!(!rec.contains(at("2026-01-07T09:00:00Z")), "EXDATE'd");
         assert!(!rec.contains(at("2026-01-06T09:00:00Z")), "a Tuesday");
         assert!(!rec.contains(at("2026-01-12T09:00:01Z")), "wrong time");
-        assert!(!rec.contains(at("2025-12-29T09:00:00Z")), "before the start");
-        assert!(!rec.contains(day("2026-01-05")), "all-day id for a timed series");
+        assert!(
+            !rec.contains(at("2025-12-29T09:00:00Z")),
+            "before the start"
+        );
+        assert!(
+            !rec.contains(day("2026-01-05")),
+            "all-day id for a timed series"
+        );
     }
 
     #[test]
     fn last_start_for_finite_and_infinite_series() {
-        let rec = parse(&["RRULE:FREQ=WEEKLY;COUNT=3"], timed("2026-01-05T09:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;COUNT=3"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
         assert_eq!(rec.last_start(), Some(utc("2026-01-19T09:00:00Z")));
-        let rec = parse(&["RRULE:FREQ=WEEKLY;UNTIL=20260201T000000Z"], timed("2026-01-05T09:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY;UNTIL=20260201T000000Z"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
         assert_eq!(rec.last_start(), Some(utc("2026-01-26T09:00:00Z")));
-        let rec = parse(&["RRULE:FREQ=WEEKLY"], timed("2026-01-05T09:00:00Z", Tz::UTC));
+        let rec = parse(
+            &["RRULE:FREQ=WEEKLY"],
+            timed("2026-01-05T09:00:00Z", Tz::UTC),
+        );
         assert_eq!(rec.last_start(), None);
     }
 
     #[test]
     fn sub_second_start_is_truncated_to_whole_seconds() {
-        let rec = parse(&["RRULE:FREQ=DAILY;COUNT=2"], timed("2026-01-05T09:00:00.250Z", Tz::UTC));
-        assert_eq!(all(&rec), vec![at("2026-01-05T09:00:00Z"), at("2026-01-06T09:00:00Z")]);
+        let rec = parse(
+            &["RRULE:FREQ=DAILY;COUNT=2"],
+            timed("2026-01-05T09:00:00.250Z", Tz::UTC),
+        );
+        assert_eq!(
+            all(&rec),
+            vec![at("2026-01-05T09:00:00Z"), at("2026-01-06T09:00:00Z")]
+        );
     }
 
     #[test]
     fn occurrence_start_utc_uses_the_given_zone_for_dates() {
         assert_eq!(day("2026-07-01").utc(None), utc("2026-07-01T00:00:00Z"));
-        assert_eq!(day("2026-07-01").utc(Some(chrono_tz::Europe::Berlin)), utc("2026-06-30T22:00:00Z"));
-        assert_eq!(at("2026-07-01T05:00:00Z").utc(Some(chrono_tz::Europe::Berlin)), utc("2026-07-01T05:00:00Z"));
+        assert_eq!(
+            day("2026-07-01").utc(Some(chrono_tz::Europe::Berlin)),
+            utc("2026-06-30T22:00:00Z")
+        );
+        assert_eq!(
+            at("2026-07-01T05:00:00Z").utc(Some(chrono_tz::Europe::Berlin)),
+            utc("2026-07-01T05:00:00Z")
+        );
     }
 
     #[test]
     fn garbage_never_panics() {
         let garbage = [
-            "", ":", ";", "RRULE", "RRULE:", "RRULE:;", "RRULE:FREQ", "RRULE:FREQ=", "RRULE:=DAILY",
-            "RRULE:FREQ=DAILY;COUNT=-1", "RRULE:FREQ=DAILY;COUNT=0", "RRULE:FREQ=DAILY;COUNT=99999999999",
-            "RRULE:FREQ=DAILY;INTERVAL=0", "RRULE:FREQ=DAILY;INTERVAL=70000", "RRULE:FREQ=DAILY;INTERVAL=65535",
-            "RRULE:FREQ=WEEKLY;BYDAY=XX", "RRULE:FREQ=MONTHLY;BYDAY=99FR", "RRULE:FREQ=MONTHLY;BYDAY=0MO",
-            "RRULE:FREQ=MONTHLY;BYSETPOS=0", "RRULE:FREQ=YEARLY;BYWEEKNO=54", "RRULE:FREQ=YEARLY;BYYEARDAY=-367",
-            "RRULE:FREQ=DAILY;BYHOUR=24", "RRULE:FREQ=DAILY;BYMINUTE=60;BYSECOND=61", "RRULE:FREQ=DAILY;UNTIL=2026",
-            "RRULE:FREQ=DAILY;UNTIL=20261301", "RRULE:FREQ=DAILY;UNTIL=99991231T235959Z", "RRULE:FREQ=DAILY;WKST=XY",
-            "RRULE;X=1:FREQ=DAILY", "RRULE:FREQ=DAILY;FREQ=WEEKLY", "RRULE:FREQ=HOURLY;BYHOUR=1;INTERVAL=24",
-            "RRULE:FREQ=MINUTELY;INTERVAL=1440;BYMINUTE=1", "RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=31;BYSETPOS=1",
-            "RDATE:", "RDATE:,", "RDATE:2026", "RDATE:20261301", "RDATE:20260101T246000Z", "RDATE;VALUE=DATE:20260101T000000",
-            "RDATE;VALUE=DATE-TIME:20260101", "RDATE;TZID=:20260101T000000", "RDATE;TZID=\"Europe/Berlin\":20260101T000000",
-            "RDATE;\"unterminated:20260101", "RDATE;=:1", "EXDATE;FOO=BAR:20260101", "EXDATE;VALUE=TEXT:x",
-            "RDATE:99991231T235959Z", "RDATE:00010101T000000", "RDATE;TZID=Pacific/Kiritimati:99991231T235959",
-            "ÄÖÜ:ß", "RRULE:FREQ=DAILY;BYDAY=MO\u{0}", "\u{feff}RRULE:FREQ=DAILY", "RRULE:FREQ=ÿ",
+            "",
+            ":",
+            ";",
+            "RRULE",
+            "RRULE:",
+            "RRULE:;",
+            "RRULE:FREQ",
+            "RRULE:FREQ=",
+            "RRULE:=DAILY",
+            "RRULE:FREQ=DAILY;COUNT=-1",
+            "RRULE:FREQ=DAILY;COUNT=0",
+            "RRULE:FREQ=DAILY;COUNT=99999999999",
+            "RRULE:FREQ=DAILY;INTERVAL=0",
+            "RRULE:FREQ=DAILY;INTERVAL=70000",
+            "RRULE:FREQ=DAILY;INTERVAL=65535",
+            "RRULE:FREQ=WEEKLY;BYDAY=XX",
+            "RRULE:FREQ=MONTHLY;BYDAY=99FR",
+            "RRULE:FREQ=MONTHLY;BYDAY=0MO",
+            "RRULE:FREQ=MONTHLY;BYSETPOS=0",
+            "RRULE:FREQ=YEARLY;BYWEEKNO=54",
+            "RRULE:FREQ=YEARLY;BYYEARDAY=-367",
+            "RRULE:FREQ=DAILY;BYHOUR=24",
+            "RRULE:FREQ=DAILY;BYMINUTE=60;BYSECOND=61",
+            "RRULE:FREQ=DAILY;UNTIL=2026",
+            "RRULE:FREQ=DAILY;UNTIL=20261301",
+            "RRULE:FREQ=DAILY;UNTIL=99991231T235959Z",
+            "RRULE:FREQ=DAILY;WKST=XY",
+            "RRULE;X=1:FREQ=DAILY",
+            "RRULE:FREQ=DAILY;FREQ=WEEKLY",
+            "RRULE:FREQ=HOURLY;BYHOUR=1;INTERVAL=24",
+            "RRULE:FREQ=MINUTELY;INTERVAL=1440;BYMINUTE=1",
+            "RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=31;BYSETPOS=1",
+            "RDATE:",
+            "RDATE:,",
+            "RDATE:2026",
+            "RDATE:20261301",
+            "RDATE:20260101T246000Z",
+            "RDATE;VALUE=DATE:20260101T000000",
+            "RDATE;VALUE=DATE-TIME:20260101",
+            "RDATE;TZID=:20260101T000000",
+            "RDATE;TZID=\"Europe/Berlin\":20260101T000000",
+            "RDATE;\"unterminated:20260101",
+            "RDATE;=:1",
+            "EXDATE;FOO=BAR:20260101",
+            "EXDATE;VALUE=TEXT:x",
+            "RDATE:99991231T235959Z",
+            "RDATE:00010101T000000",
+            "RDATE;TZID=Pacific/Kiritimati:99991231T235959",
+            "ÄÖÜ:ß",
+            "RRULE:FREQ=DAILY;BYDAY=MO\u{0}",
+            "\u{feff}RRULE:FREQ=DAILY",
+            "RRULE:FREQ=ÿ",
         ];
         let starts = [
             timed("2026-01-05T09:00:00Z", chrono_tz::Europe::Berlin),
@@ -1269,21 +1712,38 @@ mod tests {
             SeriesStart::Date(date("2026-02-28")),
             SeriesStart::Date(NaiveDate::MAX),
             SeriesStart::Date(NaiveDate::MIN),
-            SeriesStart::DateTime { at: DateTime::<Utc>::MAX_UTC, tz: Tz::UTC },
+            SeriesStart::DateTime {
+                at: DateTime::<Utc>::MAX_UTC,
+                tz: Tz::UTC,
+            },
         ];
         for start in starts {
             for g in garbage {
-                for set in [vec![g], vec!["RRULE:FREQ=DAILY;COUNT=3", g], vec![g, "RDATE:20260301T000000Z"]] {
+                for set in [
+                    vec![g],
+                    vec!["RRULE:FREQ=DAILY;COUNT=3", g],
+                    vec![g, "RDATE:20260301T000000Z"],
+                ] {
                     if let Ok(rec) = Recurrence::parse(&lines(&set), start) {
                         let got = rec.occurrences(Duration::hours(1), None, None, 50);
-                        let _ = rec.occurrences(Duration::MAX, Some(DateTime::<Utc>::MIN_UTC), Some(DateTime::<Utc>::MAX_UTC), 5);
-                        let _ = rec.occurrences(Duration::MIN, Some(DateTime::<Utc>::MAX_UTC), None, 5);
+                        let _ = rec.occurrences(
+                            Duration::MAX,
+                            Some(DateTime::<Utc>::MIN_UTC),
+                            Some(DateTime::<Utc>::MAX_UTC),
+                            5,
+                        );
+                        let _ =
+                            rec.occurrences(Duration::MIN, Some(DateTime::<Utc>::MAX_UTC), None, 5);
                         if let Some(first) = got.first() {
                             let _ = rec.contains(*first);
                         }
                         let _ = rec.contains(OccurrenceStart::DateTime(DateTime::<Utc>::MAX_UTC));
                         let _ = rec.contains(OccurrenceStart::Date(NaiveDate::MAX));
-                        if rec.rules.iter().all(|r| r.count.is_some() || r.until.is_some()) {
+                        if rec
+                            .rules
+                            .iter()
+                            .all(|r| r.count.is_some() || r.until.is_some())
+                        {
                             let _ = rec.last_start();
                         }
                     }

@@ -143,25 +143,47 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_with_their_path() {
-        let err = validate("Event", &json!({"attendees": [{"email": "a@b.c", "rsvp": true}]})).unwrap_err();
+        let err = validate(
+            "Event",
+            &json!({"attendees": [{"email": "a@b.c", "rsvp": true}]}),
+        )
+        .unwrap_err();
         assert_eq!(err.status, 400);
         assert!(err.message.contains("\"rsvp\""), "{}", err.message);
-        assert!(err.message.contains("event.attendees[0]"), "{}", err.message);
+        assert!(
+            err.message.contains("event.attendees[0]"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn rejects_wrong_types() {
         let err = validate("Event", &json!({"summary": 5})).unwrap_err();
         assert!(err.message.contains("event.summary"), "{}", err.message);
-        let err = validate("Event", &json!({"extendedProperties": {"private": {"k": 1}}})).unwrap_err();
-        assert!(err.message.contains("event.extendedProperties.private.k"), "{}", err.message);
+        let err = validate(
+            "Event",
+            &json!({"extendedProperties": {"private": {"k": 1}}}),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("event.extendedProperties.private.k"),
+            "{}",
+            err.message
+        );
         assert!(validate("Event", &json!({"sequence": "x"})).is_err());
         assert!(validate("Event", &json!([])).is_err());
     }
 
     #[test]
     fn int64_strings_and_numbers_are_both_accepted() {
-        assert_eq!(validate("Channel", &json!({"expiration": "1700000000000"})), Ok(()));
-        assert_eq!(validate("Channel", &json!({"expiration": 1700000000000_i64})), Ok(()));
+        assert_eq!(
+            validate("Channel", &json!({"expiration": "1700000000000"})),
+            Ok(())
+        );
+        assert_eq!(
+            validate("Channel", &json!({"expiration": 1700000000000_i64})),
+            Ok(())
+        );
     }
 }

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::store::{WriteKind, WriteOptions, World};
+use crate::store::{World, WriteKind, WriteOptions};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,18 +55,32 @@ pub struct Seeded {
 }
 
 /// Parses and applies a seed file.
-pub fn apply(world: &mut World, text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Seeded, String> {
-    let seed: SeedFile = serde_json::from_str(text).map_err(|e| format!("invalid seed file: {e}"))?;
+pub fn apply(
+    world: &mut World,
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Seeded, String> {
+    let seed: SeedFile =
+        serde_json::from_str(text).map_err(|e| format!("invalid seed file: {e}"))?;
     let mut seeded = Seeded::default();
     for user in &seed.users {
-        let email = world.ensure_user(&user.email, user.display_name.as_deref()).map_err(|e| format!("user {}: {}", user.email, e.message))?.email.clone();
+        let email = world
+            .ensure_user(&user.email, user.display_name.as_deref())
+            .map_err(|e| format!("user {}: {}", user.email, e.message))?
+            .email
+            .clone();
         for cal in &user.calendars {
-            let id = world.create_calendar(&email, &cal.summary, cal.time_zone.as_deref()).map_err(|e| format!("calendar {}: {}", cal.summary, e.message))?;
+            let id = world
+                .create_calendar(&email, &cal.summary, cal.time_zone.as_deref())
+                .map_err(|e| format!("calendar {}: {}", cal.summary, e.message))?;
             seeded.calendars.push(id);
         }
     }
     for (i, item) in seed.events.into_iter().enumerate() {
-        let opts = WriteOptions { conference_data_version: item.conference_data_version, if_match: None };
+        let opts = WriteOptions {
+            conference_data_version: item.conference_data_version,
+            if_match: None,
+        };
         world
             .insert_event(now, &item.calendar_id, item.event, WriteKind::Insert, &opts)
             .map_err(|e| format!("events[{i}] on {}: {}", item.calendar_id, e.message))?;

@@ -88,7 +88,8 @@ impl StoredEvent {
 
     /// The deleted-event shape incremental listings return.
     pub fn tombstone(&self, id: &str) -> String {
-        let mut t = json!({"kind": "calendar#event", "etag": self.etag, "id": id, "status": "cancelled"});
+        let mut t =
+            json!({"kind": "calendar#event", "etag": self.etag, "id": id, "status": "cancelled"});
         if let Some((series, start, tz)) = &self.instance_of {
             t["recurringEventId"] = json!(series);
             t["originalStartTime"] = occurrence_json(*start, *tz);
@@ -122,8 +123,17 @@ pub enum WriteKind {
 
 /// Fields a client may not set (Google ignores them on input and computes them).
 const READ_ONLY: &[&str] = &[
-    "kind", "etag", "created", "updated", "htmlLink", "hangoutLink", "creator", "privateCopy", "locked",
-    "recurringEventId", "originalStartTime",
+    "kind",
+    "etag",
+    "created",
+    "updated",
+    "htmlLink",
+    "hangoutLink",
+    "creator",
+    "privateCopy",
+    "locked",
+    "recurringEventId",
+    "originalStartTime",
 ];
 
 /// Fields of an attendee's own copy that are theirs to change.
@@ -160,14 +170,24 @@ impl World {
         if !self.users.contains_key(&email) {
             self.users.insert(
                 email.clone(),
-                User { email: email.clone(), display_name: display_name.map(str::to_owned) },
+                User {
+                    email: email.clone(),
+                    display_name: display_name.map(str::to_owned),
+                },
             );
             self.add_calendar(&email, email.clone(), email.clone(), Tz::UTC, true);
         }
         Ok(&self.users[&email])
     }
 
-    fn add_calendar(&mut self, owner: &str, id: String, summary: String, tz: Tz, primary: bool) -> &Calendar {
+    fn add_calendar(
+        &mut self,
+        owner: &str,
+        id: String,
+        summary: String,
+        tz: Tz,
+        primary: bool,
+    ) -> &Calendar {
         let num = self.next_calendar_num;
         self.next_calendar_num += 1;
         let resource_id = format!("{:016x}{:011x}", self.ids.next_u64(), num);
@@ -189,7 +209,12 @@ impl World {
     }
 
     /// Creates a secondary calendar owned by `owner`.
-    pub fn create_calendar(&mut self, owner: &str, summary: &str, tz: Option<&str>) -> ApiResult<String> {
+    pub fn create_calendar(
+        &mut self,
+        owner: &str,
+        summary: &str,
+        tz: Option<&str>,
+    ) -> ApiResult<String> {
         if summary.trim().is_empty() {
             return Err(ApiError::required("summary"));
         }
@@ -230,7 +255,11 @@ impl World {
 
     /// The user's calendar list entries.
     pub fn calendar_list(&self, user: &str) -> Vec<Value> {
-        let mut cals: Vec<&Calendar> = self.calendars.values().filter(|c| c.owner == user).collect();
+        let mut cals: Vec<&Calendar> = self
+            .calendars
+            .values()
+            .filter(|c| c.owner == user)
+            .collect();
         cals.sort_by(|a, b| (!a.primary, &a.id).cmp(&(!b.primary, &b.id)));
         cals.into_iter()
             .map(|cal| {
@@ -250,14 +279,18 @@ impl World {
     fn next_etag(&mut self, now: DateTime<Utc>) -> String {
         // Google's etags are observed to be twice `updated` in microseconds; keep that shape but
         // never repeat one, even for two writes in the same microsecond.
-        let candidate = u64::try_from(now.timestamp_micros()).unwrap_or(0).saturating_mul(2);
+        let candidate = u64::try_from(now.timestamp_micros())
+            .unwrap_or(0)
+            .saturating_mul(2);
         self.last_etag = candidate.max(self.last_etag + 1);
         format!("\"{}\"", self.last_etag)
     }
 
     /// Stores `event` under `id`, giving it the calendar's next change number.
     fn put(&mut self, cal_id: &str, id: &str, mut event: StoredEvent) {
-        let Some(cal) = self.calendars.get_mut(cal_id) else { return };
+        let Some(cal) = self.calendars.get_mut(cal_id) else {
+            return;
+        };
         cal.seq += 1;
         event.seq = cal.seq;
         cal.updated = cal.updated.max(event.updated);
@@ -280,12 +313,18 @@ impl World {
             }
             return Ok((ev.json.to_string(), ev.etag.clone()));
         }
-        let (value, etag) = self.virtual_instance(cal, event_id).ok_or_else(ApiError::not_found)?;
+        let (value, etag) = self
+            .virtual_instance(cal, event_id)
+            .ok_or_else(ApiError::not_found)?;
         Ok((Value::Object(value).to_string(), etag))
     }
 
     /// An instance of a series that has no exception stored, built from the series.
-    fn virtual_instance(&self, cal: &Calendar, event_id: &str) -> Option<(Map<String, Value>, String)> {
+    fn virtual_instance(
+        &self,
+        cal: &Calendar,
+        event_id: &str,
+    ) -> Option<(Map<String, Value>, String)> {
         let (series_id, start) = recurrence::parse_instance_id(event_id)?;
         let master = cal.events.get(series_id)?;
         let series = master.series.as_ref()?;
@@ -324,11 +363,21 @@ impl World {
                 return Err(ApiError::required("iCalUID"));
             };
             // Importing an iCalUID the calendar already has updates that event.
-            let existing = cal.events.iter().find(|(_, e)| e.ical_uid == uid && e.instance_of.is_none());
+            let existing = cal
+                .events
+                .iter()
+                .find(|(_, e)| e.ical_uid == uid && e.instance_of.is_none());
             if let Some((existing_id, _)) = existing {
                 let existing_id = existing_id.clone();
                 input.remove("id");
-                return self.write_event(now, cal_id, &existing_id, Value::Object(input), WriteKind::Import, opts);
+                return self.write_event(
+                    now,
+                    cal_id,
+                    &existing_id,
+                    Value::Object(input),
+                    WriteKind::Import,
+                    opts,
+                );
             }
         }
         if cal.events.contains_key(&id) {
@@ -356,7 +405,9 @@ impl World {
             Some(ev) => (Some(ev.value()), Some(ev.etag.clone())),
             None if matches!(kind, WriteKind::Insert | WriteKind::Import) => (None, None),
             None => {
-                let (value, etag) = self.virtual_instance(cal, event_id).ok_or_else(ApiError::not_found)?;
+                let (value, etag) = self
+                    .virtual_instance(cal, event_id)
+                    .ok_or_else(ApiError::not_found)?;
                 (Some(value), Some(etag))
             }
         };
@@ -369,7 +420,16 @@ impl World {
         let origin = cal.events.get(event_id).and_then(|e| e.origin.clone());
         if let Some(organizer_cal) = origin {
             let prev = prev_value.unwrap_or_default();
-            return self.write_attendee_copy(now, cal_id, &organizer_cal, event_id, prev, input, kind, opts);
+            return self.write_attendee_copy(
+                now,
+                cal_id,
+                &organizer_cal,
+                event_id,
+                prev,
+                input,
+                kind,
+                opts,
+            );
         }
 
         let mut resource = match (kind, &prev_value) {
@@ -429,7 +489,11 @@ impl World {
     fn organizer_of(&self, cal: &Calendar) -> Value {
         let mut organizer = json!({"email": cal.id, "self": true});
         if cal.primary {
-            if let Some(name) = self.users.get(&cal.owner).and_then(|u| u.display_name.as_ref()) {
+            if let Some(name) = self
+                .users
+                .get(&cal.owner)
+                .and_then(|u| u.display_name.as_ref())
+            {
                 organizer["displayName"] = json!(name);
             }
         } else {
@@ -457,11 +521,16 @@ impl World {
             .filter(|(_, e)| !e.cancelled)
             .map(|(k, _)| k.clone())
             .collect();
-        let Some(master) = cal.events.get(series_id) else { return Ok(()) };
+        let Some(master) = cal.events.get(series_id) else {
+            return Ok(());
+        };
         let still_occurs: Vec<bool> = exceptions
             .iter()
             .map(|id| {
-                let start = cal.events.get(id).and_then(|e| e.instance_of.as_ref().map(|i| i.1));
+                let start = cal
+                    .events
+                    .get(id)
+                    .and_then(|e| e.instance_of.as_ref().map(|i| i.1));
                 match (start, &master.series) {
                     (Some(start), Some(series)) => series.recurrence.contains(start),
                     _ => false,
@@ -469,13 +538,29 @@ impl World {
             })
             .collect();
         const SKIP: &[&str] = &[
-            "kind", "etag", "id", "created", "updated", "start", "end", "recurrence", "sequence", "iCalUID",
-            "htmlLink", "recurringEventId", "originalStartTime",
+            "kind",
+            "etag",
+            "id",
+            "created",
+            "updated",
+            "start",
+            "end",
+            "recurrence",
+            "sequence",
+            "iCalUID",
+            "htmlLink",
+            "recurringEventId",
+            "originalStartTime",
         ];
-        let changed: Vec<&String> =
-            new.keys().chain(old.keys()).filter(|k| !SKIP.contains(&k.as_str()) && old.get(*k) != new.get(*k)).collect();
+        let changed: Vec<&String> = new
+            .keys()
+            .chain(old.keys())
+            .filter(|k| !SKIP.contains(&k.as_str()) && old.get(*k) != new.get(*k))
+            .collect();
         for (id, occurs) in exceptions.iter().zip(still_occurs) {
-            let Some(ev) = self.calendar(cal_id)?.events.get(id) else { continue };
+            let Some(ev) = self.calendar(cal_id)?.events.get(id) else {
+                continue;
+            };
             let mut value = ev.value();
             if !occurs {
                 value.insert("status".into(), json!("cancelled"));
@@ -504,7 +589,9 @@ impl World {
     /// calendar of every emulated user invited, cancelled for users no longer invited.
     fn propagate(&mut self, now: DateTime<Utc>, cal_id: &str, event_id: &str) -> ApiResult<()> {
         let cal = self.calendar(cal_id)?;
-        let Some(ev) = cal.events.get(event_id) else { return Ok(()) };
+        let Some(ev) = cal.events.get(event_id) else {
+            return Ok(());
+        };
         let value = ev.value();
         let invited: Vec<String> = if ev.cancelled {
             Vec::new()
@@ -519,24 +606,51 @@ impl World {
             .calendars
             .values()
             .filter(|c| c.id != cal_id && !invited.contains(&c.id))
-            .filter(|c| c.events.get(event_id).is_some_and(|e| e.origin.as_deref() == Some(cal_id) && !e.cancelled))
+            .filter(|c| {
+                c.events
+                    .get(event_id)
+                    .is_some_and(|e| e.origin.as_deref() == Some(cal_id) && !e.cancelled)
+            })
             .map(|c| c.id.clone())
             .collect();
         for target in invited {
-            let existing = self.calendars.get(&target).and_then(|c| c.events.get(event_id));
+            let existing = self
+                .calendars
+                .get(&target)
+                .and_then(|c| c.events.get(event_id));
             if existing.is_some_and(|e| e.origin.as_deref() != Some(cal_id)) {
                 continue; // the attendee has an unrelated event with that id
             }
             let existing_value = existing.map(StoredEvent::value);
             let copy = attendee_copy(&value, existing_value.as_ref());
-            self.commit(now, &target, event_id, copy, existing_value.as_ref(), Some(cal_id.to_owned()))?;
+            self.commit(
+                now,
+                &target,
+                event_id,
+                copy,
+                existing_value.as_ref(),
+                Some(cal_id.to_owned()),
+            )?;
         }
         for target in stale {
-            let Some(existing) = self.calendars.get(&target).and_then(|c| c.events.get(event_id)) else { continue };
+            let Some(existing) = self
+                .calendars
+                .get(&target)
+                .and_then(|c| c.events.get(event_id))
+            else {
+                continue;
+            };
             let mut copy = existing.value();
             let prev = copy.clone();
             copy.insert("status".into(), json!("cancelled"));
-            self.commit(now, &target, event_id, copy, Some(&prev), Some(cal_id.to_owned()))?;
+            self.commit(
+                now,
+                &target,
+                event_id,
+                copy,
+                Some(&prev),
+                Some(cal_id.to_owned()),
+            )?;
         }
         Ok(())
     }
@@ -575,20 +689,29 @@ impl World {
         wanted.retain(|_, v| !v.is_null());
         let me = cal_id;
         let my_rsvp = |v: &Map<String, Value>| {
-            v.get("attendees")
-                .and_then(Value::as_array)
-                .and_then(|a| a.iter().find(|x| x.get("email").and_then(Value::as_str) == Some(me)).cloned())
+            v.get("attendees").and_then(Value::as_array).and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("email").and_then(Value::as_str) == Some(me))
+                    .cloned()
+            })
         };
         let shared = |v: &Map<String, Value>| {
             let mut v = v.clone();
-            for key in PERSONAL.iter().chain(["attendees", "sequence", "id", "status"].iter()) {
+            for key in PERSONAL
+                .iter()
+                .chain(["attendees", "sequence", "id", "status"].iter())
+            {
                 v.remove(*key);
             }
             v
         };
         let shared_changed = shared(&prev) != shared(&wanted)
             || strip_self_rsvp(&prev, me) != strip_self_rsvp(&wanted, me);
-        let organizer_value = self.calendar(organizer_cal)?.events.get(event_id).map(StoredEvent::value);
+        let organizer_value = self
+            .calendar(organizer_cal)?
+            .events
+            .get(event_id)
+            .map(StoredEvent::value);
         let Some(mut organizer_value) = organizer_value else {
             return Err(ApiError::not_found());
         };
@@ -605,9 +728,12 @@ impl World {
         }
         let rsvp = my_rsvp(&wanted);
         if rsvp != my_rsvp(&prev) || shared_changed {
-            if let (Some(rsvp), Some(list)) =
-                (rsvp, organizer_value.get_mut("attendees").and_then(Value::as_array_mut))
-            {
+            if let (Some(rsvp), Some(list)) = (
+                rsvp,
+                organizer_value
+                    .get_mut("attendees")
+                    .and_then(Value::as_array_mut),
+            ) {
                 for attendee in list.iter_mut() {
                     if attendee.get("email").and_then(Value::as_str) == Some(me) {
                         for key in ["responseStatus", "comment", "additionalGuests"] {
@@ -626,11 +752,27 @@ impl World {
                     }
                 }
             }
-            let before = self.calendar(organizer_cal)?.events.get(event_id).map(StoredEvent::value);
-            self.commit(now, organizer_cal, event_id, organizer_value, before.as_ref(), None)?;
+            let before = self
+                .calendar(organizer_cal)?
+                .events
+                .get(event_id)
+                .map(StoredEvent::value);
+            self.commit(
+                now,
+                organizer_cal,
+                event_id,
+                organizer_value,
+                before.as_ref(),
+                None,
+            )?;
         }
         // Personal fields land on the copy (propagation above rewrote it with the shared ones).
-        let current = self.calendar(cal_id)?.events.get(event_id).map(StoredEvent::value).unwrap_or_default();
+        let current = self
+            .calendar(cal_id)?
+            .events
+            .get(event_id)
+            .map(StoredEvent::value)
+            .unwrap_or_default();
         let mut copy = current.clone();
         let mut personal_changed = false;
         for key in PERSONAL {
@@ -643,19 +785,34 @@ impl World {
             }
         }
         if personal_changed {
-            self.commit(now, cal_id, event_id, copy, Some(&current), Some(organizer_cal.to_owned()))?;
+            self.commit(
+                now,
+                cal_id,
+                event_id,
+                copy,
+                Some(&current),
+                Some(organizer_cal.to_owned()),
+            )?;
         }
         let (json, _) = self.get_event(cal_id, event_id)?;
         Ok(json)
     }
 
     /// `events.delete`: the event becomes a cancelled tombstone (instances: a cancelled exception).
-    pub fn delete_event(&mut self, now: DateTime<Utc>, cal_id: &str, event_id: &str, if_match: Option<&str>) -> ApiResult<()> {
+    pub fn delete_event(
+        &mut self,
+        now: DateTime<Utc>,
+        cal_id: &str,
+        event_id: &str,
+        if_match: Option<&str>,
+    ) -> ApiResult<()> {
         let cal = self.calendar(cal_id)?;
         let (value, etag) = match cal.events.get(event_id) {
             Some(ev) if ev.cancelled => return Err(ApiError::deleted()),
             Some(ev) => (ev.value(), ev.etag.clone()),
-            None => self.virtual_instance(cal, event_id).ok_or_else(ApiError::not_found)?,
+            None => self
+                .virtual_instance(cal, event_id)
+                .ok_or_else(ApiError::not_found)?,
         };
         if let Some(wanted) = if_match
             && wanted != "*"
@@ -674,11 +831,30 @@ impl World {
                 }
             }
             let opts = WriteOptions::default();
-            self.write_event(now, cal_id, event_id, Value::Object(declined), WriteKind::Update, &opts)?;
-            let mut copy = self.calendar(cal_id)?.events.get(event_id).map(StoredEvent::value).unwrap_or_default();
+            self.write_event(
+                now,
+                cal_id,
+                event_id,
+                Value::Object(declined),
+                WriteKind::Update,
+                &opts,
+            )?;
+            let mut copy = self
+                .calendar(cal_id)?
+                .events
+                .get(event_id)
+                .map(StoredEvent::value)
+                .unwrap_or_default();
             let prev = copy.clone();
             copy.insert("status".into(), json!("cancelled"));
-            self.commit(now, cal_id, event_id, copy, Some(&prev), Some(organizer_cal))?;
+            self.commit(
+                now,
+                cal_id,
+                event_id,
+                copy,
+                Some(&prev),
+                Some(organizer_cal),
+            )?;
             return Ok(());
         }
         let mut cancelled = value.clone();
@@ -695,7 +871,14 @@ impl World {
             .map(|(k, _)| k.clone())
             .collect();
         for id in exceptions {
-            let Some(prev) = self.calendar(cal_id)?.events.get(&id).map(StoredEvent::value) else { continue };
+            let Some(prev) = self
+                .calendar(cal_id)?
+                .events
+                .get(&id)
+                .map(StoredEvent::value)
+            else {
+                continue;
+            };
             let mut value = prev.clone();
             value.insert("status".into(), json!("cancelled"));
             self.commit(now, cal_id, &id, value, Some(&prev), None)?;
@@ -705,7 +888,13 @@ impl World {
 
     /// `events.move`: the event goes to `dest` (same id, new organizer); the source keeps a
     /// cancelled tombstone with only the id.
-    pub fn move_event(&mut self, now: DateTime<Utc>, cal_id: &str, event_id: &str, dest: &str) -> ApiResult<String> {
+    pub fn move_event(
+        &mut self,
+        now: DateTime<Utc>,
+        cal_id: &str,
+        event_id: &str,
+        dest: &str,
+    ) -> ApiResult<String> {
         let cal = self.calendar(cal_id)?;
         let ev = cal.events.get(event_id).ok_or_else(|| {
             if recurrence::parse_instance_id(event_id).is_some() {
@@ -718,7 +907,9 @@ impl World {
             return Err(ApiError::not_found());
         }
         if ev.instance_of.is_some() {
-            return Err(ApiError::bad_request("Cannot change the organizer of an instance."));
+            return Err(ApiError::bad_request(
+                "Cannot change the organizer of an instance.",
+            ));
         }
         if ev.origin.is_some() {
             return Err(ApiError::forbidden_for_non_organizer());
@@ -745,7 +936,8 @@ impl World {
             moved.remove("organizer");
             self.commit(now, dest, id, moved, None, None)?;
         }
-        for id in std::iter::once(event_id.to_owned()).chain(exceptions.into_iter().map(|(k, _)| k)) {
+        for id in std::iter::once(event_id.to_owned()).chain(exceptions.into_iter().map(|(k, _)| k))
+        {
             let etag = self.next_etag(now);
             if let Some(old) = self.calendars.get(cal_id).and_then(|c| c.events.get(&id)) {
                 let tombstone = StoredEvent {
@@ -771,7 +963,10 @@ impl World {
 
     /// Invalidates every sync token issued so far for the calendar.
     pub fn expire_sync_tokens(&mut self, cal_id: &str) -> ApiResult<()> {
-        let cal = self.calendars.get_mut(cal_id).ok_or_else(ApiError::not_found)?;
+        let cal = self
+            .calendars
+            .get_mut(cal_id)
+            .ok_or_else(ApiError::not_found)?;
         cal.token_epoch += 1;
         Ok(())
     }
@@ -780,15 +975,26 @@ impl World {
 fn normalize_email(email: &str) -> ApiResult<String> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace) && !email.contains('/')
+        !local.is_empty()
+            && domain.contains('.')
+            && !email.contains(char::is_whitespace)
+            && !email.contains('/')
     });
-    if valid { Ok(email) } else { Err(ApiError::invalid(format!("Invalid email address: \"{email}\""))) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid(format!(
+            "Invalid email address: \"{email}\""
+        )))
+    }
 }
 
 fn into_object(body: Value) -> ApiResult<Map<String, Value>> {
     match body {
         Value::Object(map) => Ok(map),
-        _ => Err(ApiError::parse_error("the request body must be a JSON object")),
+        _ => Err(ApiError::parse_error(
+            "the request body must be a JSON object",
+        )),
     }
 }
 
@@ -815,7 +1021,9 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
                 target.insert(key, Value::Null);
             }
             Value::Object(inner) => match target.get_mut(&key) {
-                Some(Value::Object(existing)) if key != "conferenceData" => merge_patch(existing, inner),
+                Some(Value::Object(existing)) if key != "conferenceData" => {
+                    merge_patch(existing, inner)
+                }
                 _ => {
                     target.insert(key, Value::Object(inner));
                 }
@@ -859,7 +1067,10 @@ fn strip_self_rsvp(value: &Map<String, Value>, me: &str) -> Value {
 }
 
 /// The attendee's view of an organizer's event.
-fn attendee_copy(organizer: &Map<String, Value>, existing: Option<&Map<String, Value>>) -> Map<String, Value> {
+fn attendee_copy(
+    organizer: &Map<String, Value>,
+    existing: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
     let mut copy = organizer.clone();
     if let Some(org) = copy.get_mut("organizer").and_then(Value::as_object_mut) {
         org.remove("self");
@@ -867,7 +1078,10 @@ fn attendee_copy(organizer: &Map<String, Value>, existing: Option<&Map<String, V
     if let Some(creator) = copy.get_mut("creator").and_then(Value::as_object_mut) {
         creator.remove("self");
     }
-    if let Some(props) = copy.get_mut("extendedProperties").and_then(Value::as_object_mut) {
+    if let Some(props) = copy
+        .get_mut("extendedProperties")
+        .and_then(Value::as_object_mut)
+    {
         props.remove("private");
     }
     for key in PERSONAL {
@@ -876,7 +1090,10 @@ fn attendee_copy(organizer: &Map<String, Value>, existing: Option<&Map<String, V
             copy.insert((*key).to_owned(), v.clone());
         }
     }
-    if let Some(props) = organizer.get("extendedProperties").and_then(|p| p.get("shared")) {
+    if let Some(props) = organizer
+        .get("extendedProperties")
+        .and_then(|p| p.get("shared"))
+    {
         let mut merged = existing
             .and_then(|e| e.get("extendedProperties"))
             .and_then(Value::as_object)
@@ -885,17 +1102,28 @@ fn attendee_copy(organizer: &Map<String, Value>, existing: Option<&Map<String, V
         merged.insert("shared".into(), props.clone());
         copy.insert("extendedProperties".into(), Value::Object(merged));
     }
-    copy.insert("sequence".into(), organizer.get("sequence").cloned().unwrap_or(json!(0)));
+    copy.insert(
+        "sequence".into(),
+        organizer.get("sequence").cloned().unwrap_or(json!(0)),
+    );
     copy
 }
 
 /// An instance of a series as `events.instances` shows it.
-pub fn instance_value(series_id: &str, master: &StoredEvent, master_value: &Map<String, Value>, start: OccurrenceStart) -> (Map<String, Value>, String) {
+pub fn instance_value(
+    series_id: &str,
+    master: &StoredEvent,
+    master_value: &Map<String, Value>,
+    start: OccurrenceStart,
+) -> (Map<String, Value>, String) {
     let series = master.series.as_ref();
     let tz = series.and_then(|s| s.tz);
     let duration = series.map(|s| s.duration).unwrap_or_default();
     let id = recurrence::instance_id(series_id, start);
-    let etag = format!("\"{}\"", fnv1a(&[master.etag.as_bytes(), id.as_bytes()]) >> 1);
+    let etag = format!(
+        "\"{}\"",
+        fnv1a(&[master.etag.as_bytes(), id.as_bytes()]) >> 1
+    );
     let mut v = Map::new();
     for (key, value) in master_value {
         match key.as_str() {
@@ -911,7 +1139,9 @@ pub fn instance_value(series_id: &str, master: &StoredEvent, master_value: &Map<
             }
             "end" => {
                 let end = match start {
-                    OccurrenceStart::Date(d) => OccurrenceStart::Date(d + Duration::days(duration.num_days().max(1))),
+                    OccurrenceStart::Date(d) => {
+                        OccurrenceStart::Date(d + Duration::days(duration.num_days().max(1)))
+                    }
                     OccurrenceStart::DateTime(at) => OccurrenceStart::DateTime(at + duration),
                 };
                 v.insert("end".into(), occurrence_json(end, tz));
@@ -952,36 +1182,79 @@ fn build_event(
 ) -> ApiResult<(StoredEvent, Map<String, Value>)> {
     // Computed below; a merged previous version must not bring back stale values.
     let creator_given = resource.remove("creator");
-    for key in ["kind", "etag", "created", "updated", "htmlLink", "hangoutLink", "recurringEventId", "originalStartTime"] {
+    for key in [
+        "kind",
+        "etag",
+        "created",
+        "updated",
+        "htmlLink",
+        "hangoutLink",
+        "recurringEventId",
+        "originalStartTime",
+    ] {
         resource.remove(key);
     }
     check_enum(resource.get("status"), "status", STATUSES)?;
-    check_enum(resource.get("transparency"), "transparency", &["opaque", "transparent"])?;
-    check_enum(resource.get("visibility"), "visibility", &["default", "public", "private", "confidential"])?;
+    check_enum(
+        resource.get("transparency"),
+        "transparency",
+        &["opaque", "transparent"],
+    )?;
+    check_enum(
+        resource.get("visibility"),
+        "visibility",
+        &["default", "public", "private", "confidential"],
+    )?;
     check_enum(
         resource.get("eventType"),
         "eventType",
-        &["default", "outOfOffice", "focusTime", "workingLocation", "fromGmail", "birthday"],
+        &[
+            "default",
+            "outOfOffice",
+            "focusTime",
+            "workingLocation",
+            "fromGmail",
+            "birthday",
+        ],
     )?;
     if let Some(color) = resource.get("colorId").and_then(Value::as_str)
         && !matches!(color.parse::<u8>(), Ok(1..=11))
     {
-        return Err(ApiError::invalid(format!("Invalid value for colorId: \"{color}\" (expected \"1\" to \"11\")")));
+        return Err(ApiError::invalid(format!(
+            "Invalid value for colorId: \"{color}\" (expected \"1\" to \"11\")"
+        )));
     }
     if let Some(attendees) = resource.get("attendees").and_then(Value::as_array) {
         for (i, a) in attendees.iter().enumerate() {
-            if a.get("email").and_then(Value::as_str).is_none_or(|e| !e.contains('@')) {
+            if a.get("email")
+                .and_then(Value::as_str)
+                .is_none_or(|e| !e.contains('@'))
+            {
                 return Err(ApiError::required(&format!("attendees[{i}].email")));
             }
-            check_enum(a.get("responseStatus"), &format!("attendees[{i}].responseStatus"), RESPONSE_STATUSES)?;
+            check_enum(
+                a.get("responseStatus"),
+                &format!("attendees[{i}].responseStatus"),
+                RESPONSE_STATUSES,
+            )?;
         }
     }
-    if let Some(overrides) = resource.get("reminders").and_then(|r| r.get("overrides")).and_then(Value::as_array) {
+    if let Some(overrides) = resource
+        .get("reminders")
+        .and_then(|r| r.get("overrides"))
+        .and_then(Value::as_array)
+    {
         if overrides.len() > 5 {
-            return Err(ApiError::invalid("Too many reminder overrides: at most 5 are allowed."));
+            return Err(ApiError::invalid(
+                "Too many reminder overrides: at most 5 are allowed.",
+            ));
         }
         for (i, o) in overrides.iter().enumerate() {
-            check_enum(o.get("method"), &format!("reminders.overrides[{i}].method"), &["email", "popup"])?;
+            check_enum(
+                o.get("method"),
+                &format!("reminders.overrides[{i}].method"),
+                &["email", "popup"],
+            )?;
             let minutes = o.get("minutes").and_then(Value::as_i64).unwrap_or(-1);
             if !(0..=40320).contains(&minutes) {
                 return Err(ApiError::invalid(format!(
@@ -993,16 +1266,30 @@ fn build_event(
     let start = EventTime::parse(resource.get("start").unwrap_or(&Value::Null), "start")?;
     let end = EventTime::parse(resource.get("end").unwrap_or(&Value::Null), "end")?;
     if start.is_all_day() != end.is_all_day() {
-        return Err(ApiError::bad_request("Start and end times must either both be date or both be dateTime."));
+        return Err(ApiError::bad_request(
+            "Start and end times must either both be date or both be dateTime.",
+        ));
     }
     let (start_at, end_at) = (start.instant(cal.tz), end.instant(cal.tz));
     if end_at < start_at {
-        return Err(ApiError::new(400, "calendar", "timeRangeEmpty", "The specified time range is empty.")
-            .at("parameter", "end"));
+        return Err(ApiError::new(
+            400,
+            "calendar",
+            "timeRangeEmpty",
+            "The specified time range is empty.",
+        )
+        .at("parameter", "end"));
     }
-    let recurrence_lines: Option<Vec<String>> = resource.get("recurrence").and_then(Value::as_array).map(|lines| {
-        lines.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-    });
+    let recurrence_lines: Option<Vec<String>> = resource
+        .get("recurrence")
+        .and_then(Value::as_array)
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        });
     let instance_of = recurrence::parse_instance_id(id).map(|(series, original)| {
         let tz = match original {
             OccurrenceStart::DateTime(_) => match start {
@@ -1016,7 +1303,9 @@ fn build_event(
     let series = match recurrence_lines.filter(|l| !l.is_empty()) {
         None => None,
         Some(_) if instance_of.is_some() => {
-            return Err(ApiError::bad_request("An instance of a recurring event cannot itself recur."));
+            return Err(ApiError::bad_request(
+                "An instance of a recurring event cannot itself recur.",
+            ));
         }
         Some(lines) => {
             let tz = match start {
@@ -1029,36 +1318,69 @@ fn build_event(
                 EventTime::DateTime { tz, .. } => tz,
                 EventTime::Date(_) => None,
             };
-            let recurrence = Recurrence::parse(&lines, start.series_start(cal.tz))
-                .map_err(|e| ApiError::invalid(format!("Invalid recurrence rule: {e}")).at("parameter", "recurrence"))?;
-            Some(Box::new(Series { recurrence, duration: end_at - start_at, tz, all_day: start.is_all_day() }))
+            let recurrence =
+                Recurrence::parse(&lines, start.series_start(cal.tz)).map_err(|e| {
+                    ApiError::invalid(format!("Invalid recurrence rule: {e}"))
+                        .at("parameter", "recurrence")
+                })?;
+            Some(Box::new(Series {
+                recurrence,
+                duration: end_at - start_at,
+                tz,
+                all_day: start.is_all_day(),
+            }))
         }
     };
 
-    let status = resource.get("status").and_then(Value::as_str).unwrap_or("confirmed").to_owned();
-    let created = prev.and_then(|p| p.get("created")).cloned().unwrap_or_else(|| json!(rfc3339(now)));
+    let status = resource
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("confirmed")
+        .to_owned();
+    let created = prev
+        .and_then(|p| p.get("created"))
+        .cloned()
+        .unwrap_or_else(|| json!(rfc3339(now)));
     let ical_uid = resource
         .get("iCalUID")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| prev.and_then(|p| p.get("iCalUID")).and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| {
+            prev.and_then(|p| p.get("iCalUID"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| match &instance_of {
             Some((series, _, _)) => format!("{series}@google.com"),
             None => format!("{id}@google.com"),
         });
-    let prev_sequence = prev.and_then(|p| p.get("sequence")).and_then(Value::as_i64).unwrap_or(0);
+    let prev_sequence = prev
+        .and_then(|p| p.get("sequence"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let significant = prev.is_some_and(|p| {
-        ["start", "end", "recurrence", "location", "status"].iter().any(|k| p.get(*k) != resource.get(*k))
+        ["start", "end", "recurrence", "location", "status"]
+            .iter()
+            .any(|k| p.get(*k) != resource.get(*k))
     });
-    let sequence = match resource.get("sequence").and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok())) {
+    let sequence = match resource
+        .get("sequence")
+        .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))
+    {
         Some(given) if given >= prev_sequence => given,
         _ => prev_sequence + i64::from(significant),
     };
-    let organizer = organizer.or_else(|| resource.get("organizer").cloned()).or_else(|| prev.and_then(|p| p.get("organizer")).cloned());
+    let organizer = organizer
+        .or_else(|| resource.get("organizer").cloned())
+        .or_else(|| prev.and_then(|p| p.get("organizer")).cloned());
     let creator = creator_given
         .or_else(|| prev.and_then(|p| p.get("creator")).cloned())
         .unwrap_or_else(|| json!({"email": cal.owner, "self": true}));
-    let event_type = resource.get("eventType").and_then(Value::as_str).unwrap_or("default").to_owned();
+    let event_type = resource
+        .get("eventType")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned();
     use base64::Engine;
     let eid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{id} {}", cal.id));
 
@@ -1068,7 +1390,10 @@ fn build_event(
     out.insert("etag".into(), json!(etag));
     out.insert("id".into(), json!(id));
     out.insert("status".into(), json!(status));
-    out.insert("htmlLink".into(), json!(format!("https://www.google.com/calendar/event?eid={eid}")));
+    out.insert(
+        "htmlLink".into(),
+        json!(format!("https://www.google.com/calendar/event?eid={eid}")),
+    );
     out.insert("created".into(), created);
     out.insert("updated".into(), json!(rfc3339(now)));
     for key in ["summary", "description", "location", "colorId"] {
@@ -1084,7 +1409,10 @@ fn build_event(
         if let Some(mut v) = resource.remove(key) {
             // Google answers local times with their offset.
             if let EventTime::DateTime { at, tz: Some(zone) } = time {
-                v["dateTime"] = json!(at.with_timezone(&zone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
+                v["dateTime"] = json!(
+                    at.with_timezone(&zone)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                );
             }
             out.insert(key.into(), v);
         }
@@ -1103,7 +1431,10 @@ fn build_event(
     if let Some(Value::Array(mut attendees)) = resource.remove("attendees") {
         for a in attendees.iter_mut() {
             if let Some(obj) = a.as_object_mut() {
-                let email = obj.get("email").and_then(Value::as_str).map(str::to_ascii_lowercase);
+                let email = obj
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase);
                 obj.remove("self");
                 obj.entry("responseStatus").or_insert(json!("needsAction"));
                 if email.as_deref() == Some(cal.id.as_str()) {
@@ -1125,7 +1456,9 @@ fn build_event(
     resource.remove("sequence");
     resource.remove("organizer");
     resource.remove("eventType");
-    resource.entry("reminders").or_insert(json!({"useDefault": true}));
+    resource
+        .entry("reminders")
+        .or_insert(json!({"useDefault": true}));
     for (key, value) in resource {
         out.insert(key, value);
     }
@@ -1151,7 +1484,11 @@ fn build_event(
 }
 
 fn meet_link(cd: &Value) -> Option<String> {
-    if cd.pointer("/conferenceSolution/key/type").and_then(Value::as_str) != Some("hangoutsMeet") {
+    if cd
+        .pointer("/conferenceSolution/key/type")
+        .and_then(Value::as_str)
+        != Some("hangoutsMeet")
+    {
         return None;
     }
     cd.get("entryPoints")?
@@ -1165,34 +1502,66 @@ fn meet_link(cd: &Value) -> Option<String> {
 /// Google's rules for `conferenceData` on a write with `conferenceDataVersion=1`.
 fn check_conference_data(cd: &Value, ids: &mut IdGen) -> ApiResult<Value> {
     let mut cd = cd.clone();
-    let bad = |msg: String| Err(ApiError::invalid(format!("Invalid conference data: {msg}")).at("parameter", "conferenceData"));
+    let bad = |msg: String| {
+        Err(ApiError::invalid(format!("Invalid conference data: {msg}"))
+            .at("parameter", "conferenceData"))
+    };
     const SOLUTIONS: &[&str] = &["addOn", "hangoutsMeet", "eventHangout", "eventNamedHangout"];
-    if let Some(kind) = cd.pointer("/conferenceSolution/key/type").and_then(Value::as_str)
+    if let Some(kind) = cd
+        .pointer("/conferenceSolution/key/type")
+        .and_then(Value::as_str)
         && !SOLUTIONS.contains(&kind)
     {
-        return bad(format!("unknown conferenceSolution.key.type \"{kind}\" (expected one of {})", SOLUTIONS.join(", ")));
+        return bad(format!(
+            "unknown conferenceSolution.key.type \"{kind}\" (expected one of {})",
+            SOLUTIONS.join(", ")
+        ));
     }
     let has_solution = cd.get("conferenceSolution").is_some_and(|s| !s.is_null());
-    let entry_points = cd.get("entryPoints").and_then(Value::as_array).cloned().unwrap_or_default();
+    let entry_points = cd
+        .get("entryPoints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let create_request = cd.get("createRequest").filter(|r| !r.is_null()).cloned();
     if create_request.is_none() && (!has_solution || entry_points.is_empty()) {
         return bad("either conferenceSolution with at least one entry point, or createRequest, is required".into());
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for (i, ep) in entry_points.iter().enumerate() {
-        let kind = ep.get("entryPointType").and_then(Value::as_str).unwrap_or("");
+        let kind = ep
+            .get("entryPointType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let uri = ep.get("uri").and_then(Value::as_str).unwrap_or("");
         let schemes: &[&str] = match kind {
             "video" | "more" => &["https://", "http://"],
             "phone" => &["tel:"],
             "sip" => &["sip:"],
             "" => return bad(format!("entryPoints[{i}].entryPointType is required")),
-            other => return bad(format!("entryPoints[{i}].entryPointType \"{other}\" is not one of video, phone, sip, more")),
+            other => {
+                return bad(format!(
+                    "entryPoints[{i}].entryPointType \"{other}\" is not one of video, phone, sip, more"
+                ));
+            }
         };
-        if !schemes.iter().any(|s| uri.to_ascii_lowercase().starts_with(s)) {
-            return bad(format!("entryPoints[{i}].uri \"{uri}\" of a {kind} entry point must start with {}", schemes.join(" or ")));
+        if !schemes
+            .iter()
+            .any(|s| uri.to_ascii_lowercase().starts_with(s))
+        {
+            return bad(format!(
+                "entryPoints[{i}].uri \"{uri}\" of a {kind} entry point must start with {}",
+                schemes.join(" or ")
+            ));
         }
-        *counts.entry(match kind { "video" => "video", "sip" => "sip", "more" => "more", _ => "phone" }).or_default() += 1;
+        *counts
+            .entry(match kind {
+                "video" => "video",
+                "sip" => "sip",
+                "more" => "more",
+                _ => "phone",
+            })
+            .or_default() += 1;
     }
     for kind in ["video", "sip", "more"] {
         if counts.get(kind).copied().unwrap_or(0) > 1 {
@@ -1213,8 +1582,14 @@ fn check_conference_data(cd: &Value, ids: &mut IdGen) -> ApiResult<Value> {
         return bad("conferenceId exceeds 512 characters".into());
     }
     if let Some(request) = create_request {
-        let kind = request.pointer("/conferenceSolutionKey/type").and_then(Value::as_str).unwrap_or("");
-        let request_id = request.get("requestId").and_then(Value::as_str).unwrap_or("");
+        let kind = request
+            .pointer("/conferenceSolutionKey/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let request_id = request
+            .get("requestId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if request_id.is_empty() {
             return bad("createRequest.requestId is required".into());
         }
@@ -1236,10 +1611,19 @@ fn check_conference_data(cd: &Value, ids: &mut IdGen) -> ApiResult<Value> {
                 return bad("an addOn conference cannot be created through createRequest; the add-on supplies conferenceSolution and entryPoints".into());
             }
             "addOn" => {}
-            other => return bad(format!("createRequest.conferenceSolutionKey.type \"{other}\" is not supported")),
+            other => {
+                return bad(format!(
+                    "createRequest.conferenceSolutionKey.type \"{other}\" is not supported"
+                ));
+            }
         }
     }
-    if cd.pointer("/conferenceSolution/key/type").and_then(Value::as_str) == Some("addOn") && cd.get("signature").is_none() {
+    if cd
+        .pointer("/conferenceSolution/key/type")
+        .and_then(Value::as_str)
+        == Some("addOn")
+        && cd.get("signature").is_none()
+    {
         // Google signs add-on conference data server-side; clients cannot forge it.
         let basis = cd.to_string();
         cd["signature"] = json!(format!("{:016x}", fnv1a(&[basis.as_bytes()])));

@@ -25,7 +25,8 @@ impl Clock {
 
     /// Moves the clock forward (or back, for negative values).
     pub fn advance(&self, seconds: i64) {
-        self.offset_ms.fetch_add(seconds.saturating_mul(1000), Ordering::Relaxed);
+        self.offset_ms
+            .fetch_add(seconds.saturating_mul(1000), Ordering::Relaxed);
     }
 }
 
@@ -36,18 +37,22 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
 
 /// Parses an RFC 3339 timestamp given as a query parameter (`timeMin`, `updatedMin`, ...).
 pub fn parse_param_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|e| {
-        ApiError::bad_request(format!(
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
             "Invalid value for {name}: \"{value}\" is not an RFC 3339 timestamp with offset ({e})"
         ))
         .at("parameter", name.to_owned())
-    })
+        })
 }
 
 pub fn parse_tz(name: &str, field: &str) -> Result<Tz, ApiError> {
     name.parse::<Tz>().map_err(|_| {
-        ApiError::bad_request(format!("Invalid time zone definition for {field}: \"{name}\""))
-            .at("parameter", field.to_owned())
+        ApiError::bad_request(format!(
+            "Invalid time zone definition for {field}: \"{name}\""
+        ))
+        .at("parameter", field.to_owned())
     })
 }
 
@@ -74,13 +79,20 @@ impl EventTime {
                 "Invalid {field}: only one of date and dateTime may be set"
             ))
             .at("parameter", field.to_owned())),
-            (Some(d), None) => NaiveDate::parse_from_str(d, "%Y-%m-%d").map(EventTime::Date).map_err(|_| {
-                ApiError::bad_request(format!("Invalid {field}.date: \"{d}\" is not a yyyy-mm-dd date"))
+            (Some(d), None) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map(EventTime::Date)
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Invalid {field}.date: \"{d}\" is not a yyyy-mm-dd date"
+                    ))
                     .at("parameter", format!("{field}.date"))
-            }),
+                }),
             (None, Some(dt)) => {
                 if let Ok(parsed) = DateTime::parse_from_rfc3339(dt) {
-                    return Ok(EventTime::DateTime { at: parsed.with_timezone(&Utc), tz });
+                    return Ok(EventTime::DateTime {
+                        at: parsed.with_timezone(&Utc),
+                        tz,
+                    });
                 }
                 // Without an offset the time is local to `timeZone`, which is then required.
                 let local = chrono::NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S")
@@ -98,9 +110,14 @@ impl EventTime {
                     .at("parameter", format!("{field}.timeZone")));
                 };
                 let at = local.and_local_timezone(zone).earliest().ok_or_else(|| {
-                    ApiError::bad_request(format!("Invalid {field}.dateTime: \"{dt}\" does not exist in {zone}"))
+                    ApiError::bad_request(format!(
+                        "Invalid {field}.dateTime: \"{dt}\" does not exist in {zone}"
+                    ))
                 })?;
-                Ok(EventTime::DateTime { at: at.with_timezone(&Utc), tz })
+                Ok(EventTime::DateTime {
+                    at: at.with_timezone(&Utc),
+                    tz,
+                })
             }
             (None, None) => Err(ApiError::required(field)),
         }
@@ -126,7 +143,10 @@ impl EventTime {
     pub fn series_start(&self, calendar_tz: Tz) -> SeriesStart {
         match *self {
             EventTime::Date(d) => SeriesStart::Date(d),
-            EventTime::DateTime { at, tz } => SeriesStart::DateTime { at, tz: tz.unwrap_or(calendar_tz) },
+            EventTime::DateTime { at, tz } => SeriesStart::DateTime {
+                at,
+                tz: tz.unwrap_or(calendar_tz),
+            },
         }
     }
 }
@@ -159,14 +179,24 @@ mod tests {
 
     #[test]
     fn parses_offsets_zones_and_dates() {
-        let t = EventTime::parse(&json!({"dateTime": "2026-12-01T10:00:00+01:00"}), "start").unwrap();
-        assert_eq!(t, EventTime::DateTime { at: "2026-12-01T09:00:00Z".parse().unwrap(), tz: None });
+        let t =
+            EventTime::parse(&json!({"dateTime": "2026-12-01T10:00:00+01:00"}), "start").unwrap();
+        assert_eq!(
+            t,
+            EventTime::DateTime {
+                at: "2026-12-01T09:00:00Z".parse().unwrap(),
+                tz: None
+            }
+        );
         let t = EventTime::parse(
             &json!({"dateTime": "2026-07-01T10:00:00", "timeZone": "Europe/Berlin"}),
             "start",
         )
         .unwrap();
-        assert_eq!(t.instant(Tz::UTC), "2026-07-01T08:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            t.instant(Tz::UTC),
+            "2026-07-01T08:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         let t = EventTime::parse(&json!({"date": "2026-12-24"}), "start").unwrap();
         assert!(t.is_all_day());
     }
@@ -177,11 +207,17 @@ mod tests {
         assert!(err.message.contains("start.dateTime"), "{}", err.message);
         let err = EventTime::parse(&json!({"dateTime": "2026-12-01T10:00:00"}), "end").unwrap_err();
         assert!(err.message.contains("Missing time zone"), "{}", err.message);
-        let err = EventTime::parse(&json!({"date": "2026-12-01", "timeZone": "Mars/Olympus"}), "end")
-            .unwrap_err();
+        let err = EventTime::parse(
+            &json!({"date": "2026-12-01", "timeZone": "Mars/Olympus"}),
+            "end",
+        )
+        .unwrap_err();
         assert!(err.message.contains("Mars/Olympus"), "{}", err.message);
         let err = EventTime::parse(&json!({"date": "2026-13-01"}), "end").unwrap_err();
         assert!(err.message.contains("end.date"), "{}", err.message);
-        assert_eq!(EventTime::parse(&json!({}), "end").unwrap_err().reason, "required");
+        assert_eq!(
+            EventTime::parse(&json!({}), "end").unwrap_err().reason,
+            "required"
+        );
     }
 }

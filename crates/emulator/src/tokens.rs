@@ -19,7 +19,9 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn new(secret: &[u8]) -> Self {
-        TokenSigner { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        TokenSigner {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
     }
 
     pub fn seal<T: Serialize>(&self, payload: &T) -> String {
@@ -38,7 +40,9 @@ impl TokenSigner {
         let (payload, tag) = bytes.split_at(bytes.len() - MAC_LEN);
         let expected = hmac::sign(&self.key, payload);
         // Constant time is not needed against ourselves, but costs nothing.
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..MAC_LEN], tag).is_err() {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..MAC_LEN], tag)
+            .is_err()
+        {
             return None;
         }
         serde_json::from_slice(payload).ok()
@@ -86,7 +90,13 @@ mod tests {
     use super::*;
 
     fn token() -> SyncToken {
-        SyncToken { cal: 3, epoch: 0, seq: 42, issued: 1_700_000_000, single: false }
+        SyncToken {
+            cal: 3,
+            epoch: 0,
+            seq: 42,
+            issued: 1_700_000_000,
+            single: false,
+        }
     }
 
     #[test]
@@ -102,7 +112,10 @@ mod tests {
         let sealed = signer.seal(&token());
         let mut corrupted = sealed.clone().into_bytes();
         corrupted[3] = if corrupted[3] == b'A' { b'B' } else { b'A' };
-        assert_eq!(signer.open::<SyncToken>(&String::from_utf8(corrupted).unwrap()), None);
+        assert_eq!(
+            signer.open::<SyncToken>(&String::from_utf8(corrupted).unwrap()),
+            None
+        );
         assert_eq!(TokenSigner::new(b"other").open::<SyncToken>(&sealed), None);
         assert_eq!(signer.open::<SyncToken>("not a token!"), None);
         assert_eq!(signer.open::<SyncToken>(""), None);

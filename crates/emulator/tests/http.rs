@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 struct Api {
-    emulator: RunningEmulator,
+    _emulator: RunningEmulator,
     http: reqwest::Client,
     base: String,
 }
@@ -22,15 +22,26 @@ struct Answer {
 
 impl Answer {
     fn reason(&self) -> &str {
-        self.body.pointer("/error/errors/0/reason").and_then(Value::as_str).unwrap_or("")
+        self.body
+            .pointer("/error/errors/0/reason")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     fn message(&self) -> &str {
-        self.body.pointer("/error/message").and_then(Value::as_str).unwrap_or("")
+        self.body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     fn ok(self) -> Value {
-        assert!(self.status.is_success(), "expected success, got {} {}", self.status, self.body);
+        assert!(
+            self.status.is_success(),
+            "expected success, got {} {}",
+            self.status,
+            self.body
+        );
         self.body
     }
 }
@@ -41,12 +52,26 @@ impl Api {
     }
 
     async fn with(config: EmulatorConfig) -> Api {
-        let emulator = Emulator::new(config).spawn("127.0.0.1:0").await.expect("emulator starts");
+        let emulator = Emulator::new(config)
+            .spawn("127.0.0.1:0")
+            .await
+            .expect("emulator starts");
         let base = emulator.base_url().to_owned();
-        Api { emulator, http: reqwest::Client::new(), base }
+        Api {
+            _emulator: emulator,
+            http: reqwest::Client::new(),
+            base,
+        }
     }
 
-    async fn call(&self, user: &str, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
+    async fn call(
+        &self,
+        user: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let url = format!("{}calendar/v3/{}", self.base, path);
         let mut request = self.http.request(method, url);
         if !user.is_empty() {
@@ -62,8 +87,16 @@ impl Api {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body read");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Answer { status, body, headers }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
     }
 
     async fn get(&self, user: &str, path: &str) -> Answer {
@@ -83,13 +116,29 @@ impl Api {
     }
 
     async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
-        let response = self.http.request(method, format!("{}emulator/{}", self.base, path)).json(&body).send().await.expect("admin call");
-        assert!(response.status().is_success(), "admin {path}: {}", response.status());
+        let response = self
+            .http
+            .request(method, format!("{}emulator/{}", self.base, path))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin call");
+        assert!(
+            response.status().is_success(),
+            "admin {path}: {}",
+            response.status()
+        );
         response.json().await.unwrap_or(Value::Null)
     }
 
     async fn insert(&self, user: &str, event: Value) -> Value {
-        self.post(user, "calendars/primary/events?conferenceDataVersion=1", event).await.ok()
+        self.post(
+            user,
+            "calendars/primary/events?conferenceDataVersion=1",
+            event,
+        )
+        .await
+        .ok()
     }
 
     /// Lists every page; returns (items, final sync token, pages).
@@ -107,7 +156,10 @@ impl Api {
             items.extend(page["items"].as_array().cloned().unwrap_or_default());
             let next = page.get("nextPageToken").and_then(Value::as_str);
             let sync = page.get("nextSyncToken").and_then(Value::as_str);
-            assert!(next.is_some() != sync.is_some(), "exactly one of nextPageToken/nextSyncToken: {page}");
+            assert!(
+                next.is_some() != sync.is_some(),
+                "exactly one of nextPageToken/nextSyncToken: {page}"
+            );
             match (next, sync) {
                 (Some(n), _) => page_token = Some(n.to_owned()),
                 (_, Some(s)) => return (items, s.to_owned(), pages),
@@ -124,7 +176,9 @@ fn urlencode(s: &str) -> String {
 fn form_urlencoded_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -135,7 +189,10 @@ fn event(summary: &str, start: &str, end: &str) -> Value {
 }
 
 fn ids(items: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = items.iter().map(|i| i["id"].as_str().unwrap_or_default().to_owned()).collect();
+    let mut ids: Vec<String> = items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
     ids.sort();
     ids
 }
@@ -148,7 +205,16 @@ async fn paging_returns_every_event_once_and_ends_with_a_sync_token() {
     let api = Api::start().await;
     let mut inserted = Vec::new();
     for i in 0..7 {
-        let e = api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+        let e = api
+            .insert(
+                A,
+                event(
+                    &format!("e{i}"),
+                    "2026-12-01T10:00:00Z",
+                    "2026-12-01T11:00:00Z",
+                ),
+            )
+            .await;
         inserted.push(e["id"].as_str().unwrap().to_owned());
     }
     inserted.sort();
@@ -161,7 +227,15 @@ async fn paging_returns_every_event_once_and_ends_with_a_sync_token() {
 async fn a_full_page_that_ends_the_listing_carries_the_sync_token() {
     let api = Api::start().await;
     for i in 0..4 {
-        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+        api.insert(
+            A,
+            event(
+                &format!("e{i}"),
+                "2026-12-01T10:00:00Z",
+                "2026-12-01T11:00:00Z",
+            ),
+        )
+        .await;
     }
     let (items, _, pages) = api.list_all(A, "maxResults=2").await;
     assert_eq!((items.len(), pages), (4, 2), "no empty trailing page");
@@ -170,29 +244,78 @@ async fn a_full_page_that_ends_the_listing_carries_the_sync_token() {
 #[tokio::test]
 async fn incremental_sync_returns_inserts_edits_and_tombstones() {
     let api = Api::start().await;
-    let kept = api.insert(A, event("kept", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
-    let edited = api.insert(A, event("edited", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
-    let deleted = api.insert(A, event("deleted", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let kept = api
+        .insert(
+            A,
+            event("kept", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let edited = api
+        .insert(
+            A,
+            event("edited", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let deleted = api
+        .insert(
+            A,
+            event("deleted", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
     let (_, token, _) = api.list_all(A, "").await;
 
-    let added = api.insert(A, event("added", "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z")).await;
+    let added = api
+        .insert(
+            A,
+            event("added", "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z"),
+        )
+        .await;
     let id = |e: &Value| e["id"].as_str().unwrap().to_owned();
-    api.patch(A, &format!("calendars/primary/events/{}", id(&edited)), json!({"summary": "renamed"})).await.ok();
-    assert_eq!(api.delete(A, &format!("calendars/primary/events/{}", id(&deleted))).await.status, StatusCode::NO_CONTENT);
+    api.patch(
+        A,
+        &format!("calendars/primary/events/{}", id(&edited)),
+        json!({"summary": "renamed"}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        api.delete(A, &format!("calendars/primary/events/{}", id(&deleted)))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 
-    let (changes, token2, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token))).await;
+    let (changes, token2, _) = api
+        .list_all(A, &format!("syncToken={}", urlencode(&token)))
+        .await;
     let mut expected = vec![id(&added), id(&edited), id(&deleted)];
     expected.sort();
-    assert_eq!(ids(&changes), expected, "the untouched event is not repeated");
+    assert_eq!(
+        ids(&changes),
+        expected,
+        "the untouched event is not repeated"
+    );
     assert!(!ids(&changes).contains(&id(&kept)));
-    let tombstone = changes.iter().find(|c| c["id"] == json!(id(&deleted))).unwrap();
+    let tombstone = changes
+        .iter()
+        .find(|c| c["id"] == json!(id(&deleted)))
+        .unwrap();
     let keys: Vec<&String> = tombstone.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["kind", "etag", "id", "status"], "Google's tombstone shape: {tombstone}");
+    assert_eq!(
+        keys,
+        ["kind", "etag", "id", "status"],
+        "Google's tombstone shape: {tombstone}"
+    );
     assert_eq!(tombstone["status"], "cancelled");
-    let renamed = changes.iter().find(|c| c["id"] == json!(id(&edited))).unwrap();
+    let renamed = changes
+        .iter()
+        .find(|c| c["id"] == json!(id(&edited)))
+        .unwrap();
     assert_eq!(renamed["summary"], "renamed");
 
-    let (nothing, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token2))).await;
+    let (nothing, _, _) = api
+        .list_all(A, &format!("syncToken={}", urlencode(&token2)))
+        .await;
     assert!(nothing.is_empty());
 }
 
@@ -200,16 +323,44 @@ async fn incremental_sync_returns_inserts_edits_and_tombstones() {
 async fn a_change_made_while_paging_is_not_lost() {
     let api = Api::start().await;
     for i in 0..4 {
-        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+        api.insert(
+            A,
+            event(
+                &format!("e{i}"),
+                "2026-12-01T10:00:00Z",
+                "2026-12-01T11:00:00Z",
+            ),
+        )
+        .await;
     }
-    let first = api.get(A, "calendars/primary/events?maxResults=2").await.ok();
+    let first = api
+        .get(A, "calendars/primary/events?maxResults=2")
+        .await
+        .ok();
     let seen = first["items"][0]["id"].as_str().unwrap().to_owned();
     // The user edits an event the client has already been given.
-    api.patch(A, &format!("calendars/primary/events/{seen}"), json!({"summary": "changed mid-listing"})).await.ok();
+    api.patch(
+        A,
+        &format!("calendars/primary/events/{seen}"),
+        json!({"summary": "changed mid-listing"}),
+    )
+    .await
+    .ok();
     let page_token = first["nextPageToken"].as_str().unwrap();
-    let second = api.get(A, &format!("calendars/primary/events?maxResults=2&pageToken={}", urlencode(page_token))).await.ok();
+    let second = api
+        .get(
+            A,
+            &format!(
+                "calendars/primary/events?maxResults=2&pageToken={}",
+                urlencode(page_token)
+            ),
+        )
+        .await
+        .ok();
     let token = second["nextSyncToken"].as_str().expect("last page");
-    let (changes, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(token))).await;
+    let (changes, _, _) = api
+        .list_all(A, &format!("syncToken={}", urlencode(token)))
+        .await;
     assert_eq!(ids(&changes), vec![seen]);
     assert_eq!(changes[0]["summary"], "changed mid-listing");
 }
@@ -217,41 +368,113 @@ async fn a_change_made_while_paging_is_not_lost() {
 #[tokio::test]
 async fn invalid_expired_and_aged_sync_tokens_require_a_full_sync() {
     let api = Api::start().await;
-    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    api.insert(
+        A,
+        event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+    )
+    .await;
     let (_, token, _) = api.list_all(A, "").await;
 
-    let garbage = api.get(A, "calendars/primary/events?syncToken=CPDAlvWDx70CEPDAlvWDx70CGAU%3D").await;
-    assert_eq!((garbage.status, garbage.reason()), (StatusCode::GONE, "fullSyncRequired"));
+    let garbage = api
+        .get(
+            A,
+            "calendars/primary/events?syncToken=CPDAlvWDx70CEPDAlvWDx70CGAU%3D",
+        )
+        .await;
+    assert_eq!(
+        (garbage.status, garbage.reason()),
+        (StatusCode::GONE, "fullSyncRequired")
+    );
     assert_eq!(
         garbage.body,
         json!({"error":{"errors":[{"domain":"calendar","reason":"fullSyncRequired","message":"Sync token is no longer valid, a full sync is required.","locationType":"parameter","location":"syncToken"}],"code":410,"message":"Sync token is no longer valid, a full sync is required."}}),
         "Google's exact body"
     );
 
-    api.admin(Method::POST, &format!("calendars/{A}/expire-sync-tokens"), json!({})).await;
-    let expired = api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&token))).await;
+    api.admin(
+        Method::POST,
+        &format!("calendars/{A}/expire-sync-tokens"),
+        json!({}),
+    )
+    .await;
+    let expired = api
+        .get(
+            A,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&token)),
+        )
+        .await;
     assert_eq!(expired.status, StatusCode::GONE);
 
     let (_, fresh, _) = api.list_all(A, "").await;
-    assert_eq!(api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&fresh))).await.status, StatusCode::OK);
-    api.admin(Method::PUT, "config", json!({"syncTokenMaxAgeSeconds": 3600})).await;
-    api.admin(Method::POST, "clock", json!({"advanceSeconds": 7200})).await;
-    let aged = api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&fresh))).await;
-    assert_eq!((aged.status, aged.reason()), (StatusCode::GONE, "fullSyncRequired"));
+    assert_eq!(
+        api.get(
+            A,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&fresh))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    api.admin(
+        Method::PUT,
+        "config",
+        json!({"syncTokenMaxAgeSeconds": 3600}),
+    )
+    .await;
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 7200}))
+        .await;
+    let aged = api
+        .get(
+            A,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&fresh)),
+        )
+        .await;
+    assert_eq!(
+        (aged.status, aged.reason()),
+        (StatusCode::GONE, "fullSyncRequired")
+    );
 
     // A token of another calendar is no good here either.
     let (_, bobs, _) = api.list_all(B, "").await;
-    assert_eq!(api.get(A, &format!("calendars/primary/events?syncToken={}", urlencode(&bobs))).await.status, StatusCode::GONE);
+    assert_eq!(
+        api.get(
+            A,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&bobs))
+        )
+        .await
+        .status,
+        StatusCode::GONE
+    );
 }
 
 #[tokio::test]
 async fn sync_tokens_refuse_incompatible_parameters() {
     let api = Api::start().await;
     let (_, token, _) = api.list_all(A, "").await;
-    for extra in ["q=x", "timeMin=2026-01-01T00:00:00Z", "orderBy=updated", "updatedMin=2026-01-01T00:00:00Z", "showDeleted=false", "privateExtendedProperty=a%3Db", "iCalUID=x"] {
-        let answer = api.get(A, &format!("calendars/primary/events?syncToken={}&{extra}", urlencode(&token))).await;
+    for extra in [
+        "q=x",
+        "timeMin=2026-01-01T00:00:00Z",
+        "orderBy=updated",
+        "updatedMin=2026-01-01T00:00:00Z",
+        "showDeleted=false",
+        "privateExtendedProperty=a%3Db",
+        "iCalUID=x",
+    ] {
+        let answer = api
+            .get(
+                A,
+                &format!(
+                    "calendars/primary/events?syncToken={}&{extra}",
+                    urlencode(&token)
+                ),
+            )
+            .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{extra}");
-        assert_eq!(answer.reason(), "syncTokenWithRequestRestrictions", "{extra}");
+        assert_eq!(
+            answer.reason(),
+            "syncTokenWithRequestRestrictions",
+            "{extra}"
+        );
     }
 }
 
@@ -259,11 +482,27 @@ async fn sync_tokens_refuse_incompatible_parameters() {
 async fn page_tokens_are_bound_to_their_query() {
     let api = Api::start().await;
     for i in 0..3 {
-        api.insert(A, event(&format!("e{i}"), "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+        api.insert(
+            A,
+            event(
+                &format!("e{i}"),
+                "2026-12-01T10:00:00Z",
+                "2026-12-01T11:00:00Z",
+            ),
+        )
+        .await;
     }
-    let first = api.get(A, "calendars/primary/events?maxResults=1").await.ok();
+    let first = api
+        .get(A, "calendars/primary/events?maxResults=1")
+        .await
+        .ok();
     let token = urlencode(first["nextPageToken"].as_str().unwrap());
-    let other = api.get(A, &format!("calendars/primary/events?maxResults=1&q=e1&pageToken={token}")).await;
+    let other = api
+        .get(
+            A,
+            &format!("calendars/primary/events?maxResults=1&q=e1&pageToken={token}"),
+        )
+        .await;
     assert_eq!(other.status, StatusCode::BAD_REQUEST);
     let corrupt = api.get(A, "calendars/primary/events?pageToken=abc").await;
     assert_eq!(corrupt.status, StatusCode::BAD_REQUEST);
@@ -272,28 +511,74 @@ async fn page_tokens_are_bound_to_their_query() {
 #[tokio::test]
 async fn conditional_requests_follow_etags() {
     let api = Api::start().await;
-    let e = api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let e = api
+        .insert(
+            A,
+            event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
     let path = format!("calendars/primary/events/{}", e["id"].as_str().unwrap());
     let etag = e["etag"].as_str().unwrap().to_owned();
 
-    let unchanged = api.call(A, Method::GET, &path, None, &[("If-None-Match", &etag)]).await;
+    let unchanged = api
+        .call(A, Method::GET, &path, None, &[("If-None-Match", &etag)])
+        .await;
     assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
 
-    let updated = api.call(A, Method::PATCH, &path, Some(json!({"summary": "y"})), &[("If-Match", &etag)]).await.ok();
+    let updated = api
+        .call(
+            A,
+            Method::PATCH,
+            &path,
+            Some(json!({"summary": "y"})),
+            &[("If-Match", &etag)],
+        )
+        .await
+        .ok();
     assert_ne!(updated["etag"], json!(etag), "every write changes the etag");
     assert!(updated["updated"].as_str() >= e["updated"].as_str());
 
-    let stale = api.call(A, Method::PATCH, &path, Some(json!({"summary": "z"})), &[("If-Match", &etag)]).await;
-    assert_eq!((stale.status, stale.reason()), (StatusCode::PRECONDITION_FAILED, "conditionNotMet"));
-    let stale_put = api.call(A, Method::PUT, &path, Some(event("z", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")), &[("If-Match", &etag)]).await;
+    let stale = api
+        .call(
+            A,
+            Method::PATCH,
+            &path,
+            Some(json!({"summary": "z"})),
+            &[("If-Match", &etag)],
+        )
+        .await;
+    assert_eq!(
+        (stale.status, stale.reason()),
+        (StatusCode::PRECONDITION_FAILED, "conditionNotMet")
+    );
+    let stale_put = api
+        .call(
+            A,
+            Method::PUT,
+            &path,
+            Some(event("z", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")),
+            &[("If-Match", &etag)],
+        )
+        .await;
     assert_eq!(stale_put.status, StatusCode::PRECONDITION_FAILED);
-    let stale_delete = api.call(A, Method::DELETE, &path, None, &[("If-Match", &etag)]).await;
+    let stale_delete = api
+        .call(A, Method::DELETE, &path, None, &[("If-Match", &etag)])
+        .await;
     assert_eq!(stale_delete.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(api.get(A, &path).await.ok()["summary"], "y", "nothing was overwritten");
+    assert_eq!(
+        api.get(A, &path).await.ok()["summary"],
+        "y",
+        "nothing was overwritten"
+    );
 
-    let changed = api.call(A, Method::GET, &path, None, &[("If-None-Match", &etag)]).await;
+    let changed = api
+        .call(A, Method::GET, &path, None, &[("If-None-Match", &etag)])
+        .await;
     assert_eq!(changed.status, StatusCode::OK);
-    assert_eq!(changed.headers.get("etag").and_then(|v| v.to_str().ok()), updated["etag"].as_str());
+    assert_eq!(
+        changed.headers.get("etag").and_then(|v| v.to_str().ok()),
+        updated["etag"].as_str()
+    );
 }
 
 #[tokio::test]
@@ -303,13 +588,35 @@ async fn duplicate_ids_and_double_deletes_are_refused() {
     e["id"] = json!("abcdef012345");
     api.insert(A, e.clone()).await;
     let again = api.post(A, "calendars/primary/events", e).await;
-    assert_eq!((again.status, again.reason()), (StatusCode::CONFLICT, "duplicate"));
-    assert_eq!(api.delete(A, "calendars/primary/events/abcdef012345").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        (again.status, again.reason()),
+        (StatusCode::CONFLICT, "duplicate")
+    );
+    assert_eq!(
+        api.delete(A, "calendars/primary/events/abcdef012345")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let twice = api.delete(A, "calendars/primary/events/abcdef012345").await;
-    assert_eq!((twice.status, twice.reason()), (StatusCode::GONE, "deleted"));
-    let gone = api.get(A, "calendars/primary/events/abcdef012345").await.ok();
-    assert_eq!(gone["status"], "cancelled", "get still returns a deleted event");
-    assert_eq!(api.get(A, "calendars/primary/events/nosuchevent").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (twice.status, twice.reason()),
+        (StatusCode::GONE, "deleted")
+    );
+    let gone = api
+        .get(A, "calendars/primary/events/abcdef012345")
+        .await
+        .ok();
+    assert_eq!(
+        gone["status"], "cancelled",
+        "get still returns a deleted event"
+    );
+    assert_eq!(
+        api.get(A, "calendars/primary/events/nosuchevent")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 fn add_on_conference() -> Value {
@@ -330,19 +637,45 @@ async fn conference_data_round_trips_only_with_conference_data_version_1() {
     let api = Api::start().await;
     let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
     e["conferenceData"] = add_on_conference();
-    let without = api.post(A, "calendars/primary/events", e.clone()).await.ok();
-    assert!(without.get("conferenceData").is_none(), "ignored without conferenceDataVersion=1");
+    let without = api
+        .post(A, "calendars/primary/events", e.clone())
+        .await
+        .ok();
+    assert!(
+        without.get("conferenceData").is_none(),
+        "ignored without conferenceDataVersion=1"
+    );
 
     let with = api.insert(A, e).await;
     let path = format!("calendars/primary/events/{}", with["id"].as_str().unwrap());
     let read = api.get(A, &path).await.ok();
-    for key in ["conferenceId", "conferenceSolution", "entryPoints", "parameters", "notes"] {
-        assert_eq!(read["conferenceData"][key], add_on_conference()[key], "{key}");
+    for key in [
+        "conferenceId",
+        "conferenceSolution",
+        "entryPoints",
+        "parameters",
+        "notes",
+    ] {
+        assert_eq!(
+            read["conferenceData"][key],
+            add_on_conference()[key],
+            "{key}"
+        );
     }
     // A patch without the version keeps the conference whatever the body says.
-    let patched = api.patch(A, &path, json!({"summary": "y", "conferenceData": null})).await.ok();
+    let patched = api
+        .patch(A, &path, json!({"summary": "y", "conferenceData": null}))
+        .await
+        .ok();
     assert_eq!(patched["conferenceData"]["conferenceId"], "meeting-42");
-    let removed = api.patch(A, &format!("{path}?conferenceDataVersion=1"), json!({"conferenceData": null})).await.ok();
+    let removed = api
+        .patch(
+            A,
+            &format!("{path}?conferenceDataVersion=1"),
+            json!({"conferenceData": null}),
+        )
+        .await
+        .ok();
     assert!(removed.get("conferenceData").is_none());
 }
 
@@ -350,11 +683,26 @@ async fn conference_data_round_trips_only_with_conference_data_version_1() {
 async fn invalid_conference_data_is_refused_with_a_reason() {
     let api = Api::start().await;
     let cases = [
-        (json!([{"entryPointType": "video", "uri": "https://a"}, {"entryPointType": "video", "uri": "https://b"}]), "at most one video"),
-        (json!([{"entryPointType": "video", "uri": "ftp://a"}]), "must start with"),
-        (json!([{"entryPointType": "phone", "uri": "https://a"}]), "tel:"),
-        (json!([{"entryPointType": "more", "uri": "https://a"}]), "only a \"more\""),
-        (json!([{"entryPointType": "hologram", "uri": "https://a"}]), "hologram"),
+        (
+            json!([{"entryPointType": "video", "uri": "https://a"}, {"entryPointType": "video", "uri": "https://b"}]),
+            "at most one video",
+        ),
+        (
+            json!([{"entryPointType": "video", "uri": "ftp://a"}]),
+            "must start with",
+        ),
+        (
+            json!([{"entryPointType": "phone", "uri": "https://a"}]),
+            "tel:",
+        ),
+        (
+            json!([{"entryPointType": "more", "uri": "https://a"}]),
+            "only a \"more\"",
+        ),
+        (
+            json!([{"entryPointType": "hologram", "uri": "https://a"}]),
+            "hologram",
+        ),
         (json!([]), "at least one entry point"),
     ];
     for (entry_points, why) in cases {
@@ -362,10 +710,16 @@ async fn invalid_conference_data_is_refused_with_a_reason() {
         let mut cd = add_on_conference();
         cd["entryPoints"] = entry_points;
         e["conferenceData"] = cd;
-        let answer = api.post(A, "calendars/primary/events?conferenceDataVersion=1", e).await;
+        let answer = api
+            .post(A, "calendars/primary/events?conferenceDataVersion=1", e)
+            .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{why}");
         assert_eq!(answer.reason(), "invalid");
-        assert!(answer.message().contains(why), "{why}: {}", answer.message());
+        assert!(
+            answer.message().contains(why),
+            "{why}: {}",
+            answer.message()
+        );
     }
 }
 
@@ -375,8 +729,16 @@ async fn meet_create_requests_produce_a_meet_conference() {
     let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
     e["conferenceData"] = json!({"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}});
     let created = api.insert(A, e).await;
-    assert_eq!(created["conferenceData"]["conferenceSolution"]["key"]["type"], "hangoutsMeet");
-    assert!(created["hangoutLink"].as_str().unwrap().starts_with("https://meet.google.com/"));
+    assert_eq!(
+        created["conferenceData"]["conferenceSolution"]["key"]["type"],
+        "hangoutsMeet"
+    );
+    assert!(
+        created["hangoutLink"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://meet.google.com/")
+    );
 }
 
 fn weekly_series() -> Value {
@@ -393,12 +755,18 @@ async fn recurring_series_expand_into_instances_with_google_ids() {
     let api = Api::start().await;
     let series = api.insert(A, weekly_series()).await;
     let sid = series["id"].as_str().unwrap().to_owned();
-    let instances = api.get(A, &format!("calendars/primary/events/{sid}/instances")).await.ok();
+    let instances = api
+        .get(A, &format!("calendars/primary/events/{sid}/instances"))
+        .await
+        .ok();
     let items = instances["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
     assert_eq!(items[0]["id"], json!(format!("{sid}_20261207T090000Z")));
     assert_eq!(items[0]["recurringEventId"], json!(sid));
-    assert_eq!(items[0]["originalStartTime"]["dateTime"], "2026-12-07T10:00:00+01:00");
+    assert_eq!(
+        items[0]["originalStartTime"]["dateTime"],
+        "2026-12-07T10:00:00+01:00"
+    );
     assert_eq!(items[4]["id"], json!(format!("{sid}_20270104T090000Z")));
 
     let (_, token, _) = api.list_all(A, "singleEvents=true").await;
@@ -409,8 +777,16 @@ async fn recurring_series_expand_into_instances_with_google_ids() {
         .patch(A, &format!("calendars/primary/events/{second}"), json!({"start": {"dateTime": "2026-12-14T11:00:00+01:00"}, "end": {"dateTime": "2026-12-14T11:30:00+01:00"}}))
         .await
         .ok();
-    assert_eq!(moved["originalStartTime"]["dateTime"], "2026-12-14T10:00:00+01:00", "originalStartTime never moves");
-    assert_eq!(api.delete(A, &format!("calendars/primary/events/{third}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        moved["originalStartTime"]["dateTime"], "2026-12-14T10:00:00+01:00",
+        "originalStartTime never moves"
+    );
+    assert_eq!(
+        api.delete(A, &format!("calendars/primary/events/{third}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 
     let (single, _, _) = api.list_all(A, "singleEvents=true").await;
     assert_eq!(single.len(), 4);
@@ -418,16 +794,32 @@ async fn recurring_series_expand_into_instances_with_google_ids() {
     assert_eq!(shown["start"]["dateTime"], "2026-12-14T11:00:00+01:00");
     assert!(single.iter().all(|i| i["id"] != json!(third)));
 
-    let (changes, _, _) = api.list_all(A, &format!("singleEvents=true&syncToken={}", urlencode(&token))).await;
-    assert_eq!(ids(&changes), { let mut v = vec![second.clone(), third.clone()]; v.sort(); v });
+    let (changes, _, _) = api
+        .list_all(
+            A,
+            &format!("singleEvents=true&syncToken={}", urlencode(&token)),
+        )
+        .await;
+    assert_eq!(ids(&changes), {
+        let mut v = vec![second.clone(), third.clone()];
+        v.sort();
+        v
+    });
     let cancelled = changes.iter().find(|c| c["id"] == json!(third)).unwrap();
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["recurringEventId"], json!(sid));
-    assert_eq!(cancelled["originalStartTime"]["dateTime"], "2026-12-21T10:00:00+01:00");
+    assert_eq!(
+        cancelled["originalStartTime"]["dateTime"],
+        "2026-12-21T10:00:00+01:00"
+    );
 
     // The plain listing shows the series plus its modified instance.
     let (plain, _, _) = api.list_all(A, "").await;
-    assert_eq!(ids(&plain), { let mut v = vec![sid.clone(), second.clone()]; v.sort(); v });
+    assert_eq!(ids(&plain), {
+        let mut v = vec![sid.clone(), second.clone()];
+        v.sort();
+        v
+    });
 }
 
 #[tokio::test]
@@ -436,10 +828,31 @@ async fn series_edits_reach_exceptions_that_did_not_override_the_field() {
     let series = api.insert(A, weekly_series()).await;
     let sid = series["id"].as_str().unwrap().to_owned();
     let second = format!("{sid}_20261214T090000Z");
-    api.patch(A, &format!("calendars/primary/events/{second}"), json!({"location": "Room 1"})).await.ok();
-    api.patch(A, &format!("calendars/primary/events/{sid}"), json!({"summary": "Renamed series"})).await.ok();
-    let exception = api.get(A, &format!("calendars/primary/events/{second}")).await.ok();
-    assert_eq!((exception["summary"].as_str(), exception["location"].as_str()), (Some("Renamed series"), Some("Room 1")));
+    api.patch(
+        A,
+        &format!("calendars/primary/events/{second}"),
+        json!({"location": "Room 1"}),
+    )
+    .await
+    .ok();
+    api.patch(
+        A,
+        &format!("calendars/primary/events/{sid}"),
+        json!({"summary": "Renamed series"}),
+    )
+    .await
+    .ok();
+    let exception = api
+        .get(A, &format!("calendars/primary/events/{second}"))
+        .await
+        .ok();
+    assert_eq!(
+        (
+            exception["summary"].as_str(),
+            exception["location"].as_str()
+        ),
+        (Some("Renamed series"), Some("Room 1"))
+    );
 }
 
 #[tokio::test]
@@ -453,68 +866,163 @@ async fn invitations_appear_on_attendee_calendars_and_follow_the_organizer() {
     let id = created["id"].as_str().unwrap().to_owned();
     let (_, bob_token, _) = api.list_all(B, "").await;
 
-    let copy = api.get(B, &format!("calendars/primary/events/{id}")).await.ok();
+    let copy = api
+        .get(B, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
     assert_eq!(copy["iCalUID"], created["iCalUID"]);
     assert_eq!(copy["organizer"]["email"], A);
-    assert!(copy["organizer"].get("self").is_none(), "organizer.self is not set on the attendee's copy");
+    assert!(
+        copy["organizer"].get("self").is_none(),
+        "organizer.self is not set on the attendee's copy"
+    );
     assert_eq!(copy["attendees"][0]["self"], true);
     assert_eq!(copy["conferenceData"]["conferenceId"], "meeting-42");
 
     api.patch(A, &format!("calendars/primary/events/{id}"), json!({"summary": "Planning (moved)", "start": {"dateTime": "2026-12-01T12:00:00Z"}, "end": {"dateTime": "2026-12-01T13:00:00Z"}})).await.ok();
-    let (changes, _, _) = api.list_all(B, &format!("syncToken={}", urlencode(&bob_token))).await;
+    let (changes, _, _) = api
+        .list_all(B, &format!("syncToken={}", urlencode(&bob_token)))
+        .await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0]["summary"], "Planning (moved)");
 
     // The attendee may answer, but not rename.
-    let forbidden = api.patch(B, &format!("calendars/primary/events/{id}"), json!({"summary": "mine"})).await;
-    assert_eq!((forbidden.status, forbidden.reason()), (StatusCode::FORBIDDEN, "forbiddenForNonOrganizer"));
-    api.patch(B, &format!("calendars/primary/events/{id}"), json!({"attendees": [{"email": B, "responseStatus": "accepted"}]})).await.ok();
-    let organizer = api.get(A, &format!("calendars/primary/events/{id}")).await.ok();
+    let forbidden = api
+        .patch(
+            B,
+            &format!("calendars/primary/events/{id}"),
+            json!({"summary": "mine"}),
+        )
+        .await;
+    assert_eq!(
+        (forbidden.status, forbidden.reason()),
+        (StatusCode::FORBIDDEN, "forbiddenForNonOrganizer")
+    );
+    api.patch(
+        B,
+        &format!("calendars/primary/events/{id}"),
+        json!({"attendees": [{"email": B, "responseStatus": "accepted"}]}),
+    )
+    .await
+    .ok();
+    let organizer = api
+        .get(A, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
     assert_eq!(organizer["attendees"][0]["responseStatus"], "accepted");
 
     // Uninvited: the copy is cancelled.
-    api.patch(A, &format!("calendars/primary/events/{id}"), json!({"attendees": []})).await.ok();
-    assert_eq!(api.get(B, &format!("calendars/primary/events/{id}")).await.ok()["status"], "cancelled");
+    api.patch(
+        A,
+        &format!("calendars/primary/events/{id}"),
+        json!({"attendees": []}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        api.get(B, &format!("calendars/primary/events/{id}"))
+            .await
+            .ok()["status"],
+        "cancelled"
+    );
 }
 
 #[tokio::test]
 async fn move_leaves_a_tombstone_and_changes_the_organizer() {
     let api = Api::start().await;
-    let team = api.admin(Method::POST, &format!("users/{A}/calendars"), json!({"summary": "Team"})).await;
+    let team = api
+        .admin(
+            Method::POST,
+            &format!("users/{A}/calendars"),
+            json!({"summary": "Team"}),
+        )
+        .await;
     let team_id = team["id"].as_str().unwrap().to_owned();
-    let e = api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    let e = api
+        .insert(
+            A,
+            event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
     let id = e["id"].as_str().unwrap();
     let (_, token, _) = api.list_all(A, "").await;
-    let moved = api.post(A, &format!("calendars/primary/events/{id}/move?destination={}", urlencode(&team_id)), json!({})).await.ok();
+    let moved = api
+        .post(
+            A,
+            &format!(
+                "calendars/primary/events/{id}/move?destination={}",
+                urlencode(&team_id)
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(moved["organizer"]["email"], json!(team_id));
-    let (changes, _, _) = api.list_all(A, &format!("syncToken={}", urlencode(&token))).await;
+    let (changes, _, _) = api
+        .list_all(A, &format!("syncToken={}", urlencode(&token)))
+        .await;
     assert_eq!(changes[0]["id"], json!(id));
     assert_eq!(changes[0]["status"], "cancelled");
-    let team_events = api.get(A, &format!("calendars/{}/events", urlencode(&team_id))).await.ok();
+    let team_events = api
+        .get(A, &format!("calendars/{}/events", urlencode(&team_id)))
+        .await
+        .ok();
     assert_eq!(team_events["items"][0]["id"], json!(id));
 }
 
 #[tokio::test]
 async fn list_filters_work_as_documented() {
     let api = Api::start().await;
-    let mut tagged = event("Budget review", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    let mut tagged = event(
+        "Budget review",
+        "2026-12-01T10:00:00Z",
+        "2026-12-01T11:00:00Z",
+    );
     tagged["extendedProperties"] = json!({"private": {"confsync": "yes"}});
     api.insert(A, tagged).await;
-    api.insert(A, event("Lunch", "2026-12-05T12:00:00Z", "2026-12-05T13:00:00Z")).await;
+    api.insert(
+        A,
+        event("Lunch", "2026-12-05T12:00:00Z", "2026-12-05T13:00:00Z"),
+    )
+    .await;
     let one = |q: &str| {
         let q = q.to_owned();
         let api = &api;
-        async move { api.list_all(A, &q).await.0.iter().map(|i| i["summary"].as_str().unwrap().to_owned()).collect::<Vec<_>>() }
+        async move {
+            api.list_all(A, &q)
+                .await
+                .0
+                .iter()
+                .map(|i| i["summary"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
     };
     assert_eq!(one("q=budget").await, ["Budget review"]);
-    assert_eq!(one("privateExtendedProperty=confsync%3Dyes").await, ["Budget review"]);
+    assert_eq!(
+        one("privateExtendedProperty=confsync%3Dyes").await,
+        ["Budget review"]
+    );
     assert_eq!(one("timeMin=2026-12-02T00:00:00Z").await, ["Lunch"]);
     assert_eq!(one("timeMax=2026-12-02T00:00:00Z").await, ["Budget review"]);
-    assert_eq!(one("timeMin=2026-12-01T11:00:00Z&timeMax=2026-12-05T12:00:00Z").await, Vec::<String>::new(), "timeMin bounds the end, timeMax the start, both exclusive");
-    assert_eq!(one("singleEvents=true&orderBy=startTime").await, ["Budget review", "Lunch"]);
-    let bad_order = api.get(A, "calendars/primary/events?orderBy=startTime").await;
+    assert_eq!(
+        one("timeMin=2026-12-01T11:00:00Z&timeMax=2026-12-05T12:00:00Z").await,
+        Vec::<String>::new(),
+        "timeMin bounds the end, timeMax the start, both exclusive"
+    );
+    assert_eq!(
+        one("singleEvents=true&orderBy=startTime").await,
+        ["Budget review", "Lunch"]
+    );
+    let bad_order = api
+        .get(A, "calendars/primary/events?orderBy=startTime")
+        .await;
     assert_eq!(bad_order.status, StatusCode::BAD_REQUEST);
-    let empty = api.get(A, "calendars/primary/events?timeMin=2026-12-02T00:00:00Z&timeMax=2026-12-01T00:00:00Z").await;
+    let empty = api
+        .get(
+            A,
+            "calendars/primary/events?timeMin=2026-12-02T00:00:00Z&timeMax=2026-12-01T00:00:00Z",
+        )
+        .await;
     assert_eq!(empty.reason(), "timeRangeEmpty");
 }
 
@@ -522,73 +1030,184 @@ async fn list_filters_work_as_documented() {
 async fn bad_input_gets_precise_400s() {
     let api = Api::start().await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "colour": "1"}), "colour"),
-        (json!({"summary": "x", "start": {"dateTime": "yesterday"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "start.dateTime"),
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "Mars/Base"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "Mars/Base"),
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}), "time range is empty"),
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}), "end"),
-        (json!({"summary": "x", "status": "maybe", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "status"),
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"}, "recurrence": ["RRULE:FREQ=SOMETIMES"]}), "recurrence"),
-        (json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "recurrence": ["RRULE:FREQ=DAILY"]}), "time zone"),
-        (json!({"summary": "x", "id": "UPPER_case", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "resource id"),
-        (json!({"summary": "x", "attendees": "bob", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}), "event.attendees"),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "colour": "1"}),
+            "colour",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "yesterday"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+            "start.dateTime",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "Mars/Base"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+            "Mars/Base",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}),
+            "time range is empty",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}),
+            "end",
+        ),
+        (
+            json!({"summary": "x", "status": "maybe", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+            "status",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"}, "recurrence": ["RRULE:FREQ=SOMETIMES"]}),
+            "recurrence",
+        ),
+        (
+            json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "recurrence": ["RRULE:FREQ=DAILY"]}),
+            "time zone",
+        ),
+        (
+            json!({"summary": "x", "id": "UPPER_case", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+            "resource id",
+        ),
+        (
+            json!({"summary": "x", "attendees": "bob", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+            "event.attendees",
+        ),
         (json!([1, 2]), "object"),
     ];
     for (body, why) in cases {
         let answer = api.post(A, "calendars/primary/events", body).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{why}: {}", answer.body);
-        assert!(answer.message().to_lowercase().contains(&why.to_lowercase()), "{why}: {}", answer.message());
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{why}: {}",
+            answer.body
+        );
+        assert!(
+            answer
+                .message()
+                .to_lowercase()
+                .contains(&why.to_lowercase()),
+            "{why}: {}",
+            answer.message()
+        );
         assert_eq!(answer.body["error"]["code"], 400);
     }
-    let raw = api.http.post(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("dev:alice@example.com").body("{\"summary\": ").send().await.unwrap();
+    let raw = api
+        .http
+        .post(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth("dev:alice@example.com")
+        .body("{\"summary\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
     let body: Value = raw.json().await.unwrap();
     assert_eq!(body["error"]["errors"][0]["reason"], "parseError");
     let huge = "x".repeat(2 << 20);
-    let raw = api.http.post(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("dev:alice@example.com").body(huge).send().await.unwrap();
+    let raw = api
+        .http
+        .post(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth("dev:alice@example.com")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let bad_param = api.get(A, "calendars/primary/events?maxResults=lots").await;
     assert_eq!(bad_param.status, StatusCode::BAD_REQUEST);
     assert!(bad_param.message().contains("maxResults"));
-    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK, "the emulator is still serving");
+    assert_eq!(
+        api.get(A, "calendars/primary/events").await.status,
+        StatusCode::OK,
+        "the emulator is still serving"
+    );
 }
 
 #[tokio::test]
 async fn authentication_is_required_and_tokens_can_be_revoked() {
     let api = Api::start().await;
     let missing = api.get("", "calendars/primary/events").await;
-    assert_eq!((missing.status, missing.reason()), (StatusCode::UNAUTHORIZED, "required"));
-    let bogus = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth("ya29.nonsense").send().await.unwrap();
+    assert_eq!(
+        (missing.status, missing.reason()),
+        (StatusCode::UNAUTHORIZED, "required")
+    );
+    let bogus = api
+        .http
+        .get(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth("ya29.nonsense")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
 
-    let tokens = api.admin(Method::POST, "tokens", json!({"email": "carol@example.com"})).await;
+    let tokens = api
+        .admin(
+            Method::POST,
+            "tokens",
+            json!({"email": "carol@example.com"}),
+        )
+        .await;
     let access = tokens["access_token"].as_str().unwrap();
-    let listed = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth(access).send().await.unwrap();
+    let listed = api
+        .http
+        .get(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
     let body: Value = listed.json().await.unwrap();
     assert_eq!(body["summary"], "carol@example.com");
 
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
-    let refreshed = api.http.post(format!("{}token", api.base)).form(&form).send().await.unwrap();
+    let refreshed = api
+        .http
+        .post(format!("{}token", api.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refreshed.status(), StatusCode::OK);
-    api.admin(Method::POST, "users/carol@example.com/revoke", json!({})).await;
-    let revoked = api.http.post(format!("{}token", api.base)).form(&form).send().await.unwrap();
+    api.admin(Method::POST, "users/carol@example.com/revoke", json!({}))
+        .await;
+    let revoked = api
+        .http
+        .post(format!("{}token", api.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revoked.status(), StatusCode::BAD_REQUEST);
     let body: Value = revoked.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
-    let after = api.http.get(format!("{}calendar/v3/calendars/primary/events", api.base)).bearer_auth(access).send().await.unwrap();
+    let after = api
+        .http
+        .get(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 
     // Outside dev mode, dev tokens are refused.
-    let strict = Api::with(EmulatorConfig { dev_mode: false, ..Default::default() }).await;
-    assert_eq!(strict.get(A, "calendars/primary/events").await.status, StatusCode::UNAUTHORIZED);
+    let strict = Api::with(EmulatorConfig {
+        dev_mode: false,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        strict.get(A, "calendars/primary/events").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn users_only_see_their_own_calendars() {
     let api = Api::start().await;
-    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    api.insert(
+        A,
+        event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+    )
+    .await;
     let answer = api.get(B, &format!("calendars/{A}/events")).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     let list = api.get(A, "users/me/calendarList").await.ok();
@@ -600,21 +1219,57 @@ async fn users_only_see_their_own_calendars() {
 #[tokio::test]
 async fn injected_faults_and_quota_answer_like_google() {
     let api = Api::start().await;
-    api.admin(Method::POST, "faults", json!({"status": 503, "count": 2, "method": "calendar.events.list", "retryAfter": 2})).await;
+    api.admin(
+        Method::POST,
+        "faults",
+        json!({"status": 503, "count": 2, "method": "calendar.events.list", "retryAfter": 2}),
+    )
+    .await;
     let first = api.get(A, "calendars/primary/events").await;
-    assert_eq!((first.status, first.reason()), (StatusCode::SERVICE_UNAVAILABLE, "backendError"));
-    assert_eq!(first.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
-    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK, "the fault was used up");
+    assert_eq!(
+        (first.status, first.reason()),
+        (StatusCode::SERVICE_UNAVAILABLE, "backendError")
+    );
+    assert_eq!(
+        first
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    assert_eq!(
+        api.get(A, "calendars/primary/events").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        api.get(A, "calendars/primary/events").await.status,
+        StatusCode::OK,
+        "the fault was used up"
+    );
 
-    api.admin(Method::PUT, "config", json!({"quotaPerUserPerMinute": 3, "quotaStatus": 429})).await;
+    api.admin(
+        Method::PUT,
+        "config",
+        json!({"quotaPerUserPerMinute": 3, "quotaStatus": 429}),
+    )
+    .await;
     for _ in 0..3 {
-        assert_eq!(api.get(A, "calendars/primary/events").await.status, StatusCode::OK);
+        assert_eq!(
+            api.get(A, "calendars/primary/events").await.status,
+            StatusCode::OK
+        );
     }
     let limited = api.get(A, "calendars/primary/events").await;
-    assert_eq!((limited.status, limited.reason()), (StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded"));
+    assert_eq!(
+        (limited.status, limited.reason()),
+        (StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded")
+    );
     assert_eq!(limited.body["error"]["errors"][0]["domain"], "usageLimits");
-    assert_eq!(api.get(B, "calendars/primary/events").await.status, StatusCode::OK, "quota is per user");
+    assert_eq!(
+        api.get(B, "calendars/primary/events").await.status,
+        StatusCode::OK,
+        "quota is per user"
+    );
 
     let stats = api.admin(Method::GET, "stats", json!({})).await;
     assert!(stats["requests"]["calendar.events.list"].as_u64().unwrap() >= 7);
@@ -649,7 +1304,10 @@ async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<reqwest::header::
     (format!("http://{addr}/hook"), seen)
 }
 
-async fn wait_for(seen: &Arc<Mutex<Vec<reqwest::header::HeaderMap>>>, n: usize) -> Vec<reqwest::header::HeaderMap> {
+async fn wait_for(
+    seen: &Arc<Mutex<Vec<reqwest::header::HeaderMap>>>,
+    n: usize,
+) -> Vec<reqwest::header::HeaderMap> {
     for _ in 0..200 {
         if seen.lock().unwrap().len() >= n {
             break;
@@ -671,29 +1329,75 @@ async fn watch_sends_sync_then_exists_until_stopped() {
     assert!(expiration > chrono::Utc::now().timestamp_millis() + 3_500_000);
 
     let sync = wait_for(&seen, 1).await;
-    let header = |h: &reqwest::header::HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert_eq!(header(&sync[0], "x-goog-resource-state"), "sync", "the first answer was a 503: it was retried");
+    let header = |h: &reqwest::header::HeaderMap, k: &str| {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        header(&sync[0], "x-goog-resource-state"),
+        "sync",
+        "the first answer was a 503: it was retried"
+    );
     assert_eq!(header(&sync[0], "x-goog-message-number"), "1");
     assert_eq!(header(&sync[0], "x-goog-channel-id"), "chan-1");
     assert_eq!(header(&sync[0], "x-goog-channel-token"), "secret-token");
-    assert_eq!(header(&sync[0], "x-goog-resource-id"), channel["resourceId"].as_str().unwrap());
-    assert_eq!(header(&sync[0], "x-goog-resource-uri"), channel["resourceUri"].as_str().unwrap());
+    assert_eq!(
+        header(&sync[0], "x-goog-resource-id"),
+        channel["resourceId"].as_str().unwrap()
+    );
+    assert_eq!(
+        header(&sync[0], "x-goog-resource-uri"),
+        channel["resourceUri"].as_str().unwrap()
+    );
     assert!(!header(&sync[0], "x-goog-channel-expiration").is_empty());
 
-    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    api.insert(
+        A,
+        event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+    )
+    .await;
     let both = wait_for(&seen, 2).await;
     assert_eq!(header(&both[1], "x-goog-resource-state"), "exists");
-    assert!(header(&both[1], "x-goog-message-number").parse::<u64>().unwrap() > 1);
+    assert!(
+        header(&both[1], "x-goog-message-number")
+            .parse::<u64>()
+            .unwrap()
+            > 1
+    );
 
-    let duplicate = api.post(A, "calendars/primary/events/watch", json!({"id": "chan-1", "type": "web_hook", "address": address})).await;
-    assert_eq!(duplicate.status, StatusCode::BAD_REQUEST, "channel ids are unique");
+    let duplicate = api
+        .post(
+            A,
+            "calendars/primary/events/watch",
+            json!({"id": "chan-1", "type": "web_hook", "address": address}),
+        )
+        .await;
+    assert_eq!(
+        duplicate.status,
+        StatusCode::BAD_REQUEST,
+        "channel ids are unique"
+    );
 
-    let stop = api.post(A, "channels/stop", json!({"id": "chan-1", "resourceId": channel["resourceId"]})).await;
+    let stop = api
+        .post(
+            A,
+            "channels/stop",
+            json!({"id": "chan-1", "resourceId": channel["resourceId"]}),
+        )
+        .await;
     assert_eq!(stop.status, StatusCode::NO_CONTENT);
-    api.insert(A, event("y", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    api.insert(
+        A,
+        event("y", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.lock().unwrap().len(), 2, "nothing after stop");
-    let log = api.admin(Method::GET, "notifications?channelId=chan-1", json!({})).await;
+    let log = api
+        .admin(Method::GET, "notifications?channelId=chan-1", json!({}))
+        .await;
     assert_eq!(log["items"][0]["attempts"], 2);
     assert_eq!(log["items"][0]["delivered"], true);
 }
@@ -702,16 +1406,37 @@ async fn watch_sends_sync_then_exists_until_stopped() {
 async fn channels_expire_at_their_ttl_and_refuse_plain_http_elsewhere() {
     let api = Api::start().await;
     let (address, seen) = receiver(0).await;
-    api.post(A, "calendars/primary/events/watch", json!({"id": "short", "type": "web_hook", "address": address, "params": {"ttl": "60"}})).await.ok();
+    api.post(
+        A,
+        "calendars/primary/events/watch",
+        json!({"id": "short", "type": "web_hook", "address": address, "params": {"ttl": "60"}}),
+    )
+    .await
+    .ok();
     wait_for(&seen, 1).await;
-    api.admin(Method::POST, "clock", json!({"advanceSeconds": 120})).await;
-    api.insert(A, event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")).await;
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 120}))
+        .await;
+    api.insert(
+        A,
+        event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(seen.lock().unwrap().len(), 1, "an expired channel sends nothing");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "an expired channel sends nothing"
+    );
     let channels = api.admin(Method::GET, "channels", json!({})).await;
     assert_eq!(channels["items"][0]["active"], false);
 
-    let remote = api.post(A, "calendars/primary/events/watch", json!({"id": "remote", "type": "web_hook", "address": "http://example.com/hook"})).await;
+    let remote = api
+        .post(
+            A,
+            "calendars/primary/events/watch",
+            json!({"id": "remote", "type": "web_hook", "address": "http://example.com/hook"}),
+        )
+        .await;
     assert_eq!(remote.status, StatusCode::BAD_REQUEST);
     assert!(remote.message().contains("HTTPS"));
 }
