@@ -468,9 +468,10 @@ impl World {
     ) -> ApiResult<String> {
         let etag = self.next_etag(now);
         let cal = self.calendar(cal_id)?;
-        let organizer = match &origin {
-            Some(_) => None,
-            None => Some(self.organizer_of(cal)),
+        // Copies keep the organizer's organizer, imports the one they brought.
+        let organizer = match (&origin, resource.contains_key("organizer")) {
+            (None, false) => Some(self.organizer_of(cal)),
+            _ => None,
         };
         let (mut stored, value) = build_event(resource, cal, event_id, prev, now, etag, organizer)?;
         stored.origin = origin.clone();

@@ -1440,3 +1440,197 @@ async fn channels_expire_at_their_ttl_and_refuse_plain_http_elsewhere() {
     assert_eq!(remote.status, StatusCode::BAD_REQUEST);
     assert!(remote.message().contains("HTTPS"));
 }
+
+#[tokio::test]
+async fn import_creates_then_updates_by_ical_uid() {
+    let api = Api::start().await;
+    let mut e = event("Imported", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["iCalUID"] = json!("external-123@example.org");
+    e["organizer"] = json!({"email": "someone@elsewhere.org"});
+    let first = api
+        .post(A, "calendars/primary/events/import", e.clone())
+        .await
+        .ok();
+    assert_eq!(first["iCalUID"], "external-123@example.org");
+    assert_eq!(
+        first["organizer"]["email"], "someone@elsewhere.org",
+        "import keeps the organizer"
+    );
+    e["summary"] = json!("Imported again");
+    let second = api.post(A, "calendars/primary/events/import", e).await.ok();
+    assert_eq!(second["id"], first["id"], "same iCalUID, same event");
+    assert_eq!(second["summary"], "Imported again");
+    let missing = api
+        .post(
+            A,
+            "calendars/primary/events/import",
+            event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    assert_eq!(
+        (missing.status, missing.reason()),
+        (StatusCode::BAD_REQUEST, "required")
+    );
+}
+
+#[tokio::test]
+async fn updated_min_and_show_deleted_select_changes() {
+    let api = Api::start().await;
+    let old = api
+        .insert(
+            A,
+            event("old", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let gone = api
+        .insert(
+            A,
+            event("gone", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 60}))
+        .await;
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(30);
+    api.delete(
+        A,
+        &format!("calendars/primary/events/{}", gone["id"].as_str().unwrap()),
+    )
+    .await;
+    let fresh = api
+        .insert(
+            A,
+            event("fresh", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+
+    let since = api
+        .list_all(
+            A,
+            &format!("updatedMin={}", urlencode(&cutoff.to_rfc3339())),
+        )
+        .await
+        .0;
+    let mut expected = vec![
+        gone["id"].as_str().unwrap().to_owned(),
+        fresh["id"].as_str().unwrap().to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(ids(&since), expected, "updatedMin includes deletions");
+    assert!(!ids(&since).contains(&old["id"].as_str().unwrap().to_owned()));
+
+    assert_eq!(
+        api.list_all(A, "").await.0.len(),
+        2,
+        "a plain listing hides cancelled events"
+    );
+    assert_eq!(api.list_all(A, "showDeleted=true").await.0.len(), 3);
+}
+
+#[tokio::test]
+async fn seed_files_create_users_calendars_and_events() {
+    let emulator = Emulator::new(EmulatorConfig::default());
+    let seed = json!({
+        "users": [{"email": "dana@example.com", "displayName": "Dana", "calendars": [{"summary": "Team", "timeZone": "Europe/Berlin"}]}],
+        "events": [{"calendarId": "dana@example.com", "conferenceDataVersion": 1, "event": {"summary": "Seeded", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}, "conferenceData": add_on_conference()}}]
+    });
+    let now = emulator.shared().clock.now();
+    let seeded =
+        confsync_emulator::seed::apply(&mut emulator.shared().world(), &seed.to_string(), now)
+            .unwrap();
+    assert_eq!((seeded.events, seeded.calendars.len()), (1, 1));
+    let bad = confsync_emulator::seed::apply(
+        &mut emulator.shared().world(),
+        r#"{"events": [{"calendarId": "dana@example.com", "event": {"summary": "no times"}}]}"#,
+        now,
+    );
+    assert!(bad.unwrap_err().contains("events[0]"));
+    assert!(
+        confsync_emulator::seed::apply(&mut emulator.shared().world(), r#"{"users": 5}"#, now)
+            .is_err()
+    );
+
+    let running = emulator.spawn("127.0.0.1:0").await.unwrap();
+    let http = reqwest::Client::new();
+    let page: Value = http
+        .get(format!(
+            "{}calendar/v3/calendars/primary/events",
+            running.base_url()
+        ))
+        .bearer_auth("dev:dana@example.com")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["summary"], "Seeded");
+    assert_eq!(
+        page["items"][0]["conferenceData"]["conferenceId"],
+        "meeting-42"
+    );
+}
+
+#[tokio::test]
+async fn authorization_code_flow_over_http_issues_working_tokens() {
+    let api = Api::with(EmulatorConfig {
+        dev_mode: false,
+        ..Default::default()
+    })
+    .await;
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let verifier = "0123456789abcdefghijklmnopqrstuvwxyz-0123456789";
+    use base64::Engine;
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()),
+    );
+    let auth = no_redirect
+        .get(format!("{}o/oauth2/v2/auth", api.base))
+        .query(&[
+            ("client_id", "confsync"),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("response_type", "code"),
+            ("scope", "https://www.googleapis.com/auth/calendar"),
+            ("state", "s1"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("login_hint", "erin@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), StatusCode::FOUND);
+    let location = reqwest::Url::parse(auth.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: std::collections::HashMap<String, String> =
+        location.query_pairs().into_owned().collect();
+    assert_eq!(pairs["state"], "s1");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", pairs["code"].as_str()),
+        ("redirect_uri", "http://127.0.0.1:9/callback"),
+        ("client_id", "confsync"),
+        ("code_verifier", verifier),
+    ];
+    let token: Value = api
+        .http
+        .post(format!("{}token", api.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().expect("access token");
+    assert!(token["refresh_token"].as_str().is_some());
+    let page = api
+        .http
+        .get(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+}
