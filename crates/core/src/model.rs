@@ -1,0 +1,341 @@
+//! The event model: what the engine reads out of a Calendar event, and nothing more.
+//!
+//! A [`Snapshot`] is built from the event's JSON exactly as Calendar returns it (tombstones
+//! included). Only the fields a conferencing provider can act on end up in the [`MeetingSpec`];
+//! colour, reminders, RSVPs and the like are deliberately absent, which is what makes "a change
+//! that does not matter" cost zero provider calls.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An instant or an all-day date, normalised so equal times compare equal whatever offset the
+/// event was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum When {
+    At(DateTime<Utc>),
+    Day(NaiveDate),
+}
+
+impl When {
+    /// Parses an `EventDateTime` object (`{"date"}` or `{"dateTime", "timeZone"?}`).
+    pub fn parse(value: &Value, field: &str) -> Result<When, Malformed> {
+        if let Some(date) = value.get("date").and_then(Value::as_str) {
+            return NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map(When::Day)
+                .map_err(|_| Malformed::new(format!("{field}.date {date:?} is not a yyyy-mm-dd date")));
+        }
+        match value.get("dateTime").and_then(Value::as_str) {
+            Some(dt) => DateTime::parse_from_rfc3339(dt)
+                .map(|t| When::At(t.with_timezone(&Utc)))
+                .map_err(|_| Malformed::new(format!("{field}.dateTime {dt:?} is not an RFC 3339 date-time"))),
+            None => Err(Malformed::new(format!("{field} has neither date nor dateTime"))),
+        }
+    }
+
+    /// A stable text key (occurrence keys, idempotency keys).
+    pub fn key(&self) -> String {
+        match self {
+            When::At(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            When::Day(d) => d.format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// What a conferencing provider can act on: the meeting as the event describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingSpec {
+    pub title: String,
+    pub description: String,
+    pub start: When,
+    pub end: When,
+    /// The IANA zone the event was written in (start.timeZone), if any.
+    pub time_zone: Option<String>,
+    /// RRULE/RDATE/EXDATE lines of a series, empty for single events and instances.
+    pub recurrence: Vec<String>,
+    /// Guests' emails, lowercase and sorted; rooms and other resources excluded; no RSVP state.
+    pub attendees: Vec<String>,
+    pub organizer: Option<String>,
+}
+
+impl MeetingSpec {
+    /// A stable fingerprint of the spec (FNV-1a over its canonical JSON), stored with each link so
+    /// "did anything the provider cares about change" is one comparison.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_string(self).unwrap_or_default();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+}
+
+/// Event status. Unknown values are kept, not rejected: Google may add some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Status {
+    Confirmed,
+    Tentative,
+    Cancelled,
+    Other(String),
+}
+
+impl Status {
+    fn parse(value: Option<&str>) -> Status {
+        match value {
+            None | Some("confirmed") => Status::Confirmed,
+            Some("tentative") => Status::Tentative,
+            Some("cancelled") => Status::Cancelled,
+            Some(other) => Status::Other(other.to_owned()),
+        }
+    }
+}
+
+/// The conference an event carries, as far as the engine needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConferenceInfo {
+    /// `conferenceSolution.key.type`: `addOn`, `hangoutsMeet`, ...
+    pub solution_type: String,
+    pub solution_name: Option<String>,
+    pub conference_id: Option<String>,
+    /// `parameters.addOnParameters.parameters`.
+    pub parameters: BTreeMap<String, String>,
+    /// The video entry point's URI (the join URL guests see).
+    pub join_uri: Option<String>,
+}
+
+/// One event as read from a calendar: a live event or a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub event_id: String,
+    pub etag: Option<String>,
+    pub status: Status,
+    /// For instances of a series: the series id and the instance's original start.
+    pub recurring_event_id: Option<String>,
+    pub original_start: Option<When>,
+    /// True when this calendar's copy is the organizer's (`organizer.self`).
+    pub organizer_self: bool,
+    pub conference: Option<ConferenceInfo>,
+    /// None for tombstones (Google guarantees only the id, and for instances the original start).
+    pub spec: Option<MeetingSpec>,
+}
+
+impl Snapshot {
+    pub fn is_cancelled(&self) -> bool {
+        self.status == Status::Cancelled
+    }
+
+    /// Parses one item of an `events.list` page or an `events.get` answer.
+    pub fn from_json(item: &Value) -> Result<Snapshot, Malformed> {
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let event_id = text(item, "id").filter(|s| !s.is_empty()).ok_or_else(|| Malformed::new("the event has no id"))?;
+        let status = Status::parse(item.get("status").and_then(Value::as_str));
+        let recurring_event_id = text(item, "recurringEventId");
+        let original_start = match item.get("originalStartTime") {
+            Some(v) => Some(When::parse(v, "originalStartTime")?),
+            None => None,
+        };
+        if recurring_event_id.is_some() && original_start.is_none() {
+            return Err(Malformed::new("an instance without originalStartTime"));
+        }
+        let organizer_self = item.pointer("/organizer/self").and_then(Value::as_bool).unwrap_or(false);
+        let conference = item.get("conferenceData").filter(|v| !v.is_null()).map(parse_conference);
+        let spec = if status == Status::Cancelled && item.get("start").is_none() {
+            None
+        } else {
+            Some(parse_spec(item)?)
+        };
+        Ok(Snapshot { event_id, etag: text(item, "etag"), status, recurring_event_id, original_start, organizer_self, conference, spec })
+    }
+}
+
+fn parse_conference(cd: &Value) -> ConferenceInfo {
+    let text = |p: &str| cd.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let parameters = cd
+        .pointer("/parameters/addOnParameters/parameters")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default();
+    let join_uri = cd
+        .get("entryPoints")
+        .and_then(Value::as_array)
+        .and_then(|eps| eps.iter().find(|e| e.get("entryPointType").and_then(Value::as_str) == Some("video")))
+        .and_then(|e| e.get("uri").and_then(Value::as_str))
+        .map(str::to_owned);
+    ConferenceInfo {
+        solution_type: text("/conferenceSolution/key/type")
+            .or_else(|| text("/createRequest/conferenceSolutionKey/type"))
+            .unwrap_or_default(),
+        solution_name: text("/conferenceSolution/name"),
+        conference_id: text("/conferenceId"),
+        parameters,
+        join_uri,
+    }
+}
+
+fn parse_spec(item: &Value) -> Result<MeetingSpec, Malformed> {
+    let start_value = item.get("start").ok_or_else(|| Malformed::new("the event has no start"))?;
+    let end_value = item.get("end").ok_or_else(|| Malformed::new("the event has no end"))?;
+    let start = When::parse(start_value, "start")?;
+    let end = When::parse(end_value, "end")?;
+    if matches!((start, end), (When::At(_), When::Day(_)) | (When::Day(_), When::At(_))) {
+        return Err(Malformed::new("start and end mix date and dateTime"));
+    }
+    if end < start {
+        return Err(Malformed::new("the event ends before it starts"));
+    }
+    let recurrence = match item.get("recurrence") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(lines)) => lines
+            .iter()
+            .map(|l| l.as_str().map(str::to_owned).ok_or_else(|| Malformed::new("a recurrence line is not a string")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(Malformed::new("recurrence is not a list")),
+    };
+    for line in &recurrence {
+        let upper = line.to_ascii_uppercase();
+        if !["RRULE:", "RDATE", "EXDATE", "EXRULE:"].iter().any(|p| upper.starts_with(p)) {
+            return Err(Malformed::new(format!("unknown recurrence line {line:?}")));
+        }
+    }
+    let mut attendees: Vec<String> = item
+        .get("attendees")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter(|a| a.get("resource").and_then(Value::as_bool) != Some(true))
+                .filter_map(|a| a.get("email").and_then(Value::as_str))
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    attendees.sort();
+    attendees.dedup();
+    Ok(MeetingSpec {
+        title: item.get("summary").and_then(Value::as_str).unwrap_or("").to_owned(),
+        description: item.get("description").and_then(Value::as_str).unwrap_or("").to_owned(),
+        start,
+        end,
+        time_zone: start_value.get("timeZone").and_then(Value::as_str).map(str::to_owned),
+        recurrence,
+        attendees,
+        organizer: item.pointer("/organizer/email").and_then(Value::as_str).map(str::to_ascii_lowercase),
+    })
+}
+
+/// An event the engine cannot understand; it goes to the dead-letter table with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed event: {reason}")]
+pub struct Malformed {
+    pub reason: String,
+}
+
+impl Malformed {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Malformed { reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> Value {
+        json!({
+            "kind": "calendar#event", "etag": "\"1\"", "id": "e1", "status": "confirmed",
+            "summary": "Planning", "description": "Agenda",
+            "start": {"dateTime": "2026-12-01T10:00:00+01:00", "timeZone": "Europe/Berlin"},
+            "end": {"dateTime": "2026-12-01T11:00:00+01:00", "timeZone": "Europe/Berlin"},
+            "organizer": {"email": "Alice@Example.com", "self": true},
+            "attendees": [
+                {"email": "bob@example.com", "responseStatus": "accepted"},
+                {"email": "room@resource.calendar.google.com", "resource": true},
+                {"email": "Carol@example.com", "responseStatus": "needsAction"}
+            ],
+            "colorId": "5",
+            "conferenceData": {
+                "conferenceId": "m-1",
+                "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync"},
+                "entryPoints": [{"entryPointType": "video", "uri": "https://m/1"}],
+                "parameters": {"addOnParameters": {"parameters": {"meetingId": "1"}}}
+            }
+        })
+    }
+
+    #[test]
+    fn reads_the_fields_a_provider_cares_about() {
+        let s = Snapshot::from_json(&event()).unwrap();
+        let spec = s.spec.unwrap();
+        assert_eq!(spec.title, "Planning");
+        assert_eq!(spec.start, When::At("2026-12-01T09:00:00Z".parse().unwrap()));
+        assert_eq!(spec.attendees, ["bob@example.com", "carol@example.com"], "resources out, sorted, lowercase");
+        assert_eq!(spec.organizer.as_deref(), Some("alice@example.com"));
+        assert!(s.organizer_self);
+        let c = s.conference.unwrap();
+        assert_eq!((c.solution_type.as_str(), c.conference_id.as_deref()), ("addOn", Some("m-1")));
+        assert_eq!(c.parameters["meetingId"], "1");
+        assert_eq!(c.join_uri.as_deref(), Some("https://m/1"));
+    }
+
+    #[test]
+    fn colour_and_rsvp_do_not_change_the_spec() {
+        let before = Snapshot::from_json(&event()).unwrap().spec.unwrap();
+        let mut changed = event();
+        changed["colorId"] = json!("7");
+        changed["attendees"][0]["responseStatus"] = json!("declined");
+        changed["reminders"] = json!({"useDefault": false});
+        let after = Snapshot::from_json(&changed).unwrap().spec.unwrap();
+        assert_eq!(before.fingerprint(), after.fingerprint());
+    }
+
+    #[test]
+    fn the_same_instant_in_another_offset_is_the_same_spec() {
+        let before = Snapshot::from_json(&event()).unwrap().spec.unwrap();
+        let mut shifted = event();
+        shifted["start"]["dateTime"] = json!("2026-12-01T09:00:00Z");
+        let after = Snapshot::from_json(&shifted).unwrap().spec.unwrap();
+        assert_eq!(before.start, after.start);
+    }
+
+    #[test]
+    fn tombstones_have_no_spec() {
+        let t = Snapshot::from_json(&json!({"kind": "calendar#event", "etag": "\"2\"", "id": "e1", "status": "cancelled"})).unwrap();
+        assert!(t.is_cancelled());
+        assert!(t.spec.is_none() && t.conference.is_none());
+        let i = Snapshot::from_json(&json!({"id": "e1_20261201T090000Z", "status": "cancelled", "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-01T10:00:00+01:00"}})).unwrap();
+        assert_eq!(i.original_start, Some(When::At("2026-12-01T09:00:00Z".parse().unwrap())));
+    }
+
+    #[test]
+    fn malformed_events_say_why() {
+        let cases = [
+            (json!({"status": "confirmed"}), "no id"),
+            (json!({"id": "x", "start": {"dateTime": "soon"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}), "start.dateTime"),
+            (json!({"id": "x", "start": {"date": "2026-12-01"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}), "mix"),
+            (json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}), "no end"),
+            (json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}), "before"),
+            (json!({"id": "x", "recurrence": ["BOGUS"], "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}}), "recurrence"),
+            (json!({"id": "x", "recurringEventId": "s"}), "originalStartTime"),
+        ];
+        for (item, why) in cases {
+            let err = Snapshot::from_json(&item).unwrap_err();
+            assert!(err.reason.contains(why), "{why}: {}", err.reason);
+        }
+    }
+
+    #[test]
+    fn unknown_status_values_are_kept() {
+        let mut e = event();
+        e["status"] = json!("postponed");
+        assert_eq!(Snapshot::from_json(&e).unwrap().status, Status::Other("postponed".into()));
+    }
+}

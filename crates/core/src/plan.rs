@@ -1,0 +1,577 @@
+//! The planner: a changed event plus what the engine remembers of it (its [`Link`]) in, the
+//! provider actions and the link's next state out. Pure: no I/O, no clock, no randomness.
+//!
+//! The rules it keeps:
+//! - only our conferences are acted on (add-on solution we recognise, or an existing link,
+//!   since tombstones carry no conference data); everything else is skipped without error;
+//! - only the organizer's copy drives changes;
+//! - the provider is called only when a field it cares about changed, and never for our own
+//!   write coming back (the etag we wrote);
+//! - a cancelled event, or a conference removed or replaced, deletes the meeting; an event that
+//!   moved to another synced calendar keeps it (the link moves and any pending delete is
+//!   superseded).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ConferenceInfo, MeetingSpec, Snapshot, When};
+
+/// Which conferences are ours.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recognizer {
+    /// `conferenceSolution.name` values of our add-on's solutions.
+    pub solution_names: Vec<String>,
+    /// An add-on parameter key our conferences always carry (e.g. `confsyncConferenceId`).
+    pub parameter_key: Option<String>,
+}
+
+impl Recognizer {
+    pub fn is_ours(&self, conference: &ConferenceInfo) -> bool {
+        conference.solution_type == "addOn"
+            && (conference.solution_name.as_ref().is_some_and(|n| self.solution_names.contains(n))
+                || self.parameter_key.as_ref().is_some_and(|k| conference.parameters.contains_key(k)))
+    }
+}
+
+/// What a provider can change in place; the planner calls it only for changes it can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub title: bool,
+    pub description: bool,
+    pub time: bool,
+    pub attendees: bool,
+    pub recurrence: bool,
+    /// Single occurrences of a series can be moved or cancelled.
+    pub occurrences: bool,
+}
+
+impl Capabilities {
+    /// A provider that can change everything (the built-in local provider).
+    pub const ALL: Capabilities =
+        Capabilities { title: true, description: true, time: true, attendees: true, recurrence: true, occurrences: true };
+
+    fn cares(&self, change: Change) -> bool {
+        match change {
+            Change::Retitled => self.title,
+            Change::Description => self.description,
+            Change::Rescheduled => self.time,
+            Change::Attendees => self.attendees,
+            Change::Recurrence => self.recurrence || self.time,
+            Change::Organizer => true,
+            _ => true,
+        }
+    }
+}
+
+/// What changed about a linked event (logged, counted, and passed to providers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Change {
+    Rescheduled,
+    Retitled,
+    Description,
+    Attendees,
+    Recurrence,
+    Organizer,
+    InstanceMoved,
+    InstanceCancelled,
+    EventCancelled,
+    ConferenceRemoved,
+    ConferenceReplaced,
+    MovedCalendar,
+}
+
+/// The fields of `new` that differ from `old`.
+pub fn classify(old: &MeetingSpec, new: &MeetingSpec) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if old.start != new.start || old.end != new.end || old.time_zone != new.time_zone {
+        changes.push(Change::Rescheduled);
+    }
+    if old.title != new.title {
+        changes.push(Change::Retitled);
+    }
+    if old.description != new.description {
+        changes.push(Change::Description);
+    }
+    if old.attendees != new.attendees {
+        changes.push(Change::Attendees);
+    }
+    if old.recurrence != new.recurrence {
+        changes.push(Change::Recurrence);
+    }
+    if old.organizer != new.organizer {
+        changes.push(Change::Organizer);
+    }
+    changes
+}
+
+/// What became of one occurrence of a linked series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Occurrence {
+    Moved { start: When, end: When, title: String },
+    Cancelled,
+}
+
+/// What the engine remembers of one linked conference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Link {
+    /// The provider's meeting id (also the event's `conferenceId`).
+    pub conference_id: String,
+    pub provider: String,
+    pub calendar_id: String,
+    /// The event (for a series: the series id).
+    pub event_id: String,
+    /// The spec the meeting has once every planned action has run.
+    pub spec: MeetingSpec,
+    pub last_etag_seen: Option<String>,
+    /// The etag of our own last write-back: when sync brings it back, it is an echo.
+    pub last_etag_written: Option<String>,
+    /// Occurrences of a series that differ from the rule, by original start key.
+    pub occurrences: BTreeMap<String, Occurrence>,
+    pub deleted: bool,
+}
+
+/// One provider call to make, in order, for one conference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Action {
+    /// Bring the meeting (the whole series) in line with `spec`.
+    Update { spec: MeetingSpec, changes: Vec<Change> },
+    /// Move or rename one occurrence.
+    UpdateOccurrence { occurrence: When, start: When, end: When, title: String },
+    /// Cancel one occurrence.
+    CancelOccurrence { occurrence: When },
+    /// Delete the meeting. Executed only after checking that the event is still gone from this
+    /// calendar and the link did not move (an event moved to another calendar leaves a tombstone).
+    Delete { reason: Change },
+    /// The event vanished from a windowed full sync: read it (`events.get`) and plan again.
+    Verify,
+}
+
+impl Action {
+    /// The kind, as used in idempotency keys, logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Update { .. } => "update",
+            Action::UpdateOccurrence { .. } => "update_occurrence",
+            Action::CancelOccurrence { .. } => "cancel_occurrence",
+            Action::Delete { .. } => "delete",
+            Action::Verify => "verify",
+        }
+    }
+
+    fn occurrence(&self) -> Option<When> {
+        match self {
+            Action::UpdateOccurrence { occurrence, .. } | Action::CancelOccurrence { occurrence } => Some(*occurrence),
+            _ => None,
+        }
+    }
+}
+
+/// Derives the idempotency key of an action: the same intended change always has the same key,
+/// so a replayed page or a retried call never does the work twice.
+pub fn idempotency_key(calendar_id: &str, event_id: &str, action: &Action) -> String {
+    let target = match action {
+        Action::Update { spec, .. } => spec.fingerprint(),
+        Action::UpdateOccurrence { start, end, title, .. } => format!("{}/{}/{}", start.key(), end.key(), title.len()),
+        _ => String::new(),
+    };
+    let occurrence = action.occurrence().map(|o| o.key()).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [calendar_id, event_id, &occurrence, action.kind(), &target] {
+        for b in part.bytes().chain([0xff]) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{}:{hash:016x}", action.kind())
+}
+
+/// Why nothing is done for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Skip {
+    NoConference,
+    NotOurs,
+    AttendeeCopy,
+    NotLinked,
+    Echo,
+    Unchanged,
+    /// Something changed, but nothing the provider can act on.
+    Irrelevant,
+    AlreadyDeleted,
+}
+
+/// The planner's answer for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Skip(Skip),
+    /// Run `actions` for `link.conference_id` (possibly none) and store `link`.
+    Apply {
+        link: Link,
+        actions: Vec<Action>,
+        changes: Vec<Change>,
+        /// A pending delete of this conference must not run (the event moved calendars).
+        supersede_deletes: bool,
+    },
+}
+
+/// What the planner looks at.
+pub struct PlanInput<'a> {
+    pub calendar_id: &'a str,
+    pub snapshot: &'a Snapshot,
+    /// The link of this event (for an instance: of its series) on this calendar.
+    pub link: Option<&'a Link>,
+    /// A link elsewhere with the conference id this event carries (an event moved here).
+    pub link_elsewhere: Option<&'a Link>,
+    /// The provider of new links (adopted conferences).
+    pub provider: &'a str,
+    pub recognizer: &'a Recognizer,
+    pub capabilities: Capabilities,
+}
+
+/// Plans one event.
+pub fn plan(input: &PlanInput<'_>) -> Decision {
+    let s = input.snapshot;
+    if let (Some(series), Some(original)) = (&s.recurring_event_id, s.original_start) {
+        return plan_instance(input, series, original);
+    }
+    let ours = s.conference.as_ref().is_some_and(|c| input.recognizer.is_ours(c));
+    let Some(link) = input.link.filter(|l| !l.deleted) else {
+        if input.link.is_some() && s.is_cancelled() {
+            return Decision::Skip(Skip::AlreadyDeleted);
+        }
+        return plan_unlinked(input, ours);
+    };
+    let mut next = link.clone();
+    next.last_etag_seen = s.etag.clone();
+    if s.etag.is_some() && s.etag == link.last_etag_written {
+        // Our own write-back: remember we saw it, call nobody.
+        return Decision::Apply { link: next, actions: Vec::new(), changes: Vec::new(), supersede_deletes: false };
+    }
+    let delete = |next: Link, reason: Change| {
+        let mut next = next;
+        next.deleted = true;
+        Decision::Apply { link: next, actions: vec![Action::Delete { reason }], changes: vec![reason], supersede_deletes: false }
+    };
+    if s.is_cancelled() {
+        return delete(next, Change::EventCancelled);
+    }
+    if !s.organizer_self {
+        // Our link is on the organizer's calendar; a copy here that is not the organizer's
+        // (e.g. the organizer moved away) changes nothing.
+        return Decision::Skip(Skip::AttendeeCopy);
+    }
+    match &s.conference {
+        None => return delete(next, Change::ConferenceRemoved),
+        Some(c) if !input.recognizer.is_ours(c) => return delete(next, Change::ConferenceReplaced),
+        Some(c) if c.conference_id.as_deref().is_some_and(|id| id != link.conference_id) => {
+            return delete(next, Change::ConferenceReplaced);
+        }
+        Some(_) => {}
+    }
+    let Some(spec) = &s.spec else {
+        return Decision::Skip(Skip::Unchanged);
+    };
+    let changes = classify(&link.spec, spec);
+    next.spec = spec.clone();
+    if changes.is_empty() {
+        return Decision::Apply { link: next, actions: Vec::new(), changes, supersede_deletes: false };
+    }
+    let relevant: Vec<Change> = changes.iter().copied().filter(|c| input.capabilities.cares(*c)).collect();
+    let actions = if relevant.is_empty() { Vec::new() } else { vec![Action::Update { spec: spec.clone(), changes: relevant }] };
+    Decision::Apply { link: next, actions, changes, supersede_deletes: false }
+}
+
+fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
+    let s = input.snapshot;
+    if s.is_cancelled() {
+        return Decision::Skip(Skip::NotLinked);
+    }
+    let Some(conference) = &s.conference else {
+        return Decision::Skip(Skip::NoConference);
+    };
+    if !ours {
+        return Decision::Skip(Skip::NotOurs);
+    }
+    if !s.organizer_self {
+        return Decision::Skip(Skip::AttendeeCopy);
+    }
+    let (Some(spec), Some(conference_id)) = (&s.spec, &conference.conference_id) else {
+        return Decision::Skip(Skip::NotLinked);
+    };
+    // The same conference linked on another calendar: the event moved here.
+    if let Some(elsewhere) = input.link_elsewhere.filter(|l| &l.conference_id == conference_id && !l.deleted) {
+        let mut moved = elsewhere.clone();
+        moved.calendar_id = input.calendar_id.to_owned();
+        moved.event_id = s.event_id.clone();
+        moved.last_etag_seen = s.etag.clone();
+        moved.spec = spec.clone();
+        let mut changes = vec![Change::MovedCalendar];
+        let spec_changes: Vec<Change> = classify(&elsewhere.spec, spec).into_iter().filter(|c| input.capabilities.cares(*c)).collect();
+        let actions = if spec_changes.is_empty() { Vec::new() } else { vec![Action::Update { spec: spec.clone(), changes: spec_changes.clone() }] };
+        changes.extend(spec_changes);
+        return Decision::Apply { link: moved, actions, changes, supersede_deletes: true };
+    }
+    // Ours but unknown (made before syncing began, or the store was lost): adopt it, and make
+    // the meeting match the event once.
+    let link = Link {
+        conference_id: conference_id.clone(),
+        provider: input.provider.to_owned(),
+        calendar_id: input.calendar_id.to_owned(),
+        event_id: s.event_id.clone(),
+        spec: spec.clone(),
+        last_etag_seen: s.etag.clone(),
+        last_etag_written: None,
+        occurrences: BTreeMap::new(),
+        deleted: false,
+    };
+    Decision::Apply { link, actions: vec![Action::Update { spec: spec.clone(), changes: Vec::new() }], changes: Vec::new(), supersede_deletes: false }
+}
+
+fn plan_instance(input: &PlanInput<'_>, _series: &str, original: When) -> Decision {
+    let s = input.snapshot;
+    let Some(link) = input.link.filter(|l| !l.deleted) else {
+        return Decision::Skip(Skip::NotLinked);
+    };
+    // Tombstones of instances carry no organizer; the link being on this calendar is enough.
+    if !s.is_cancelled() && !s.organizer_self {
+        return Decision::Skip(Skip::AttendeeCopy);
+    }
+    let key = original.key();
+    let mut next = link.clone();
+    if s.is_cancelled() {
+        if link.occurrences.get(&key) == Some(&Occurrence::Cancelled) {
+            return Decision::Skip(Skip::Unchanged);
+        }
+        next.occurrences.insert(key, Occurrence::Cancelled);
+        let actions = if input.capabilities.occurrences { vec![Action::CancelOccurrence { occurrence: original }] } else { Vec::new() };
+        return Decision::Apply { link: next, actions, changes: vec![Change::InstanceCancelled], supersede_deletes: false };
+    }
+    let Some(spec) = &s.spec else { return Decision::Skip(Skip::Unchanged) };
+    let expected_end = match (original, link.spec.start, link.spec.end) {
+        (When::At(o), When::At(s0), When::At(e0)) => When::At(o + (e0 - s0)),
+        (When::Day(o), When::Day(s0), When::Day(e0)) => When::Day(o + (e0 - s0)),
+        _ => spec.end,
+    };
+    let as_rule = spec.start == original && spec.end == expected_end && spec.title == link.spec.title;
+    let wanted = if as_rule { None } else { Some(Occurrence::Moved { start: spec.start, end: spec.end, title: spec.title.clone() }) };
+    if link.occurrences.get(&key) == wanted.as_ref() {
+        return Decision::Skip(Skip::Unchanged);
+    }
+    match &wanted {
+        Some(o) => next.occurrences.insert(key, o.clone()),
+        None => next.occurrences.remove(&key),
+    };
+    let actions = if input.capabilities.occurrences {
+        vec![Action::UpdateOccurrence { occurrence: original, start: spec.start, end: spec.end, title: spec.title.clone() }]
+    } else {
+        // Documented policy: without occurrence operations the series meeting stays as it is
+        // (its join link keeps working at the moved time); the link records the exception.
+        Vec::new()
+    };
+    Decision::Apply { link: next, actions, changes: vec![Change::InstanceMoved], supersede_deletes: false }
+}
+
+impl Decision {
+    /// The actions to run (empty for skips).
+    pub fn actions(&self) -> &[Action] {
+        match self {
+            Decision::Apply { actions, .. } => actions,
+            Decision::Skip(_) => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+    use serde_json::json;
+
+    fn recognizer() -> Recognizer {
+        Recognizer { solution_names: vec!["Confsync".into()], parameter_key: Some("confsyncConferenceId".into()) }
+    }
+
+    fn event(summary: &str) -> serde_json::Value {
+        json!({
+            "id": "e1", "etag": "\"10\"", "status": "confirmed", "summary": summary,
+            "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"},
+            "organizer": {"email": "alice@example.com", "self": true},
+            "attendees": [{"email": "bob@example.com", "responseStatus": "needsAction"}],
+            "conferenceData": {"conferenceId": "m1", "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync"},
+                "entryPoints": [{"entryPointType": "video", "uri": "https://m/1"}]}
+        })
+    }
+
+    fn snap(v: &serde_json::Value) -> Snapshot {
+        Snapshot::from_json(v).unwrap()
+    }
+
+    fn linked(v: &serde_json::Value) -> Link {
+        let s = snap(v);
+        Link {
+            conference_id: "m1".into(),
+            provider: "local".into(),
+            calendar_id: "alice@example.com".into(),
+            event_id: "e1".into(),
+            spec: s.spec.unwrap(),
+            last_etag_seen: s.etag,
+            last_etag_written: None,
+            occurrences: BTreeMap::new(),
+            deleted: false,
+        }
+    }
+
+    fn run(s: &Snapshot, link: Option<&Link>) -> Decision {
+        plan(&PlanInput {
+            calendar_id: "alice@example.com",
+            snapshot: s,
+            link,
+            link_elsewhere: None,
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities::ALL,
+        })
+    }
+
+    #[test]
+    fn a_reschedule_updates_the_meeting() {
+        let link = linked(&event("Planning"));
+        let mut moved = event("Planning");
+        moved["start"]["dateTime"] = json!("2026-12-01T12:00:00Z");
+        moved["end"]["dateTime"] = json!("2026-12-01T13:00:00Z");
+        moved["etag"] = json!("\"11\"");
+        let decision = run(&snap(&moved), Some(&link));
+        let Decision::Apply { actions, changes, link: next, .. } = decision else { panic!("{decision:?}") };
+        assert_eq!(changes, [Change::Rescheduled]);
+        assert!(matches!(&actions[..], [Action::Update { .. }]));
+        assert_eq!(next.last_etag_seen.as_deref(), Some("\"11\""));
+    }
+
+    #[test]
+    fn colour_or_rsvp_changes_cause_no_provider_call() {
+        let link = linked(&event("Planning"));
+        let mut recoloured = event("Planning");
+        recoloured["colorId"] = json!("4");
+        recoloured["attendees"][0]["responseStatus"] = json!("accepted");
+        recoloured["etag"] = json!("\"12\"");
+        assert!(run(&snap(&recoloured), Some(&link)).actions().is_empty());
+    }
+
+    #[test]
+    fn a_provider_that_ignores_descriptions_is_not_called_for_them() {
+        let link = linked(&event("Planning"));
+        let mut described = event("Planning");
+        described["description"] = json!("new agenda");
+        let caps = Capabilities { description: false, ..Capabilities::ALL };
+        let d = plan(&PlanInput { calendar_id: "alice@example.com", snapshot: &snap(&described), link: Some(&link), link_elsewhere: None, provider: "local", recognizer: &recognizer(), capabilities: caps });
+        assert!(d.actions().is_empty());
+        let Decision::Apply { link: next, .. } = d else { panic!() };
+        assert_eq!(next.spec.description, "new agenda", "the link still learns the new spec");
+    }
+
+    #[test]
+    fn our_own_write_coming_back_is_an_echo() {
+        let mut link = linked(&event("Planning"));
+        link.last_etag_written = Some("\"20\"".into());
+        let mut echoed = event("Planning (written by us)");
+        echoed["etag"] = json!("\"20\"");
+        assert!(run(&snap(&echoed), Some(&link)).actions().is_empty());
+    }
+
+    #[test]
+    fn cancellation_and_conference_removal_delete_the_meeting() {
+        let link = linked(&event("Planning"));
+        let tombstone = snap(&json!({"id": "e1", "etag": "\"13\"", "status": "cancelled"}));
+        assert_eq!(run(&tombstone, Some(&link)).actions(), [Action::Delete { reason: Change::EventCancelled }]);
+        let mut removed = event("Planning");
+        removed.as_object_mut().unwrap().remove("conferenceData");
+        assert_eq!(run(&snap(&removed), Some(&link)).actions(), [Action::Delete { reason: Change::ConferenceRemoved }]);
+        let mut meet = event("Planning");
+        meet["conferenceData"] = json!({"conferenceId": "abc-defg-hij", "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet"}});
+        assert_eq!(run(&snap(&meet), Some(&link)).actions(), [Action::Delete { reason: Change::ConferenceReplaced }]);
+        let mut deleted = link.clone();
+        deleted.deleted = true;
+        assert_eq!(run(&tombstone, Some(&deleted)), Decision::Skip(Skip::AlreadyDeleted));
+    }
+
+    #[test]
+    fn events_that_are_not_ours_are_skipped() {
+        let mut plain = event("x");
+        plain.as_object_mut().unwrap().remove("conferenceData");
+        assert_eq!(run(&snap(&plain), None), Decision::Skip(Skip::NoConference));
+        let mut meet = event("x");
+        meet["conferenceData"]["conferenceSolution"] = json!({"key": {"type": "hangoutsMeet"}, "name": "Google Meet"});
+        assert_eq!(run(&snap(&meet), None), Decision::Skip(Skip::NotOurs));
+        let mut other_addon = event("x");
+        other_addon["conferenceData"]["conferenceSolution"]["name"] = json!("Someone else");
+        assert_eq!(run(&snap(&other_addon), None), Decision::Skip(Skip::NotOurs));
+        assert_eq!(run(&snap(&json!({"id": "zz", "status": "cancelled"})), None), Decision::Skip(Skip::NotLinked));
+    }
+
+    #[test]
+    fn attendee_copies_never_drive_changes() {
+        let mut copy = event("Planning");
+        copy["organizer"] = json!({"email": "alice@example.com"});
+        assert_eq!(run(&snap(&copy), None), Decision::Skip(Skip::AttendeeCopy));
+    }
+
+    #[test]
+    fn an_event_moved_to_another_synced_calendar_keeps_its_meeting() {
+        let link = linked(&event("Planning"));
+        let arrived = snap(&event("Planning"));
+        let d = plan(&PlanInput { calendar_id: "team@group.calendar.google.com", snapshot: &arrived, link: None, link_elsewhere: Some(&link), provider: "local", recognizer: &recognizer(), capabilities: Capabilities::ALL });
+        let Decision::Apply { link: moved, actions, changes, supersede_deletes } = d else { panic!() };
+        assert!(actions.is_empty() && supersede_deletes);
+        assert_eq!(changes, [Change::MovedCalendar]);
+        assert_eq!(moved.calendar_id, "team@group.calendar.google.com");
+    }
+
+    #[test]
+    fn instance_moves_and_cancellations_use_occurrence_actions() {
+        let mut series = event("Weekly");
+        series["recurrence"] = json!(["RRULE:FREQ=WEEKLY;COUNT=4"]);
+        let link = linked(&series);
+        let instance = |start: &str, end: &str| {
+            json!({"id": "e1_20261208T100000Z", "etag": "\"30\"", "status": "confirmed", "summary": "Weekly",
+                "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-08T10:00:00Z"},
+                "start": {"dateTime": start}, "end": {"dateTime": end},
+                "organizer": {"email": "alice@example.com", "self": true}})
+        };
+        let unchanged = snap(&instance("2026-12-08T10:00:00Z", "2026-12-08T11:00:00Z"));
+        assert_eq!(run(&unchanged, Some(&link)), Decision::Skip(Skip::Unchanged));
+        let moved = snap(&instance("2026-12-08T14:00:00Z", "2026-12-08T15:00:00Z"));
+        let Decision::Apply { link: next, actions, .. } = run(&moved, Some(&link)) else { panic!() };
+        assert!(matches!(actions[..], [Action::UpdateOccurrence { .. }]));
+        assert_eq!(run(&moved, Some(&next)), Decision::Skip(Skip::Unchanged), "replaying the page is a no-op");
+        let cancelled = snap(&json!({"id": "e1_20261215T100000Z", "status": "cancelled", "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-15T10:00:00Z"}}));
+        let when = When::At("2026-12-15T10:00:00Z".parse().unwrap());
+        assert_eq!(run(&cancelled, Some(&next)).actions(), [Action::CancelOccurrence { occurrence: when }]);
+        let without = plan(&PlanInput { calendar_id: "alice@example.com", snapshot: &cancelled, link: Some(&next), link_elsewhere: None, provider: "local", recognizer: &recognizer(), capabilities: Capabilities { occurrences: false, ..Capabilities::ALL } });
+        assert!(without.actions().is_empty(), "documented policy: recorded, not sent");
+    }
+
+    #[test]
+    fn unknown_conferences_of_ours_are_adopted_once() {
+        let d = run(&snap(&event("Planning")), None);
+        let Decision::Apply { link, actions, .. } = d else { panic!() };
+        assert_eq!(link.conference_id, "m1");
+        assert_eq!(actions.len(), 1);
+        assert_eq!(run(&snap(&event("Planning")), Some(&link)).actions(), [], "second time: unchanged");
+    }
+
+    #[test]
+    fn idempotency_keys_identify_the_intended_change() {
+        let spec = snap(&event("a")).spec.unwrap();
+        let other = snap(&event("b")).spec.unwrap();
+        let update = |s: &MeetingSpec| Action::Update { spec: s.clone(), changes: vec![] };
+        assert_eq!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c", "e", &update(&spec)));
+        assert_ne!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c", "e", &update(&other)));
+        assert_ne!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c2", "e", &update(&spec)));
+        let _ = Status::Confirmed;
+    }
+}

@@ -1,0 +1,349 @@
+//! The sync session of one calendar: which `events.list` request comes next, and what each page
+//! means. Pages in; decisions, dead letters and (on the last page) the next sync token out.
+//!
+//! The driver commits each page's decisions in one transaction, and the new sync token in the
+//! transaction of the last page. A crash therefore either redoes pages from the old token (and
+//! replanning them is a no-op, because their links were committed) or resumes the outbox.
+//! A windowed full sync never treats absence as deletion: linked events it did not see come
+//! back as [`Action::Verify`] for the driver to read one by one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::model::Snapshot;
+use crate::plan::{Action, Capabilities, Decision, Link, PlanInput, Recognizer, Skip, plan};
+
+/// The session's settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Page size (Google's maximum is 2500).
+    pub max_results: u32,
+    /// How far back a full sync lists (`timeMin` = now - window); None lists everything.
+    pub full_sync_window: Option<Duration>,
+    pub recognizer: Recognizer,
+    pub capabilities: Capabilities,
+    /// The provider new (adopted) links get.
+    pub provider: String,
+}
+
+/// The next `events.list` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListRequest {
+    pub sync_token: Option<String>,
+    pub page_token: Option<String>,
+    pub time_min: Option<DateTime<Utc>>,
+    pub show_deleted: bool,
+    pub max_results: u32,
+}
+
+/// One page of `events.list`, items still raw.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub next_page_token: Option<String>,
+    pub next_sync_token: Option<String>,
+}
+
+/// The links the session may consult and update, keyed by event id and by conference id.
+#[derive(Debug, Default, Clone)]
+pub struct LinkSet {
+    by_event: HashMap<String, Link>,
+    by_conference: HashMap<String, String>,
+}
+
+impl LinkSet {
+    pub fn new(links: impl IntoIterator<Item = Link>) -> Self {
+        let mut set = LinkSet::default();
+        for link in links {
+            set.put(link);
+        }
+        set
+    }
+
+    pub fn put(&mut self, link: Link) {
+        self.by_conference.insert(link.conference_id.clone(), format!("{}\u{0}{}", link.calendar_id, link.event_id));
+        self.by_event.insert(format!("{}\u{0}{}", link.calendar_id, link.event_id), link);
+    }
+
+    pub fn get(&self, calendar_id: &str, event_id: &str) -> Option<&Link> {
+        self.by_event.get(&format!("{calendar_id}\u{0}{event_id}"))
+    }
+
+    pub fn by_conference(&self, conference_id: &str) -> Option<&Link> {
+        self.by_conference.get(conference_id).and_then(|k| self.by_event.get(k))
+    }
+}
+
+/// Why a sync of a calendar cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("a page carried neither nextPageToken nor nextSyncToken")]
+    NoToken,
+    #[error("the full sync itself was answered with 410; giving up on this pass")]
+    FullSyncRefused,
+}
+
+/// Counters of one pass, for the summary and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub pages: u32,
+    pub events: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub actions: BTreeMap<&'static str, u64>,
+    pub dead_letters: u64,
+}
+
+/// What one page means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageOutcome {
+    /// Every decision that changes a link or calls a provider, in page order.
+    pub decisions: Vec<(Snapshot, Decision)>,
+    /// Items that could not be understood: (event id if known, reason, raw item).
+    pub dead_letters: Vec<(Option<String>, String, Value)>,
+    /// Present on the last page: store it in the same transaction as this page's decisions.
+    pub sync_token: Option<String>,
+}
+
+/// One pass over one calendar.
+#[derive(Debug, Clone)]
+pub struct Session {
+    calendar_id: String,
+    config: SessionConfig,
+    sync_token: Option<String>,
+    page_token: Option<String>,
+    full: bool,
+    time_min: Option<DateTime<Utc>>,
+    /// Full sync: the events seen (absent linked events are verified at the end).
+    seen: BTreeSet<String>,
+    done: bool,
+    tally: Tally,
+}
+
+impl Session {
+    /// Starts a pass: incremental with `stored_token`, else (or when `force_full`) a full sync
+    /// listing from `now - full_sync_window`.
+    pub fn new(calendar_id: &str, stored_token: Option<String>, force_full: bool, now: DateTime<Utc>, config: SessionConfig) -> Session {
+        let full = force_full || stored_token.is_none();
+        let time_min = if full { config.full_sync_window.map(|w| now - w) } else { None };
+        Session {
+            calendar_id: calendar_id.to_owned(),
+            sync_token: if full { None } else { stored_token },
+            page_token: None,
+            full,
+            time_min,
+            seen: BTreeSet::new(),
+            done: false,
+            config,
+            tally: Tally::default(),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    pub fn calendar_id(&self) -> &str {
+        &self.calendar_id
+    }
+
+    /// The request to send next.
+    pub fn request(&self) -> ListRequest {
+        ListRequest {
+            sync_token: self.sync_token.clone(),
+            page_token: self.page_token.clone(),
+            time_min: self.time_min,
+            // Incremental lists always include deletions; a full sync has nothing to delete.
+            show_deleted: false,
+            max_results: self.config.max_results,
+        }
+    }
+
+    /// The token was refused (410): start over with a full sync of this calendar only.
+    pub fn restart_full(&mut self, now: DateTime<Utc>) -> Result<(), SessionError> {
+        if self.full && self.sync_token.is_none() && self.page_token.is_none() {
+            return Err(SessionError::FullSyncRefused);
+        }
+        self.full = true;
+        self.sync_token = None;
+        self.page_token = None;
+        self.time_min = self.config.full_sync_window.map(|w| now - w);
+        self.seen.clear();
+        Ok(())
+    }
+
+    /// Plans one page. `links` must hold the links of this calendar for the page's events (and
+    /// for conference ids they carry); it is updated as decisions are made, so a series and its
+    /// instances on one page see each other's effects.
+    pub fn on_page(&mut self, page: Page, links: &mut LinkSet) -> Result<PageOutcome, SessionError> {
+        self.tally.pages += 1;
+        let mut outcome = PageOutcome { decisions: Vec::new(), dead_letters: Vec::new(), sync_token: None };
+        for item in page.items {
+            self.tally.events += 1;
+            let snapshot = match Snapshot::from_json(&item) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.tally.dead_letters += 1;
+                    let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
+                    outcome.dead_letters.push((id, e.reason, item));
+                    continue;
+                }
+            };
+            if self.full {
+                self.seen.insert(snapshot.recurring_event_id.clone().unwrap_or_else(|| snapshot.event_id.clone()));
+            }
+            let key = snapshot.recurring_event_id.as_deref().unwrap_or(&snapshot.event_id);
+            let link = links.get(&self.calendar_id, key);
+            let elsewhere = snapshot
+                .conference
+                .as_ref()
+                .and_then(|c| c.conference_id.as_deref())
+                .and_then(|id| links.by_conference(id))
+                .filter(|l| l.calendar_id != self.calendar_id);
+            let decision = plan(&PlanInput {
+                calendar_id: &self.calendar_id,
+                snapshot: &snapshot,
+                link,
+                link_elsewhere: elsewhere,
+                provider: &self.config.provider,
+                recognizer: &self.config.recognizer,
+                capabilities: self.config.capabilities,
+            });
+            match &decision {
+                Decision::Skip(reason) => {
+                    *self.tally.skipped.entry(skip_name(*reason)).or_default() += 1;
+                }
+                Decision::Apply { link, actions, .. } => {
+                    for action in actions {
+                        *self.tally.actions.entry(action.kind()).or_default() += 1;
+                    }
+                    if actions.is_empty() {
+                        *self.tally.skipped.entry("unchanged").or_default() += 1;
+                    }
+                    links.put(link.clone());
+                    outcome.decisions.push((snapshot, decision));
+                }
+            }
+        }
+        match (page.next_page_token, page.next_sync_token) {
+            (Some(next), _) => self.page_token = Some(next),
+            (None, Some(token)) => {
+                self.done = true;
+                self.page_token = None;
+                outcome.sync_token = Some(token);
+            }
+            (None, None) => return Err(SessionError::NoToken),
+        }
+        Ok(outcome)
+    }
+
+    /// After the last page of a full sync: the linked events of this calendar that were not
+    /// listed. Each must be read (`events.get`) and planned before anything destructive happens.
+    pub fn unseen<'a>(&self, linked_event_ids: impl IntoIterator<Item = &'a str>) -> Vec<(String, Action)> {
+        if !self.full || !self.done {
+            return Vec::new();
+        }
+        linked_event_ids.into_iter().filter(|id| !self.seen.contains(*id)).map(|id| (id.to_owned(), Action::Verify)).collect()
+    }
+}
+
+fn skip_name(skip: Skip) -> &'static str {
+    match skip {
+        Skip::NoConference => "no_conference",
+        Skip::NotOurs => "not_ours",
+        Skip::AttendeeCopy => "attendee_copy",
+        Skip::NotLinked => "not_linked",
+        Skip::Echo => "echo",
+        Skip::Unchanged => "unchanged",
+        Skip::Irrelevant => "irrelevant",
+        Skip::AlreadyDeleted => "already_deleted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            max_results: 2500,
+            full_sync_window: Some(Duration::days(30)),
+            recognizer: Recognizer { solution_names: vec!["Confsync".into()], parameter_key: None },
+            capabilities: Capabilities::ALL,
+            provider: "local".into(),
+        }
+    }
+
+    fn ours(id: &str, conf: &str) -> Value {
+        json!({"id": id, "etag": "\"1\"", "summary": id, "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"},
+            "organizer": {"email": "a@x.io", "self": true},
+            "conferenceData": {"conferenceId": conf, "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync"}, "entryPoints": [{"entryPointType": "video", "uri": "https://m"}]}})
+    }
+
+    #[test]
+    fn a_first_pass_is_a_windowed_full_sync_and_ends_with_the_token() {
+        let now: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+        let mut s = Session::new("cal", None, false, now, config());
+        assert!(s.is_full());
+        assert_eq!(s.request().time_min, Some(now - Duration::days(30)));
+        let mut links = LinkSet::default();
+        let first = s.on_page(Page { items: vec![ours("e1", "m1"), json!({"id": "plain", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}})], next_page_token: Some("p2".into()), next_sync_token: None }, &mut links).unwrap();
+        assert_eq!(first.sync_token, None);
+        assert_eq!(first.decisions.len(), 1, "the adopted conference");
+        assert_eq!(s.request().page_token.as_deref(), Some("p2"));
+        let last = s.on_page(Page { items: vec![], next_page_token: None, next_sync_token: Some("t1".into()) }, &mut links).unwrap();
+        assert_eq!(last.sync_token.as_deref(), Some("t1"));
+        assert!(s.is_done());
+        assert_eq!(s.tally().skipped["no_conference"], 1);
+    }
+
+    #[test]
+    fn linked_events_missing_from_a_full_sync_are_verified_not_deleted() {
+        let now = Utc::now();
+        let mut s = Session::new("cal", Some("old".into()), true, now, config());
+        let mut links = LinkSet::default();
+        s.on_page(Page { items: vec![ours("e1", "m1")], next_page_token: None, next_sync_token: Some("t".into()) }, &mut links).unwrap();
+        let verify = s.unseen(["e1", "e2"]);
+        assert_eq!(verify, vec![("e2".to_owned(), Action::Verify)]);
+    }
+
+    #[test]
+    fn a_410_restarts_as_a_full_sync_once() {
+        let now = Utc::now();
+        let mut s = Session::new("cal", Some("stale".into()), false, now, config());
+        assert_eq!(s.request().sync_token.as_deref(), Some("stale"));
+        s.restart_full(now).unwrap();
+        assert_eq!(s.request().sync_token, None);
+        assert!(s.is_full());
+        assert_eq!(s.restart_full(now), Err(SessionError::FullSyncRefused));
+    }
+
+    #[test]
+    fn malformed_items_are_dead_lettered_and_the_page_goes_on() {
+        let mut s = Session::new("cal", Some("t".into()), false, Utc::now(), config());
+        let mut links = LinkSet::default();
+        let out = s
+            .on_page(Page { items: vec![json!({"summary": "no id"}), json!({"id": "bad", "start": {"dateTime": "x"}, "end": {}}), ours("e1", "m1")], next_page_token: None, next_sync_token: Some("t2".into()) }, &mut links)
+            .unwrap();
+        assert_eq!(out.dead_letters.len(), 2);
+        assert_eq!(out.dead_letters[1].0.as_deref(), Some("bad"));
+        assert_eq!(out.decisions.len(), 1);
+        assert_eq!(out.sync_token.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn a_page_without_any_token_is_an_error() {
+        let mut s = Session::new("cal", Some("t".into()), false, Utc::now(), config());
+        assert_eq!(s.on_page(Page::default(), &mut LinkSet::default()), Err(SessionError::NoToken));
+    }
+}
