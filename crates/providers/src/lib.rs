@@ -1,0 +1,97 @@
+//! Conferencing providers behind one trait.
+//!
+//! A provider creates, updates and deletes meetings; [`Capabilities`] say which changes it can
+//! make in place, so the planner never calls it for a change it cannot act on. Every operation
+//! takes the action's idempotency key: providers that support keys pass it on, the others use
+//! it to find a meeting they already made (deterministic names, a marker, a lookup).
+//!
+//! Adapters here must not know about Calendar, the store's tables or the engine: they get a
+//! [`MeetingSpec`] and answer with a [`Meeting`] or a classified [`ProviderError`].
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use confsync_core::model::{MeetingSpec, When};
+pub use confsync_core::plan::Capabilities;
+
+/// A boxed future, so providers can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A meeting as the provider made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meeting {
+    /// The provider's id; it becomes the event's `conferenceId`.
+    pub meeting_id: String,
+    /// What guests click (goes into conferenceData). Never a host secret.
+    pub join_url: String,
+}
+
+/// A provider failure, classified so the outbox knows what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Retry later; `retry_after` when the provider said how long.
+    #[error("{provider}: temporary failure ({detail})")]
+    Transient { provider: String, detail: String, retry_after: Option<Duration> },
+    /// Retry after the limit resets.
+    #[error("{provider}: rate limited ({detail})")]
+    RateLimited { provider: String, detail: String, retry_after: Option<Duration> },
+    /// The meeting is gone (for a delete: done).
+    #[error("{provider}: meeting not found")]
+    NotFound { provider: String },
+    #[error("{provider}: conflict ({detail})")]
+    Conflict { provider: String, detail: String },
+    /// Retrying cannot help; recorded as a visible failure.
+    #[error("{provider}: permanent failure ({detail})")]
+    Permanent { provider: String, detail: String },
+    /// Credentials were revoked or expired for good.
+    #[error("{provider}: re-authorisation needed ({detail})")]
+    Reauth { provider: String, detail: String },
+}
+
+impl ProviderError {
+    /// Whether the outbox should try again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Transient { .. } | ProviderError::RateLimited { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. } | ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A conferencing system confsync can drive.
+pub trait ConferenceProvider: Send + Sync {
+    /// The name links record (`local`, `zoom`, ...).
+    fn name(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates a meeting; the same `key` again must not create a second one.
+    fn create<'a>(&'a self, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<Meeting, ProviderError>>;
+
+    /// Brings a meeting (a whole series) in line with `spec`.
+    fn update<'a>(&'a self, meeting_id: &'a str, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Moves or renames one occurrence (only called when `capabilities().occurrences`).
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        start: When,
+        end: When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Cancels one occurrence (only called when `capabilities().occurrences`).
+    fn cancel_occurrence<'a>(&'a self, meeting_id: &'a str, occurrence: When, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Deletes a meeting; an already deleted meeting counts as done.
+    fn delete<'a>(&'a self, meeting_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+}
