@@ -1,6 +1,8 @@
 //! The `confsync` binary: a thin clap layer over the workspace's crates.
 
 mod bench;
+mod config;
+mod sync;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +41,21 @@ enum Command {
     },
     /// The main job on embedded defaults.
     Demo(DemoArgs),
+    /// One sync pass: list what changed on each calendar, plan, and run the provider actions.
+    Sync(SyncArgs),
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// The configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Sync only this calendar.
+    #[arg(long)]
+    calendar: Option<String>,
+    /// Ignore stored sync tokens: full sync.
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             which: BenchCommand::Emulator(args),
         } => bench::emulator(args).await,
         Command::Demo(args) => demo(args).await,
+        Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
     }
 }
 

@@ -26,13 +26,21 @@ impl When {
         if let Some(date) = value.get("date").and_then(Value::as_str) {
             return NaiveDate::parse_from_str(date, "%Y-%m-%d")
                 .map(When::Day)
-                .map_err(|_| Malformed::new(format!("{field}.date {date:?} is not a yyyy-mm-dd date")));
+                .map_err(|_| {
+                    Malformed::new(format!("{field}.date {date:?} is not a yyyy-mm-dd date"))
+                });
         }
         match value.get("dateTime").and_then(Value::as_str) {
             Some(dt) => DateTime::parse_from_rfc3339(dt)
                 .map(|t| When::At(t.with_timezone(&Utc)))
-                .map_err(|_| Malformed::new(format!("{field}.dateTime {dt:?} is not an RFC 3339 date-time"))),
-            None => Err(Malformed::new(format!("{field} has neither date nor dateTime"))),
+                .map_err(|_| {
+                    Malformed::new(format!(
+                        "{field}.dateTime {dt:?} is not an RFC 3339 date-time"
+                    ))
+                }),
+            None => Err(Malformed::new(format!(
+                "{field} has neither date nor dateTime"
+            ))),
         }
     }
 
@@ -136,7 +144,9 @@ impl Snapshot {
     /// Parses one item of an `events.list` page or an `events.get` answer.
     pub fn from_json(item: &Value) -> Result<Snapshot, Malformed> {
         let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let event_id = text(item, "id").filter(|s| !s.is_empty()).ok_or_else(|| Malformed::new("the event has no id"))?;
+        let event_id = text(item, "id")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Malformed::new("the event has no id"))?;
         let status = Status::parse(item.get("status").and_then(Value::as_str));
         let recurring_event_id = text(item, "recurringEventId");
         let original_start = match item.get("originalStartTime") {
@@ -146,14 +156,29 @@ impl Snapshot {
         if recurring_event_id.is_some() && original_start.is_none() {
             return Err(Malformed::new("an instance without originalStartTime"));
         }
-        let organizer_self = item.pointer("/organizer/self").and_then(Value::as_bool).unwrap_or(false);
-        let conference = item.get("conferenceData").filter(|v| !v.is_null()).map(parse_conference);
+        let organizer_self = item
+            .pointer("/organizer/self")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let conference = item
+            .get("conferenceData")
+            .filter(|v| !v.is_null())
+            .map(parse_conference);
         let spec = if status == Status::Cancelled && item.get("start").is_none() {
             None
         } else {
             Some(parse_spec(item)?)
         };
-        Ok(Snapshot { event_id, etag: text(item, "etag"), status, recurring_event_id, original_start, organizer_self, conference, spec })
+        Ok(Snapshot {
+            event_id,
+            etag: text(item, "etag"),
+            status,
+            recurring_event_id,
+            original_start,
+            organizer_self,
+            conference,
+            spec,
+        })
     }
 }
 
@@ -162,12 +187,19 @@ fn parse_conference(cd: &Value) -> ConferenceInfo {
     let parameters = cd
         .pointer("/parameters/addOnParameters/parameters")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
         .unwrap_or_default();
     let join_uri = cd
         .get("entryPoints")
         .and_then(Value::as_array)
-        .and_then(|eps| eps.iter().find(|e| e.get("entryPointType").and_then(Value::as_str) == Some("video")))
+        .and_then(|eps| {
+            eps.iter()
+                .find(|e| e.get("entryPointType").and_then(Value::as_str) == Some("video"))
+        })
         .and_then(|e| e.get("uri").and_then(Value::as_str))
         .map(str::to_owned);
     ConferenceInfo {
@@ -182,11 +214,18 @@ fn parse_conference(cd: &Value) -> ConferenceInfo {
 }
 
 fn parse_spec(item: &Value) -> Result<MeetingSpec, Malformed> {
-    let start_value = item.get("start").ok_or_else(|| Malformed::new("the event has no start"))?;
-    let end_value = item.get("end").ok_or_else(|| Malformed::new("the event has no end"))?;
+    let start_value = item
+        .get("start")
+        .ok_or_else(|| Malformed::new("the event has no start"))?;
+    let end_value = item
+        .get("end")
+        .ok_or_else(|| Malformed::new("the event has no end"))?;
     let start = When::parse(start_value, "start")?;
     let end = When::parse(end_value, "end")?;
-    if matches!((start, end), (When::At(_), When::Day(_)) | (When::Day(_), When::At(_))) {
+    if matches!(
+        (start, end),
+        (When::At(_), When::Day(_)) | (When::Day(_), When::At(_))
+    ) {
         return Err(Malformed::new("start and end mix date and dateTime"));
     }
     if end < start {
@@ -196,13 +235,20 @@ fn parse_spec(item: &Value) -> Result<MeetingSpec, Malformed> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(lines)) => lines
             .iter()
-            .map(|l| l.as_str().map(str::to_owned).ok_or_else(|| Malformed::new("a recurrence line is not a string")))
+            .map(|l| {
+                l.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Malformed::new("a recurrence line is not a string"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(Malformed::new("recurrence is not a list")),
     };
     for line in &recurrence {
         let upper = line.to_ascii_uppercase();
-        if !["RRULE:", "RDATE", "EXDATE", "EXRULE:"].iter().any(|p| upper.starts_with(p)) {
+        if !["RRULE:", "RDATE", "EXDATE", "EXRULE:"]
+            .iter()
+            .any(|p| upper.starts_with(p))
+        {
             return Err(Malformed::new(format!("unknown recurrence line {line:?}")));
         }
     }
@@ -220,14 +266,28 @@ fn parse_spec(item: &Value) -> Result<MeetingSpec, Malformed> {
     attendees.sort();
     attendees.dedup();
     Ok(MeetingSpec {
-        title: item.get("summary").and_then(Value::as_str).unwrap_or("").to_owned(),
-        description: item.get("description").and_then(Value::as_str).unwrap_or("").to_owned(),
+        title: item
+            .get("summary")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        description: item
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
         start,
         end,
-        time_zone: start_value.get("timeZone").and_then(Value::as_str).map(str::to_owned),
+        time_zone: start_value
+            .get("timeZone")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         recurrence,
         attendees,
-        organizer: item.pointer("/organizer/email").and_then(Value::as_str).map(str::to_ascii_lowercase),
+        organizer: item
+            .pointer("/organizer/email")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase),
     })
 }
 
@@ -240,7 +300,9 @@ pub struct Malformed {
 
 impl Malformed {
     pub fn new(reason: impl Into<String>) -> Self {
-        Malformed { reason: reason.into() }
+        Malformed {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -276,12 +338,22 @@ mod tests {
         let s = Snapshot::from_json(&event()).unwrap();
         let spec = s.spec.unwrap();
         assert_eq!(spec.title, "Planning");
-        assert_eq!(spec.start, When::At("2026-12-01T09:00:00Z".parse().unwrap()));
-        assert_eq!(spec.attendees, ["bob@example.com", "carol@example.com"], "resources out, sorted, lowercase");
+        assert_eq!(
+            spec.start,
+            When::At("2026-12-01T09:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            spec.attendees,
+            ["bob@example.com", "carol@example.com"],
+            "resources out, sorted, lowercase"
+        );
         assert_eq!(spec.organizer.as_deref(), Some("alice@example.com"));
         assert!(s.organizer_self);
         let c = s.conference.unwrap();
-        assert_eq!((c.solution_type.as_str(), c.conference_id.as_deref()), ("addOn", Some("m-1")));
+        assert_eq!(
+            (c.solution_type.as_str(), c.conference_id.as_deref()),
+            ("addOn", Some("m-1"))
+        );
         assert_eq!(c.parameters["meetingId"], "1");
         assert_eq!(c.join_uri.as_deref(), Some("https://m/1"));
     }
@@ -308,23 +380,47 @@ mod tests {
 
     #[test]
     fn tombstones_have_no_spec() {
-        let t = Snapshot::from_json(&json!({"kind": "calendar#event", "etag": "\"2\"", "id": "e1", "status": "cancelled"})).unwrap();
+        let t = Snapshot::from_json(
+            &json!({"kind": "calendar#event", "etag": "\"2\"", "id": "e1", "status": "cancelled"}),
+        )
+        .unwrap();
         assert!(t.is_cancelled());
         assert!(t.spec.is_none() && t.conference.is_none());
         let i = Snapshot::from_json(&json!({"id": "e1_20261201T090000Z", "status": "cancelled", "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-01T10:00:00+01:00"}})).unwrap();
-        assert_eq!(i.original_start, Some(When::At("2026-12-01T09:00:00Z".parse().unwrap())));
+        assert_eq!(
+            i.original_start,
+            Some(When::At("2026-12-01T09:00:00Z".parse().unwrap()))
+        );
     }
 
     #[test]
     fn malformed_events_say_why() {
         let cases = [
             (json!({"status": "confirmed"}), "no id"),
-            (json!({"id": "x", "start": {"dateTime": "soon"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}), "start.dateTime"),
-            (json!({"id": "x", "start": {"date": "2026-12-01"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}), "mix"),
-            (json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}), "no end"),
-            (json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}), "before"),
-            (json!({"id": "x", "recurrence": ["BOGUS"], "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}}), "recurrence"),
-            (json!({"id": "x", "recurringEventId": "s"}), "originalStartTime"),
+            (
+                json!({"id": "x", "start": {"dateTime": "soon"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}),
+                "start.dateTime",
+            ),
+            (
+                json!({"id": "x", "start": {"date": "2026-12-01"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}}),
+                "mix",
+            ),
+            (
+                json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}),
+                "no end",
+            ),
+            (
+                json!({"id": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T09:00:00Z"}}),
+                "before",
+            ),
+            (
+                json!({"id": "x", "recurrence": ["BOGUS"], "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}}),
+                "recurrence",
+            ),
+            (
+                json!({"id": "x", "recurringEventId": "s"}),
+                "originalStartTime",
+            ),
         ];
         for (item, why) in cases {
             let err = Snapshot::from_json(&item).unwrap_err();
@@ -336,6 +432,9 @@ mod tests {
     fn unknown_status_values_are_kept() {
         let mut e = event();
         e["status"] = json!("postponed");
-        assert_eq!(Snapshot::from_json(&e).unwrap().status, Status::Other("postponed".into()));
+        assert_eq!(
+            Snapshot::from_json(&e).unwrap().status,
+            Status::Other("postponed".into())
+        );
     }
 }

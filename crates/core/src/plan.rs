@@ -29,8 +29,14 @@ pub struct Recognizer {
 impl Recognizer {
     pub fn is_ours(&self, conference: &ConferenceInfo) -> bool {
         conference.solution_type == "addOn"
-            && (conference.solution_name.as_ref().is_some_and(|n| self.solution_names.contains(n))
-                || self.parameter_key.as_ref().is_some_and(|k| conference.parameters.contains_key(k)))
+            && (conference
+                .solution_name
+                .as_ref()
+                .is_some_and(|n| self.solution_names.contains(n))
+                || self
+                    .parameter_key
+                    .as_ref()
+                    .is_some_and(|k| conference.parameters.contains_key(k)))
     }
 }
 
@@ -48,8 +54,14 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// A provider that can change everything (the built-in local provider).
-    pub const ALL: Capabilities =
-        Capabilities { title: true, description: true, time: true, attendees: true, recurrence: true, occurrences: true };
+    pub const ALL: Capabilities = Capabilities {
+        title: true,
+        description: true,
+        time: true,
+        attendees: true,
+        recurrence: true,
+        occurrences: true,
+    };
 
     fn cares(&self, change: Change) -> bool {
         match change {
@@ -110,7 +122,11 @@ pub fn classify(old: &MeetingSpec, new: &MeetingSpec) -> Vec<Change> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Occurrence {
-    Moved { start: When, end: When, title: String },
+    Moved {
+        start: When,
+        end: When,
+        title: String,
+    },
     Cancelled,
 }
 
@@ -139,9 +155,17 @@ pub struct Link {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Action {
     /// Bring the meeting (the whole series) in line with `spec`.
-    Update { spec: MeetingSpec, changes: Vec<Change> },
+    Update {
+        spec: MeetingSpec,
+        changes: Vec<Change>,
+    },
     /// Move or rename one occurrence.
-    UpdateOccurrence { occurrence: When, start: When, end: When, title: String },
+    UpdateOccurrence {
+        occurrence: When,
+        start: When,
+        end: When,
+        title: String,
+    },
     /// Cancel one occurrence.
     CancelOccurrence { occurrence: When },
     /// Delete the meeting. Executed only after checking that the event is still gone from this
@@ -165,7 +189,8 @@ impl Action {
 
     fn occurrence(&self) -> Option<When> {
         match self {
-            Action::UpdateOccurrence { occurrence, .. } | Action::CancelOccurrence { occurrence } => Some(*occurrence),
+            Action::UpdateOccurrence { occurrence, .. }
+            | Action::CancelOccurrence { occurrence } => Some(*occurrence),
             _ => None,
         }
     }
@@ -176,7 +201,9 @@ impl Action {
 pub fn idempotency_key(calendar_id: &str, event_id: &str, action: &Action) -> String {
     let target = match action {
         Action::Update { spec, .. } => spec.fingerprint(),
-        Action::UpdateOccurrence { start, end, title, .. } => format!("{}/{}/{}", start.key(), end.key(), title.len()),
+        Action::UpdateOccurrence {
+            start, end, title, ..
+        } => format!("{}/{}/{}", start.key(), end.key(), title.len()),
         _ => String::new(),
     };
     let occurrence = action.occurrence().map(|o| o.key()).unwrap_or_default();
@@ -206,6 +233,8 @@ pub enum Skip {
 }
 
 /// The planner's answer for one event.
+// Decisions live for one page; boxing the link would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Skip(Skip),
@@ -239,7 +268,10 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     if let (Some(series), Some(original)) = (&s.recurring_event_id, s.original_start) {
         return plan_instance(input, series, original);
     }
-    let ours = s.conference.as_ref().is_some_and(|c| input.recognizer.is_ours(c));
+    let ours = s
+        .conference
+        .as_ref()
+        .is_some_and(|c| input.recognizer.is_ours(c));
     let Some(link) = input.link.filter(|l| !l.deleted) else {
         if input.link.is_some() && s.is_cancelled() {
             return Decision::Skip(Skip::AlreadyDeleted);
@@ -250,12 +282,22 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     next.last_etag_seen = s.etag.clone();
     if s.etag.is_some() && s.etag == link.last_etag_written {
         // Our own write-back: remember we saw it, call nobody.
-        return Decision::Apply { link: next, actions: Vec::new(), changes: Vec::new(), supersede_deletes: false };
+        return Decision::Apply {
+            link: next,
+            actions: Vec::new(),
+            changes: Vec::new(),
+            supersede_deletes: false,
+        };
     }
     let delete = |next: Link, reason: Change| {
         let mut next = next;
         next.deleted = true;
-        Decision::Apply { link: next, actions: vec![Action::Delete { reason }], changes: vec![reason], supersede_deletes: false }
+        Decision::Apply {
+            link: next,
+            actions: vec![Action::Delete { reason }],
+            changes: vec![reason],
+            supersede_deletes: false,
+        }
     };
     if s.is_cancelled() {
         return delete(next, Change::EventCancelled);
@@ -268,7 +310,11 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     match &s.conference {
         None => return delete(next, Change::ConferenceRemoved),
         Some(c) if !input.recognizer.is_ours(c) => return delete(next, Change::ConferenceReplaced),
-        Some(c) if c.conference_id.as_deref().is_some_and(|id| id != link.conference_id) => {
+        Some(c)
+            if c.conference_id
+                .as_deref()
+                .is_some_and(|id| id != link.conference_id) =>
+        {
             return delete(next, Change::ConferenceReplaced);
         }
         Some(_) => {}
@@ -279,11 +325,32 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     let changes = classify(&link.spec, spec);
     next.spec = spec.clone();
     if changes.is_empty() {
-        return Decision::Apply { link: next, actions: Vec::new(), changes, supersede_deletes: false };
+        return Decision::Apply {
+            link: next,
+            actions: Vec::new(),
+            changes,
+            supersede_deletes: false,
+        };
     }
-    let relevant: Vec<Change> = changes.iter().copied().filter(|c| input.capabilities.cares(*c)).collect();
-    let actions = if relevant.is_empty() { Vec::new() } else { vec![Action::Update { spec: spec.clone(), changes: relevant }] };
-    Decision::Apply { link: next, actions, changes, supersede_deletes: false }
+    let relevant: Vec<Change> = changes
+        .iter()
+        .copied()
+        .filter(|c| input.capabilities.cares(*c))
+        .collect();
+    let actions = if relevant.is_empty() {
+        Vec::new()
+    } else {
+        vec![Action::Update {
+            spec: spec.clone(),
+            changes: relevant,
+        }]
+    };
+    Decision::Apply {
+        link: next,
+        actions,
+        changes,
+        supersede_deletes: false,
+    }
 }
 
 fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
@@ -303,18 +370,38 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
     let (Some(spec), Some(conference_id)) = (&s.spec, &conference.conference_id) else {
         return Decision::Skip(Skip::NotLinked);
     };
-    // The same conference linked on another calendar: the event moved here.
-    if let Some(elsewhere) = input.link_elsewhere.filter(|l| &l.conference_id == conference_id && !l.deleted) {
+    // The same conference linked on another calendar: the event moved here. The source may
+    // already have planned a delete from the tombstone the move left; that delete is superseded.
+    if let Some(elsewhere) = input
+        .link_elsewhere
+        .filter(|l| &l.conference_id == conference_id)
+    {
         let mut moved = elsewhere.clone();
+        moved.deleted = false;
         moved.calendar_id = input.calendar_id.to_owned();
         moved.event_id = s.event_id.clone();
         moved.last_etag_seen = s.etag.clone();
         moved.spec = spec.clone();
         let mut changes = vec![Change::MovedCalendar];
-        let spec_changes: Vec<Change> = classify(&elsewhere.spec, spec).into_iter().filter(|c| input.capabilities.cares(*c)).collect();
-        let actions = if spec_changes.is_empty() { Vec::new() } else { vec![Action::Update { spec: spec.clone(), changes: spec_changes.clone() }] };
+        let spec_changes: Vec<Change> = classify(&elsewhere.spec, spec)
+            .into_iter()
+            .filter(|c| input.capabilities.cares(*c))
+            .collect();
+        let actions = if spec_changes.is_empty() {
+            Vec::new()
+        } else {
+            vec![Action::Update {
+                spec: spec.clone(),
+                changes: spec_changes.clone(),
+            }]
+        };
         changes.extend(spec_changes);
-        return Decision::Apply { link: moved, actions, changes, supersede_deletes: true };
+        return Decision::Apply {
+            link: moved,
+            actions,
+            changes,
+            supersede_deletes: true,
+        };
     }
     // Ours but unknown (made before syncing began, or the store was lost): adopt it, and make
     // the meeting match the event once.
@@ -329,7 +416,15 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
         occurrences: BTreeMap::new(),
         deleted: false,
     };
-    Decision::Apply { link, actions: vec![Action::Update { spec: spec.clone(), changes: Vec::new() }], changes: Vec::new(), supersede_deletes: false }
+    Decision::Apply {
+        link,
+        actions: vec![Action::Update {
+            spec: spec.clone(),
+            changes: Vec::new(),
+        }],
+        changes: Vec::new(),
+        supersede_deletes: false,
+    }
 }
 
 fn plan_instance(input: &PlanInput<'_>, _series: &str, original: When) -> Decision {
@@ -348,17 +443,39 @@ fn plan_instance(input: &PlanInput<'_>, _series: &str, original: When) -> Decisi
             return Decision::Skip(Skip::Unchanged);
         }
         next.occurrences.insert(key, Occurrence::Cancelled);
-        let actions = if input.capabilities.occurrences { vec![Action::CancelOccurrence { occurrence: original }] } else { Vec::new() };
-        return Decision::Apply { link: next, actions, changes: vec![Change::InstanceCancelled], supersede_deletes: false };
+        let actions = if input.capabilities.occurrences {
+            vec![Action::CancelOccurrence {
+                occurrence: original,
+            }]
+        } else {
+            Vec::new()
+        };
+        return Decision::Apply {
+            link: next,
+            actions,
+            changes: vec![Change::InstanceCancelled],
+            supersede_deletes: false,
+        };
     }
-    let Some(spec) = &s.spec else { return Decision::Skip(Skip::Unchanged) };
+    let Some(spec) = &s.spec else {
+        return Decision::Skip(Skip::Unchanged);
+    };
     let expected_end = match (original, link.spec.start, link.spec.end) {
         (When::At(o), When::At(s0), When::At(e0)) => When::At(o + (e0 - s0)),
         (When::Day(o), When::Day(s0), When::Day(e0)) => When::Day(o + (e0 - s0)),
         _ => spec.end,
     };
-    let as_rule = spec.start == original && spec.end == expected_end && spec.title == link.spec.title;
-    let wanted = if as_rule { None } else { Some(Occurrence::Moved { start: spec.start, end: spec.end, title: spec.title.clone() }) };
+    let as_rule =
+        spec.start == original && spec.end == expected_end && spec.title == link.spec.title;
+    let wanted = if as_rule {
+        None
+    } else {
+        Some(Occurrence::Moved {
+            start: spec.start,
+            end: spec.end,
+            title: spec.title.clone(),
+        })
+    };
     if link.occurrences.get(&key) == wanted.as_ref() {
         return Decision::Skip(Skip::Unchanged);
     }
@@ -367,13 +484,23 @@ fn plan_instance(input: &PlanInput<'_>, _series: &str, original: When) -> Decisi
         None => next.occurrences.remove(&key),
     };
     let actions = if input.capabilities.occurrences {
-        vec![Action::UpdateOccurrence { occurrence: original, start: spec.start, end: spec.end, title: spec.title.clone() }]
+        vec![Action::UpdateOccurrence {
+            occurrence: original,
+            start: spec.start,
+            end: spec.end,
+            title: spec.title.clone(),
+        }]
     } else {
         // Documented policy: without occurrence operations the series meeting stays as it is
         // (its join link keeps working at the moved time); the link records the exception.
         Vec::new()
     };
-    Decision::Apply { link: next, actions, changes: vec![Change::InstanceMoved], supersede_deletes: false }
+    Decision::Apply {
+        link: next,
+        actions,
+        changes: vec![Change::InstanceMoved],
+        supersede_deletes: false,
+    }
 }
 
 impl Decision {
@@ -393,7 +520,10 @@ mod tests {
     use serde_json::json;
 
     fn recognizer() -> Recognizer {
-        Recognizer { solution_names: vec!["Confsync".into()], parameter_key: Some("confsyncConferenceId".into()) }
+        Recognizer {
+            solution_names: vec!["Confsync".into()],
+            parameter_key: Some("confsyncConferenceId".into()),
+        }
     }
 
     fn event(summary: &str) -> serde_json::Value {
@@ -446,7 +576,15 @@ mod tests {
         moved["end"]["dateTime"] = json!("2026-12-01T13:00:00Z");
         moved["etag"] = json!("\"11\"");
         let decision = run(&snap(&moved), Some(&link));
-        let Decision::Apply { actions, changes, link: next, .. } = decision else { panic!("{decision:?}") };
+        let Decision::Apply {
+            actions,
+            changes,
+            link: next,
+            ..
+        } = decision
+        else {
+            panic!("{decision:?}")
+        };
         assert_eq!(changes, [Change::Rescheduled]);
         assert!(matches!(&actions[..], [Action::Update { .. }]));
         assert_eq!(next.last_etag_seen.as_deref(), Some("\"11\""));
@@ -467,11 +605,27 @@ mod tests {
         let link = linked(&event("Planning"));
         let mut described = event("Planning");
         described["description"] = json!("new agenda");
-        let caps = Capabilities { description: false, ..Capabilities::ALL };
-        let d = plan(&PlanInput { calendar_id: "alice@example.com", snapshot: &snap(&described), link: Some(&link), link_elsewhere: None, provider: "local", recognizer: &recognizer(), capabilities: caps });
+        let caps = Capabilities {
+            description: false,
+            ..Capabilities::ALL
+        };
+        let d = plan(&PlanInput {
+            calendar_id: "alice@example.com",
+            snapshot: &snap(&described),
+            link: Some(&link),
+            link_elsewhere: None,
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: caps,
+        });
         assert!(d.actions().is_empty());
-        let Decision::Apply { link: next, .. } = d else { panic!() };
-        assert_eq!(next.spec.description, "new agenda", "the link still learns the new spec");
+        let Decision::Apply { link: next, .. } = d else {
+            panic!()
+        };
+        assert_eq!(
+            next.spec.description, "new agenda",
+            "the link still learns the new spec"
+        );
     }
 
     #[test]
@@ -487,16 +641,34 @@ mod tests {
     fn cancellation_and_conference_removal_delete_the_meeting() {
         let link = linked(&event("Planning"));
         let tombstone = snap(&json!({"id": "e1", "etag": "\"13\"", "status": "cancelled"}));
-        assert_eq!(run(&tombstone, Some(&link)).actions(), [Action::Delete { reason: Change::EventCancelled }]);
+        assert_eq!(
+            run(&tombstone, Some(&link)).actions(),
+            [Action::Delete {
+                reason: Change::EventCancelled
+            }]
+        );
         let mut removed = event("Planning");
         removed.as_object_mut().unwrap().remove("conferenceData");
-        assert_eq!(run(&snap(&removed), Some(&link)).actions(), [Action::Delete { reason: Change::ConferenceRemoved }]);
+        assert_eq!(
+            run(&snap(&removed), Some(&link)).actions(),
+            [Action::Delete {
+                reason: Change::ConferenceRemoved
+            }]
+        );
         let mut meet = event("Planning");
         meet["conferenceData"] = json!({"conferenceId": "abc-defg-hij", "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet"}});
-        assert_eq!(run(&snap(&meet), Some(&link)).actions(), [Action::Delete { reason: Change::ConferenceReplaced }]);
+        assert_eq!(
+            run(&snap(&meet), Some(&link)).actions(),
+            [Action::Delete {
+                reason: Change::ConferenceReplaced
+            }]
+        );
         let mut deleted = link.clone();
         deleted.deleted = true;
-        assert_eq!(run(&tombstone, Some(&deleted)), Decision::Skip(Skip::AlreadyDeleted));
+        assert_eq!(
+            run(&tombstone, Some(&deleted)),
+            Decision::Skip(Skip::AlreadyDeleted)
+        );
     }
 
     #[test]
@@ -505,12 +677,19 @@ mod tests {
         plain.as_object_mut().unwrap().remove("conferenceData");
         assert_eq!(run(&snap(&plain), None), Decision::Skip(Skip::NoConference));
         let mut meet = event("x");
-        meet["conferenceData"]["conferenceSolution"] = json!({"key": {"type": "hangoutsMeet"}, "name": "Google Meet"});
+        meet["conferenceData"]["conferenceSolution"] =
+            json!({"key": {"type": "hangoutsMeet"}, "name": "Google Meet"});
         assert_eq!(run(&snap(&meet), None), Decision::Skip(Skip::NotOurs));
         let mut other_addon = event("x");
         other_addon["conferenceData"]["conferenceSolution"]["name"] = json!("Someone else");
-        assert_eq!(run(&snap(&other_addon), None), Decision::Skip(Skip::NotOurs));
-        assert_eq!(run(&snap(&json!({"id": "zz", "status": "cancelled"})), None), Decision::Skip(Skip::NotLinked));
+        assert_eq!(
+            run(&snap(&other_addon), None),
+            Decision::Skip(Skip::NotOurs)
+        );
+        assert_eq!(
+            run(&snap(&json!({"id": "zz", "status": "cancelled"})), None),
+            Decision::Skip(Skip::NotLinked)
+        );
     }
 
     #[test]
@@ -524,11 +703,48 @@ mod tests {
     fn an_event_moved_to_another_synced_calendar_keeps_its_meeting() {
         let link = linked(&event("Planning"));
         let arrived = snap(&event("Planning"));
-        let d = plan(&PlanInput { calendar_id: "team@group.calendar.google.com", snapshot: &arrived, link: None, link_elsewhere: Some(&link), provider: "local", recognizer: &recognizer(), capabilities: Capabilities::ALL });
-        let Decision::Apply { link: moved, actions, changes, supersede_deletes } = d else { panic!() };
+        let d = plan(&PlanInput {
+            calendar_id: "team@group.calendar.google.com",
+            snapshot: &arrived,
+            link: None,
+            link_elsewhere: Some(&link),
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities::ALL,
+        });
+        let Decision::Apply {
+            link: moved,
+            actions,
+            changes,
+            supersede_deletes,
+        } = d
+        else {
+            panic!()
+        };
         assert!(actions.is_empty() && supersede_deletes);
         assert_eq!(changes, [Change::MovedCalendar]);
         assert_eq!(moved.calendar_id, "team@group.calendar.google.com");
+        // Also when the source calendar saw the tombstone first and planned a delete.
+        let mut deleted = link.clone();
+        deleted.deleted = true;
+        let d = plan(&PlanInput {
+            calendar_id: "team@group.calendar.google.com",
+            snapshot: &arrived,
+            link: None,
+            link_elsewhere: Some(&deleted),
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities::ALL,
+        });
+        let Decision::Apply {
+            link: moved,
+            supersede_deletes,
+            ..
+        } = d
+        else {
+            panic!()
+        };
+        assert!(supersede_deletes && !moved.deleted);
     }
 
     #[test]
@@ -543,35 +759,86 @@ mod tests {
                 "organizer": {"email": "alice@example.com", "self": true}})
         };
         let unchanged = snap(&instance("2026-12-08T10:00:00Z", "2026-12-08T11:00:00Z"));
-        assert_eq!(run(&unchanged, Some(&link)), Decision::Skip(Skip::Unchanged));
+        assert_eq!(
+            run(&unchanged, Some(&link)),
+            Decision::Skip(Skip::Unchanged)
+        );
         let moved = snap(&instance("2026-12-08T14:00:00Z", "2026-12-08T15:00:00Z"));
-        let Decision::Apply { link: next, actions, .. } = run(&moved, Some(&link)) else { panic!() };
+        let Decision::Apply {
+            link: next,
+            actions,
+            ..
+        } = run(&moved, Some(&link))
+        else {
+            panic!()
+        };
         assert!(matches!(actions[..], [Action::UpdateOccurrence { .. }]));
-        assert_eq!(run(&moved, Some(&next)), Decision::Skip(Skip::Unchanged), "replaying the page is a no-op");
-        let cancelled = snap(&json!({"id": "e1_20261215T100000Z", "status": "cancelled", "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-15T10:00:00Z"}}));
+        assert_eq!(
+            run(&moved, Some(&next)),
+            Decision::Skip(Skip::Unchanged),
+            "replaying the page is a no-op"
+        );
+        let cancelled = snap(
+            &json!({"id": "e1_20261215T100000Z", "status": "cancelled", "recurringEventId": "e1", "originalStartTime": {"dateTime": "2026-12-15T10:00:00Z"}}),
+        );
         let when = When::At("2026-12-15T10:00:00Z".parse().unwrap());
-        assert_eq!(run(&cancelled, Some(&next)).actions(), [Action::CancelOccurrence { occurrence: when }]);
-        let without = plan(&PlanInput { calendar_id: "alice@example.com", snapshot: &cancelled, link: Some(&next), link_elsewhere: None, provider: "local", recognizer: &recognizer(), capabilities: Capabilities { occurrences: false, ..Capabilities::ALL } });
-        assert!(without.actions().is_empty(), "documented policy: recorded, not sent");
+        assert_eq!(
+            run(&cancelled, Some(&next)).actions(),
+            [Action::CancelOccurrence { occurrence: when }]
+        );
+        let without = plan(&PlanInput {
+            calendar_id: "alice@example.com",
+            snapshot: &cancelled,
+            link: Some(&next),
+            link_elsewhere: None,
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities {
+                occurrences: false,
+                ..Capabilities::ALL
+            },
+        });
+        assert!(
+            without.actions().is_empty(),
+            "documented policy: recorded, not sent"
+        );
     }
 
     #[test]
     fn unknown_conferences_of_ours_are_adopted_once() {
         let d = run(&snap(&event("Planning")), None);
-        let Decision::Apply { link, actions, .. } = d else { panic!() };
+        let Decision::Apply { link, actions, .. } = d else {
+            panic!()
+        };
         assert_eq!(link.conference_id, "m1");
         assert_eq!(actions.len(), 1);
-        assert_eq!(run(&snap(&event("Planning")), Some(&link)).actions(), [], "second time: unchanged");
+        assert_eq!(
+            run(&snap(&event("Planning")), Some(&link)).actions(),
+            [],
+            "second time: unchanged"
+        );
     }
 
     #[test]
     fn idempotency_keys_identify_the_intended_change() {
         let spec = snap(&event("a")).spec.unwrap();
         let other = snap(&event("b")).spec.unwrap();
-        let update = |s: &MeetingSpec| Action::Update { spec: s.clone(), changes: vec![] };
-        assert_eq!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c", "e", &update(&spec)));
-        assert_ne!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c", "e", &update(&other)));
-        assert_ne!(idempotency_key("c", "e", &update(&spec)), idempotency_key("c2", "e", &update(&spec)));
+        let update = |s: &MeetingSpec| Action::Update {
+            spec: s.clone(),
+            changes: vec![],
+        };
+        assert_eq!(
+            idempotency_key("c", "e", &update(&spec)),
+            idempotency_key("c", "e", &update(&spec))
+        );
+        assert_ne!(
+            idempotency_key("c", "e", &update(&spec)),
+            idempotency_key("c", "e", &update(&other))
+        );
+        assert_ne!(
+            idempotency_key("c", "e", &update(&spec)),
+            idempotency_key("c2", "e", &update(&spec))
+        );
         let _ = Status::Confirmed;
     }
 }

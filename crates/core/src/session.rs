@@ -63,8 +63,12 @@ impl LinkSet {
     }
 
     pub fn put(&mut self, link: Link) {
-        self.by_conference.insert(link.conference_id.clone(), format!("{}\u{0}{}", link.calendar_id, link.event_id));
-        self.by_event.insert(format!("{}\u{0}{}", link.calendar_id, link.event_id), link);
+        self.by_conference.insert(
+            link.conference_id.clone(),
+            format!("{}\u{0}{}", link.calendar_id, link.event_id),
+        );
+        self.by_event
+            .insert(format!("{}\u{0}{}", link.calendar_id, link.event_id), link);
     }
 
     pub fn get(&self, calendar_id: &str, event_id: &str) -> Option<&Link> {
@@ -72,7 +76,9 @@ impl LinkSet {
     }
 
     pub fn by_conference(&self, conference_id: &str) -> Option<&Link> {
-        self.by_conference.get(conference_id).and_then(|k| self.by_event.get(k))
+        self.by_conference
+            .get(conference_id)
+            .and_then(|k| self.by_event.get(k))
     }
 }
 
@@ -117,6 +123,10 @@ pub struct Session {
     time_min: Option<DateTime<Utc>>,
     /// Full sync: the events seen (absent linked events are verified at the end).
     seen: BTreeSet<String>,
+    /// Instances whose series had no link here when they were listed: the series may move here
+    /// later in this pass (a change listed after its instance's), so they are planned again on
+    /// the last page.
+    deferred: Vec<Snapshot>,
     done: bool,
     tally: Tally,
 }
@@ -124,9 +134,19 @@ pub struct Session {
 impl Session {
     /// Starts a pass: incremental with `stored_token`, else (or when `force_full`) a full sync
     /// listing from `now - full_sync_window`.
-    pub fn new(calendar_id: &str, stored_token: Option<String>, force_full: bool, now: DateTime<Utc>, config: SessionConfig) -> Session {
+    pub fn new(
+        calendar_id: &str,
+        stored_token: Option<String>,
+        force_full: bool,
+        now: DateTime<Utc>,
+        config: SessionConfig,
+    ) -> Session {
         let full = force_full || stored_token.is_none();
-        let time_min = if full { config.full_sync_window.map(|w| now - w) } else { None };
+        let time_min = if full {
+            config.full_sync_window.map(|w| now - w)
+        } else {
+            None
+        };
         Session {
             calendar_id: calendar_id.to_owned(),
             sync_token: if full { None } else { stored_token },
@@ -134,6 +154,7 @@ impl Session {
             full,
             time_min,
             seen: BTreeSet::new(),
+            deferred: Vec::new(),
             done: false,
             config,
             tally: Tally::default(),
@@ -162,8 +183,10 @@ impl Session {
             sync_token: self.sync_token.clone(),
             page_token: self.page_token.clone(),
             time_min: self.time_min,
-            // Incremental lists always include deletions; a full sync has nothing to delete.
-            show_deleted: false,
+            // Incremental lists always include deletions. A full sync asks for them too:
+            // cancelled instances of a series exist only as cancelled exceptions, and a full
+            // sync after a 410 must see them to cancel those occurrences at the provider.
+            show_deleted: self.full,
             max_results: self.config.max_results,
         }
     }
@@ -178,15 +201,33 @@ impl Session {
         self.page_token = None;
         self.time_min = self.config.full_sync_window.map(|w| now - w);
         self.seen.clear();
+        self.deferred.clear();
         Ok(())
+    }
+
+    /// Series ids of deferred instances: the driver loads their links along with the last
+    /// page's (a series may have been linked here by an earlier page of this pass).
+    pub fn deferred_series(&self) -> Vec<String> {
+        self.deferred
+            .iter()
+            .filter_map(|s| s.recurring_event_id.clone())
+            .collect()
     }
 
     /// Plans one page. `links` must hold the links of this calendar for the page's events (and
     /// for conference ids they carry); it is updated as decisions are made, so a series and its
     /// instances on one page see each other's effects.
-    pub fn on_page(&mut self, page: Page, links: &mut LinkSet) -> Result<PageOutcome, SessionError> {
+    pub fn on_page(
+        &mut self,
+        page: Page,
+        links: &mut LinkSet,
+    ) -> Result<PageOutcome, SessionError> {
         self.tally.pages += 1;
-        let mut outcome = PageOutcome { decisions: Vec::new(), dead_letters: Vec::new(), sync_token: None };
+        let mut outcome = PageOutcome {
+            decisions: Vec::new(),
+            dead_letters: Vec::new(),
+            sync_token: None,
+        };
         for item in page.items {
             self.tally.events += 1;
             let snapshot = match Snapshot::from_json(&item) {
@@ -199,44 +240,28 @@ impl Session {
                 }
             };
             if self.full {
-                self.seen.insert(snapshot.recurring_event_id.clone().unwrap_or_else(|| snapshot.event_id.clone()));
+                self.seen.insert(
+                    snapshot
+                        .recurring_event_id
+                        .clone()
+                        .unwrap_or_else(|| snapshot.event_id.clone()),
+                );
             }
-            let key = snapshot.recurring_event_id.as_deref().unwrap_or(&snapshot.event_id);
-            let link = links.get(&self.calendar_id, key);
-            let elsewhere = snapshot
-                .conference
-                .as_ref()
-                .and_then(|c| c.conference_id.as_deref())
-                .and_then(|id| links.by_conference(id))
-                .filter(|l| l.calendar_id != self.calendar_id);
-            let decision = plan(&PlanInput {
-                calendar_id: &self.calendar_id,
-                snapshot: &snapshot,
-                link,
-                link_elsewhere: elsewhere,
-                provider: &self.config.provider,
-                recognizer: &self.config.recognizer,
-                capabilities: self.config.capabilities,
-            });
-            match &decision {
-                Decision::Skip(reason) => {
-                    *self.tally.skipped.entry(skip_name(*reason)).or_default() += 1;
-                }
-                Decision::Apply { link, actions, .. } => {
-                    for action in actions {
-                        *self.tally.actions.entry(action.kind()).or_default() += 1;
-                    }
-                    if actions.is_empty() {
-                        *self.tally.skipped.entry("unchanged").or_default() += 1;
-                    }
-                    links.put(link.clone());
-                    outcome.decisions.push((snapshot, decision));
-                }
+            let decision = self.decide(&snapshot, links);
+            if decision == Decision::Skip(Skip::NotLinked) && snapshot.recurring_event_id.is_some()
+            {
+                self.deferred.push(snapshot);
+                continue;
             }
+            self.record(snapshot, decision, links, &mut outcome);
         }
         match (page.next_page_token, page.next_sync_token) {
             (Some(next), _) => self.page_token = Some(next),
             (None, Some(token)) => {
+                for snapshot in std::mem::take(&mut self.deferred) {
+                    let decision = self.decide(&snapshot, links);
+                    self.record(snapshot, decision, links, &mut outcome);
+                }
                 self.done = true;
                 self.page_token = None;
                 outcome.sync_token = Some(token);
@@ -246,13 +271,67 @@ impl Session {
         Ok(outcome)
     }
 
+    fn decide(&self, snapshot: &Snapshot, links: &LinkSet) -> Decision {
+        let key = snapshot
+            .recurring_event_id
+            .as_deref()
+            .unwrap_or(&snapshot.event_id);
+        let link = links.get(&self.calendar_id, key);
+        let elsewhere = snapshot
+            .conference
+            .as_ref()
+            .and_then(|c| c.conference_id.as_deref())
+            .and_then(|id| links.by_conference(id))
+            .filter(|l| l.calendar_id != self.calendar_id);
+        plan(&PlanInput {
+            calendar_id: &self.calendar_id,
+            snapshot,
+            link,
+            link_elsewhere: elsewhere,
+            provider: &self.config.provider,
+            recognizer: &self.config.recognizer,
+            capabilities: self.config.capabilities,
+        })
+    }
+
+    fn record(
+        &mut self,
+        snapshot: Snapshot,
+        decision: Decision,
+        links: &mut LinkSet,
+        outcome: &mut PageOutcome,
+    ) {
+        match &decision {
+            Decision::Skip(reason) => {
+                *self.tally.skipped.entry(skip_name(*reason)).or_default() += 1;
+            }
+            Decision::Apply { link, actions, .. } => {
+                for action in actions {
+                    *self.tally.actions.entry(action.kind()).or_default() += 1;
+                }
+                if actions.is_empty() {
+                    *self.tally.skipped.entry("unchanged").or_default() += 1;
+                }
+                links.put(link.clone());
+                outcome.decisions.push((snapshot, decision));
+            }
+        }
+    }
+
     /// After the last page of a full sync: the linked events of this calendar that were not
     /// listed. Each must be read (`events.get`) and planned before anything destructive happens.
-    pub fn unseen<'a>(&self, linked_event_ids: impl IntoIterator<Item = &'a str>) -> Vec<(String, Action)> {
+    pub fn unseen<'a>(
+        &self,
+        linked_event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, Action)> {
         if !self.full || !self.done {
             return Vec::new();
         }
-        linked_event_ids.into_iter().filter(|id| !self.seen.contains(*id)).map(|id| (id.to_owned(), Action::Verify)).collect()
+        linked_event_ids
+            .into_iter()
+            .filter(|id| !self.seen.contains(*id))
+            .map(|id| (id.to_owned(), Action::Verify))
+            .collect()
     }
 }
 
@@ -278,7 +357,10 @@ mod tests {
         SessionConfig {
             max_results: 2500,
             full_sync_window: Some(Duration::days(30)),
-            recognizer: Recognizer { solution_names: vec!["Confsync".into()], parameter_key: None },
+            recognizer: Recognizer {
+                solution_names: vec!["Confsync".into()],
+                parameter_key: None,
+            },
             capabilities: Capabilities::ALL,
             provider: "local".into(),
         }
@@ -301,7 +383,16 @@ mod tests {
         assert_eq!(first.sync_token, None);
         assert_eq!(first.decisions.len(), 1, "the adopted conference");
         assert_eq!(s.request().page_token.as_deref(), Some("p2"));
-        let last = s.on_page(Page { items: vec![], next_page_token: None, next_sync_token: Some("t1".into()) }, &mut links).unwrap();
+        let last = s
+            .on_page(
+                Page {
+                    items: vec![],
+                    next_page_token: None,
+                    next_sync_token: Some("t1".into()),
+                },
+                &mut links,
+            )
+            .unwrap();
         assert_eq!(last.sync_token.as_deref(), Some("t1"));
         assert!(s.is_done());
         assert_eq!(s.tally().skipped["no_conference"], 1);
@@ -312,7 +403,15 @@ mod tests {
         let now = Utc::now();
         let mut s = Session::new("cal", Some("old".into()), true, now, config());
         let mut links = LinkSet::default();
-        s.on_page(Page { items: vec![ours("e1", "m1")], next_page_token: None, next_sync_token: Some("t".into()) }, &mut links).unwrap();
+        s.on_page(
+            Page {
+                items: vec![ours("e1", "m1")],
+                next_page_token: None,
+                next_sync_token: Some("t".into()),
+            },
+            &mut links,
+        )
+        .unwrap();
         let verify = s.unseen(["e1", "e2"]);
         assert_eq!(verify, vec![("e2".to_owned(), Action::Verify)]);
     }
@@ -333,7 +432,18 @@ mod tests {
         let mut s = Session::new("cal", Some("t".into()), false, Utc::now(), config());
         let mut links = LinkSet::default();
         let out = s
-            .on_page(Page { items: vec![json!({"summary": "no id"}), json!({"id": "bad", "start": {"dateTime": "x"}, "end": {}}), ours("e1", "m1")], next_page_token: None, next_sync_token: Some("t2".into()) }, &mut links)
+            .on_page(
+                Page {
+                    items: vec![
+                        json!({"summary": "no id"}),
+                        json!({"id": "bad", "start": {"dateTime": "x"}, "end": {}}),
+                        ours("e1", "m1"),
+                    ],
+                    next_page_token: None,
+                    next_sync_token: Some("t2".into()),
+                },
+                &mut links,
+            )
             .unwrap();
         assert_eq!(out.dead_letters.len(), 2);
         assert_eq!(out.dead_letters[1].0.as_deref(), Some("bad"));
@@ -344,6 +454,9 @@ mod tests {
     #[test]
     fn a_page_without_any_token_is_an_error() {
         let mut s = Session::new("cal", Some("t".into()), false, Utc::now(), config());
-        assert_eq!(s.on_page(Page::default(), &mut LinkSet::default()), Err(SessionError::NoToken));
+        assert_eq!(
+            s.on_page(Page::default(), &mut LinkSet::default()),
+            Err(SessionError::NoToken)
+        );
     }
 }

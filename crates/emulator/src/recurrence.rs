@@ -24,11 +24,12 @@ use chrono_tz::Tz;
 /// How far past the series start rules are expanded, so that infinite rules always terminate.
 const HORIZON_MONTHS: u32 = 100 * 12;
 
-/// Upper bound on the rule candidates one expansion looks at. A rule like `FREQ=SECONDLY` would
-/// produce billions of candidates within the horizon; without this cap a query far into the
-/// future would hang the server instead of returning a (truncated) answer. One million still
-/// covers an `HOURLY` rule over the whole horizon (876,600 hours).
-const MAX_SCAN: usize = 1_000_000;
+/// Upper bound on the rule candidates one expansion looks at. A DAILY rule with long BYHOUR,
+/// BYMINUTE and BYSECOND lists can produce millions of candidates within the horizon; without
+/// this cap a query far into the future would stall the server instead of returning a
+/// (truncated) answer. Half a million still covers a DAILY rule with 13 times a day over the
+/// whole horizon.
+const MAX_SCAN: usize = 500_000;
 
 /// No zone is more than this far from UTC (tzdb's extremes, LMT included, stay under 16 h).
 /// Used to know when no later wall-clock time can still map to an earlier instant.
@@ -208,7 +209,13 @@ impl Recurrence {
             date => date,
         };
         let start_local = match start {
-            SeriesStart::DateTime { at, tz } => at.with_timezone(&tz).naive_local(),
+            SeriesStart::DateTime { at, tz } => {
+                // `naive_local()` panics when the offset pushes past chrono's range.
+                let offset = tz.offset_from_utc_datetime(&at.naive_utc()).fix();
+                at.naive_utc()
+                    .checked_add_offset(offset)
+                    .ok_or(RecurrenceError::StartOutOfRange { year: at.year() })?
+            }
             SeriesStart::Date(d) => d.and_time(NaiveTime::MIN),
         };
         let year = start_local.year();
@@ -334,6 +341,15 @@ impl Recurrence {
     /// True if `at` is one of the series' occurrences (used to validate instance ids). Should be
     /// efficient: expand only up to `at`.
     pub fn contains(&self, at: OccurrenceStart) -> bool {
+        let same_kind = matches!(
+            (at, self.start),
+            (OccurrenceStart::DateTime(_), SeriesStart::DateTime { .. })
+                | (OccurrenceStart::Date(_), SeriesStart::Date(_))
+        );
+        if !same_kind {
+            // Ordering across kinds is meaningless; this would only scan to the horizon.
+            return false;
+        }
         for occ in self.expand() {
             if occ >= at {
                 return occ == at;
@@ -391,6 +407,14 @@ impl Recurrence {
         };
         match get("FREQ") {
             None => return Err(invalid_rule(line, "FREQ is required")),
+            Some(freq @ ("HOURLY" | "MINUTELY" | "SECONDLY")) => {
+                // Google Calendar does not repeat events more often than daily (its API fails
+                // on such rules); refusing them also spares the expansion millions of instances.
+                return Err(invalid_rule(
+                    line,
+                    format!("FREQ={freq} is not supported: events repeat at most DAILY"),
+                ));
+            }
             Some(freq) if !FREQUENCIES.contains(&freq) => {
                 return Err(invalid_rule(line, format!("unknown FREQ value {freq}")));
             }
@@ -408,6 +432,15 @@ impl Recurrence {
                 }
             },
         };
+        if let Some(i) = get("INTERVAL")
+            && !i.parse::<u16>().is_ok_and(|n| n > 0)
+        {
+            // The crate silently yields nothing for INTERVAL=0.
+            return Err(invalid_rule(
+                line,
+                format!("INTERVAL must be an integer from 1 to 65535, not {i}"),
+            ));
+        }
         let until = match get("UNTIL") {
             None => None,
             Some(u) => Some(self.parse_until(line, u)?),
@@ -560,9 +593,7 @@ const RULE_PARTS: [&str; 14] = [
     "WKST",
 ];
 
-const FREQUENCIES: [&str; 7] = [
-    "SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY",
-];
+const FREQUENCIES: [&str; 4] = ["DAILY", "WEEKLY", "MONTHLY", "YEARLY"];
 
 fn invalid_rule(line: &str, reason: impl Into<String>) -> RecurrenceError {
     RecurrenceError::InvalidRule {
@@ -1326,22 +1357,48 @@ mod tests {
     }
 
     #[test]
-    fn sub_daily_infinite_rule_far_window_terminates() {
+    fn sub_daily_frequencies_are_rejected_like_google() {
+        for freq in ["HOURLY", "MINUTELY", "SECONDLY"] {
+            let line = format!("RRULE:FREQ={freq}");
+            let e = err(&[line.as_str()]);
+            assert!(
+                matches!(&e, RecurrenceError::InvalidRule { line: l, .. } if *l == line),
+                "{e}"
+            );
+            assert!(e.to_string().contains("not supported"), "{e}");
+        }
+    }
+
+    #[test]
+    fn dense_daily_rule_with_far_window_terminates() {
+        // 48 instances a day would be 1.75 million over the horizon; the scan cap stops it.
         let rec = parse(
-            &["RRULE:FREQ=SECONDLY"],
-            timed("2026-01-01T10:00:00Z", Tz::UTC),
+            &[
+                "RRULE:FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23;BYMINUTE=0,30",
+            ],
+            timed("2026-01-01T00:00:00Z", Tz::UTC),
         );
-        let started = std::time::Instant::now();
         let got = rec.occurrences(
-            Duration::seconds(1),
-            Some(utc("2090-01-01T00:00:00Z")),
+            Duration::minutes(30),
+            Some(utc("2026-01-02T00:00:00Z")),
             None,
-            10,
+            3,
         );
-        // The scan cap gives up long before 2090; it must not hang.
-        assert!(got.is_empty());
-        assert!(started.elapsed() < std::time::Duration::from_secs(20));
-        assert!(!rec.contains(at("2090-01-01T00:00:00Z")));
+        assert_eq!(
+            got,
+            vec![
+                at("2026-01-02T00:00:00Z"),
+                at("2026-01-02T00:30:00Z"),
+                at("2026-01-02T01:00:00Z")
+            ]
+        );
+        let got = rec.occurrences(
+            Duration::minutes(30),
+            Some(utc("2120-01-01T00:00:00Z")),
+            None,
+            3,
+        );
+        assert!(got.is_empty(), "past the scan cap");
     }
 
     #[test]
@@ -1567,6 +1624,8 @@ mod tests {
         assert!(e.to_string().contains("COUNT and UNTIL"), "{e}");
         let e = err(&["RRULE:FREQ=DAILY;FOO=1"]);
         assert!(e.to_string().contains("unknown rule part FOO"), "{e}");
+        let e = err(&["RRULE:FREQ=DAILY;INTERVAL=0"]);
+        assert!(e.to_string().contains("INTERVAL must be"), "{e}");
         let e = err(&["RDATE;VALUE=PERIOD:20260105T090000Z/PT1H"]);
         assert!(e.to_string().contains("PERIOD"), "{e}");
     }
@@ -1650,6 +1709,13 @@ mod tests {
     }
 
     #[test]
+    fn recurrence_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Recurrence>();
+        assert_send_sync::<RecurrenceError>();
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let garbage = [
             "",
@@ -1682,6 +1748,7 @@ mod tests {
             "RRULE;X=1:FREQ=DAILY",
             "RRULE:FREQ=DAILY;FREQ=WEEKLY",
             "RRULE:FREQ=HOURLY;BYHOUR=1;INTERVAL=24",
+            "RRULE:FREQ=DAILY;BYSECOND=1,2;BYSETPOS=-1",
             "RRULE:FREQ=MINUTELY;INTERVAL=1440;BYMINUTE=1",
             "RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=31;BYSETPOS=1",
             "RDATE:",
@@ -1715,6 +1782,14 @@ mod tests {
             SeriesStart::DateTime {
                 at: DateTime::<Utc>::MAX_UTC,
                 tz: Tz::UTC,
+            },
+            SeriesStart::DateTime {
+                at: DateTime::<Utc>::MAX_UTC,
+                tz: chrono_tz::Pacific::Kiritimati,
+            },
+            SeriesStart::DateTime {
+                at: DateTime::<Utc>::MIN_UTC,
+                tz: chrono_tz::America::New_York,
             },
         ];
         for start in starts {
@@ -1750,6 +1825,16 @@ mod tests {
                 }
             }
             let _ = parse_instance_id("");
+        }
+        for d in [NaiveDate::MAX, NaiveDate::MIN] {
+            for tz in [
+                None,
+                Some(chrono_tz::Pacific::Kiritimati),
+                Some(chrono_tz::America::New_York),
+            ] {
+                let _ = OccurrenceStart::Date(d).utc(tz);
+            }
+            let _ = instance_id("x", OccurrenceStart::Date(d));
         }
         for id in garbage {
             let _ = parse_instance_id(id);

@@ -8,6 +8,7 @@
 //! Adapters here must not know about Calendar, the store's tables or the engine: they get a
 //! [`MeetingSpec`] and answer with a [`Meeting`] or a classified [`ProviderError`].
 
+pub mod local;
 pub mod memory;
 
 use std::future::Future;
@@ -34,10 +35,18 @@ pub struct Meeting {
 pub enum ProviderError {
     /// Retry later; `retry_after` when the provider said how long.
     #[error("{provider}: temporary failure ({detail})")]
-    Transient { provider: String, detail: String, retry_after: Option<Duration> },
+    Transient {
+        provider: String,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// Retry after the limit resets.
     #[error("{provider}: rate limited ({detail})")]
-    RateLimited { provider: String, detail: String, retry_after: Option<Duration> },
+    RateLimited {
+        provider: String,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// The meeting is gone (for a delete: done).
     #[error("{provider}: meeting not found")]
     NotFound { provider: String },
@@ -54,12 +63,16 @@ pub enum ProviderError {
 impl ProviderError {
     /// Whether the outbox should try again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Transient { .. } | ProviderError::RateLimited { .. })
+        matches!(
+            self,
+            ProviderError::Transient { .. } | ProviderError::RateLimited { .. }
+        )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::Transient { retry_after, .. } | ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            ProviderError::Transient { retry_after, .. }
+            | ProviderError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -73,10 +86,19 @@ pub trait ConferenceProvider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
 
     /// Creates a meeting; the same `key` again must not create a second one.
-    fn create<'a>(&'a self, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<Meeting, ProviderError>>;
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>>;
 
     /// Brings a meeting (a whole series) in line with `spec`.
-    fn update<'a>(&'a self, meeting_id: &'a str, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
     /// Moves or renames one occurrence (only called when `capabilities().occurrences`).
     fn update_occurrence<'a>(
@@ -90,8 +112,17 @@ pub trait ConferenceProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
     /// Cancels one occurrence (only called when `capabilities().occurrences`).
-    fn cancel_occurrence<'a>(&'a self, meeting_id: &'a str, occurrence: When, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
     /// Deletes a meeting; an already deleted meeting counts as done.
-    fn delete<'a>(&'a self, meeting_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use crate::{BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When};
+use crate::{
+    BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
+};
 
 /// One meeting as the provider holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +47,11 @@ pub struct MemoryProvider {
 
 impl MemoryProvider {
     pub fn new(name: &str, capabilities: Capabilities) -> Self {
-        MemoryProvider { name: name.to_owned(), capabilities, state: Mutex::new(State::default()) }
+        MemoryProvider {
+            name: name.to_owned(),
+            capabilities,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -72,24 +78,49 @@ impl MemoryProvider {
     /// Adds a meeting as if created earlier (fixtures).
     pub fn insert(&self, meeting_id: &str, spec: MeetingSpec) {
         let join_url = format!("https://meet.invalid/{meeting_id}");
-        self.state().meetings.insert(meeting_id.to_owned(), StoredMeeting { spec, occurrences: BTreeMap::new(), deleted: false, join_url });
+        self.state().meetings.insert(
+            meeting_id.to_owned(),
+            StoredMeeting {
+                spec,
+                occurrences: BTreeMap::new(),
+                deleted: false,
+                join_url,
+            },
+        );
     }
 
-    fn call<T>(&self, op: &'static str, meeting_id: &str, key: &str, apply: impl FnOnce(&mut State) -> Result<T, ProviderError>) -> Result<T, ProviderError> {
+    fn call<T>(
+        &self,
+        op: &'static str,
+        meeting_id: &str,
+        key: &str,
+        apply: impl FnOnce(&mut State) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
         let mut state = self.state();
         let result = match state.failures.pop_front() {
             Some(error) => Err(error),
             None => apply(&mut state),
         };
-        state.calls.push(Call { op, meeting_id: meeting_id.to_owned(), key: key.to_owned(), succeeded: result.is_ok() });
+        state.calls.push(Call {
+            op,
+            meeting_id: meeting_id.to_owned(),
+            key: key.to_owned(),
+            succeeded: result.is_ok(),
+        });
         result
     }
 
     fn not_found(&self) -> ProviderError {
-        ProviderError::NotFound { provider: self.name.clone() }
+        ProviderError::NotFound {
+            provider: self.name.clone(),
+        }
     }
 
-    fn live<'s>(&self, state: &'s mut State, id: &str) -> Result<&'s mut StoredMeeting, ProviderError> {
+    fn live<'s>(
+        &self,
+        state: &'s mut State,
+        id: &str,
+    ) -> Result<&'s mut StoredMeeting, ProviderError> {
         match state.meetings.get_mut(id) {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(self.not_found()),
@@ -106,24 +137,47 @@ impl ConferenceProvider for MemoryProvider {
         self.capabilities
     }
 
-    fn create<'a>(&'a self, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
         Box::pin(async move {
             self.call("create", "", key, |state| {
                 if let Some(id) = state.by_key.get(key) {
                     let m = &state.meetings[id];
-                    return Ok(Meeting { meeting_id: id.clone(), join_url: m.join_url.clone() });
+                    return Ok(Meeting {
+                        meeting_id: id.clone(),
+                        join_url: m.join_url.clone(),
+                    });
                 }
                 state.next_id += 1;
                 let id = format!("{}-{}", self.name, state.next_id);
                 let join_url = format!("https://meet.invalid/{id}");
-                state.meetings.insert(id.clone(), StoredMeeting { spec: spec.clone(), occurrences: BTreeMap::new(), deleted: false, join_url: join_url.clone() });
+                state.meetings.insert(
+                    id.clone(),
+                    StoredMeeting {
+                        spec: spec.clone(),
+                        occurrences: BTreeMap::new(),
+                        deleted: false,
+                        join_url: join_url.clone(),
+                    },
+                );
                 state.by_key.insert(key.to_owned(), id.clone());
-                Ok(Meeting { meeting_id: id, join_url })
+                Ok(Meeting {
+                    meeting_id: id,
+                    join_url,
+                })
             })
         })
     }
 
-    fn update<'a>(&'a self, meeting_id: &'a str, spec: &'a MeetingSpec, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             self.call("update", meeting_id, key, |state| {
                 let m = self.live(state, meeting_id)?;
@@ -137,17 +191,31 @@ impl ConferenceProvider for MemoryProvider {
         })
     }
 
-    fn update_occurrence<'a>(&'a self, meeting_id: &'a str, occurrence: When, start: When, end: When, title: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        start: When,
+        end: When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             self.call("update_occurrence", meeting_id, key, |state| {
                 let m = self.live(state, meeting_id)?;
-                m.occurrences.insert(occurrence.key(), Some((start, end, title.to_owned())));
+                m.occurrences
+                    .insert(occurrence.key(), Some((start, end, title.to_owned())));
                 Ok(())
             })
         })
     }
 
-    fn cancel_occurrence<'a>(&'a self, meeting_id: &'a str, occurrence: When, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             self.call("cancel_occurrence", meeting_id, key, |state| {
                 let m = self.live(state, meeting_id)?;
@@ -157,7 +225,11 @@ impl ConferenceProvider for MemoryProvider {
         })
     }
 
-    fn delete<'a>(&'a self, meeting_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             self.call("delete", meeting_id, key, |state| {
                 let m = self.live(state, meeting_id)?;
@@ -194,19 +266,29 @@ mod tests {
         p.update(&a.meeting_id, &spec("b"), "k2").await.unwrap();
         assert_eq!(p.meeting(&a.meeting_id).unwrap().spec.title, "b");
         p.delete(&a.meeting_id, "k3").await.unwrap();
-        assert!(matches!(p.delete(&a.meeting_id, "k3").await, Err(ProviderError::NotFound { .. })));
+        assert!(matches!(
+            p.delete(&a.meeting_id, "k3").await,
+            Err(ProviderError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]
     async fn injected_failures_come_first_and_are_recorded() {
         let p = MemoryProvider::new("mem", Capabilities::ALL);
         p.insert("m1", spec("a"));
-        p.fail_next([ProviderError::RateLimited { provider: "mem".into(), detail: "429".into(), retry_after: Some(std::time::Duration::from_secs(3)) }]);
+        p.fail_next([ProviderError::RateLimited {
+            provider: "mem".into(),
+            detail: "429".into(),
+            retry_after: Some(std::time::Duration::from_secs(3)),
+        }]);
         let err = p.update("m1", &spec("b"), "k").await.unwrap_err();
         assert!(err.is_retryable());
         assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(3)));
         p.update("m1", &spec("b"), "k").await.unwrap();
         let calls = p.calls();
-        assert_eq!(calls.iter().map(|c| c.succeeded).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(
+            calls.iter().map(|c| c.succeeded).collect::<Vec<_>>(),
+            [false, true]
+        );
     }
 }

@@ -1,0 +1,237 @@
+//! The configuration file (TOML) of `confsync sync`, with CONFSYNC_* environment overrides.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and every error
+//! names the key. Secrets (the Google token) come from the environment, never from logs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub google: GoogleConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// Google's root URL, or an emulator's (`http://127.0.0.1:8085/`).
+    #[serde(default = "default_google_url")]
+    pub base_url: String,
+    /// A bearer token; better set CONFSYNC_GOOGLE_TOKEN. Service accounts and per-user OAuth
+    /// come with `confsync serve`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file (created if missing).
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `local`: the built-in provider (meetings in the same database).
+    #[serde(default = "default_provider")]
+    pub kind: String,
+    /// Where the local provider's join links point (confsync serves them).
+    #[serde(default = "default_join_url")]
+    pub join_base_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Calendars to sync when none is named on the command line (besides those in the store).
+    #[serde(default)]
+    pub calendars: Vec<String>,
+    /// Days back a full sync lists (0: everything).
+    #[serde(default = "default_window")]
+    pub full_sync_window_days: i64,
+    /// `conferenceSolution.name` values of our add-on.
+    #[serde(default = "default_solutions")]
+    pub solution_names: Vec<String>,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_google_url() -> String {
+    "https://www.googleapis.com/".into()
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("confsync-data/confsync.db")
+}
+fn default_provider() -> String {
+    "local".into()
+}
+fn default_join_url() -> String {
+    "http://127.0.0.1:8080/".into()
+}
+fn default_window() -> i64 {
+    30
+}
+fn default_solutions() -> Vec<String> {
+    vec!["confsync".into()]
+}
+fn default_page_size() -> u32 {
+    2500
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        GoogleConfig {
+            base_url: default_google_url(),
+            token: None,
+        }
+    }
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: default_provider(),
+            join_base_url: default_join_url(),
+        }
+    }
+}
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            calendars: Vec::new(),
+            full_sync_window_days: default_window(),
+            solution_names: default_solutions(),
+            page_size: default_page_size(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides and validates.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Self::parse(&text, |k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses `text`; `env` looks up CONFSYNC_* overrides.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(v) = env("CONFSYNC_GOOGLE_BASE_URL") {
+            config.google.base_url = v;
+        }
+        if let Some(v) = env("CONFSYNC_GOOGLE_TOKEN") {
+            config.google.token = Some(v);
+        }
+        if let Some(v) = env("CONFSYNC_STORE_PATH") {
+            config.store.path = PathBuf::from(v);
+        }
+        if let Some(v) = env("CONFSYNC_PROVIDER_JOIN_BASE_URL") {
+            config.provider.join_base_url = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let url = |key: &str, value: &str| {
+            let ok = (value.starts_with("http://") || value.starts_with("https://"))
+                && value.ends_with('/');
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{key} = {value:?}: expected an http(s) URL ending in '/'"
+                ))
+            }
+        };
+        url("google.base_url", &self.google.base_url)?;
+        url("provider.join_base_url", &self.provider.join_base_url)?;
+        if self.provider.kind != "local" {
+            return Err(format!(
+                "provider.kind = {:?}: only \"local\" is available in this build",
+                self.provider.kind
+            ));
+        }
+        if !(1..=2500).contains(&self.sync.page_size) {
+            return Err(format!(
+                "sync.page_size = {}: must be 1 to 2500",
+                self.sync.page_size
+            ));
+        }
+        if self.sync.full_sync_window_days < 0 {
+            return Err(format!(
+                "sync.full_sync_window_days = {}: must not be negative",
+                self.sync.full_sync_window_days
+            ));
+        }
+        if self.sync.solution_names.is_empty() {
+            return Err(
+                "sync.solution_names is empty: confsync would recognise no conference as its own"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_an_empty_file_and_env_overrides_win() {
+        let c = Config::parse("", |k| {
+            (k == "CONFSYNC_GOOGLE_TOKEN").then(|| "t".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.google.base_url, "https://www.googleapis.com/");
+        assert_eq!(c.google.token.as_deref(), Some("t"));
+        assert_eq!(c.sync.page_size, 2500);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let none = |_: &str| None;
+        assert!(
+            Config::parse("[sync]\npage_sise = 3", none)
+                .unwrap_err()
+                .contains("page_sise")
+        );
+        assert!(
+            Config::parse("[google]\nbase_url = \"ftp://x/\"", none)
+                .unwrap_err()
+                .contains("google.base_url")
+        );
+        assert!(
+            Config::parse("[sync]\npage_size = 9000", none)
+                .unwrap_err()
+                .contains("sync.page_size")
+        );
+        assert!(
+            Config::parse("[provider]\nkind = \"zoom\"", none)
+                .unwrap_err()
+                .contains("provider.kind")
+        );
+        assert!(Config::parse("[sync\n", none).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! `confsync sync`: one pass over the configured calendars, then the outbox, with a summary.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::{Engine, EngineConfig};
+use confsync_gcal::{Client, RetryPolicy, StaticToken};
+use confsync_providers::local::LocalProvider;
+use confsync_store::Store;
+
+use crate::config::Config;
+
+/// Builds the engine a config describes.
+pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
+    if let Some(dir) = config
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    let path = config.store.path.to_string_lossy().into_owned();
+    let store = Store::open(&path)
+        .await
+        .with_context(|| format!("opening the store {path}"))?;
+    let token = config.google.token.clone().context(
+        "no Google token: set CONFSYNC_GOOGLE_TOKEN (or google.token in the config file)",
+    )?;
+    let client = Client::new(
+        &config.google.base_url,
+        Arc::new(StaticToken(token)),
+        RetryPolicy::default(),
+    )
+    .context("building the Google Calendar client")?;
+    let provider = Arc::new(LocalProvider::new(
+        store.clone(),
+        &config.provider.join_base_url,
+    ));
+    let engine_config = EngineConfig {
+        recognizer: confsync_core::plan::Recognizer {
+            solution_names: config.sync.solution_names.clone(),
+            parameter_key: Some("confsyncConferenceId".into()),
+        },
+        full_sync_window: (config.sync.full_sync_window_days > 0)
+            .then(|| chrono::Duration::days(config.sync.full_sync_window_days)),
+        page_size: config.sync.page_size,
+        ..EngineConfig::default()
+    };
+    Ok(Engine::new(
+        store,
+        Arc::new(GoogleCalendar { client }),
+        provider,
+        engine_config,
+    ))
+}
+
+pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let engine = engine_from(&config).await?.with_progress(Arc::new(
+        |calendar_id: &str, pages: u32, events: u64, full: bool| {
+            if full {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r  full sync of {calendar_id}: {pages} pages, {events} events"
+                );
+                let _ = err.flush();
+            }
+        },
+    ));
+    let mut calendars: Vec<String> = match calendar {
+        Some(c) => vec![c],
+        None => {
+            let mut all = config.sync.calendars.clone();
+            for known in engine.store.calendars().await? {
+                if !all.contains(&known.calendar_id) {
+                    all.push(known.calendar_id);
+                }
+            }
+            all
+        }
+    };
+    calendars.dedup();
+    if calendars.is_empty() {
+        anyhow::bail!(
+            "no calendar to sync: name one with --calendar or list them under [sync] calendars"
+        );
+    }
+    let now = || chrono::Utc::now().timestamp_millis();
+    let (mut events, mut skipped, mut failed_calendars) = (0u64, 0u64, 0u64);
+    for calendar_id in &calendars {
+        match engine.sync(calendar_id, full, now()).await {
+            Ok(summary) => {
+                if summary.full {
+                    eprintln!();
+                }
+                events += summary.events;
+                skipped += summary.skipped.values().sum::<u64>();
+                println!(
+                    "{calendar_id}: {} sync, {} events in {} pages, {} planned actions, {} skipped, {} dead-lettered",
+                    if summary.full { "full" } else { "incremental" },
+                    summary.events,
+                    summary.pages,
+                    summary.actions.values().sum::<u64>(),
+                    summary.skipped.values().sum::<u64>(),
+                    summary.dead_letters
+                );
+            }
+            Err(e) => {
+                failed_calendars += 1;
+                engine
+                    .store
+                    .record_sync_error(calendar_id, &e.to_string())
+                    .await
+                    .ok();
+                eprintln!("{calendar_id}: sync failed: {e}");
+            }
+        }
+    }
+    let drained = engine.drain(now()).await?;
+    let kind = |k: &str| drained.done_by_kind.get(k).copied().unwrap_or(0);
+    println!(
+        "summary: {events} events seen, {} conferences updated, {} deleted, {skipped} skipped, {} actions failed, {} to retry, {} calendars failed",
+        kind("update") + kind("update_occurrence") + kind("cancel_occurrence"),
+        kind("delete"),
+        drained.failed,
+        drained.retried,
+        failed_calendars
+    );
+    if failed_calendars > 0 || drained.failed > 0 {
+        anyhow::bail!("some work failed (see above)");
+    }
+    Ok(())
+}

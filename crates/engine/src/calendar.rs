@@ -1,0 +1,270 @@
+//! How the engine reaches a calendar: [`CalendarApi`], with the Google client in production and
+//! the in-process emulator ([`emulated::EmulatorCalendar`]) in the simulation and benchmarks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use confsync_core::session::{ListRequest, Page};
+use serde_json::Value;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A calendar failure, classified by HTTP status and reason (never by message text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    /// 410 fullSyncRequired / updatedMinTooLongAgo: drop the token, full sync this calendar.
+    #[error("the sync token is no longer valid (410)")]
+    FullSyncRequired,
+    #[error("precondition failed (412)")]
+    PreconditionFailed,
+    #[error("retryable calendar failure: {detail}")]
+    Retryable {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("calendar failure: {detail}")]
+    Fatal { detail: String },
+}
+
+/// The calendar operations the engine needs.
+pub trait CalendarApi: Send + Sync {
+    /// One `events.list` page, items as raw JSON.
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>>;
+
+    /// `events.get`; None when the event does not exist (404).
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>>;
+}
+
+/// The emulator, called in process (no HTTP): deterministic and fast.
+pub mod emulated {
+    use std::sync::Arc;
+
+    use confsync_emulator::Shared;
+    use confsync_emulator::list::ListQuery;
+
+    use super::*;
+
+    /// A calendar user's view of an in-process emulator.
+    pub struct EmulatorCalendar {
+        pub shared: Arc<Shared>,
+        /// The user the engine acts as (calendars are checked against it like a bearer token);
+        /// None acts as each calendar's owner, like a service account with domain-wide delegation.
+        pub user: Option<String>,
+        /// Counts `events.list` and `events.get` calls, like the Google client does.
+        pub calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl EmulatorCalendar {
+        pub fn new(shared: Arc<Shared>, user: Option<&str>) -> Self {
+            EmulatorCalendar {
+                shared,
+                user: user.map(str::to_owned),
+                calls: Default::default(),
+            }
+        }
+
+        fn resolve(
+            &self,
+            world: &confsync_emulator::World,
+            calendar_id: &str,
+        ) -> Result<String, CalendarError> {
+            let owner = match &self.user {
+                Some(user) => user.clone(),
+                None => world
+                    .calendar(calendar_id)
+                    .map_err(Self::classify)?
+                    .owner
+                    .clone(),
+            };
+            world
+                .calendar_id(&owner, calendar_id)
+                .map_err(Self::classify)
+        }
+
+        fn classify(e: confsync_emulator::ApiError) -> CalendarError {
+            match (e.status, e.reason.as_str()) {
+                (410, "fullSyncRequired" | "updatedMinTooLongAgo") => {
+                    CalendarError::FullSyncRequired
+                }
+                (412, _) => CalendarError::PreconditionFailed,
+                (429 | 500 | 502 | 503 | 504, _)
+                | (403, "rateLimitExceeded" | "userRateLimitExceeded") => {
+                    CalendarError::Retryable {
+                        detail: e.to_string(),
+                        retry_after: e.retry_after.map(Duration::from_secs),
+                    }
+                }
+                _ => CalendarError::Fatal {
+                    detail: e.to_string(),
+                },
+            }
+        }
+    }
+
+    impl CalendarApi for EmulatorCalendar {
+        fn list<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            request: &'a ListRequest,
+        ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+            Box::pin(async move {
+                self.calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut params = vec![("maxResults".to_owned(), request.max_results.to_string())];
+                if let Some(t) = &request.sync_token {
+                    params.push(("syncToken".into(), t.clone()));
+                }
+                if let Some(t) = &request.page_token {
+                    params.push(("pageToken".into(), t.clone()));
+                }
+                if let Some(t) = request.time_min {
+                    params.push(("timeMin".into(), t.to_rfc3339()));
+                }
+                if request.show_deleted {
+                    params.push(("showDeleted".into(), "true".into()));
+                }
+                let query = ListQuery::parse(calendar_id, &params).map_err(Self::classify)?;
+                let now = self.shared.clock.now();
+                let max_age = self.shared.config().sync_token_max_age;
+                let body = {
+                    let world = self.shared.world();
+                    let id = self.resolve(&world, calendar_id)?;
+                    world
+                        .list_events(&id, &query, now, max_age)
+                        .map_err(Self::classify)?
+                };
+                let mut value: Value =
+                    serde_json::from_str(&body).map_err(|e| CalendarError::Fatal {
+                        detail: e.to_string(),
+                    })?;
+                let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+                Ok(Page {
+                    next_page_token: text(&value, "nextPageToken"),
+                    next_sync_token: text(&value, "nextSyncToken"),
+                    items: match value.get_mut("items").map(Value::take) {
+                        Some(Value::Array(items)) => items,
+                        _ => Vec::new(),
+                    },
+                })
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+            Box::pin(async move {
+                self.calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let world = self.shared.world();
+                let id = self.resolve(&world, calendar_id)?;
+                match world.get_event(&id, event_id) {
+                    Ok((json, _)) => {
+                        serde_json::from_str(&json)
+                            .map(Some)
+                            .map_err(|e| CalendarError::Fatal {
+                                detail: e.to_string(),
+                            })
+                    }
+                    Err(e) if e.status == 404 => Ok(None),
+                    Err(e) => Err(Self::classify(e)),
+                }
+            })
+        }
+    }
+}
+
+/// Google Calendar through the REST client.
+pub mod google {
+    use confsync_gcal::{Client, GcalError, ListParams};
+
+    use super::*;
+
+    /// The production calendar: `confsync-gcal`'s client (retries and backoff live there).
+    pub struct GoogleCalendar {
+        pub client: Client,
+    }
+
+    fn classify(e: GcalError) -> CalendarError {
+        match e {
+            GcalError::FullSyncRequired { .. } => CalendarError::FullSyncRequired,
+            GcalError::PreconditionFailed { .. } => CalendarError::PreconditionFailed,
+            e if e.is_retryable() => CalendarError::Retryable {
+                retry_after: e.retry_after(),
+                detail: e.to_string(),
+            },
+            e => CalendarError::Fatal {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    impl CalendarApi for GoogleCalendar {
+        fn list<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            request: &'a ListRequest,
+        ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+            Box::pin(async move {
+                let params = ListParams {
+                    sync_token: request.sync_token.clone(),
+                    page_token: request.page_token.clone(),
+                    max_results: Some(request.max_results),
+                    time_min: request.time_min,
+                    show_deleted: request.show_deleted.then_some(true),
+                    ..ListParams::default()
+                };
+                let page = self
+                    .client
+                    .list_events(calendar_id, &params)
+                    .await
+                    .map_err(classify)?;
+                // The core reads raw JSON; the typed model keeps every unknown field, so
+                // nothing is lost on the way.
+                let items = page
+                    .items
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CalendarError::Fatal {
+                        detail: e.to_string(),
+                    })?;
+                Ok(Page {
+                    items,
+                    next_page_token: page.next_page_token,
+                    next_sync_token: page.next_sync_token,
+                })
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+            Box::pin(async move {
+                match self.client.get_event(calendar_id, event_id).await {
+                    Ok(event) => {
+                        serde_json::to_value(event)
+                            .map(Some)
+                            .map_err(|e| CalendarError::Fatal {
+                                detail: e.to_string(),
+                            })
+                    }
+                    Err(GcalError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(classify(e)),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! The engine: drives the sans-IO core against a calendar, a store and a provider.
+//!
+//! [`Engine::sync`] runs one pass over one calendar: it asks the [`Session`] for each request,
+//! preloads the links the page needs, lets the session plan the page, and commits the page's
+//! links, outbox actions and dead letters (and, on the last page, the new sync token) in one
+//! store transaction. [`Engine::drain`] runs due outbox actions against the provider, in
+//! per-conference order, with retries and backoff.
+//!
+//! Time is an argument everywhere (`now_ms`), never read here, so the deterministic simulation
+//! can drive the engine. The calendar is reached through [`CalendarApi`]: the Google client in
+//! production, the in-process emulator in the simulation.
+
+pub mod backoff;
+pub mod calendar;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use confsync_core::model::Snapshot;
+use confsync_core::plan::{
+    Action, Capabilities, Decision, Link, PlanInput, Recognizer, idempotency_key, plan,
+};
+use confsync_core::session::{LinkSet, Page, Session, SessionConfig, SessionError};
+use confsync_providers::{ConferenceProvider, ProviderError};
+use confsync_store::{DeadLetter, OutboxItem, PlannedChange, Store, StoreError};
+use serde_json::Value;
+use tracing::{info, warn};
+
+pub use calendar::{CalendarApi, CalendarError};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub recognizer: Recognizer,
+    /// How far back a full sync lists; None lists everything.
+    pub full_sync_window: Option<chrono::Duration>,
+    pub page_size: u32,
+    /// Deletes wait this long, so an event moved to another synced calendar is seen there first.
+    pub delete_grace_ms: i64,
+    /// Before a delete, up to this many other synced calendars are checked for the event (an
+    /// event moved to another calendar leaves a tombstone behind that looks like a deletion).
+    pub move_check_limit: usize,
+    pub backoff: backoff::Backoff,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            recognizer: Recognizer {
+                solution_names: vec!["confsync".into()],
+                parameter_key: Some("confsyncConferenceId".into()),
+            },
+            full_sync_window: Some(chrono::Duration::days(30)),
+            page_size: 2500,
+            delete_grace_ms: 0,
+            move_check_limit: 50,
+            backoff: backoff::Backoff::default(),
+        }
+    }
+}
+
+/// What can stop a pass or a drain.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("calendar {calendar_id}: {source}")]
+    Calendar {
+        calendar_id: String,
+        source: CalendarError,
+    },
+    #[error("calendar {calendar_id}: {source}")]
+    Session {
+        calendar_id: String,
+        source: SessionError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The summary of one sync pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncSummary {
+    pub calendar_id: String,
+    pub full: bool,
+    pub pages: u32,
+    pub events: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub actions: BTreeMap<&'static str, u64>,
+    pub dead_letters: u64,
+    /// Linked events a full sync did not list, queued for an events.get check.
+    pub verifications: u64,
+}
+
+/// The summary of one outbox drain.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DrainSummary {
+    pub done: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub superseded: u64,
+    /// Provider calls made (successful or not).
+    pub provider_calls: u64,
+    /// Completed actions by kind (`update`, `delete`, ...).
+    pub done_by_kind: BTreeMap<&'static str, u64>,
+}
+
+/// Called after each page of a sync: (calendar id, pages so far, events so far, full sync?).
+pub type Progress = Arc<dyn Fn(&str, u32, u64, bool) + Send + Sync>;
+
+/// The engine for one provider.
+pub struct Engine {
+    pub store: Store,
+    pub calendar: Arc<dyn CalendarApi>,
+    pub provider: Arc<dyn ConferenceProvider>,
+    pub config: EngineConfig,
+    progress: Option<Progress>,
+}
+
+fn now_utc(now_ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default()
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        calendar: Arc<dyn CalendarApi>,
+        provider: Arc<dyn ConferenceProvider>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            store,
+            calendar,
+            provider,
+            config,
+            progress: None,
+        }
+    }
+
+    /// Reports progress after each page (the CLI's progress bar on full syncs).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            max_results: self.config.page_size,
+            full_sync_window: self.config.full_sync_window,
+            recognizer: self.config.recognizer.clone(),
+            capabilities: self.provider.capabilities(),
+            provider: self.provider.name().to_owned(),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.provider.capabilities()
+    }
+
+    /// One sync pass over `calendar_id`.
+    pub async fn sync(
+        &self,
+        calendar_id: &str,
+        force_full: bool,
+        now_ms: i64,
+    ) -> Result<SyncSummary, EngineError> {
+        self.store.ensure_calendar(calendar_id).await?;
+        let state = self.store.calendar(calendar_id).await?;
+        let (token, needs_full) = state
+            .map(|s| (s.sync_token, s.needs_full_sync))
+            .unwrap_or((None, true));
+        let now = now_utc(now_ms);
+        let mut session = Session::new(
+            calendar_id,
+            token,
+            force_full || needs_full,
+            now,
+            self.session_config(),
+        );
+        let calendar_error = |source| EngineError::Calendar {
+            calendar_id: calendar_id.to_owned(),
+            source,
+        };
+        while !session.is_done() {
+            let request = session.request();
+            let page = match self.calendar.list(calendar_id, &request).await {
+                Ok(page) => page,
+                Err(CalendarError::FullSyncRequired) => {
+                    info!(
+                        calendar_id,
+                        "sync token refused (410): full sync of this calendar"
+                    );
+                    session
+                        .restart_full(now)
+                        .map_err(|source| EngineError::Session {
+                            calendar_id: calendar_id.to_owned(),
+                            source,
+                        })?;
+                    self.store.mark_full_sync_needed(calendar_id).await?;
+                    continue;
+                }
+                Err(e) => return Err(calendar_error(e)),
+            };
+            self.commit_page(&mut session, page, now_ms).await?;
+            if let Some(progress) = &self.progress {
+                progress(
+                    calendar_id,
+                    session.tally().pages,
+                    session.tally().events,
+                    session.is_full(),
+                );
+            }
+        }
+        let mut verifications = 0;
+        if session.is_full() {
+            let linked = self.store.link_event_ids(calendar_id).await?;
+            let unseen = session.unseen(linked.iter().map(String::as_str));
+            let mut changes = Vec::new();
+            for (event_id, action) in unseen {
+                let found = self
+                    .store
+                    .links(calendar_id, std::slice::from_ref(&event_id), &[])
+                    .await?;
+                if let Some(link) = found
+                    .into_iter()
+                    .find(|l| l.calendar_id == calendar_id && l.event_id == event_id)
+                {
+                    changes.push(PlannedChange {
+                        link,
+                        actions: vec![action],
+                        supersede_deletes: false,
+                        not_before_ms: now_ms,
+                    });
+                }
+            }
+            verifications = changes.len() as u64;
+            if !changes.is_empty() {
+                self.store
+                    .commit_page(calendar_id, &changes, &[], None, now_ms)
+                    .await?;
+            }
+        }
+        let tally = session.tally();
+        Ok(SyncSummary {
+            calendar_id: calendar_id.to_owned(),
+            full: session.is_full(),
+            pages: tally.pages,
+            events: tally.events,
+            skipped: tally.skipped.clone(),
+            actions: tally.actions.clone(),
+            dead_letters: tally.dead_letters,
+            verifications,
+        })
+    }
+
+    async fn commit_page(
+        &self,
+        session: &mut Session,
+        page: Page,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let calendar_id = session.calendar_id().to_owned();
+        let mut event_ids = Vec::new();
+        let mut conference_ids = Vec::new();
+        for item in &page.items {
+            let id = item
+                .get("recurringEventId")
+                .or_else(|| item.get("id"))
+                .and_then(Value::as_str);
+            if let Some(id) = id {
+                event_ids.push(id.to_owned());
+            }
+            if let Some(c) = item
+                .pointer("/conferenceData/conferenceId")
+                .and_then(Value::as_str)
+            {
+                conference_ids.push(c.to_owned());
+            }
+        }
+        if page.next_page_token.is_none() {
+            event_ids.extend(session.deferred_series());
+        }
+        let mut links = LinkSet::new(
+            self.store
+                .links(&calendar_id, &event_ids, &conference_ids)
+                .await?,
+        );
+        let outcome = session
+            .on_page(page, &mut links)
+            .map_err(|source| EngineError::Session {
+                calendar_id: calendar_id.clone(),
+                source,
+            })?;
+        let changes: Vec<PlannedChange> = outcome
+            .decisions
+            .into_iter()
+            .filter_map(|(_, decision)| match decision {
+                Decision::Apply {
+                    link,
+                    actions,
+                    supersede_deletes,
+                    ..
+                } => {
+                    let delete = actions.iter().any(|a| matches!(a, Action::Delete { .. }));
+                    let not_before_ms = if delete {
+                        now_ms + self.config.delete_grace_ms
+                    } else {
+                        now_ms
+                    };
+                    Some(PlannedChange {
+                        link,
+                        actions,
+                        supersede_deletes,
+                        not_before_ms,
+                    })
+                }
+                Decision::Skip(_) => None,
+            })
+            .collect();
+        let dead: Vec<DeadLetter> = outcome
+            .dead_letters
+            .into_iter()
+            .map(|(event_id, reason, raw)| {
+                warn!(calendar_id = %calendar_id, event_id = event_id.as_deref().unwrap_or("?"), %reason, "event dead-lettered");
+                DeadLetter { event_id, reason, raw }
+            })
+            .collect();
+        self.store
+            .commit_page(
+                &calendar_id,
+                &changes,
+                &dead,
+                outcome.sync_token.as_deref(),
+                now_ms,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs every outbox action due at `now_ms` (and those that become due as earlier actions of
+    /// the same conference complete), until none is due.
+    pub async fn drain(&self, now_ms: i64) -> Result<DrainSummary, EngineError> {
+        let mut summary = DrainSummary::default();
+        loop {
+            let due = self.store.due(64, now_ms).await?;
+            if due.is_empty() {
+                return Ok(summary);
+            }
+            for item in due {
+                self.execute(item, now_ms, &mut summary).await?;
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        item: OutboxItem,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<(), EngineError> {
+        let link = self.store.link(&item.conference_id).await?;
+        let key = item.idempotency_key.clone();
+        let id = item.conference_id.as_str();
+        let result = match &item.action {
+            Action::Update { spec, .. } => {
+                summary.provider_calls += 1;
+                self.provider
+                    .update(id, spec, &key)
+                    .await
+                    .map(|_| Some(spec.fingerprint()))
+            }
+            Action::UpdateOccurrence {
+                occurrence,
+                start,
+                end,
+                title,
+            } => {
+                summary.provider_calls += 1;
+                self.provider
+                    .update_occurrence(id, *occurrence, *start, *end, title, &key)
+                    .await
+                    .map(|_| None)
+            }
+            Action::CancelOccurrence { occurrence } => {
+                summary.provider_calls += 1;
+                self.provider
+                    .cancel_occurrence(id, *occurrence, &key)
+                    .await
+                    .map(|_| None)
+            }
+            Action::Delete { .. } => {
+                // The link moved (event moved to another calendar) or came back: not ours to delete.
+                let still_ours = link
+                    .as_ref()
+                    .is_some_and(|l| l.deleted && l.calendar_id == item.calendar_id);
+                if !still_ours {
+                    self.store.supersede(item.id).await?;
+                    summary.superseded += 1;
+                    return Ok(());
+                }
+                if let (Some((calendar_id, event)), Some(link)) =
+                    (self.event_lives(&item).await?, link.as_ref())
+                {
+                    // Restored, or moved to another synced calendar whose sync has not run yet:
+                    // keep the meeting and re-home the link now, so a later change there finds it.
+                    self.store.supersede(item.id).await?;
+                    summary.superseded += 1;
+                    self.relink(&calendar_id, &event, link, now_ms).await?;
+                    return Ok(());
+                }
+                summary.provider_calls += 1;
+                match self.provider.delete(id, &key).await {
+                    Err(ProviderError::NotFound { .. }) => Ok(None),
+                    other => other.map(|_| None),
+                }
+            }
+            Action::Verify => {
+                self.verify(&item, link, now_ms).await?;
+                self.store.complete(item.id, now_ms).await?;
+                summary.done += 1;
+                return Ok(());
+            }
+        };
+        match result {
+            Ok(applied) => {
+                if let Some(fingerprint) = applied {
+                    self.store.record_applied(id, &fingerprint).await?;
+                }
+                self.store.complete(item.id, now_ms).await?;
+                summary.done += 1;
+                *summary.done_by_kind.entry(item.action.kind()).or_default() += 1;
+            }
+            Err(ProviderError::NotFound { .. }) => {
+                // The meeting is gone while its event lives: nothing to update. Visible, not retried.
+                self.store
+                    .fail(
+                        item.id,
+                        &format!("{}: meeting not found at the provider", item.conference_id),
+                        now_ms,
+                    )
+                    .await?;
+                summary.failed += 1;
+            }
+            Err(e) if e.is_retryable() && item.attempts + 1 < self.config.backoff.max_attempts => {
+                let delay = self
+                    .config
+                    .backoff
+                    .delay(item.attempts, e.retry_after(), &key);
+                self.store
+                    .retry_later(
+                        item.id,
+                        now_ms + delay.as_millis() as i64,
+                        &e.to_string(),
+                        now_ms,
+                    )
+                    .await?;
+                summary.retried += 1;
+            }
+            Err(e) => {
+                warn!(conference_id = %item.conference_id, error = %e, "action failed permanently");
+                self.store.fail(item.id, &e.to_string(), now_ms).await?;
+                summary.failed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the event of a pending delete lives, carrying this conference: on its calendar
+    /// (restored) or on another synced calendar (moved there).
+    async fn event_lives(
+        &self,
+        item: &OutboxItem,
+    ) -> Result<Option<(String, Snapshot)>, EngineError> {
+        if let Some(s) = self.lives_on(&item.calendar_id, item).await? {
+            return Ok(Some((item.calendar_id.clone(), s)));
+        }
+        let others = self.store.calendars().await?;
+        for calendar in others
+            .iter()
+            .filter(|c| c.calendar_id != item.calendar_id)
+            .take(self.config.move_check_limit)
+        {
+            if let Some(s) = self.lives_on(&calendar.calendar_id, item).await? {
+                info!(conference_id = %item.conference_id, from = %item.calendar_id, to = %calendar.calendar_id, "event moved calendars: meeting kept");
+                return Ok(Some((calendar.calendar_id.clone(), s)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lives_on(
+        &self,
+        calendar_id: &str,
+        item: &OutboxItem,
+    ) -> Result<Option<Snapshot>, EngineError> {
+        let event = self
+            .calendar
+            .get(calendar_id, &item.event_id)
+            .await
+            .map_err(|source| EngineError::Calendar {
+                calendar_id: calendar_id.to_owned(),
+                source,
+            })?;
+        Ok(event
+            .and_then(|v| Snapshot::from_json(&v).ok())
+            .filter(|s| {
+                !s.is_cancelled()
+                    && s.organizer_self
+                    && s.conference
+                        .as_ref()
+                        .and_then(|c| c.conference_id.as_deref())
+                        == Some(item.conference_id.as_str())
+            }))
+    }
+
+    /// Plans a live event against a link that was marked deleted (possibly on another calendar):
+    /// the link moves to where the event is and follows its current spec.
+    async fn relink(
+        &self,
+        calendar_id: &str,
+        snapshot: &Snapshot,
+        link: &Link,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let decision = plan(&PlanInput {
+            calendar_id,
+            snapshot,
+            link: None,
+            link_elsewhere: Some(link),
+            provider: self.provider.name(),
+            recognizer: &self.config.recognizer,
+            capabilities: self.capabilities(),
+        });
+        if let Decision::Apply {
+            link,
+            actions,
+            supersede_deletes,
+            ..
+        } = decision
+        {
+            let change = PlannedChange {
+                link,
+                actions,
+                supersede_deletes,
+                not_before_ms: now_ms,
+            };
+            self.store
+                .commit_page(calendar_id, &[change], &[], None, now_ms)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A linked event a full sync did not list: read it and plan what it says (deleted: the
+    /// tombstone plans a delete; alive: a normal update).
+    async fn verify(
+        &self,
+        item: &OutboxItem,
+        link: Option<Link>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let Some(link) = link.filter(|l| !l.deleted) else {
+            return Ok(());
+        };
+        let event = self
+            .calendar
+            .get(&item.calendar_id, &item.event_id)
+            .await
+            .map_err(|source| EngineError::Calendar {
+                calendar_id: item.calendar_id.clone(),
+                source,
+            })?;
+        let value = event
+            .unwrap_or_else(|| serde_json::json!({"id": item.event_id, "status": "cancelled"}));
+        let Ok(snapshot) = Snapshot::from_json(&value) else {
+            return Ok(());
+        };
+        let decision = plan(&PlanInput {
+            calendar_id: &item.calendar_id,
+            snapshot: &snapshot,
+            link: Some(&link),
+            link_elsewhere: None,
+            provider: self.provider.name(),
+            recognizer: &self.config.recognizer,
+            capabilities: self.capabilities(),
+        });
+        if let Decision::Apply {
+            link,
+            actions,
+            supersede_deletes,
+            ..
+        } = decision
+        {
+            let delete = actions.iter().any(|a| matches!(a, Action::Delete { .. }));
+            let not_before_ms = if delete {
+                now_ms + self.config.delete_grace_ms
+            } else {
+                now_ms
+            };
+            let change = PlannedChange {
+                link,
+                actions,
+                supersede_deletes,
+                not_before_ms,
+            };
+            self.store
+                .commit_page(&item.calendar_id, &[change], &[], None, now_ms)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of an action, as the store derives it (re-exported for tests and tools).
+pub fn key_of(calendar_id: &str, event_id: &str, action: &Action) -> String {
+    idempotency_key(calendar_id, event_id, action)
+}

@@ -1,0 +1,114 @@
+//! The `dead_letters` table: events a calendar returned that the engine could not understand.
+//! They are counted, not retried: the next change to the event brings it back through sync.
+
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// An item of a page that could not be understood, as the sync session reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The event's id, when the item had a usable one.
+    pub event_id: Option<String>,
+    /// Why it could not be understood (e.g. `malformed event: the event has no start`).
+    pub reason: String,
+    /// The item as received.
+    pub raw: Value,
+}
+
+impl From<(Option<String>, String, Value)> for DeadLetter {
+    /// From the tuples of `confsync_core::session::PageOutcome::dead_letters`.
+    fn from((event_id, reason, raw): (Option<String>, String, Value)) -> Self {
+        DeadLetter {
+            event_id,
+            reason,
+            raw,
+        }
+    }
+}
+
+/// A stored dead letter: one row per (calendar, event, reason), counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterRecord {
+    /// The calendar.
+    pub calendar_id: String,
+    /// The event's id, None when the item had no usable one.
+    pub event_id: Option<String>,
+    /// Why it could not be understood.
+    pub reason: String,
+    /// The item as last received.
+    pub raw: Value,
+    /// First time it was seen (unix ms).
+    pub first_seen: i64,
+    /// Last time it was seen (unix ms).
+    pub last_seen: i64,
+    /// How many times it was seen.
+    pub count: i64,
+}
+
+/// Adds one sighting of a dead letter (inside the page's transaction).
+pub(crate) async fn upsert(
+    tx: &mut sqlx::SqliteConnection,
+    calendar_id: &str,
+    letter: &DeadLetter,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let event = letter.event_id.as_deref().unwrap_or("");
+    let what = || format!("recording a dead letter for calendar {calendar_id}, event {event:?}");
+    let raw_json = serde_json::to_string(&letter.raw).ctx(what)?;
+    // No usable id is stored as '' (see the migration): NULLs never collide in a key.
+    sqlx::query(
+        "INSERT INTO dead_letters (calendar_id, event_id, reason, raw_json, first_seen, last_seen, count) \
+         VALUES ($1, $2, $3, $4, $5, $5, 1) \
+         ON CONFLICT (calendar_id, event_id, reason) DO UPDATE SET \
+             raw_json = excluded.raw_json, last_seen = excluded.last_seen, count = dead_letters.count + 1",
+    )
+    .bind(calendar_id)
+    .bind(event)
+    .bind(&letter.reason)
+    .bind(raw_json)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await
+    .ctx(what)?;
+    Ok(())
+}
+
+impl Store {
+    /// The calendar's dead letters, most recently seen first.
+    pub async fn dead_letters(
+        &self,
+        calendar_id: &str,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let what = || format!("listing dead letters of calendar {calendar_id}");
+        let rows = sqlx::query(
+            "SELECT calendar_id, event_id, reason, raw_json, first_seen, last_seen, count FROM dead_letters \
+             WHERE calendar_id = $1 ORDER BY last_seen DESC, event_id, reason",
+        )
+        .bind(calendar_id)
+        .fetch_all(&self.reader)
+        .await
+        .ctx(what)?;
+        rows.iter()
+            .map(|row| {
+                let event_id: String = row.try_get("event_id").ctx(what)?;
+                let raw_json: String = row.try_get("raw_json").ctx(what)?;
+                Ok(DeadLetterRecord {
+                    calendar_id: row.try_get("calendar_id").ctx(what)?,
+                    raw: serde_json::from_str(&raw_json).ctx(|| {
+                        format!(
+                            "dead letter of calendar {calendar_id}, event {event_id:?}, raw_json"
+                        )
+                    })?,
+                    event_id: Some(event_id).filter(|id| !id.is_empty()),
+                    reason: row.try_get("reason").ctx(what)?,
+                    first_seen: row.try_get("first_seen").ctx(what)?,
+                    last_seen: row.try_get("last_seen").ctx(what)?,
+                    count: row.try_get("count").ctx(what)?,
+                })
+            })
+            .collect()
+    }
+}

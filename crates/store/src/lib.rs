@@ -1,0 +1,48 @@
+//! confsync's persistence: what survives a restart, and the transaction that makes sync
+//! crash-safe.
+//!
+//! The store owns five tables (schema in `migrations/sqlite/`):
+//! - `calendars`: per calendar, its sync token and whether it needs a full sync;
+//! - `links`: per conference, the [`Link`](confsync_core::plan::Link) the planner works from,
+//!   plus what only the executor knows (the fingerprint that landed, the etag we wrote);
+//! - `outbox`: the provider calls still to make, in order per conference;
+//! - `dead_letters`: events that could not be understood, counted;
+//! - `meetings`: the built-in local provider's meetings.
+//!
+//! The rule everything else rests on: [`Store::commit_page`] writes a page's links, its outbox
+//! rows, its dead letters and (on the last page) the calendar's new sync token in ONE
+//! transaction. A crash therefore either redoes a page from the old token (replanning it is a
+//! no-op, its links are committed) or resumes the outbox; a change is never lost.
+//!
+//! The outbox is at-least-once: [`Store::due`] hands out, per conference, only its oldest
+//! pending row (an old update never lands after a delete), and the executor reports each attempt
+//! with [`Store::complete`], [`Store::retry_later`] or [`Store::fail`].
+//!
+//! Conventions: timestamps are unix milliseconds (`i64`, `*_ms`), passed in by the caller
+//! where the brief names them and otherwise read from the store's clock ([`Store::with_clock`]),
+//! so a simulation can drive time. Statements are portable SQL (`$N` placeholders, `ON
+//! CONFLICT`, no database-specific functions); the few SQLite-only spots are marked `SQLite:`.
+//! SQLite (WAL, `synchronous=NORMAL`, foreign keys on, busy timeout) is the embedded default;
+//! Postgres can follow with its own DDL and the same statements.
+//!
+//! This crate knows the core's types and SQL; it knows nothing of HTTP, Calendar or providers.
+
+#![warn(missing_docs)]
+
+mod calendars;
+mod dead_letters;
+mod error;
+mod links;
+mod meetings;
+mod outbox;
+mod page;
+mod store;
+
+pub use calendars::CalendarState;
+pub use dead_letters::{DeadLetter, DeadLetterRecord};
+pub use error::StoreError;
+pub use links::StoredLink;
+pub use meetings::Meeting;
+pub use outbox::{FailedAction, OutboxEntry, OutboxItem, OutboxState};
+pub use page::PlannedChange;
+pub use store::Store;

@@ -1,0 +1,247 @@
+//! The `links` table: what the engine remembers of each conference it manages.
+//!
+//! The planner's fields are written by [`Store::commit_page`]; two columns belong to the
+//! executor and are only written through [`Store::record_applied`] and
+//! [`Store::record_written_etag`], so a sync pass that read a link before the executor wrote
+//! them cannot roll them back.
+
+use std::collections::BTreeMap;
+
+use confsync_core::model::MeetingSpec;
+use confsync_core::plan::{Link, Occurrence};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// Ids per `IN (...)` list: far below SQLite's and Postgres' bind-parameter limits.
+const CHUNK: usize = 500;
+
+const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
+     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, deleted, updated_at FROM links";
+
+/// A link with the bookkeeping the planner does not see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLink {
+    /// The link as the planner sees it.
+    pub link: Link,
+    /// `link.spec.fingerprint()`: the spec the meeting has once the outbox has run.
+    pub fingerprint: String,
+    /// The fingerprint of the last Update that landed at the provider (None: none yet).
+    pub applied_fingerprint: Option<String>,
+    /// Last change to the row (unix ms).
+    pub updated_at: i64,
+}
+
+fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
+    let decode = |e: sqlx::Error| StoreError::from_sqlx("reading a link row".to_owned(), e);
+    let conference_id: String = row.try_get("conference_id").map_err(decode)?;
+    let spec_json: String = row.try_get("spec_json").map_err(decode)?;
+    let occurrences_json: String = row.try_get("occurrences_json").map_err(decode)?;
+    let spec: MeetingSpec = serde_json::from_str(&spec_json)
+        .ctx(|| format!("link of conference {conference_id}, spec_json"))?;
+    let occurrences: BTreeMap<String, Occurrence> = serde_json::from_str(&occurrences_json)
+        .ctx(|| format!("link of conference {conference_id}, occurrences_json"))?;
+    Ok(StoredLink {
+        link: Link {
+            provider: row.try_get("provider").map_err(decode)?,
+            calendar_id: row.try_get("calendar_id").map_err(decode)?,
+            event_id: row.try_get("event_id").map_err(decode)?,
+            spec,
+            last_etag_seen: row.try_get("last_etag_seen").map_err(decode)?,
+            last_etag_written: row.try_get("last_etag_written").map_err(decode)?,
+            occurrences,
+            deleted: row.try_get("deleted").map_err(decode)?,
+            conference_id,
+        },
+        fingerprint: row.try_get("fingerprint").map_err(decode)?,
+        applied_fingerprint: row.try_get("applied_fingerprint").map_err(decode)?,
+        updated_at: row.try_get("updated_at").map_err(decode)?,
+    })
+}
+
+/// Inserts or updates a link, keyed by conference id (a link that moved calendars changes its
+/// calendar and event in place). `applied_fingerprint` is never touched, and `last_etag_written`
+/// is only set when the row has none: both belong to the executor.
+pub(crate) async fn upsert(
+    tx: &mut sqlx::SqliteConnection,
+    link: &Link,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let what = || {
+        format!(
+            "storing the link of conference {} (calendar {}, event {})",
+            link.conference_id, link.calendar_id, link.event_id
+        )
+    };
+    let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
+    let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
+    sqlx::query(
+        "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
+             last_etag_written, occurrences_json, deleted, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+         ON CONFLICT (conference_id) DO UPDATE SET \
+             provider = excluded.provider, calendar_id = excluded.calendar_id, event_id = excluded.event_id, \
+             spec_json = excluded.spec_json, fingerprint = excluded.fingerprint, \
+             last_etag_seen = excluded.last_etag_seen, \
+             last_etag_written = COALESCE(links.last_etag_written, excluded.last_etag_written), \
+             occurrences_json = excluded.occurrences_json, deleted = excluded.deleted, updated_at = excluded.updated_at",
+    )
+    .bind(&link.conference_id)
+    .bind(&link.provider)
+    .bind(&link.calendar_id)
+    .bind(&link.event_id)
+    .bind(spec_json)
+    .bind(link.spec.fingerprint())
+    .bind(&link.last_etag_seen)
+    .bind(&link.last_etag_written)
+    .bind(occurrences_json)
+    .bind(link.deleted)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await
+    .ctx(what)?;
+    Ok(())
+}
+
+impl Store {
+    /// The links a page of `calendar_id` may consult: that calendar's links of `event_ids`, plus
+    /// links anywhere carrying one of `conference_ids` (an event moved here from another
+    /// calendar).
+    ///
+    /// An event holds at most one live link, but may also hold deleted ones (its conference was
+    /// replaced): for each event, only its live link is returned when it has one, else its most
+    /// recently updated deleted one (a tombstone must see that the meeting is already deleted).
+    /// Each link appears once.
+    pub async fn links(
+        &self,
+        calendar_id: &str,
+        event_ids: &[String],
+        conference_ids: &[String],
+    ) -> Result<Vec<Link>, StoreError> {
+        let what = || format!("loading links of calendar {calendar_id}");
+        let mut found: BTreeMap<String, StoredLink> = BTreeMap::new();
+        let mut by_event: BTreeMap<String, StoredLink> = BTreeMap::new();
+        for chunk in event_ids.chunks(CHUNK) {
+            let mut query = QueryBuilder::<Sqlite>::new(SELECT);
+            query
+                .push(" WHERE calendar_id = ")
+                .push_bind(calendar_id)
+                .push(" AND event_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            for row in query.build().fetch_all(&self.reader).await.ctx(what)? {
+                let stored = from_row(&row)?;
+                // Live beats deleted; among equals the most recently updated wins.
+                let rank = |s: &StoredLink| (!s.link.deleted, s.updated_at);
+                let better = by_event
+                    .get(&stored.link.event_id)
+                    .is_none_or(|held| rank(&stored) > rank(held));
+                if better {
+                    by_event.insert(stored.link.event_id.clone(), stored);
+                }
+            }
+        }
+        for stored in by_event.into_values() {
+            found.insert(stored.link.conference_id.clone(), stored);
+        }
+        for chunk in conference_ids.chunks(CHUNK) {
+            let mut query = QueryBuilder::<Sqlite>::new(SELECT);
+            query.push(" WHERE conference_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            for row in query.build().fetch_all(&self.reader).await.ctx(what)? {
+                let stored = from_row(&row)?;
+                found
+                    .entry(stored.link.conference_id.clone())
+                    .or_insert(stored);
+            }
+        }
+        Ok(found.into_values().map(|s| s.link).collect())
+    }
+
+    /// The link of a conference, wherever it is.
+    pub async fn link(&self, conference_id: &str) -> Result<Option<Link>, StoreError> {
+        Ok(self.link_record(conference_id).await?.map(|s| s.link))
+    }
+
+    /// The link of a conference with its bookkeeping.
+    pub async fn link_record(&self, conference_id: &str) -> Result<Option<StoredLink>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(SELECT);
+        query
+            .push(" WHERE conference_id = ")
+            .push_bind(conference_id);
+        let row = query
+            .build()
+            .fetch_optional(&self.reader)
+            .await
+            .ctx(|| format!("loading the link of conference {conference_id}"))?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The event ids of the calendar's live links, sorted (a full sync verifies those it did not
+    /// see).
+    pub async fn link_event_ids(&self, calendar_id: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT event_id FROM links WHERE calendar_id = $1 AND NOT deleted ORDER BY event_id",
+        )
+        .bind(calendar_id)
+        .fetch_all(&self.reader)
+        .await
+        .ctx(|| format!("listing linked events of calendar {calendar_id}"))
+    }
+
+    /// Records that an Update with this spec fingerprint landed at the provider.
+    pub async fn record_applied(
+        &self,
+        conference_id: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE links SET applied_fingerprint = $2, updated_at = $3 WHERE conference_id = $1",
+        )
+        .bind(conference_id)
+        .bind(fingerprint)
+        .bind(self.now())
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("recording the applied spec of conference {conference_id}"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(format!(
+                "recording the applied spec of conference {conference_id}: no link"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the etag of our own write-back to the conference's event, so the planner
+    /// recognises it as an echo when sync brings it back.
+    pub async fn record_written_etag(
+        &self,
+        conference_id: &str,
+        etag: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE links SET last_etag_written = $2, updated_at = $3 WHERE conference_id = $1",
+        )
+        .bind(conference_id)
+        .bind(etag)
+        .bind(self.now())
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("recording the written etag of conference {conference_id}"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(format!(
+                "recording the written etag of conference {conference_id}: no link"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,462 @@
+//! The `outbox` table: provider calls still to make, at least once, in order per conference.
+//!
+//! A row is `pending` until the executor reports it `done` or `failed` (permanently, kept for the
+//! status page), or a later change makes it `superseded` (a delete of an event that turned out
+//! to have moved calendars). Rows are never deleted, so ids grow and give the order.
+
+use std::fmt;
+
+use confsync_core::plan::{Action, idempotency_key};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Still to run (maybe not before `not_before`).
+    Pending,
+    /// Ran successfully.
+    Done,
+    /// Failed permanently; kept visible, never retried.
+    Failed,
+    /// Made unnecessary by a later change before it ran.
+    Superseded,
+}
+
+impl OutboxState {
+    /// The value stored in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Done => "done",
+            OutboxState::Failed => "failed",
+            OutboxState::Superseded => "superseded",
+        }
+    }
+
+    fn parse(s: &str) -> Option<OutboxState> {
+        Some(match s {
+            "pending" => OutboxState::Pending,
+            "done" => OutboxState::Done,
+            "failed" => OutboxState::Failed,
+            "superseded" => OutboxState::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for OutboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pending action handed to the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// The row id: report the attempt's outcome with it.
+    pub id: i64,
+    /// The conference (the provider's meeting id).
+    pub conference_id: String,
+    /// The calendar.
+    pub calendar_id: String,
+    /// The event (for a series: the series id).
+    pub event_id: String,
+    /// The provider call to make.
+    pub action: Action,
+    /// Send it with the provider call, so a repeated call does not act twice.
+    pub idempotency_key: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+}
+
+/// An outbox row in any state (inspection, tests, the status page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// The outbox row id.
+    pub id: i64,
+    /// The conference (the provider's meeting id).
+    pub conference_id: String,
+    /// The calendar.
+    pub calendar_id: String,
+    /// The event (for a series: the series id).
+    pub event_id: String,
+    /// The provider call to make.
+    pub action: Action,
+    /// The key sent with the provider call.
+    pub idempotency_key: String,
+    /// Where the row stands.
+    pub state: OutboxState,
+    /// Attempts reported so far.
+    pub attempts: i64,
+    /// Not run before this time (unix ms).
+    pub not_before: i64,
+    /// The last attempt's error, if any.
+    pub last_error: Option<String>,
+    /// When the row was created (unix ms).
+    pub created_at: i64,
+    /// Last change to the row (unix ms).
+    pub updated_at: i64,
+}
+
+/// An action that failed permanently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAction {
+    /// The outbox row id.
+    pub id: i64,
+    /// The conference (the provider's meeting id).
+    pub conference_id: String,
+    /// The calendar.
+    pub calendar_id: String,
+    /// The event (for a series: the series id).
+    pub event_id: String,
+    /// The action's kind (`update`, `delete`, ...).
+    pub kind: String,
+    /// The provider call to make.
+    pub action: Action,
+    /// The key sent with the provider call.
+    pub idempotency_key: String,
+    /// Attempts reported so far.
+    pub attempts: i64,
+    /// Why it failed.
+    pub error: String,
+    /// When it failed (unix ms).
+    pub failed_at: i64,
+}
+
+const SELECT: &str = "SELECT id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, attempts, \
+     not_before, last_error, created_at, updated_at FROM outbox";
+
+fn entry(row: &SqliteRow) -> Result<OutboxEntry, StoreError> {
+    let what = || "reading an outbox row".to_owned();
+    let id: i64 = row.try_get("id").ctx(what)?;
+    let action_json: String = row.try_get("action_json").ctx(what)?;
+    let state: String = row.try_get("state").ctx(what)?;
+    Ok(OutboxEntry {
+        action: serde_json::from_str(&action_json)
+            .ctx(|| format!("outbox row {id}, action_json"))?,
+        state: OutboxState::parse(&state).ok_or_else(|| StoreError::Conflict {
+            what: format!("outbox row {id}"),
+            detail: format!("unknown state {state:?}"),
+        })?,
+        id,
+        conference_id: row.try_get("conference_id").ctx(what)?,
+        calendar_id: row.try_get("calendar_id").ctx(what)?,
+        event_id: row.try_get("event_id").ctx(what)?,
+        idempotency_key: row.try_get("idempotency_key").ctx(what)?,
+        attempts: row.try_get("attempts").ctx(what)?,
+        not_before: row.try_get("not_before").ctx(what)?,
+        last_error: row.try_get("last_error").ctx(what)?,
+        created_at: row.try_get("created_at").ctx(what)?,
+        updated_at: row.try_get("updated_at").ctx(what)?,
+    })
+}
+
+/// Appends a change's actions for one conference (inside the page's transaction).
+///
+/// A replay inserts nothing: when the conference's latest rows (superseded ones aside) carry
+/// the same planned keys in the same order and are all still pending, they will do exactly this
+/// work. In every other case the actions are queued, so a change is never swallowed: the same
+/// intent recurring after a different one (spec A, then B, then A again), or after it already
+/// ran (a later full sync verifying the same event), gets a new row whose idempotency key is
+/// suffixed `#N`, and neither the outbox nor the provider mistakes it for the first one. A page
+/// replayed after its actions ran therefore runs them again: at least once, never lost.
+pub(crate) async fn append(
+    tx: &mut SqliteConnection,
+    conference_id: &str,
+    calendar_id: &str,
+    event_id: &str,
+    actions: &[Action],
+    not_before_ms: i64,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    if actions.is_empty() {
+        return Ok(0);
+    }
+    let what = || {
+        format!(
+            "queueing actions for conference {conference_id} (calendar {calendar_id}, event {event_id})"
+        )
+    };
+    let planned: Vec<String> = actions
+        .iter()
+        .map(|a| idempotency_key(calendar_id, event_id, a))
+        .collect();
+    let mut tail: Vec<(String, String)> = sqlx::query_as(
+        "SELECT planned_key, state FROM outbox WHERE conference_id = $1 AND state <> 'superseded' \
+         ORDER BY id DESC LIMIT $2",
+    )
+    .bind(conference_id)
+    .bind(planned.len() as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .ctx(what)?;
+    tail.reverse();
+    let replay = tail.len() == planned.len()
+        && tail
+            .iter()
+            .zip(&planned)
+            .all(|((key, state), planned_key)| key == planned_key && state == "pending");
+    if replay {
+        tracing::debug!(
+            conference_id,
+            calendar_id,
+            event_id,
+            "replayed actions still pending; nothing queued"
+        );
+        return Ok(0);
+    }
+    let mut inserted = 0;
+    for (action, planned_key) in actions.iter().zip(&planned) {
+        let earlier: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE planned_key = $1")
+            .bind(planned_key)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(what)?;
+        let key = if earlier == 0 {
+            planned_key.clone()
+        } else {
+            format!("{planned_key}#{}", earlier + 1)
+        };
+        let action_json = serde_json::to_string(action).ctx(what)?;
+        let done = sqlx::query(
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
+                 state, attempts, not_before, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $9) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(conference_id)
+        .bind(calendar_id)
+        .bind(event_id)
+        .bind(action.kind())
+        .bind(action_json)
+        .bind(planned_key)
+        .bind(key)
+        .bind(not_before_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .ctx(what)?;
+        inserted += done.rows_affected() as usize;
+    }
+    Ok(inserted)
+}
+
+/// Marks the conference's pending deletes superseded (inside the page's transaction).
+pub(crate) async fn supersede_deletes(
+    tx: &mut SqliteConnection,
+    conference_id: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'superseded', updated_at = $2 \
+         WHERE conference_id = $1 AND state = 'pending' AND kind = 'delete'",
+    )
+    .bind(conference_id)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await
+    .ctx(|| format!("superseding pending deletes of conference {conference_id}"))?;
+    Ok(done.rows_affected())
+}
+
+impl Store {
+    /// Up to `limit` actions to run now, oldest first: for each conference only its oldest
+    /// pending row, and only once its `not_before` has passed. Nothing later for a conference
+    /// is handed out before that row is done, failed or superseded, so an old update never
+    /// lands after a delete. A row is handed out again until it is reported (at least once).
+    pub async fn due(&self, limit: i64, now_ms: i64) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, o.action_json, o.idempotency_key, o.state, \
+                 o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
+             FROM outbox o \
+             WHERE o.state = 'pending' AND o.not_before <= $1 \
+               AND NOT EXISTS (SELECT 1 FROM outbox p \
+                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
+             ORDER BY o.id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .ctx(|| "listing due outbox actions".to_owned())?;
+        rows.iter()
+            .map(|row| {
+                let e = entry(row)?;
+                Ok(OutboxItem {
+                    id: e.id,
+                    conference_id: e.conference_id,
+                    calendar_id: e.calendar_id,
+                    event_id: e.event_id,
+                    action: e.action,
+                    idempotency_key: e.idempotency_key,
+                    attempts: e.attempts,
+                })
+            })
+            .collect()
+    }
+
+    /// Reports a successful attempt: the row is done (whatever it was; a superseded delete
+    /// that ran anyway did happen).
+    pub async fn complete(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await
+            .ctx(|| format!("completing outbox row {id}"))?;
+        found(done.rows_affected(), || {
+            format!("completing outbox row {id}")
+        })
+    }
+
+    /// Reports a transient failure: the row stays pending, hidden from [`Store::due`] until
+    /// `not_before_ms` (the backoff, or the provider's Retry-After). Its conference's later rows
+    /// wait too. A row that is no longer pending is left as it is.
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        not_before_ms: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || format!("rescheduling outbox row {id}");
+        self.report(
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, not_before = $2, last_error = $3, updated_at = $4 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(not_before_ms)
+            .bind(error)
+            .bind(now_ms),
+            id,
+            what,
+        )
+        .await
+    }
+
+    /// Reports a permanent failure: the row is failed, listed by [`Store::failures`], never
+    /// retried; its conference's later rows become due. A row that is no longer pending is left
+    /// as it is.
+    pub async fn fail(&self, id: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
+        let what = || format!("recording the failure of outbox row {id}");
+        tracing::warn!(outbox_id = id, error, "outbox action failed permanently");
+        self.report(
+            sqlx::query(
+                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2, updated_at = $3 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(now_ms),
+            id,
+            what,
+        )
+        .await
+    }
+
+    /// Marks a pending row superseded (the executor found it unnecessary, e.g. a delete whose
+    /// event is back). A row that is no longer pending is left as it is.
+    pub async fn supersede(&self, id: i64) -> Result<(), StoreError> {
+        let what = || format!("superseding outbox row {id}");
+        self.report(
+            sqlx::query("UPDATE outbox SET state = 'superseded', updated_at = $2 WHERE id = $1 AND state = 'pending'")
+                .bind(id)
+                .bind(self.now()),
+            id,
+            what,
+        )
+        .await
+    }
+
+    async fn report(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        id: i64,
+        what: impl Fn() -> String,
+    ) -> Result<(), StoreError> {
+        let done = query.execute(&self.writer).await.ctx(&what)?;
+        if done.rows_affected() == 0 {
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT state FROM outbox WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .ctx(&what)?;
+            match exists {
+                None => return Err(StoreError::not_found(what())),
+                Some(state) => tracing::debug!(
+                    outbox_id = id,
+                    state,
+                    "outbox row no longer pending; report ignored"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// How many actions are pending (due or waiting for their retry time).
+    pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.reader)
+            .await
+            .ctx(|| "counting pending outbox actions".to_owned())
+    }
+
+    /// The most recent permanent failures, newest first.
+    pub async fn failures(&self, limit: i64) -> Result<Vec<FailedAction>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query
+            .push(" WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        let rows = query
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .ctx(|| "listing failed outbox actions".to_owned())?;
+        rows.iter()
+            .map(|row| {
+                let e = entry(row)?;
+                Ok(FailedAction {
+                    id: e.id,
+                    kind: e.action.kind().to_owned(),
+                    conference_id: e.conference_id,
+                    calendar_id: e.calendar_id,
+                    event_id: e.event_id,
+                    action: e.action,
+                    idempotency_key: e.idempotency_key,
+                    attempts: e.attempts,
+                    error: e.last_error.unwrap_or_default(),
+                    failed_at: e.updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Every outbox row of a conference, in order (inspection and tests).
+    pub async fn outbox_of(&self, conference_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query
+            .push(" WHERE conference_id = ")
+            .push_bind(conference_id)
+            .push(" ORDER BY id");
+        let rows = query
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .ctx(|| format!("listing the outbox of conference {conference_id}"))?;
+        rows.iter().map(entry).collect()
+    }
+}
+
+fn found(rows: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::not_found(what()))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Opening the database: connection settings, pools, migrations, the clock.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{SqlSafeStr, Sqlite, Transaction};
+
+use crate::error::{Context, StoreError};
+
+/// How long a statement waits for another connection's (or process's) write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections of a file-backed store (writes go through one connection).
+const READERS: u32 = 4;
+
+/// The schema, embedded at compile time. `sqlx::migrate!` needs sqlx's `macros` feature, which
+/// the workspace does not enable, so the list is spelled out here; sqlx's migrator still does the
+/// bookkeeping (`_sqlx_migrations`, checksums). Add new files at the end, never edit old ones.
+fn migrator() -> Migrator {
+    let migrations = [(
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    )];
+    Migrator::with_migrations(
+        migrations
+            .into_iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Reads "now" in unix milliseconds.
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A handle to the store. Cheap to clone (the pools are shared).
+///
+/// Writes go through a single connection (SQLite allows one writer at a time anyway, and
+/// queueing in the pool is cheaper than retrying on `SQLITE_BUSY`); reads use their own pool
+/// and, thanks to WAL, never wait for writes.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
+    clock: Clock,
+    location: Arc<str>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating it if missing) the SQLite database at `url_or_path`: a file path, or a
+    /// `sqlite:` URL (`sqlite://data/confsync.db`, `sqlite::memory:`). Sets WAL,
+    /// `synchronous=NORMAL`, foreign keys and a busy timeout, and runs pending migrations.
+    pub async fn open(url_or_path: &str) -> Result<Store, StoreError> {
+        let location = url_or_path.to_owned();
+        let open_error = |source| StoreError::Open {
+            location: location.clone(),
+            source,
+        };
+        let options = if url_or_path.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url_or_path).map_err(open_error)?
+        } else if url_or_path.contains("://") {
+            return Err(open_error(sqlx::Error::Configuration(
+                format!("unsupported database URL {url_or_path:?}: this build supports sqlite: URLs and file paths").into(),
+            )));
+        } else {
+            SqliteConnectOptions::new().filename(url_or_path)
+        };
+        if url_or_path.contains(":memory:") || url_or_path.contains("mode=memory") {
+            return Store::single(options.in_memory(true), url_or_path).await;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        migrate(&writer, url_or_path).await?;
+        // SQLite: `query_only` makes a stray write on a read connection an error instead of a
+        // second writer.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await
+            .map_err(open_error)?;
+        tracing::debug!(location = url_or_path, "store opened");
+        Ok(Store {
+            writer,
+            reader,
+            clock: Arc::new(system_clock),
+            location: url_or_path.into(),
+        })
+    }
+
+    /// A fresh in-memory store for tests: one connection, kept open as long as the store (an
+    /// in-memory SQLite database lives only as long as its connections).
+    pub async fn memory() -> Result<Store, StoreError> {
+        Store::single(SqliteConnectOptions::new().in_memory(true), ":memory:").await
+    }
+
+    async fn single(options: SqliteConnectOptions, location: &str) -> Result<Store, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT))
+            .await
+            .map_err(|source| StoreError::Open {
+                location: location.to_owned(),
+                source,
+            })?;
+        migrate(&pool, location).await?;
+        Ok(Store {
+            writer: pool.clone(),
+            reader: pool,
+            clock: Arc::new(system_clock),
+            location: location.into(),
+        })
+    }
+
+    /// Replaces the clock used for timestamps the caller does not pass (`created_at` of a
+    /// calendar, `updated_at` of bookkeeping writes). Simulations pass their simulated clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Where the store lives, as given to [`Store::open`].
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Closes every connection (waiting for running statements); further calls fail.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Starts a write transaction.
+    pub(crate) async fn write_tx(
+        &self,
+        what: impl FnOnce() -> String,
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads
+        // before it writes cannot fail with SQLITE_BUSY when upgrading its lock (the busy
+        // timeout does not apply to upgrades). Postgres would use a plain BEGIN.
+        self.writer.begin_with("BEGIN IMMEDIATE").await.ctx(what)
+    }
+}
+
+async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
+    migrator()
+        .run(pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            location: location.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn int(pool: &SqlitePool, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_file_store_runs_with_wal_normal_sync_foreign_keys_and_a_busy_timeout() {
+        let dir =
+            std::env::temp_dir().join(format!("confsync-store-pragmas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.db").to_str().unwrap())
+            .await
+            .unwrap();
+        for pool in [&store.writer, &store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            assert_eq!(int(pool, "PRAGMA synchronous").await, 1, "NORMAL");
+            assert_eq!(int(pool, "PRAGMA foreign_keys").await, 1);
+            assert_eq!(
+                int(pool, "PRAGMA busy_timeout").await,
+                BUSY_TIMEOUT.as_millis() as i64
+            );
+        }
+        assert_eq!(int(&store.reader, "PRAGMA query_only").await, 1);
+        let write = sqlx::query("INSERT INTO calendars (calendar_id, created_at) VALUES ('x', 0)")
+            .execute(&store.reader)
+            .await;
+        assert!(write.is_err(), "read connections refuse writes");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_its_data_on_its_single_connection() {
+        let store = Store::memory().await.unwrap();
+        assert_eq!(int(&store.writer, "PRAGMA foreign_keys").await, 1);
+        store.ensure_calendar("c").await.unwrap();
+        assert_eq!(store.calendars().await.unwrap().len(), 1);
+        let applied = int(&store.writer, "SELECT COUNT(*) FROM _sqlx_migrations").await;
+        assert_eq!(applied, 1);
+    }
+}

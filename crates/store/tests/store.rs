@@ -1,0 +1,860 @@
+//! The store's contract: what commit_page, the outbox, dead letters and meetings promise.
+
+use std::collections::BTreeMap;
+
+use confsync_core::model::{MeetingSpec, When};
+use confsync_core::plan::{Action, Change, Link, Occurrence, idempotency_key};
+use confsync_store::{DeadLetter, OutboxState, PlannedChange, Store};
+use serde_json::json;
+
+const ALICE: &str = "alice@example.com";
+const TEAM: &str = "team@group.calendar.google.com";
+
+fn spec(title: &str) -> MeetingSpec {
+    MeetingSpec {
+        title: title.to_owned(),
+        description: String::new(),
+        start: When::At("2026-12-01T10:00:00Z".parse().unwrap()),
+        end: When::At("2026-12-01T11:00:00Z".parse().unwrap()),
+        time_zone: Some("Europe/Berlin".to_owned()),
+        recurrence: Vec::new(),
+        attendees: vec!["bob@example.com".to_owned()],
+        organizer: Some(ALICE.to_owned()),
+    }
+}
+
+fn link(conference_id: &str, calendar_id: &str, event_id: &str, title: &str) -> Link {
+    Link {
+        conference_id: conference_id.to_owned(),
+        provider: "local".to_owned(),
+        calendar_id: calendar_id.to_owned(),
+        event_id: event_id.to_owned(),
+        spec: spec(title),
+        last_etag_seen: Some("\"1\"".to_owned()),
+        last_etag_written: None,
+        occurrences: BTreeMap::new(),
+        deleted: false,
+    }
+}
+
+fn update(title: &str) -> Action {
+    Action::Update {
+        spec: spec(title),
+        changes: vec![Change::Retitled],
+    }
+}
+
+fn change(link: Link, actions: Vec<Action>) -> PlannedChange {
+    PlannedChange {
+        link,
+        actions,
+        supersede_deletes: false,
+        not_before_ms: 0,
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_page_is_committed_all_or_nothing() {
+    let store = Store::memory().await.unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![update("Planning")],
+            )],
+            &[],
+            Some("t1"),
+            1_000,
+        )
+        .await
+        .unwrap();
+
+    // The second link claims the same event with another conference: a constraint violation
+    // after the first change (link and outbox row) was already written in the transaction.
+    let failing = [
+        change(link("m1", ALICE, "e1", "Renamed"), vec![update("Renamed")]),
+        change(
+            link("m2", ALICE, "e1", "Intruder"),
+            vec![update("Intruder")],
+        ),
+    ];
+    let letters = [DeadLetter {
+        event_id: Some("bad".into()),
+        reason: "no start".into(),
+        raw: json!({"id": "bad"}),
+    }];
+    let error = store
+        .commit_page(ALICE, &failing, &letters, Some("t2"), 2_000)
+        .await
+        .unwrap_err();
+    assert!(error.is_conflict(), "{error}");
+    assert!(
+        error.to_string().contains(ALICE),
+        "the error names the calendar: {error}"
+    );
+
+    assert_eq!(
+        store.link("m1").await.unwrap().unwrap().spec.title,
+        "Planning",
+        "the link is unchanged"
+    );
+    assert_eq!(store.link("m2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_token
+            .as_deref(),
+        Some("t1"),
+        "the token did not advance"
+    );
+    assert_eq!(
+        store.outbox_depth().await.unwrap(),
+        1,
+        "no outbox row was added"
+    );
+    assert!(store.dead_letters(ALICE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replaying_a_page_queues_no_duplicate_actions() {
+    let store = Store::memory().await.unwrap();
+    let page = [
+        change(
+            link("m1", ALICE, "e1", "Planning"),
+            vec![update("Planning")],
+        ),
+        change(
+            link("m2", ALICE, "e2", "Weekly"),
+            vec![
+                update("Weekly"),
+                Action::CancelOccurrence {
+                    occurrence: When::At("2026-12-08T10:00:00Z".parse().unwrap()),
+                },
+            ],
+        ),
+    ];
+    store
+        .commit_page(ALICE, &page, &[], None, 1_000)
+        .await
+        .unwrap();
+    store
+        .commit_page(ALICE, &page, &[], None, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_depth().await.unwrap(), 3);
+
+    assert_eq!(store.outbox_of("m2").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_action_planned_again_after_it_ran_is_queued_again() {
+    let store = Store::memory().await.unwrap();
+    let verify = [change(
+        link("m1", ALICE, "e1", "Planning"),
+        vec![Action::Verify],
+    )];
+    store
+        .commit_page(ALICE, &verify, &[], None, 1_000)
+        .await
+        .unwrap();
+    let first = store.due(10, 1_000).await.unwrap().remove(0);
+    store.complete(first.id, 1_000).await.unwrap();
+
+    // A later full sync again misses the event: it must be verified again, not skipped as a
+    // replay (at least once, never lost).
+    store
+        .commit_page(ALICE, &verify, &[], None, 2_000)
+        .await
+        .unwrap();
+    let second = store.due(10, 2_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].action, Action::Verify);
+    assert_eq!(
+        second[0].idempotency_key,
+        format!("{}#2", first.idempotency_key)
+    );
+}
+
+#[tokio::test]
+async fn outbox_rows_carry_the_planned_idempotency_key() {
+    let store = Store::memory().await.unwrap();
+    let action = update("Planning");
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![action.clone()],
+            )],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let due = store.due(10, 1_000).await.unwrap();
+    assert_eq!(
+        due[0].idempotency_key,
+        idempotency_key(ALICE, "e1", &action)
+    );
+    assert_eq!(
+        (
+            due[0].calendar_id.as_str(),
+            due[0].event_id.as_str(),
+            &due[0].action
+        ),
+        (ALICE, "e1", &action)
+    );
+}
+
+#[tokio::test]
+async fn a_change_back_to_an_earlier_spec_is_queued_again() {
+    let store = Store::memory().await.unwrap();
+    for (i, title) in ["A", "B", "A"].into_iter().enumerate() {
+        let now = 1_000 * (i as i64 + 1);
+        store
+            .commit_page(
+                ALICE,
+                &[change(link("m1", ALICE, "e1", title), vec![update(title)])],
+                &[],
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let rows = store.outbox_of("m1").await.unwrap();
+    assert_eq!(rows.len(), 3, "A -> B -> A is three changes, not a replay");
+    assert_eq!(rows[2].action, update("A"));
+    assert_eq!(
+        rows[2].idempotency_key,
+        format!("{}#2", rows[0].idempotency_key),
+        "the provider sees a fresh key"
+    );
+}
+
+#[tokio::test]
+async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
+    let store = Store::memory().await.unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![update("Planning")],
+            )],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let mut gone = link("m1", ALICE, "e1", "Planning");
+    gone.deleted = true;
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                gone,
+                vec![Action::Delete {
+                    reason: Change::EventCancelled,
+                }],
+            )],
+            &[],
+            None,
+            2_000,
+        )
+        .await
+        .unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m2", ALICE, "e2", "Other"),
+                vec![update("Other")],
+            )],
+            &[],
+            None,
+            3_000,
+        )
+        .await
+        .unwrap();
+
+    let due = store.due(10, 5_000).await.unwrap();
+    let kinds: Vec<(&str, &str)> = due
+        .iter()
+        .map(|i| (i.conference_id.as_str(), i.action.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("m1", "update"), ("m2", "update")],
+        "m1's delete waits for its update"
+    );
+
+    store.complete(due[0].id, 5_000).await.unwrap();
+    let due = store.due(10, 5_000).await.unwrap();
+    let kinds: Vec<(&str, &str)> = due
+        .iter()
+        .map(|i| (i.conference_id.as_str(), i.action.kind()))
+        .collect();
+    assert_eq!(kinds, [("m1", "delete"), ("m2", "update")]);
+    assert_eq!(
+        store.due(1, 5_000).await.unwrap().len(),
+        1,
+        "the limit holds"
+    );
+}
+
+#[tokio::test]
+async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
+    let store = Store::memory().await.unwrap();
+    let mut gone = link("m1", ALICE, "e1", "Planning");
+    gone.deleted = true;
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![update("Planning")],
+            )],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                gone,
+                vec![Action::Delete {
+                    reason: Change::EventCancelled,
+                }],
+            )],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let first = store.due(10, 1_000).await.unwrap().remove(0);
+
+    store
+        .retry_later(
+            first.id,
+            61_000,
+            "429 Too Many Requests (Retry-After: 60)",
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.due(10, 60_999).await.unwrap().is_empty(),
+        "neither the row nor the delete behind it is due"
+    );
+    assert_eq!(store.outbox_depth().await.unwrap(), 2, "still pending");
+
+    let again = store.due(10, 61_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (first.id, 1));
+    let row = &store.outbox_of("m1").await.unwrap()[0];
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("429 Too Many Requests (Retry-After: 60)")
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_visible_and_unblocks_the_conference() {
+    let store = Store::memory().await.unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(link("m1", ALICE, "e1", "A"), vec![update("A")])],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(link("m1", ALICE, "e1", "B"), vec![update("B")])],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let first = store.due(10, 1_000).await.unwrap().remove(0);
+    store
+        .fail(first.id, "400 invalid meeting", 2_000)
+        .await
+        .unwrap();
+
+    let failures = store.failures(10).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (
+            failures[0].conference_id.as_str(),
+            failures[0].kind.as_str(),
+            failures[0].error.as_str()
+        ),
+        ("m1", "update", "400 invalid meeting")
+    );
+    assert_eq!((failures[0].attempts, failures[0].failed_at), (1, 2_000));
+    assert_eq!(store.due(10, 2_000).await.unwrap()[0].action, update("B"));
+
+    store
+        .retry_later(first.id, 9_000, "late report", 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_of("m1").await.unwrap()[0].state,
+        OutboxState::Failed,
+        "a finished row stays finished"
+    );
+    assert!(store.complete(999, 3_000).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
+    let store = Store::memory().await.unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(link("m1", ALICE, "e1", "Planning"), vec![])],
+            &[],
+            Some("a1"),
+            1_000,
+        )
+        .await
+        .unwrap();
+    // The tombstone on Alice's calendar arrives first: a delete is queued.
+    let mut gone = link("m1", ALICE, "e1", "Planning");
+    gone.deleted = true;
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                gone,
+                vec![Action::Delete {
+                    reason: Change::EventCancelled,
+                }],
+            )],
+            &[],
+            Some("a2"),
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+
+    // Then the event shows up on the team calendar with the same conference.
+    let moved = PlannedChange {
+        link: link("m1", TEAM, "e1", "Planning"),
+        actions: vec![],
+        supersede_deletes: true,
+        not_before_ms: 0,
+    };
+    store
+        .commit_page(TEAM, &[moved], &[], Some("t1"), 3_000)
+        .await
+        .unwrap();
+
+    let rows = store.outbox_of("m1").await.unwrap();
+    assert_eq!(rows[0].state, OutboxState::Superseded);
+    assert!(store.due(10, 3_000).await.unwrap().is_empty());
+    let now = store.link("m1").await.unwrap().unwrap();
+    assert_eq!((now.calendar_id.as_str(), now.deleted), (TEAM, false));
+    assert!(store.link_event_ids(ALICE).await.unwrap().is_empty());
+    assert_eq!(store.link_event_ids(TEAM).await.unwrap(), ["e1"]);
+}
+
+#[tokio::test]
+async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
+    let store = Store::memory().await.unwrap();
+    let mut replaced = link("m1", ALICE, "e1", "Old");
+    replaced.deleted = true;
+    let mut occurrences = link("m3", TEAM, "e9", "Weekly");
+    occurrences
+        .occurrences
+        .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
+    store
+        .commit_page(
+            ALICE,
+            &[
+                change(replaced, vec![]),
+                change(link("m2", ALICE, "e1", "New"), vec![]),
+            ],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    store
+        .commit_page(
+            TEAM,
+            &[change(occurrences.clone(), vec![])],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+
+    let found = store
+        .links(ALICE, &strings(&["e1", "e404"]), &strings(&["m3"]))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = found.iter().map(|l| l.conference_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["m2", "m3"],
+        "the live link wins over the deleted one of the same event"
+    );
+    assert_eq!(found[1], occurrences, "a link round-trips");
+    assert!(store.links(ALICE, &[], &[]).await.unwrap().is_empty());
+    assert_eq!(store.link_event_ids(ALICE).await.unwrap(), ["e1"]);
+
+    let mut gone = link("m2", ALICE, "e1", "New");
+    gone.deleted = true;
+    store
+        .commit_page(ALICE, &[change(gone, vec![])], &[], None, 2_000)
+        .await
+        .unwrap();
+    let found = store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].conference_id.as_str(), found[0].deleted),
+        ("m2", true),
+        "else the latest deleted one"
+    );
+}
+
+#[tokio::test]
+async fn executor_bookkeeping_survives_a_sync_page() {
+    let store = Store::memory().await.unwrap();
+    let l = link("m1", ALICE, "e1", "Planning");
+    store
+        .commit_page(
+            ALICE,
+            &[change(l.clone(), vec![update("Planning")])],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    store
+        .record_applied("m1", &l.spec.fingerprint())
+        .await
+        .unwrap();
+    store.record_written_etag("m1", "\"7\"").await.unwrap();
+    // A pass that read the link before the write-back commits it without the etag.
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Renamed"),
+                vec![update("Renamed")],
+            )],
+            &[],
+            None,
+            2_000,
+        )
+        .await
+        .unwrap();
+
+    let record = store.link_record("m1").await.unwrap().unwrap();
+    assert_eq!(record.link.last_etag_written.as_deref(), Some("\"7\""));
+    assert_eq!(record.applied_fingerprint, Some(l.spec.fingerprint()));
+    assert_eq!(record.fingerprint, spec("Renamed").fingerprint());
+    assert!(
+        store
+            .record_applied("nope", "x")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test]
+async fn the_token_and_full_sync_flag_follow_the_passes() {
+    let store = Store::memory().await.unwrap();
+    assert_eq!(store.calendar(ALICE).await.unwrap(), None);
+    store.ensure_calendar(ALICE).await.unwrap();
+    store.ensure_calendar(ALICE).await.unwrap();
+    let fresh = store.calendar(ALICE).await.unwrap().unwrap();
+    assert_eq!(
+        (fresh.sync_token, fresh.needs_full_sync, fresh.last_sync_at),
+        (None, false, None)
+    );
+
+    store.set_sync_token(ALICE, "t1", 1_000).await.unwrap();
+    store.mark_full_sync_needed(ALICE).await.unwrap();
+    store
+        .record_sync_error(ALICE, "410 Gone: full sync required")
+        .await
+        .unwrap();
+    let marked = store.calendar(ALICE).await.unwrap().unwrap();
+    assert!(marked.needs_full_sync);
+    assert_eq!(
+        marked.last_error.as_deref(),
+        Some("410 Gone: full sync required")
+    );
+
+    store
+        .commit_page(ALICE, &[], &[], Some("t2"), 2_000)
+        .await
+        .unwrap();
+    let synced = store.calendar(ALICE).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            synced.sync_token.as_deref(),
+            synced.needs_full_sync,
+            synced.last_sync_at,
+            synced.last_error
+        ),
+        (Some("t2"), false, Some(2_000), None)
+    );
+    store
+        .commit_page(ALICE, &[], &[], None, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_token
+            .as_deref(),
+        Some("t2"),
+        "a middle page keeps the token"
+    );
+
+    store.mark_full_sync_needed(TEAM).await.unwrap();
+    let ids: Vec<String> = store
+        .calendars()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.calendar_id)
+        .collect();
+    assert_eq!(ids, [ALICE, TEAM]);
+}
+
+#[tokio::test]
+async fn dead_letters_are_counted_not_repeated() {
+    let store = Store::memory().await.unwrap();
+    let bad = DeadLetter {
+        event_id: Some("bad".into()),
+        reason: "the event has no start".into(),
+        raw: json!({"id": "bad"}),
+    };
+    let anonymous: DeadLetter = (
+        None,
+        "the event has no id".to_owned(),
+        json!({"status": "confirmed"}),
+    )
+        .into();
+    store
+        .commit_page(ALICE, &[], &[bad.clone(), anonymous.clone()], None, 1_000)
+        .await
+        .unwrap();
+    let mut again = bad.clone();
+    again.raw = json!({"id": "bad", "summary": "still broken"});
+    store
+        .commit_page(ALICE, &[], &[again, anonymous], None, 2_000)
+        .await
+        .unwrap();
+
+    let letters = store.dead_letters(ALICE).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let named = letters
+        .iter()
+        .find(|l| l.event_id.as_deref() == Some("bad"))
+        .unwrap();
+    assert_eq!(
+        (named.count, named.first_seen, named.last_seen),
+        (2, 1_000, 2_000)
+    );
+    assert_eq!(
+        named.raw["summary"], "still broken",
+        "the latest item is kept"
+    );
+    let unnamed = letters.iter().find(|l| l.event_id.is_none()).unwrap();
+    assert_eq!(unnamed.count, 2, "items without an id are counted too");
+    assert!(store.dead_letters(TEAM).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn meetings_are_created_once_per_idempotency_key() {
+    let store = Store::memory().await.unwrap();
+    let first = store
+        .meeting_create(
+            "local-1",
+            "create:k1",
+            r#"{"title":"A"}"#,
+            "https://meet.invalid/local-1",
+            1_000,
+        )
+        .await
+        .unwrap();
+    let second = store
+        .meeting_create(
+            "local-2",
+            "create:k1",
+            r#"{"title":"B"}"#,
+            "https://meet.invalid/local-2",
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, first, "the same key returns the first meeting");
+    assert_eq!(store.meetings().await.unwrap().len(), 1);
+
+    let taken = store
+        .meeting_create("local-1", "create:k2", "{}", "https://x", 3_000)
+        .await
+        .unwrap_err();
+    assert!(taken.is_conflict(), "{taken}");
+
+    store
+        .meeting_update("local-1", r#"{"title":"C"}"#, 4_000)
+        .await
+        .unwrap();
+    store
+        .meeting_set_occurrences("local-1", r#"{"2026-12-08T10:00:00Z":null}"#)
+        .await
+        .unwrap();
+    let updated = store.meeting("local-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            updated.spec_json.as_str(),
+            updated.occurrences_json.as_str()
+        ),
+        (r#"{"title":"C"}"#, r#"{"2026-12-08T10:00:00Z":null}"#)
+    );
+
+    store.meeting_delete("local-1").await.unwrap();
+    store.meeting_delete("local-1").await.unwrap();
+    assert!(
+        store.meeting("local-1").await.unwrap().unwrap().deleted,
+        "soft delete"
+    );
+    assert!(
+        store
+            .meeting_update("local-1", "{}", 5_000)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .meeting_delete("nope")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(store.meeting("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_file_store_keeps_everything_across_reopening() {
+    let dir = std::env::temp_dir().join(format!(
+        "confsync-store-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("confsync.db");
+    let path = path.to_str().unwrap();
+    {
+        let store = Store::open(path).await.unwrap();
+        let letters = [DeadLetter {
+            event_id: None,
+            reason: "no id".into(),
+            raw: json!({}),
+        }];
+        store
+            .commit_page(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &letters,
+                Some("t1"),
+                1_000,
+            )
+            .await
+            .unwrap();
+        store
+            .meeting_create(
+                "local-1",
+                "create:k1",
+                "{}",
+                "https://meet.invalid/local-1",
+                1_000,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let store = Store::open(&format!("sqlite://{path}")).await.unwrap();
+    assert_eq!(
+        store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_token
+            .as_deref(),
+        Some("t1")
+    );
+    assert_eq!(
+        store.link("m1").await.unwrap().unwrap(),
+        link("m1", ALICE, "e1", "Planning")
+    );
+    assert_eq!(store.due(10, 1_000).await.unwrap().len(), 1);
+    assert_eq!(store.dead_letters(ALICE).await.unwrap().len(), 1);
+    assert!(store.meeting("local-1").await.unwrap().is_some());
+    let journal: String = {
+        // WAL is on (the -wal file exists while the store is open).
+        if dir.join("confsync.db-wal").exists() {
+            "wal".into()
+        } else {
+            "other".into()
+        }
+    };
+    assert_eq!(journal, "wal");
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_with_the_location() {
+    let error = Store::open("postgres://localhost/confsync")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("postgres://localhost/confsync"),
+        "{error}"
+    );
+}
