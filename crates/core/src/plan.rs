@@ -148,6 +148,9 @@ pub struct Link {
     /// Occurrences of a series that differ from the rule, by original start key.
     pub occurrences: BTreeMap<String, Occurrence>,
     pub deleted: bool,
+    /// The join link the event shows (its video entry point), as last seen or written.
+    #[serde(default)]
+    pub join_url: Option<String>,
 }
 
 /// One provider call to make, in order, for one conference.
@@ -173,6 +176,9 @@ pub enum Action {
     Delete { reason: Change },
     /// The event vanished from a windowed full sync: read it (`events.get`) and plan again.
     Verify,
+    /// The provider changed the join link (it had to recreate the meeting): write it into the
+    /// event's conference data with If-Match, re-reading on 412, never touching other fields.
+    WriteBack { join_url: String },
 }
 
 impl Action {
@@ -184,6 +190,7 @@ impl Action {
             Action::CancelOccurrence { .. } => "cancel_occurrence",
             Action::Delete { .. } => "delete",
             Action::Verify => "verify",
+            Action::WriteBack { .. } => "write_back",
         }
     }
 
@@ -203,7 +210,8 @@ pub fn idempotency_key(calendar_id: &str, event_id: &str, action: &Action) -> St
         Action::Update { spec, .. } => spec.fingerprint(),
         Action::UpdateOccurrence {
             start, end, title, ..
-        } => format!("{}/{}/{}", start.key(), end.key(), title.len()),
+        } => format!("{}/{}/{title}", start.key(), end.key()),
+        Action::WriteBack { join_url } => join_url.clone(),
         _ => String::new(),
     };
     let occurrence = action.occurrence().map(|o| o.key()).unwrap_or_default();
@@ -280,8 +288,14 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     };
     let mut next = link.clone();
     next.last_etag_seen = s.etag.clone();
-    if s.etag.is_some() && s.etag == link.last_etag_written {
-        // Our own write-back: remember we saw it, call nobody.
+    if let Some(join) = s.conference.as_ref().and_then(|c| c.join_uri.clone()) {
+        next.join_url = Some(join);
+    }
+    // Our own write-back coming back: remember we saw it, call nobody. The etag alone is not
+    // enough: a user edit made between our read and our write is inside the version we wrote
+    // (our PATCH carried only conferenceData), so the spec must be unchanged too.
+    let echo = s.etag.is_some() && s.etag == link.last_etag_written;
+    if echo && !s.is_cancelled() && s.spec.as_ref() == Some(&link.spec) {
         return Decision::Apply {
             link: next,
             actions: Vec::new(),
@@ -378,6 +392,7 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
     {
         let mut moved = elsewhere.clone();
         moved.deleted = false;
+        moved.join_url = conference.join_uri.clone().or(moved.join_url);
         moved.calendar_id = input.calendar_id.to_owned();
         moved.event_id = s.event_id.clone();
         moved.last_etag_seen = s.etag.clone();
@@ -415,6 +430,7 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
         last_etag_written: None,
         occurrences: BTreeMap::new(),
         deleted: false,
+        join_url: conference.join_uri.clone(),
     };
     Decision::Apply {
         link,
@@ -553,6 +569,7 @@ mod tests {
             last_etag_written: None,
             occurrences: BTreeMap::new(),
             deleted: false,
+            join_url: None,
         }
     }
 
@@ -632,9 +649,21 @@ mod tests {
     fn our_own_write_coming_back_is_an_echo() {
         let mut link = linked(&event("Planning"));
         link.last_etag_written = Some("\"20\"".into());
-        let mut echoed = event("Planning (written by us)");
+        let mut echoed = event("Planning");
+        echoed["conferenceData"]["entryPoints"][0]["uri"] = json!("https://m/new-link");
         echoed["etag"] = json!("\"20\"");
         assert!(run(&snap(&echoed), Some(&link)).actions().is_empty());
+    }
+
+    #[test]
+    fn an_echo_that_carries_a_user_edit_is_still_planned() {
+        let mut link = linked(&event("Planning"));
+        link.last_etag_written = Some("\"20\"".into());
+        // The user renamed the event just before our write-back; the version we wrote has it.
+        let mut written = event("Renamed by the user");
+        written["etag"] = json!("\"20\"");
+        let d = run(&snap(&written), Some(&link));
+        assert!(matches!(d.actions(), [Action::Update { .. }]), "{d:?}");
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub trait CalendarApi: Send + Sync {
         request: &'a ListRequest,
     ) -> BoxFuture<'a, Result<Page, CalendarError>>;
 
+    /// `events.patch` with `If-Match: if_match` and conferenceDataVersion=1; answers the event.
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>>;
+
     /// `events.get`; None when the event does not exist (404).
     fn get<'a>(
         &'a self,
@@ -181,6 +190,31 @@ pub mod emulated {
                 }
             })
         }
+
+        fn patch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+            body: &'a Value,
+            if_match: &'a str,
+        ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+            Box::pin(async move {
+                let now = self.shared.clock.now();
+                let mut world = self.shared.world();
+                let id = self.resolve(&world, calendar_id)?;
+                let opts = confsync_emulator::store::WriteOptions {
+                    conference_data_version: 1,
+                    if_match: Some(if_match.to_owned()),
+                };
+                let kind = confsync_emulator::store::WriteKind::Patch;
+                let written = world.write_event(now, &id, event_id, body.clone(), kind, &opts);
+                self.shared.flush_notifications(&mut world);
+                let json = written.map_err(Self::classify)?;
+                serde_json::from_str(&json).map_err(|e| CalendarError::Fatal {
+                    detail: e.to_string(),
+                })
+            })
+        }
     }
 }
 
@@ -264,6 +298,25 @@ pub mod google {
                     Err(GcalError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(classify(e)),
                 }
+            })
+        }
+
+        fn patch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+            body: &'a Value,
+            if_match: &'a str,
+        ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+            Box::pin(async move {
+                let event = self
+                    .client
+                    .patch_event(calendar_id, event_id, body, Some(if_match), 1)
+                    .await
+                    .map_err(classify)?;
+                serde_json::to_value(event).map_err(|e| CalendarError::Fatal {
+                    detail: e.to_string(),
+                })
             })
         }
     }

@@ -362,11 +362,50 @@ impl Engine {
         let result = match &item.action {
             Action::Update { spec, .. } => {
                 summary.provider_calls += 1;
-                self.provider
-                    .update(id, spec, &key)
-                    .await
-                    .map(|_| Some(spec.fingerprint()))
+                match self.provider.update(id, spec, &key).await {
+                    Ok(join_url) => {
+                        // Compared with the link, not with what this call changed: after a crash
+                        // between a join-link change and this point, the retried update still
+                        // finds the difference.
+                        let stale = |l: &Link| join_url.is_some() && l.join_url != join_url;
+                        if let (Some(join_url), Some(link)) =
+                            (join_url.clone(), link.clone().filter(|l| stale(l)))
+                        {
+                            // Queued before the update is marked done: a crash in between
+                            // repeats the (idempotent) update, never loses the write-back.
+                            let change = PlannedChange {
+                                link,
+                                actions: vec![Action::WriteBack { join_url }],
+                                supersede_deletes: false,
+                                not_before_ms: now_ms,
+                            };
+                            self.store
+                                .commit_page(&item.calendar_id, &[change], &[], None, now_ms)
+                                .await?;
+                        }
+                        Ok(Some(spec.fingerprint()))
+                    }
+                    Err(e) => Err(e),
+                }
             }
+            Action::WriteBack { join_url } => self
+                .write_back(&item, join_url)
+                .await
+                .map(|_| None)
+                .map_err(|e| match e {
+                    CalendarError::Fatal { detail } => ProviderError::Permanent {
+                        provider: "calendar".into(),
+                        detail,
+                    },
+                    other => ProviderError::Transient {
+                        provider: "calendar".into(),
+                        detail: other.to_string(),
+                        retry_after: match other {
+                            CalendarError::Retryable { retry_after, .. } => retry_after,
+                            _ => None,
+                        },
+                    },
+                }),
             Action::UpdateOccurrence {
                 occurrence,
                 start,
@@ -461,6 +500,79 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Writes a new join link into the event's conference data: PATCH of `conferenceData` only,
+    /// with If-Match of a fresh read and conferenceDataVersion=1. On 412 (the user edited the
+    /// event meanwhile) it re-reads and re-applies, at most three times; the user's edit is
+    /// never overwritten and reaches the provider through the next sync like any other change.
+    async fn write_back(&self, item: &OutboxItem, join_url: &str) -> Result<(), CalendarError> {
+        for _ in 0..3 {
+            let Some(event) = self.calendar.get(&item.calendar_id, &item.event_id).await? else {
+                return Ok(()); // the event is gone: nothing to write
+            };
+            let Ok(snapshot) = Snapshot::from_json(&event) else {
+                return Ok(());
+            };
+            let ours = snapshot
+                .conference
+                .as_ref()
+                .and_then(|c| c.conference_id.as_deref())
+                == Some(item.conference_id.as_str());
+            if snapshot.is_cancelled() || !ours {
+                return Ok(());
+            }
+            if snapshot
+                .conference
+                .as_ref()
+                .and_then(|c| c.join_uri.as_deref())
+                == Some(join_url)
+            {
+                return Ok(());
+            }
+            let Some(etag) = snapshot.etag.clone() else {
+                return Ok(());
+            };
+            let mut conference = event.get("conferenceData").cloned().unwrap_or_default();
+            if let Some(entry_points) = conference
+                .get_mut("entryPoints")
+                .and_then(Value::as_array_mut)
+            {
+                for entry in entry_points
+                    .iter_mut()
+                    .filter(|e| e["entryPointType"] == "video")
+                {
+                    entry["uri"] = Value::from(join_url);
+                    entry["label"] = Value::from(join_url.split("://").nth(1).unwrap_or(join_url));
+                }
+            }
+            let body = serde_json::json!({ "conferenceData": conference });
+            match self
+                .calendar
+                .patch(&item.calendar_id, &item.event_id, &body, &etag)
+                .await
+            {
+                Ok(written) => {
+                    if let Some(etag) = written.get("etag").and_then(Value::as_str) {
+                        self.store
+                            .record_written_etag(&item.conference_id, etag)
+                            .await
+                            .map_err(|e| CalendarError::Retryable {
+                                detail: e.to_string(),
+                                retry_after: None,
+                            })?;
+                    }
+                    info!(conference_id = %item.conference_id, calendar_id = %item.calendar_id, "join link written back to the event");
+                    return Ok(());
+                }
+                Err(CalendarError::PreconditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CalendarError::Retryable {
+            detail: "the event changed during three write-back attempts (412)".into(),
+            retry_after: None,
+        })
     }
 
     /// Where the event of a pending delete lives, carrying this conference: on its calendar

@@ -121,7 +121,7 @@ impl ConferenceProvider for Watched {
         meeting_id: &'a str,
         spec: &'a MeetingSpec,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
             let before = self.inner.meeting(meeting_id).map(|m| m.spec);
             let seen_key = self.inner.calls().iter().any(|c| c.key == key);
@@ -195,7 +195,13 @@ impl ConferenceProvider for Watched {
 /// A calendar that can crash in the middle of a sync (after some pages were committed).
 struct Flaky {
     inner: EmulatorCalendar,
+    /// Write-backs attempted, and those that met a concurrent user edit.
+    patches: std::sync::atomic::AtomicU64,
+    races: std::sync::atomic::AtomicU64,
     crash_after_lists: Mutex<Option<u32>>,
+    race_next_patch: Mutex<bool>,
+    /// The summary each event should have: the users' last edit.
+    expected: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl CalendarApi for Flaky {
@@ -228,6 +234,45 @@ impl CalendarApi for Flaky {
     ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
         self.inner.get(calendar_id, event_id)
     }
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        Box::pin(async move {
+            self.patches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if std::mem::take(&mut *self.race_next_patch.lock().unwrap()) {
+                self.races
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A user edits the event between the engine's read and its write: the write
+                // must answer 412 and the user's edit must survive.
+                let title = format!("Raced edit of {event_id}");
+                let now = self.inner.shared.clock.now();
+                let mut world = self.inner.shared.world();
+                let opts = WriteOptions {
+                    conference_data_version: 0,
+                    if_match: None,
+                };
+                let body = json!({"summary": title});
+                if world
+                    .write_event(now, calendar_id, event_id, body, WriteKind::Patch, &opts)
+                    .is_ok()
+                {
+                    self.expected
+                        .lock()
+                        .unwrap()
+                        .insert(event_id.to_owned(), title);
+                }
+                self.inner.shared.flush_notifications(&mut world);
+            }
+            self.inner
+                .patch(calendar_id, event_id, body, if_match)
+                .await
+        })
+    }
 }
 
 struct Sim {
@@ -240,8 +285,9 @@ struct Sim {
     calendars: Vec<String>,
     /// Organizer calendar and id of each event the users made, with the summary they last set.
     events: Vec<(String, String, bool)>,
-    expected_summary: BTreeMap<String, String>,
+    expected_summary: Arc<Mutex<BTreeMap<String, String>>>,
     now_ms: i64,
+    full_syncs: u64,
     trace: bool,
     next_meeting: u64,
 }
@@ -274,9 +320,14 @@ impl Sim {
             ledger: ledger.clone(),
             crash_after_call: Mutex::new(0),
         });
+        let expected_summary = Arc::new(Mutex::new(BTreeMap::new()));
         let calendar = Arc::new(Flaky {
             inner: EmulatorCalendar::new(shared.clone(), None),
             crash_after_lists: Mutex::new(None),
+            patches: Default::default(),
+            races: Default::default(),
+            race_next_patch: Mutex::new(false),
+            expected: expected_summary.clone(),
         });
         let store = Store::memory().await.unwrap();
         let config = EngineConfig {
@@ -304,8 +355,9 @@ impl Sim {
             ledger,
             calendars: vec![ALICE.to_owned(), team, BOB.to_owned()],
             events: Vec::new(),
-            expected_summary: BTreeMap::new(),
+            expected_summary,
             now_ms: base_time().timestamp_millis(),
+            full_syncs: 0,
             trace,
             next_meeting: 0,
         }
@@ -404,6 +456,7 @@ impl Sim {
             last_etag_written: None,
             occurrences: BTreeMap::new(),
             deleted: false,
+            join_url: Some(format!("https://meet.invalid/{meeting_id}")),
         };
         let change = PlannedChange {
             link,
@@ -417,6 +470,8 @@ impl Sim {
             .await
             .unwrap();
         self.expected_summary
+            .lock()
+            .unwrap()
             .insert(id.clone(), created["summary"].as_str().unwrap().to_owned());
         self.log(&format!(
             "create {id} on {cal} ({meeting_id}, recurring={recurring})"
@@ -429,7 +484,15 @@ impl Sim {
         let pick = |rng: &mut Rng, v: &Vec<(String, String, bool)>| {
             v.get(rng.below(v.len() as u64) as usize).cloned()
         };
-        match self.rng.below(20) {
+        match self.rng.below(22) {
+            20 => {
+                self.provider.inner.rotate_join_url_next(1);
+                self.log("the next provider update changes the join link");
+            }
+            21 => {
+                *self.calendar.race_next_patch.lock().unwrap() = true;
+                self.log("a user edits the event during the next write-back");
+            }
             0 | 1 => self.create_event().await,
             2 => {
                 if let Some((cal, id, recurring)) = pick(&mut self.rng, &live) {
@@ -455,7 +518,10 @@ impl Sim {
                         .write(&cal, &id, json!({"summary": title}), 0)
                         .is_some()
                     {
-                        self.expected_summary.insert(id.clone(), title);
+                        self.expected_summary
+                            .lock()
+                            .unwrap()
+                            .insert(id.clone(), title);
                     }
                     self.log(&format!("rename {id}"));
                 }
@@ -607,6 +673,9 @@ impl Sim {
             17 | 18 => {
                 let cal = self.calendars[self.rng.below(3) as usize].clone();
                 let r = self.engine.sync(&cal, false, self.now_ms).await;
+                if r.as_ref().is_ok_and(|s| s.full) {
+                    self.full_syncs += 1;
+                }
                 self.log(&format!(
                     "sync {cal}: {:?}",
                     r.as_ref()
@@ -670,6 +739,21 @@ impl Sim {
                     if spec != meeting.spec {
                         violations.push(format!("meeting {meeting_id} does not match {where_}:\n  event   {spec:?}\n  meeting {:?}", meeting.spec));
                     }
+                    let join = event
+                        .pointer("/conferenceData/entryPoints/0/uri")
+                        .and_then(Value::as_str);
+                    if join != Some(meeting.join_url.as_str()) {
+                        let outbox = self
+                            .engine
+                            .store
+                            .outbox_of(meeting_id)
+                            .await
+                            .unwrap_or_default();
+                        violations.push(format!(
+                            "event {where_} shows join link {join:?}, the meeting's is {}; outbox: {outbox:?}",
+                            meeting.join_url
+                        ));
+                    }
                     // Exceptions of a series: cancelled and moved instances.
                     let (cal, id) = where_.split_once('/').unwrap();
                     let world = self.shared.world();
@@ -701,15 +785,16 @@ impl Sim {
                 (_, true) => {}
             }
         }
+        let expected = self.expected_summary.lock().unwrap().clone();
         for (cal, id, _) in &self.events {
             if let Some(ev) = self.get(cal, id)
                 && ev["status"] != "cancelled"
-                && ev["summary"].as_str() != self.expected_summary.get(id).map(String::as_str)
+                && ev["summary"].as_str() != expected.get(id).map(String::as_str)
             {
                 violations.push(format!(
                     "user edit overwritten on {id}: {:?} != {:?}",
                     ev["summary"],
-                    self.expected_summary.get(id)
+                    expected.get(id)
                 ));
             }
         }
@@ -723,7 +808,17 @@ impl Sim {
     }
 }
 
-async fn run_seed(seed: u64, trace: bool) -> Vec<String> {
+/// What a run exercised, so the suite can tell it still covers the hard paths.
+#[derive(Default, Debug)]
+struct Coverage {
+    provider_calls: u64,
+    failed_calls: u64,
+    write_backs: u64,
+    races: u64,
+    full_syncs: u64,
+}
+
+async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
     let mut sim = Sim::new(seed, trace).await;
     let steps = 40 + sim.rng.below(40);
     for _ in 0..3 {
@@ -733,14 +828,30 @@ async fn run_seed(seed: u64, trace: bool) -> Vec<String> {
         sim.step().await;
     }
     sim.quiesce().await;
-    sim.check().await
+    let violations = sim.check().await;
+    let calls = sim.provider.inner.calls();
+    let coverage = Coverage {
+        provider_calls: calls.len() as u64,
+        failed_calls: calls.iter().filter(|c| !c.succeeded).count() as u64,
+        write_backs: sim
+            .calendar
+            .patches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        races: sim
+            .calendar
+            .races
+            .load(std::sync::atomic::Ordering::Relaxed),
+        full_syncs: sim.full_syncs,
+    };
+    (violations, coverage)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn seeded_simulations_keep_every_invariant() {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
-        let violations = run_seed(seed, true).await;
+        let (violations, coverage) = run_seed(seed, true).await;
+        eprintln!("{coverage:?}");
         assert!(
             violations.is_empty(),
             "seed {seed}:\n{}",
@@ -753,8 +864,14 @@ async fn seeded_simulations_keep_every_invariant() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let mut failed = Vec::new();
+    let mut total = Coverage::default();
     for seed in 0..seeds {
-        let violations = run_seed(seed, false).await;
+        let (violations, c) = run_seed(seed, false).await;
+        total.provider_calls += c.provider_calls;
+        total.failed_calls += c.failed_calls;
+        total.write_backs += c.write_backs;
+        total.races += c.races;
+        total.full_syncs += c.full_syncs;
         if !violations.is_empty() {
             failed.push(format!("seed {seed}: {}", violations.join("; ")));
             if failed.len() >= 5 {
@@ -768,4 +885,16 @@ async fn seeded_simulations_keep_every_invariant() {
         failed.len(),
         failed.join("\n")
     );
+    eprintln!("{seeds} seeds exercised: {total:?}");
+    if seeds >= 100 {
+        // A simulation that stopped reaching its hard paths would pass without testing them.
+        assert!(
+            total.write_backs > 0 && total.races > 0,
+            "no write-back or 412 race was exercised: {total:?}"
+        );
+        assert!(
+            total.failed_calls > 0 && total.full_syncs > 0,
+            "no provider failure or full sync was exercised: {total:?}"
+        );
+    }
 }

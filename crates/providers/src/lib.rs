@@ -92,13 +92,15 @@ pub trait ConferenceProvider: Send + Sync {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Meeting, ProviderError>>;
 
-    /// Brings a meeting (a whole series) in line with `spec`.
+    /// Brings a meeting (a whole series) in line with `spec`. Answers the meeting's join link
+    /// after the update when the provider reports one: if it is not the link the event shows
+    /// (the provider had to recreate the meeting), the engine writes it back into the event.
     fn update<'a>(
         &'a self,
         meeting_id: &'a str,
         spec: &'a MeetingSpec,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>>;
 
     /// Moves or renames one occurrence (only called when `capabilities().occurrences`).
     fn update_occurrence<'a>(

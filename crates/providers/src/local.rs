@@ -141,13 +141,14 @@ impl ConferenceProvider for LocalProvider {
         meeting_id: &'a str,
         spec: &'a MeetingSpec,
         _key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
-            self.live(meeting_id).await?;
+            let meeting = self.live(meeting_id).await?;
             self.store
                 .meeting_update(meeting_id, &spec_json(spec)?, Self::now())
                 .await
-                .map_err(|e| self.error(e))
+                .map_err(|e| self.error(e))?;
+            Ok(Some(meeting.join_url)) // a local join link never changes
         })
     }
 

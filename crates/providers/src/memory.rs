@@ -36,6 +36,8 @@ struct State {
     calls: Vec<Call>,
     failures: VecDeque<ProviderError>,
     next_id: u64,
+    /// The next this-many updates change the join link (as a provider that recreates does).
+    rotate_join_url: u32,
 }
 
 /// The in-memory provider.
@@ -61,6 +63,11 @@ impl MemoryProvider {
     /// The next calls fail with these errors, in order.
     pub fn fail_next(&self, errors: impl IntoIterator<Item = ProviderError>) {
         self.state().failures.extend(errors);
+    }
+
+    /// The next `n` successful updates give the meeting a new join link.
+    pub fn rotate_join_url_next(&self, n: u32) {
+        self.state().rotate_join_url = n;
     }
 
     pub fn meeting(&self, id: &str) -> Option<StoredMeeting> {
@@ -177,16 +184,25 @@ impl ConferenceProvider for MemoryProvider {
         meeting_id: &'a str,
         spec: &'a MeetingSpec,
         key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
             self.call("update", meeting_id, key, |state| {
+                let rotate = state.rotate_join_url > 0;
+                let counter = state.next_id;
                 let m = self.live(state, meeting_id)?;
                 if m.spec.recurrence != spec.recurrence || m.spec.start != spec.start {
                     // Like most providers: a new series time drops occurrence exceptions.
                     m.occurrences.clear();
                 }
                 m.spec = spec.clone();
-                Ok(())
+                if !rotate {
+                    return Ok(Some(m.join_url.clone()));
+                }
+                m.join_url = format!("https://meet.invalid/{meeting_id}/r{counter}");
+                let url = m.join_url.clone();
+                state.rotate_join_url -= 1;
+                state.next_id += 1;
+                Ok(Some(url))
             })
         })
     }

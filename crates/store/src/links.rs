@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 const CHUNK: usize = 500;
 
 const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
-     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, deleted, updated_at FROM links";
+     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at FROM links";
 
 /// A link with the bookkeeping the planner does not see.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,7 @@ fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
             last_etag_seen: row.try_get("last_etag_seen").map_err(decode)?,
             last_etag_written: row.try_get("last_etag_written").map_err(decode)?,
             occurrences,
+            join_url: row.try_get("join_url").map_err(decode)?,
             deleted: row.try_get("deleted").map_err(decode)?,
             conference_id,
         },
@@ -79,14 +80,15 @@ pub(crate) async fn upsert(
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
     sqlx::query(
         "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
-             last_etag_written, occurrences_json, deleted, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+             last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) \
          ON CONFLICT (conference_id) DO UPDATE SET \
              provider = excluded.provider, calendar_id = excluded.calendar_id, event_id = excluded.event_id, \
              spec_json = excluded.spec_json, fingerprint = excluded.fingerprint, \
              last_etag_seen = excluded.last_etag_seen, \
              last_etag_written = COALESCE(links.last_etag_written, excluded.last_etag_written), \
-             occurrences_json = excluded.occurrences_json, deleted = excluded.deleted, updated_at = excluded.updated_at",
+             occurrences_json = excluded.occurrences_json, deleted = excluded.deleted, updated_at = excluded.updated_at, \
+             join_url = excluded.join_url",
     )
     .bind(&link.conference_id)
     .bind(&link.provider)
@@ -99,6 +101,7 @@ pub(crate) async fn upsert(
     .bind(occurrences_json)
     .bind(link.deleted)
     .bind(now_ms)
+    .bind(&link.join_url)
     .execute(&mut *tx)
     .await
     .ctx(what)?;

@@ -34,6 +34,7 @@ fn link(conference_id: &str, calendar_id: &str, event_id: &str, title: &str) -> 
         last_etag_written: None,
         occurrences: BTreeMap::new(),
         deleted: false,
+        join_url: None,
     }
 }
 

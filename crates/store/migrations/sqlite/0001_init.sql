@@ -34,6 +34,8 @@ CREATE TABLE links (
     -- The etag of our own last write-back (executor-owned): seeing it again is an echo.
     last_etag_written   TEXT,
     occurrences_json    TEXT    NOT NULL DEFAULT '{}',
+    -- The join link the event shows (video entry point), as last seen or written back.
+    join_url            TEXT,
     deleted             BOOLEAN NOT NULL DEFAULT FALSE,
     created_at          BIGINT  NOT NULL,
     updated_at          BIGINT  NOT NULL

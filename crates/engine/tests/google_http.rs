@@ -1,0 +1,1024 @@
+//! The engine end to end over real HTTP: the production calendar (`GoogleCalendar` on
+//! `confsync-gcal`'s client) against a spawned Calendar v3 emulator, the SQLite store in memory
+//! and the built-in local provider. Conferences are made the way the add-on makes them: the
+//! provider creates the meeting, the event is inserted with add-on conference data carrying the
+//! meeting id, and the link is registered in the store. Each test then changes the event through
+//! the emulator's HTTP API, runs `Engine::sync` + `Engine::drain`, and checks the local meeting.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveTime, SecondsFormat, Utc};
+use confsync_core::model::{MeetingSpec, Snapshot, When};
+use confsync_core::plan::Link;
+use confsync_core::session::{ListRequest, Page};
+use confsync_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::{
+    CalendarApi, CalendarError, DrainSummary, Engine, EngineConfig, SyncSummary,
+};
+use confsync_gcal::{ApiMethod, Client, Jitter, RetryPolicy, StaticToken, encode_segment};
+use confsync_providers::local::{LocalProvider, Occurrences};
+use confsync_providers::{BoxFuture, ConferenceProvider};
+use confsync_store::{Meeting, PlannedChange, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// 10:00 UTC, `days` from today: inside the engine's 30-day full-sync window when not too far
+/// in the past, and whole seconds (instance ids and occurrence keys are per second).
+fn day_at_ten(days: i64) -> DateTime<Utc> {
+    let today = Utc::now().date_naive();
+    today
+        .and_time(NaiveTime::from_hms_opt(10, 0, 0).unwrap())
+        .and_utc()
+        + chrono::Duration::days(days)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A plain event body: `minutes` long from `start`.
+fn event_body(summary: &str, start: DateTime<Utc>, minutes: i64) -> Value {
+    json!({
+        "summary": summary,
+        "description": "Agenda",
+        "start": {"dateTime": rfc3339(start), "timeZone": "UTC"},
+        "end": {"dateTime": rfc3339(start + chrono::Duration::minutes(minutes)), "timeZone": "UTC"},
+    })
+}
+
+/// A calendar client that retries fast (small base delays, reproducible jitter).
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(50),
+        jitter: Jitter::Seeded(7),
+        ..RetryPolicy::default()
+    }
+}
+
+struct Harness {
+    _emulator: RunningEmulator,
+    base: String,
+    http: reqwest::Client,
+    /// A clone of the engine's client (clones share request counters).
+    client: Client,
+    store: Store,
+    provider: Arc<LocalProvider>,
+    engine: Engine,
+    creates: AtomicU32,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let emulator = Emulator::new(EmulatorConfig::default())
+            .spawn("127.0.0.1:0")
+            .await
+            .expect("the emulator starts");
+        let base = emulator.base_url().to_owned();
+        let http = reqwest::Client::new();
+        let client = Client::new(
+            &base,
+            Arc::new(StaticToken(format!("dev:{ALICE}"))),
+            fast_retry(),
+        )
+        .expect("a client for the emulator");
+        let store = Store::memory().await.expect("an in-memory store");
+        let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(GoogleCalendar {
+                client: client.clone(),
+            }),
+            provider.clone(),
+            EngineConfig::default(),
+        );
+        let h = Harness {
+            _emulator: emulator,
+            base,
+            http,
+            client,
+            store,
+            provider,
+            engine,
+            creates: AtomicU32::new(0),
+        };
+        // Bob must exist before Alice invites him, or he gets no copy of her events.
+        for user in [ALICE, BOB] {
+            h.admin(Method::POST, "users", json!({"email": user})).await;
+        }
+        h
+    }
+
+    /// A Calendar v3 call as `user`; the status and the JSON body (Null when empty).
+    async fn api(
+        &self,
+        user: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}calendar/v3/{path}", self.base);
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(format!("dev:{user}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the emulator answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// A Calendar v3 call that must succeed.
+    async fn ok(&self, user: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.api(user, method.clone(), path, body).await;
+        assert!(
+            status.is_success(),
+            "{method} {path} as {user}: {status} {value}"
+        );
+        value
+    }
+
+    /// An emulator admin call that must succeed.
+    async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .request(method.clone(), format!("{}emulator/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("the emulator answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{method} emulator/{path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    fn event_path(calendar_id: &str, event_id: &str) -> String {
+        format!(
+            "calendars/{}/events/{}",
+            encode_segment(calendar_id),
+            encode_segment(event_id)
+        )
+    }
+
+    /// A secondary calendar of Alice's; its id.
+    async fn secondary_calendar(&self, summary: &str) -> String {
+        let made = self
+            .admin(
+                Method::POST,
+                &format!("users/{ALICE}/calendars"),
+                json!({"summary": summary, "timeZone": "UTC"}),
+            )
+            .await;
+        made["id"].as_str().expect("a calendar id").to_owned()
+    }
+
+    /// Inserts an event without conference (or with whatever `body` says) as Alice.
+    async fn insert(&self, calendar_id: &str, body: Value) -> Value {
+        self.ok(
+            ALICE,
+            Method::POST,
+            &format!(
+                "calendars/{}/events?conferenceDataVersion=1",
+                encode_segment(calendar_id)
+            ),
+            Some(body),
+        )
+        .await
+    }
+
+    /// What the add-on does: create the meeting from the event being drafted, insert the event
+    /// with our conference data, register the link. Returns the created event and meeting id.
+    async fn conferenced_event(&self, calendar_id: &str, mut body: Value) -> (Value, String) {
+        // The drafted event as Calendar will describe it (the calendar is the organizer).
+        let mut draft = body.clone();
+        draft["id"] = json!("draft");
+        draft["organizer"] = json!({"email": calendar_id, "self": true});
+        let spec = Snapshot::from_json(&draft)
+            .expect("a well-formed draft")
+            .spec
+            .expect("a live draft has a spec");
+        let n = self.creates.fetch_add(1, Ordering::Relaxed);
+        let meeting = self
+            .provider
+            .create(&spec, &format!("create-{n}"))
+            .await
+            .expect("the local provider creates the meeting");
+        body["conferenceData"] = json!({
+            "conferenceId": meeting.meeting_id,
+            "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
+            "entryPoints": [{"entryPointType": "video", "uri": meeting.join_url}],
+            "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting.meeting_id}}},
+        });
+        let created = self.insert(calendar_id, body).await;
+        let snapshot = Snapshot::from_json(&created).expect("the emulator's event parses");
+        let link = Link {
+            conference_id: meeting.meeting_id.clone(),
+            provider: "local".into(),
+            calendar_id: calendar_id.to_owned(),
+            event_id: snapshot.event_id.clone(),
+            spec: snapshot.spec.clone().expect("a live event has a spec"),
+            last_etag_seen: snapshot.etag.clone(),
+            last_etag_written: None,
+            occurrences: Default::default(),
+            deleted: false,
+            join_url: None,
+        };
+        assert_eq!(
+            link.spec, spec,
+            "the meeting was made from the event as it was created"
+        );
+        let change = PlannedChange {
+            link,
+            actions: vec![],
+            supersede_deletes: false,
+            not_before_ms: now_ms(),
+        };
+        self.store
+            .commit_page(calendar_id, &[change], &[], None, now_ms())
+            .await
+            .expect("the link is registered");
+        (created, meeting.meeting_id)
+    }
+
+    async fn sync(&self, calendar_id: &str) -> SyncSummary {
+        self.engine
+            .sync(calendar_id, false, now_ms())
+            .await
+            .unwrap_or_else(|e| panic!("sync of {calendar_id}: {e}"))
+    }
+
+    async fn drain(&self) -> DrainSummary {
+        self.engine.drain(now_ms()).await.expect("the drain runs")
+    }
+
+    /// Syncs each calendar, then drains the outbox: the state a change should reach.
+    async fn settle(&self, calendars: &[&str]) -> (Vec<SyncSummary>, DrainSummary) {
+        let mut summaries = Vec::new();
+        for calendar_id in calendars {
+            summaries.push(self.sync(calendar_id).await);
+        }
+        (summaries, self.drain().await)
+    }
+
+    async fn meeting(&self, meeting_id: &str) -> Meeting {
+        self.store
+            .meeting(meeting_id)
+            .await
+            .expect("the store answers")
+            .unwrap_or_else(|| panic!("meeting {meeting_id} exists"))
+    }
+
+    async fn spec(&self, meeting_id: &str) -> MeetingSpec {
+        let meeting = self.meeting(meeting_id).await;
+        serde_json::from_str(&meeting.spec_json).expect("the local provider stores a MeetingSpec")
+    }
+
+    async fn occurrences(&self, meeting_id: &str) -> Occurrences {
+        let meeting = self.meeting(meeting_id).await;
+        serde_json::from_str(&meeting.occurrences_json).expect("occurrences parse")
+    }
+
+    /// Every meeting, (id, deleted).
+    async fn meeting_states(&self) -> Vec<(String, bool)> {
+        self.store
+            .meetings()
+            .await
+            .expect("the store answers")
+            .into_iter()
+            .map(|m| (m.meeting_id, m.deleted))
+            .collect()
+    }
+}
+
+fn id_of(event: &Value) -> String {
+    event["id"].as_str().expect("an event id").to_owned()
+}
+
+fn actions(summary: &SyncSummary) -> u64 {
+    summary.actions.values().sum()
+}
+
+fn kind(drain: &DrainSummary, kind: &str) -> u64 {
+    drain.done_by_kind.get(kind).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_rescheduled_event_moves_its_meeting() {
+    let h = Harness::start().await;
+    let start = day_at_ten(3);
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", start, 60))
+        .await;
+    let (first, _) = h.settle(&[ALICE]).await;
+    assert!(first[0].full, "the first pass is a full sync");
+    assert_eq!(
+        actions(&first[0]),
+        0,
+        "a freshly linked event needs nothing"
+    );
+
+    let new_start = start + chrono::Duration::hours(2);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        Some(json!({
+            "start": {"dateTime": rfc3339(new_start), "timeZone": "UTC"},
+            "end": {"dateTime": rfc3339(new_start + chrono::Duration::minutes(45)), "timeZone": "UTC"},
+        })),
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert!(!summaries[0].full, "the second pass is incremental");
+    assert_eq!(summaries[0].actions.get("update"), Some(&1));
+    assert_eq!(kind(&drained, "update"), 1);
+    let spec = h.spec(&meeting_id).await;
+    assert_eq!(spec.start, When::At(new_start));
+    assert_eq!(
+        spec.end,
+        When::At(new_start + chrono::Duration::minutes(45))
+    );
+    assert_eq!(spec.title, "Planning", "nothing else changed");
+}
+
+#[tokio::test]
+async fn a_renamed_event_renames_its_meeting() {
+    let h = Harness::start().await;
+    let start = day_at_ten(2);
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", start, 30))
+        .await;
+    h.settle(&[ALICE]).await;
+
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        Some(json!({"summary": "Planning (Q3)"})),
+    )
+    .await;
+    let (_, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(kind(&drained, "update"), 1);
+    let spec = h.spec(&meeting_id).await;
+    assert_eq!(spec.title, "Planning (Q3)");
+    assert_eq!(spec.start, When::At(start), "the time did not move");
+}
+
+#[tokio::test]
+async fn a_colour_change_makes_no_provider_call() {
+    let h = Harness::start().await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+    let before = h.meeting(&meeting_id).await;
+
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        Some(json!({"colorId": "5"})),
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(summaries[0].events, 1, "the recoloured event was listed");
+    assert_eq!(actions(&summaries[0]), 0, "{:?}", summaries[0]);
+    assert_eq!(drained.done, 0, "{drained:?}");
+    assert_eq!(drained.provider_calls, 0, "{drained:?}");
+    let after = h.meeting(&meeting_id).await;
+    assert_eq!(
+        after.updated_at, before.updated_at,
+        "the meeting was not touched"
+    );
+    assert_eq!(after.spec_json, before.spec_json);
+}
+
+#[tokio::test]
+async fn a_guest_rsvp_makes_no_provider_call() {
+    let h = Harness::start().await;
+    let mut body = event_body("Planning", day_at_ten(2), 30);
+    body["attendees"] = json!([{"email": BOB}]);
+    let (event, meeting_id) = h.conferenced_event(ALICE, body).await;
+    h.settle(&[ALICE]).await;
+    let before = h.meeting(&meeting_id).await;
+
+    // Bob answers on his copy; the answer reaches Alice's event.
+    h.ok(
+        BOB,
+        Method::PATCH,
+        &Harness::event_path(BOB, &id_of(&event)),
+        Some(json!({"attendees": [{"email": BOB, "responseStatus": "accepted"}]})),
+    )
+    .await;
+    let organizer_copy = h
+        .ok(
+            ALICE,
+            Method::GET,
+            &Harness::event_path(ALICE, &id_of(&event)),
+            None,
+        )
+        .await;
+    assert_eq!(organizer_copy["attendees"][0]["responseStatus"], "accepted");
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(summaries[0].events, 1, "the answered event was listed");
+    assert_eq!(actions(&summaries[0]), 0, "{:?}", summaries[0]);
+    assert_eq!(drained.done, 0, "{drained:?}");
+    assert_eq!(drained.provider_calls, 0, "{drained:?}");
+    let after = h.meeting(&meeting_id).await;
+    assert_eq!(
+        after.updated_at, before.updated_at,
+        "the meeting was not touched"
+    );
+    assert_eq!(after.spec_json, before.spec_json);
+}
+
+#[tokio::test]
+async fn a_cancelled_event_deletes_its_meeting() {
+    let h = Harness::start().await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+
+    h.ok(
+        ALICE,
+        Method::DELETE,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        None,
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(summaries[0].actions.get("delete"), Some(&1));
+    assert_eq!(kind(&drained, "delete"), 1, "{drained:?}");
+    assert!(h.meeting(&meeting_id).await.deleted);
+}
+
+#[tokio::test]
+async fn removing_the_conference_deletes_the_meeting() {
+    let h = Harness::start().await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+
+    let patched = h
+        .ok(
+            ALICE,
+            Method::PATCH,
+            &format!(
+                "{}?conferenceDataVersion=1",
+                Harness::event_path(ALICE, &id_of(&event))
+            ),
+            Some(json!({"conferenceData": null})),
+        )
+        .await;
+    assert!(patched.get("conferenceData").is_none(), "{patched}");
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(summaries[0].actions.get("delete"), Some(&1));
+    assert_eq!(kind(&drained, "delete"), 1, "{drained:?}");
+    assert!(h.meeting(&meeting_id).await.deleted);
+}
+
+#[tokio::test]
+async fn meet_events_and_events_without_conference_are_skipped() {
+    let h = Harness::start().await;
+    let mut meet = event_body("Meet call", day_at_ten(2), 30);
+    meet["conferenceData"] = json!({
+        "createRequest": {"requestId": "meet-1", "conferenceSolutionKey": {"type": "hangoutsMeet"}},
+    });
+    let meet = h.insert(ALICE, meet).await;
+    assert_eq!(
+        meet["conferenceData"]["conferenceSolution"]["key"]["type"],
+        "hangoutsMeet"
+    );
+    let plain = h
+        .insert(ALICE, event_body("Lunch", day_at_ten(2), 60))
+        .await;
+
+    let (first, drained) = h.settle(&[ALICE]).await;
+    assert_eq!(first[0].events, 2);
+    assert_eq!(first[0].skipped.get("not_ours"), Some(&1), "{:?}", first[0]);
+    assert_eq!(
+        first[0].skipped.get("no_conference"),
+        Some(&1),
+        "{:?}",
+        first[0]
+    );
+    assert_eq!(actions(&first[0]), 0);
+    assert_eq!(drained.provider_calls, 0);
+
+    // Edits to them are skipped as well.
+    for event in [&meet, &plain] {
+        h.ok(
+            ALICE,
+            Method::PATCH,
+            &Harness::event_path(ALICE, &id_of(event)),
+            Some(json!({"summary": "renamed"})),
+        )
+        .await;
+    }
+    let (second, drained) = h.settle(&[ALICE]).await;
+    assert!(!second[0].full);
+    assert_eq!(second[0].events, 2);
+    assert_eq!(actions(&second[0]), 0, "{:?}", second[0]);
+    assert_eq!(drained.provider_calls, 0);
+    assert!(
+        h.store.link_event_ids(ALICE).await.unwrap().is_empty(),
+        "nothing was adopted"
+    );
+    assert!(h.meeting_states().await.is_empty(), "no meeting was made");
+}
+
+#[tokio::test]
+async fn an_expired_sync_token_full_syncs_that_calendar_only_and_deletes_nothing() {
+    let h = Harness::start().await;
+    let team = h.secondary_calendar("Team").await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    // Older than the full-sync window: a windowed full sync does not list it.
+    let (_, old_meeting) = h
+        .conferenced_event(ALICE, event_body("Retro", day_at_ten(-60), 30))
+        .await;
+    let (_, team_meeting) = h
+        .conferenced_event(&team, event_body("Team sync", day_at_ten(4), 30))
+        .await;
+    let (first, _) = h.settle(&[ALICE, &team]).await;
+    assert!(first.iter().all(|s| s.full));
+
+    // A change lands, then Google drops Alice's tokens.
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        Some(json!({"summary": "Planning (moved room)"})),
+    )
+    .await;
+    h.admin(
+        Method::POST,
+        &format!("calendars/{}/expire-sync-tokens", encode_segment(ALICE)),
+        json!({}),
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE, &team]).await;
+
+    assert!(
+        summaries[0].full,
+        "Alice's calendar is fully synced after the 410"
+    );
+    assert!(!summaries[1].full, "the other calendar stays incremental");
+    assert_eq!(
+        summaries[0].verifications, 1,
+        "the event outside the window is checked, not presumed deleted"
+    );
+    assert_eq!(kind(&drained, "delete"), 0, "{drained:?}");
+    assert_eq!(
+        h.spec(&meeting_id).await.title,
+        "Planning (moved room)",
+        "the change made before the 410 is not lost"
+    );
+    for id in [&meeting_id, &old_meeting, &team_meeting] {
+        assert!(!h.meeting(id).await.deleted, "meeting {id} was deleted");
+    }
+    let state = h.store.calendar(ALICE).await.unwrap().unwrap();
+    assert!(!state.needs_full_sync && state.sync_token.is_some());
+
+    // And the next pass is incremental again.
+    assert!(!h.sync(ALICE).await.full);
+}
+
+#[tokio::test]
+async fn a_cancellation_hidden_by_an_expired_sync_token_still_deletes_its_meeting() {
+    let h = Harness::start().await;
+    // One event in the full-sync window, one before it; both are cancelled while the engine is
+    // away and the token expires, so only a full sync can find out.
+    let (recent, recent_meeting) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    let (old, old_meeting) = h
+        .conferenced_event(ALICE, event_body("Retro", day_at_ten(-60), 30))
+        .await;
+    let (_, kept_meeting) = h
+        .conferenced_event(ALICE, event_body("Review", day_at_ten(5), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+    for event in [&recent, &old] {
+        h.ok(
+            ALICE,
+            Method::DELETE,
+            &Harness::event_path(ALICE, &id_of(event)),
+            None,
+        )
+        .await;
+    }
+    h.admin(
+        Method::POST,
+        &format!("calendars/{}/expire-sync-tokens", encode_segment(ALICE)),
+        json!({}),
+    )
+    .await;
+
+    let (summaries, first_drain) = h.settle(&[ALICE]).await;
+    assert!(summaries[0].full);
+    // The verification of the out-of-window event plans its delete during the first drain; a
+    // second drain runs it if it was not picked up in the same drain.
+    let second_drain = h.drain().await;
+    let deletes = kind(&first_drain, "delete") + kind(&second_drain, "delete");
+    assert_eq!(deletes, 2, "{first_drain:?} {second_drain:?}");
+    assert!(h.meeting(&recent_meeting).await.deleted, "in the window");
+    assert!(h.meeting(&old_meeting).await.deleted, "before the window");
+    assert!(
+        !h.meeting(&kept_meeting).await.deleted,
+        "the live event keeps its meeting"
+    );
+}
+
+/// A weekly series of four, linked; its id, its meeting and its first start.
+async fn weekly_series(h: &Harness) -> (String, String, DateTime<Utc>) {
+    let first = day_at_ten(3);
+    let mut body = event_body("Weekly", first, 30);
+    body["recurrence"] = json!(["RRULE:FREQ=WEEKLY;COUNT=4"]);
+    let (event, meeting_id) = h.conferenced_event(ALICE, body).await;
+    h.settle(&[ALICE]).await;
+    (id_of(&event), meeting_id, first)
+}
+
+fn instance_id(series: &str, original: DateTime<Utc>) -> String {
+    format!("{series}_{}", original.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[tokio::test]
+async fn a_moved_instance_of_a_weekly_series_moves_that_occurrence() {
+    let h = Harness::start().await;
+    let (series, meeting_id, first) = weekly_series(&h).await;
+    let spec_before = h.meeting(&meeting_id).await.spec_json;
+
+    let original = first + chrono::Duration::weeks(1);
+    let start = original + chrono::Duration::hours(2);
+    let end = start + chrono::Duration::minutes(30);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &instance_id(&series, original)),
+        Some(json!({
+            "start": {"dateTime": rfc3339(start), "timeZone": "UTC"},
+            "end": {"dateTime": rfc3339(end), "timeZone": "UTC"},
+        })),
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(
+        summaries[0].actions.get("update_occurrence"),
+        Some(&1),
+        "{:?}",
+        summaries[0]
+    );
+    assert_eq!(kind(&drained, "update_occurrence"), 1, "{drained:?}");
+    let occurrences = h.occurrences(&meeting_id).await;
+    assert_eq!(
+        occurrences.get(&When::At(original).key()),
+        Some(&Some((When::At(start), When::At(end), "Weekly".to_owned()))),
+        "{occurrences:?}"
+    );
+    assert_eq!(
+        occurrences.len(),
+        1,
+        "only that occurrence: {occurrences:?}"
+    );
+    assert_eq!(
+        h.meeting(&meeting_id).await.spec_json,
+        spec_before,
+        "the series itself is unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_instance_of_a_weekly_series_cancels_that_occurrence() {
+    let h = Harness::start().await;
+    let (series, meeting_id, first) = weekly_series(&h).await;
+
+    let original = first + chrono::Duration::weeks(2);
+    h.ok(
+        ALICE,
+        Method::DELETE,
+        &Harness::event_path(ALICE, &instance_id(&series, original)),
+        None,
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert_eq!(
+        summaries[0].actions.get("cancel_occurrence"),
+        Some(&1),
+        "{:?}",
+        summaries[0]
+    );
+    assert_eq!(kind(&drained, "cancel_occurrence"), 1, "{drained:?}");
+    assert_eq!(kind(&drained, "delete"), 0, "the series lives on");
+    let occurrences = h.occurrences(&meeting_id).await;
+    assert_eq!(
+        occurrences.get(&When::At(original).key()),
+        Some(&None),
+        "{occurrences:?}"
+    );
+    assert_eq!(
+        occurrences.len(),
+        1,
+        "only that occurrence: {occurrences:?}"
+    );
+    assert!(!h.meeting(&meeting_id).await.deleted);
+}
+
+/// An event with a meeting on Alice's primary calendar, a synced Team calendar, and the event
+/// moved there with `events.move`. Returns (team id, event id, meeting id, join URL).
+async fn moved_to_team(h: &Harness) -> (String, String, String, String) {
+    let team = h.secondary_calendar("Team").await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE, &team]).await;
+    let join_url = h.meeting(&meeting_id).await.join_url;
+    let id = id_of(&event);
+    let moved = h
+        .ok(
+            ALICE,
+            Method::POST,
+            &format!(
+                "{}/move?destination={}",
+                Harness::event_path(ALICE, &id),
+                encode_segment(&team)
+            ),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(moved["organizer"]["email"], json!(team));
+    (team, id, meeting_id, join_url)
+}
+
+async fn assert_kept_on(h: &Harness, team: &str, event_id: &str, meeting_id: &str, join: &str) {
+    let meeting = h.meeting(meeting_id).await;
+    assert!(!meeting.deleted, "the moved event's meeting was deleted");
+    assert_eq!(meeting.join_url, join, "the same meeting, same join link");
+    let link = h.store.link(meeting_id).await.unwrap().expect("a link");
+    assert_eq!(
+        (
+            link.calendar_id.as_str(),
+            link.event_id.as_str(),
+            link.deleted
+        ),
+        (team, event_id, false),
+        "the link followed the event"
+    );
+    // A later change on the new calendar still reaches the meeting.
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(team, event_id),
+        Some(json!({"summary": "Planning (team)"})),
+    )
+    .await;
+    h.settle(&[ALICE, team]).await;
+    assert_eq!(h.spec(meeting_id).await.title, "Planning (team)");
+    assert!(!h.meeting(meeting_id).await.deleted);
+}
+
+#[tokio::test]
+async fn an_event_moved_to_another_synced_calendar_keeps_its_meeting() {
+    let h = Harness::start().await;
+    let (team, id, meeting_id, join) = moved_to_team(&h).await;
+
+    // The source calendar syncs first: it sees only the tombstone the move left.
+    let source = h.sync(ALICE).await;
+    assert_eq!(source.actions.get("delete"), Some(&1), "{source:?}");
+    let drained = h.drain().await;
+    assert_eq!(kind(&drained, "delete"), 0, "{drained:?}");
+    assert!(!h.meeting(&meeting_id).await.deleted);
+    let (_, drained) = h.settle(&[&team]).await;
+    assert_eq!(kind(&drained, "delete"), 0, "{drained:?}");
+
+    assert_kept_on(&h, &team, &id, &meeting_id, &join).await;
+}
+
+#[tokio::test]
+async fn an_event_moved_to_another_synced_calendar_keeps_its_meeting_when_the_destination_syncs_first()
+ {
+    let h = Harness::start().await;
+    let (team, id, meeting_id, join) = moved_to_team(&h).await;
+
+    let (_, drained) = h.settle(&[&team, ALICE]).await;
+    assert_eq!(kind(&drained, "delete"), 0, "{drained:?}");
+    assert!(!h.meeting(&meeting_id).await.deleted);
+
+    assert_kept_on(&h, &team, &id, &meeting_id, &join).await;
+}
+
+#[tokio::test]
+async fn transient_503s_on_events_list_are_retried_and_the_sync_succeeds() {
+    let h = Harness::start().await;
+    let (event, meeting_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&event)),
+        Some(json!({"summary": "Planning (after outage)"})),
+    )
+    .await;
+
+    h.admin(
+        Method::POST,
+        "faults",
+        json!({"status": 503, "count": 2, "method": "calendar.events.list"}),
+    )
+    .await;
+    let lists_before = h.client.request_count(ApiMethod::EventsList);
+    let summary = h.sync(ALICE).await;
+    let lists = h.client.request_count(ApiMethod::EventsList) - lists_before;
+
+    assert_eq!(lists, 3, "two 503s, then the page");
+    assert!(!summary.full, "a 503 is not a 410: the token is kept");
+    assert_eq!(summary.actions.get("update"), Some(&1));
+    let drained = h.drain().await;
+    assert_eq!(kind(&drained, "update"), 1);
+    assert_eq!(h.spec(&meeting_id).await.title, "Planning (after outage)");
+}
+
+/// A calendar that lists one fixed page (a malformed item among good ones) and records the
+/// requests it gets. The emulator validates every write, so it cannot produce such an item.
+struct MalformedCalendar {
+    requests: Mutex<Vec<ListRequest>>,
+    broken: Value,
+}
+
+impl CalendarApi for MalformedCalendar {
+    fn list<'a>(
+        &'a self,
+        _calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+        Box::pin(async move {
+            let mut requests = self.requests.lock().unwrap();
+            requests.push(request.clone());
+            let page = if requests.len() == 1 {
+                Page {
+                    items: vec![
+                        self.broken.clone(),
+                        json!({
+                            "kind": "calendar#event", "etag": "\"2\"", "id": "fine", "status": "confirmed",
+                            "summary": "Lunch",
+                            "start": {"dateTime": "2026-12-01T12:00:00Z"},
+                            "end": {"dateTime": "2026-12-01T13:00:00Z"},
+                            "organizer": {"email": ALICE, "self": true},
+                        }),
+                    ],
+                    next_page_token: None,
+                    next_sync_token: Some("token-1".into()),
+                }
+            } else {
+                Page {
+                    items: vec![],
+                    next_page_token: None,
+                    next_sync_token: Some("token-2".into()),
+                }
+            };
+            Ok(page)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        _calendar_id: &'a str,
+        _event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn patch<'a>(
+        &'a self,
+        _calendar_id: &'a str,
+        _event_id: &'a str,
+        _body: &'a Value,
+        _if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        Box::pin(async {
+            Err(CalendarError::Fatal {
+                detail: "this calendar is read-only".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_dead_lettered_and_the_sync_token_still_advances() {
+    let store = Store::memory().await.unwrap();
+    let broken = json!({
+        "kind": "calendar#event", "etag": "\"1\"", "id": "broken", "status": "confirmed",
+        "summary": "Broken",
+        "start": {"dateTime": "soon"},
+        "end": {"dateTime": "2026-12-01T11:00:00Z"},
+    });
+    let calendar = Arc::new(MalformedCalendar {
+        requests: Mutex::new(Vec::new()),
+        broken: broken.clone(),
+    });
+    let engine = Engine::new(
+        store.clone(),
+        calendar.clone(),
+        Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/")),
+        EngineConfig::default(),
+    );
+
+    let summary = engine.sync(ALICE, false, now_ms()).await.unwrap();
+    assert_eq!(
+        (summary.events, summary.dead_letters),
+        (2, 1),
+        "{summary:?}"
+    );
+
+    let letters = store.dead_letters(ALICE).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.event_id.as_deref(), Some("broken"));
+    assert!(
+        letter.reason.contains("start.dateTime") && letter.reason.contains("soon"),
+        "the reason says what is wrong: {}",
+        letter.reason
+    );
+    assert_eq!(letter.raw, broken, "the item is kept as received");
+    assert_eq!(letter.count, 1);
+    let state = store.calendar(ALICE).await.unwrap().unwrap();
+    assert_eq!(
+        state.sync_token.as_deref(),
+        Some("token-1"),
+        "one bad event does not hold the calendar back"
+    );
+
+    // The next pass continues from that token.
+    let next = engine.sync(ALICE, false, now_ms()).await.unwrap();
+    assert!(!next.full);
+    let requests = calendar.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].sync_token.as_deref(), Some("token-1"));
+    assert_eq!(engine.drain(now_ms()).await.unwrap().provider_calls, 0);
+}
+
+#[tokio::test]
+async fn an_instance_cancelled_behind_an_expired_sync_token_still_reaches_the_occurrences() {
+    let h = Harness::start().await;
+    let (series, meeting_id, first) = weekly_series(&h).await;
+
+    let original = first + chrono::Duration::weeks(3);
+    h.ok(
+        ALICE,
+        Method::DELETE,
+        &Harness::event_path(ALICE, &instance_id(&series, original)),
+        None,
+    )
+    .await;
+    h.admin(
+        Method::POST,
+        &format!("calendars/{}/expire-sync-tokens", encode_segment(ALICE)),
+        json!({}),
+    )
+    .await;
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert!(summaries[0].full, "{:?}", summaries[0]);
+    assert_eq!(kind(&drained, "cancel_occurrence"), 1, "{drained:?}");
+    assert_eq!(kind(&drained, "delete"), 0, "{drained:?}");
+    let occurrences = h.occurrences(&meeting_id).await;
+    assert_eq!(
+        occurrences.get(&When::At(original).key()),
+        Some(&None),
+        "{occurrences:?}"
+    );
+    assert!(!h.meeting(&meeting_id).await.deleted);
+}
