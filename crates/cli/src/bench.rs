@@ -1,10 +1,23 @@
 //! `confsync bench ...`: programs that print numbers. Targets live here, not in tests.
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use confsync_core::model::{MeetingSpec, Snapshot, When};
+use confsync_core::plan::{Capabilities, Decision, Link};
+use confsync_core::session::{LinkSet, ListRequest, Page as SessionPage, Session, SessionConfig};
 use confsync_emulator::store::{WriteKind, WriteOptions};
-use confsync_emulator::{Emulator, EmulatorConfig};
+use confsync_emulator::{Emulator, EmulatorConfig, Shared};
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::{CalendarApi, CalendarError, Engine, EngineConfig};
+use confsync_gcal::{ApiMethod, Client, ListParams, RetryPolicy, StaticToken};
+use confsync_providers::memory::MemoryProvider;
+use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
+use confsync_store::{PlannedChange, Store};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::json;
@@ -235,5 +248,820 @@ pub async fn emulator(args: EmulatorBenchArgs) -> anyhow::Result<()> {
         rss_bytes() as f64 / 1e6
     );
     running.shutdown();
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EngineBenchArgs {
+    /// Events in the calendar.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Of those, events carrying one of our conferences (linked, with a meeting at the provider).
+    #[arg(long, default_value_t = 10_000)]
+    ours: usize,
+    /// Changes per incremental burst.
+    #[arg(long, default_value_t = 1_000)]
+    burst: usize,
+    /// Incremental bursts (each followed by a sync and a drain).
+    #[arg(long, default_value_t = 5)]
+    bursts: usize,
+    /// Raw listings and full syncs to run (the medians are compared).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// The in-memory provider, counting wasted calls: successful updates that asked for the spec
+/// the meeting already had (a change that did not matter reached the provider).
+struct Counted {
+    inner: MemoryProvider,
+    wasted: AtomicU64,
+}
+
+impl ConferenceProvider for Counted {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
+        self.inner.create(spec, key)
+    }
+
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(async move {
+            let before = self.inner.meeting(meeting_id).map(|m| m.spec);
+            let result = self.inner.update(meeting_id, spec, key).await;
+            if result.is_ok() && before.as_ref() == Some(spec) {
+                self.wasted.fetch_add(1, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        start: When,
+        end: When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner
+            .update_occurrence(meeting_id, occurrence, start, end, title, key)
+    }
+
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.cancel_occurrence(meeting_id, occurrence, key)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.delete(meeting_id, key)
+    }
+}
+
+/// The Google calendar, timing its `events.list` pages (HTTP, decoding, conversion to raw JSON),
+/// so a sync's time splits into "waiting for pages" and "the engine's own work".
+struct Timed {
+    inner: GoogleCalendar,
+    list_nanos: AtomicU64,
+}
+
+impl Timed {
+    fn list_secs(&self) -> f64 {
+        self.list_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl CalendarApi for Timed {
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<SessionPage, CalendarError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let page = self.inner.list(calendar_id, request).await;
+            self.list_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            page
+        })
+    }
+
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a serde_json::Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value, CalendarError>> {
+        self.inner.patch(calendar_id, event_id, body, if_match)
+    }
+
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, CalendarError>> {
+        self.inner.get(calendar_id, event_id)
+    }
+}
+
+/// The benchmark's SQLite file (and its WAL files), removed when dropped.
+struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn events_list_count(client: &Client) -> u64 {
+    client.request_count(ApiMethod::EventsList)
+}
+
+fn events_get_count(client: &Client) -> u64 {
+    client.request_count(ApiMethod::EventsGet)
+}
+
+/// Lists every page with the client alone (no engine work): (events, requests).
+async fn raw_list(client: &Client, calendar: &str) -> anyhow::Result<(usize, u64)> {
+    let mut params = ListParams {
+        max_results: Some(2500),
+        // As the engine's full sync asks.
+        show_deleted: Some(true),
+        ..ListParams::default()
+    };
+    let (mut items, mut requests) = (0, 0);
+    loop {
+        let page = client.list_events(calendar, &params).await?;
+        requests += 1;
+        items += page.items.len();
+        match page.next_page_token {
+            Some(token) => params.page_token = Some(token),
+            None => return Ok((items, requests)),
+        }
+    }
+}
+
+/// What one incremental burst did to the calendar.
+#[derive(Default)]
+struct Burst {
+    /// Events changed (each listed once by the next incremental sync).
+    touched: HashSet<String>,
+    /// Changes made on our events, and how many of our events got a change the provider cares
+    /// about (rename, reschedule, new attendee).
+    on_ours: usize,
+    relevant: HashSet<String>,
+}
+
+/// Applies `size` changes straight to the emulator's world: 60% on our events (rename,
+/// reschedule and new attendee are relevant; colour and reminders are not), 40% on other events.
+fn apply_burst(
+    shared: &Shared,
+    calendar: &str,
+    number: usize,
+    size: usize,
+    ours: &[String],
+    others: &[String],
+    cursors: &mut (usize, usize),
+) -> anyhow::Result<Burst> {
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let opts = WriteOptions::default();
+    let mut burst = Burst::default();
+    let current =
+        |world: &confsync_emulator::World, id: &str| -> anyhow::Result<serde_json::Value> {
+            let (json, _) = world
+                .get_event(calendar, id)
+                .map_err(|e| anyhow::anyhow!("get {id}: {e}"))?;
+            Ok(serde_json::from_str(&json)?)
+        };
+    for j in 0..size {
+        let slot = j % 10;
+        let on_ours = if others.is_empty() {
+            true
+        } else if ours.is_empty() {
+            false
+        } else {
+            slot < 6
+        };
+        let (id, body, relevant) = if on_ours {
+            let id = &ours[cursors.0 % ours.len()];
+            cursors.0 += 1;
+            match slot % 6 {
+                0 | 1 => (
+                    id,
+                    json!({"summary": format!("Renamed in burst {number}, change {j}")}),
+                    true,
+                ),
+                2 => {
+                    let event = current(&world, id)?;
+                    let shift = |field: &str| -> anyhow::Result<serde_json::Value> {
+                        let at = event[field]["dateTime"]
+                            .as_str()
+                            .context("a dateTime start/end")?;
+                        let at =
+                            chrono::DateTime::parse_from_rfc3339(at)? + chrono::Duration::hours(1);
+                        Ok(json!({"dateTime": at.to_rfc3339(), "timeZone": "Europe/Berlin"}))
+                    };
+                    (
+                        id,
+                        json!({"start": shift("start")?, "end": shift("end")?}),
+                        true,
+                    )
+                }
+                3 => {
+                    let event = current(&world, id)?;
+                    let mut attendees = event["attendees"].as_array().cloned().unwrap_or_default();
+                    attendees.push(json!({"email": format!("added{number}x{j}@example.org")}));
+                    (id, json!({"attendees": attendees}), true)
+                }
+                4 => (
+                    id,
+                    json!({"colorId": ((number + j) % 11 + 1).to_string()}),
+                    false,
+                ),
+                _ => (
+                    id,
+                    json!({"reminders": {"useDefault": false, "overrides": [{"method": "popup", "minutes": 5 + number}]}}),
+                    false,
+                ),
+            }
+        } else {
+            let id = &others[cursors.1 % others.len()];
+            cursors.1 += 1;
+            let body = match slot % 3 {
+                0 => json!({"summary": format!("Other event renamed in burst {number}")}),
+                1 => json!({"colorId": ((number + j) % 11 + 1).to_string()}),
+                _ => json!({"location": format!("Room {number}.{j}")}),
+            };
+            (id, body, false)
+        };
+        world
+            .write_event(now, calendar, id, body, WriteKind::Patch, &opts)
+            .map_err(|e| anyhow::anyhow!("burst {number}, change {j} on {id}: {e}"))?;
+        burst.touched.insert(id.clone());
+        if on_ours {
+            burst.on_ours += 1;
+            if relevant {
+                burst.relevant.insert(id.clone());
+            }
+        }
+    }
+    shared.flush_notifications(&mut world);
+    Ok(burst)
+}
+
+pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
+    if args.ours > args.events {
+        bail!("--ours ({}) exceeds --events ({})", args.ours, args.events);
+    }
+    let emulator = Emulator::new(EmulatorConfig::default());
+    let shared = emulator.shared().clone();
+    let calendar = "bench@example.com";
+    let provider = Arc::new(Counted {
+        inner: MemoryProvider::new("bench", Capabilities::ALL),
+        wasted: AtomicU64::new(0),
+    });
+    let db_path = std::env::temp_dir().join(format!(
+        "confsync-bench-engine-{}-{}.db",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let _db = TempDb(db_path.clone());
+    let store = Store::open(db_path.to_str().context("temp path is not UTF-8")?).await?;
+
+    // Seed the calendar in process; every `stride`-th event carries one of our conferences.
+    let seeded = Instant::now();
+    let stride = (args.events / args.ours.max(1)).max(1);
+    let is_ours = |i: usize| args.ours > 0 && i.is_multiple_of(stride) && i / stride < args.ours;
+    let mut ours: Vec<String> = Vec::with_capacity(args.ours);
+    let mut others: Vec<String> = Vec::with_capacity(args.events - args.ours);
+    let mut links: Vec<Link> = Vec::with_capacity(args.ours);
+    {
+        let mut world = shared.world();
+        world
+            .ensure_user(calendar, Some("Bench"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now = shared.clock.now();
+        let opts = WriteOptions {
+            conference_data_version: 1,
+            if_match: None,
+        };
+        for i in 0..args.events {
+            let event_id = format!("ev{i:08}");
+            let mut body = event_body(i, false);
+            body["id"] = json!(event_id);
+            if !is_ours(i) {
+                world
+                    .insert_event(now, calendar, body, WriteKind::Insert, &opts)
+                    .map_err(|e| anyhow::anyhow!("insert {i}: {e}"))?;
+                others.push(event_id);
+                continue;
+            }
+            let meeting_id = format!("mtg-{i}");
+            body["conferenceData"] = json!({
+                "conferenceId": meeting_id,
+                "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
+                "entryPoints": [{"entryPointType": "video", "uri": format!("https://meet.invalid/{meeting_id}")}],
+                "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting_id}}},
+            });
+            let created = world
+                .insert_event(now, calendar, body, WriteKind::Insert, &opts)
+                .map_err(|e| anyhow::anyhow!("insert {i}: {e}"))?;
+            let created: serde_json::Value = serde_json::from_str(&created)?;
+            let snapshot = Snapshot::from_json(&created).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let spec = snapshot.spec.context("a created event has a spec")?;
+            // The add-on made the meeting from the event as it was created ...
+            provider.inner.insert(&meeting_id, spec.clone());
+            links.push(Link {
+                conference_id: meeting_id,
+                provider: "bench".into(),
+                calendar_id: calendar.to_owned(),
+                event_id: event_id.clone(),
+                spec,
+                last_etag_seen: snapshot.etag,
+                last_etag_written: None,
+                occurrences: BTreeMap::new(),
+                deleted: false,
+                join_url: None,
+            });
+            ours.push(event_id);
+        }
+        shared.flush_notifications(&mut world);
+    }
+    let seed_secs = seeded.elapsed().as_secs_f64();
+    // ... and linked it, as the add-on API does (1,000 links per transaction).
+    let registered = Instant::now();
+    for chunk in links.chunks(1000) {
+        let now = now_ms();
+        let changes: Vec<PlannedChange> = chunk
+            .iter()
+            .map(|link| PlannedChange {
+                link: link.clone(),
+                actions: vec![],
+                supersede_deletes: false,
+                not_before_ms: now,
+            })
+            .collect();
+        store
+            .commit_page(calendar, &changes, &[], None, now)
+            .await?;
+    }
+    let register_secs = registered.elapsed().as_secs_f64();
+    drop(links);
+
+    let running = emulator.spawn("127.0.0.1:0").await?;
+    let client = Client::new(
+        running.base_url(),
+        Arc::new(StaticToken("dev:bench@example.com".into())),
+        RetryPolicy::default(),
+    )?;
+    let timed = Arc::new(Timed {
+        inner: GoogleCalendar {
+            client: client.clone(),
+        },
+        list_nanos: AtomicU64::new(0),
+    });
+    let engine = Engine::new(
+        store.clone(),
+        timed.clone(),
+        provider.clone(),
+        EngineConfig {
+            full_sync_window: None,
+            ..EngineConfig::default()
+        },
+    );
+    let mut failures: Vec<String> = Vec::new();
+
+    println!(
+        "engine benchmark: {} events ({} ours), {} bursts of {} changes, {} rounds, SQLite (WAL) at {}",
+        args.events,
+        ours.len(),
+        args.bursts,
+        args.burst,
+        args.rounds,
+        db_path.display()
+    );
+    println!(
+        "seeding: {} events in {seed_secs:.2} s (in process); {} links registered in {register_secs:.2} s ({:.0} links/s)",
+        args.events,
+        ours.len(),
+        ours.len() as f64 / register_secs
+    );
+
+    // (1) The emulator's raw listing through the same client: the floor for a full sync.
+    let mut raw_times = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let started = Instant::now();
+        let (items, requests) = raw_list(&client, calendar).await.context("raw listing")?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  raw listing: {items} events in {requests} requests, {secs:.3} s, {:.0} events/s",
+            items as f64 / secs
+        );
+        if items != args.events {
+            failures.push(format!(
+                "raw listing returned {items} events, expected {}",
+                args.events
+            ));
+        }
+        raw_times.push(secs);
+    }
+    let raw_secs = median(&raw_times);
+    println!(
+        "raw listing (gcal client, no engine): median {:.0} events/s, {raw_secs:.3} s",
+        args.events as f64 / raw_secs
+    );
+
+    // (2) Full syncs: every event listed and planned, links compared, nothing to call.
+    let mut sync_times = Vec::new();
+    let mut list_times = Vec::new();
+    let mut requests_per_sync = 0;
+    for _ in 0..args.rounds.max(1) {
+        let (lists, gets) = (events_list_count(&client), events_get_count(&client));
+        let listing_before = timed.list_secs();
+        let started = Instant::now();
+        let summary = engine.sync(calendar, true, now_ms()).await?;
+        let secs = started.elapsed().as_secs_f64();
+        let list_secs = timed.list_secs() - listing_before;
+        let lists = events_list_count(&client) - lists;
+        let gets = events_get_count(&client) - gets;
+        let planned: u64 = summary.actions.values().sum();
+        println!(
+            "  full sync: {} events in {lists} events.list + {gets} events.get requests, {secs:.3} s, {:.0} events/s; pages {list_secs:.3} s, engine work {:.3} s; {planned} actions planned",
+            summary.events,
+            summary.events as f64 / secs,
+            secs - list_secs
+        );
+        if summary.events != args.events as u64 {
+            failures.push(format!(
+                "full sync listed {} events, expected {}",
+                summary.events, args.events
+            ));
+        }
+        if planned > 0 || summary.dead_letters > 0 || summary.verifications > 0 {
+            failures.push(format!(
+                "a full sync of unchanged events planned {:?}, {} dead letters, {} verifications",
+                summary.actions, summary.dead_letters, summary.verifications
+            ));
+        }
+        requests_per_sync = lists + gets;
+        sync_times.push(secs);
+        list_times.push(list_secs);
+    }
+    let full_secs = median(&sync_times);
+    let full_list_secs = median(&list_times);
+    println!(
+        "full sync: median {:.0} events/s, {full_secs:.3} s (target >= 50000)",
+        args.events as f64 / full_secs
+    );
+    println!(
+        "full sync calendar requests: {requests_per_sync} per sync, {:.0} events per request (target 1 events.list per 2500 events)",
+        args.events as f64 / requests_per_sync.max(1) as f64
+    );
+    println!(
+        "engine overhead: {:+.0}% over the raw listing (target <= +25%)",
+        (full_secs / raw_secs - 1.0) * 100.0
+    );
+    println!(
+        "full sync time split (medians): pages {full_list_secs:.3} s ({:+.3} s over the raw listing: typed page to raw JSON), engine work {:.3} s (links lookup, planning, page commit)",
+        full_list_secs - raw_secs,
+        full_secs - full_list_secs
+    );
+    profile_full_sync(
+        running.base_url(),
+        calendar,
+        &store,
+        &engine.config,
+        provider.as_ref(),
+    )
+    .await?;
+    let drained = engine.drain(now_ms()).await?;
+    if drained.provider_calls > 0 {
+        failures.push(format!(
+            "full syncs of unchanged events led to {} provider calls",
+            drained.provider_calls
+        ));
+    }
+
+    // (3) Incremental bursts: changes straight into the world, then one sync and one drain.
+    let mut cursors = (0, 0);
+    let (mut total_changes, mut total_relevant, mut total_calls, mut total_lists) = (0, 0, 0, 0);
+    let (mut total_sync_secs, mut total_events) = (0.0, 0);
+    let mut depth = 0;
+    for number in 1..=args.bursts {
+        let burst = apply_burst(
+            &shared,
+            calendar,
+            number,
+            args.burst,
+            &ours,
+            &others,
+            &mut cursors,
+        )?;
+        let lists = events_list_count(&client);
+        let gets = events_get_count(&client);
+        let listing_before = timed.list_secs();
+        let started = Instant::now();
+        let summary = engine.sync(calendar, false, now_ms()).await?;
+        let sync_secs = started.elapsed().as_secs_f64();
+        let list_secs = timed.list_secs() - listing_before;
+        let lists = events_list_count(&client) - lists;
+        let gets = events_get_count(&client) - gets;
+        let calls_before = provider.inner.calls().len();
+        let wasted_before = provider.wasted.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let drain = engine.drain(now_ms()).await?;
+        let drain_secs = started.elapsed().as_secs_f64();
+        let calls = provider.inner.calls().len() - calls_before;
+        let wasted = provider.wasted.load(Ordering::Relaxed) - wasted_before;
+        depth = store.outbox_depth().await?;
+        println!(
+            "  burst {number}: {} changes on {} events ({} on ours, {} of our events changed relevantly); incremental sync {} events in {lists} events.list + {gets} events.get, {sync_secs:.3} s ({:.0} events/s; pages {list_secs:.3} s, engine work {:.3} s); drain {drain_secs:.3} s, {calls} provider calls ({:.2} per relevant change), {wasted} wasted, {} failed, outbox depth {depth}",
+            args.burst,
+            burst.touched.len(),
+            burst.on_ours,
+            burst.relevant.len(),
+            summary.events,
+            summary.events as f64 / sync_secs,
+            sync_secs - list_secs,
+            calls as f64 / burst.relevant.len().max(1) as f64,
+            drain.failed + drain.retried,
+        );
+        if summary.events != burst.touched.len() as u64 {
+            failures.push(format!(
+                "burst {number}: the incremental sync listed {} events, {} were changed",
+                summary.events,
+                burst.touched.len()
+            ));
+        }
+        if drain.failed + drain.retried > 0 {
+            failures.push(format!(
+                "burst {number}: {} provider actions failed, {} retried",
+                drain.failed, drain.retried
+            ));
+        }
+        total_changes += args.burst;
+        total_relevant += burst.relevant.len();
+        total_calls += calls;
+        total_lists += lists;
+        total_sync_secs += sync_secs;
+        total_events += summary.events;
+    }
+    let wasted = provider.wasted.load(Ordering::Relaxed);
+    if args.bursts > 0 {
+        println!(
+            "incremental sync: {:.0} events/s ({total_events} events in {total_sync_secs:.3} s over {} bursts)",
+            total_events as f64 / total_sync_secs,
+            args.bursts
+        );
+        println!(
+            "events.list requests per burst: {:.1} (target {} = one per 2500 changes)",
+            total_lists as f64 / args.bursts as f64,
+            args.burst.div_ceil(2500).max(1)
+        );
+        println!(
+            "provider calls per relevant change: {:.2} ({total_calls} calls for {total_relevant} relevant changes in {total_changes} changes; target 1.0)",
+            total_calls as f64 / total_relevant.max(1) as f64
+        );
+    }
+    println!("wasted provider calls: {wasted} (target 0)");
+    println!("outbox depth after drain: {depth} (target 0)");
+
+    // Every meeting must now match its event.
+    let out_of_step = {
+        let world = shared.world();
+        let mut out_of_step = 0;
+        for (n, event_id) in ours.iter().enumerate() {
+            let (json, _) = world
+                .get_event(calendar, event_id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event: serde_json::Value = serde_json::from_str(&json)?;
+            let spec = Snapshot::from_json(&event)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .spec;
+            let meeting_id = format!("mtg-{}", n * stride);
+            if provider.inner.meeting(&meeting_id).map(|m| m.spec) != spec {
+                out_of_step += 1;
+            }
+        }
+        out_of_step
+    };
+    println!("meetings out of step with their events: {out_of_step} (target 0)");
+
+    if wasted > 0 {
+        failures.push(format!("{wasted} wasted provider calls"));
+    }
+    if total_calls != total_relevant {
+        failures.push(format!(
+            "{total_calls} provider calls for {total_relevant} relevant changes"
+        ));
+    }
+    if depth > 0 {
+        failures.push(format!("{depth} outbox actions left after the drain"));
+    }
+    if out_of_step > 0 {
+        failures.push(format!("{out_of_step} meetings out of step"));
+    }
+    running.shutdown();
+    store.close().await;
+    if !failures.is_empty() {
+        bail!("engine benchmark failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Where a full sync's time goes: the pieces the engine chains (HTTP, the gcal client's typed
+/// decode, conversion to raw JSON, link lookup, planning, page commit), run one after the other
+/// over one extra full listing so each is timed alone. The commits write what a full sync
+/// writes (without moving the sync token).
+async fn profile_full_sync(
+    base_url: &str,
+    calendar: &str,
+    store: &Store,
+    config: &EngineConfig,
+    provider: &dyn ConferenceProvider,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{base_url}calendar/v3/calendars/{}/events",
+        confsync_gcal::encode_segment(calendar)
+    );
+    let started = Instant::now();
+    let mut bodies = Vec::new();
+    let mut page_token: Option<String> = None;
+    loop {
+        let mut query: Vec<(&str, &str)> = vec![("maxResults", "2500"), ("showDeleted", "true")];
+        if let Some(t) = &page_token {
+            query.push(("pageToken", t));
+        }
+        let response = http
+            .get(&url)
+            .bearer_auth("dev:bench@example.com")
+            .query(&query)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("events.list answered {}", response.status());
+        }
+        let body = response.bytes().await?;
+        let page: Page = serde_json::from_slice(&body)?;
+        bodies.push(body);
+        match page.next_page_token {
+            Some(next) => page_token = Some(next),
+            None => break,
+        }
+    }
+    let http_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let typed: Vec<confsync_gcal::Events> = bodies
+        .iter()
+        .map(|b| serde_json::from_slice(b))
+        .collect::<Result<_, _>>()?;
+    let typed_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut pages: Vec<SessionPage> = Vec::new();
+    for events in &typed {
+        pages.push(SessionPage {
+            items: events
+                .items
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?,
+            next_page_token: events.next_page_token.clone(),
+            next_sync_token: events.next_sync_token.clone(),
+        });
+    }
+    let to_value_secs = started.elapsed().as_secs_f64();
+    drop(typed);
+
+    let started = Instant::now();
+    for body in &bodies {
+        let _: serde_json::Value = serde_json::from_slice(body)?;
+    }
+    let direct_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    for page in &pages {
+        for item in &page.items {
+            let _ = Snapshot::from_json(item);
+        }
+    }
+    let snapshot_secs = started.elapsed().as_secs_f64();
+
+    let now = now_ms();
+    let mut session = Session::new(
+        calendar,
+        None,
+        true,
+        chrono::Utc::now(),
+        SessionConfig {
+            max_results: config.page_size,
+            full_sync_window: None,
+            recognizer: config.recognizer.clone(),
+            capabilities: provider.capabilities(),
+            provider: provider.name().to_owned(),
+        },
+    );
+    let (mut lookup_secs, mut plan_secs, mut commit_secs) = (0.0, 0.0, 0.0);
+    let mut upserts = 0;
+    for page in pages {
+        let started = Instant::now();
+        let mut event_ids = Vec::new();
+        let mut conference_ids = Vec::new();
+        for item in &page.items {
+            if let Some(id) = item
+                .get("recurringEventId")
+                .or_else(|| item.get("id"))
+                .and_then(serde_json::Value::as_str)
+            {
+                event_ids.push(id.to_owned());
+            }
+            if let Some(c) = item
+                .pointer("/conferenceData/conferenceId")
+                .and_then(serde_json::Value::as_str)
+            {
+                conference_ids.push(c.to_owned());
+            }
+        }
+        let mut links = LinkSet::new(store.links(calendar, &event_ids, &conference_ids).await?);
+        lookup_secs += started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let outcome = session.on_page(page, &mut links)?;
+        plan_secs += started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let changes: Vec<PlannedChange> = outcome
+            .decisions
+            .into_iter()
+            .filter_map(|(_, decision)| match decision {
+                Decision::Apply {
+                    link,
+                    actions,
+                    supersede_deletes,
+                    ..
+                } => Some(PlannedChange {
+                    link,
+                    actions,
+                    supersede_deletes,
+                    not_before_ms: now,
+                }),
+                Decision::Skip(_) => None,
+            })
+            .collect();
+        upserts += changes.len();
+        store
+            .commit_page(calendar, &changes, &[], None, now)
+            .await?;
+        commit_secs += started.elapsed().as_secs_f64();
+    }
+    println!("full sync phases (one extra listing, each phase timed alone):");
+    println!("  HTTP + emulator (items skipped, not decoded): {http_secs:.3} s");
+    println!(
+        "  gcal typed decode (Event model, flattened extras): {typed_secs:.3} s; typed -> serde_json::Value: {to_value_secs:.3} s (decoding the bodies straight to serde_json::Value instead: {direct_secs:.3} s)"
+    );
+    println!(
+        "  link lookup (store.links per page): {lookup_secs:.3} s; planning (Session::on_page): {plan_secs:.3} s, of which Snapshot::from_json {snapshot_secs:.3} s; page commits (store.commit_page, {upserts} link upserts): {commit_secs:.3} s"
+    );
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod demo;
 mod sync;
 
 use std::io::Write;
@@ -39,8 +40,8 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
-    /// The main job on embedded defaults.
-    Demo(DemoArgs),
+    /// The main job on embedded defaults: the sync engine against the emulator, step by step.
+    Demo(demo::DemoArgs),
     /// One sync pass: list what changed on each calendar, plan, and run the provider actions.
     Sync(SyncArgs),
 }
@@ -84,13 +85,9 @@ struct EmulatorArgs {
 enum BenchCommand {
     /// events.list throughput of the emulator: full listing and incremental listing.
     Emulator(bench::EmulatorBenchArgs),
-}
-
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Exit after the scenario instead of serving until Ctrl-C.
-    #[arg(long)]
-    exit: bool,
+    /// The sync engine against the in-process emulator over HTTP: full sync of a large calendar,
+    /// incremental bursts, provider calls per relevant change, wasted calls.
+    Engine(bench::EngineBenchArgs),
 }
 
 fn init_logging(format: &str) {
@@ -115,7 +112,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Emulator(args),
         } => bench::emulator(args).await,
-        Command::Demo(args) => demo(args).await,
+        Command::Bench {
+            which: BenchCommand::Engine(args),
+        } => bench::engine(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
     }
 }
@@ -156,22 +156,6 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
         "Calendar v3 emulator serving"
     );
     tokio::signal::ctrl_c().await?;
-    running.shutdown();
-    Ok(())
-}
-
-async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    // The sync engine and the service (issues 3 and 4) are not built yet; until they are, the
-    // demo shows the emulator they will run against.
-    let running = Emulator::new(EmulatorConfig::default())
-        .spawn("127.0.0.1:0")
-        .await?;
-    println!("Calendar v3 emulator at {}", running.base_url());
-    println!("The conference sync engine is not built yet: this demo only starts the emulator.");
-    if !args.exit {
-        println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await?;
-    }
     running.shutdown();
     Ok(())
 }
