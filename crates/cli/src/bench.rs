@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use confsync_core::model::{MeetingSpec, Snapshot, When};
-use confsync_core::plan::{Capabilities, Decision, Link};
-use confsync_core::session::{LinkSet, ListRequest, Page as SessionPage, Session, SessionConfig};
+use confsync_core::plan::{Capabilities, Link};
+use confsync_core::session::{ListRequest, Page as SessionPage};
 use confsync_emulator::store::{WriteKind, WriteOptions};
 use confsync_emulator::{Emulator, EmulatorConfig, Shared};
 use confsync_engine::calendar::google::GoogleCalendar;
@@ -761,18 +761,10 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         (full_secs / raw_secs - 1.0) * 100.0
     );
     println!(
-        "full sync time split (medians): pages {full_list_secs:.3} s ({:+.3} s over the raw listing: typed page to raw JSON), engine work {:.3} s (links lookup, planning, page commit)",
+        "full sync time split (medians): pages {full_list_secs:.3} s ({:+.3} s over the raw listing), engine work {:.3} s (links lookup, planning, page commit)",
         full_list_secs - raw_secs,
         full_secs - full_list_secs
     );
-    profile_full_sync(
-        running.base_url(),
-        calendar,
-        &store,
-        &engine.config,
-        provider.as_ref(),
-    )
-    .await?;
     let drained = engine.drain(now_ms()).await?;
     if drained.provider_calls > 0 {
         failures.push(format!(
@@ -905,163 +897,5 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("engine benchmark failed:\n  {}", failures.join("\n  "));
     }
-    Ok(())
-}
-
-/// Where a full sync's time goes: the pieces the engine chains (HTTP, the gcal client's typed
-/// decode, conversion to raw JSON, link lookup, planning, page commit), run one after the other
-/// over one extra full listing so each is timed alone. The commits write what a full sync
-/// writes (without moving the sync token).
-async fn profile_full_sync(
-    base_url: &str,
-    calendar: &str,
-    store: &Store,
-    config: &EngineConfig,
-    provider: &dyn ConferenceProvider,
-) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let url = format!(
-        "{base_url}calendar/v3/calendars/{}/events",
-        confsync_gcal::encode_segment(calendar)
-    );
-    let started = Instant::now();
-    let mut bodies = Vec::new();
-    let mut page_token: Option<String> = None;
-    loop {
-        let mut query: Vec<(&str, &str)> = vec![("maxResults", "2500"), ("showDeleted", "true")];
-        if let Some(t) = &page_token {
-            query.push(("pageToken", t));
-        }
-        let response = http
-            .get(&url)
-            .bearer_auth("dev:bench@example.com")
-            .query(&query)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("events.list answered {}", response.status());
-        }
-        let body = response.bytes().await?;
-        let page: Page = serde_json::from_slice(&body)?;
-        bodies.push(body);
-        match page.next_page_token {
-            Some(next) => page_token = Some(next),
-            None => break,
-        }
-    }
-    let http_secs = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let typed: Vec<confsync_gcal::Events> = bodies
-        .iter()
-        .map(|b| serde_json::from_slice(b))
-        .collect::<Result<_, _>>()?;
-    let typed_secs = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let mut pages: Vec<SessionPage> = Vec::new();
-    for events in &typed {
-        pages.push(SessionPage {
-            items: events
-                .items
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()?,
-            next_page_token: events.next_page_token.clone(),
-            next_sync_token: events.next_sync_token.clone(),
-        });
-    }
-    let to_value_secs = started.elapsed().as_secs_f64();
-    drop(typed);
-
-    let started = Instant::now();
-    for body in &bodies {
-        let _: serde_json::Value = serde_json::from_slice(body)?;
-    }
-    let direct_secs = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    for page in &pages {
-        for item in &page.items {
-            let _ = Snapshot::from_json(item);
-        }
-    }
-    let snapshot_secs = started.elapsed().as_secs_f64();
-
-    let now = now_ms();
-    let mut session = Session::new(
-        calendar,
-        None,
-        true,
-        chrono::Utc::now(),
-        SessionConfig {
-            max_results: config.page_size,
-            full_sync_window: None,
-            recognizer: config.recognizer.clone(),
-            capabilities: provider.capabilities(),
-            provider: provider.name().to_owned(),
-        },
-    );
-    let (mut lookup_secs, mut plan_secs, mut commit_secs) = (0.0, 0.0, 0.0);
-    let mut upserts = 0;
-    for page in pages {
-        let started = Instant::now();
-        let mut event_ids = Vec::new();
-        let mut conference_ids = Vec::new();
-        for item in &page.items {
-            if let Some(id) = item
-                .get("recurringEventId")
-                .or_else(|| item.get("id"))
-                .and_then(serde_json::Value::as_str)
-            {
-                event_ids.push(id.to_owned());
-            }
-            if let Some(c) = item
-                .pointer("/conferenceData/conferenceId")
-                .and_then(serde_json::Value::as_str)
-            {
-                conference_ids.push(c.to_owned());
-            }
-        }
-        let mut links = LinkSet::new(store.links(calendar, &event_ids, &conference_ids).await?);
-        lookup_secs += started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let outcome = session.on_page(page, &mut links)?;
-        plan_secs += started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let changes: Vec<PlannedChange> = outcome
-            .decisions
-            .into_iter()
-            .filter_map(|(_, decision)| match decision {
-                Decision::Apply {
-                    link,
-                    actions,
-                    supersede_deletes,
-                    ..
-                } => Some(PlannedChange {
-                    link,
-                    actions,
-                    supersede_deletes,
-                    not_before_ms: now,
-                }),
-                Decision::Skip(_) => None,
-            })
-            .collect();
-        upserts += changes.len();
-        store
-            .commit_page(calendar, &changes, &[], None, now)
-            .await?;
-        commit_secs += started.elapsed().as_secs_f64();
-    }
-    println!("full sync phases (one extra listing, each phase timed alone):");
-    println!("  HTTP + emulator (items skipped, not decoded): {http_secs:.3} s");
-    println!(
-        "  gcal typed decode (Event model, flattened extras): {typed_secs:.3} s; typed -> serde_json::Value: {to_value_secs:.3} s (decoding the bodies straight to serde_json::Value instead: {direct_secs:.3} s)"
-    );
-    println!(
-        "  link lookup (store.links per page): {lookup_secs:.3} s; planning (Session::on_page): {plan_secs:.3} s, of which Snapshot::from_json {snapshot_secs:.3} s; page commits (store.commit_page, {upserts} link upserts): {commit_secs:.3} s"
-    );
     Ok(())
 }

@@ -143,152 +143,251 @@ impl Snapshot {
 
     /// Parses one item of an `events.list` page or an `events.get` answer.
     pub fn from_json(item: &Value) -> Result<Snapshot, Malformed> {
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let event_id = text(item, "id")
+        let wire = WireEvent::deserialize(item)
+            .map_err(|e| Malformed::new(format!("unexpected shape: {e}")))?;
+        wire.into_snapshot()
+    }
+
+    /// Parses one item from its JSON text. This is the hot path of a sync: only the fields the
+    /// engine reads are decoded; everything else is skipped without building a tree.
+    pub fn from_json_str(item: &str) -> Result<Snapshot, Malformed> {
+        let wire: WireEvent = serde_json::from_str(item)
+            .map_err(|e| Malformed::new(format!("unexpected shape: {e}")))?;
+        wire.into_snapshot()
+    }
+}
+
+/// The fields of an event the engine reads, as they are on the wire. Unknown fields are skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    id: Option<String>,
+    etag: Option<String>,
+    status: Option<String>,
+    summary: Option<String>,
+    description: Option<String>,
+    start: Option<WireTime>,
+    end: Option<WireTime>,
+    recurrence: Option<Vec<String>>,
+    recurring_event_id: Option<String>,
+    original_start_time: Option<WireTime>,
+    organizer: Option<WirePerson>,
+    attendees: Option<Vec<WirePerson>>,
+    conference_data: Option<WireConference>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTime {
+    date: Option<String>,
+    date_time: Option<String>,
+    time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePerson {
+    email: Option<String>,
+    #[serde(rename = "self")]
+    is_self: Option<bool>,
+    resource: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireConference {
+    conference_id: Option<String>,
+    conference_solution: Option<WireSolution>,
+    create_request: Option<WireCreateRequest>,
+    parameters: Option<WireParameters>,
+    entry_points: Option<Vec<WireEntryPoint>>,
+}
+
+#[derive(Deserialize)]
+struct WireSolution {
+    key: Option<WireKey>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireKey {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCreateRequest {
+    conference_solution_key: Option<WireKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireParameters {
+    add_on_parameters: Option<WireAddOn>,
+}
+
+#[derive(Deserialize)]
+struct WireAddOn {
+    parameters: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEntryPoint {
+    entry_point_type: Option<String>,
+    uri: Option<String>,
+}
+
+impl WireTime {
+    fn parse(&self, field: &str) -> Result<When, Malformed> {
+        if let Some(date) = &self.date {
+            return NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map(When::Day)
+                .map_err(|_| {
+                    Malformed::new(format!("{field}.date {date:?} is not a yyyy-mm-dd date"))
+                });
+        }
+        match &self.date_time {
+            Some(dt) => DateTime::parse_from_rfc3339(dt)
+                .map(|t| When::At(t.with_timezone(&Utc)))
+                .map_err(|_| {
+                    Malformed::new(format!(
+                        "{field}.dateTime {dt:?} is not an RFC 3339 date-time"
+                    ))
+                }),
+            None => Err(Malformed::new(format!(
+                "{field} has neither date nor dateTime"
+            ))),
+        }
+    }
+}
+
+impl WireEvent {
+    fn into_snapshot(self) -> Result<Snapshot, Malformed> {
+        let event_id = self
+            .id
+            .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Malformed::new("the event has no id"))?;
-        let status = Status::parse(item.get("status").and_then(Value::as_str));
-        let recurring_event_id = text(item, "recurringEventId");
-        let original_start = match item.get("originalStartTime") {
-            Some(v) => Some(When::parse(v, "originalStartTime")?),
+        let status = Status::parse(self.status.as_deref());
+        let original_start = match &self.original_start_time {
+            Some(t) => Some(t.parse("originalStartTime")?),
             None => None,
         };
-        if recurring_event_id.is_some() && original_start.is_none() {
+        if self.recurring_event_id.is_some() && original_start.is_none() {
             return Err(Malformed::new("an instance without originalStartTime"));
         }
-        let organizer_self = item
-            .pointer("/organizer/self")
-            .and_then(Value::as_bool)
+        let organizer_self = self
+            .organizer
+            .as_ref()
+            .and_then(|o| o.is_self)
             .unwrap_or(false);
-        let conference = item
-            .get("conferenceData")
-            .filter(|v| !v.is_null())
-            .map(parse_conference);
-        let spec = if status == Status::Cancelled && item.get("start").is_none() {
+        let conference = self.conference_data.as_ref().map(conference_info);
+        let spec = if status == Status::Cancelled && self.start.is_none() {
             None
         } else {
-            Some(parse_spec(item)?)
+            Some(self.spec()?)
         };
         Ok(Snapshot {
             event_id,
-            etag: text(item, "etag"),
+            etag: self.etag,
             status,
-            recurring_event_id,
+            recurring_event_id: self.recurring_event_id,
             original_start,
             organizer_self,
             conference,
             spec,
         })
     }
-}
 
-fn parse_conference(cd: &Value) -> ConferenceInfo {
-    let text = |p: &str| cd.pointer(p).and_then(Value::as_str).map(str::to_owned);
-    let parameters = cd
-        .pointer("/parameters/addOnParameters/parameters")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let join_uri = cd
-        .get("entryPoints")
-        .and_then(Value::as_array)
-        .and_then(|eps| {
-            eps.iter()
-                .find(|e| e.get("entryPointType").and_then(Value::as_str) == Some("video"))
-        })
-        .and_then(|e| e.get("uri").and_then(Value::as_str))
-        .map(str::to_owned);
-    ConferenceInfo {
-        solution_type: text("/conferenceSolution/key/type")
-            .or_else(|| text("/createRequest/conferenceSolutionKey/type"))
-            .unwrap_or_default(),
-        solution_name: text("/conferenceSolution/name"),
-        conference_id: text("/conferenceId"),
-        parameters,
-        join_uri,
-    }
-}
-
-fn parse_spec(item: &Value) -> Result<MeetingSpec, Malformed> {
-    let start_value = item
-        .get("start")
-        .ok_or_else(|| Malformed::new("the event has no start"))?;
-    let end_value = item
-        .get("end")
-        .ok_or_else(|| Malformed::new("the event has no end"))?;
-    let start = When::parse(start_value, "start")?;
-    let end = When::parse(end_value, "end")?;
-    if matches!(
-        (start, end),
-        (When::At(_), When::Day(_)) | (When::Day(_), When::At(_))
-    ) {
-        return Err(Malformed::new("start and end mix date and dateTime"));
-    }
-    if end < start {
-        return Err(Malformed::new("the event ends before it starts"));
-    }
-    let recurrence = match item.get("recurrence") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(lines)) => lines
-            .iter()
-            .map(|l| {
-                l.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| Malformed::new("a recurrence line is not a string"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(Malformed::new("recurrence is not a list")),
-    };
-    for line in &recurrence {
-        let upper = line.to_ascii_uppercase();
-        if !["RRULE:", "RDATE", "EXDATE", "EXRULE:"]
-            .iter()
-            .any(|p| upper.starts_with(p))
-        {
-            return Err(Malformed::new(format!("unknown recurrence line {line:?}")));
+    fn spec(&self) -> Result<MeetingSpec, Malformed> {
+        let start_time = self
+            .start
+            .as_ref()
+            .ok_or_else(|| Malformed::new("the event has no start"))?;
+        let end_time = self
+            .end
+            .as_ref()
+            .ok_or_else(|| Malformed::new("the event has no end"))?;
+        let start = start_time.parse("start")?;
+        let end = end_time.parse("end")?;
+        if matches!(
+            (start, end),
+            (When::At(_), When::Day(_)) | (When::Day(_), When::At(_))
+        ) {
+            return Err(Malformed::new("start and end mix date and dateTime"));
         }
+        if end < start {
+            return Err(Malformed::new("the event ends before it starts"));
+        }
+        let recurrence = self.recurrence.clone().unwrap_or_default();
+        for line in &recurrence {
+            let upper = line.to_ascii_uppercase();
+            if !["RRULE:", "RDATE", "EXDATE", "EXRULE:"]
+                .iter()
+                .any(|p| upper.starts_with(p))
+            {
+                return Err(Malformed::new(format!("unknown recurrence line {line:?}")));
+            }
+        }
+        let mut attendees: Vec<String> = self
+            .attendees
+            .iter()
+            .flatten()
+            .filter(|a| a.resource != Some(true))
+            .filter_map(|a| a.email.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        attendees.sort();
+        attendees.dedup();
+        Ok(MeetingSpec {
+            title: self.summary.clone().unwrap_or_default(),
+            description: self.description.clone().unwrap_or_default(),
+            start,
+            end,
+            time_zone: start_time.time_zone.clone(),
+            recurrence,
+            attendees,
+            organizer: self
+                .organizer
+                .as_ref()
+                .and_then(|o| o.email.as_deref())
+                .map(str::to_ascii_lowercase),
+        })
     }
-    let mut attendees: Vec<String> = item
-        .get("attendees")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter(|a| a.get("resource").and_then(Value::as_bool) != Some(true))
-                .filter_map(|a| a.get("email").and_then(Value::as_str))
-                .map(str::to_ascii_lowercase)
-                .collect()
+}
+
+fn conference_info(cd: &WireConference) -> ConferenceInfo {
+    let solution_type = cd
+        .conference_solution
+        .as_ref()
+        .and_then(|s| s.key.as_ref())
+        .and_then(|k| k.kind.clone())
+        .or_else(|| {
+            cd.create_request
+                .as_ref()
+                .and_then(|r| r.conference_solution_key.as_ref())
+                .and_then(|k| k.kind.clone())
         })
         .unwrap_or_default();
-    attendees.sort();
-    attendees.dedup();
-    Ok(MeetingSpec {
-        title: item
-            .get("summary")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        description: item
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        start,
-        end,
-        time_zone: start_value
-            .get("timeZone")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        recurrence,
-        attendees,
-        organizer: item
-            .pointer("/organizer/email")
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase),
-    })
+    ConferenceInfo {
+        solution_type,
+        solution_name: cd.conference_solution.as_ref().and_then(|s| s.name.clone()),
+        conference_id: cd.conference_id.clone(),
+        parameters: cd
+            .parameters
+            .as_ref()
+            .and_then(|p| p.add_on_parameters.as_ref())
+            .and_then(|a| a.parameters.clone())
+            .unwrap_or_default(),
+        join_uri: cd
+            .entry_points
+            .iter()
+            .flatten()
+            .find(|e| e.entry_point_type.as_deref() == Some("video"))
+            .and_then(|e| e.uri.clone()),
+    }
 }
 
 /// An event the engine cannot understand; it goes to the dead-letter table with this reason.

@@ -7,10 +7,11 @@
 //! A windowed full sync never treats absence as deletion: linked events it did not see come
 //! back as [`Action::Verify`] for the driver to read one by one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::model::Snapshot;
 use crate::plan::{Action, Capabilities, Decision, Link, PlanInput, Recognizer, Skip, plan};
@@ -38,12 +39,112 @@ pub struct ListRequest {
     pub max_results: u32,
 }
 
-/// One page of `events.list`, items still raw.
+/// One page of `events.list`, items still raw JSON text (a page is decoded once, straight into
+/// [`Snapshot`]s, without building JSON trees: this is a sync's hot path).
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<Box<RawValue>>,
     pub next_page_token: Option<String>,
     pub next_sync_token: Option<String>,
+}
+
+/// A page item: the event, or why it could not be understood.
+// Almost every item is an event; boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Event(Snapshot),
+    /// (event id if one could be read, reason, the raw item)
+    Malformed(Option<String>, String, Value),
+}
+
+/// A decoded page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedPage {
+    pub items: Vec<Item>,
+    pub next_page_token: Option<String>,
+    pub next_sync_token: Option<String>,
+}
+
+impl Page {
+    /// A page from JSON values (tests, fakes, tools).
+    pub fn from_values(
+        items: Vec<Value>,
+        next_page_token: Option<String>,
+        next_sync_token: Option<String>,
+    ) -> Page {
+        let items = items
+            .iter()
+            .filter_map(|v| serde_json::value::to_raw_value(v).ok())
+            .collect();
+        Page {
+            items,
+            next_page_token,
+            next_sync_token,
+        }
+    }
+
+    /// Decodes every item.
+    pub fn parse(self) -> ParsedPage {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: Option<String>,
+        }
+        let items = self
+            .items
+            .iter()
+            .map(|raw| match Snapshot::from_json_str(raw.get()) {
+                Ok(s) => Item::Event(s),
+                Err(e) => {
+                    let id = serde_json::from_str::<IdOnly>(raw.get())
+                        .ok()
+                        .and_then(|i| i.id);
+                    let value = serde_json::from_str(raw.get())
+                        .unwrap_or_else(|_| Value::String(raw.get().to_owned()));
+                    Item::Malformed(id, e.reason, value)
+                }
+            })
+            .collect();
+        ParsedPage {
+            items,
+            next_page_token: self.next_page_token,
+            next_sync_token: self.next_sync_token,
+        }
+    }
+}
+
+impl ParsedPage {
+    /// The event ids whose links planning this page needs (series ids for instances).
+    pub fn event_ids(&self) -> Vec<String> {
+        self.events()
+            .map(|s| {
+                s.recurring_event_id
+                    .clone()
+                    .unwrap_or_else(|| s.event_id.clone())
+            })
+            .collect()
+    }
+
+    /// The series ids of the page's instances.
+    pub fn series_ids(&self) -> HashSet<String> {
+        self.events()
+            .filter_map(|s| s.recurring_event_id.clone())
+            .collect()
+    }
+
+    /// The conference ids the page's events carry (links elsewhere: moved events).
+    pub fn conference_ids(&self) -> Vec<String> {
+        self.events()
+            .filter_map(|s| s.conference.as_ref().and_then(|c| c.conference_id.clone()))
+            .collect()
+    }
+
+    fn events(&self) -> impl Iterator<Item = &Snapshot> {
+        self.items.iter().filter_map(|i| match i {
+            Item::Event(s) => Some(s),
+            Item::Malformed(..) => None,
+        })
+    }
 }
 
 /// The links the session may consult and update, keyed by event id and by conference id.
@@ -219,7 +320,7 @@ impl Session {
     /// instances on one page see each other's effects.
     pub fn on_page(
         &mut self,
-        page: Page,
+        page: ParsedPage,
         links: &mut LinkSet,
     ) -> Result<PageOutcome, SessionError> {
         self.tally.pages += 1;
@@ -230,12 +331,11 @@ impl Session {
         };
         for item in page.items {
             self.tally.events += 1;
-            let snapshot = match Snapshot::from_json(&item) {
-                Ok(s) => s,
-                Err(e) => {
+            let snapshot = match item {
+                Item::Event(s) => s,
+                Item::Malformed(id, reason, raw) => {
                     self.tally.dead_letters += 1;
-                    let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
-                    outcome.dead_letters.push((id, e.reason, item));
+                    outcome.dead_letters.push((id, reason, raw));
                     continue;
                 }
             };
@@ -379,17 +479,13 @@ mod tests {
         assert!(s.is_full());
         assert_eq!(s.request().time_min, Some(now - Duration::days(30)));
         let mut links = LinkSet::default();
-        let first = s.on_page(Page { items: vec![ours("e1", "m1"), json!({"id": "plain", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}})], next_page_token: Some("p2".into()), next_sync_token: None }, &mut links).unwrap();
+        let first = s.on_page(Page::from_values(vec![ours("e1", "m1"), json!({"id": "plain", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}})], Some("p2".into()), None).parse(), &mut links).unwrap();
         assert_eq!(first.sync_token, None);
         assert_eq!(first.decisions.len(), 1, "the adopted conference");
         assert_eq!(s.request().page_token.as_deref(), Some("p2"));
         let last = s
             .on_page(
-                Page {
-                    items: vec![],
-                    next_page_token: None,
-                    next_sync_token: Some("t1".into()),
-                },
+                Page::from_values(vec![], None, Some("t1".into())).parse(),
                 &mut links,
             )
             .unwrap();
@@ -404,11 +500,7 @@ mod tests {
         let mut s = Session::new("cal", Some("old".into()), true, now, config());
         let mut links = LinkSet::default();
         s.on_page(
-            Page {
-                items: vec![ours("e1", "m1")],
-                next_page_token: None,
-                next_sync_token: Some("t".into()),
-            },
+            Page::from_values(vec![ours("e1", "m1")], None, Some("t".into())).parse(),
             &mut links,
         )
         .unwrap();
@@ -433,15 +525,16 @@ mod tests {
         let mut links = LinkSet::default();
         let out = s
             .on_page(
-                Page {
-                    items: vec![
+                Page::from_values(
+                    vec![
                         json!({"summary": "no id"}),
                         json!({"id": "bad", "start": {"dateTime": "x"}, "end": {}}),
                         ours("e1", "m1"),
                     ],
-                    next_page_token: None,
-                    next_sync_token: Some("t2".into()),
-                },
+                    None,
+                    Some("t2".into()),
+                )
+                .parse(),
                 &mut links,
             )
             .unwrap();
@@ -455,7 +548,7 @@ mod tests {
     fn a_page_without_any_token_is_an_error() {
         let mut s = Session::new("cal", Some("t".into()), false, Utc::now(), config());
         assert_eq!(
-            s.on_page(Page::default(), &mut LinkSet::default()),
+            s.on_page(Page::default().parse(), &mut LinkSet::default()),
             Err(SessionError::NoToken)
         );
     }

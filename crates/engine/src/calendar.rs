@@ -151,18 +151,14 @@ pub mod emulated {
                         .list_events(&id, &query, now, max_age)
                         .map_err(Self::classify)?
                 };
-                let mut value: Value =
+                let page: confsync_gcal::RawEvents =
                     serde_json::from_str(&body).map_err(|e| CalendarError::Fatal {
                         detail: e.to_string(),
                     })?;
-                let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
                 Ok(Page {
-                    next_page_token: text(&value, "nextPageToken"),
-                    next_sync_token: text(&value, "nextSyncToken"),
-                    items: match value.get_mut("items").map(Value::take) {
-                        Some(Value::Array(items)) => items,
-                        _ => Vec::new(),
-                    },
+                    items: page.items,
+                    next_page_token: page.next_page_token,
+                    next_sync_token: page.next_sync_token,
                 })
             })
         }
@@ -260,21 +256,12 @@ pub mod google {
                 };
                 let page = self
                     .client
-                    .list_events(calendar_id, &params)
+                    .list_events_raw(calendar_id, &params)
                     .await
                     .map_err(classify)?;
-                // The core reads raw JSON; the typed model keeps every unknown field, so
-                // nothing is lost on the way.
-                let items = page
-                    .items
-                    .iter()
-                    .map(serde_json::to_value)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CalendarError::Fatal {
-                        detail: e.to_string(),
-                    })?;
+                // Events stay JSON text: the core decodes only the fields it reads.
                 Ok(Page {
-                    items,
+                    items: page.items,
                     next_page_token: page.next_page_token,
                     next_sync_token: page.next_sync_token,
                 })

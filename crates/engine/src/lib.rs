@@ -13,7 +13,7 @@
 pub mod backoff;
 pub mod calendar;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use confsync_core::model::Snapshot;
@@ -179,7 +179,17 @@ impl Engine {
             calendar_id: calendar_id.to_owned(),
             source,
         };
+        let mut linked: Option<HashSet<String>> = None;
         while !session.is_done() {
+            if session.is_full() && linked.is_none() {
+                linked = Some(
+                    self.store
+                        .link_event_ids(calendar_id)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                );
+            }
             let request = session.request();
             let page = match self.calendar.list(calendar_id, &request).await {
                 Ok(page) => page,
@@ -199,7 +209,12 @@ impl Engine {
                 }
                 Err(e) => return Err(calendar_error(e)),
             };
-            self.commit_page(&mut session, page, now_ms).await?;
+            let filter = if session.is_full() {
+                linked.as_ref()
+            } else {
+                None
+            };
+            self.commit_page(&mut session, page, filter, now_ms).await?;
             if let Some(progress) = &self.progress {
                 progress(
                     calendar_id,
@@ -255,34 +270,31 @@ impl Engine {
         &self,
         session: &mut Session,
         page: Page,
+        linked: Option<&HashSet<String>>,
         now_ms: i64,
     ) -> Result<(), EngineError> {
         let calendar_id = session.calendar_id().to_owned();
-        let mut event_ids = Vec::new();
-        let mut conference_ids = Vec::new();
-        for item in &page.items {
-            let id = item
-                .get("recurringEventId")
-                .or_else(|| item.get("id"))
-                .and_then(Value::as_str);
-            if let Some(id) = id {
-                event_ids.push(id.to_owned());
-            }
-            if let Some(c) = item
-                .pointer("/conferenceData/conferenceId")
-                .and_then(Value::as_str)
-            {
-                conference_ids.push(c.to_owned());
-            }
+        let page = page.parse();
+        let mut event_ids = page.event_ids();
+        if let Some(linked) = linked {
+            // A full sync lists every event; only the linked ones have anything to load. Series
+            // of listed instances are always loaded: their link may have reached this calendar
+            // during this pass, after `linked` was read.
+            let series = page.series_ids();
+            event_ids.retain(|id| linked.contains(id) || series.contains(id));
         }
         if page.next_page_token.is_none() {
             event_ids.extend(session.deferred_series());
         }
-        let mut links = LinkSet::new(
-            self.store
-                .links(&calendar_id, &event_ids, &conference_ids)
-                .await?,
-        );
+        let loaded = self
+            .store
+            .links(&calendar_id, &event_ids, &page.conference_ids())
+            .await?;
+        let before: HashMap<String, Link> = loaded
+            .iter()
+            .map(|l| (l.conference_id.clone(), l.clone()))
+            .collect();
+        let mut links = LinkSet::new(loaded);
         let outcome = session
             .on_page(page, &mut links)
             .map_err(|source| EngineError::Session {
@@ -293,6 +305,13 @@ impl Engine {
             .decisions
             .into_iter()
             .filter_map(|(_, decision)| match decision {
+                // Nothing to run and nothing new to remember: no write (most of a full sync).
+                Decision::Apply {
+                    link,
+                    actions,
+                    supersede_deletes: false,
+                    ..
+                } if actions.is_empty() && before.get(&link.conference_id) == Some(&link) => None,
                 Decision::Apply {
                     link,
                     actions,

@@ -888,8 +888,8 @@ impl CalendarApi for MalformedCalendar {
             let mut requests = self.requests.lock().unwrap();
             requests.push(request.clone());
             let page = if requests.len() == 1 {
-                Page {
-                    items: vec![
+                Page::from_values(
+                    vec![
                         self.broken.clone(),
                         json!({
                             "kind": "calendar#event", "etag": "\"2\"", "id": "fine", "status": "confirmed",
@@ -899,15 +899,11 @@ impl CalendarApi for MalformedCalendar {
                             "organizer": {"email": ALICE, "self": true},
                         }),
                     ],
-                    next_page_token: None,
-                    next_sync_token: Some("token-1".into()),
-                }
+                    None,
+                    Some("token-1".into()),
+                )
             } else {
-                Page {
-                    items: vec![],
-                    next_page_token: None,
-                    next_sync_token: Some("token-2".into()),
-                }
+                Page::from_values(vec![], None, Some("token-2".into()))
             };
             Ok(page)
         })

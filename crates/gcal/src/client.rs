@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ErrorContext, GcalError, parse_retry_after};
+use crate::model::RawEvents;
 use crate::model::{Channel, Event, Events, WatchRequest};
 use crate::retry::{JitterSource, RetryPolicy, Sleeper, TokioSleeper};
 use crate::token::TokenSource;
@@ -311,6 +312,31 @@ impl Client {
         calendar_id: &str,
         params: &ListParams,
     ) -> Result<Events, GcalError> {
+        let mut url = self.events_url(calendar_id);
+        let query = params.query();
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        let call = Call {
+            method: ApiMethod::EventsList,
+            http: reqwest::Method::GET,
+            url,
+            body: None,
+            if_match: None,
+            target: format!("calendar {calendar_id}"),
+        };
+        self.json(call, "calendar#events page").await
+    }
+
+    /// `events.list` like [`Client::list_events`], with each event kept as its JSON text: for
+    /// callers that read a few fields of many events (the sync engine) and should not pay for
+    /// decoding the rest.
+    pub async fn list_events_raw(
+        &self,
+        calendar_id: &str,
+        params: &ListParams,
+    ) -> Result<RawEvents, GcalError> {
         let mut url = self.events_url(calendar_id);
         let query = params.query();
         if !query.is_empty() {

@@ -38,7 +38,8 @@ pub mod token;
 pub use client::{ApiMethod, Client, ClientBuilder, ListParams, encode_segment};
 pub use error::{ErrorContext, GcalError, GoogleError};
 pub use model::{
-    Attendee, Channel, ConferenceData, EntryPoint, Event, EventDateTime, Events, WatchRequest,
+    Attendee, Channel, ConferenceData, EntryPoint, Event, EventDateTime, Events, RawEvents,
+    WatchRequest,
 };
 pub use retry::{Jitter, RetryPolicy, Sleeper, TokioSleeper};
 pub use token::{StaticToken, TokenSource};

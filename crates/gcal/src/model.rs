@@ -819,3 +819,18 @@ mod tests {
         assert_eq!(request.body()["token"], json!("t"));
     }
 }
+
+/// One `events.list` page with its events as raw JSON text (see `Client::list_events_raw`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawEvents {
+    /// The events of this page, undecoded.
+    #[serde(default)]
+    pub items: Vec<Box<serde_json::value::RawValue>>,
+    /// Present when more pages follow.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+    /// Present on the last page only.
+    #[serde(default)]
+    pub next_sync_token: Option<String>,
+}
