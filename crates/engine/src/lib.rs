@@ -334,11 +334,24 @@ impl Engine {
                 Decision::Skip(_) => None,
             })
             .collect();
+        // Each dead letter is logged once, when first seen; the store counts the repeats.
+        let known: HashSet<(Option<String>, String)> = if outcome.dead_letters.is_empty() {
+            HashSet::new()
+        } else {
+            self.store
+                .dead_letters(&calendar_id)
+                .await?
+                .into_iter()
+                .map(|d| (d.event_id, d.reason))
+                .collect()
+        };
         let dead: Vec<DeadLetter> = outcome
             .dead_letters
             .into_iter()
             .map(|(event_id, reason, raw)| {
-                warn!(calendar_id = %calendar_id, event_id = event_id.as_deref().unwrap_or("?"), %reason, "event dead-lettered");
+                if !known.contains(&(event_id.clone(), reason.clone())) {
+                    warn!(calendar_id = %calendar_id, event_id = event_id.as_deref().unwrap_or("?"), %reason, "event dead-lettered");
+                }
                 DeadLetter { event_id, reason, raw }
             })
             .collect();
