@@ -19,6 +19,49 @@ pub struct Config {
     pub provider: ProviderConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address `confsync serve` listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Notifications for one calendar within this window make one sync.
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    /// Calendars synced at the same time.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// The safety sweep: every calendar is synced at least this often (+-25%).
+    #[serde(default = "default_sweep")]
+    pub sweep_minutes: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_debounce() -> u64 {
+    500
+}
+fn default_workers() -> usize {
+    4
+}
+fn default_sweep() -> u64 {
+    15
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            debounce_ms: default_debounce(),
+            workers: default_workers(),
+            sweep_minutes: default_sweep(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +191,9 @@ impl Config {
         if let Some(v) = env("CONFSYNC_PROVIDER_JOIN_BASE_URL") {
             config.provider.join_base_url = v;
         }
+        if let Some(v) = env("CONFSYNC_SERVE_LISTEN") {
+            config.serve.listen = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -183,6 +229,15 @@ impl Config {
                 "sync.full_sync_window_days = {}: must not be negative",
                 self.sync.full_sync_window_days
             ));
+        }
+        if self.serve.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "serve.listen = {:?}: expected host:port, e.g. \"127.0.0.1:8080\"",
+                self.serve.listen
+            ));
+        }
+        if self.serve.workers == 0 || self.serve.sweep_minutes == 0 {
+            return Err("serve.workers and serve.sweep_minutes must be at least 1".into());
         }
         if self.sync.solution_names.is_empty() {
             return Err(

@@ -44,6 +44,28 @@ enum Command {
     Demo(demo::DemoArgs),
     /// One sync pass: list what changed on each calendar, plan, and run the provider actions.
     Sync(SyncArgs),
+    /// Run the service: the add-on API, the sync scheduler, join links.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the add-on API's keys.
+    Apikey {
+        #[command(subcommand)]
+        which: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -117,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
         } => bench::engine(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
+        Command::Serve { config } => sync::serve(&config).await,
+        Command::Apikey {
+            which: ApikeyCommand::Create { config, name },
+        } => sync::create_api_key(&config, &name).await,
     }
 }
 

@@ -137,3 +137,78 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
     }
     Ok(())
 }
+
+/// `confsync serve`: the add-on API, the scheduler (debounce, one sync per calendar at a time,
+/// the safety sweep) and join links, until Ctrl-C or SIGTERM.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let engine = Arc::new(engine_from(&config).await?);
+    let scheduler = confsync_service::Scheduler::start(
+        engine.clone(),
+        confsync_service::SchedulerConfig {
+            debounce: std::time::Duration::from_millis(config.serve.debounce_ms),
+            workers: config.serve.workers,
+        },
+    );
+    scheduler.start_sweep(std::time::Duration::from_secs(
+        config.serve.sweep_minutes * 60,
+    ));
+    let service = Arc::new(confsync_service::Service {
+        store: engine.store.clone(),
+        provider: engine.provider.clone(),
+        scheduler,
+        solution_name: config.sync.solution_names[0].clone(),
+        parameter_key: "confsyncConferenceId".into(),
+    });
+    let listener = tokio::net::TcpListener::bind(&config.serve.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.serve.listen))?;
+    println!("confsync serving on http://{}/", listener.local_addr()?);
+    axum::serve(listener, confsync_service::router(service))
+        .with_graceful_shutdown(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            // In-flight provider actions stay in the outbox and resume at the next start.
+            tracing::info!("shutting down: no new requests; pending actions stay in the outbox");
+        })
+        .await?;
+    Ok(())
+}
+
+/// `confsync apikey create`: prints a new key once; only its hash is stored.
+pub async fn create_api_key(config_path: &Path, name: &str) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    if name.trim().is_empty() {
+        anyhow::bail!("--name must not be empty");
+    }
+    if let Some(dir) = config
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    let store = Store::open(&config.store.path.to_string_lossy()).await?;
+    let key = confsync_service::new_api_key();
+    store
+        .api_key_create(
+            name,
+            &confsync_service::hash_api_key(&key),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+        .with_context(|| format!("creating API key {name}"))?;
+    println!("{key}");
+    eprintln!("API key {name} created; this is the only time it is shown.");
+    Ok(())
+}

@@ -712,8 +712,13 @@ impl Engine {
                 calendar_id: item.calendar_id.clone(),
                 source,
             })?;
-        let value = event
-            .unwrap_or_else(|| serde_json::json!({"id": item.event_id, "status": "cancelled"}));
+        let value = match event {
+            Some(value) => value,
+            // The add-on makes the conference before Calendar saves the event: a link never
+            // seen in Calendar is waiting for its event, not looking at a deleted one.
+            None if link.last_etag_seen.is_none() => return Ok(()),
+            None => serde_json::json!({"id": item.event_id, "status": "cancelled"}),
+        };
         let Ok(snapshot) = Snapshot::from_json(&value) else {
             return Ok(());
         };

@@ -5,6 +5,9 @@
 //! - [`client`]: [`Client`], one method per API call the sync engine makes, with retries.
 //! - [`retry`]: [`RetryPolicy`], the backoff decision, and the [`Sleeper`] seam.
 //! - [`token`]: [`TokenSource`], where bearer tokens come from.
+//! - [`auth`]: Google OAuth: service accounts (JWT-bearer grant, domain-wide delegation),
+//!   refresh tokens, the authorization-code flow with PKCE, and [`TokenCipher`] for refresh
+//!   tokens at rest.
 //!
 //! This crate must not know about links, plans, stores or providers: it speaks Calendar v3 and
 //! nothing else, and it must never depend on the emulator (only its tests do).
@@ -29,12 +32,17 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod model;
 pub mod retry;
 pub mod token;
 
+pub use auth::{
+    AuthCodeFlow, AuthError, CipherError, Grant, PkceVerifier, RefreshTokenTokens,
+    ServiceAccountKey, ServiceAccountTokens, TokenCipher, is_invalid_grant,
+};
 pub use client::{ApiMethod, Client, ClientBuilder, ListParams, encode_segment};
 pub use error::{ErrorContext, GcalError, GoogleError};
 pub use model::{

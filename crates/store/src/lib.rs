@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+mod api_keys;
 mod calendars;
 mod dead_letters;
 mod error;
@@ -38,6 +39,7 @@ mod outbox;
 mod page;
 mod store;
 
+pub use api_keys::ApiKey;
 pub use calendars::CalendarState;
 pub use dead_letters::{DeadLetter, DeadLetterRecord};
 pub use error::StoreError;

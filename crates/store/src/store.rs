@@ -23,11 +23,18 @@ const READERS: u32 = 4;
 /// the workspace does not enable, so the list is spelled out here; sqlx's migrator still does the
 /// bookkeeping (`_sqlx_migrations`, checksums). Add new files at the end, never edit old ones.
 fn migrator() -> Migrator {
-    let migrations = [(
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    )];
+    let migrations = [
+        (
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            2,
+            "api keys",
+            include_str!("../migrations/sqlite/0002_api_keys.sql"),
+        ),
+    ];
     Migrator::with_migrations(
         migrations
             .into_iter()
@@ -241,6 +248,6 @@ mod tests {
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.calendars().await.unwrap().len(), 1);
         let applied = int(&store.writer, "SELECT COUNT(*) FROM _sqlx_migrations").await;
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2, "every migration ran");
     }
 }

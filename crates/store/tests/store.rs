@@ -859,3 +859,40 @@ async fn unsupported_urls_are_refused_with_the_location() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn api_keys_are_found_by_hash_and_can_be_revoked() {
+    let store = Store::memory().await.unwrap();
+    store.api_key_create("addon", "hash-1", 1).await.unwrap();
+    assert!(
+        store
+            .api_key_create("addon", "hash-2", 2)
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "names are unique"
+    );
+    assert!(
+        store
+            .api_key_create("other", "hash-1", 2)
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "hashes are unique"
+    );
+    assert_eq!(
+        store.api_key_by_hash("hash-1").await.unwrap().as_deref(),
+        Some("addon")
+    );
+    assert_eq!(store.api_key_by_hash("nope").await.unwrap(), None);
+    store.api_key_revoke("addon").await.unwrap();
+    assert_eq!(store.api_key_by_hash("hash-1").await.unwrap(), None);
+    assert!(
+        store
+            .api_key_revoke("ghost")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(store.api_keys().await.unwrap().len(), 1);
+}

@@ -1,0 +1,417 @@
+//! The add-on API over HTTP, with the engine syncing against the emulator behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confsync_core::model::MeetingSpec;
+use confsync_core::plan::Recognizer;
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::{Engine, EngineConfig};
+use confsync_gcal::{Client, RetryPolicy, StaticToken};
+use confsync_providers::local::LocalProvider;
+use confsync_service::{Scheduler, SchedulerConfig, Service, hash_api_key, router};
+use confsync_store::Store;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@example.com";
+
+struct Harness {
+    http: reqwest::Client,
+    calendar: String,
+    service: String,
+    key: String,
+    store: Store,
+}
+
+async fn start() -> Harness {
+    let emulator = confsync_emulator::Emulator::new(Default::default())
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap();
+    let calendar = emulator.base_url().to_owned();
+    std::mem::forget(emulator); // serves until the test process ends
+    let store = Store::memory().await.unwrap();
+    let key = "cs_test-key-0123456789";
+    store
+        .api_key_create("addon", &hash_api_key(key), 0)
+        .await
+        .unwrap();
+    let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
+    let client = Client::new(
+        &calendar,
+        Arc::new(StaticToken(format!("dev:{ALICE}"))),
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    let config = EngineConfig {
+        recognizer: Recognizer {
+            solution_names: vec!["confsync".into()],
+            parameter_key: Some("confsyncConferenceId".into()),
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(GoogleCalendar { client }),
+        provider.clone(),
+        config,
+    ));
+    let scheduler = Scheduler::start(
+        engine,
+        SchedulerConfig {
+            debounce: Duration::ZERO,
+            workers: 2,
+        },
+    );
+    let service = Arc::new(Service {
+        store: store.clone(),
+        provider,
+        scheduler,
+        solution_name: "confsync".into(),
+        parameter_key: "confsyncConferenceId".into(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    Harness {
+        http: reqwest::Client::new(),
+        calendar,
+        service: format!("http://{addr}/"),
+        key: key.into(),
+        store,
+    }
+}
+
+impl Harness {
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.service));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn calendar_api(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .request(method, format!("{}calendar/v3/{path}", self.calendar))
+            .bearer_auth(format!("dev:{ALICE}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// Polls the local meeting until `done` holds (the scheduler runs in the background).
+    async fn meeting_until(
+        &self,
+        id: &str,
+        done: impl Fn(&MeetingSpec, bool) -> bool,
+    ) -> (MeetingSpec, bool) {
+        for _ in 0..200 {
+            let m = self.store.meeting(id).await.unwrap().unwrap();
+            let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
+            if done(&spec, m.deleted) {
+                return (spec, m.deleted);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("meeting {id} never reached the expected state");
+    }
+}
+
+fn event(summary: &str, start: &str, end: &str, conference: Value) -> Value {
+    json!({"summary": summary, "start": {"dateTime": start}, "end": {"dateTime": end}, "conferenceData": conference})
+}
+
+#[tokio::test]
+async fn the_add_on_api_needs_a_valid_key() {
+    let h = start().await;
+    let body = json!({"calendarId": ALICE, "eventId": "e1"});
+    let (status, answer) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(body.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["conferenceErrorType"].as_str()),
+        (401, Some("AUTHENTICATION"))
+    );
+    let (status, _) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(body),
+            Some("cs_wrong"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = h
+        .api(reqwest::Method::GET, "v1/status", None, Some("cs_wrong"))
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_permanent_conference_error() {
+    let h = start().await;
+    for body in [
+        json!({"calendarId": ALICE}),
+        json!({"calendarId": "", "eventId": "e"}),
+        json!({"calendarId": ALICE, "eventId": "e", "colour": 1}),
+        json!([1]),
+    ] {
+        let (status, answer) = h
+            .api(
+                reqwest::Method::POST,
+                "v1/conferences",
+                Some(body.clone()),
+                Some(&h.key),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            answer["error"]["conferenceErrorType"], "PERMANENT",
+            "{body}"
+        );
+    }
+    let (status, _) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/calendars/unknown@example.com/sync",
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(status, 404, "an unknown calendar has nothing to sync");
+}
+
+#[tokio::test]
+async fn a_conference_is_created_once_per_event_and_follows_the_event() {
+    let h = start().await;
+    let request = json!({"calendarId": ALICE, "eventId": "abcdefgh01", "requestId": "r-1"});
+    let (status, conference) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(request.clone()),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(status, 200, "{conference}");
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    assert_eq!(conference["conferenceSolution"]["key"]["type"], "addOn");
+    assert_eq!(conference["entryPoints"][0]["entryPointType"], "video");
+    assert_eq!(
+        conference["parameters"]["addOnParameters"]["parameters"]["confsyncConferenceId"],
+        json!(id)
+    );
+    // The add-on retries, or the user opens the event again: same conference.
+    let (_, again) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(json!({"calendarId": ALICE, "eventId": "abcdefgh01", "requestId": "r-2"})),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(again["conferenceId"], json!(id));
+
+    // Calendar saves the event with the conference data the add-on returned.
+    let mut e = event(
+        "Planning",
+        "2026-12-01T10:00:00Z",
+        "2026-12-01T11:00:00Z",
+        conference.clone(),
+    );
+    e["id"] = json!("abcdefgh01");
+    h.calendar_api(
+        reqwest::Method::POST,
+        "calendars/primary/events?conferenceDataVersion=1",
+        e,
+    )
+    .await;
+    let (status, _) = h
+        .api(
+            reqwest::Method::POST,
+            &format!("v1/calendars/{ALICE}/sync"),
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (spec, _) = h.meeting_until(&id, |s, _| s.title == "Planning").await;
+    assert_eq!(spec.start.key(), "2026-12-01T10:00:00Z");
+
+    h.calendar_api(reqwest::Method::PATCH, "calendars/primary/events/abcdefgh01", json!({"start": {"dateTime": "2026-12-01T14:00:00Z"}, "end": {"dateTime": "2026-12-01T15:00:00Z"}})).await;
+    h.api(
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        None,
+        Some(&h.key),
+    )
+    .await;
+    h.meeting_until(&id, |s, _| s.start.key() == "2026-12-01T14:00:00Z")
+        .await;
+
+    let join = h
+        .http
+        .get(format!("{}join/{id}", h.service))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status(), 200);
+    assert!(join.text().await.unwrap().contains("Planning"));
+
+    let (status, status_body) = h
+        .api(reqwest::Method::GET, "v1/status", None, Some(&h.key))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(status_body["calendars"][0]["calendarId"], ALICE);
+    assert_eq!(status_body["calendars"][0]["synced"], true);
+    let (status, got) = h
+        .api(
+            reqwest::Method::GET,
+            &format!("v1/conferences/{id}"),
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!((status, got["eventId"].as_str()), (200, Some("abcdefgh01")));
+
+    // Cancelled: the meeting is deleted and its join page says so.
+    let response = h
+        .http
+        .delete(format!(
+            "{}calendar/v3/calendars/primary/events/abcdefgh01",
+            h.calendar
+        ))
+        .bearer_auth(format!("dev:{ALICE}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    h.api(
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        None,
+        Some(&h.key),
+    )
+    .await;
+    h.meeting_until(&id, |_, deleted| deleted).await;
+    let join = h
+        .http
+        .get(format!("{}join/{id}", h.service))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status(), 410);
+}
+
+#[tokio::test]
+async fn concurrent_first_conferences_on_a_calendar_start_one_sync_stream() {
+    let h = start().await;
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let http = h.http.clone();
+        let url = format!("{}v1/conferences", h.service);
+        let key = h.key.clone();
+        handles.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"calendarId": ALICE, "eventId": format!("evt{i:05}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for handle in handles {
+        assert_eq!(handle.await.unwrap(), 200);
+    }
+    // Every request landed; the calendar is known once and gets synced.
+    for _ in 0..200 {
+        let calendars = h.store.calendars().await.unwrap();
+        if calendars.len() == 1 && calendars[0].sync_token.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the calendar was never synced");
+}
+
+#[tokio::test]
+async fn a_conference_whose_event_is_saved_after_the_first_sync_keeps_its_meeting() {
+    let h = start().await;
+    let (_, conference) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(json!({"calendarId": ALICE, "eventId": "later00001"})),
+            Some(&h.key),
+        )
+        .await;
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    // The first sync runs before Calendar saved the event (the add-on dialog is still open).
+    for _ in 0..200 {
+        if h.store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.sync_token.is_some())
+            && h.store.outbox_depth().await.unwrap() == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, deleted) = h.meeting_until(&id, |_, _| true).await;
+    assert!(
+        !deleted,
+        "a conference whose event is not saved yet is not deleted"
+    );
+    let mut e = event(
+        "Saved later",
+        "2026-12-02T10:00:00Z",
+        "2026-12-02T11:00:00Z",
+        conference,
+    );
+    e["id"] = json!("later00001");
+    h.calendar_api(
+        reqwest::Method::POST,
+        "calendars/primary/events?conferenceDataVersion=1",
+        e,
+    )
+    .await;
+    h.api(
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        None,
+        Some(&h.key),
+    )
+    .await;
+    let (spec, deleted) = h.meeting_until(&id, |s, _| s.title == "Saved later").await;
+    assert!(!deleted);
+    assert_eq!(spec.end.key(), "2026-12-02T11:00:00Z");
+}

@@ -1,0 +1,101 @@
+//! The `api_keys` table: who may call the add-on API. Only hashes are stored; the caller hashes.
+
+use sqlx::Row;
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// An API key as stored (no secret in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The name given at creation (`confsync apikey create --name`).
+    pub name: String,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Revoked keys no longer authenticate.
+    pub revoked: bool,
+}
+
+impl Store {
+    /// Stores a new key's hash under `name`. A name or hash already used is a
+    /// [`StoreError::Conflict`].
+    pub async fn api_key_create(
+        &self,
+        name: &str,
+        key_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || format!("creating API key {name}");
+        let mut tx = self.write_tx(what).await?;
+        let taken = sqlx::query("SELECT name FROM api_keys WHERE name = $1 OR key_hash = $2")
+            .bind(name)
+            .bind(key_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx(what)?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                what: format!("creating API key {name}"),
+                detail: "the name or the key is already in use".into(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (name, key_hash, created_at, revoked) VALUES ($1, $2, $3, FALSE)",
+        )
+        .bind(name)
+        .bind(key_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .ctx(what)?;
+        tx.commit().await.ctx(what)
+    }
+
+    /// The name of the live key with this hash, if any.
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        let what = || "looking up an API key".to_owned();
+        let row = sqlx::query("SELECT name FROM api_keys WHERE key_hash = $1 AND NOT revoked")
+            .bind(key_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .ctx(what)?;
+        row.map(|r| r.try_get::<String, _>("name"))
+            .transpose()
+            .ctx(what)
+    }
+
+    /// Revokes a key by name; [`StoreError::NotFound`] if there is none.
+    pub async fn api_key_revoke(&self, name: &str) -> Result<(), StoreError> {
+        let what = || format!("revoking API key {name}");
+        let done = sqlx::query("UPDATE api_keys SET revoked = TRUE WHERE name = $1")
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .ctx(what)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("API key {name}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every key (without hashes).
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let what = || "listing API keys".to_owned();
+        let rows = sqlx::query("SELECT name, created_at, revoked FROM api_keys ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .ctx(what)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKey {
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                    revoked: r.try_get("revoked")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .ctx(what)
+    }
+}
