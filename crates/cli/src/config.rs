@@ -38,6 +38,9 @@ pub struct ServeConfig {
     /// The safety sweep: every calendar is synced at least this often (+-25%).
     #[serde(default = "default_sweep")]
     pub sweep_minutes: u64,
+    /// The public HTTPS base URL Google can reach (ends with '/'); enables push channels.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -60,6 +63,7 @@ impl Default for ServeConfig {
             debounce_ms: default_debounce(),
             workers: default_workers(),
             sweep_minutes: default_sweep(),
+            public_url: None,
         }
     }
 }
@@ -194,6 +198,9 @@ impl Config {
         if let Some(v) = env("CONFSYNC_SERVE_LISTEN") {
             config.serve.listen = v;
         }
+        if let Some(v) = env("CONFSYNC_SERVE_PUBLIC_URL") {
+            config.serve.public_url = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -235,6 +242,9 @@ impl Config {
                 "serve.listen = {:?}: expected host:port, e.g. \"127.0.0.1:8080\"",
                 self.serve.listen
             ));
+        }
+        if let Some(public) = &self.serve.public_url {
+            url("serve.public_url", public)?;
         }
         if self.serve.workers == 0 || self.serve.sweep_minutes == 0 {
             return Err("serve.workers and serve.sweep_minutes must be at least 1".into());

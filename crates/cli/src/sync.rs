@@ -153,12 +153,27 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     scheduler.start_sweep(std::time::Duration::from_secs(
         config.serve.sweep_minutes * 60,
     ));
+    let channels = config.serve.public_url.as_ref().map(|url| {
+        let channels = confsync_service::Channels::new(
+            engine.calendar.clone(),
+            engine.store.clone(),
+            scheduler.clone(),
+            confsync_service::ChannelConfig {
+                public_url: url.clone(),
+                ttl_seconds: None,
+                renew_check: std::time::Duration::from_secs(60),
+            },
+        );
+        channels.start_renewal();
+        channels
+    });
     let service = Arc::new(confsync_service::Service {
         store: engine.store.clone(),
         provider: engine.provider.clone(),
         scheduler,
         solution_name: config.sync.solution_names[0].clone(),
         parameter_key: "confsyncConferenceId".into(),
+        channels,
     });
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
         .await

@@ -27,8 +27,45 @@ pub enum CalendarError {
     Fatal { detail: String },
 }
 
+/// A push channel as Google answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedChannel {
+    pub resource_id: String,
+    pub expiration_ms: i64,
+}
+
 /// The calendar operations the engine needs.
 pub trait CalendarApi: Send + Sync {
+    /// `events.watch`: a push channel for the calendar's events. Calendars that cannot push
+    /// (test fakes) keep the default, and are synced by the sweep and the add-on trigger.
+    fn watch<'a>(
+        &'a self,
+        _calendar_id: &'a str,
+        _channel_id: &'a str,
+        _address: &'a str,
+        _token: &'a str,
+        _ttl_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+        Box::pin(async {
+            Err(CalendarError::Fatal {
+                detail: "this calendar has no push channels".into(),
+            })
+        })
+    }
+
+    /// `channels.stop`.
+    fn stop_channel<'a>(
+        &'a self,
+        _channel_id: &'a str,
+        _resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+        Box::pin(async {
+            Err(CalendarError::Fatal {
+                detail: "this calendar has no push channels".into(),
+            })
+        })
+    }
+
     /// One `events.list` page, items as raw JSON.
     fn list<'a>(
         &'a self,
@@ -216,7 +253,7 @@ pub mod emulated {
 
 /// Google Calendar through the REST client.
 pub mod google {
-    use confsync_gcal::{Client, GcalError, ListParams};
+    use confsync_gcal::{Client, GcalError, ListParams, WatchRequest};
 
     use super::*;
 
@@ -240,6 +277,53 @@ pub mod google {
     }
 
     impl CalendarApi for GoogleCalendar {
+        fn watch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            channel_id: &'a str,
+            address: &'a str,
+            token: &'a str,
+            ttl_seconds: Option<u64>,
+        ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+            Box::pin(async move {
+                let mut request = WatchRequest::new(channel_id, address);
+                request.token = Some(token.to_owned());
+                request.ttl_seconds = ttl_seconds;
+                let channel = self
+                    .client
+                    .watch(calendar_id, &request)
+                    .await
+                    .map_err(classify)?;
+                let resource_id =
+                    channel
+                        .resource_id
+                        .clone()
+                        .ok_or_else(|| CalendarError::Fatal {
+                            detail: "the watch answer has no resourceId".into(),
+                        })?;
+                let expiration_ms = channel.expiration.ok_or_else(|| CalendarError::Fatal {
+                    detail: "the watch answer has no expiration".into(),
+                })?;
+                Ok(WatchedChannel {
+                    resource_id,
+                    expiration_ms,
+                })
+            })
+        }
+
+        fn stop_channel<'a>(
+            &'a self,
+            channel_id: &'a str,
+            resource_id: &'a str,
+        ) -> BoxFuture<'a, Result<(), CalendarError>> {
+            Box::pin(async move {
+                match self.client.stop_channel(channel_id, resource_id).await {
+                    Ok(()) | Err(GcalError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(classify(e)),
+                }
+            })
+        }
+
         fn list<'a>(
             &'a self,
             calendar_id: &'a str,

@@ -26,7 +26,7 @@ use confsync_store::{DeadLetter, OutboxItem, PlannedChange, Store, StoreError};
 use serde_json::Value;
 use tracing::{info, warn};
 
-pub use calendar::{CalendarApi, CalendarError};
+pub use calendar::{CalendarApi, CalendarError, WatchedChannel};
 
 /// Engine settings.
 #[derive(Debug, Clone)]

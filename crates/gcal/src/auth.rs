@@ -65,6 +65,10 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Default time a service account that got `invalid_grant` waits before it asks again.
 pub const DEFAULT_INVALID_GRANT_COOLDOWN: Duration = Duration::from_secs(600);
 
+/// Timeout of one token request, connection to last body byte (the refresh lock is held
+/// meanwhile, so a hung endpoint must not hold every caller for ever).
+pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A `Retry-After` longer than this is not waited out inside a token request.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
 
@@ -263,6 +267,7 @@ impl Endpoint {
             .http
             .post(&self.token_uri)
             .header(header::ACCEPT, "application/json")
+            .timeout(TOKEN_REQUEST_TIMEOUT)
             .form(form)
             .send()
             .await
@@ -1624,8 +1629,9 @@ mod tests {
         assert_eq!(tokens.token().await.unwrap(), "ya29.seeded");
         assert_eq!(tokens.token_requests(), 0);
         let debug = format!("{tokens:?}");
-        assert!(!debug.contains("secret"), "{debug}");
-        assert!(!debug.contains("seeded"), "{debug}");
+        assert!(!debug.contains("client-secret-value"), "{debug}");
+        assert!(!debug.contains("refresh-secret"), "{debug}");
+        assert!(!debug.contains("ya29.seeded"), "{debug}");
         tokens.invalidate();
         // Nothing listens on port 9: the request fails (transient), and is retried once.
         let tokens = tokens.with_retry_backoff(Duration::from_millis(1));

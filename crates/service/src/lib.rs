@@ -10,6 +10,7 @@
 //!
 //! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes.
 
+pub mod channels;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+pub use channels::{ChannelConfig, Channels};
 pub use scheduler::{Scheduler, SchedulerConfig};
 
 /// What the service needs.
@@ -39,6 +41,9 @@ pub struct Service {
     pub solution_name: String,
     /// The add-on parameter that carries our conference id (the recogniser's key).
     pub parameter_key: String,
+    /// Push channels; None when the service has no public URL (the sweep and the add-on's
+    /// trigger still keep calendars in sync).
+    pub channels: Option<Arc<Channels>>,
 }
 
 type Shared = State<Arc<Service>>;
@@ -77,6 +82,7 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/join/{meetingId}", get(join))
+        .route("/webhooks/google", post(google_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -230,8 +236,17 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
         );
     }
     info!(calendar_id, event_id, conference_id = %meeting.meeting_id, "conference created");
-    // The first conference on a calendar starts its syncing (later ones coalesce into it).
+    // The first conference on a calendar starts its syncing (later ones coalesce into it) and
+    // its push channel (opened once, in the background: the add-on is waiting).
     service.scheduler.mark_dirty(calendar_id);
+    if let Some(channels) = service.channels.clone() {
+        let calendar_id = calendar_id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = channels.ensure(&calendar_id).await {
+                warn!(calendar_id, error = %e, "could not open a push channel; the sweep keeps the calendar in sync");
+            }
+        });
+    }
     (
         StatusCode::OK,
         axum::Json(conference_data(
@@ -342,13 +357,27 @@ async fn status(State(service): Shared) -> Response {
             })
         })
         .collect();
-    (
-        StatusCode::OK,
-        axum::Json(
-            json!({"calendars": calendars, "outboxDepth": depth, "failedActions": failures}),
-        ),
-    )
-        .into_response()
+    let now = chrono::Utc::now().timestamp_millis();
+    let channels: Vec<Value> = match service.store.live_channels(now).await {
+        Ok(live) => live
+            .iter()
+            .map(|c| json!({"calendarId": c.calendar_id, "channelId": c.channel_id, "expiresAt": c.expiration_ms}))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let webhooks = service.channels.as_ref().map(|c| json!(c.counts()));
+    let body = json!({"calendars": calendars, "channels": channels, "webhooks": webhooks, "outboxDepth": depth, "failedActions": failures});
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn google_webhook(State(service): Shared, headers: axum::http::HeaderMap) -> Response {
+    match &service.channels {
+        Some(channels) => {
+            let (status, message) = channels.on_notification(&headers).await;
+            (status, message).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "push channels are not configured").into_response(),
+    }
 }
 
 async fn ready(State(service): Shared) -> Response {

@@ -69,6 +69,7 @@ async fn start() -> Harness {
         scheduler,
         solution_name: "confsync".into(),
         parameter_key: "confsyncConferenceId".into(),
+        channels: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

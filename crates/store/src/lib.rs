@@ -31,6 +31,7 @@
 
 mod api_keys;
 mod calendars;
+mod channels;
 mod dead_letters;
 mod error;
 mod links;
@@ -41,6 +42,7 @@ mod store;
 
 pub use api_keys::ApiKey;
 pub use calendars::CalendarState;
+pub use channels::Channel;
 pub use dead_letters::{DeadLetter, DeadLetterRecord};
 pub use error::StoreError;
 pub use links::StoredLink;

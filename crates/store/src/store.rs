@@ -34,6 +34,11 @@ fn migrator() -> Migrator {
             "api keys",
             include_str!("../migrations/sqlite/0002_api_keys.sql"),
         ),
+        (
+            3,
+            "channels",
+            include_str!("../migrations/sqlite/0003_channels.sql"),
+        ),
     ];
     Migrator::with_migrations(
         migrations
@@ -248,6 +253,6 @@ mod tests {
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.calendars().await.unwrap().len(), 1);
         let applied = int(&store.writer, "SELECT COUNT(*) FROM _sqlx_migrations").await;
-        assert_eq!(applied, 2, "every migration ran");
+        assert_eq!(applied, 3, "every migration ran");
     }
 }

@@ -1,0 +1,307 @@
+//! Push channels end to end: the service watches calendars on the emulator, which POSTs real
+//! notifications to the service's webhook.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confsync_core::model::MeetingSpec;
+use confsync_core::plan::Recognizer;
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::{Engine, EngineConfig};
+use confsync_gcal::{Client, RetryPolicy, StaticToken};
+use confsync_providers::local::LocalProvider;
+use confsync_service::{
+    ChannelConfig, Channels, Scheduler, SchedulerConfig, Service, hash_api_key, router,
+};
+use confsync_store::Store;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@example.com";
+const KEY: &str = "cs_push-test-key";
+
+struct Harness {
+    http: reqwest::Client,
+    calendar: String,
+    service: String,
+    store: Store,
+}
+
+async fn start(ttl_seconds: Option<u64>, renew_check: Duration) -> Harness {
+    let emulator = confsync_emulator::Emulator::new(Default::default())
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap();
+    let calendar = emulator.base_url().to_owned();
+    std::mem::forget(emulator);
+    let store = Store::memory().await.unwrap();
+    store
+        .api_key_create("addon", &hash_api_key(KEY), 0)
+        .await
+        .unwrap();
+    let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
+    let client = Client::new(
+        &calendar,
+        Arc::new(StaticToken(format!("dev:{ALICE}"))),
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    let google = Arc::new(GoogleCalendar { client });
+    let config = EngineConfig {
+        recognizer: Recognizer {
+            solution_names: vec!["confsync".into()],
+            parameter_key: Some("confsyncConferenceId".into()),
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        google.clone(),
+        provider.clone(),
+        config,
+    ));
+    let scheduler = Scheduler::start(
+        engine,
+        SchedulerConfig {
+            debounce: Duration::ZERO,
+            workers: 2,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_url = format!("http://{}/", listener.local_addr().unwrap());
+    let channels = Channels::new(
+        google,
+        store.clone(),
+        scheduler.clone(),
+        ChannelConfig {
+            public_url: service_url.clone(),
+            ttl_seconds,
+            renew_check,
+        },
+    );
+    channels.start_renewal();
+    let service = Arc::new(Service {
+        store: store.clone(),
+        provider,
+        scheduler,
+        solution_name: "confsync".into(),
+        parameter_key: "confsyncConferenceId".into(),
+        channels: Some(channels),
+    });
+    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    Harness {
+        http: reqwest::Client::new(),
+        calendar,
+        service: service_url,
+        store,
+    }
+}
+
+impl Harness {
+    async fn emulator_channels(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}emulator/channels", self.calendar))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn until<T>(&self, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        for _ in 0..200 {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "condition never met; emulator channels: {:?}",
+            self.emulator_channels().await
+        );
+    }
+
+    async fn create_conference(&self, event_id: &str) -> Value {
+        self.http
+            .post(format!("{}v1/conferences", self.service))
+            .bearer_auth(KEY)
+            .json(&json!({"calendarId": ALICE, "eventId": event_id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_calendar_change_reaches_the_meeting_through_a_push_notification() {
+    let h = start(None, Duration::from_secs(60)).await;
+    let conference = h.create_conference("pushed0001").await;
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    // One channel, pointing at our webhook, and its `sync` message was accepted.
+    let channel = h
+        .until(async || {
+            let chans = h.emulator_channels().await;
+            chans.into_iter().find(|c| c["active"] == true)
+        })
+        .await;
+    assert_eq!(
+        channel["address"],
+        json!(format!("{}webhooks/google", h.service))
+    );
+    assert_eq!(
+        h.emulator_channels().await.len(),
+        1,
+        "one channel per calendar"
+    );
+
+    let mut e = json!({"id": "pushed0001", "summary": "Pushed", "start": {"dateTime": "2026-12-03T10:00:00Z"}, "end": {"dateTime": "2026-12-03T11:00:00Z"}, "conferenceData": conference});
+    e["conferenceData"]["conferenceId"] = json!(id);
+    let response = h
+        .http
+        .post(format!(
+            "{}calendar/v3/calendars/primary/events?conferenceDataVersion=1",
+            h.calendar
+        ))
+        .bearer_auth(format!("dev:{ALICE}"))
+        .json(&e)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    // Nobody calls /sync: the notification does.
+    h.until(async || {
+        let m = h.store.meeting(&id).await.unwrap().unwrap();
+        let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
+        (spec.title == "Pushed").then_some(())
+    })
+    .await;
+    let log: Value = h
+        .http
+        .get(format!("{}emulator/notifications", h.calendar))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == 200),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn forged_and_unknown_notifications_are_answered_without_effect() {
+    let h = start(None, Duration::from_secs(60)).await;
+    h.create_conference("forged0001").await;
+    let channel = h
+        .until(async || {
+            h.emulator_channels()
+                .await
+                .into_iter()
+                .find(|c| c["active"] == true)
+        })
+        .await;
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = h.http.post(format!("{}webhooks/google", h.service));
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        request.send()
+    };
+    let id = channel["id"].as_str().unwrap().to_owned();
+    let resource = channel["resourceId"].as_str().unwrap().to_owned();
+    let forged = post(vec![
+        ("X-Goog-Channel-ID", id.clone()),
+        ("X-Goog-Resource-ID", resource.clone()),
+        ("X-Goog-Resource-State", "exists".into()),
+        ("X-Goog-Channel-Token", "guess".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 401);
+    let no_token = post(vec![
+        ("X-Goog-Channel-ID", id.clone()),
+        ("X-Goog-Resource-ID", resource.clone()),
+        ("X-Goog-Resource-State", "exists".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let missing = post(vec![("X-Goog-Channel-ID", id.clone())]).await.unwrap();
+    assert_eq!(missing.status(), 400);
+    let unknown = post(vec![
+        ("X-Goog-Channel-ID", "cs-not-ours".into()),
+        ("X-Goog-Resource-ID", "r".into()),
+        ("X-Goog-Resource-State", "exists".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        unknown.status(),
+        200,
+        "orphans are acknowledged (and stopped)"
+    );
+    let status: Value = h
+        .http
+        .get(format!("{}v1/status", h.service))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["webhooks"]["rejected"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert_eq!(status["webhooks"]["orphans"], 1);
+}
+
+#[tokio::test]
+async fn channels_are_replaced_before_they_expire_and_the_old_one_is_stopped() {
+    let h = start(Some(2), Duration::from_millis(100)).await;
+    h.create_conference("renew00001").await;
+    let first = h
+        .until(async || {
+            h.emulator_channels()
+                .await
+                .into_iter()
+                .find(|c| c["active"] == true)
+        })
+        .await;
+    let replaced = h
+        .until(async || {
+            let chans = h.emulator_channels().await;
+            let old_stopped = chans
+                .iter()
+                .any(|c| c["id"] == first["id"] && c["active"] == false);
+            let new_active = chans
+                .iter()
+                .any(|c| c["id"] != first["id"] && c["active"] == true);
+            (old_stopped && new_active).then_some(chans)
+        })
+        .await;
+    assert!(replaced.len() >= 2);
+    let live = h
+        .store
+        .live_channels(chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    assert_eq!(
+        live.len(),
+        1,
+        "one live channel per calendar after the overlap"
+    );
+    assert_ne!(live[0].channel_id, first["id"].as_str().unwrap());
+}

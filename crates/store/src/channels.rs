@@ -1,0 +1,131 @@
+//! The `channels` table: push channels (events.watch) per calendar.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// A push channel as stored (the token only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Our channel id (unique per channel, never reused).
+    pub channel_id: String,
+    /// The calendar it watches.
+    pub calendar_id: String,
+    /// Google's id of the watched resource (checked on every notification).
+    pub resource_id: String,
+    /// SHA-256 of the channel's secret token.
+    pub token_hash: String,
+    /// When Google stops the channel (unix ms).
+    pub expiration_ms: i64,
+    /// When it was made (unix ms).
+    pub created_at: i64,
+    /// Stopped by us (replaced or no longer wanted).
+    pub stopped: bool,
+}
+
+const SELECT: &str = "SELECT channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped FROM channels";
+
+fn from_row(row: &SqliteRow) -> Result<Channel, sqlx::Error> {
+    Ok(Channel {
+        channel_id: row.try_get("channel_id")?,
+        calendar_id: row.try_get("calendar_id")?,
+        resource_id: row.try_get("resource_id")?,
+        token_hash: row.try_get("token_hash")?,
+        expiration_ms: row.try_get("expiration_ms")?,
+        created_at: row.try_get("created_at")?,
+        stopped: row.try_get("stopped")?,
+    })
+}
+
+impl Store {
+    /// Records a new channel (its calendar is registered if needed).
+    pub async fn channel_create(&self, channel: &Channel) -> Result<(), StoreError> {
+        let what = || {
+            format!(
+                "recording channel {} of calendar {}",
+                channel.channel_id, channel.calendar_id
+            )
+        };
+        let mut tx = self.write_tx(what).await?;
+        sqlx::query("INSERT INTO calendars (calendar_id, needs_full_sync, created_at) VALUES ($1, TRUE, $2) ON CONFLICT (calendar_id) DO NOTHING")
+            .bind(&channel.calendar_id)
+            .bind(channel.created_at)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+        sqlx::query(
+            "INSERT INTO channels (channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&channel.channel_id)
+        .bind(&channel.calendar_id)
+        .bind(&channel.resource_id)
+        .bind(&channel.token_hash)
+        .bind(channel.expiration_ms)
+        .bind(channel.created_at)
+        .bind(channel.stopped)
+        .execute(&mut *tx)
+        .await
+        .ctx(what)?;
+        tx.commit().await.ctx(what)
+    }
+
+    /// A channel by id (stopped ones included).
+    pub async fn channel(&self, channel_id: &str) -> Result<Option<Channel>, StoreError> {
+        let what = || format!("loading channel {channel_id}");
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query.push(" WHERE channel_id = ").push_bind(channel_id);
+        let row = query.build().fetch_optional(&self.reader).await.ctx(what)?;
+        row.as_ref().map(from_row).transpose().ctx(what)
+    }
+
+    /// Channels not stopped by us and not expired at `now_ms`, newest first.
+    pub async fn live_channels(&self, now_ms: i64) -> Result<Vec<Channel>, StoreError> {
+        let what = || "listing live channels".to_owned();
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query
+            .push(" WHERE NOT stopped AND expiration_ms > ")
+            .push_bind(now_ms)
+            .push(" ORDER BY created_at DESC");
+        let rows = query.build().fetch_all(&self.reader).await.ctx(what)?;
+        rows.iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .ctx(what)
+    }
+
+    /// Marks a channel stopped.
+    pub async fn channel_stop(&self, channel_id: &str) -> Result<(), StoreError> {
+        let what = || format!("stopping channel {channel_id}");
+        sqlx::query("UPDATE channels SET stopped = TRUE WHERE channel_id = $1")
+            .bind(channel_id)
+            .execute(&self.writer)
+            .await
+            .ctx(what)?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Completes a channel recorded before its watch call: Google's resource id and expiration.
+    pub async fn channel_activate(
+        &self,
+        channel_id: &str,
+        resource_id: &str,
+        expiration_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || format!("activating channel {channel_id}");
+        sqlx::query(
+            "UPDATE channels SET resource_id = $2, expiration_ms = $3 WHERE channel_id = $1",
+        )
+        .bind(channel_id)
+        .bind(resource_id)
+        .bind(expiration_ms)
+        .execute(&self.writer)
+        .await
+        .ctx(what)?;
+        Ok(())
+    }
+}
