@@ -7,6 +7,49 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// `confsync config example`: every key, with its default and what it does.
+pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out (the default is shown).
+# Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN, CONFSYNC_STORE_PATH,
+# CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL.
+
+[google]
+# Google's root URL, or an emulator's ("http://127.0.0.1:8085/").
+base_url = "https://www.googleapis.com/"
+# A bearer token. Prefer the CONFSYNC_GOOGLE_TOKEN environment variable: secrets stay out of files.
+# token = "..."
+
+[store]
+# The SQLite database (created with its directory if missing).
+path = "confsync-data/confsync.db"
+
+[provider]
+# "local": the built-in provider; meetings live in the store, join pages are served by confsync.
+kind = "local"
+# Where join links point: confsync's own public address.
+join_base_url = "http://127.0.0.1:8080/"
+
+[sync]
+# Calendars `confsync sync` handles besides those already in the store.
+calendars = []
+# How many days back a full sync lists (0: everything).
+full_sync_window_days = 30
+# conferenceSolution.name of our add-on: how confsync recognises its conferences.
+solution_names = ["confsync"]
+# events.list page size (1 to 2500).
+page_size = 2500
+
+[serve]
+listen = "127.0.0.1:8080"
+# Notifications for one calendar within this window make one sync.
+debounce_ms = 500
+# Calendars synced at the same time.
+workers = 4
+# Every calendar is synced at least this often (+-25%), whatever the notifications.
+sweep_minutes = 15
+# The HTTPS base URL Google can reach; set it to turn on push channels.
+# public_url = "https://confsync.example.com/"
+"#;
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +318,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_is_a_valid_config() {
+        let c = Config::parse(EXAMPLE, |_| None).unwrap();
+        assert_eq!(c.serve.listen, "127.0.0.1:8080");
+        assert_eq!(c.sync.page_size, 2500);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let none = |_: &str| None;
         assert!(
@@ -298,5 +348,15 @@ mod tests {
                 .contains("provider.kind")
         );
         assert!(Config::parse("[sync\n", none).is_err());
+        assert!(
+            Config::parse("[serve]\nlisten = \"nowhere\"", none)
+                .unwrap_err()
+                .contains("serve.listen")
+        );
+        assert!(
+            Config::parse("[serve]\npublic_url = \"confsync.example.com\"", none)
+                .unwrap_err()
+                .contains("serve.public_url")
+        );
     }
 }

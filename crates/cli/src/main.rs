@@ -50,10 +50,26 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The configuration file: a commented example, or a check of one.
+    Config {
+        #[command(subcommand)]
+        which: ConfigCommand,
+    },
     /// Manage the add-on API's keys.
     Apikey {
         #[command(subcommand)]
         which: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration.
+    Example,
+    /// Validate a configuration file (with CONFSYNC_* overrides applied).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -140,6 +156,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,
+        Command::Config {
+            which: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Config {
+            which: ConfigCommand::Check { config },
+        } => {
+            let loaded = config::Config::load(&config)?;
+            println!(
+                "{}: valid (store {}, {} calendars listed)",
+                config.display(),
+                loaded.store.path.display(),
+                loaded.sync.calendars.len()
+            );
+            Ok(())
+        }
         Command::Apikey {
             which: ApikeyCommand::Create { config, name },
         } => sync::create_api_key(&config, &name).await,

@@ -11,6 +11,7 @@
 //! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes.
 
 pub mod channels;
+pub mod metrics;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .nest("/v1", v1)
         .route("/join/{meetingId}", get(join))
         .route("/webhooks/google", post(google_webhook))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -378,6 +380,55 @@ async fn google_webhook(State(service): Shared, headers: axum::http::HeaderMap) 
         }
         None => (StatusCode::NOT_FOUND, "push channels are not configured").into_response(),
     }
+}
+
+/// Prometheus metrics. No secrets: calendar ids only (the operator's own data).
+async fn metrics(State(service): Shared) -> Response {
+    let now = chrono::Utc::now().timestamp_millis();
+    let depth = service.store.outbox_depth().await.unwrap_or(-1);
+    let failed = service
+        .store
+        .failures(1000)
+        .await
+        .map(|f| f.len())
+        .unwrap_or(0);
+    let calendars = service.store.calendars().await.unwrap_or_default();
+    let lag: Vec<(String, f64)> = calendars
+        .iter()
+        .filter_map(|c| {
+            c.last_sync_at
+                .map(|t| (c.calendar_id.clone(), (now - t) as f64 / 1000.0))
+        })
+        .collect();
+    let channels = service.store.live_channels(now).await.unwrap_or_default();
+    let expiry: Vec<(String, f64)> = channels
+        .iter()
+        .map(|c| {
+            (
+                c.calendar_id.clone(),
+                (c.expiration_ms - now) as f64 / 1000.0,
+            )
+        })
+        .collect();
+    let counts = service
+        .channels
+        .as_ref()
+        .map(|c| c.counts())
+        .unwrap_or_default();
+    let notifications = [
+        ("received", counts.received),
+        ("rejected", counts.rejected),
+        ("orphan", counts.orphans),
+    ];
+    let gauges = metrics::Gauges {
+        outbox_depth: depth,
+        failed_actions: failed,
+        sync_lag: &lag,
+        channel_expiry: &expiry,
+        notifications: &notifications,
+    };
+    let body = service.scheduler.metrics().render(&gauges);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn ready(State(service): Shared) -> Response {

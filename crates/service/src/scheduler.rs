@@ -52,6 +52,7 @@ pub struct CalendarActivity {
 
 struct Inner {
     engine: Arc<Engine>,
+    metrics: Arc<crate::metrics::Metrics>,
     config: SchedulerConfig,
     calendars: Mutex<HashMap<String, CalendarState>>,
     wake: Notify,
@@ -74,6 +75,7 @@ impl Scheduler {
     pub fn start(engine: Arc<Engine>, config: SchedulerConfig) -> Scheduler {
         let inner = Arc::new(Inner {
             engine,
+            metrics: Arc::default(),
             workers: Semaphore::new(config.workers.max(1)),
             config,
             calendars: Mutex::new(HashMap::new()),
@@ -136,6 +138,11 @@ impl Scheduler {
                 }
             }
         });
+    }
+
+    /// The counters this scheduler keeps.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// Per-calendar activity, for the status API.
@@ -202,12 +209,24 @@ impl Scheduler {
             return;
         };
         let engine = &self.inner.engine;
+        let started = std::time::Instant::now();
         let result = engine.sync(&calendar_id, false, now_ms()).await;
+        let metrics = &self.inner.metrics;
+        metrics.sync_run(
+            if result.is_ok() { "ok" } else { "error" },
+            started.elapsed().as_secs_f64(),
+        );
         let error = match result {
             Ok(summary) => {
                 info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, "calendar synced");
                 let _drain = self.inner.drain.lock().await;
-                engine.drain(now_ms()).await.err().map(|e| e.to_string())
+                match engine.drain(now_ms()).await {
+                    Ok(drained) => {
+                        metrics.drain(&drained);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
             }
             Err(e) => Some(e.to_string()),
         };

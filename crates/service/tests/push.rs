@@ -305,3 +305,51 @@ async fn channels_are_replaced_before_they_expire_and_the_old_one_is_stopped() {
     );
     assert_ne!(live[0].channel_id, first["id"].as_str().unwrap());
 }
+
+#[tokio::test]
+async fn metrics_report_syncs_channels_and_notifications_without_secrets() {
+    let h = start(None, Duration::from_secs(60)).await;
+    h.create_conference("metrics001").await;
+    h.until(async || {
+        h.emulator_channels()
+            .await
+            .into_iter()
+            .find(|c| c["active"] == true)
+    })
+    .await;
+    let unknown = h
+        .http
+        .post(format!("{}webhooks/google", h.service))
+        .header("X-Goog-Channel-ID", "cs-not-ours")
+        .header("X-Goog-Resource-ID", "r")
+        .header("X-Goog-Resource-State", "exists")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 200);
+    let metrics = h
+        .until(async || {
+            let text = h
+                .http
+                .get(format!("{}metrics", h.service))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.contains("confsync_sync_runs_total{outcome=\"ok\"} 1")
+                .then_some(text)
+        })
+        .await;
+    assert!(
+        metrics.contains("confsync_notifications_total{outcome=\"orphan\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("confsync_channel_expiry_seconds{calendar_id=\"alice@example.com\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("confsync_outbox_depth 0"), "{metrics}");
+    assert!(!metrics.contains(KEY), "no secrets in metrics");
+}
