@@ -17,6 +17,9 @@ pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out
 base_url = "https://www.googleapis.com/"
 # A bearer token. Prefer the CONFSYNC_GOOGLE_TOKEN environment variable: secrets stay out of files.
 # token = "..."
+# Or a service account with domain-wide delegation (each calendar is reached as its owner):
+# service_account_file = "/etc/confsync/service-account.json"   # CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE
+# subject = "admin@example.com"   # who to act as for secondary calendars
 
 [store]
 # The SQLite database (created with its directory if missing).
@@ -117,10 +120,16 @@ pub struct GoogleConfig {
     /// Google's root URL, or an emulator's (`http://127.0.0.1:8085/`).
     #[serde(default = "default_google_url")]
     pub base_url: String,
-    /// A bearer token; better set CONFSYNC_GOOGLE_TOKEN. Service accounts and per-user OAuth
-    /// come with `confsync serve`.
+    /// A bearer token (one user); better set CONFSYNC_GOOGLE_TOKEN.
     #[serde(default)]
     pub token: Option<String>,
+    /// A service account's JSON key file (domain-wide delegation): each calendar is reached as
+    /// its owner. Takes precedence over `token`.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+    /// The user to act as for secondary calendars (whose ids are not a user's email).
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +194,8 @@ impl Default for GoogleConfig {
         GoogleConfig {
             base_url: default_google_url(),
             token: None,
+            service_account_file: None,
+            subject: None,
         }
     }
 }
@@ -231,6 +242,9 @@ impl Config {
         }
         if let Some(v) = env("CONFSYNC_GOOGLE_TOKEN") {
             config.google.token = Some(v);
+        }
+        if let Some(v) = env("CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE") {
+            config.google.service_account_file = Some(PathBuf::from(v));
         }
         if let Some(v) = env("CONFSYNC_STORE_PATH") {
             config.store.path = PathBuf::from(v);

@@ -1,6 +1,7 @@
 //! The `confsync` binary: a thin clap layer over the workspace's crates.
 
 mod bench;
+mod bench_service;
 mod config;
 mod demo;
 mod sync;
@@ -126,6 +127,9 @@ enum BenchCommand {
     /// The sync engine against the in-process emulator over HTTP: full sync of a large calendar,
     /// incremental bursts, provider calls per relevant change, wasted calls.
     Engine(bench::EngineBenchArgs),
+    /// The service's push path: N calendars each changed once, latency from the webhook
+    /// receiving the notification to the provider call done, and calendars/s.
+    Service(bench_service::ServiceBenchArgs),
 }
 
 fn init_logging(format: &str) {
@@ -153,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Engine(args),
         } => bench::engine(args).await,
+        Command::Bench {
+            which: BenchCommand::Service(args),
+        } => bench_service::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,

@@ -28,15 +28,32 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
     let store = Store::open(&path)
         .await
         .with_context(|| format!("opening the store {path}"))?;
-    let token = config.google.token.clone().context(
-        "no Google token: set CONFSYNC_GOOGLE_TOKEN (or google.token in the config file)",
-    )?;
-    let client = Client::new(
-        &config.google.base_url,
-        Arc::new(StaticToken(token)),
-        RetryPolicy::default(),
-    )
-    .context("building the Google Calendar client")?;
+    let calendar: Arc<dyn confsync_engine::CalendarApi> = match &config.google.service_account_file
+    {
+        Some(path) => {
+            let key = confsync_gcal::auth::ServiceAccountKey::from_file(path)
+                .with_context(|| format!("reading the service account key {}", path.display()))?;
+            Arc::new(
+                confsync_engine::calendar::delegated::DelegatedCalendar::new(
+                    key,
+                    &config.google.base_url,
+                    config.google.subject.clone(),
+                ),
+            )
+        }
+        None => {
+            let token = config.google.token.clone().context(
+                "no Google credentials: set CONFSYNC_GOOGLE_TOKEN, or google.service_account_file (CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE)",
+            )?;
+            let client = Client::new(
+                &config.google.base_url,
+                Arc::new(StaticToken(token)),
+                RetryPolicy::default(),
+            )
+            .context("building the Google Calendar client")?;
+            Arc::new(GoogleCalendar { client })
+        }
+    };
     let provider = Arc::new(LocalProvider::new(
         store.clone(),
         &config.provider.join_base_url,
@@ -51,12 +68,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
         page_size: config.sync.page_size,
         ..EngineConfig::default()
     };
-    Ok(Engine::new(
-        store,
-        Arc::new(GoogleCalendar { client }),
-        provider,
-        engine_config,
-    ))
+    Ok(Engine::new(store, calendar, provider, engine_config))
 }
 
 pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> anyhow::Result<()> {

@@ -53,9 +53,10 @@ pub trait CalendarApi: Send + Sync {
         })
     }
 
-    /// `channels.stop`.
+    /// `channels.stop`. `calendar_id` is the watched calendar when known (orphans: None).
     fn stop_channel<'a>(
         &'a self,
+        _calendar_id: Option<&'a str>,
         _channel_id: &'a str,
         _resource_id: &'a str,
     ) -> BoxFuture<'a, Result<(), CalendarError>> {
@@ -96,6 +97,7 @@ pub mod emulated {
 
     use confsync_emulator::Shared;
     use confsync_emulator::list::ListQuery;
+    use confsync_emulator::push::PushHub;
 
     use super::*;
 
@@ -157,6 +159,100 @@ pub mod emulated {
     }
 
     impl CalendarApi for EmulatorCalendar {
+        /// `events.watch` on the emulator's push hub, in process: the emulator then POSTs real
+        /// notifications to `address` over HTTP, as Google would. The channel belongs to the
+        /// user the engine acts as (the calendar's owner when `user` is None).
+        fn watch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            channel_id: &'a str,
+            address: &'a str,
+            token: &'a str,
+            ttl_seconds: Option<u64>,
+        ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+            Box::pin(async move {
+                let mut body = serde_json::json!({
+                    "id": channel_id, "type": "web_hook", "address": address, "token": token,
+                });
+                if let Some(ttl) = ttl_seconds {
+                    body["params"] = serde_json::json!({"ttl": ttl.to_string()});
+                }
+                let request = PushHub::parse_watch(&body).map_err(Self::classify)?;
+                let (owner, id, resource_id) = {
+                    let world = self.shared.world();
+                    let id = self.resolve(&world, calendar_id)?;
+                    let calendar = world.calendar(&id).map_err(Self::classify)?;
+                    let owner = self.user.clone().unwrap_or_else(|| calendar.owner.clone());
+                    (owner, id, calendar.resource_id.clone())
+                };
+                let encoded: String = id
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                            char::from(b).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect();
+                let uri = format!(
+                    "{}calendar/v3/calendars/{encoded}/events?alt=json",
+                    self.shared.base_url()
+                );
+                let now = self.shared.clock.now();
+                let channel = self
+                    .shared
+                    .push
+                    .watch(request, &owner, &id, &resource_id, uri, now)
+                    .map_err(Self::classify)?;
+                let expiration_ms = channel["expiration"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| CalendarError::Fatal {
+                        detail: "the watch answer has no expiration".into(),
+                    })?;
+                Ok(WatchedChannel {
+                    resource_id,
+                    expiration_ms,
+                })
+            })
+        }
+
+        /// `channels.stop` on the emulator's push hub, as the channel's maker (the calendar's
+        /// owner when `user` is None; for orphans the hub's channel list names the calendar).
+        /// An unknown channel is already stopped.
+        fn stop_channel<'a>(
+            &'a self,
+            calendar_id: Option<&'a str>,
+            channel_id: &'a str,
+            resource_id: &'a str,
+        ) -> BoxFuture<'a, Result<(), CalendarError>> {
+            Box::pin(async move {
+                let calendar = calendar_id.map(str::to_owned).or_else(|| {
+                    self.shared
+                        .push
+                        .list(self.shared.clock.now())
+                        .into_iter()
+                        .find(|c| c["id"] == channel_id)
+                        .and_then(|c| c["calendarId"].as_str().map(str::to_owned))
+                });
+                let Some(calendar) = calendar else {
+                    return Ok(());
+                };
+                let owner = match &self.user {
+                    Some(user) => user.clone(),
+                    None => match self.shared.world().calendar(&calendar) {
+                        Ok(c) => c.owner.clone(),
+                        Err(_) => return Ok(()),
+                    },
+                };
+                match self.shared.push.stop(channel_id, resource_id, &owner) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.status == 404 => Ok(()),
+                    Err(e) => Err(Self::classify(e)),
+                }
+            })
+        }
+
         fn list<'a>(
             &'a self,
             calendar_id: &'a str,
@@ -313,6 +409,7 @@ pub mod google {
 
         fn stop_channel<'a>(
             &'a self,
+            _calendar_id: Option<&'a str>,
             channel_id: &'a str,
             resource_id: &'a str,
         ) -> BoxFuture<'a, Result<(), CalendarError>> {
@@ -388,6 +485,159 @@ pub mod google {
                 serde_json::to_value(event).map_err(|e| CalendarError::Fatal {
                     detail: e.to_string(),
                 })
+            })
+        }
+    }
+}
+
+/// Google Calendar through a service account with domain-wide delegation: each calendar is
+/// reached as its owner (the JWT's `sub`), with one cached token source per owner.
+pub mod delegated {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use confsync_gcal::auth::{CALENDAR_SCOPE, ServiceAccountKey, ServiceAccountTokens};
+    use confsync_gcal::{Client, RetryPolicy};
+
+    use super::google::GoogleCalendar;
+    use super::*;
+
+    /// The service-account calendar.
+    pub struct DelegatedCalendar {
+        key: ServiceAccountKey,
+        base_url: String,
+        http: reqwest::Client,
+        /// Owner of calendars whose id is not a user's email (secondary calendars).
+        default_subject: Option<String>,
+        clients: Mutex<HashMap<String, Arc<GoogleCalendar>>>,
+    }
+
+    impl DelegatedCalendar {
+        pub fn new(
+            key: ServiceAccountKey,
+            base_url: &str,
+            default_subject: Option<String>,
+        ) -> Self {
+            DelegatedCalendar {
+                key,
+                base_url: base_url.to_owned(),
+                http: reqwest::Client::new(),
+                default_subject,
+                clients: Mutex::new(HashMap::new()),
+            }
+        }
+
+        /// Whom to act as for a calendar: a primary calendar's id is its owner's email;
+        /// secondary calendars (`...@group.calendar.google.com`) use the default subject.
+        pub fn subject_for(&self, calendar_id: &str) -> Option<String> {
+            let is_user =
+                calendar_id.contains('@') && !calendar_id.ends_with("calendar.google.com");
+            if is_user {
+                Some(calendar_id.to_ascii_lowercase())
+            } else {
+                self.default_subject.clone()
+            }
+        }
+
+        fn calendar_for(&self, calendar_id: &str) -> Result<Arc<GoogleCalendar>, CalendarError> {
+            let subject = self.subject_for(calendar_id).ok_or_else(|| CalendarError::Fatal {
+                detail: format!("calendar {calendar_id}: no user to act as (set google.subject for secondary calendars)"),
+            })?;
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(client) = clients.get(&subject) {
+                return Ok(client.clone());
+            }
+            let tokens = ServiceAccountTokens::new(
+                self.key.clone(),
+                Some(subject.clone()),
+                vec![CALENDAR_SCOPE.to_owned()],
+                self.http.clone(),
+            );
+            let client = Client::new(&self.base_url, Arc::new(tokens), RetryPolicy::default())
+                .map_err(|e| CalendarError::Fatal {
+                    detail: e.to_string(),
+                })?;
+            let calendar = Arc::new(GoogleCalendar { client });
+            clients.insert(subject, calendar.clone());
+            Ok(calendar)
+        }
+    }
+
+    impl CalendarApi for DelegatedCalendar {
+        fn list<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            request: &'a ListRequest,
+        ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+            Box::pin(async move {
+                self.calendar_for(calendar_id)?
+                    .list(calendar_id, request)
+                    .await
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+            Box::pin(async move {
+                self.calendar_for(calendar_id)?
+                    .get(calendar_id, event_id)
+                    .await
+            })
+        }
+
+        fn patch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            event_id: &'a str,
+            body: &'a Value,
+            if_match: &'a str,
+        ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+            Box::pin(async move {
+                self.calendar_for(calendar_id)?
+                    .patch(calendar_id, event_id, body, if_match)
+                    .await
+            })
+        }
+
+        fn watch<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            channel_id: &'a str,
+            address: &'a str,
+            token: &'a str,
+            ttl_seconds: Option<u64>,
+        ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+            Box::pin(async move {
+                self.calendar_for(calendar_id)?
+                    .watch(calendar_id, channel_id, address, token, ttl_seconds)
+                    .await
+            })
+        }
+
+        fn stop_channel<'a>(
+            &'a self,
+            _calendar_id: Option<&'a str>,
+            channel_id: &'a str,
+            resource_id: &'a str,
+        ) -> BoxFuture<'a, Result<(), CalendarError>> {
+            // A channel is stopped as the user who made it: its calendar's owner; orphans (calendar
+            // unknown) as the default subject.
+            Box::pin(async move {
+                let target = match _calendar_id {
+                    Some(calendar_id) => calendar_id.to_owned(),
+                    None => self
+                        .default_subject
+                        .clone()
+                        .ok_or_else(|| CalendarError::Fatal {
+                            detail: "no subject to stop an orphan channel as".into(),
+                        })?,
+                };
+                self.calendar_for(&target)?
+                    .stop_channel(Some(target.as_str()), channel_id, resource_id)
+                    .await
             })
         }
     }

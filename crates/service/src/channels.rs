@@ -169,7 +169,11 @@ impl Channels {
             // Not recorded: stop it, or Google would keep notifying a channel we cannot check.
             let _ = self
                 .calendar
-                .stop_channel(&channel.channel_id, &channel.resource_id)
+                .stop_channel(
+                    Some(&channel.calendar_id),
+                    &channel.channel_id,
+                    &channel.resource_id,
+                )
                 .await;
             let _ = self.store.channel_stop(&channel.channel_id).await;
             return Err(e.to_string());
@@ -228,7 +232,11 @@ impl Channels {
     async fn stop(&self, channel: &Channel) {
         if let Err(e) = self
             .calendar
-            .stop_channel(&channel.channel_id, &channel.resource_id)
+            .stop_channel(
+                Some(&channel.calendar_id),
+                &channel.channel_id,
+                &channel.resource_id,
+            )
             .await
         {
             warn!(channel_id = %channel.channel_id, error = %e, "stopping a channel failed");
@@ -247,7 +255,11 @@ impl Channels {
             }
             recent.insert(channel_id.to_owned(), now);
         }
-        if let Err(e) = self.calendar.stop_channel(channel_id, resource_id).await {
+        if let Err(e) = self
+            .calendar
+            .stop_channel(None, channel_id, resource_id)
+            .await
+        {
             warn!(channel_id, error = %e, "stopping an orphan channel failed");
         }
     }

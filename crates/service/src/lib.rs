@@ -6,13 +6,15 @@
 //! - `POST /v1/calendars/{calendarId}/sync` is what the add-on's EventUpdated trigger calls;
 //! - `GET /v1/conferences/{id}`, `GET /v1/status`;
 //! - `GET /join/{meetingId}`: the local provider's join page;
-//! - `/healthz`, `/readyz`.
+//! - `GET /`: the status page; `POST /webhooks/google`: push notifications;
+//! - `/metrics`, `/healthz`, `/readyz`.
 //!
 //! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes.
 
 pub mod channels;
 pub mod metrics;
 pub mod scheduler;
+pub mod status_page;
 
 use std::sync::Arc;
 
@@ -84,6 +86,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .nest("/v1", v1)
         .route("/join/{meetingId}", get(join))
         .route("/webhooks/google", post(google_webhook))
+        .route("/", get(status_page::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -1,0 +1,628 @@
+//! `confsync bench service`: end-to-end latency of the service's push path. In process: the
+//! emulator, N users with one primary calendar each, the service (SQLite in WAL mode on a temp
+//! file, the in-memory provider, the scheduler with debounce 0, push channels to the service's
+//! own loopback URL). Each calendar gets one conference through the real HTTP API; after the
+//! setup settles, every calendar's event is changed once and the emulator POSTs a real `exists`
+//! notification to the webhook. Latency is from the webhook receiving the notification to the
+//! provider's `update` returning.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use confsync_core::model::{MeetingSpec, When};
+use confsync_core::plan::{Capabilities, Recognizer};
+use confsync_core::session::{ListRequest, Page};
+use confsync_emulator::store::{WriteKind, WriteOptions};
+use confsync_emulator::{Emulator, EmulatorConfig};
+use confsync_engine::calendar::WatchedChannel;
+use confsync_engine::calendar::emulated::EmulatorCalendar;
+use confsync_engine::{CalendarApi, CalendarError, Engine, EngineConfig};
+use confsync_providers::memory::MemoryProvider;
+use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
+use confsync_service::{
+    ChannelConfig, Channels, Scheduler, SchedulerConfig, Service, hash_api_key, router,
+};
+use confsync_store::Store;
+use serde_json::{Value, json};
+
+const KEY: &str = "cs_bench-service-key";
+
+#[derive(clap::Args)]
+pub struct ServiceBenchArgs {
+    /// Calendars (one user, one event with one conference each), each changed once.
+    #[arg(long, default_value_t = 1000)]
+    calendars: usize,
+    /// Scheduler workers (calendars synced at the same time).
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Changes per second (0: all at once, as fast as possible). Below the service's
+    /// throughput, latency is the per-calendar cost; above it, queueing.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+}
+
+/// First instant per key, recorded only once armed (the measured phase).
+#[derive(Default)]
+struct Marks {
+    armed: AtomicBool,
+    at: Mutex<HashMap<String, Instant>>,
+}
+
+impl Marks {
+    fn mark(&self, key: &str) {
+        if self.armed.load(Ordering::Relaxed) {
+            self.at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key.to_owned())
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn len(&self) -> usize {
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn get(&self, key: &str) -> Option<Instant> {
+        self.at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn snapshot(&self) -> HashMap<String, Instant> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The in-memory provider, recording when each meeting's `update` started and completed.
+struct Recorded {
+    inner: MemoryProvider,
+    started: Marks,
+    done: Marks,
+}
+
+impl ConferenceProvider for Recorded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
+        self.inner.create(spec, key)
+    }
+
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(async move {
+            self.started.mark(meeting_id);
+            let result = self.inner.update(meeting_id, spec, key).await;
+            if result.is_ok() {
+                self.done.mark(meeting_id);
+            }
+            result
+        })
+    }
+
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        start: When,
+        end: When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner
+            .update_occurrence(meeting_id, occurrence, start, end, title, key)
+    }
+
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.cancel_occurrence(meeting_id, occurrence, key)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.delete(meeting_id, key)
+    }
+}
+
+/// The in-process emulator calendar, recording when each calendar's first listing started
+/// (the sync began: the scheduler's queueing is over).
+struct Traced {
+    inner: EmulatorCalendar,
+    listed: Marks,
+}
+
+impl CalendarApi for Traced {
+    fn watch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        channel_id: &'a str,
+        address: &'a str,
+        token: &'a str,
+        ttl_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+        self.inner
+            .watch(calendar_id, channel_id, address, token, ttl_seconds)
+    }
+
+    fn stop_channel<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        channel_id: &'a str,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+        self.inner
+            .stop_channel(calendar_id, channel_id, resource_id)
+    }
+
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+        self.listed.mark(calendar_id);
+        self.inner.list(calendar_id, request)
+    }
+
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        self.inner.patch(calendar_id, event_id, body, if_match)
+    }
+
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+        self.inner.get(calendar_id, event_id)
+    }
+}
+
+/// Records when each `exists` notification reached the service (before the webhook runs).
+async fn record_receipt(
+    State(receipts): State<Arc<Marks>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/webhooks/google" {
+        let headers = request.headers();
+        let state = headers
+            .get("x-goog-resource-state")
+            .and_then(|v| v.to_str().ok());
+        if state == Some("exists")
+            && let Some(channel) = headers
+                .get("x-goog-channel-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            receipts.mark(channel);
+        }
+    }
+    next.run(request).await
+}
+
+/// The benchmark's SQLite file (and its WAL files), removed when dropped.
+struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn user(i: usize) -> String {
+    format!("user{i:05}@example.com")
+}
+
+fn event_id(i: usize) -> String {
+    format!("svcbench{i:06}")
+}
+
+/// The `q` quantile (nearest rank) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn summary(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:7.2}  p90 {:7.2}  p99 {:7.2}  max {:7.2} ms",
+        quantile(values, 0.5),
+        quantile(values, 0.9),
+        quantile(values, 0.99),
+        values.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
+    let n = args.calendars;
+    if n == 0 {
+        bail!("--calendars must be at least 1");
+    }
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .spawn("127.0.0.1:0")
+        .await
+        .context("starting the emulator")?;
+    let shared = emulator.shared().clone();
+    {
+        let mut world = shared.world();
+        for i in 0..n {
+            world
+                .ensure_user(&user(i), Some("Bench"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+
+    let db_path = std::env::temp_dir().join(format!(
+        "confsync-bench-service-{}-{}.db",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let _db = TempDb(db_path.clone());
+    let store = Store::open(db_path.to_str().context("temp path is not UTF-8")?).await?;
+    store
+        .api_key_create("bench", &hash_api_key(KEY), now_ms())
+        .await?;
+    let provider = Arc::new(Recorded {
+        inner: MemoryProvider::new("bench", Capabilities::ALL),
+        started: Marks::default(),
+        done: Marks::default(),
+    });
+    let calendar = Arc::new(Traced {
+        inner: EmulatorCalendar::new(shared.clone(), None),
+        listed: Marks::default(),
+    });
+    let config = EngineConfig {
+        recognizer: Recognizer {
+            solution_names: vec!["confsync".into()],
+            parameter_key: Some("confsyncConferenceId".into()),
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        calendar.clone(),
+        provider.clone(),
+        config,
+    ));
+    let scheduler = Scheduler::start(
+        engine,
+        SchedulerConfig {
+            debounce: Duration::ZERO,
+            workers: args.workers,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let service_url = format!("http://{}/", listener.local_addr()?);
+    let channels = Channels::new(
+        calendar.clone(),
+        store.clone(),
+        scheduler.clone(),
+        ChannelConfig {
+            public_url: service_url.clone(),
+            ttl_seconds: None,
+            renew_check: Duration::from_secs(3600),
+        },
+    );
+    let service = Arc::new(Service {
+        store: store.clone(),
+        provider: provider.clone(),
+        scheduler: scheduler.clone(),
+        solution_name: "confsync".into(),
+        parameter_key: "confsyncConferenceId".into(),
+        channels: Some(channels),
+    });
+    let receipts = Arc::new(Marks::default());
+    let app = router(service).layer(axum::middleware::from_fn_with_state(
+        receipts.clone(),
+        record_receipt,
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+
+    println!(
+        "service benchmark: {n} calendars, {} workers, debounce 0, changes {}, SQLite (WAL) at {}",
+        args.workers,
+        if args.rate > 0.0 {
+            format!("at {} /s", args.rate)
+        } else {
+            "all at once".to_owned()
+        },
+        db_path.display()
+    );
+
+    // Setup: a conference per calendar through the HTTP API, then its event in the world.
+    let setup = Instant::now();
+    let http = reqwest::Client::new();
+    let mut meetings: Vec<String> = vec![String::new(); n];
+    let opts = WriteOptions {
+        conference_data_version: 1,
+        if_match: None,
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (http, url) = (http.clone(), service_url.clone());
+            tasks.spawn(async move {
+                let response = http
+                    .post(format!("{url}v1/conferences"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"calendarId": user(i), "eventId": event_id(i)}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let conference: Value = response.json().await?;
+                anyhow::Ok((i, conference))
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, conference) = joined??;
+            let id = conference["conferenceId"]
+                .as_str()
+                .context("the answer has no conferenceId")?
+                .to_owned();
+            let body = json!({
+                "id": event_id(i),
+                "summary": format!("Bench meeting {i}"),
+                "start": {"dateTime": "2027-03-01T10:00:00Z"},
+                "end": {"dateTime": "2027-03-01T11:00:00Z"},
+                "conferenceData": conference,
+            });
+            let mut world = shared.world();
+            let now = shared.clock.now();
+            world
+                .insert_event(now, &user(i), body, WriteKind::Insert, &opts)
+                .map_err(|e| anyhow::anyhow!("inserting event {i}: {e}"))?;
+            shared.flush_notifications(&mut world);
+            meetings[i] = id;
+        }
+    }
+    let created = setup.elapsed();
+    // The add-on's trigger for every calendar: its event is seen even if its channel opened
+    // after the insert.
+    for i in 0..n {
+        http.post(format!("{service_url}v1/calendars/{}/sync", user(i)))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    // Settled: every meeting carries its event's title, every calendar has a sync token and an
+    // active channel whose `sync` message was delivered, the outbox is empty, nothing runs.
+    let settle_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let titled = (0..n)
+            .filter(|&i| {
+                provider
+                    .inner
+                    .meeting(&meetings[i])
+                    .is_some_and(|m| m.spec.title == format!("Bench meeting {i}"))
+            })
+            .count();
+        let tokens = store
+            .calendars()
+            .await?
+            .iter()
+            .filter(|c| c.sync_token.is_some())
+            .count();
+        let live = store
+            .live_channels(now_ms())
+            .await?
+            .iter()
+            .filter(|c| !c.resource_id.is_empty())
+            .count();
+        let synced = shared
+            .push
+            .deliveries(None)
+            .iter()
+            .filter(|d| d.resource_state == "sync" && d.delivered)
+            .count();
+        let depth = store.outbox_depth().await?;
+        let busy = scheduler
+            .activity()
+            .iter()
+            .filter(|a| a.pending || a.running)
+            .count();
+        if titled == n && tokens == n && live == n && synced == n && depth == 0 && busy == 0 {
+            break;
+        }
+        if Instant::now() > settle_deadline {
+            bail!(
+                "setup did not settle in 120 s: {titled}/{n} meetings up to date, {tokens} sync tokens, {live} live channels, {synced} sync messages delivered, outbox depth {depth}, {busy} calendars busy"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "setup: {n} conferences over HTTP and their events in {:.2} s, settled (initial syncs, {n} channels, {n} `sync` messages) after {:.2} s",
+        created.as_secs_f64(),
+        setup.elapsed().as_secs_f64()
+    );
+
+    // Measurement: one relevant change per calendar, as fast as possible.
+    for marks in [
+        &*receipts,
+        &calendar.listed,
+        &provider.started,
+        &provider.done,
+    ] {
+        marks.arm();
+    }
+    let mut patched: Vec<Instant> = Vec::with_capacity(n);
+    let fire = Instant::now();
+    for i in 0..n {
+        if args.rate > 0.0 {
+            let due = fire + Duration::from_secs_f64(i as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut world = shared.world();
+        let now = shared.clock.now();
+        world
+            .write_event(
+                now,
+                &user(i),
+                &event_id(i),
+                json!({"summary": format!("Bench meeting {i} (moved to room 2)")}),
+                WriteKind::Patch,
+                &opts,
+            )
+            .map_err(|e| anyhow::anyhow!("patching event {i}: {e}"))?;
+        shared.flush_notifications(&mut world);
+        patched.push(Instant::now());
+    }
+    let fired = fire.elapsed();
+    let deadline = fire + Duration::from_secs(60);
+    while provider.done.len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waited = fire.elapsed();
+
+    // Receipts are per channel: map them to calendars through the store.
+    let mut received: HashMap<String, Instant> = HashMap::new();
+    for (channel_id, at) in receipts.snapshot() {
+        if let Some(channel) = store.channel(&channel_id).await? {
+            received.insert(channel.calendar_id, at);
+        }
+    }
+    let mut latency = Vec::with_capacity(n);
+    let (mut delivery, mut queued, mut syncing, mut calling) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut missing = Vec::new();
+    let mut first_receipt: Option<Instant> = None;
+    let mut last_done: Option<Instant> = None;
+    for i in 0..n {
+        let calendar_id = user(i);
+        let (Some(rx), Some(done)) = (
+            received.get(&calendar_id).copied(),
+            provider.done.get(&meetings[i]),
+        ) else {
+            missing.push(calendar_id);
+            continue;
+        };
+        latency.push(ms(done.saturating_duration_since(rx)));
+        delivery.push(ms(rx.saturating_duration_since(patched[i])));
+        if let (Some(listed), Some(started)) = (
+            calendar.listed.get(&calendar_id),
+            provider.started.get(&meetings[i]),
+        ) {
+            queued.push(ms(listed.saturating_duration_since(rx)));
+            syncing.push(ms(started.saturating_duration_since(listed)));
+            calling.push(ms(done.saturating_duration_since(started)));
+        }
+        first_receipt = Some(first_receipt.map_or(rx, |f| f.min(rx)));
+        last_done = Some(last_done.map_or(done, |l| l.max(done)));
+    }
+    let completed = latency.len();
+    let window = match (first_receipt, last_done) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f),
+        _ => Duration::ZERO,
+    };
+    let throughput = completed as f64 / window.as_secs_f64().max(1e-9);
+    let mut sorted = latency.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p99 = quantile(&sorted, 0.99);
+
+    println!(
+        "fired {n} changes in {:.1} ms; {completed}/{n} reached the provider, last after {:.2} s",
+        ms(fired),
+        waited.as_secs_f64()
+    );
+    println!(
+        "`exists` notifications received for {} calendars; syncs run since start: {}",
+        received.len(),
+        scheduler.activity().iter().map(|a| a.syncs).sum::<u64>()
+    );
+    println!(
+        "latency, notification received -> provider update done ({completed} calendars): {}",
+        summary(&mut latency)
+    );
+    println!(
+        "throughput: {throughput:.0} calendars/s ({completed} calendars from the first notification received to the last provider call done, {:.3} s)",
+        window.as_secs_f64()
+    );
+    println!("phases:");
+    println!(
+        "  change -> notification received (emulator push):   {}",
+        summary(&mut delivery)
+    );
+    println!(
+        "  received -> sync starts (scheduler queue):        {}",
+        summary(&mut queued)
+    );
+    println!(
+        "  sync starts -> provider call (list, plan, commit, drain): {}",
+        summary(&mut syncing)
+    );
+    println!(
+        "  provider call:                                     {}",
+        summary(&mut calling)
+    );
+    let p99_ok = p99 < 50.0;
+    let throughput_ok = throughput >= 500.0;
+    println!(
+        "targets: p99 < 50 ms: {} ({p99:.2} ms); >= 500 calendars/s: {} ({throughput:.0}/s)",
+        if p99_ok { "met" } else { "MISSED" },
+        if throughput_ok { "met" } else { "MISSED" },
+    );
+    emulator.shutdown();
+    if !missing.is_empty() {
+        bail!(
+            "{} calendars' changes never reached the provider within 60 s (first: {:?})",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    Ok(())
+}
