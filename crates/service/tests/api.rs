@@ -1,15 +1,10 @@
 //! The add-on API over HTTP, with the engine syncing against the emulator behind it.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use confsync_core::model::MeetingSpec;
-use confsync_core::plan::Recognizer;
-use confsync_engine::calendar::google::GoogleCalendar;
-use confsync_engine::{Engine, EngineConfig};
-use confsync_gcal::{Client, RetryPolicy, StaticToken};
-use confsync_providers::local::LocalProvider;
-use confsync_service::{Scheduler, SchedulerConfig, Service, hash_api_key, router};
 use confsync_store::Store;
 use serde_json::{Value, json};
 
@@ -24,62 +19,14 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    let emulator = confsync_emulator::Emulator::new(Default::default())
-        .spawn("127.0.0.1:0")
-        .await
-        .unwrap();
-    let calendar = emulator.base_url().to_owned();
-    std::mem::forget(emulator); // serves until the test process ends
-    let store = Store::memory().await.unwrap();
     let key = "cs_test-key-0123456789";
-    store
-        .api_key_create("addon", &hash_api_key(key), 0)
-        .await
-        .unwrap();
-    let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
-    let client = Client::new(
-        &calendar,
-        Arc::new(StaticToken(format!("dev:{ALICE}"))),
-        RetryPolicy::default(),
-    )
-    .unwrap();
-    let config = EngineConfig {
-        recognizer: Recognizer {
-            solution_names: vec!["confsync".into()],
-            parameter_key: Some("confsyncConferenceId".into()),
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        Arc::new(GoogleCalendar { client }),
-        provider.clone(),
-        config,
-    ));
-    let scheduler = Scheduler::start(
-        engine,
-        SchedulerConfig {
-            debounce: Duration::ZERO,
-            workers: 2,
-        },
-    );
-    let service = Arc::new(Service {
-        store: store.clone(),
-        provider,
-        scheduler,
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
-        channels: None,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    let r = common::start(key, None).await;
     Harness {
-        http: reqwest::Client::new(),
-        calendar,
-        service: format!("http://{addr}/"),
+        http: r.http,
+        calendar: r.calendar,
+        service: r.service,
         key: key.into(),
-        store,
+        store: r.store,
     }
 }
 

@@ -1,18 +1,11 @@
 //! Push channels end to end: the service watches calendars on the emulator, which POSTs real
 //! notifications to the service's webhook.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use confsync_core::model::MeetingSpec;
-use confsync_core::plan::Recognizer;
-use confsync_engine::calendar::google::GoogleCalendar;
-use confsync_engine::{Engine, EngineConfig};
-use confsync_gcal::{Client, RetryPolicy, StaticToken};
-use confsync_providers::local::LocalProvider;
-use confsync_service::{
-    ChannelConfig, Channels, Scheduler, SchedulerConfig, Service, hash_api_key, router,
-};
 use confsync_store::Store;
 use serde_json::{Value, json};
 
@@ -27,72 +20,19 @@ struct Harness {
 }
 
 async fn start(ttl_seconds: Option<u64>, renew_check: Duration) -> Harness {
-    let emulator = confsync_emulator::Emulator::new(Default::default())
-        .spawn("127.0.0.1:0")
-        .await
-        .unwrap();
-    let calendar = emulator.base_url().to_owned();
-    std::mem::forget(emulator);
-    let store = Store::memory().await.unwrap();
-    store
-        .api_key_create("addon", &hash_api_key(KEY), 0)
-        .await
-        .unwrap();
-    let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
-    let client = Client::new(
-        &calendar,
-        Arc::new(StaticToken(format!("dev:{ALICE}"))),
-        RetryPolicy::default(),
-    )
-    .unwrap();
-    let google = Arc::new(GoogleCalendar { client });
-    let config = EngineConfig {
-        recognizer: Recognizer {
-            solution_names: vec!["confsync".into()],
-            parameter_key: Some("confsyncConferenceId".into()),
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        google.clone(),
-        provider.clone(),
-        config,
-    ));
-    let scheduler = Scheduler::start(
-        engine,
-        SchedulerConfig {
-            debounce: Duration::ZERO,
-            workers: 2,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service_url = format!("http://{}/", listener.local_addr().unwrap());
-    let channels = Channels::new(
-        google,
-        store.clone(),
-        scheduler.clone(),
-        ChannelConfig {
-            public_url: service_url.clone(),
+    let r = common::start(
+        KEY,
+        Some(common::Push {
             ttl_seconds,
             renew_check,
-        },
-    );
-    channels.start_renewal();
-    let service = Arc::new(Service {
-        store: store.clone(),
-        provider,
-        scheduler,
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
-        channels: Some(channels),
-    });
-    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+        }),
+    )
+    .await;
     Harness {
-        http: reqwest::Client::new(),
-        calendar,
-        service: service_url,
-        store,
+        http: r.http,
+        calendar: r.calendar,
+        service: r.service,
+        store: r.store,
     }
 }
 

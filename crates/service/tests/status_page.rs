@@ -1,17 +1,13 @@
 //! The status page at `/`: its content after a real sync, and how headless Chromium renders it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confsync_core::model::MeetingSpec;
-use confsync_core::plan::Recognizer;
-use confsync_engine::calendar::google::GoogleCalendar;
-use confsync_engine::{Engine, EngineConfig};
-use confsync_gcal::{Client, RetryPolicy, StaticToken};
-use confsync_providers::local::LocalProvider;
-use confsync_service::{Scheduler, SchedulerConfig, Service, hash_api_key, router};
+use confsync_service::hash_api_key;
 use confsync_store::Store;
 use serde_json::{Value, json};
 
@@ -27,60 +23,12 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    let emulator = confsync_emulator::Emulator::new(Default::default())
-        .spawn("127.0.0.1:0")
-        .await
-        .unwrap();
-    let calendar = emulator.base_url().to_owned();
-    std::mem::forget(emulator); // serves until the test process ends
-    let store = Store::memory().await.unwrap();
-    store
-        .api_key_create("addon", &hash_api_key(KEY), 0)
-        .await
-        .unwrap();
-    let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
-    let client = Client::new(
-        &calendar,
-        Arc::new(StaticToken(format!("dev:{ALICE}"))),
-        RetryPolicy::default(),
-    )
-    .unwrap();
-    let config = EngineConfig {
-        recognizer: Recognizer {
-            solution_names: vec!["confsync".into()],
-            parameter_key: Some("confsyncConferenceId".into()),
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        Arc::new(GoogleCalendar { client }),
-        provider.clone(),
-        config,
-    ));
-    let scheduler = Scheduler::start(
-        engine,
-        SchedulerConfig {
-            debounce: Duration::ZERO,
-            workers: 2,
-        },
-    );
-    let service = Arc::new(Service {
-        store: store.clone(),
-        provider,
-        scheduler,
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
-        channels: None,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    let r = common::start(KEY, None).await;
     Harness {
-        http: reqwest::Client::new(),
-        calendar,
-        service: format!("http://{addr}/"),
-        store,
+        http: r.http,
+        calendar: r.calendar,
+        service: r.service,
+        store: r.store,
     }
 }
 
