@@ -8,8 +8,16 @@
 //! Adapters here must not know about Calendar, the store's tables or the engine: they get a
 //! [`MeetingSpec`] and answer with a [`Meeting`] or a classified [`ProviderError`].
 
+pub mod bigbluebutton;
+pub mod daily;
+pub mod http;
+pub mod jitsi;
 pub mod local;
 pub mod memory;
+pub mod teams;
+pub mod webex;
+pub mod webhook;
+pub mod zoom;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +86,25 @@ impl ProviderError {
     }
 }
 
+/// Who opens a join link that confsync serves (see [`ConferenceProvider::join`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The link carried the meeting's host signature (the organizer's link, never in
+    /// conferenceData): join as moderator.
+    pub host: bool,
+    /// A display name the guest gave (`?name=`), if any.
+    pub name: Option<String>,
+}
+
+/// What confsync does with a click on a join link it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinAnswer {
+    /// Send the browser there (a signed, short-lived URL: never cached, never logged).
+    Redirect(String),
+    /// Refuse with this reason (cancelled, ended, not open yet): shown to the guest.
+    Refused(String),
+}
+
 /// A conferencing system confsync can drive.
 pub trait ConferenceProvider: Send + Sync {
     /// The name links record (`local`, `zoom`, ...).
@@ -127,4 +154,16 @@ pub trait ConferenceProvider: Send + Sync {
         meeting_id: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// For providers whose join link points at confsync (`{public_url}join/{meeting_id}`):
+    /// what to do when someone opens it. `None` (the default): confsync does not serve this
+    /// provider's links.
+    fn join<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        request: &'a JoinRequest,
+    ) -> BoxFuture<'a, Result<Option<JoinAnswer>, ProviderError>> {
+        let _ = (meeting_id, request);
+        Box::pin(async { Ok(None) })
+    }
 }

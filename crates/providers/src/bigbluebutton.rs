@@ -1,0 +1,1 @@
+//! The `bigbluebutton` adapter (in progress).

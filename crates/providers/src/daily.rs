@@ -1,0 +1,1 @@
+//! The `daily` adapter (in progress).

@@ -1,0 +1,1 @@
+//! The `jitsi` adapter (in progress).

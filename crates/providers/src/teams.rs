@@ -1,0 +1,1 @@
+//! The `teams` adapter (in progress).

@@ -1,0 +1,1 @@
+//! The `webex` adapter (in progress).

@@ -1,0 +1,1 @@
+//! The `zoom` adapter (in progress).
