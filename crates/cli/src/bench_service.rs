@@ -364,6 +364,9 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         solution_name: "confsync".into(),
         parameter_key: "confsyncConferenceId".into(),
         channels: Some(channels),
+        oauth: None,
+        public_url: None,
+        budgets: None,
     });
     let receipts = Arc::new(Marks::default());
     let app = router(service).layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 /// `confsync config example`: every key, with its default and what it does.
 pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out (the default is shown).
-# Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN, CONFSYNC_STORE_PATH,
+# Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN,
+# CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE, CONFSYNC_GOOGLE_OAUTH_CLIENT_ID,
+# CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET, CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY, CONFSYNC_STORE_PATH,
 # CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL.
 
 [google]
@@ -20,6 +22,21 @@ base_url = "https://www.googleapis.com/"
 # Or a service account with domain-wide delegation (each calendar is reached as its owner):
 # service_account_file = "/etc/confsync/service-account.json"   # CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE
 # subject = "admin@example.com"   # who to act as for secondary calendars
+# Calendar API rate budgets: requests per minute per user (Google's default quota is 600) and
+# for the whole project; calls wait for them instead of drawing 403 rateLimitExceeded. 0: off.
+user_requests_per_minute = 600
+project_requests_per_minute = 10000
+
+# Or per-user OAuth: each user connects their own calendars at {serve.public_url}oauth/google/start
+# (the add-on sends them there). Needs serve.public_url (the redirect URI is
+# {public_url}oauth/google/callback, registered with the OAuth client).
+# [google.oauth]
+# client_id = "1234-abc.apps.googleusercontent.com"
+# client_secret = "..."          # better: CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET
+# token_key = "..."              # 32 random bytes, base64; seals refresh tokens at rest.
+#                                # Better: CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY. `confsync config key` makes one.
+# auth_uri = "https://accounts.google.com/o/oauth2/v2/auth"
+# token_uri = "https://oauth2.googleapis.com/token"
 
 [store]
 # The SQLite database (created with its directory if missing).
@@ -130,6 +147,57 @@ pub struct GoogleConfig {
     /// The user to act as for secondary calendars (whose ids are not a user's email).
     #[serde(default)]
     pub subject: Option<String>,
+    /// Per-user OAuth: users connect their own calendars.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
+    /// Calendar API requests per minute per user (0: no budget).
+    #[serde(default = "default_user_rpm")]
+    pub user_requests_per_minute: u32,
+    /// Calendar API requests per minute for the whole project (0: no budget).
+    #[serde(default = "default_project_rpm")]
+    pub project_requests_per_minute: u32,
+}
+
+/// `[google.oauth]`: the OAuth client users authorise.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Base64 of 32 bytes: the AES-256-GCM key sealing refresh tokens.
+    #[serde(default)]
+    pub token_key: String,
+    #[serde(default = "default_auth_uri")]
+    pub auth_uri: String,
+    #[serde(default = "default_token_uri")]
+    pub token_uri: String,
+}
+
+impl std::fmt::Debug for OAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("token_key", &"***")
+            .field("auth_uri", &self.auth_uri)
+            .field("token_uri", &self.token_uri)
+            .finish()
+    }
+}
+
+fn default_auth_uri() -> String {
+    confsync_gcal::auth::GOOGLE_AUTH_URI.into()
+}
+fn default_token_uri() -> String {
+    confsync_gcal::auth::GOOGLE_TOKEN_URI.into()
+}
+fn default_user_rpm() -> u32 {
+    600
+}
+fn default_project_rpm() -> u32 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +264,9 @@ impl Default for GoogleConfig {
             token: None,
             service_account_file: None,
             subject: None,
+            oauth: None,
+            user_requests_per_minute: default_user_rpm(),
+            project_requests_per_minute: default_project_rpm(),
         }
     }
 }
@@ -245,6 +316,26 @@ impl Config {
         }
         if let Some(v) = env("CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE") {
             config.google.service_account_file = Some(PathBuf::from(v));
+        }
+        for (name, set) in [
+            ("CONFSYNC_GOOGLE_OAUTH_CLIENT_ID", 0),
+            ("CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET", 1),
+            ("CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY", 2),
+        ] {
+            if let Some(v) = env(name) {
+                let oauth = config.google.oauth.get_or_insert_with(|| OAuthConfig {
+                    client_id: String::new(),
+                    client_secret: None,
+                    token_key: String::new(),
+                    auth_uri: default_auth_uri(),
+                    token_uri: default_token_uri(),
+                });
+                match set {
+                    0 => oauth.client_id = v,
+                    1 => oauth.client_secret = Some(v),
+                    _ => oauth.token_key = v,
+                }
+            }
         }
         if let Some(v) = env("CONFSYNC_STORE_PATH") {
             config.store.path = PathBuf::from(v);
@@ -302,6 +393,33 @@ impl Config {
         }
         if let Some(public) = &self.serve.public_url {
             url("serve.public_url", public)?;
+        }
+        if let Some(oauth) = &self.google.oauth {
+            if oauth.client_id.trim().is_empty() {
+                return Err(
+                    "google.oauth.client_id is empty (or set CONFSYNC_GOOGLE_OAUTH_CLIENT_ID)"
+                        .into(),
+                );
+            }
+            if let Err(e) = confsync_gcal::auth::TokenCipher::from_base64(&oauth.token_key) {
+                return Err(format!(
+                    "google.oauth.token_key: {e} (expected base64 of 32 random bytes; `confsync config key` makes one; or set CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY)"
+                ));
+            }
+            for (key, value) in [
+                ("google.oauth.auth_uri", &oauth.auth_uri),
+                ("google.oauth.token_uri", &oauth.token_uri),
+            ] {
+                if !(value.starts_with("http://") || value.starts_with("https://")) {
+                    return Err(format!("{key} = {value:?}: expected an http(s) URL"));
+                }
+            }
+            if self.serve.public_url.is_none() {
+                return Err("google.oauth needs serve.public_url: the OAuth redirect URI is {public_url}oauth/google/callback".into());
+            }
+            if self.google.service_account_file.is_some() {
+                return Err("google.oauth and google.service_account_file are both set: choose one way to reach calendars".into());
+            }
         }
         if self.serve.workers == 0 || self.serve.sweep_minutes == 0 {
             return Err("serve.workers and serve.sweep_minutes must be at least 1".into());
@@ -362,6 +480,18 @@ mod tests {
                 .contains("provider.kind")
         );
         assert!(Config::parse("[sync\n", none).is_err());
+        let oauth = "[serve]\npublic_url = \"https://c.example.com/\"\n[google.oauth]\nclient_id = \"c\"\ntoken_key = \"short\"";
+        let e = Config::parse(oauth, none).unwrap_err();
+        assert!(
+            e.contains("google.oauth.token_key") && !e.contains("short"),
+            "{e}"
+        );
+        let e = Config::parse("[google.oauth]\nclient_id = \"c\"", |k| {
+            (k == "CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY")
+                .then(|| confsync_gcal::auth::TokenCipher::generate_key().unwrap())
+        })
+        .unwrap_err();
+        assert!(e.contains("serve.public_url"), "{e}");
         assert!(
             Config::parse("[serve]\nlisten = \"nowhere\"", none)
                 .unwrap_err()

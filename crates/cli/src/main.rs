@@ -72,6 +72,8 @@ enum ConfigCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print a new random key for google.oauth.token_key (base64 of 32 bytes).
+    Key,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +169,12 @@ async fn main() -> anyhow::Result<()> {
             which: ConfigCommand::Example,
         } => {
             print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Config {
+            which: ConfigCommand::Key,
+        } => {
+            println!("{}", confsync_gcal::auth::TokenCipher::generate_key()?);
             Ok(())
         }
         Command::Config {

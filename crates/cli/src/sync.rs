@@ -14,7 +14,18 @@ use confsync_store::Store;
 use crate::config::Config;
 
 /// Builds the engine a config describes.
-pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
+/// What `sync` and `serve` build from the config: the engine, and the pieces the service
+/// needs besides it.
+pub struct Built {
+    pub engine: Engine,
+    /// Per-user OAuth, when `[google.oauth]` is set.
+    pub oauth: Option<Arc<confsync_service::oauth::UserCalendars>>,
+    pub budgets: Arc<confsync_service::budget::Budgets>,
+    /// Counters shared by the scheduler and the timed provider.
+    pub metrics: Arc<confsync_service::metrics::Metrics>,
+}
+
+pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
     if let Some(dir) = config
         .store
         .path
@@ -28,22 +39,65 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
     let store = Store::open(&path)
         .await
         .with_context(|| format!("opening the store {path}"))?;
-    let calendar: Arc<dyn confsync_engine::CalendarApi> = match &config.google.service_account_file
-    {
-        Some(path) => {
+    let mut oauth = None;
+    // Whose budget a calendar's requests take: its owner where calendars are reached as their
+    // owners, the one token's user otherwise.
+    let mut user_of: confsync_service::budget::UserOf = Arc::new(|_: &str| "token".to_owned());
+    let calendar: Arc<dyn confsync_engine::CalendarApi> = match (
+        &config.google.oauth,
+        &config.google.service_account_file,
+    ) {
+        (Some(settings), _) => {
+            let public_url = config
+                .serve
+                .public_url
+                .clone()
+                .context("google.oauth needs serve.public_url")?;
+            let flow = confsync_gcal::auth::AuthCodeFlow {
+                auth_uri: settings.auth_uri.clone(),
+                token_uri: settings.token_uri.clone(),
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                redirect_uri: format!("{public_url}oauth/google/callback"),
+                scopes: vec![confsync_gcal::auth::CALENDAR_SCOPE.to_owned()],
+                http: reqwest::Client::new(),
+            };
+            let cipher = confsync_gcal::auth::TokenCipher::from_base64(&settings.token_key)
+                .map_err(|e| anyhow::anyhow!("google.oauth.token_key: {e}"))?;
+            let users = Arc::new(confsync_service::oauth::UserCalendars::new(
+                Arc::new(confsync_service::oauth::GoogleOAuth {
+                    flow,
+                    cipher,
+                    calendar_base_url: config.google.base_url.clone(),
+                    retry: RetryPolicy::default(),
+                }),
+                store.clone(),
+            ));
+            oauth = Some(users.clone());
+            user_of = Arc::new(|calendar_id: &str| {
+                confsync_service::oauth::implied_owner(calendar_id)
+                    .unwrap_or_else(|| calendar_id.to_owned())
+            });
+            users
+        }
+        (None, Some(path)) => {
             let key = confsync_gcal::auth::ServiceAccountKey::from_file(path)
                 .with_context(|| format!("reading the service account key {}", path.display()))?;
-            Arc::new(
-                confsync_engine::calendar::delegated::DelegatedCalendar::new(
-                    key,
-                    &config.google.base_url,
-                    config.google.subject.clone(),
-                ),
-            )
+            let delegated = confsync_engine::calendar::delegated::DelegatedCalendar::new(
+                key,
+                &config.google.base_url,
+                config.google.subject.clone(),
+            );
+            let default_subject = config.google.subject.clone().unwrap_or_default();
+            user_of = Arc::new(move |calendar_id: &str| {
+                confsync_service::oauth::implied_owner(calendar_id)
+                    .unwrap_or_else(|| default_subject.clone())
+            });
+            Arc::new(delegated)
         }
-        None => {
+        (None, None) => {
             let token = config.google.token.clone().context(
-                "no Google credentials: set CONFSYNC_GOOGLE_TOKEN, or google.service_account_file (CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE)",
+                "no Google credentials: set CONFSYNC_GOOGLE_TOKEN, google.service_account_file (CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE) or [google.oauth]",
             )?;
             let client = Client::new(
                 &config.google.base_url,
@@ -54,9 +108,24 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
             Arc::new(GoogleCalendar { client })
         }
     };
-    let provider = Arc::new(LocalProvider::new(
-        store.clone(),
-        &config.provider.join_base_url,
+    let budgets = Arc::new(confsync_service::budget::Budgets::new(
+        confsync_service::budget::BudgetConfig {
+            user_per_minute: config.google.user_requests_per_minute,
+            project_per_minute: config.google.project_requests_per_minute,
+        },
+    ));
+    let calendar = Arc::new(confsync_service::budget::BudgetedCalendar::new(
+        calendar,
+        budgets.clone(),
+        user_of,
+    ));
+    let metrics = Arc::new(confsync_service::metrics::Metrics::default());
+    let provider = Arc::new(confsync_service::metrics::TimedProvider::new(
+        Arc::new(LocalProvider::new(
+            store.clone(),
+            &config.provider.join_base_url,
+        )),
+        metrics.clone(),
     ));
     let engine_config = EngineConfig {
         recognizer: confsync_core::plan::Recognizer {
@@ -68,12 +137,17 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Engine> {
         page_size: config.sync.page_size,
         ..EngineConfig::default()
     };
-    Ok(Engine::new(store, calendar, provider, engine_config))
+    Ok(Built {
+        engine: Engine::new(store, calendar, provider, engine_config),
+        oauth,
+        budgets,
+        metrics,
+    })
 }
 
 pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let engine = engine_from(&config).await?.with_progress(Arc::new(
+    let engine = engine_from(&config).await?.engine.with_progress(Arc::new(
         |calendar_id: &str, pages: u32, events: u64, full: bool| {
             if full {
                 let mut err = std::io::stderr().lock();
@@ -154,13 +228,15 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
 /// the safety sweep) and join links, until Ctrl-C or SIGTERM.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let engine = Arc::new(engine_from(&config).await?);
-    let scheduler = confsync_service::Scheduler::start(
+    let built = engine_from(&config).await?;
+    let engine = Arc::new(built.engine);
+    let scheduler = confsync_service::Scheduler::start_with_metrics(
         engine.clone(),
         confsync_service::SchedulerConfig {
             debounce: std::time::Duration::from_millis(config.serve.debounce_ms),
             workers: config.serve.workers,
         },
+        built.metrics,
     );
     scheduler.start_sweep(std::time::Duration::from_secs(
         config.serve.sweep_minutes * 60,
@@ -186,6 +262,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         solution_name: config.sync.solution_names[0].clone(),
         parameter_key: "confsyncConferenceId".into(),
         channels,
+        oauth: built.oauth,
+        public_url: config.serve.public_url.clone(),
+        budgets: Some(built.budgets),
     });
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
         .await

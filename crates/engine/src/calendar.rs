@@ -25,6 +25,10 @@ pub enum CalendarError {
     },
     #[error("calendar failure: {detail}")]
     Fatal { detail: String },
+    /// The account's grant is gone (revoked, expired, never given): nothing works until the user
+    /// connects again. Not retried; the caller marks the account.
+    #[error("re-authorisation needed: {detail}")]
+    Reauth { detail: String },
 }
 
 /// A push channel as Google answered it.
@@ -358,10 +362,13 @@ pub mod google {
         pub client: Client,
     }
 
-    fn classify(e: GcalError) -> CalendarError {
+    pub fn classify(e: GcalError) -> CalendarError {
         match e {
             GcalError::FullSyncRequired { .. } => CalendarError::FullSyncRequired,
             GcalError::PreconditionFailed { .. } => CalendarError::PreconditionFailed,
+            e if confsync_gcal::auth::is_invalid_grant(&e) => CalendarError::Reauth {
+                detail: e.to_string(),
+            },
             e if e.is_retryable() => CalendarError::Retryable {
                 retry_after: e.retry_after(),
                 detail: e.to_string(),

@@ -76,6 +76,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// How long an action waiting for re-authorisation is put off before it is tried again.
+pub const REAUTH_PARK: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The summary of one sync pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncSummary {
@@ -377,7 +380,38 @@ impl Engine {
                 return Ok(summary);
             }
             for item in due {
-                self.execute(item, now_ms, &mut summary).await?;
+                let (id, attempts) = (item.id, item.attempts);
+                let key = item.idempotency_key.clone();
+                match self.execute(item, now_ms, &mut summary).await {
+                    // A calendar read the action needed (the guard before a delete, the check
+                    // of a new link) failed: this row waits, the others go on.
+                    Err(EngineError::Calendar {
+                        calendar_id,
+                        source,
+                    }) => {
+                        let error = format!("calendar {calendar_id}: {source}");
+                        let (retry_after, reauth) = match &source {
+                            CalendarError::Retryable { retry_after, .. } => (*retry_after, false),
+                            CalendarError::Reauth { .. } => (None, true),
+                            _ => (None, false),
+                        };
+                        if reauth {
+                            let until = now_ms + REAUTH_PARK.as_millis() as i64;
+                            self.store.park(id, until, &error, now_ms).await?;
+                        } else if attempts + 1 < self.config.backoff.max_attempts {
+                            let delay = self.config.backoff.delay(attempts, retry_after, &key);
+                            let until = now_ms + delay.as_millis() as i64;
+                            self.store.retry_later(id, until, &error, now_ms).await?;
+                        } else {
+                            warn!(%error, "action failed permanently");
+                            self.store.fail(id, &error, now_ms).await?;
+                            summary.failed += 1;
+                            continue;
+                        }
+                        summary.retried += 1;
+                    }
+                    other => other?,
+                }
             }
         }
     }
@@ -426,6 +460,10 @@ impl Engine {
                 .map(|_| None)
                 .map_err(|e| match e {
                     CalendarError::Fatal { detail } => ProviderError::Permanent {
+                        provider: "calendar".into(),
+                        detail,
+                    },
+                    CalendarError::Reauth { detail } => ProviderError::Reauth {
                         provider: "calendar".into(),
                         detail,
                     },
@@ -509,6 +547,19 @@ impl Engine {
                     )
                     .await?;
                 summary.failed += 1;
+            }
+            Err(e @ ProviderError::Reauth { .. }) => {
+                // Credentials to renew (the provider's, or the calendar owner's grant): the
+                // action waits for them without using up its attempts, and is never lost.
+                self.store
+                    .park(
+                        item.id,
+                        now_ms + REAUTH_PARK.as_millis() as i64,
+                        &e.to_string(),
+                        now_ms,
+                    )
+                    .await?;
+                summary.retried += 1;
             }
             Err(e) if e.is_retryable() && item.attempts + 1 < self.config.backoff.max_attempts => {
                 let delay = self

@@ -39,11 +39,13 @@ pub enum ApiMethod {
     EventsWatch,
     /// `calendar.channels.stop`
     ChannelsStop,
+    /// `calendar.calendars.get`
+    CalendarsGet,
 }
 
 impl ApiMethod {
     /// Every method, in counter order.
-    pub const ALL: [ApiMethod; 7] = [
+    pub const ALL: [ApiMethod; 8] = [
         ApiMethod::EventsList,
         ApiMethod::EventsGet,
         ApiMethod::EventsInsert,
@@ -51,6 +53,7 @@ impl ApiMethod {
         ApiMethod::EventsDelete,
         ApiMethod::EventsWatch,
         ApiMethod::ChannelsStop,
+        ApiMethod::CalendarsGet,
     ];
 
     /// The discovery method id (`calendar.events.list`), as Google and the emulator name it.
@@ -63,6 +66,7 @@ impl ApiMethod {
             ApiMethod::EventsDelete => "calendar.events.delete",
             ApiMethod::EventsWatch => "calendar.events.watch",
             ApiMethod::ChannelsStop => "calendar.channels.stop",
+            ApiMethod::CalendarsGet => "calendar.calendars.get",
         }
     }
 
@@ -352,6 +356,24 @@ impl Client {
             target: format!("calendar {calendar_id}"),
         };
         self.json(call, "calendar#events page").await
+    }
+
+    /// `calendars.get` as JSON (`primary` names the authorised user's own calendar, whose id is
+    /// the user's email).
+    pub async fn get_calendar(&self, calendar_id: &str) -> Result<serde_json::Value, GcalError> {
+        let call = Call {
+            method: ApiMethod::CalendarsGet,
+            http: reqwest::Method::GET,
+            url: format!(
+                "{}calendars/{}",
+                self.inner.api_root,
+                encode_segment(calendar_id)
+            ),
+            body: None,
+            if_match: None,
+            target: format!("calendar {calendar_id}"),
+        };
+        self.json(call, "calendar#calendar").await
     }
 
     /// `events.get`: one event, cancelled ones included.

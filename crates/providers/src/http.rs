@@ -128,7 +128,10 @@ pub async fn send(
         .await
         .map_err(|e| ProviderError::Transient {
             provider: provider.into(),
-            detail: format!("HTTP {status}: reading the answer failed: {}", without_url(&e)),
+            detail: format!(
+                "HTTP {status}: reading the answer failed: {}",
+                without_url(&e)
+            ),
             retry_after: None,
         })?
         .to_vec();
@@ -231,7 +234,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&Utc) - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A short single-line rendering of a body for error messages: tags dropped, whitespace
@@ -325,6 +332,161 @@ impl TokenCache {
     }
 }
 
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Hex HMAC-SHA256 of `message` under `key`. The room adapters derive their deterministic names
+/// from it (stable for retries of the same key, not guessable without the secret); the webhook
+/// adapter signs with it.
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    hex(aws_lc_rs::hmac::sign(&key, message).as_ref())
+}
+
+/// When a room may be joined: from `start - early_join` to `end + grace`.
+///
+/// All-day events (`When::Day`, end date exclusive) carry no zone confsync can trust, so their
+/// days are taken wide enough for every zone: from the start date's midnight at UTC+14 to the
+/// end date's midnight at UTC-12.
+pub fn join_window(
+    start: crate::When,
+    end: crate::When,
+    early_join: Duration,
+    grace: Duration,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    use chrono::TimeDelta;
+    let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+    let opens = match start {
+        crate::When::At(t) => t,
+        crate::When::Day(d) => midnight(d) - TimeDelta::hours(14),
+    };
+    let closes = match end {
+        crate::When::At(t) => t,
+        crate::When::Day(d) => midnight(d) + TimeDelta::hours(12),
+    };
+    (
+        opens
+            .checked_sub_signed(delta(early_join))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        closes
+            .checked_add_signed(delta(grace))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
+}
+
+/// Lowercase hex SHA-256 of `data`. The scheduled-meeting adapters derive what they leave at the
+/// provider to find a meeting again (Zoom's agenda marker, Graph's externalId, Webex's integration
+/// tag) from the action's key with it: stable for retries, and it says nothing about the key.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}
+
+impl Answer {
+    /// `HTTP 201, request id abc`: the status line of [`Answer::describe`], without the body.
+    pub fn status_line(&self) -> String {
+        match &self.request_id {
+            Some(id) => format!("HTTP {}, request id {id}", self.status),
+            None => format!("HTTP {}", self.status),
+        }
+    }
+
+    /// Like [`Answer::json`], for answers that carry secrets (host start links, tokens,
+    /// passwords): a body that does not decode is a transient error naming the status, the
+    /// request id and where decoding stopped, never quoting the body.
+    pub fn json_redacted<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_slice(&self.body).map_err(|e| ProviderError::Transient {
+            provider: self.provider.into(),
+            detail: format!(
+                "{}: unreadable answer ({:?} error at line {} column {})",
+                self.status_line(),
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+            retry_after: None,
+        })
+    }
+}
+
+/// An OAuth 2 token endpoint's answer (client credentials, refresh token, account credentials)
+/// as a token and its lifetime. The token endpoint refusing our credentials (400, 401, 403:
+/// `invalid_client`, `invalid_grant`) needs re-authorisation; 429 and 5xx are retried. The
+/// answer's body is never quoted on success paths (it holds the token).
+pub fn oauth_token(answer: &Answer) -> Result<(Secret, Duration), ProviderError> {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        access_token: Option<String>,
+        expires_in: Option<serde_json::Value>,
+    }
+    if !answer.is_success() {
+        return Err(match answer.status {
+            400 | 401 | 403 => ProviderError::Reauth {
+                provider: answer.provider.into(),
+                detail: format!("the token endpoint refused: {}", answer.describe()),
+            },
+            _ => classify(answer),
+        });
+    }
+    let token: Token = answer.json_redacted()?;
+    let access = token
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ProviderError::Transient {
+            provider: answer.provider.into(),
+            detail: format!(
+                "{}: the token answer has no access_token",
+                answer.status_line()
+            ),
+            retry_after: None,
+        })?;
+    // Some endpoints send expires_in as a string; a missing one means the usual hour.
+    let seconds = match token.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(3600),
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(3600),
+        _ => 3600,
+    };
+    Ok((Secret::new(access), Duration::from_secs(seconds)))
+}
+
+/// The zone a meeting is scheduled in: the event's IANA zone when it names one, else `fallback`
+/// (all-day events carry none).
+pub fn zone_of(time_zone: Option<&str>, fallback: chrono_tz::Tz) -> chrono_tz::Tz {
+    time_zone
+        .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(fallback)
+}
+
+/// `when` as an instant; an all-day date starts at its midnight in `zone`.
+pub fn instant_in(when: crate::When, zone: chrono_tz::Tz) -> DateTime<Utc> {
+    match when {
+        crate::When::At(t) => t,
+        crate::When::Day(d) => local_instant(d.and_time(chrono::NaiveTime::MIN), zone),
+    }
+}
+
+/// A wall-clock time in `zone` as an instant: the earlier one in a DST fold, the time an hour
+/// later in a DST gap (02:30 on a spring-forward night is 03:30).
+pub fn local_instant(local: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    zone.from_local_datetime(&local)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| local.and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,7 +513,8 @@ mod tests {
 
     #[test]
     fn html_error_pages_become_short_text() {
-        let page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>";
+        let page =
+            b"<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>";
         assert_eq!(body_snippet(page), "502 Bad Gateway 502");
         let answer = Answer {
             provider: "zoom",
@@ -365,6 +528,34 @@ mod tests {
         assert!(e.to_string().contains("HTTP 502, request id r1"), "{e}");
         let long = "x".repeat(1000);
         assert_eq!(body_snippet(long.as_bytes()).chars().count(), 200);
+    }
+
+    #[test]
+    fn room_helpers() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let at = |s: &str| crate::When::At(s.parse().unwrap());
+        let (open, close) = join_window(
+            at("2026-12-01T10:00:00Z"),
+            at("2026-12-01T11:00:00Z"),
+            Duration::from_secs(600),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(open.to_rfc3339(), "2026-12-01T09:50:00+00:00");
+        assert_eq!(close.to_rfc3339(), "2026-12-01T12:00:00+00:00");
+        let day = |s: &str| crate::When::Day(s.parse().unwrap());
+        let (open, close) = join_window(
+            day("2026-12-01"),
+            day("2026-12-02"),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        assert_eq!(open.to_rfc3339(), "2026-11-30T10:00:00+00:00");
+        assert_eq!(close.to_rfc3339(), "2026-12-02T12:00:00+00:00");
     }
 
     #[test]

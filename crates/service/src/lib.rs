@@ -11,8 +11,10 @@
 //!
 //! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes.
 
+pub mod budget;
 pub mod channels;
 pub mod metrics;
+pub mod oauth;
 pub mod scheduler;
 pub mod status_page;
 
@@ -47,6 +49,12 @@ pub struct Service {
     /// Push channels; None when the service has no public URL (the sweep and the add-on's
     /// trigger still keep calendars in sync).
     pub channels: Option<Arc<Channels>>,
+    /// Per-user OAuth (`/oauth/google/...`); None with a service account or a static token.
+    pub oauth: Option<Arc<oauth::UserCalendars>>,
+    /// Where users reach this service (ends with '/'): for authentication URLs.
+    pub public_url: Option<String>,
+    /// The Calendar API rate budgets, when the calendar is wrapped in them (for metrics).
+    pub budgets: Option<Arc<budget::Budgets>>,
 }
 
 type Shared = State<Arc<Service>>;
@@ -85,13 +93,53 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/join/{meetingId}", get(join))
+        .route("/oauth/google/start", get(oauth_start))
+        .route("/oauth/google/callback", get(oauth_callback))
         .route("/webhooks/google", post(google_webhook))
         .route("/", get(status_page::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(request_context))
         .with_state(service)
+}
+
+/// Longest a request may take before it is answered 503 (provider calls have their own
+/// timeouts, shorter than this).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Every request gets an id (the caller's `x-request-id` if it is short and printable, else a
+/// new one), logged on its span and echoed in the answer, and a deadline.
+async fn request_context(request: Request, next: Next) -> Response {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "cs-{:x}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        tracing::Instrument::instrument(next.run(request), span),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the request timed out").into_response(),
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 fn conference_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -177,6 +225,23 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
     }
     let _ = &request.solution_id; // one solution today; kept for the add-on's manifest ids
     let (calendar_id, event_id) = (request.calendar_id.as_str(), request.event_id.as_str());
+    // With per-user OAuth the calendar's owner must have connected: otherwise the add-on shows
+    // Google's sign-in prompt with our authentication URL.
+    if let Some(oauth) = &service.oauth {
+        match oauth.check(calendar_id).await {
+            Ok(()) => {}
+            Err(confsync_engine::calendar::CalendarError::Reauth { detail }) => {
+                return authentication_needed(&service, calendar_id, detail);
+            }
+            Err(e) => {
+                return conference_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TEMPORARY",
+                    e.to_string(),
+                );
+            }
+        }
+    }
     // Idempotent per event: a live link for this event answers the same conference.
     match existing(&service, calendar_id, event_id).await {
         Ok(Some(answer)) => return (StatusCode::OK, axum::Json(answer)).into_response(),
@@ -283,6 +348,24 @@ async fn existing(
         }))
 }
 
+/// AUTHENTICATION with the URL where the calendar's owner connects their Google account.
+fn authentication_needed(service: &Service, calendar_id: &str, message: String) -> Response {
+    let mut url = format!(
+        "{}oauth/google/start?calendar={}",
+        service.public_url.as_deref().unwrap_or("/"),
+        form_urlencoded::byte_serialize(calendar_id.as_bytes()).collect::<String>()
+    );
+    if let Some(hint) = oauth::implied_owner(calendar_id) {
+        url.push_str("&login_hint=");
+        url.extend(form_urlencoded::byte_serialize(hint.as_bytes()));
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": {"conferenceErrorType": "AUTHENTICATION", "message": message, "authenticationUrl": url}})),
+    )
+        .into_response()
+}
+
 fn provider_error(e: ProviderError) -> Response {
     let (status, kind) = match &e {
         ProviderError::Transient { .. } | ProviderError::RateLimited { .. } => {
@@ -347,12 +430,18 @@ async fn status(State(service): Shared) -> Response {
         .map(|f| f.len())
         .unwrap_or(0);
     let depth = service.store.outbox_depth().await.unwrap_or(-1);
+    let reauth = service
+        .store
+        .calendars_needing_reauth()
+        .await
+        .unwrap_or_default();
     let calendars: Vec<Value> = calendars
         .iter()
         .map(|c| {
             let a = activity.iter().find(|a| a.calendar_id == c.calendar_id);
             json!({
                 "calendarId": c.calendar_id,
+                "needsReauth": reauth.contains(&c.calendar_id),
                 "synced": c.sync_token.is_some(),
                 "needsFullSync": c.needs_full_sync,
                 "lastSyncAt": c.last_sync_at,
@@ -371,7 +460,7 @@ async fn status(State(service): Shared) -> Response {
         Err(_) => Vec::new(),
     };
     let webhooks = service.channels.as_ref().map(|c| json!(c.counts()));
-    let body = json!({"calendars": calendars, "channels": channels, "webhooks": webhooks, "outboxDepth": depth, "failedActions": failures});
+    let body = json!({"calendars": calendars, "channels": channels, "webhooks": webhooks, "outboxDepth": depth, "failedActions": failures, "calendarsNeedingReauth": reauth});
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
@@ -423,7 +512,22 @@ async fn metrics(State(service): Shared) -> Response {
         ("rejected", counts.rejected),
         ("orphan", counts.orphans),
     ];
+    let reauth = service
+        .store
+        .calendars_needing_reauth()
+        .await
+        .map(|c| c.len())
+        .unwrap_or(0);
+    let waits = service.budgets.as_ref().map_or([0, 0], |b| {
+        [
+            b.waited_user.load(std::sync::atomic::Ordering::Relaxed),
+            b.waited_project.load(std::sync::atomic::Ordering::Relaxed),
+        ]
+    });
+    let budget_waits = [("user", waits[0]), ("project", waits[1])];
     let gauges = metrics::Gauges {
+        budget_waits: &budget_waits,
+        calendars_needing_reauth: reauth,
         outbox_depth: depth,
         failed_actions: failed,
         sync_lag: &lag,
@@ -489,4 +593,151 @@ async fn join(State(service): Shared, Path(meeting_id): Path<String>) -> Respons
         id = escape(&meeting_id)
     );
     (StatusCode::OK, Html(page)).into_response()
+}
+
+#[derive(Deserialize)]
+struct OAuthStart {
+    #[serde(default)]
+    calendar: Option<String>,
+    #[serde(default)]
+    login_hint: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthCallback {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn oauth_page(status: StatusCode, title: &str, text: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>confsync: {t}</title></head><body><h1>{t}</h1><p>{x}</p></body></html>",
+        t = escape(title),
+        x = escape(text)
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
+}
+
+/// `GET /oauth/google/start[?calendar=&login_hint=]`: sends the browser to Google's consent
+/// screen (authorization code with PKCE, offline access).
+async fn oauth_start(
+    State(service): Shared,
+    axum::extract::Query(query): axum::extract::Query<OAuthStart>,
+) -> Response {
+    let Some(oauth) = &service.oauth else {
+        return oauth_page(
+            StatusCode::NOT_FOUND,
+            "Not available",
+            "This confsync does not use per-user Google authorisation.",
+        );
+    };
+    let calendar = query.calendar.as_deref().filter(|c| !c.trim().is_empty());
+    let hint = query.login_hint.as_deref().filter(|h| !h.trim().is_empty());
+    match oauth
+        .start(calendar, hint, chrono::Utc::now().timestamp_millis())
+        .await
+    {
+        Ok(url) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url.as_str()),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+        )
+            .into_response(),
+        Err(e) => oauth_page(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            "Cannot start",
+            &e.message,
+        ),
+    }
+}
+
+/// `GET /oauth/google/callback?code&state` (or `?error`): completes the connect, then syncs the
+/// user's calendars (those that were waiting for re-authorisation included).
+async fn oauth_callback(
+    State(service): Shared,
+    axum::extract::Query(query): axum::extract::Query<OAuthCallback>,
+) -> Response {
+    let Some(oauth) = &service.oauth else {
+        return oauth_page(
+            StatusCode::NOT_FOUND,
+            "Not available",
+            "This confsync does not use per-user Google authorisation.",
+        );
+    };
+    if let Some(error) = &query.error {
+        // The user declined (access_denied) or Google refused; the request is dropped.
+        if let Some(state) = &query.state {
+            let _ = service
+                .store
+                .oauth_request_take(&oauth::state_hash(state))
+                .await;
+        }
+        return oauth_page(
+            StatusCode::BAD_REQUEST,
+            "Not connected",
+            &format!(
+                "Google answered: {}. Nothing was changed.",
+                crate::escape_short(error)
+            ),
+        );
+    }
+    let (Some(code), Some(state)) = (query.code.as_deref(), query.state.as_deref()) else {
+        return oauth_page(
+            StatusCode::BAD_REQUEST,
+            "Not connected",
+            "The callback needs `code` and `state`.",
+        );
+    };
+    let connected = match oauth
+        .callback(code, state, chrono::Utc::now().timestamp_millis())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return oauth_page(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "Not connected",
+                &e.message,
+            );
+        }
+    };
+    // Sync what this user reaches: calendars they own, waiting ones included.
+    let calendars = service.store.calendars().await.unwrap_or_default();
+    for calendar in calendars {
+        let owner = oauth.owner(&calendar.calendar_id).await.ok().flatten();
+        if owner.as_deref() == Some(connected.user_id.as_str()) {
+            service.scheduler.mark_dirty(&calendar.calendar_id);
+            if let Some(channels) = service.channels.clone() {
+                let calendar_id = calendar.calendar_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = channels.ensure(&calendar_id).await {
+                        warn!(calendar_id, error = %e, "could not open a push channel after connect");
+                    }
+                });
+            }
+        }
+    }
+    oauth_page(
+        StatusCode::OK,
+        "Connected",
+        &format!(
+            "{} is connected: confsync keeps your meetings in line with your calendar. You can close this window.",
+            connected.user_id
+        ),
+    )
+}
+
+/// A value from a request, safe to echo: printable, at most 100 characters.
+fn escape_short(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect()
 }

@@ -6,7 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use confsync_engine::DrainSummary;
+use confsync_providers::{
+    BoxFuture, Capabilities, ConferenceProvider, JoinAnswer, JoinRequest, Meeting, MeetingSpec,
+    ProviderError, When,
+};
 
 /// Counters the scheduler updates.
 #[derive(Default)]
@@ -20,10 +26,37 @@ struct State {
     sync_seconds_sum: f64,
     sync_seconds_count: u64,
     actions: BTreeMap<(String, &'static str), u64>,
+    /// (operation, outcome) -> latency histogram
+    provider: BTreeMap<(&'static str, &'static str), Histogram>,
+}
+
+/// Upper bounds (seconds) of the provider latency buckets.
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    /// Counts per bucket (not cumulative; the +Inf bucket is `count`).
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
 }
 
 /// What a scrape adds from elsewhere.
 pub struct Gauges<'a> {
+    /// (budget, calls that waited for it): `user` and `project` Calendar API budgets.
+    pub budget_waits: &'a [(&'static str, u64)],
+    /// Calendars whose owner must connect their Google account again.
+    pub calendars_needing_reauth: usize,
     pub outbox_depth: i64,
     pub failed_actions: usize,
     /// (calendar id, seconds since its last successful sync)
@@ -37,6 +70,15 @@ pub struct Gauges<'a> {
 impl Metrics {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One provider call (`create`, `update`, ...) ended with `outcome` after `seconds`.
+    pub fn provider_call(&self, operation: &'static str, outcome: &'static str, seconds: f64) {
+        self.state()
+            .provider
+            .entry((operation, outcome))
+            .or_default()
+            .observe(seconds);
     }
 
     /// One sync pass ended (`ok` or `error`) after `seconds`.
@@ -77,7 +119,7 @@ impl Metrics {
             out,
             "# HELP confsync_sync_runs_total Calendar sync passes, by outcome.\n# TYPE confsync_sync_runs_total counter"
         );
-        for outcome in ["ok", "error"] {
+        for outcome in ["ok", "error", "reauth"] {
             let _ = writeln!(
                 out,
                 "confsync_sync_runs_total{{outcome=\"{outcome}\"}} {}",
@@ -109,6 +151,41 @@ impl Metrics {
                 esc(kind)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP confsync_provider_request_duration_seconds Conferencing provider calls, by operation and outcome.\n# TYPE confsync_provider_request_duration_seconds histogram"
+        );
+        for ((operation, outcome), h) in &s.provider {
+            let labels = format!("operation=\"{operation}\",outcome=\"{outcome}\"");
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "confsync_provider_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "confsync_provider_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\nconfsync_provider_request_duration_seconds_sum{{{labels}}} {}\nconfsync_provider_request_duration_seconds_count{{{labels}}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP confsync_rate_budget_waits_total Calendar API calls that waited for a rate budget.\n# TYPE confsync_rate_budget_waits_total counter"
+        );
+        for (budget, n) in gauges.budget_waits {
+            let _ = writeln!(
+                out,
+                "confsync_rate_budget_waits_total{{budget=\"{budget}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP confsync_calendars_needing_reauth Calendars waiting for their owner to connect again (revoked grant).\n# TYPE confsync_calendars_needing_reauth gauge\nconfsync_calendars_needing_reauth {}",
+            gauges.calendars_needing_reauth
+        );
         let _ = writeln!(
             out,
             "# HELP confsync_outbox_depth Pending outbox actions.\n# TYPE confsync_outbox_depth gauge\nconfsync_outbox_depth {}",
@@ -152,5 +229,163 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// A provider that times every call into [`Metrics`] (operation, outcome, seconds).
+pub struct TimedProvider {
+    inner: Arc<dyn ConferenceProvider>,
+    metrics: Arc<Metrics>,
+}
+
+impl TimedProvider {
+    pub fn new(inner: Arc<dyn ConferenceProvider>, metrics: Arc<Metrics>) -> TimedProvider {
+        TimedProvider { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: BoxFuture<'_, Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ProviderError::Transient { .. }) => "transient",
+            Err(ProviderError::RateLimited { .. }) => "rate_limited",
+            Err(ProviderError::NotFound { .. }) => "not_found",
+            Err(ProviderError::Conflict { .. }) => "conflict",
+            Err(ProviderError::Permanent { .. }) => "permanent",
+            Err(ProviderError::Reauth { .. }) => "reauth",
+        };
+        self.metrics
+            .provider_call(operation, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl ConferenceProvider for TimedProvider {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
+        Box::pin(self.timed("create", self.inner.create(spec, key)))
+    }
+
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(self.timed("update", self.inner.update(meeting_id, spec, key)))
+    }
+
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        start: When,
+        end: When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(
+            self.timed(
+                "update_occurrence",
+                self.inner
+                    .update_occurrence(meeting_id, occurrence, start, end, title, key),
+            ),
+        )
+    }
+
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.timed(
+            "cancel_occurrence",
+            self.inner.cancel_occurrence(meeting_id, occurrence, key),
+        ))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.timed("delete", self.inner.delete(meeting_id, key)))
+    }
+
+    fn join<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        request: &'a JoinRequest,
+    ) -> BoxFuture<'a, Result<Option<JoinAnswer>, ProviderError>> {
+        Box::pin(self.timed("join", self.inner.join(meeting_id, request)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confsync_providers::memory::MemoryProvider;
+
+    fn gauges() -> Gauges<'static> {
+        Gauges {
+            budget_waits: &[],
+            calendars_needing_reauth: 0,
+            outbox_depth: 0,
+            failed_actions: 0,
+            sync_lag: &[],
+            channel_expiry: &[],
+            notifications: &[],
+        }
+    }
+
+    #[tokio::test]
+    async fn provider_calls_are_timed_by_operation_and_outcome() {
+        let metrics = Arc::new(Metrics::default());
+        let memory = Arc::new(MemoryProvider::new("memory", Capabilities::ALL));
+        memory.fail_next([ProviderError::RateLimited {
+            provider: "memory".into(),
+            detail: "slow down".into(),
+            retry_after: None,
+        }]);
+        let timed = TimedProvider::new(memory, metrics.clone());
+        let spec = MeetingSpec {
+            title: "t".into(),
+            description: String::new(),
+            start: When::Day(chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),
+            end: When::Day(chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap()),
+            time_zone: None,
+            recurrence: vec![],
+            attendees: vec![],
+            organizer: None,
+        };
+        assert!(timed.create(&spec, "k1").await.is_err());
+        let meeting = timed.create(&spec, "k1").await.unwrap();
+        timed.delete(&meeting.meeting_id, "k2").await.unwrap();
+        let text = metrics.render(&gauges());
+        for line in [
+            "confsync_provider_request_duration_seconds_count{operation=\"create\",outcome=\"rate_limited\"} 1",
+            "confsync_provider_request_duration_seconds_count{operation=\"create\",outcome=\"ok\"} 1",
+            "confsync_provider_request_duration_seconds_bucket{operation=\"delete\",outcome=\"ok\",le=\"+Inf\"} 1",
+            "# TYPE confsync_provider_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -73,9 +73,19 @@ fn now_ms() -> i64 {
 impl Scheduler {
     /// Starts the scheduler's loop on the current runtime.
     pub fn start(engine: Arc<Engine>, config: SchedulerConfig) -> Scheduler {
+        Scheduler::start_with_metrics(engine, config, Arc::default())
+    }
+
+    /// Like [`Scheduler::start`], counting into `metrics` (shared with a
+    /// [`crate::metrics::TimedProvider`] so provider latency shows in the same scrape).
+    pub fn start_with_metrics(
+        engine: Arc<Engine>,
+        config: SchedulerConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Scheduler {
         let inner = Arc::new(Inner {
             engine,
-            metrics: Arc::default(),
+            metrics,
             workers: Semaphore::new(config.workers.max(1)),
             config,
             calendars: Mutex::new(HashMap::new()),
@@ -212,10 +222,15 @@ impl Scheduler {
         let started = std::time::Instant::now();
         let result = engine.sync(&calendar_id, false, now_ms()).await;
         let metrics = &self.inner.metrics;
-        metrics.sync_run(
-            if result.is_ok() { "ok" } else { "error" },
-            started.elapsed().as_secs_f64(),
-        );
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(confsync_engine::EngineError::Calendar {
+                source: confsync_engine::calendar::CalendarError::Reauth { .. },
+                ..
+            }) => "reauth",
+            Err(_) => "error",
+        };
+        metrics.sync_run(outcome, started.elapsed().as_secs_f64());
         let error = match result {
             Ok(summary) => {
                 info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, "calendar synced");

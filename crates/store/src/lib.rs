@@ -39,6 +39,7 @@ mod meetings;
 mod outbox;
 mod page;
 mod store;
+mod users;
 
 pub use api_keys::ApiKey;
 pub use calendars::CalendarState;
@@ -50,3 +51,4 @@ pub use meetings::Meeting;
 pub use outbox::{FailedAction, OutboxEntry, OutboxItem, OutboxState};
 pub use page::PlannedChange;
 pub use store::Store;
+pub use users::{GoogleUser, OAuthRequest};

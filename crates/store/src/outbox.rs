@@ -339,6 +339,32 @@ impl Store {
         .await
     }
 
+    /// Puts a pending row off until `not_before_ms` without counting an attempt: it waits for
+    /// something retries cannot fix (credentials to be renewed), so it must not run out of tries
+    /// and fail; it stays visible as pending with its error.
+    pub async fn park(
+        &self,
+        id: i64,
+        not_before_ms: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || format!("parking outbox row {id}");
+        self.report(
+            sqlx::query(
+                "UPDATE outbox SET not_before = $2, last_error = $3, updated_at = $4 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(not_before_ms)
+            .bind(error)
+            .bind(now_ms),
+            id,
+            what,
+        )
+        .await
+    }
+
     /// Reports a permanent failure: the row is failed, listed by [`Store::failures`], never
     /// retried; its conference's later rows become due. A row that is no longer pending is left
     /// as it is.

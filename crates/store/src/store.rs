@@ -39,6 +39,11 @@ fn migrator() -> Migrator {
             "channels",
             include_str!("../migrations/sqlite/0003_channels.sql"),
         ),
+        (
+            4,
+            "google users",
+            include_str!("../migrations/sqlite/0004_google_users.sql"),
+        ),
     ];
     Migrator::with_migrations(
         migrations

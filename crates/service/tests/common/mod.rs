@@ -99,6 +99,9 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
         solution_name: "confsync".into(),
         parameter_key: "confsyncConferenceId".into(),
         channels,
+        oauth: None,
+        public_url: None,
+        budgets: None,
     });
     tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
     Running {

@@ -1,0 +1,474 @@
+//! Per-user Google OAuth: users connect their own calendars through
+//! `/oauth/google/start` -> Google -> `/oauth/google/callback` (authorization code with PKCE),
+//! and [`UserCalendars`] reaches each calendar with its owner's refresh token.
+//!
+//! - The PKCE verifier waits in the store (sealed) under the hash of a random `state`, for ten
+//!   minutes and one callback; a replayed or forged `state` finds nothing.
+//! - Refresh tokens are stored sealed with AES-256-GCM ([`TokenCipher`]), bound to the user id:
+//!   a sealed token copied to another user's row does not open. The key is in config, never in
+//!   the database or logs.
+//! - A calendar's owner is the user recorded for it (`/oauth/google/start?calendar=`), or, when
+//!   none is, the user whose email is the calendar id (a primary calendar).
+//! - A revoked or expired grant (`invalid_grant`) marks the user as needing re-authorisation:
+//!   their calendars fail fast without a token request or an API call (no retry storm), show in
+//!   `/v1/status`, the status page and `confsync_calendars_needing_reauth`, and their pending
+//!   write-backs wait. Connecting again clears the mark and syncs the calendars.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confsync_core::session::{ListRequest, Page};
+use confsync_engine::calendar::google::GoogleCalendar;
+use confsync_engine::calendar::{CalendarApi, CalendarError, WatchedChannel};
+use confsync_gcal::auth::{AuthCodeFlow, PkceVerifier, TokenCipher};
+use confsync_gcal::{Client, RetryPolicy};
+use confsync_store::Store;
+use serde_json::Value;
+use tracing::{info, warn};
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How long an authorization request waits for its callback.
+pub const REQUEST_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// What per-user OAuth needs.
+pub struct GoogleOAuth {
+    /// The OAuth client and endpoints; `redirect_uri` is `{public_url}oauth/google/callback`.
+    pub flow: AuthCodeFlow,
+    /// Seals refresh tokens and verifiers at rest.
+    pub cipher: TokenCipher,
+    /// Calendar's REST root (`https://www.googleapis.com/` or the emulator's base URL).
+    pub calendar_base_url: String,
+    pub retry: RetryPolicy,
+}
+
+impl GoogleOAuth {
+    /// A calendar client acting as the holder of `refresh_token`.
+    fn client(
+        &self,
+        user_id: &str,
+        refresh_token: String,
+        access: Option<(String, Duration)>,
+    ) -> Result<Client, String> {
+        let mut tokens = self.flow.token_source(refresh_token).with_account(user_id);
+        if let Some((token, expires_in)) = access {
+            tokens = tokens.with_access_token(token, expires_in);
+        }
+        Client::new(
+            &self.calendar_base_url,
+            Arc::new(tokens),
+            self.retry.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Hex SHA-256 of an OAuth `state` (the store keys requests by it, never by the state itself).
+pub fn state_hash(state: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, state.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The user a calendar id names by itself: a primary calendar's id is its owner's email.
+/// Group and resource calendars (`...calendar.google.com`) name nobody.
+pub fn implied_owner(calendar_id: &str) -> Option<String> {
+    (calendar_id.contains('@') && !calendar_id.ends_with("calendar.google.com"))
+        .then(|| calendar_id.to_ascii_lowercase())
+}
+
+/// Why a connect attempt failed, as shown to the user on the callback page.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// 400 for the user's or Google's refusal, 502/503 for failures worth retrying.
+    pub status: u16,
+    pub message: String,
+}
+
+impl ConnectError {
+    fn bad(message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+    fn upstream(message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            status: 502,
+            message: message.into(),
+        }
+    }
+    fn store(e: confsync_store::StoreError) -> ConnectError {
+        warn!(error = %e, "store failure during OAuth");
+        ConnectError {
+            status: 503,
+            message: "the service's database is unavailable; try again".into(),
+        }
+    }
+}
+
+/// A connected user: who, and which calendar they asked to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    pub user_id: String,
+    pub calendar_id: Option<String>,
+}
+
+/// Calendars reached with their owners' grants.
+pub struct UserCalendars {
+    oauth: Arc<GoogleOAuth>,
+    store: Store,
+    clients: Mutex<HashMap<String, Arc<GoogleCalendar>>>,
+}
+
+impl UserCalendars {
+    pub fn new(oauth: Arc<GoogleOAuth>, store: Store) -> UserCalendars {
+        UserCalendars {
+            oauth,
+            store,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn oauth(&self) -> &Arc<GoogleOAuth> {
+        &self.oauth
+    }
+
+    /// Begins a connect: answers the URL to send the browser to. The verifier is kept (sealed)
+    /// for the callback; `calendar_id` is the calendar to connect besides the user's own.
+    pub async fn start(
+        &self,
+        calendar_id: Option<&str>,
+        login_hint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<String, ConnectError> {
+        let state = random_state().map_err(ConnectError::upstream)?;
+        let (url, verifier) = self
+            .oauth
+            .flow
+            .start(&state, login_hint)
+            .map_err(|e| ConnectError::upstream(e.to_string()))?;
+        let hash = state_hash(&state);
+        let sealed = self
+            .oauth
+            .cipher
+            .encrypt(verifier.secret(), &hash)
+            .map_err(|e| ConnectError::upstream(e.to_string()))?;
+        let stale_before = now_ms - REQUEST_LIFETIME.as_millis() as i64;
+        self.store
+            .oauth_request_put(&hash, &sealed, calendar_id, now_ms, stale_before)
+            .await
+            .map_err(ConnectError::store)?;
+        Ok(url)
+    }
+
+    /// Completes a connect: checks `state`, exchanges the code, learns who the user is, stores
+    /// the sealed refresh token and, if asked, records the user as the calendar's owner (after
+    /// checking they can read it).
+    pub async fn callback(
+        &self,
+        code: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Connected, ConnectError> {
+        let hash = state_hash(state);
+        let request = self
+            .store
+            .oauth_request_take(&hash)
+            .await
+            .map_err(ConnectError::store)?
+            .ok_or_else(|| {
+                ConnectError::bad("unknown or already used authorization request: start again")
+            })?;
+        if now_ms - request.created_at > REQUEST_LIFETIME.as_millis() as i64 {
+            return Err(ConnectError::bad(
+                "the authorization request expired: start again",
+            ));
+        }
+        let verifier = self
+            .oauth
+            .cipher
+            .decrypt(&request.verifier_sealed, &hash)
+            .ok()
+            .and_then(|secret| PkceVerifier::from_secret(secret).ok())
+            .ok_or_else(|| {
+                ConnectError::bad("the authorization request cannot be read: start again")
+            })?;
+        let grant = self
+            .oauth
+            .flow
+            .exchange(code, &verifier)
+            .await
+            .map_err(|e| {
+                if e.is_invalid_grant() {
+                    ConnectError::bad(
+                        "Google refused the authorization code (used or expired): start again",
+                    )
+                } else {
+                    ConnectError::upstream(format!("the token exchange failed: {e}"))
+                }
+            })?;
+        if !grant.has_scopes(&self.oauth.flow.scopes) {
+            return Err(ConnectError::bad(
+                "calendar access was not granted: start again and allow access to your calendars",
+            ));
+        }
+        let refresh_token = grant.refresh_token.clone().ok_or_else(|| {
+            ConnectError::bad("Google returned no refresh token: remove confsync's access in your Google account settings, then start again")
+        })?;
+        // Who is this? The user's primary calendar id is their email.
+        let probe = self
+            .oauth
+            .client(
+                "the connecting user",
+                refresh_token.clone(),
+                Some((grant.access_token.clone(), grant.expires_in)),
+            )
+            .map_err(ConnectError::upstream)?;
+        let primary = probe
+            .get_calendar("primary")
+            .await
+            .map_err(|e| ConnectError::upstream(format!("reading your calendar failed: {e}")))?;
+        let user_id = primary
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .ok_or_else(|| ConnectError::upstream("Google's answer names no calendar id"))?;
+        if let Some(calendar_id) = &request.calendar_id
+            && calendar_id != &user_id
+        {
+            probe.get_calendar(calendar_id).await.map_err(|e| {
+                ConnectError::bad(format!(
+                    "{user_id} cannot read calendar {calendar_id}: {}",
+                    e.kind()
+                ))
+            })?;
+        }
+        let sealed = self
+            .oauth
+            .cipher
+            .encrypt(&refresh_token, &user_id)
+            .map_err(|e| ConnectError::upstream(e.to_string()))?;
+        self.store
+            .user_connect(&user_id, &sealed, grant.scope.as_deref(), now_ms)
+            .await
+            .map_err(ConnectError::store)?;
+        if let Some(calendar_id) = &request.calendar_id {
+            self.store
+                .calendar_set_owner(calendar_id, &user_id, now_ms)
+                .await
+                .map_err(ConnectError::store)?;
+        }
+        self.forget(&user_id);
+        info!(user_id = %user_id, "user connected their Google account");
+        Ok(Connected {
+            user_id,
+            calendar_id: request.calendar_id,
+        })
+    }
+
+    /// Drops the cached client of a user (after they connect again).
+    pub fn forget(&self, user_id: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user_id);
+    }
+
+    /// The calendar's owner: the recorded one, else the one its id implies.
+    pub async fn owner(&self, calendar_id: &str) -> Result<Option<String>, CalendarError> {
+        let recorded =
+            self.store
+                .calendar_owner(calendar_id)
+                .await
+                .map_err(|e| CalendarError::Retryable {
+                    detail: e.to_string(),
+                    retry_after: None,
+                })?;
+        Ok(recorded.or_else(|| implied_owner(calendar_id)))
+    }
+
+    /// Whether the calendar can be reached now (its owner connected and the grant is not
+    /// marked revoked). Answers the reason when not.
+    pub async fn check(&self, calendar_id: &str) -> Result<(), CalendarError> {
+        self.calendar_for(calendar_id).await.map(|_| ())
+    }
+
+    async fn calendar_for(
+        &self,
+        calendar_id: &str,
+    ) -> Result<(String, Arc<GoogleCalendar>), CalendarError> {
+        let Some(user_id) = self.owner(calendar_id).await? else {
+            return Err(CalendarError::Reauth {
+                detail: format!(
+                    "calendar {calendar_id} has no connected owner: connect it at /oauth/google/start?calendar=..."
+                ),
+            });
+        };
+        if let Some(client) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+        {
+            return Ok((user_id, client.clone()));
+        }
+        let user = self
+            .store
+            .user(&user_id)
+            .await
+            .map_err(|e| CalendarError::Retryable {
+                detail: e.to_string(),
+                retry_after: None,
+            })?;
+        let user = match user {
+            None => {
+                return Err(CalendarError::Reauth {
+                    detail: format!("{user_id} has not connected their Google account"),
+                });
+            }
+            Some(u) if u.needs_reauth => {
+                return Err(CalendarError::Reauth {
+                    detail: format!(
+                        "{user_id} must connect their Google account again ({})",
+                        u.reauth_reason
+                            .as_deref()
+                            .unwrap_or("the grant was revoked")
+                    ),
+                });
+            }
+            Some(u) => u,
+        };
+        let refresh_token = self
+            .oauth
+            .cipher
+            .decrypt(&user.refresh_token_sealed, &user_id)
+            .map_err(|_| CalendarError::Reauth {
+                detail: format!(
+                    "{user_id}'s stored grant cannot be opened with the configured key: they must connect again"
+                ),
+            })?;
+        let client = self
+            .oauth
+            .client(&user_id, refresh_token, None)
+            .map_err(|detail| CalendarError::Fatal { detail })?;
+        let calendar = Arc::new(GoogleCalendar { client });
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id.clone(), calendar.clone());
+        Ok((user_id, calendar))
+    }
+
+    /// Runs a call as the calendar's owner; an `invalid_grant` marks the owner (once).
+    async fn as_owner<'a, T>(
+        &'a self,
+        calendar_id: &'a str,
+        call: impl FnOnce(Arc<GoogleCalendar>) -> BoxFuture<'a, Result<T, CalendarError>>,
+    ) -> Result<T, CalendarError> {
+        let (user_id, calendar) = self.calendar_for(calendar_id).await?;
+        let result = call(calendar).await;
+        if let Err(CalendarError::Reauth { detail }) = &result {
+            self.forget(&user_id);
+            match self
+                .store
+                .user_needs_reauth(&user_id, "the grant was revoked or expired", now_ms())
+                .await
+            {
+                Ok(true) => {
+                    warn!(user_id = %user_id, calendar_id = %calendar_id, error = %detail, "grant revoked: the user's calendars wait for re-authorisation")
+                }
+                Ok(false) => {}
+                Err(e) => warn!(user_id = %user_id, error = %e, "cannot record re-authorisation"),
+            }
+        }
+        result
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn random_state() -> Result<String, String> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system random generator failed".to_owned())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+impl CalendarApi for UserCalendars {
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+        Box::pin(self.as_owner(calendar_id, move |c| {
+            Box::pin(async move { c.list(calendar_id, request).await })
+        }))
+    }
+
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+        Box::pin(self.as_owner(calendar_id, move |c| {
+            Box::pin(async move { c.get(calendar_id, event_id).await })
+        }))
+    }
+
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        Box::pin(self.as_owner(calendar_id, move |c| {
+            Box::pin(async move { c.patch(calendar_id, event_id, body, if_match).await })
+        }))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        channel_id: &'a str,
+        address: &'a str,
+        token: &'a str,
+        ttl_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+        Box::pin(self.as_owner(calendar_id, move |c| {
+            Box::pin(async move {
+                c.watch(calendar_id, channel_id, address, token, ttl_seconds)
+                    .await
+            })
+        }))
+    }
+
+    fn stop_channel<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        channel_id: &'a str,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+        Box::pin(async move {
+            // A channel is stopped by the user who made it; an orphan's maker is unknown.
+            let Some(calendar_id) = calendar_id else {
+                return Err(CalendarError::Fatal {
+                    detail: "an orphan channel's owner is unknown; it expires by itself".into(),
+                });
+            };
+            self.as_owner(calendar_id, move |c| {
+                Box::pin(async move {
+                    c.stop_channel(Some(calendar_id), channel_id, resource_id)
+                        .await
+                })
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! Per-user OAuth end to end against the emulator with dev mode off (only tokens it issued are
+//! accepted): the add-on is told to authenticate, the user connects through /oauth/google/start
+//! and /callback, the calendar syncs with the stored grant; a revoked grant marks the calendar
+//! as needing re-authorisation without a retry storm, and connecting again resumes syncing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confsync_core::model::MeetingSpec;
+use confsync_core::plan::Recognizer;
+use confsync_emulator::{Emulator, EmulatorConfig};
+use confsync_engine::{Engine, EngineConfig};
+use confsync_gcal::RetryPolicy;
+use confsync_gcal::auth::{AuthCodeFlow, CALENDAR_SCOPE, TokenCipher};
+use confsync_providers::local::LocalProvider;
+use confsync_service::oauth::{GoogleOAuth, UserCalendars};
+use confsync_service::{Scheduler, SchedulerConfig, Service, hash_api_key, router};
+use confsync_store::Store;
+use serde_json::{Value, json};
+
+const CAROL: &str = "carol@example.com";
+const KEY: &str = "cs_oauth-test-key";
+
+struct Harness {
+    http: reqwest::Client,
+    /// Does not follow redirects, like a test of each hop.
+    browser: reqwest::Client,
+    emulator: String,
+    service: String,
+    store: Store,
+}
+
+async fn start() -> Harness {
+    let emulator = Emulator::new(EmulatorConfig {
+        dev_mode: false,
+        ..Default::default()
+    })
+    .spawn("127.0.0.1:0")
+    .await
+    .unwrap();
+    let base = emulator.base_url().to_owned();
+    std::mem::forget(emulator);
+    let http = reqwest::Client::new();
+    http.post(format!("{base}emulator/users"))
+        .json(&json!({"email": CAROL}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let store = Store::memory().await.unwrap();
+    store
+        .api_key_create("addon", &hash_api_key(KEY), 0)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_url = format!("http://{}/", listener.local_addr().unwrap());
+    let oauth = Arc::new(GoogleOAuth {
+        flow: AuthCodeFlow {
+            auth_uri: format!("{base}o/oauth2/v2/auth"),
+            token_uri: format!("{base}token"),
+            client_id: "confsync-test.apps.googleusercontent.com".into(),
+            client_secret: Some("client-secret".into()),
+            redirect_uri: format!("{service_url}oauth/google/callback"),
+            scopes: vec![CALENDAR_SCOPE.into()],
+            http: reqwest::Client::new(),
+        },
+        cipher: TokenCipher::from_base64(&TokenCipher::generate_key().unwrap()).unwrap(),
+        calendar_base_url: base.clone(),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+    });
+    let users = Arc::new(UserCalendars::new(oauth, store.clone()));
+    let provider = Arc::new(LocalProvider::new(store.clone(), &service_url));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        users.clone(),
+        provider.clone(),
+        EngineConfig {
+            recognizer: Recognizer {
+                solution_names: vec!["confsync".into()],
+                parameter_key: Some("confsyncConferenceId".into()),
+            },
+            ..EngineConfig::default()
+        },
+    ));
+    let scheduler = Scheduler::start(
+        engine,
+        SchedulerConfig {
+            debounce: Duration::ZERO,
+            workers: 2,
+        },
+    );
+    let service = Arc::new(Service {
+        store: store.clone(),
+        provider,
+        scheduler,
+        solution_name: "confsync".into(),
+        parameter_key: "confsyncConferenceId".into(),
+        channels: None,
+        oauth: Some(users),
+        public_url: Some(service_url.clone()),
+        budgets: None,
+    });
+    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    Harness {
+        http,
+        browser: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        emulator: base,
+        service: service_url,
+        store,
+    }
+}
+
+impl Harness {
+    async fn create_conference(&self, event_id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}v1/conferences", self.service))
+            .bearer_auth(KEY)
+            .json(&json!({"calendarId": CAROL, "eventId": event_id}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Follows an authentication URL as Carol's browser: service -> Google -> callback.
+    /// Answers the callback's status and page.
+    async fn connect(&self, authentication_url: &str) -> (u16, String) {
+        self.connect_via(authentication_url).await.0
+    }
+
+    async fn connect_via(&self, authentication_url: &str) -> ((u16, String), String) {
+        let to_google = self.browser.get(authentication_url).send().await.unwrap();
+        assert_eq!(to_google.status(), 302);
+        assert_eq!(to_google.headers()["cache-control"], "no-store");
+        let google = to_google.headers()["location"].to_str().unwrap().to_owned();
+        assert!(google.starts_with(&self.emulator), "{google}");
+        assert!(google.contains("code_challenge_method=S256"));
+        let back = self.browser.get(&google).send().await.unwrap();
+        assert_eq!(back.status(), 302);
+        let callback = back.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            callback.starts_with(&format!("{}oauth/google/callback?", self.service)),
+            "{callback}"
+        );
+        let done = self.browser.get(&callback).send().await.unwrap();
+        (
+            (done.status().as_u16(), done.text().await.unwrap()),
+            callback,
+        )
+    }
+
+    /// Carol's own access token (for editing her calendar as Calendar's UI would).
+    async fn carol_token(&self) -> String {
+        let answer: Value = self
+            .http
+            .post(format!("{}emulator/tokens", self.emulator))
+            .json(&json!({"email": CAROL}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn edit(&self, method: reqwest::Method, path: &str, body: Value) {
+        let response = self
+            .http
+            .request(method, format!("{}calendar/v3/{path}", self.emulator))
+            .bearer_auth(self.carol_token().await)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    async fn sync(&self) {
+        let response = self
+            .http
+            .post(format!("{}v1/calendars/{CAROL}/sync", self.service))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
+    async fn status(&self) -> Value {
+        self.http
+            .get(format!("{}v1/status", self.service))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}metrics", self.service))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn served(&self, method: &str) -> u64 {
+        let stats: Value = self
+            .http
+            .get(format!("{}emulator/stats", self.emulator))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["requests"][method].as_u64().unwrap_or(0)
+    }
+
+    async fn meeting_until(&self, id: &str, done: impl Fn(&MeetingSpec) -> bool) {
+        for _ in 0..200 {
+            let m = self.store.meeting(id).await.unwrap().unwrap();
+            let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
+            if done(&spec) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("meeting {id} never reached the expected state");
+    }
+
+    async fn until(&self, what: &str, check: impl AsyncFn() -> bool) {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never: {what}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_connects_syncs_loses_the_grant_and_connects_again() {
+    let h = start().await;
+
+    // Carol has not connected: the add-on is told to authenticate, with our URL.
+    let (status, answer) = h.create_conference("oauthevent01").await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["conferenceErrorType"], "AUTHENTICATION");
+    let url = answer["error"]["authenticationUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "{}oauth/google/start?calendar=carol%40example.com",
+            h.service
+        )),
+        "{url}"
+    );
+    assert!(url.contains("login_hint=carol%40example.com"));
+
+    let (status, page) = h.connect(&url).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("carol@example.com is connected"), "{page}");
+    let users = h.store.users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].user_id, CAROL);
+    assert!(!users[0].needs_reauth);
+    assert!(!users[0].refresh_token_sealed.is_empty());
+
+    // Now the conference is made, and the calendar syncs with Carol's grant.
+    let (status, conference) = h.create_conference("oauthevent01").await;
+    assert_eq!(status, 200, "{conference}");
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    h.edit(
+        reqwest::Method::POST,
+        "calendars/primary/events?conferenceDataVersion=1",
+        json!({"id": "oauthevent01", "summary": "Review", "start": {"dateTime": "2026-12-02T10:00:00Z"}, "end": {"dateTime": "2026-12-02T11:00:00Z"}, "conferenceData": conference}),
+    )
+    .await;
+    h.sync().await;
+    h.meeting_until(&id, |s| s.title == "Review").await;
+
+    // Carol revokes confsync's access in her Google account, then edits the event.
+    h.http
+        .post(format!("{}emulator/users/{CAROL}/revoke", h.emulator))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    h.edit(
+        reqwest::Method::PATCH,
+        "calendars/primary/events/oauthevent01",
+        json!({"summary": "Review (moved)"}),
+    )
+    .await;
+    h.sync().await;
+    h.until(
+        "the calendar is marked as needing re-authorisation",
+        async || h.status().await["calendarsNeedingReauth"] == json!([CAROL]),
+    )
+    .await;
+    let status = h.status().await;
+    assert_eq!(status["calendars"][0]["needsReauth"], true);
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("confsync_calendars_needing_reauth 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("confsync_sync_runs_total{outcome=\"reauth\"} 1"));
+
+    // No retry storm: more triggers make no Calendar call and no token request.
+    let lists = h.served("calendar.events.list").await;
+    let gets = h.served("calendar.events.get").await;
+    for _ in 0..3 {
+        h.sync().await;
+    }
+    h.until("three more passes", async || {
+        h.metrics()
+            .await
+            .contains("confsync_sync_runs_total{outcome=\"reauth\"} 4")
+    })
+    .await;
+    assert_eq!(h.served("calendar.events.list").await, lists);
+    assert_eq!(h.served("calendar.events.get").await, gets);
+    // Meanwhile the add-on asks Carol to connect again.
+    let (status, answer) = h.create_conference("oauthevent02").await;
+    assert_eq!(status, 401);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect their Google account again"),
+        "{answer}"
+    );
+
+    // She connects again: the mark is cleared and the waiting change reaches the meeting.
+    let (status, page) = h.connect(&url).await;
+    assert_eq!(status, 200, "{page}");
+    h.meeting_until(&id, |s| s.title == "Review (moved)").await;
+    assert_eq!(h.status().await["calendarsNeedingReauth"], json!([]));
+    assert!(!h.store.users().await.unwrap()[0].needs_reauth);
+}
+
+#[tokio::test]
+async fn forged_replayed_and_refused_callbacks_change_nothing() {
+    let h = start().await;
+    let callback = |query: &str| format!("{}oauth/google/callback?{query}", h.service);
+
+    // A state we never issued.
+    let forged = h
+        .browser
+        .get(callback("code=abc&state=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(forged.text().await.unwrap().contains("start again"));
+    // Missing parameters.
+    let missing = h.browser.get(callback("code=abc")).send().await.unwrap();
+    assert_eq!(missing.status(), 400);
+
+    // A real request, then the user declines at Google.
+    let start = h
+        .browser
+        .get(format!(
+            "{}oauth/google/start?login_hint={CAROL}",
+            h.service
+        ))
+        .send()
+        .await
+        .unwrap();
+    let google = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let state = google
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let declined = h
+        .browser
+        .get(callback(&format!("error=access_denied&state={state}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declined.status(), 400);
+    assert!(declined.text().await.unwrap().contains("access_denied"));
+    // That state is spent: a code arriving with it later is refused.
+    let late = h
+        .browser
+        .get(callback(&format!("code=whatever&state={state}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 400);
+
+    // A completed connect cannot be replayed either.
+    let ((status, _), used) = h
+        .connect_via(&format!(
+            "{}oauth/google/start?login_hint={CAROL}",
+            h.service
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let replayed = h.browser.get(&used).send().await.unwrap();
+    assert_eq!(replayed.status(), 400);
+    assert!(h.store.users().await.unwrap().len() == 1);
+    assert!(
+        h.store.calendars().await.unwrap().is_empty(),
+        "no calendar was asked for"
+    );
+}

@@ -1,0 +1,234 @@
+//! The `google_users` and `oauth_requests` tables, and calendar owners: who reaches which
+//! calendar with per-user OAuth. The store keeps sealed secrets only; the caller seals and opens
+//! them (the key lives in config).
+
+use sqlx::Row;
+
+use crate::Store;
+use crate::error::{Context, StoreError};
+
+/// A user who connected their Google account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleUser {
+    /// The account's email, lowercase.
+    pub user_id: String,
+    /// The refresh token, sealed by the caller's cipher (never the token itself).
+    pub refresh_token_sealed: String,
+    /// The scopes granted, space separated.
+    pub scope: Option<String>,
+    /// The grant was revoked or expired: the user must connect again.
+    pub needs_reauth: bool,
+    /// Why the grant stopped working (no secret in it).
+    pub reauth_reason: Option<String>,
+    /// Last change (unix ms).
+    pub updated_at: i64,
+}
+
+/// An authorization request waiting for its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthRequest {
+    /// The PKCE verifier, sealed by the caller's cipher.
+    pub verifier_sealed: String,
+    /// The calendar the user asked to connect, if any.
+    pub calendar_id: Option<String>,
+    /// When the request started (unix ms).
+    pub created_at: i64,
+}
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<GoogleUser, sqlx::Error> {
+    Ok(GoogleUser {
+        user_id: row.try_get("user_id")?,
+        refresh_token_sealed: row.try_get("refresh_token_sealed")?,
+        scope: row.try_get("scope")?,
+        needs_reauth: row.try_get("needs_reauth")?,
+        reauth_reason: row.try_get("reauth_reason")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+macro_rules! user_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT user_id, refresh_token_sealed, scope, needs_reauth, reauth_reason, updated_at FROM google_users ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Stores a user's (new) grant and clears any re-authorisation mark.
+    pub async fn user_connect(
+        &self,
+        user_id: &str,
+        refresh_token_sealed: &str,
+        scope: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO google_users (user_id, refresh_token_sealed, scope, needs_reauth, created_at, updated_at) \
+             VALUES ($1, $2, $3, FALSE, $4, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET refresh_token_sealed = excluded.refresh_token_sealed, \
+             scope = excluded.scope, needs_reauth = FALSE, reauth_reason = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(refresh_token_sealed)
+        .bind(scope)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("storing the grant of user {user_id}"))?;
+        Ok(())
+    }
+
+    /// The user, None if they never connected.
+    pub async fn user(&self, user_id: &str) -> Result<Option<GoogleUser>, StoreError> {
+        let row = sqlx::query(user_select!("WHERE user_id = $1"))
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await
+            .ctx(|| format!("loading user {user_id}"))?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()
+            .ctx(|| format!("reading user {user_id}"))
+    }
+
+    /// Every connected user, by id.
+    pub async fn users(&self) -> Result<Vec<GoogleUser>, StoreError> {
+        let rows = sqlx::query(user_select!("ORDER BY user_id"))
+            .fetch_all(&self.reader)
+            .await
+            .ctx(|| "listing users".to_owned())?;
+        rows.iter()
+            .map(user_from_row)
+            .collect::<Result<_, _>>()
+            .ctx(|| "reading users".to_owned())
+    }
+
+    /// Marks the user's grant as unusable (revoked, expired). Answers whether this call changed
+    /// it (false: already marked, or unknown user), so the caller logs the transition once.
+    pub async fn user_needs_reauth(
+        &self,
+        user_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE google_users SET needs_reauth = TRUE, reauth_reason = $2, updated_at = $3 \
+             WHERE user_id = $1 AND NOT needs_reauth",
+        )
+        .bind(user_id)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("marking user {user_id} as needing re-authorisation"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records whose grant reaches a calendar (registering the calendar if needed).
+    pub async fn calendar_set_owner(
+        &self,
+        calendar_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || format!("setting the owner of calendar {calendar_id}");
+        let mut tx = self.write_tx(what).await?;
+        crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
+        sqlx::query("UPDATE calendars SET owner = $2 WHERE calendar_id = $1")
+            .bind(calendar_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+        tx.commit().await.ctx(what)
+    }
+
+    /// The recorded owner of a calendar, if one was set.
+    pub async fn calendar_owner(&self, calendar_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
+            .bind(calendar_id)
+            .fetch_optional(&self.reader)
+            .await
+            .ctx(|| format!("loading the owner of calendar {calendar_id}"))?;
+        Ok(row.and_then(|r| r.try_get::<Option<String>, _>("owner").ok().flatten()))
+    }
+
+    /// Calendars whose recorded owner (or, with none recorded, whose id) is a user marked as
+    /// needing re-authorisation, by id.
+    pub async fn calendars_needing_reauth(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.calendar_id FROM calendars c JOIN google_users u \
+             ON u.user_id = COALESCE(c.owner, lower(c.calendar_id)) \
+             WHERE u.needs_reauth ORDER BY c.calendar_id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .ctx(|| "listing calendars needing re-authorisation".to_owned())?;
+        rows.iter()
+            .map(|r| r.try_get("calendar_id"))
+            .collect::<Result<_, _>>()
+            .ctx(|| "reading calendars needing re-authorisation".to_owned())
+    }
+
+    /// Keeps an authorization request until its callback; stale ones (older than
+    /// `stale_before_ms`) are dropped on the way.
+    pub async fn oauth_request_put(
+        &self,
+        state_hash: &str,
+        verifier_sealed: &str,
+        calendar_id: Option<&str>,
+        now_ms: i64,
+        stale_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let what = || "storing an authorization request".to_owned();
+        let mut tx = self.write_tx(what).await?;
+        sqlx::query("DELETE FROM oauth_requests WHERE created_at < $1")
+            .bind(stale_before_ms)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+        sqlx::query(
+            "INSERT INTO oauth_requests (state_hash, verifier_sealed, calendar_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(state_hash)
+        .bind(verifier_sealed)
+        .bind(calendar_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .ctx(what)?;
+        tx.commit().await.ctx(what)
+    }
+
+    /// Takes (and deletes) the authorization request for a state: single use.
+    pub async fn oauth_request_take(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<OAuthRequest>, StoreError> {
+        let what = || "taking an authorization request".to_owned();
+        let mut tx = self.write_tx(what).await?;
+        let row = sqlx::query(
+            "SELECT verifier_sealed, calendar_id, created_at FROM oauth_requests WHERE state_hash = $1",
+        )
+        .bind(state_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .ctx(what)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM oauth_requests WHERE state_hash = $1")
+            .bind(state_hash)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+        tx.commit().await.ctx(what)?;
+        Ok(Some(OAuthRequest {
+            verifier_sealed: row.try_get("verifier_sealed").ctx(what)?,
+            calendar_id: row.try_get("calendar_id").ctx(what)?,
+            created_at: row.try_get("created_at").ctx(what)?,
+        }))
+    }
+}
