@@ -355,6 +355,8 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
             public_url: service_url.clone(),
             ttl_seconds: None,
             renew_check: Duration::from_secs(3600),
+            silence_floor: std::time::Duration::from_secs(600),
+            handshake_grace: std::time::Duration::from_secs(120),
         },
     );
     let service = Arc::new(Service {

@@ -250,6 +250,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 public_url: url.clone(),
                 ttl_seconds: None,
                 renew_check: std::time::Duration::from_secs(60),
+                silence_floor: std::time::Duration::from_secs(600),
+                handshake_grace: std::time::Duration::from_secs(120),
             },
         );
         channels.start_renewal();

@@ -5,7 +5,13 @@
 //! A notification is trusted only if its channel id is ours, its token matches (compared in
 //! constant time against the stored hash) and its resource id is the channel's. `sync` messages
 //! are acknowledged; `exists` marks the calendar dirty. Unknown or superseded channels are
-//! acknowledged and stopped, at most once per channel per ten minutes.
+//! acknowledged and stopped, at most once per channel per ten minutes. A replayed notification
+//! (a message number already seen on its channel) is acknowledged and ignored.
+//!
+//! Push can fail silently (a channel Google dropped, a proxy eating requests), so silence is
+//! watched too: a channel whose `sync` handshake never arrives, or a calendar that usually hears
+//! from Google every few minutes and has been quiet for three of its usual gaps (at least
+//! [`ChannelConfig::silence_floor`]), is polled at once instead of waiting for the sweep.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,8 +31,66 @@ pub struct ChannelConfig {
     pub public_url: String,
     /// Requested channel lifetime (None: Google's default, 7 days).
     pub ttl_seconds: Option<u64>,
-    /// How often channels are checked for renewal.
+    /// How often channels are checked for renewal (and for silence).
     pub renew_check: Duration,
+    /// A calendar is polled when quiet for three of its usual notification gaps, but never
+    /// sooner than this after its last notification.
+    pub silence_floor: Duration,
+    /// A new channel whose `sync` handshake has not arrived after this long is suspect: its
+    /// calendar is polled.
+    pub handshake_grace: Duration,
+}
+
+impl ChannelConfig {
+    /// Defaults for a public URL: Google's default lifetime, checks every minute.
+    pub fn new(public_url: String) -> ChannelConfig {
+        ChannelConfig {
+            public_url,
+            ttl_seconds: None,
+            renew_check: Duration::from_secs(60),
+            silence_floor: Duration::from_secs(600),
+            handshake_grace: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the webhook has heard from one calendar: when, how often, and whether its silence was
+/// already acted on.
+#[derive(Debug, Clone, Default)]
+pub struct Heard {
+    last_ms: Option<i64>,
+    /// Moving average of the gaps between notifications (ms).
+    gap_ms: Option<f64>,
+    polled: bool,
+}
+
+impl Heard {
+    /// A notification arrived.
+    pub fn observe(&mut self, now_ms: i64) {
+        if let Some(last) = self.last_ms {
+            let gap = (now_ms - last).max(0) as f64;
+            self.gap_ms = Some(match self.gap_ms {
+                Some(avg) => avg * 0.8 + gap * 0.2,
+                None => gap,
+            });
+        }
+        self.last_ms = Some(now_ms);
+        self.polled = false;
+    }
+
+    /// Whether the silence since the last notification is longer than expected; true once per
+    /// silence.
+    pub fn silent_too_long(&mut self, now_ms: i64, floor: Duration) -> bool {
+        let (Some(last), Some(gap)) = (self.last_ms, self.gap_ms) else {
+            return false; // no history: the sweep covers it
+        };
+        let expected = (gap * 3.0).max(floor.as_millis() as f64);
+        if !self.polled && (now_ms - last) as f64 > expected {
+            self.polled = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// Outcome counters of the webhook, for status and metrics.
@@ -36,6 +100,10 @@ pub struct WebhookCounts {
     pub received: u64,
     pub rejected: u64,
     pub orphans: u64,
+    /// Replays (a message number already seen), acknowledged and ignored.
+    pub duplicates: u64,
+    /// Calendars polled because their channel was silent longer than expected.
+    pub silent_polls: u64,
 }
 
 /// The channel manager.
@@ -47,6 +115,16 @@ pub struct Channels {
     opening: Mutex<HashSet<String>>,
     recent_stops: Mutex<HashMap<String, i64>>,
     counts: Mutex<WebhookCounts>,
+    /// Per calendar: what the webhook heard.
+    heard: Mutex<HashMap<String, Heard>>,
+    /// Per channel: the highest message number seen.
+    message_numbers: Mutex<HashMap<String, u64>>,
+    /// Channels opened and not yet confirmed by their `sync` message: id -> (calendar, opened).
+    handshakes: Mutex<HashMap<String, (String, i64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_ms() -> i64 {
@@ -78,6 +156,9 @@ impl Channels {
             opening: Mutex::new(HashSet::new()),
             recent_stops: Mutex::new(HashMap::new()),
             counts: Mutex::new(WebhookCounts::default()),
+            heard: Mutex::new(HashMap::new()),
+            message_numbers: Mutex::new(HashMap::new()),
+            handshakes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,6 +219,10 @@ impl Channels {
             .channel_create(&channel)
             .await
             .map_err(|e| e.to_string())?;
+        lock(&self.handshakes).insert(
+            channel.channel_id.clone(),
+            (calendar_id.to_owned(), channel.created_at),
+        );
         let watched = match self
             .calendar
             .watch(
@@ -197,8 +282,46 @@ impl Channels {
         });
     }
 
+    /// Polls calendars whose push has gone quiet (see the module doc).
+    fn poll_silent(&self, now: i64) {
+        let grace = self.config.handshake_grace.as_millis() as i64;
+        let unconfirmed: Vec<(String, String)> = {
+            let mut handshakes = lock(&self.handshakes);
+            let late: Vec<(String, String)> = handshakes
+                .iter()
+                .filter(|(_, (_, opened))| now - opened > grace)
+                .map(|(id, (calendar, _))| (id.clone(), calendar.clone()))
+                .collect();
+            for (id, _) in &late {
+                handshakes.remove(id);
+            }
+            late
+        };
+        let mut silent: Vec<String> = lock(&self.heard)
+            .iter_mut()
+            .filter_map(|(calendar, heard)| {
+                heard
+                    .silent_too_long(now, self.config.silence_floor)
+                    .then(|| calendar.clone())
+            })
+            .collect();
+        for (channel_id, calendar_id) in unconfirmed {
+            warn!(
+                channel_id,
+                calendar_id, "push channel never confirmed (no sync message): polling its calendar"
+            );
+            silent.push(calendar_id);
+        }
+        for calendar_id in silent {
+            info!(calendar_id, "push silent longer than expected: polling");
+            lock(&self.counts).silent_polls += 1;
+            self.scheduler.mark_dirty(&calendar_id);
+        }
+    }
+
     async fn renew_due(&self) -> Result<(), String> {
         let now = now_ms();
+        self.poll_silent(now);
         let live = self
             .store
             .live_channels(now)
@@ -332,12 +455,70 @@ impl Channels {
             self.stop_orphan(&channel_id, &resource_id).await;
             return (StatusCode::OK, "superseded channel: stopped");
         }
+        // Google numbers each channel's messages in increasing order; a number already seen is
+        // a replay (or a redelivery): acknowledged, not acted on twice.
+        if let Some(number) = header("x-goog-message-number").and_then(|n| n.parse::<u64>().ok()) {
+            let mut numbers = lock(&self.message_numbers);
+            let seen = numbers.entry(channel_id.clone()).or_insert(0);
+            if number != 0 && number <= *seen {
+                drop(numbers);
+                lock(&self.counts).duplicates += 1;
+                return (StatusCode::OK, "duplicate message: ignored");
+            }
+            *seen = number;
+        }
+        lock(&self.heard)
+            .entry(channel.calendar_id.clone())
+            .or_default()
+            .observe(now_ms());
         match state.as_str() {
-            "sync" => (StatusCode::OK, "sync acknowledged"),
+            "sync" => {
+                lock(&self.handshakes).remove(&channel_id);
+                (StatusCode::OK, "sync acknowledged")
+            }
             _ => {
                 self.scheduler.mark_dirty(&channel.calendar_id);
                 (StatusCode::OK, "calendar scheduled")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_calendar_gone_quiet_is_polled_once_per_silence() {
+        let floor = Duration::from_secs(60);
+        let mut heard = Heard::default();
+        assert!(
+            !heard.silent_too_long(1_000_000, floor),
+            "no history, no guess"
+        );
+        // Notified every 30 s.
+        for i in 0..10 {
+            heard.observe(i * 30_000);
+        }
+        let last = 9 * 30_000;
+        // 3 gaps = 90 s > the 60 s floor.
+        assert!(!heard.silent_too_long(last + 80_000, floor));
+        assert!(heard.silent_too_long(last + 100_000, floor));
+        assert!(
+            !heard.silent_too_long(last + 200_000, floor),
+            "once per silence"
+        );
+        heard.observe(last + 210_000);
+        assert!(!heard.silent_too_long(last + 220_000, floor));
+    }
+
+    #[test]
+    fn a_quiet_calendar_is_not_polled_before_the_floor() {
+        let floor = Duration::from_secs(600);
+        let mut heard = Heard::default();
+        heard.observe(0);
+        heard.observe(1_000); // two notifications a second apart
+        assert!(!heard.silent_too_long(300_000, floor));
+        assert!(heard.silent_too_long(602_000, floor));
     }
 }

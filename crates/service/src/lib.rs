@@ -511,6 +511,7 @@ async fn metrics(State(service): Shared) -> Response {
         ("received", counts.received),
         ("rejected", counts.rejected),
         ("orphan", counts.orphans),
+        ("duplicate", counts.duplicates),
     ];
     let reauth = service
         .store
@@ -533,6 +534,7 @@ async fn metrics(State(service): Shared) -> Response {
         sync_lag: &lag,
         channel_expiry: &expiry,
         notifications: &notifications,
+        silent_polls: counts.silent_polls,
     };
     let body = service.scheduler.metrics().render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

@@ -65,6 +65,8 @@ pub struct Gauges<'a> {
     pub channel_expiry: &'a [(String, f64)],
     /// (outcome, count) of push notifications
     pub notifications: &'a [(&'static str, u64)],
+    /// Calendars polled because their push channel was silent longer than expected.
+    pub silent_polls: u64,
 }
 
 impl Metrics {
@@ -220,6 +222,11 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP confsync_silent_channel_polls_total Calendars polled because push was silent longer than expected.\n# TYPE confsync_silent_channel_polls_total counter\nconfsync_silent_channel_polls_total {}",
+            gauges.silent_polls
+        );
+        let _ = writeln!(
+            out,
             "# HELP confsync_notifications_total Push notifications, by outcome.\n# TYPE confsync_notifications_total counter"
         );
         for (outcome, n) in gauges.notifications {
@@ -352,6 +359,7 @@ mod tests {
             sync_lag: &[],
             channel_expiry: &[],
             notifications: &[],
+            silent_polls: 0,
         }
     }
 

@@ -87,6 +87,7 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
                 public_url: service_url.clone(),
                 ttl_seconds: push.ttl_seconds,
                 renew_check: push.renew_check,
+                ..ChannelConfig::new(service_url.clone())
             },
         );
         channels.start_renewal();
