@@ -84,6 +84,24 @@ impl LocalProvider {
             .map_err(|e| self.error(e))
     }
 
+    /// The host resets the meeting's link (say it leaked): the meeting gets a new join URL,
+    /// which its next update reports, so the engine writes it into the event.
+    pub async fn reset_join_link(&self, meeting_id: &str) -> Result<String, ProviderError> {
+        let meeting = self.live(meeting_id).await?;
+        let generation = meeting
+            .join_url
+            .rsplit_once("?v=")
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .unwrap_or(1)
+            + 1;
+        let join_url = format!("{}join/{meeting_id}?v={generation}", self.join_base_url);
+        self.store
+            .meeting_set_join_url(meeting_id, &join_url, Self::now())
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(join_url)
+    }
+
     /// A meeting's id, from the idempotency key of the create: stable for retries, and not
     /// guessable without the key.
     fn meeting_id_for(key: &str) -> String {

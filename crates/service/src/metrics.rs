@@ -25,6 +25,7 @@ struct State {
     sync_runs: BTreeMap<&'static str, u64>,
     sync_seconds_sum: f64,
     sync_seconds_count: u64,
+    full_syncs: u64,
     actions: BTreeMap<(String, &'static str), u64>,
     /// (operation, outcome) -> latency histogram
     provider: BTreeMap<(&'static str, &'static str), Histogram>,
@@ -49,6 +50,15 @@ impl Histogram {
         self.sum += seconds;
         self.count += 1;
     }
+}
+
+/// See [`Metrics::snapshot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub sync_runs: u64,
+    pub full_syncs: u64,
+    pub provider: BTreeMap<String, u64>,
+    pub actions_done: BTreeMap<String, u64>,
 }
 
 /// What a scrape adds from elsewhere.
@@ -89,6 +99,38 @@ impl Metrics {
         *s.sync_runs.entry(outcome).or_default() += 1;
         s.sync_seconds_sum += seconds;
         s.sync_seconds_count += 1;
+    }
+
+    /// A sync pass was a full sync (first sync, or the token expired).
+    pub fn full_sync(&self) {
+        self.state().full_syncs += 1;
+    }
+
+    /// Counters so far, for programs that watch the service in process (the demo, benchmarks):
+    /// sync passes, full syncs, provider calls by `operation` (`operation:outcome` when not ok),
+    /// and actions done by kind.
+    pub fn snapshot(&self) -> Counters {
+        let s = self.state();
+        let mut provider = BTreeMap::new();
+        for ((operation, outcome), h) in &s.provider {
+            let key = if *outcome == "ok" {
+                (*operation).to_owned()
+            } else {
+                format!("{operation}:{outcome}")
+            };
+            *provider.entry(key).or_default() += h.count;
+        }
+        Counters {
+            sync_runs: s.sync_runs.values().sum(),
+            full_syncs: s.full_syncs,
+            provider,
+            actions_done: s
+                .actions
+                .iter()
+                .filter(|((_, outcome), _)| *outcome == "done")
+                .map(|((kind, _), n)| (kind.clone(), *n))
+                .collect(),
+        }
     }
 
     /// The outcome of an outbox drain.
@@ -141,6 +183,11 @@ impl Metrics {
             out,
             "confsync_sync_duration_seconds_count {}",
             s.sync_seconds_count
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confsync_full_syncs_total Sync passes that listed the whole calendar (first sync, expired token).\n# TYPE confsync_full_syncs_total counter\nconfsync_full_syncs_total {}",
+            s.full_syncs
         );
         let _ = writeln!(
             out,

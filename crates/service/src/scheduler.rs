@@ -233,6 +233,9 @@ impl Scheduler {
         metrics.sync_run(outcome, started.elapsed().as_secs_f64());
         let error = match result {
             Ok(summary) => {
+                if summary.full {
+                    metrics.full_sync();
+                }
                 info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, "calendar synced");
                 let _drain = self.inner.drain.lock().await;
                 match engine.drain(now_ms()).await {

@@ -109,6 +109,23 @@ impl Store {
         live(done.rows_affected(), meeting_id, "updating")
     }
 
+    /// Gives a live meeting a new join URL (the host reset the link).
+    pub async fn meeting_set_join_url(
+        &self,
+        meeting_id: &str,
+        join_url: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE meetings SET join_url = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
+            .bind(meeting_id)
+            .bind(join_url)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await
+            .ctx(|| format!("changing the join URL of meeting {meeting_id}"))?;
+        live(done.rows_affected(), meeting_id, "changing the join URL of")
+    }
+
     /// Replaces a live meeting's occurrence exceptions. [`StoreError::NotFound`] if the meeting
     /// is unknown or deleted.
     pub async fn meeting_set_occurrences(
