@@ -8,11 +8,9 @@
 //! ids, no join links (they may carry a host's passcode), no idempotency keys. Calendar ids, event
 //! ids and conference ids are the operator's own data. Every value is HTML-escaped.
 //!
-//! The store has no "recent outbox rows across conferences" query: the recent changes and the
-//! pending actions are gathered from the live links of each calendar (`link_event_ids`, `links`)
-//! and their outbox rows (`outbox_of`), at most [`MAX_CONFERENCES`] conferences per page, so a
-//! deleted link's final actions (its delete) are not listed there; permanent failures come from
-//! `failures` and cover every conference.
+//! Calendars whose owner must connect their Google account again are flagged. Pending actions,
+//! recent changes and failures each come from one store query across all conferences
+//! (`outbox_pending`, `outbox_recent`, `failures`), [`ROWS`] rows each.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -21,14 +19,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use confsync_core::plan::Action;
-use confsync_store::{OutboxEntry, OutboxState};
+use confsync_store::OutboxState;
 
 use crate::Service;
 
 /// How many rows the recent changes, pending actions and failures show.
 pub const ROWS: usize = 20;
-/// At most this many conferences' outboxes are read to build one page.
-pub const MAX_CONFERENCES: usize = 500;
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
 pub fn escape(text: &str) -> String {
@@ -149,35 +145,9 @@ async fn render(service: &Service) -> Result<String, confsync_store::StoreError>
     let failures = store.failures(ROWS as i64).await?;
     let activity = service.scheduler.activity();
 
-    // Every outbox row of the calendars' live links (see the module docs).
-    let mut rows: Vec<OutboxEntry> = Vec::new();
-    let mut conferences = 0usize;
-    'calendars: for c in &calendars {
-        let event_ids = store.link_event_ids(&c.calendar_id).await?;
-        for chunk in event_ids.chunks(100) {
-            for link in store.links(&c.calendar_id, chunk, &[]).await? {
-                if link.deleted {
-                    continue;
-                }
-                if conferences == MAX_CONFERENCES {
-                    break 'calendars;
-                }
-                conferences += 1;
-                rows.extend(store.outbox_of(&link.conference_id).await?);
-            }
-        }
-    }
-    let mut pending: Vec<&OutboxEntry> = rows
-        .iter()
-        .filter(|r| r.state == OutboxState::Pending)
-        .collect();
-    pending.sort_by_key(|r| (r.not_before, r.id));
-    let mut recent: Vec<&OutboxEntry> = rows
-        .iter()
-        .filter(|r| r.state != OutboxState::Pending)
-        .collect();
-    recent.sort_by_key(|r| std::cmp::Reverse((r.updated_at, r.id)));
-    recent.truncate(ROWS);
+    let pending = store.outbox_pending(ROWS as i64).await?;
+    let recent = store.outbox_recent(ROWS as i64).await?;
+    let reauth = store.calendars_needing_reauth().await?;
 
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
@@ -208,6 +178,14 @@ async fn render(service: &Service) -> Result<String, confsync_store::StoreError>
         failures.len().to_string()
     };
     total(&mut h, failed_label, "failed actions", !failures.is_empty());
+    if !reauth.is_empty() {
+        total(
+            &mut h,
+            reauth.len().to_string(),
+            "calendars need re-authorisation",
+            true,
+        );
+    }
     h.push_str("</div>");
 
     // Calendars.
@@ -218,7 +196,9 @@ async fn render(service: &Service) -> Result<String, confsync_store::StoreError>
         h.push_str("<table><thead><tr><th>Calendar</th><th>Sync state</th><th>Full sync</th><th>Last sync</th><th>Lag</th><th>Last error</th><th>Push channel</th></tr></thead><tbody>");
         for c in &calendars {
             let a = activity.iter().find(|a| a.calendar_id == c.calendar_id);
-            let synced = if c.sync_token.is_some() {
+            let synced = if reauth.contains(&c.calendar_id) {
+                badge("bad-badge", "needs re-authorisation")
+            } else if c.sync_token.is_some() {
                 badge("ok", "synced")
             } else {
                 badge("warn", "not synced yet")

@@ -150,6 +150,23 @@ async fn the_status_page_shows_calendars_and_recent_changes_without_secrets() {
         !html.to_ascii_lowercase().contains("<script"),
         "no JavaScript"
     );
+
+    // Alice's grant is revoked (per-user OAuth): the calendar is flagged, the sealed token is
+    // not shown.
+    h.store
+        .user_connect(ALICE, "sealed-refresh-token", None, 0)
+        .await
+        .unwrap();
+    assert!(
+        h.store
+            .user_needs_reauth(ALICE, "the grant was revoked", 1)
+            .await
+            .unwrap()
+    );
+    let (_, _, html) = h.page().await;
+    assert!(html.contains("needs re-authorisation"), "{html}");
+    assert!(html.contains("calendars need re-authorisation"));
+    assert!(!html.contains("sealed-refresh-token"));
 }
 
 /// Chromium, when installed (Debian's `chromium` package).

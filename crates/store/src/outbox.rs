@@ -463,6 +463,35 @@ impl Store {
             .collect()
     }
 
+    /// The most recently finished rows (done, failed, superseded) across all conferences, newest
+    /// first: what confsync did lately.
+    pub async fn outbox_recent(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query
+            .push(" WHERE state <> 'pending' ORDER BY updated_at DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        let rows = query
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .ctx(|| "listing recent outbox rows".to_owned())?;
+        rows.iter().map(entry).collect()
+    }
+
+    /// Pending rows across all conferences, soonest due first.
+    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
+        query
+            .push(" WHERE state = 'pending' ORDER BY not_before, id LIMIT ")
+            .push_bind(limit);
+        let rows = query
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .ctx(|| "listing pending outbox rows".to_owned())?;
+        rows.iter().map(entry).collect()
+    }
+
     /// Every outbox row of a conference, in order (inspection and tests).
     pub async fn outbox_of(&self, conference_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
