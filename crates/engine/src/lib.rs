@@ -41,6 +41,10 @@ pub struct EngineConfig {
     /// event moved to another calendar leaves a tombstone behind that looks like a deletion).
     pub move_check_limit: usize,
     pub backoff: backoff::Backoff,
+    /// Provider calls a drain makes at the same time (each for a different conference: the
+    /// outbox hands out one row per conference). Real providers answer in 100s of ms, so
+    /// running them one by one would cap a service at a few calls per second.
+    pub drain_concurrency: usize,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             delete_grace_ms: 0,
             move_check_limit: 50,
             backoff: backoff::Backoff::default(),
+            drain_concurrency: 16,
         }
     }
 }
@@ -104,6 +109,44 @@ pub struct DrainSummary {
     pub provider_calls: u64,
     /// Completed actions by kind (`update`, `delete`, ...).
     pub done_by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl DrainSummary {
+    /// Adds another drain's counts to this one.
+    pub fn merge(&mut self, other: DrainSummary) {
+        self.done += other.done;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.superseded += other.superseded;
+        self.provider_calls += other.provider_calls;
+        for (kind, n) in other.done_by_kind {
+            *self.done_by_kind.entry(kind).or_default() += n;
+        }
+    }
+}
+
+/// Polls futures together until all are done; answers their outputs in order. (The few lines
+/// a `futures::join_all` would bring in a crate for.)
+async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut slots: Vec<(F, Option<F::Output>)> = futures.into_iter().map(|f| (f, None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in slots.iter_mut() {
+            if out.is_none() {
+                match std::pin::Pin::new(future).poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    slots.into_iter().filter_map(|(_, out)| out).collect()
 }
 
 /// Called after each page of a sync: (calendar id, pages so far, events so far, full sync?).
@@ -379,40 +422,61 @@ impl Engine {
             if due.is_empty() {
                 return Ok(summary);
             }
-            for item in due {
-                let (id, attempts) = (item.id, item.attempts);
-                let key = item.idempotency_key.clone();
-                match self.execute(item, now_ms, &mut summary).await {
-                    // A calendar read the action needed (the guard before a delete, the check
-                    // of a new link) failed: this row waits, the others go on.
-                    Err(EngineError::Calendar {
-                        calendar_id,
-                        source,
-                    }) => {
-                        let error = format!("calendar {calendar_id}: {source}");
-                        let (retry_after, reauth) = match &source {
-                            CalendarError::Retryable { retry_after, .. } => (*retry_after, false),
-                            CalendarError::Reauth { .. } => (None, true),
-                            _ => (None, false),
-                        };
-                        if reauth {
-                            let until = now_ms + REAUTH_PARK.as_millis() as i64;
-                            self.store.park(id, until, &error, now_ms).await?;
-                        } else if attempts + 1 < self.config.backoff.max_attempts {
-                            let delay = self.config.backoff.delay(attempts, retry_after, &key);
-                            let until = now_ms + delay.as_millis() as i64;
-                            self.store.retry_later(id, until, &error, now_ms).await?;
-                        } else {
-                            warn!(%error, "action failed permanently");
-                            self.store.fail(id, &error, now_ms).await?;
-                            summary.failed += 1;
-                            continue;
-                        }
-                        summary.retried += 1;
+            for chunk in due.chunks(self.config.drain_concurrency.max(1)) {
+                let runs: Vec<_> = chunk
+                    .iter()
+                    .cloned()
+                    .map(|item| Box::pin(self.run_one(item, now_ms)))
+                    .collect();
+                let mut error = None;
+                for result in join_all(runs).await {
+                    match result {
+                        Ok(one) => summary.merge(one),
+                        Err(e) => error = Some(e),
                     }
-                    other => other?,
+                }
+                if let Some(e) = error {
+                    return Err(e);
                 }
             }
+        }
+    }
+
+    /// Runs one outbox row and reports it.
+    async fn run_one(&self, item: OutboxItem, now_ms: i64) -> Result<DrainSummary, EngineError> {
+        let mut summary = DrainSummary::default();
+        let (id, attempts) = (item.id, item.attempts);
+        let key = item.idempotency_key.clone();
+        match self.execute(item, now_ms, &mut summary).await {
+            // A calendar read the action needed (the guard before a delete, the check of a new
+            // link) failed: this row waits, the others go on.
+            Err(EngineError::Calendar {
+                calendar_id,
+                source,
+            }) => {
+                let error = format!("calendar {calendar_id}: {source}");
+                let (retry_after, reauth) = match &source {
+                    CalendarError::Retryable { retry_after, .. } => (*retry_after, false),
+                    CalendarError::Reauth { .. } => (None, true),
+                    _ => (None, false),
+                };
+                if reauth {
+                    let until = now_ms + REAUTH_PARK.as_millis() as i64;
+                    self.store.park(id, until, &error, now_ms).await?;
+                } else if attempts + 1 < self.config.backoff.max_attempts {
+                    let delay = self.config.backoff.delay(attempts, retry_after, &key);
+                    let until = now_ms + delay.as_millis() as i64;
+                    self.store.retry_later(id, until, &error, now_ms).await?;
+                } else {
+                    warn!(%error, "action failed permanently");
+                    self.store.fail(id, &error, now_ms).await?;
+                    summary.failed += 1;
+                    return Ok(summary);
+                }
+                summary.retried += 1;
+                Ok(summary)
+            }
+            other => other.map(|()| summary),
         }
     }
 

@@ -7,7 +7,8 @@
 //! - no user edit was overwritten;
 //! - no provider call for a change that does not matter (colour, RSVP, reminders).
 //!
-//! `SIM_SEEDS=N` runs seeds 0..N (default 1000); `SIM_SEED=S` replays one seed with a trace.
+//! `SIM_SEEDS=N` runs seeds 0..N (default 1000); `SIM_SEED=S` replays one seed with a trace;
+//! `SIM_DRAIN_CONCURRENCY=K` runs K provider calls at once per drain (replays are then not exact).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -339,6 +340,13 @@ impl Sim {
                 cap: Duration::from_secs(300),
                 max_attempts: 1000,
             },
+            // One call at a time keeps a seed's replay exact (SQLite answers on its own
+            // threads, so concurrent calls would interleave by timing). SIM_DRAIN_CONCURRENCY
+            // runs the drains concurrently to look for order bugs, without exact replays.
+            drain_concurrency: std::env::var("SIM_DRAIN_CONCURRENCY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
             ..EngineConfig::default()
         };
         // The add-on API registers every calendar it makes conferences on.

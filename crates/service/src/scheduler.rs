@@ -1,6 +1,8 @@
 //! The sync scheduler: notifications for a calendar coalesce (debounce), one sync at a time per
-//! calendar, a bounded pool of workers, and one outbox drain at a time (outbox rows have no
-//! lease yet, so two drains could run one action twice).
+//! calendar, a bounded pool of workers, and one drainer: a task that runs the outbox whenever a
+//! sync queued actions, and again when a retried action comes due. It is the only drainer
+//! (outbox rows have no lease yet, so two drains could run one action twice); inside a drain
+//! the engine makes provider calls for different conferences concurrently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,8 +59,13 @@ struct Inner {
     calendars: Mutex<HashMap<String, CalendarState>>,
     wake: Notify,
     workers: Semaphore,
-    drain: tokio::sync::Mutex<()>,
+    /// Wakes the drainer.
+    drain_wake: Notify,
 }
+
+/// The drainer sleeps at most this long, so actions put off by other processes (the CLI's
+/// `sync`) are picked up.
+const DRAIN_IDLE: Duration = Duration::from_secs(60);
 
 /// Handle to the scheduler; cheap to clone.
 #[derive(Clone)]
@@ -90,11 +97,13 @@ impl Scheduler {
             config,
             calendars: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            drain: tokio::sync::Mutex::new(()),
+            drain_wake: Notify::new(),
         });
         let scheduler = Scheduler { inner };
         let looping = scheduler.clone();
         tokio::spawn(async move { looping.run().await });
+        let draining = scheduler.clone();
+        tokio::spawn(async move { draining.drain_loop().await });
         scheduler
     }
 
@@ -214,6 +223,51 @@ impl Scheduler {
         }
     }
 
+    /// The drainer: runs the outbox when woken (a sync queued actions) or when the next
+    /// put-off action comes due.
+    async fn drain_loop(self) {
+        let engine = &self.inner.engine;
+        loop {
+            // A drain that did nothing or failed must not be repeated at once (a store outage,
+            // a row that stays due): at least this long passes before the next.
+            let floor = match engine.drain(now_ms()).await {
+                Ok(drained) => {
+                    self.inner.metrics.drain(&drained);
+                    let worked =
+                        drained.done + drained.retried + drained.failed + drained.superseded;
+                    if worked > 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(50)
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "outbox drain failed; it runs again shortly");
+                    Duration::from_secs(1)
+                }
+            };
+            let pause = match engine.store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
+                Ok(None) => DRAIN_IDLE,
+                Err(_) => Duration::from_secs(1),
+            }
+            .max(floor);
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.inner.drain_wake.notified() => {}
+                _ = tokio::time::sleep(pause.min(DRAIN_IDLE)) => {}
+            }
+        }
+    }
+
+    /// Asks the drainer to run the outbox now (the add-on API queued something, say).
+    pub fn drain_soon(&self) {
+        self.inner.drain_wake.notify_one();
+    }
+
     async fn sync_one(self, calendar_id: String) {
         let Ok(_permit) = self.inner.workers.acquire().await else {
             return;
@@ -237,14 +291,8 @@ impl Scheduler {
                     metrics.full_sync();
                 }
                 info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, "calendar synced");
-                let _drain = self.inner.drain.lock().await;
-                match engine.drain(now_ms()).await {
-                    Ok(drained) => {
-                        metrics.drain(&drained);
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                }
+                self.inner.drain_wake.notify_one();
+                None
             }
             Err(e) => Some(e.to_string()),
         };

@@ -299,6 +299,22 @@ impl Store {
             .collect()
     }
 
+    /// When the next action becomes due (the earliest `not_before` among the rows [`Store::due`]
+    /// could hand out), None when nothing is pending.
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(o.not_before) AS next FROM outbox o \
+             WHERE o.state = 'pending' \
+               AND NOT EXISTS (SELECT 1 FROM outbox p \
+                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .ctx(|| "finding the next due outbox action".to_owned())?;
+        row.try_get::<Option<i64>, _>("next")
+            .ctx(|| "reading the next due outbox action".to_owned())
+    }
+
     /// Reports a successful attempt: the row is done (whatever it was; a superseded delete
     /// that ran anyway did happen).
     pub async fn complete(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
