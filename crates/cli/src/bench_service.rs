@@ -369,6 +369,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         oauth: None,
         public_url: None,
         budgets: None,
+        host_key: None,
     });
     let receipts = Arc::new(Marks::default());
     let app = router(service).layer(axum::middleware::from_fn_with_state(

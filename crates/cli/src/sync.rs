@@ -267,6 +267,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         oauth: built.oauth,
         public_url: config.serve.public_url.clone(),
         budgets: Some(built.budgets),
+        host_key: None,
     });
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
         .await

@@ -55,6 +55,25 @@ pub struct Service {
     pub public_url: Option<String>,
     /// The Calendar API rate budgets, when the calendar is wrapped in them (for metrics).
     pub budgets: Option<Arc<budget::Budgets>>,
+    /// Signs organizer links to join pages confsync serves (`/join/{id}?host=...`, moderator
+    /// rights at Jitsi and BigBlueButton). None: no host links, everyone joins as a guest.
+    pub host_key: Option<Vec<u8>>,
+}
+
+/// The organizer's signature for a meeting's join link (HMAC-SHA256, base64url, 128 bits).
+pub fn host_signature(key: &[u8], meeting_id: &str) -> String {
+    use base64::Engine;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let tag = aws_lc_rs::hmac::sign(&key, format!("host:{meeting_id}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16])
+}
+
+fn host_signature_ok(key: &[u8], meeting_id: &str, given: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        host_signature(key, meeting_id).as_bytes(),
+        given.as_bytes(),
+    )
+    .is_ok()
 }
 
 type Shared = State<Arc<Service>>;
@@ -392,6 +411,17 @@ async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Respo
             answer["eventId"] = json!(link.event_id);
             answer["deleted"] = json!(link.deleted);
             answer["meeting"] = json!(link.spec);
+            // The organizer's link (moderator at providers whose joins confsync serves): only
+            // through the API, never in conferenceData, which every guest sees.
+            if let (Some(key), Some(url)) = (&service.host_key, &link.join_url)
+                && service
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|p| url.starts_with(&format!("{p}join/")))
+            {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                answer["hostUrl"] = json!(format!("{url}{sep}host={}", host_signature(key, &id)));
+            }
             (StatusCode::OK, axum::Json(answer)).into_response()
         }
         Ok(None) => conference_error(
@@ -554,8 +584,84 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+#[derive(Deserialize)]
+struct JoinQuery {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `GET /join/{meetingId}[?host=&name=]`: providers whose links point at confsync (Jitsi,
+/// BigBlueButton) decide: a redirect to a freshly signed URL (never cached), or a refusal
+/// (cancelled, ended). The local provider's meetings get their page.
+async fn join(
+    State(service): Shared,
+    Path(meeting_id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<JoinQuery>,
+) -> Response {
+    let host = match (&service.host_key, &query.host) {
+        (Some(key), Some(given)) => host_signature_ok(key, &meeting_id, given),
+        _ => false,
+    };
+    let request = confsync_providers::JoinRequest {
+        host,
+        name: query
+            .name
+            .as_deref()
+            .map(escape_short)
+            .filter(|n| !n.trim().is_empty()),
+    };
+    match service.provider.join(&meeting_id, &request).await {
+        Ok(Some(confsync_providers::JoinAnswer::Redirect(url))) => {
+            return (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, url.as_str()),
+                    (header::CACHE_CONTROL, "no-store"),
+                    (header::REFERRER_POLICY, "no-referrer"),
+                ],
+            )
+                .into_response();
+        }
+        Ok(Some(confsync_providers::JoinAnswer::Refused(reason))) => {
+            return (
+                StatusCode::GONE,
+                [(header::CACHE_CONTROL, "no-store")],
+                Html(format!(
+                    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Meeting unavailable</title></head><body><h1>{}</h1></body></html>",
+                    escape(&reason)
+                )),
+            )
+                .into_response();
+        }
+        Ok(None) => {}
+        Err(ProviderError::NotFound { .. }) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html("<h1>No such meeting</h1>".to_owned()),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            warn!(meeting_id, error = %e, "join failed at the provider");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                Html(
+                    "<h1>The meeting cannot be opened right now; try again in a moment</h1>"
+                        .to_owned(),
+                ),
+            )
+                .into_response();
+        }
+    }
+    local_join_page(&service, &meeting_id).await
+}
+
 /// The local provider's join page: the meeting's title and time, or that it was cancelled.
-async fn join(State(service): Shared, Path(meeting_id): Path<String>) -> Response {
+async fn local_join_page(service: &Service, meeting_id: &str) -> Response {
+    let meeting_id = meeting_id.to_owned();
     let meeting = match service.store.meeting(&meeting_id).await {
         Ok(Some(m)) => m,
         Ok(None) => {

@@ -104,6 +104,7 @@ async fn start() -> Harness {
         oauth: Some(users),
         public_url: Some(service_url.clone()),
         budgets: None,
+        host_key: None,
     });
     tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
     Harness {

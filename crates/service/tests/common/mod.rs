@@ -103,6 +103,7 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
         oauth: None,
         public_url: None,
         budgets: None,
+        host_key: None,
     });
     tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
     Running {
