@@ -44,9 +44,43 @@ path = "confsync-data/confsync.db"
 
 [provider]
 # "local": the built-in provider; meetings live in the store, join pages are served by confsync.
+# Or "zoom", "teams", "webex", "daily", "jitsi", "bigbluebutton", "webhook", configured by the
+# table of that name below. Secrets take a value, "env:NAME" or "file:/path".
 kind = "local"
-# Where join links point: confsync's own public address.
+# Where the local provider's join links point: confsync's own public address.
 join_base_url = "http://127.0.0.1:8080/"
+
+# [provider.zoom]            # Server-to-Server OAuth app
+# account_id = "..."
+# client_id = "..."
+# client_secret = "env:ZOOM_CLIENT_SECRET"
+# user_id = "me"
+#
+# [provider.teams]           # Microsoft Graph onlineMeetings, client credentials
+# tenant_id = "..."
+# client_id = "..."
+# client_secret = "env:GRAPH_CLIENT_SECRET"
+# user_id = "organizer@example.com"
+#
+# [provider.webex]
+# access_token = "env:WEBEX_TOKEN"
+#
+# [provider.daily]
+# api_key = "env:DAILY_API_KEY"
+#
+# [provider.jitsi]           # join links point at confsync, which mints a JWT per click
+# base_url = "https://meet.example.com"
+# public_url = "https://confsync.example.com/"
+# room_secret = "env:JITSI_ROOM_SECRET"
+#
+# [provider.bigbluebutton]   # join links point at confsync, which calls create, then join
+# base_url = "https://bbb.example.com/bigbluebutton/api"
+# shared_secret = "env:BBB_SECRET"
+# public_url = "https://confsync.example.com/"
+#
+# [provider.webhook]         # your own system: signed JSON POSTs (see the README)
+# url = "https://meetings.example.com/confsync"
+# secret = "env:CONFSYNC_WEBHOOK_SECRET"
 
 [sync]
 # Calendars `confsync sync` handles besides those already in the store.
@@ -68,6 +102,8 @@ workers = 4
 sweep_minutes = 15
 # The HTTPS base URL Google can reach; set it to turn on push channels.
 # public_url = "https://confsync.example.com/"
+# Signs organizers' join links (GET /v1/conferences/{id} answers hostUrl): 32+ random characters.
+# host_key = "env:CONFSYNC_HOST_KEY"
 "#;
 
 /// The whole file.
@@ -104,6 +140,10 @@ pub struct ServeConfig {
     /// The public HTTPS base URL Google can reach (ends with '/'); enables push channels.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Signs organizers' join links (moderator at Jitsi and BigBlueButton): at least 32
+    /// characters; `env:NAME` or `file:/path` to keep it out of the file.
+    #[serde(default)]
+    pub host_key: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -127,6 +167,7 @@ impl Default for ServeConfig {
             workers: default_workers(),
             sweep_minutes: default_sweep(),
             public_url: None,
+            host_key: None,
         }
     }
 }
@@ -211,13 +252,40 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// `local`: the built-in provider (meetings in the same database).
+    /// Which conferencing system: `local` (the built-in provider), `zoom`, `teams`, `webex`,
+    /// `daily`, `jitsi`, `bigbluebutton` or `webhook`; the table of that name configures it.
     #[serde(default = "default_provider")]
     pub kind: String,
     /// Where the local provider's join links point (confsync serves them).
     #[serde(default = "default_join_url")]
     pub join_base_url: String,
+    #[serde(default)]
+    pub zoom: Option<confsync_providers::zoom::ZoomConfig>,
+    #[serde(default)]
+    pub teams: Option<confsync_providers::teams::TeamsConfig>,
+    #[serde(default)]
+    pub webex: Option<confsync_providers::webex::WebexConfig>,
+    #[serde(default)]
+    pub daily: Option<confsync_providers::daily::DailyConfig>,
+    #[serde(default)]
+    pub jitsi: Option<confsync_providers::jitsi::JitsiConfig>,
+    #[serde(default)]
+    pub bigbluebutton: Option<confsync_providers::bigbluebutton::BigBlueButtonConfig>,
+    #[serde(default)]
+    pub webhook: Option<confsync_providers::webhook::WebhookConfig>,
 }
+
+/// The provider kinds `provider.kind` accepts.
+pub const PROVIDER_KINDS: [&str; 8] = [
+    "local",
+    "zoom",
+    "teams",
+    "webex",
+    "daily",
+    "jitsi",
+    "bigbluebutton",
+    "webhook",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +350,13 @@ impl Default for ProviderConfig {
         ProviderConfig {
             kind: default_provider(),
             join_base_url: default_join_url(),
+            zoom: None,
+            teams: None,
+            webex: None,
+            daily: None,
+            jitsi: None,
+            bigbluebutton: None,
+            webhook: None,
         }
     }
 }
@@ -349,6 +424,9 @@ impl Config {
         if let Some(v) = env("CONFSYNC_SERVE_PUBLIC_URL") {
             config.serve.public_url = Some(v);
         }
+        if let Some(v) = env("CONFSYNC_SERVE_HOST_KEY") {
+            config.serve.host_key = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -367,10 +445,26 @@ impl Config {
         };
         url("google.base_url", &self.google.base_url)?;
         url("provider.join_base_url", &self.provider.join_base_url)?;
-        if self.provider.kind != "local" {
+        let kind = self.provider.kind.as_str();
+        if !PROVIDER_KINDS.contains(&kind) {
             return Err(format!(
-                "provider.kind = {:?}: only \"local\" is available in this build",
-                self.provider.kind
+                "provider.kind = {kind:?}: expected one of {}",
+                PROVIDER_KINDS.join(", ")
+            ));
+        }
+        let configured = match kind {
+            "zoom" => self.provider.zoom.is_some(),
+            "teams" => self.provider.teams.is_some(),
+            "webex" => self.provider.webex.is_some(),
+            "daily" => self.provider.daily.is_some(),
+            "jitsi" => self.provider.jitsi.is_some(),
+            "bigbluebutton" => self.provider.bigbluebutton.is_some(),
+            "webhook" => self.provider.webhook.is_some(),
+            _ => true,
+        };
+        if !configured {
+            return Err(format!(
+                "provider.kind = {kind:?} needs a [provider.{kind}] table (`confsync config example` shows its keys)"
             ));
         }
         if !(1..=2500).contains(&self.sync.page_size) {
@@ -419,6 +513,13 @@ impl Config {
             }
             if self.google.service_account_file.is_some() {
                 return Err("google.oauth and google.service_account_file are both set: choose one way to reach calendars".into());
+            }
+        }
+        if let Some(key) = &self.serve.host_key {
+            match confsync_providers::http::Secret::resolve(key) {
+                Ok(k) if k.expose().len() >= 32 => {}
+                Ok(_) => return Err("serve.host_key: use at least 32 random characters".into()),
+                Err(e) => return Err(format!("serve.host_key: {e}")),
             }
         }
         if self.serve.workers == 0 || self.serve.sweep_minutes == 0 {
@@ -477,8 +578,19 @@ mod tests {
         assert!(
             Config::parse("[provider]\nkind = \"zoom\"", none)
                 .unwrap_err()
-                .contains("provider.kind")
+                .contains("[provider.zoom]")
         );
+        assert!(
+            Config::parse("[provider]\nkind = \"gotomeeting\"", none)
+                .unwrap_err()
+                .contains("expected one of local, zoom")
+        );
+        let e = Config::parse(
+            "[provider]\nkind = \"webhook\"\n[provider.webhook]\nurl = \"https://meet.example.com/hook\"\nsecret = \"env:CONFSYNC_TEST_UNSET_SECRET\"",
+            none,
+        )
+        .unwrap_err();
+        assert!(e.contains("CONFSYNC_TEST_UNSET_SECRET"), "{e}");
         assert!(Config::parse("[sync\n", none).is_err());
         let oauth = "[serve]\npublic_url = \"https://c.example.com/\"\n[google.oauth]\nclient_id = \"c\"\ntoken_key = \"short\"";
         let e = Config::parse(oauth, none).unwrap_err();

@@ -150,8 +150,9 @@ fn init_logging(format: &str, default: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The demo prints its own story; its logs only say what went wrong (CONFSYNC_LOG for more).
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
+    // The demo and the benchmarks print their own story; their logs only say what went wrong
+    // (CONFSYNC_LOG for more).
+    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Bench { .. }) {
         "warn"
     } else {
         "info"

@@ -25,6 +25,41 @@ pub struct Built {
     pub metrics: Arc<confsync_service::metrics::Metrics>,
 }
 
+/// The conferencing provider `provider.kind` names, from its table.
+pub fn provider_from(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Arc<dyn confsync_providers::ConferenceProvider>> {
+    use confsync_providers::*;
+    let p = &config.provider;
+    let missing = || anyhow::anyhow!("provider.kind = {:?} needs a [provider.{0}] table", p.kind);
+    let built: Result<Arc<dyn ConferenceProvider>, String> = match p.kind.as_str() {
+        "local" => Ok(Arc::new(LocalProvider::new(
+            store.clone(),
+            &p.join_base_url,
+        ))),
+        "zoom" => zoom::ZoomProvider::new(p.zoom.clone().ok_or_else(missing)?)
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "teams" => teams::TeamsProvider::new(p.teams.clone().ok_or_else(missing)?)
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "webex" => webex::WebexProvider::new(p.webex.clone().ok_or_else(missing)?)
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "daily" => daily::DailyProvider::new(p.daily.clone().ok_or_else(missing)?)
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "jitsi" => jitsi::JitsiProvider::new(p.jitsi.clone().ok_or_else(missing)?, store.clone())
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "bigbluebutton" => bigbluebutton::BigBlueButtonProvider::new(
+            p.bigbluebutton.clone().ok_or_else(missing)?,
+            store.clone(),
+        )
+        .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        "webhook" => webhook::WebhookProvider::new(p.webhook.clone().ok_or_else(missing)?)
+            .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
+        other => Err(format!("unknown provider.kind {other:?}")),
+    };
+    built.map_err(|e| anyhow::anyhow!("[provider.{}]: {e}", p.kind))
+}
+
 pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
     if let Some(dir) = config
         .store
@@ -121,10 +156,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
     ));
     let metrics = Arc::new(confsync_service::metrics::Metrics::default());
     let provider = Arc::new(confsync_service::metrics::TimedProvider::new(
-        Arc::new(LocalProvider::new(
-            store.clone(),
-            &config.provider.join_base_url,
-        )),
+        provider_from(config, &store)?,
         metrics.clone(),
     ));
     let engine_config = EngineConfig {
@@ -267,7 +299,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         oauth: built.oauth,
         public_url: config.serve.public_url.clone(),
         budgets: Some(built.budgets),
-        host_key: None,
+        host_key: config
+            .serve
+            .host_key
+            .as_deref()
+            .map(confsync_providers::http::Secret::resolve)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("serve.host_key: {e}"))?
+            .map(|k| k.expose().as_bytes().to_vec()),
     });
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
         .await
