@@ -258,6 +258,11 @@ mod tests {
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.calendars().await.unwrap().len(), 1);
         let applied = int(&store.writer, "SELECT COUNT(*) FROM _sqlx_migrations").await;
-        assert_eq!(applied, 3, "every migration ran");
+        assert_eq!(
+            applied,
+            migrator().iter().count() as i64,
+            "every migration ran"
+        );
+        assert!(applied >= 4);
     }
 }
