@@ -224,7 +224,10 @@ async fn serve_drives_a_signed_webhook_provider_and_stops_on_sigterm() {
     let code = exited.expect("confsync serve exits after SIGTERM");
     let logs = logs.join().unwrap();
     assert!(code.success(), "{code:?}\n{logs}");
-    assert!(!logs.contains(SECRET), "the webhook secret never reaches the logs");
+    assert!(
+        !logs.contains(SECRET),
+        "the webhook secret never reaches the logs"
+    );
     assert!(!logs.contains(&key), "the API key never reaches the logs");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,6 +51,16 @@ impl When {
             When::Day(d) => d.format("%Y-%m-%d").to_string(),
         }
     }
+
+    /// The time a [`When::key`] stands for (occurrence keys of a link are stored as text).
+    pub fn from_key(key: &str) -> Option<When> {
+        if let Ok(day) = NaiveDate::parse_from_str(key, "%Y-%m-%d") {
+            return Some(When::Day(day));
+        }
+        DateTime::parse_from_rfc3339(key)
+            .ok()
+            .map(|t| When::At(t.with_timezone(&Utc)))
+    }
 }
 
 /// What a conferencing provider can act on: the meeting as the event describes it.
@@ -409,6 +419,16 @@ impl Malformed {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn occurrence_keys_parse_back_to_their_time() {
+        let at = When::At("2026-12-08T10:00:00Z".parse().unwrap());
+        let day = When::Day(NaiveDate::from_ymd_opt(2026, 12, 8).unwrap());
+        for w in [at, day] {
+            assert_eq!(When::from_key(&w.key()), Some(w));
+        }
+        assert_eq!(When::from_key("next tuesday"), None);
+    }
 
     fn event() -> Value {
         json!({

@@ -9,7 +9,9 @@
 //!   write coming back (the etag we wrote);
 //! - a cancelled event, or a conference removed or replaced, deletes the meeting; an event that
 //!   moved to another synced calendar keeps it (the link moves and any pending delete is
-//!   superseded).
+//!   superseded);
+//! - a meeting the provider had to replace ([`Action::Recreate`]) gets a link built by
+//!   [`replacement`]: the event's spec, the old link's occurrence exceptions replayed.
 
 use std::collections::BTreeMap;
 
@@ -179,6 +181,11 @@ pub enum Action {
     /// The provider changed the join link (it had to recreate the meeting): write it into the
     /// event's conference data with If-Match, re-reading on 412, never touching other fields.
     WriteBack { join_url: String },
+    /// The provider cannot make a change in place (an expired meeting, a new host, a recurrence
+    /// it cannot express): create a new meeting with `spec` (this row's idempotency key, so a
+    /// retry finds the same one), point the event's conference data at it with If-Match, then
+    /// swap the links and delete the old meeting. Queued by the executor, never by the planner.
+    Recreate { spec: MeetingSpec },
 }
 
 impl Action {
@@ -191,6 +198,7 @@ impl Action {
             Action::Delete { .. } => "delete",
             Action::Verify => "verify",
             Action::WriteBack { .. } => "write_back",
+            Action::Recreate { .. } => "recreate",
         }
     }
 
@@ -212,6 +220,7 @@ pub fn idempotency_key(calendar_id: &str, event_id: &str, action: &Action) -> St
             start, end, title, ..
         } => format!("{}/{}/{title}", start.key(), end.key()),
         Action::WriteBack { join_url } => join_url.clone(),
+        Action::Recreate { spec } => spec.fingerprint(),
         _ => String::new(),
     };
     let occurrence = action.occurrence().map(|o| o.key()).unwrap_or_default();
@@ -268,6 +277,9 @@ pub struct PlanInput<'a> {
     pub provider: &'a str,
     pub recognizer: &'a Recognizer,
     pub capabilities: Capabilities,
+    /// `link`'s meeting is being recreated ([`Action::Recreate`] pending): an event showing
+    /// another conference of ours is that recreate's PATCH, not a replacement by the user.
+    pub recreating: bool,
 }
 
 /// Plans one event.
@@ -324,10 +336,15 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
     match &s.conference {
         None => return delete(next, Change::ConferenceRemoved),
         Some(c) if !input.recognizer.is_ours(c) => return delete(next, Change::ConferenceReplaced),
+        // While a recreate of this link's meeting is in flight, the event showing another
+        // conference of ours is its PATCH landing before the links are swapped: the event is
+        // still planned against this link (no delete, no adoption of the new conference), and
+        // the swap carries what was planned here (exceptions, spec) over to the new meeting.
         Some(c)
-            if c.conference_id
-                .as_deref()
-                .is_some_and(|id| id != link.conference_id) =>
+            if !input.recreating
+                && c.conference_id
+                    .as_deref()
+                    .is_some_and(|id| id != link.conference_id) =>
         {
             return delete(next, Change::ConferenceReplaced);
         }
@@ -519,6 +536,100 @@ fn plan_instance(input: &PlanInput<'_>, _series: &str, original: When) -> Decisi
     }
 }
 
+/// What the recreate path knows once the event shows the new meeting (or is about to).
+#[derive(Debug, Clone, Copy)]
+pub struct Replacement<'a> {
+    /// The new meeting's id (the event's new `conferenceId`) and join link.
+    pub conference_id: &'a str,
+    pub join_url: &'a str,
+    /// Where the event is (it may have moved calendars since the old link was planned).
+    pub calendar_id: &'a str,
+    /// The event as last read or written, showing the new conference.
+    pub snapshot: &'a Snapshot,
+    /// The spec the new meeting was created with.
+    pub created: &'a MeetingSpec,
+    /// The etag of our own PATCH, when this attempt made it: an echo when sync brings it back.
+    pub written_etag: Option<&'a str>,
+    pub capabilities: Capabilities,
+}
+
+/// The link of a meeting that replaced `old` (the recreate path), and the actions that bring the
+/// new meeting in line: an `Update` when the event's spec differs from the one the meeting was
+/// made with (the event changed meanwhile), then the occurrence exceptions the old link recorded
+/// and the new meeting does not have yet (a new meeting starts without them).
+///
+/// `existing` is a link already stored for the new conference (an earlier attempt's swap, or a
+/// sync of another calendar that adopted the conference of an event moved there after our
+/// PATCH): it is kept, with its planned spec as the starting point, and completed with what only
+/// the old link knew.
+pub fn replacement(
+    old: &Link,
+    existing: Option<&Link>,
+    r: &Replacement<'_>,
+) -> (Link, Vec<Action>) {
+    let mut link = match existing.filter(|l| !l.deleted) {
+        Some(l) => l.clone(),
+        None => Link {
+            conference_id: r.conference_id.to_owned(),
+            provider: old.provider.clone(),
+            calendar_id: r.calendar_id.to_owned(),
+            event_id: r.snapshot.event_id.clone(),
+            spec: r.created.clone(),
+            last_etag_seen: None,
+            last_etag_written: None,
+            occurrences: BTreeMap::new(),
+            deleted: false,
+            join_url: None,
+        },
+    };
+    link.calendar_id = r.calendar_id.to_owned();
+    link.event_id = r
+        .snapshot
+        .recurring_event_id
+        .clone()
+        .unwrap_or_else(|| r.snapshot.event_id.clone());
+    link.join_url = Some(r.join_url.to_owned());
+    link.last_etag_seen = r.snapshot.etag.clone();
+    if let Some(written) = r.written_etag {
+        link.last_etag_written = Some(written.to_owned());
+    }
+    let mut actions = Vec::new();
+    if let Some(spec) = &r.snapshot.spec {
+        let relevant: Vec<Change> = classify(&link.spec, spec)
+            .into_iter()
+            .filter(|c| r.capabilities.cares(*c))
+            .collect();
+        if !relevant.is_empty() {
+            actions.push(Action::Update {
+                spec: spec.clone(),
+                changes: relevant,
+            });
+        }
+        link.spec = spec.clone();
+    }
+    for (key, occurrence) in &old.occurrences {
+        if link.occurrences.contains_key(key) {
+            continue;
+        }
+        link.occurrences.insert(key.clone(), occurrence.clone());
+        let Some(original) = When::from_key(key).filter(|_| r.capabilities.occurrences) else {
+            continue; // recorded only, as for any exception without occurrence operations
+        };
+        actions.push(match occurrence {
+            Occurrence::Moved { start, end, title } => Action::UpdateOccurrence {
+                occurrence: original,
+                start: *start,
+                end: *end,
+                title: title.clone(),
+            },
+            Occurrence::Cancelled => Action::CancelOccurrence {
+                occurrence: original,
+            },
+        });
+    }
+    (link, actions)
+}
+
 impl Decision {
     /// The actions to run (empty for skips).
     pub fn actions(&self) -> &[Action] {
@@ -582,6 +693,7 @@ mod tests {
             provider: "local",
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
+            recreating: false,
         })
     }
 
@@ -634,6 +746,7 @@ mod tests {
             provider: "local",
             recognizer: &recognizer(),
             capabilities: caps,
+            recreating: false,
         });
         assert!(d.actions().is_empty());
         let Decision::Apply { link: next, .. } = d else {
@@ -740,6 +853,7 @@ mod tests {
             provider: "local",
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
+            recreating: false,
         });
         let Decision::Apply {
             link: moved,
@@ -764,6 +878,7 @@ mod tests {
             provider: "local",
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
+            recreating: false,
         });
         let Decision::Apply {
             link: moved,
@@ -826,6 +941,7 @@ mod tests {
                 occurrences: false,
                 ..Capabilities::ALL
             },
+            recreating: false,
         });
         assert!(
             without.actions().is_empty(),
@@ -849,6 +965,145 @@ mod tests {
     }
 
     #[test]
+    fn an_event_showing_the_conference_of_a_recreate_in_flight_keeps_its_link() {
+        let link = linked(&event("Planning"));
+        let mut repointed = event("Planning (renamed)");
+        repointed["conferenceData"]["conferenceId"] = json!("m2");
+        repointed["etag"] = json!("\"50\"");
+        let snapshot = snap(&repointed);
+        let recognizer = recognizer();
+        let input = |recreating| PlanInput {
+            calendar_id: "alice@example.com",
+            snapshot: &snapshot,
+            link: Some(&link),
+            link_elsewhere: None,
+            provider: "local",
+            recognizer: &recognizer,
+            capabilities: Capabilities::ALL,
+            recreating,
+        };
+        assert_eq!(
+            plan(&input(false)).actions(),
+            [Action::Delete {
+                reason: Change::ConferenceReplaced
+            }],
+            "without a recreate in flight, the conference was replaced"
+        );
+        let Decision::Apply {
+            link: next,
+            actions,
+            ..
+        } = plan(&input(true))
+        else {
+            panic!()
+        };
+        assert!(!next.deleted, "the swap, not the sync, ends the old link");
+        assert_eq!(next.conference_id, "m1");
+        assert_eq!(next.spec.title, "Planning (renamed)");
+        assert!(
+            matches!(&actions[..], [Action::Update { .. }]),
+            "{actions:?}"
+        );
+        // A conference that is not ours is a replacement even then.
+        let mut meet = repointed.clone();
+        meet["conferenceData"]["conferenceSolution"] =
+            json!({"key": {"type": "hangoutsMeet"}, "name": "Google Meet"});
+        let meet = snap(&meet);
+        assert_eq!(
+            plan(&PlanInput {
+                snapshot: &meet,
+                ..input(true)
+            })
+            .actions(),
+            [Action::Delete {
+                reason: Change::ConferenceReplaced
+            }]
+        );
+    }
+
+    #[test]
+    fn a_replacement_link_follows_the_event_and_replays_the_old_exceptions() {
+        let mut series = event("Weekly");
+        series["recurrence"] = json!(["RRULE:FREQ=WEEKLY;COUNT=4"]);
+        let mut old = linked(&series);
+        let moved = When::At("2026-12-08T10:00:00Z".parse().unwrap());
+        let cancelled = When::At("2026-12-15T10:00:00Z".parse().unwrap());
+        let moved_to = Occurrence::Moved {
+            start: When::At("2026-12-08T14:00:00Z".parse().unwrap()),
+            end: When::At("2026-12-08T15:00:00Z".parse().unwrap()),
+            title: "Weekly".into(),
+        };
+        old.occurrences.insert(moved.key(), moved_to.clone());
+        old.occurrences
+            .insert(cancelled.key(), Occurrence::Cancelled);
+        // The event was renamed after the new meeting was made, and shows the new conference.
+        let mut now = series.clone();
+        now["summary"] = json!("Weekly (renamed)");
+        now["etag"] = json!("\"40\"");
+        now["conferenceData"]["conferenceId"] = json!("m2");
+        let snapshot = snap(&now);
+        let created = old.spec.clone();
+        let r = Replacement {
+            conference_id: "m2",
+            join_url: "https://m/2",
+            calendar_id: "alice@example.com",
+            snapshot: &snapshot,
+            created: &created,
+            written_etag: Some("\"40\""),
+            capabilities: Capabilities::ALL,
+        };
+        let (link, actions) = replacement(&old, None, &r);
+        assert_eq!(link.conference_id, "m2");
+        assert_eq!(link.event_id, "e1");
+        assert!(!link.deleted);
+        assert_eq!(link.spec.title, "Weekly (renamed)");
+        assert_eq!(link.join_url.as_deref(), Some("https://m/2"));
+        assert_eq!(link.last_etag_written.as_deref(), Some("\"40\""));
+        assert_eq!(link.occurrences, old.occurrences);
+        assert!(
+            matches!(&actions[..], [
+                Action::Update { changes, .. },
+                Action::UpdateOccurrence { occurrence: m, .. },
+                Action::CancelOccurrence { occurrence: c },
+            ] if changes == &[Change::Retitled] && *m == moved && *c == cancelled),
+            "{actions:?}"
+        );
+        // Once stored, the event coming back is an echo.
+        assert!(run(&snapshot, Some(&link)).actions().is_empty());
+
+        // A link a sync already made for the new conference keeps what it knows; only the
+        // exceptions it lacks are replayed, and its planned spec is the starting point.
+        let mut adopted = link.clone();
+        adopted.occurrences.remove(&cancelled.key());
+        adopted.last_etag_written = None;
+        let (kept, actions) = replacement(&old, Some(&adopted), &r);
+        assert_eq!(kept.occurrences, old.occurrences);
+        assert_eq!(
+            actions,
+            [Action::CancelOccurrence {
+                occurrence: cancelled
+            }]
+        );
+        // Without occurrence operations, the exceptions are recorded, not sent.
+        let caps = Capabilities {
+            occurrences: false,
+            ..Capabilities::ALL
+        };
+        let (_, actions) = replacement(
+            &old,
+            None,
+            &Replacement {
+                capabilities: caps,
+                ..r
+            },
+        );
+        assert!(
+            matches!(&actions[..], [Action::Update { .. }]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn idempotency_keys_identify_the_intended_change() {
         let spec = snap(&event("a")).spec.unwrap();
         let other = snap(&event("b")).spec.unwrap();
@@ -868,6 +1123,20 @@ mod tests {
             idempotency_key("c", "e", &update(&spec)),
             idempotency_key("c2", "e", &update(&spec))
         );
+        let recreate = |s: &MeetingSpec| Action::Recreate { spec: s.clone() };
+        assert_eq!(
+            idempotency_key("c", "e", &recreate(&spec)),
+            idempotency_key("c", "e", &recreate(&spec))
+        );
+        assert_ne!(
+            idempotency_key("c", "e", &recreate(&spec)),
+            idempotency_key("c", "e", &recreate(&other))
+        );
+        assert_ne!(
+            idempotency_key("c", "e", &recreate(&spec)),
+            idempotency_key("c", "e", &update(&spec))
+        );
+        assert!(idempotency_key("c", "e", &recreate(&spec)).starts_with("recreate:"));
         let _ = Status::Confirmed;
     }
 }

@@ -152,6 +152,8 @@ impl ParsedPage {
 pub struct LinkSet {
     by_event: HashMap<String, Link>,
     by_conference: HashMap<String, String>,
+    /// Conferences whose meeting is being recreated (a pending `Action::Recreate`).
+    recreating: HashSet<String>,
 }
 
 impl LinkSet {
@@ -180,6 +182,15 @@ impl LinkSet {
         self.by_conference
             .get(conference_id)
             .and_then(|k| self.by_event.get(k))
+    }
+
+    /// Marks conferences whose meeting is being recreated (see [`PlanInput::recreating`]).
+    pub fn set_recreating(&mut self, conference_ids: impl IntoIterator<Item = String>) {
+        self.recreating.extend(conference_ids);
+    }
+
+    pub fn is_recreating(&self, conference_id: &str) -> bool {
+        self.recreating.contains(conference_id)
     }
 }
 
@@ -391,6 +402,7 @@ impl Session {
             provider: &self.config.provider,
             recognizer: &self.config.recognizer,
             capabilities: self.config.capabilities,
+            recreating: link.is_some_and(|l| links.is_recreating(&l.conference_id)),
         })
     }
 

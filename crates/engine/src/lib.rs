@@ -6,6 +6,15 @@
 //! store transaction. [`Engine::drain`] runs due outbox actions against the provider, in
 //! per-conference order, with retries and backoff.
 //!
+//! When the provider cannot make a change in place ([`ProviderError::Recreate`]), the executor
+//! queues an [`Action::Recreate`]: create a new meeting (idempotent by the row's key), point the
+//! event's conference data at it (If-Match, re-read on 412), then in one store transaction swap
+//! the links and queue the old meeting's delete. Each step is found again after a crash: the
+//! create by its key, the PATCH by the event showing the new conference id, the swap by the
+//! links; so once the outbox has run, a crash has left neither two live meetings for an event
+//! nor none. While the recreate is pending, sync plans the event against the old link even
+//! when it already shows the new conference ([`PlanInput::recreating`]).
+//!
 //! Time is an argument everywhere (`now_ms`), never read here, so the deterministic simulation
 //! can drive the engine. The calendar is reached through [`CalendarApi`]: the Google client in
 //! production, the in-process emulator in the simulation.
@@ -16,12 +25,13 @@ pub mod calendar;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use confsync_core::model::Snapshot;
+use confsync_core::model::{MeetingSpec, Snapshot};
 use confsync_core::plan::{
-    Action, Capabilities, Decision, Link, PlanInput, Recognizer, idempotency_key, plan,
+    Action, Capabilities, Decision, Link, PlanInput, Recognizer, Replacement, idempotency_key,
+    plan, replacement,
 };
 use confsync_core::session::{LinkSet, Page, Session, SessionConfig, SessionError};
-use confsync_providers::{ConferenceProvider, ProviderError};
+use confsync_providers::{ConferenceProvider, Meeting, ProviderError};
 use confsync_store::{DeadLetter, OutboxItem, PlannedChange, Store, StoreError};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -340,7 +350,16 @@ impl Engine {
             .iter()
             .map(|l| (l.conference_id.clone(), l.clone()))
             .collect();
+        // Links whose meeting is being recreated: their event may already show the new
+        // conference, which is not a replacement to delete for.
+        let recreating = if loaded.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: Vec<String> = loaded.iter().map(|l| l.conference_id.clone()).collect();
+            self.store.recreating(&ids).await?
+        };
         let mut links = LinkSet::new(loaded);
+        links.set_recreating(recreating);
         let outcome = session
             .on_page(page, &mut links)
             .map_err(|source| EngineError::Session {
@@ -522,24 +541,21 @@ impl Engine {
                 .write_back(&item, join_url)
                 .await
                 .map(|_| None)
-                .map_err(|e| match e {
-                    CalendarError::Fatal { detail } => ProviderError::Permanent {
-                        provider: "calendar".into(),
-                        detail,
-                    },
-                    CalendarError::Reauth { detail } => ProviderError::Reauth {
-                        provider: "calendar".into(),
-                        detail,
-                    },
-                    other => ProviderError::Transient {
-                        provider: "calendar".into(),
-                        detail: other.to_string(),
-                        retry_after: match other {
-                            CalendarError::Retryable { retry_after, .. } => retry_after,
-                            _ => None,
-                        },
-                    },
-                }),
+                .map_err(calendar_failure),
+            Action::Recreate { spec } => {
+                match self
+                    .recreate(&item, spec, link.as_ref(), now_ms, summary)
+                    .await?
+                {
+                    Ok(Recreated::Superseded) => {
+                        self.store.supersede(item.id).await?;
+                        summary.superseded += 1;
+                        return Ok(());
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
             Action::UpdateOccurrence {
                 occurrence,
                 start,
@@ -593,6 +609,16 @@ impl Engine {
             }
         };
         match result {
+            Err(ProviderError::Recreate { .. })
+                if matches!(
+                    item.action,
+                    Action::Update { .. }
+                        | Action::UpdateOccurrence { .. }
+                        | Action::CancelOccurrence { .. }
+                ) =>
+            {
+                self.queue_recreate(&item, link, now_ms, summary).await?;
+            }
             Ok(applied) => {
                 if let Some(fingerprint) = applied {
                     self.store.record_applied(id, &fingerprint).await?;
@@ -647,6 +673,355 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The provider refused to make a change in place: queue a recreate of the meeting with the
+    /// spec the link will have once everything planned has run. It takes over the conference's
+    /// other pending updates and occurrence changes (the new meeting is made from that spec and
+    /// gets the link's exceptions at the swap; rows planned later are taken over by the swap).
+    /// Queued before this row is completed: a crash in between repeats the refused call, and a
+    /// replayed recreate is not queued twice. A link no longer live (the event was cancelled
+    /// meanwhile) needs nothing.
+    async fn queue_recreate(
+        &self,
+        item: &OutboxItem,
+        link: Option<Link>,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<(), EngineError> {
+        let Some(link) = link.filter(|l| !l.deleted) else {
+            self.store.supersede(item.id).await?;
+            summary.superseded += 1;
+            return Ok(());
+        };
+        info!(conference_id = %link.conference_id, calendar_id = %link.calendar_id, "the provider cannot change the meeting in place: recreating it");
+        self.store
+            .take_over(
+                &link.conference_id,
+                &link.calendar_id,
+                &link.event_id,
+                item.id,
+                &[Action::Recreate { spec: link.spec }],
+                now_ms,
+            )
+            .await?;
+        self.store.complete(item.id, now_ms).await?;
+        summary.done += 1;
+        *summary.done_by_kind.entry(item.action.kind()).or_default() += 1;
+        Ok(())
+    }
+
+    /// The recreate path (see the module documentation). Answers what became of it, or the
+    /// failure to report for the row (retryable ones resume from the top: the create answers
+    /// the same meeting for the row's key).
+    async fn recreate(
+        &self,
+        item: &OutboxItem,
+        spec: &MeetingSpec,
+        link: Option<&Link>,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<Result<Recreated, ProviderError>, EngineError> {
+        // Links are never removed, so there is always one; without it nothing can be swapped.
+        let Some(old) = link else {
+            return Ok(Ok(Recreated::Superseded));
+        };
+        // Always made, even when the old link is deleted by now: a crash after an earlier
+        // attempt's create must find that meeting again to clean it up (never two live ones).
+        summary.provider_calls += 1;
+        let meeting = match self.provider.create(spec, &item.idempotency_key).await {
+            Ok(meeting) => meeting,
+            Err(e) => return Ok(Err(e)),
+        };
+        if meeting.meeting_id == old.conference_id {
+            // The provider remade the meeting under the same id: nothing to swap, only the
+            // join link may have changed.
+            if old.join_url.as_deref() != Some(meeting.join_url.as_str()) && !old.deleted {
+                self.store
+                    .enqueue(
+                        &old.conference_id,
+                        &old.calendar_id,
+                        &old.event_id,
+                        &[Action::WriteBack {
+                            join_url: meeting.join_url,
+                        }],
+                        now_ms,
+                        now_ms,
+                    )
+                    .await?;
+            }
+            return Ok(Ok(Recreated::Swapped));
+        }
+        let result = self
+            .repoint(item, old, spec, &meeting, now_ms, summary)
+            .await?;
+        let Err(e) = result else {
+            return Ok(result);
+        };
+        let last_attempt = item.attempts + 1 >= self.config.backoff.max_attempts;
+        let gives_up = match &e {
+            ProviderError::Reauth { .. } => false,
+            e => !e.is_retryable() || last_attempt,
+        };
+        if gives_up
+            && let Some(done) = self
+                .abandon(item, old, spec, &meeting, now_ms, summary)
+                .await?
+        {
+            return Ok(Ok(done));
+        }
+        Ok(Err(e))
+    }
+
+    /// Points the event at the new meeting and swaps the links; deletes the new meeting if the
+    /// event no longer wants it.
+    async fn repoint(
+        &self,
+        item: &OutboxItem,
+        old: &Link,
+        spec: &MeetingSpec,
+        meeting: &Meeting,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<Result<Recreated, ProviderError>, EngineError> {
+        let new_id = meeting.meeting_id.as_str();
+        for _ in 0..3 {
+            let found = match self.find_replaced(item, old, new_id).await {
+                Ok(found) => found,
+                Err(EngineError::Calendar { source, .. }) => {
+                    return Ok(Err(calendar_failure(source)));
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(found) = found else {
+                // Gone, cancelled, or showing another conference: the new meeting is not
+                // wanted. The old link's fate is the normal sync's business.
+                summary.provider_calls += 1;
+                let key = format!("{}:abandoned", item.idempotency_key);
+                return Ok(match self.provider.delete(new_id, &key).await {
+                    Ok(()) | Err(ProviderError::NotFound { .. }) => {
+                        info!(conference_id = %old.conference_id, new_conference_id = new_id, "event no longer shows the meeting: the new meeting was deleted");
+                        Ok(Recreated::Abandoned)
+                    }
+                    Err(e) => Err(e),
+                });
+            };
+            if found.shows(new_id) {
+                // A crash after an earlier attempt's PATCH: only the swap is left.
+                self.swap(item, old, spec, meeting, &found, None, now_ms)
+                    .await?;
+                return Ok(Ok(Recreated::Swapped));
+            }
+            let Some(etag) = found.snapshot.etag.clone() else {
+                return Ok(Err(ProviderError::Permanent {
+                    provider: "calendar".into(),
+                    detail: format!("event {} has no etag", found.snapshot.event_id),
+                }));
+            };
+            let body = self.repointed_conference(&found.event, meeting);
+            match self
+                .calendar
+                .patch(&found.calendar_id, &found.snapshot.event_id, &body, &etag)
+                .await
+            {
+                Ok(written) => {
+                    let written_etag = written.get("etag").and_then(Value::as_str);
+                    let found = match Snapshot::from_json(&written) {
+                        Ok(snapshot) => Found {
+                            calendar_id: found.calendar_id,
+                            snapshot,
+                            event: written.clone(),
+                        },
+                        Err(_) => found,
+                    };
+                    self.swap(item, old, spec, meeting, &found, written_etag, now_ms)
+                        .await?;
+                    return Ok(Ok(Recreated::Swapped));
+                }
+                // The user edited the event since our read: read it again, never overwrite.
+                Err(CalendarError::PreconditionFailed) => continue,
+                Err(e) => return Ok(Err(calendar_failure(e))),
+            }
+        }
+        Ok(Err(ProviderError::Transient {
+            provider: "calendar".into(),
+            detail: "the event changed during three attempts to point it at the new meeting (412)"
+                .into(),
+            retry_after: None,
+        }))
+    }
+
+    /// The row is about to stop for good: the new meeting must not outlive it unless the event
+    /// shows it (then the swap is done now). When the event cannot be read, the new meeting is
+    /// kept: two live meetings can be cleaned up, an event whose meeting is gone cannot.
+    async fn abandon(
+        &self,
+        item: &OutboxItem,
+        old: &Link,
+        spec: &MeetingSpec,
+        meeting: &Meeting,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<Option<Recreated>, EngineError> {
+        let new_id = meeting.meeting_id.as_str();
+        match self.find_replaced(item, old, new_id).await {
+            Ok(Some(found)) if found.shows(new_id) => {
+                self.swap(item, old, spec, meeting, &found, None, now_ms)
+                    .await?;
+                Ok(Some(Recreated::Swapped))
+            }
+            Ok(_) => {
+                summary.provider_calls += 1;
+                let key = format!("{}:abandoned", item.idempotency_key);
+                if let Err(e) = self.provider.delete(new_id, &key).await
+                    && !matches!(e, ProviderError::NotFound { .. })
+                {
+                    warn!(new_conference_id = new_id, error = %e, "recreate given up; the new meeting could not be deleted");
+                }
+                Ok(None)
+            }
+            Err(EngineError::Calendar { source, .. }) => {
+                warn!(new_conference_id = new_id, error = %source, "recreate given up; the event could not be read, the new meeting is kept");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last step: the links swap in one store transaction, and the old meeting's delete is
+    /// queued (its guard still checks that the event no longer shows it).
+    #[allow(clippy::too_many_arguments)]
+    async fn swap(
+        &self,
+        item: &OutboxItem,
+        old: &Link,
+        spec: &MeetingSpec,
+        meeting: &Meeting,
+        found: &Found,
+        written_etag: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let capabilities = self.capabilities();
+        let r = Replacement {
+            conference_id: &meeting.meeting_id,
+            join_url: &meeting.join_url,
+            calendar_id: &found.calendar_id,
+            snapshot: &found.snapshot,
+            created: spec,
+            written_etag,
+            capabilities,
+        };
+        let link = self
+            .store
+            .swap_link(
+                &old.conference_id,
+                &meeting.meeting_id,
+                item.id,
+                now_ms,
+                |now, existing| {
+                    let (link, mut actions) = replacement(now, existing, &r);
+                    if now != old {
+                        // A sync planned the old link while this recreate ran: what it saw may
+                        // be newer than the event this swap read, so read the event once more.
+                        actions.push(Action::Verify);
+                    }
+                    (link, actions)
+                },
+            )
+            .await?;
+        info!(conference_id = %old.conference_id, new_conference_id = %link.conference_id, calendar_id = %link.calendar_id, "meeting recreated: the event shows the new one, the old one will be deleted");
+        Ok(())
+    }
+
+    /// Where the event of a recreate is, if it still carries the old or the new conference: at
+    /// the old link's place, at the row's, or (moved) on another synced calendar. None when it
+    /// is gone, cancelled, or shows another conference.
+    async fn find_replaced(
+        &self,
+        item: &OutboxItem,
+        old: &Link,
+        new_id: &str,
+    ) -> Result<Option<Found>, EngineError> {
+        let mut places = vec![(old.calendar_id.clone(), old.event_id.clone())];
+        if (item.calendar_id.as_str(), item.event_id.as_str())
+            != (old.calendar_id.as_str(), old.event_id.as_str())
+        {
+            places.push((item.calendar_id.clone(), item.event_id.clone()));
+        }
+        let mut looked = 0;
+        let mut others_listed = false;
+        let mut i = 0;
+        while i < places.len() {
+            let (calendar_id, event_id) = places[i].clone();
+            i += 1;
+            let event = self
+                .calendar
+                .get(&calendar_id, &event_id)
+                .await
+                .map_err(|source| EngineError::Calendar {
+                    calendar_id: calendar_id.clone(),
+                    source,
+                })?;
+            if let Some(event) = event
+                && let Ok(snapshot) = Snapshot::from_json(&event)
+                && !snapshot.is_cancelled()
+                && snapshot.organizer_self
+            {
+                let found = Found {
+                    calendar_id,
+                    snapshot,
+                    event,
+                };
+                // The organizer's live copy is the event: it shows ours, or another conference.
+                return Ok(
+                    (found.shows(&old.conference_id) || found.shows(new_id)).then_some(found)
+                );
+            }
+            if i == places.len() && !others_listed {
+                // Not here (moved away, or deleted): an event moved to another synced calendar
+                // keeps its id.
+                others_listed = true;
+                for calendar in self.store.calendars().await? {
+                    if looked >= self.config.move_check_limit {
+                        break;
+                    }
+                    if places.iter().any(|(c, _)| c == &calendar.calendar_id) {
+                        continue;
+                    }
+                    looked += 1;
+                    places.push((calendar.calendar_id, old.event_id.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The event's conference data pointed at the new meeting: the same solution and add-on
+    /// parameters, the new conference id (also as our add-on parameter), and the new join link
+    /// as the only entry point (phone numbers, PINs and other entry points belong to the old
+    /// meeting). The signature is left to Calendar to make again.
+    fn repointed_conference(&self, event: &Value, meeting: &Meeting) -> Value {
+        let mut conference = event
+            .get("conferenceData")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(map) = conference.as_object_mut() {
+            map.remove("signature");
+            map.remove("createRequest");
+        }
+        let join = meeting.join_url.as_str();
+        conference["conferenceId"] = Value::from(meeting.meeting_id.as_str());
+        conference["entryPoints"] = serde_json::json!([{
+            "entryPointType": "video",
+            "uri": join,
+            "label": join.split("://").nth(1).unwrap_or(join),
+        }]);
+        if let Some(key) = &self.config.recognizer.parameter_key {
+            conference["parameters"]["addOnParameters"]["parameters"][key.as_str()] =
+                Value::from(meeting.meeting_id.as_str());
+        }
+        serde_json::json!({ "conferenceData": conference })
     }
 
     /// Writes a new join link into the event's conference data: PATCH of `conferenceData` only,
@@ -787,6 +1162,7 @@ impl Engine {
             provider: self.provider.name(),
             recognizer: &self.config.recognizer,
             capabilities: self.capabilities(),
+            recreating: false,
         });
         if let Decision::Apply {
             link,
@@ -837,6 +1213,11 @@ impl Engine {
         let Ok(snapshot) = Snapshot::from_json(&value) else {
             return Ok(());
         };
+        let recreating = !self
+            .store
+            .recreating(std::slice::from_ref(&link.conference_id))
+            .await?
+            .is_empty();
         let decision = plan(&PlanInput {
             calendar_id: &item.calendar_id,
             snapshot: &snapshot,
@@ -845,6 +1226,7 @@ impl Engine {
             provider: self.provider.name(),
             recognizer: &self.config.recognizer,
             capabilities: self.capabilities(),
+            recreating,
         });
         if let Decision::Apply {
             link,
@@ -870,6 +1252,56 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// What became of a recreate.
+enum Recreated {
+    /// The event shows the new meeting and the links are swapped.
+    Swapped,
+    /// The event no longer wanted a meeting from us: the new one was deleted.
+    Abandoned,
+    /// Nothing to do (no link).
+    Superseded,
+}
+
+/// An event of a recreate, as read (or as our PATCH answered it).
+struct Found {
+    calendar_id: String,
+    snapshot: Snapshot,
+    event: Value,
+}
+
+impl Found {
+    fn shows(&self, conference_id: &str) -> bool {
+        self.snapshot
+            .conference
+            .as_ref()
+            .and_then(|c| c.conference_id.as_deref())
+            == Some(conference_id)
+    }
+}
+
+/// A calendar failure of an executor step, classified as a provider failure is, so the outbox
+/// treats it alike (retry, re-authorisation, permanent).
+fn calendar_failure(e: CalendarError) -> ProviderError {
+    match e {
+        CalendarError::Fatal { detail } => ProviderError::Permanent {
+            provider: "calendar".into(),
+            detail,
+        },
+        CalendarError::Reauth { detail } => ProviderError::Reauth {
+            provider: "calendar".into(),
+            detail,
+        },
+        other => ProviderError::Transient {
+            provider: "calendar".into(),
+            detail: other.to_string(),
+            retry_after: match other {
+                CalendarError::Retryable { retry_after, .. } => retry_after,
+                _ => None,
+            },
+        },
     }
 }
 

@@ -4,14 +4,16 @@
 //! provider creates the meeting, the event is inserted with add-on conference data carrying the
 //! meeting id, and the link is registered in the store. Each test then changes the event through
 //! the emulator's HTTP API, runs `Engine::sync` + `Engine::drain`, and checks the local meeting.
+//! The recreate tests use the in-memory provider instead (it can refuse a change in place) and
+//! a calendar wrapper that edits the event or "crashes" at the moment of the engine's write.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveTime, SecondsFormat, Utc};
 use confsync_core::model::{MeetingSpec, Snapshot, When};
-use confsync_core::plan::Link;
+use confsync_core::plan::{Capabilities, Link};
 use confsync_core::session::{ListRequest, Page};
 use confsync_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use confsync_engine::calendar::google::GoogleCalendar;
@@ -19,8 +21,9 @@ use confsync_engine::{
     CalendarApi, CalendarError, DrainSummary, Engine, EngineConfig, SyncSummary,
 };
 use confsync_gcal::{ApiMethod, Client, Jitter, RetryPolicy, StaticToken, encode_segment};
+use confsync_providers::BoxFuture;
 use confsync_providers::local::{LocalProvider, Occurrences};
-use confsync_providers::{BoxFuture, ConferenceProvider};
+use confsync_providers::memory::MemoryProvider;
 use confsync_store::{Meeting, PlannedChange, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -74,7 +77,6 @@ struct Harness {
     /// A clone of the engine's client (clones share request counters).
     client: Client,
     store: Store,
-    provider: Arc<LocalProvider>,
     engine: Engine,
     creates: AtomicU32,
 }
@@ -109,7 +111,6 @@ impl Harness {
             http,
             client,
             store,
-            provider,
             engine,
             creates: AtomicU32::new(0),
         };
@@ -218,10 +219,11 @@ impl Harness {
             .expect("a live draft has a spec");
         let n = self.creates.fetch_add(1, Ordering::Relaxed);
         let meeting = self
+            .engine
             .provider
             .create(&spec, &format!("create-{n}"))
             .await
-            .expect("the local provider creates the meeting");
+            .expect("the provider creates the meeting");
         body["conferenceData"] = json!({
             "conferenceId": meeting.meeting_id,
             "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
@@ -232,7 +234,7 @@ impl Harness {
         let snapshot = Snapshot::from_json(&created).expect("the emulator's event parses");
         let link = Link {
             conference_id: meeting.meeting_id.clone(),
-            provider: "local".into(),
+            provider: self.engine.provider.name().to_owned(),
             calendar_id: calendar_id.to_owned(),
             event_id: snapshot.event_id.clone(),
             spec: snapshot.spec.clone().expect("a live event has a spec"),
@@ -1017,4 +1019,389 @@ async fn an_instance_cancelled_behind_an_expired_sync_token_still_reaches_the_oc
         "{occurrences:?}"
     );
     assert!(!h.meeting(&meeting_id).await.deleted);
+}
+
+/// The calendar between the engine and the emulator, so a test can act at the moment of the
+/// engine's write: a user's edit just before it (a real PATCH, so the engine's If-Match fails),
+/// or a crash just after it landed (its answer is lost).
+struct Interposed {
+    inner: GoogleCalendar,
+    http: reqwest::Client,
+    base: String,
+    edit_before_next_patch: Mutex<Option<Value>>,
+    crash_after_next_patch: AtomicBool,
+    patches: AtomicU32,
+}
+
+impl CalendarApi for Interposed {
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+        self.inner.list(calendar_id, request)
+    }
+
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+        self.inner.get(calendar_id, event_id)
+    }
+
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        Box::pin(async move {
+            self.patches.fetch_add(1, Ordering::Relaxed);
+            let edit = self.edit_before_next_patch.lock().unwrap().take();
+            if let Some(edit) = edit {
+                let response = self
+                    .http
+                    .patch(format!(
+                        "{}calendar/v3/{}",
+                        self.base,
+                        Harness::event_path(calendar_id, event_id)
+                    ))
+                    .bearer_auth(format!("dev:{ALICE}"))
+                    .json(&edit)
+                    .send()
+                    .await
+                    .expect("the emulator answers");
+                assert!(response.status().is_success(), "the user's edit lands");
+            }
+            let written = self
+                .inner
+                .patch(calendar_id, event_id, body, if_match)
+                .await;
+            if written.is_ok() && self.crash_after_next_patch.swap(false, Ordering::Relaxed) {
+                return Err(CalendarError::Retryable {
+                    detail: "the process crashed after the write landed".into(),
+                    retry_after: None,
+                });
+            }
+            written
+        })
+    }
+}
+
+impl Harness {
+    /// The harness with the in-memory provider (which can refuse changes in place) and the
+    /// interposed calendar.
+    async fn recreating() -> (Harness, Arc<MemoryProvider>, Arc<Interposed>) {
+        let mut h = Harness::start().await;
+        let memory = Arc::new(MemoryProvider::new("mem", Capabilities::ALL));
+        let calendar = Arc::new(Interposed {
+            inner: GoogleCalendar {
+                client: h.client.clone(),
+            },
+            http: h.http.clone(),
+            base: h.base.clone(),
+            edit_before_next_patch: Mutex::new(None),
+            crash_after_next_patch: AtomicBool::new(false),
+            patches: AtomicU32::new(0),
+        });
+        h.engine = Engine::new(
+            h.store.clone(),
+            calendar.clone(),
+            memory.clone(),
+            EngineConfig::default(),
+        );
+        (h, memory, calendar)
+    }
+
+    async fn get_event(&self, event_id: &str) -> Value {
+        self.ok(
+            ALICE,
+            Method::GET,
+            &Harness::event_path(ALICE, event_id),
+            None,
+        )
+        .await
+    }
+}
+
+/// The ids of the provider's live meetings.
+fn live_meetings(memory: &MemoryProvider) -> Vec<String> {
+    memory
+        .meetings()
+        .into_iter()
+        .filter(|(_, m)| !m.deleted)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The event shows `meeting_id` everywhere our conference data names it, with its join link.
+fn assert_shows(event: &Value, memory: &MemoryProvider, meeting_id: &str) {
+    let cd = &event["conferenceData"];
+    assert_eq!(cd["conferenceId"], json!(meeting_id), "{cd}");
+    assert_eq!(
+        cd["parameters"]["addOnParameters"]["parameters"]["confsyncConferenceId"],
+        json!(meeting_id),
+        "{cd}"
+    );
+    assert_eq!(cd["conferenceSolution"]["name"], json!("confsync"), "{cd}");
+    let join = memory
+        .meeting(meeting_id)
+        .expect("the meeting exists")
+        .join_url;
+    assert_eq!(
+        cd["entryPoints"],
+        json!([{"entryPointType": "video", "uri": join, "label": join.trim_start_matches("https://")}])
+    );
+}
+
+#[tokio::test]
+async fn a_reschedule_the_provider_cannot_make_in_place_recreates_the_meeting() {
+    let (h, memory, calendar) = Harness::recreating().await;
+    let start = day_at_ten(3);
+    let (event, old_id) = h
+        .conferenced_event(ALICE, event_body("Planning", start, 60))
+        .await;
+    h.settle(&[ALICE]).await;
+    let id = id_of(&event);
+
+    let new_start = start + chrono::Duration::hours(2);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id),
+        Some(json!({
+            "start": {"dateTime": rfc3339(new_start), "timeZone": "UTC"},
+            "end": {"dateTime": rfc3339(new_start + chrono::Duration::minutes(60)), "timeZone": "UTC"},
+        })),
+    )
+    .await;
+    memory.recreate_next(1);
+    // The user renames the event between the engine's read and its write: the PATCH answers
+    // 412, the engine reads again and writes again.
+    *calendar.edit_before_next_patch.lock().unwrap() =
+        Some(json!({"summary": "Planning (edited meanwhile)"}));
+    let (_, drained) = h.settle(&[ALICE]).await;
+
+    // The refused update, then the new meeting taking the edit its PATCH met.
+    assert_eq!(kind(&drained, "update"), 2, "{drained:?}");
+    assert_eq!(kind(&drained, "recreate"), 1, "{drained:?}");
+    assert_eq!(kind(&drained, "delete"), 1, "{drained:?}");
+    assert_eq!(
+        drained.provider_calls, 4,
+        "update, create, update, delete: {drained:?}"
+    );
+    assert_eq!(
+        calendar.patches.load(Ordering::Relaxed),
+        2,
+        "412, then the write on a fresh read"
+    );
+    let live = live_meetings(&memory);
+    assert_eq!(live.len(), 1, "exactly one live meeting: {live:?}");
+    let new_id = live[0].clone();
+    assert_ne!(new_id, old_id);
+    assert!(
+        memory.meeting(&old_id).unwrap().deleted,
+        "the old meeting is deleted"
+    );
+    let now = h.get_event(&id).await;
+    assert_shows(&now, &memory, &new_id);
+    assert_eq!(
+        now["summary"], "Planning (edited meanwhile)",
+        "the user's edit is not overwritten"
+    );
+    let spec = memory.meeting(&new_id).unwrap().spec;
+    assert_eq!(
+        spec.start,
+        When::At(new_start),
+        "the new meeting is at the new time"
+    );
+    assert_eq!(
+        spec.title, "Planning (edited meanwhile)",
+        "and follows the edit it met"
+    );
+    let creates: Vec<_> = memory
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "create")
+        .collect();
+    assert_eq!(
+        creates.len(),
+        2,
+        "the add-on's, then the recreate's: {creates:?}"
+    );
+    let old_link = h.store.link(&old_id).await.unwrap().unwrap();
+    let new_link = h.store.link(&new_id).await.unwrap().unwrap();
+    assert!(old_link.deleted && !new_link.deleted);
+    assert_eq!(
+        (new_link.calendar_id.as_str(), new_link.event_id.as_str()),
+        (ALICE, id.as_str())
+    );
+    assert_eq!(
+        new_link.join_url,
+        Some(memory.meeting(&new_id).unwrap().join_url)
+    );
+
+    // Our write comes back as an echo: nothing more to do.
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+    assert_eq!(actions(&summaries[0]), 0, "{:?}", summaries[0]);
+    assert_eq!(drained.provider_calls, 0, "{drained:?}");
+    // And later changes reach the new meeting.
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id),
+        Some(json!({"summary": "Planning (final)"})),
+    )
+    .await;
+    h.settle(&[ALICE]).await;
+    assert_eq!(
+        memory.meeting(&new_id).unwrap().spec.title,
+        "Planning (final)"
+    );
+    assert_eq!(live_meetings(&memory), [new_id]);
+}
+
+#[tokio::test]
+async fn a_recreate_interrupted_after_the_create_resumes_with_the_same_meeting() {
+    let (h, memory, _) = Harness::recreating().await;
+    let (event, old_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+    let id = id_of(&event);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id),
+        Some(json!({"summary": "Planning (new host)"})),
+    )
+    .await;
+    memory.recreate_next(1);
+    // Every attempt of the event's PATCH fails (the client's retries included): the row stops
+    // after the create, as a crash there would leave it.
+    h.admin(
+        Method::POST,
+        "faults",
+        json!({"status": 503, "count": 5, "method": "PATCH"}),
+    )
+    .await;
+    let (_, first) = h.settle(&[ALICE]).await;
+    h.admin(Method::DELETE, "faults", json!({})).await;
+    assert_eq!(kind(&first, "recreate"), 0, "{first:?}");
+    assert_eq!(first.retried, 1, "{first:?}");
+    assert_eq!(
+        h.get_event(&id).await["conferenceData"]["conferenceId"],
+        json!(old_id),
+        "the event still shows the old meeting"
+    );
+    assert_eq!(
+        live_meetings(&memory).len(),
+        2,
+        "the new meeting exists, not yet shown"
+    );
+
+    let second = h
+        .engine
+        .drain(now_ms() + 3_600_000)
+        .await
+        .expect("the drain runs");
+    assert_eq!(kind(&second, "recreate"), 1, "{second:?}");
+    assert_eq!(kind(&second, "delete"), 1, "{second:?}");
+    let live = live_meetings(&memory);
+    assert_eq!(live.len(), 1, "exactly one live meeting: {live:?}");
+    let new_id = live[0].clone();
+    assert_ne!(new_id, old_id);
+    assert_eq!(memory.meetings().len(), 2, "no second new meeting was made");
+    let creates: Vec<_> = memory
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "create")
+        .skip(1)
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert_eq!(
+        creates[0].key, creates[1].key,
+        "the retry used the same key"
+    );
+    assert!(creates[0].key.starts_with("recreate:"), "{creates:?}");
+    let now = h.get_event(&id).await;
+    assert_shows(&now, &memory, &new_id);
+    assert_eq!(
+        memory.meeting(&new_id).unwrap().spec.title,
+        "Planning (new host)"
+    );
+}
+
+#[tokio::test]
+async fn a_recreate_interrupted_after_the_event_was_repointed_ends_with_one_meeting() {
+    let (h, memory, calendar) = Harness::recreating().await;
+    let (event, old_id) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(2), 30))
+        .await;
+    h.settle(&[ALICE]).await;
+    let id = id_of(&event);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id),
+        Some(json!({"description": "New agenda"})),
+    )
+    .await;
+    memory.recreate_next(1);
+    calendar
+        .crash_after_next_patch
+        .store(true, Ordering::Relaxed);
+    let (_, first) = h.settle(&[ALICE]).await;
+    assert_eq!(first.retried, 1, "{first:?}");
+    let shown = h.get_event(&id).await["conferenceData"]["conferenceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(shown, old_id, "the PATCH landed before the crash");
+
+    // A sync sees the repointed event before the recreate resumes: the recreate in flight is
+    // not taken for a replacement by the user (no delete, no adoption of the new conference).
+    let seen = h.sync(ALICE).await;
+    assert_eq!(seen.events, 1, "{seen:?}");
+    assert_eq!(actions(&seen), 0, "{seen:?}");
+    assert!(!h.store.link(&old_id).await.unwrap().unwrap().deleted);
+    assert_eq!(h.store.link(&shown).await.unwrap(), None);
+    let second = h
+        .engine
+        .drain(now_ms() + 3_600_000)
+        .await
+        .expect("the drain runs");
+    assert_eq!(kind(&second, "recreate"), 1, "{second:?}");
+    assert_eq!(kind(&second, "delete"), 1, "{second:?}");
+    assert_eq!(live_meetings(&memory), std::slice::from_ref(&shown));
+    assert!(memory.meeting(&old_id).unwrap().deleted);
+    assert_shows(&h.get_event(&id).await, &memory, &shown);
+    let link = h.store.link(&shown).await.unwrap().expect("the new link");
+    assert!(!link.deleted);
+    assert_eq!(
+        h.store.link_event_ids(ALICE).await.unwrap(),
+        std::slice::from_ref(&id),
+        "one live link for the event"
+    );
+    // Quiet afterwards, and later changes reach the new meeting.
+    let (_, drained) = h.settle(&[ALICE]).await;
+    assert_eq!(drained.provider_calls, 0, "{drained:?}");
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id),
+        Some(json!({"summary": "Planning (later)"})),
+    )
+    .await;
+    h.settle(&[ALICE]).await;
+    assert_eq!(
+        memory.meeting(&shown).unwrap().spec.title,
+        "Planning (later)"
+    );
+    assert_eq!(
+        memory.meeting(&shown).unwrap().spec.description,
+        "New agenda"
+    );
 }

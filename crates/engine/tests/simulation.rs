@@ -1,7 +1,11 @@
 //! Deterministic simulation: one seed drives users editing, moving, cancelling and re-inviting
 //! events (single and recurring) on the emulator's model, interleaved with syncs, crashes between
-//! steps, 410s, provider timeouts and 429s. After quiescence the invariants are checked:
+//! steps, 410s, provider timeouts and 429s, and changes the provider refuses to make in place
+//! (the recreate path, with crashes after the create and after the event's PATCH). After
+//! quiescence the invariants are checked:
 //! - every linked meeting matches its event (series spec and occurrence exceptions);
+//! - every live event with our conference has exactly one live meeting at the provider, the one
+//!   its conferenceId names, and its live link names the same conference;
 //! - no meeting is live for a cancelled event or a removed conference;
 //! - no meeting was deleted while its event lived (checked at the moment of the delete);
 //! - no user edit was overwritten;
@@ -115,7 +119,13 @@ impl ConferenceProvider for Watched {
         spec: &'a MeetingSpec,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
-        self.inner.create(spec, key)
+        Box::pin(async move {
+            let result = self.inner.create(spec, key).await;
+            if result.is_ok() && self.crash() {
+                return Err(self.crashed());
+            }
+            result
+        })
     }
     fn update<'a>(
         &'a self,
@@ -129,6 +139,9 @@ impl ConferenceProvider for Watched {
             let result = self.inner.update(meeting_id, spec, key).await;
             if result.is_ok() && before.as_ref() == Some(spec) && !seen_key {
                 self.ledger.lock().unwrap().wasted += 1;
+                if std::env::var("SIM_SEED").is_ok() {
+                    eprintln!("an update that changed nothing: {meeting_id} {key}");
+                }
             }
             if result.is_ok() && self.crash() {
                 return Err(self.crashed());
@@ -201,6 +214,8 @@ struct Flaky {
     races: std::sync::atomic::AtomicU64,
     crash_after_lists: Mutex<Option<u32>>,
     race_next_patch: Mutex<bool>,
+    /// The process crashes right after the next PATCH landed (before recording anything).
+    crash_after_patch: Mutex<bool>,
     /// The summary each event should have: the users' last edit.
     expected: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -269,9 +284,17 @@ impl CalendarApi for Flaky {
                 }
                 self.inner.shared.flush_notifications(&mut world);
             }
-            self.inner
+            let result = self
+                .inner
                 .patch(calendar_id, event_id, body, if_match)
-                .await
+                .await;
+            if result.is_ok() && std::mem::take(&mut *self.crash_after_patch.lock().unwrap()) {
+                return Err(CalendarError::Retryable {
+                    detail: "process crashed after the write".into(),
+                    retry_after: None,
+                });
+            }
+            result
         })
     }
 }
@@ -328,6 +351,7 @@ impl Sim {
             patches: Default::default(),
             races: Default::default(),
             race_next_patch: Mutex::new(false),
+            crash_after_patch: Mutex::new(false),
             expected: expected_summary.clone(),
         });
         let store = Store::memory().await.unwrap();
@@ -492,7 +516,18 @@ impl Sim {
         let pick = |rng: &mut Rng, v: &Vec<(String, String, bool)>| {
             v.get(rng.below(v.len() as u64) as usize).cloned()
         };
-        match self.rng.below(22) {
+        match self.rng.below(24) {
+            22 => {
+                let n = 1 + self.rng.below(2) as u32;
+                self.provider.inner.recreate_next(n);
+                self.log(&format!(
+                    "the provider cannot make the next {n} updates in place"
+                ));
+            }
+            23 => {
+                *self.calendar.crash_after_patch.lock().unwrap() = true;
+                self.log("crash right after the next calendar write lands");
+            }
             20 => {
                 self.provider.inner.rotate_join_url_next(1);
                 self.log("the next provider update changes the join link");
@@ -701,13 +736,16 @@ impl Sim {
 
     async fn quiesce(&mut self) {
         *self.calendar.crash_after_lists.lock().unwrap() = None;
+        *self.calendar.crash_after_patch.lock().unwrap() = false;
         *self.provider.crash_after_call.lock().unwrap() = 0;
         for _ in 0..20 {
             self.now_ms += 3_600_000;
             for cal in self.calendars.clone() {
-                self.engine.sync(&cal, false, self.now_ms).await.unwrap();
+                let r = self.engine.sync(&cal, false, self.now_ms).await.unwrap();
+                self.log(&format!("quiesce: sync {cal}: {:?}", r.actions));
             }
-            self.engine.drain(self.now_ms).await.unwrap();
+            let r = self.engine.drain(self.now_ms).await.unwrap();
+            self.log(&format!("quiesce: drain: {r:?}"));
             if self.engine.store.outbox_depth().await.unwrap() == 0 {
                 // One more round must find nothing to do.
                 let mut actions = 0;
@@ -736,6 +774,20 @@ impl Sim {
     async fn check(&self) -> Vec<String> {
         let mut violations = std::mem::take(&mut self.ledger.lock().unwrap().violations);
         let meetings = self.provider.inner.meetings();
+        if self.trace {
+            // The end state, for a replayed seed: each meeting, its link and its outbox.
+            for (meeting_id, meeting) in &meetings {
+                let link = self.engine.store.link(meeting_id).await.unwrap();
+                let outbox = self.engine.store.outbox_of(meeting_id).await.unwrap();
+                eprintln!("meeting {meeting_id}: {meeting:?}\n  link {link:?}");
+                for row in outbox {
+                    eprintln!(
+                        "  outbox {} {:?} {} {:?}",
+                        row.id, row.state, row.idempotency_key, row.action
+                    );
+                }
+            }
+        }
         for (meeting_id, meeting) in &meetings {
             let live = live_event_with(&self.shared, meeting_id);
             match (&live, meeting.deleted) {
@@ -793,6 +845,53 @@ impl Sim {
                 (_, true) => {}
             }
         }
+        // Every live event with our conference: exactly one live meeting (the one it names) and
+        // a live link naming the same conference.
+        let ours: Vec<(String, String, String)> = {
+            let world = self.shared.world();
+            let mut ours = Vec::new();
+            for (cal_id, cal) in &world.calendars {
+                for (id, ev) in &cal.events {
+                    if ev.cancelled || ev.origin.is_some() || ev.instance_of.is_some() {
+                        continue;
+                    }
+                    let v: Value = serde_json::from_str(&ev.json).unwrap();
+                    if v.pointer("/conferenceData/conferenceSolution/name")
+                        .and_then(Value::as_str)
+                        != Some("confsync")
+                    {
+                        continue;
+                    }
+                    if let Some(conference) = v
+                        .pointer("/conferenceData/conferenceId")
+                        .and_then(Value::as_str)
+                    {
+                        ours.push((cal_id.clone(), id.clone(), conference.to_owned()));
+                    }
+                }
+            }
+            ours
+        };
+        for (cal, id, conference) in &ours {
+            if meetings.get(conference).is_none_or(|m| m.deleted) {
+                violations.push(format!(
+                    "event {cal}/{id} shows conference {conference}, which has no live meeting"
+                ));
+            }
+            let links = self
+                .engine
+                .store
+                .links(cal, std::slice::from_ref(id), &[])
+                .await
+                .unwrap();
+            match links.iter().find(|l| &l.event_id == id && !l.deleted) {
+                Some(l) if &l.conference_id == conference => {}
+                other => violations.push(format!(
+                    "event {cal}/{id} shows conference {conference}, its live link is {:?}",
+                    other.map(|l| &l.conference_id)
+                )),
+            }
+        }
         let expected = self.expected_summary.lock().unwrap().clone();
         for (cal, id, _) in &self.events {
             if let Some(ev) = self.get(cal, id)
@@ -824,6 +923,12 @@ struct Coverage {
     write_backs: u64,
     races: u64,
     full_syncs: u64,
+    /// Meetings made by the recreate path (distinct create keys).
+    recreates: u64,
+    /// Old meetings the recreate path replaced (deleted while the event showed the new one).
+    replaced: u64,
+    /// Recreates that ran again after a crash or failure (the create called again, same key).
+    resumed: u64,
 }
 
 async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
@@ -838,7 +943,40 @@ async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
     sim.quiesce().await;
     let violations = sim.check().await;
     let calls = sim.provider.inner.calls();
+    let created: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .filter(|c| c.op == "create" && c.succeeded)
+        .map(|c| c.key.as_str())
+        .collect();
+    // Old meetings deleted because the event shows another conference: in this model, only
+    // the recreate path replaces a conference.
+    let mut replaced = 0;
+    for meeting_id in sim.provider.inner.meetings().keys() {
+        let rows = sim.engine.store.outbox_of(meeting_id).await.unwrap();
+        if rows.iter().any(|r| {
+            r.state == confsync_store::OutboxState::Done
+                && r.action
+                    == (confsync_core::plan::Action::Delete {
+                        reason: confsync_core::plan::Change::ConferenceReplaced,
+                    })
+        }) {
+            replaced += 1;
+        }
+    }
+    let resumed = created
+        .iter()
+        .filter(|key| {
+            calls
+                .iter()
+                .filter(|c| c.op == "create" && c.key == **key)
+                .count()
+                > 1
+        })
+        .count() as u64;
     let coverage = Coverage {
+        recreates: created.len() as u64,
+        resumed,
+        replaced,
         provider_calls: calls.len() as u64,
         failed_calls: calls.iter().filter(|c| !c.succeeded).count() as u64,
         write_backs: sim
@@ -880,6 +1018,9 @@ async fn seeded_simulations_keep_every_invariant() {
         total.write_backs += c.write_backs;
         total.races += c.races;
         total.full_syncs += c.full_syncs;
+        total.recreates += c.recreates;
+        total.replaced += c.replaced;
+        total.resumed += c.resumed;
         if !violations.is_empty() {
             failed.push(format!("seed {seed}: {}", violations.join("; ")));
             if failed.len() >= 5 {
@@ -903,6 +1044,10 @@ async fn seeded_simulations_keep_every_invariant() {
         assert!(
             total.failed_calls > 0 && total.full_syncs > 0,
             "no provider failure or full sync was exercised: {total:?}"
+        );
+        assert!(
+            total.recreates > 0 && total.replaced > 0 && total.resumed > 0,
+            "no meeting was recreated (change refused in place): {total:?}"
         );
     }
 }

@@ -66,6 +66,11 @@ pub enum ProviderError {
     /// Credentials were revoked or expired for good.
     #[error("{provider}: re-authorisation needed ({detail})")]
     Reauth { provider: String, detail: String },
+    /// This change cannot be made in place (the meeting expired, the host changed, the provider
+    /// cannot express the new recurrence): a new meeting is needed. Not retryable; the engine
+    /// answers it by recreating the meeting and pointing the event at the new one.
+    #[error("{provider}: the change cannot be made in place, a new meeting is needed ({detail})")]
+    Recreate { provider: String, detail: String },
 }
 
 impl ProviderError {

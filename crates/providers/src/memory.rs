@@ -38,6 +38,8 @@ struct State {
     next_id: u64,
     /// The next this-many updates change the join link (as a provider that recreates does).
     rotate_join_url: u32,
+    /// The next this-many updates answer `Recreate` (the change cannot be made in place).
+    recreate: u32,
 }
 
 /// The in-memory provider.
@@ -68,6 +70,13 @@ impl MemoryProvider {
     /// The next `n` successful updates give the meeting a new join link.
     pub fn rotate_join_url_next(&self, n: u32) {
         self.state().rotate_join_url = n;
+    }
+
+    /// The next `n` updates of a live meeting answer [`ProviderError::Recreate`]: the change
+    /// cannot be made in place (as a provider whose meetings expire, or that cannot move a
+    /// meeting to another host, would answer).
+    pub fn recreate_next(&self, n: u32) {
+        self.state().recreate = n;
     }
 
     pub fn meeting(&self, id: &str) -> Option<StoredMeeting> {
@@ -189,6 +198,14 @@ impl ConferenceProvider for MemoryProvider {
             self.call("update", meeting_id, key, |state| {
                 let rotate = state.rotate_join_url > 0;
                 let counter = state.next_id;
+                self.live(state, meeting_id)?;
+                if state.recreate > 0 {
+                    state.recreate -= 1;
+                    return Err(ProviderError::Recreate {
+                        provider: self.name.clone(),
+                        detail: format!("meeting {meeting_id} cannot be changed in place"),
+                    });
+                }
                 let m = self.live(state, meeting_id)?;
                 if m.spec.recurrence != spec.recurrence || m.spec.start != spec.start {
                     // Like most providers: a new series time drops occurrence exceptions.
@@ -286,6 +303,27 @@ mod tests {
             p.delete(&a.meeting_id, "k3").await,
             Err(ProviderError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn recreate_answers_refuse_the_next_updates_and_change_nothing() {
+        let p = MemoryProvider::new("mem", Capabilities::ALL);
+        p.insert("m1", spec("a"));
+        p.recreate_next(1);
+        let err = p.update("m1", &spec("b"), "k1").await.unwrap_err();
+        assert!(matches!(err, ProviderError::Recreate { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        assert_eq!(p.meeting("m1").unwrap().spec.title, "a", "nothing changed");
+        p.update("m1", &spec("b"), "k2").await.unwrap();
+        assert_eq!(
+            p.meeting("m1").unwrap().spec.title,
+            "b",
+            "only the next one"
+        );
+        assert_eq!(
+            p.calls().iter().map(|c| c.succeeded).collect::<Vec<_>>(),
+            [false, true]
+        );
     }
 
     #[tokio::test]

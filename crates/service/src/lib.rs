@@ -391,9 +391,9 @@ fn provider_error(e: ProviderError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY")
         }
         ProviderError::Reauth { .. } => (StatusCode::UNAUTHORIZED, "AUTHENTICATION"),
-        ProviderError::Permanent { .. } | ProviderError::Conflict { .. } => {
-            (StatusCode::BAD_GATEWAY, "PERMANENT")
-        }
+        ProviderError::Permanent { .. }
+        | ProviderError::Conflict { .. }
+        | ProviderError::Recreate { .. } => (StatusCode::BAD_GATEWAY, "PERMANENT"),
         ProviderError::NotFound { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
     };
     conference_error(status, kind, e.to_string())

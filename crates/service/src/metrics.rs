@@ -312,6 +312,7 @@ impl TimedProvider {
             Err(ProviderError::Conflict { .. }) => "conflict",
             Err(ProviderError::Permanent { .. }) => "permanent",
             Err(ProviderError::Reauth { .. }) => "reauth",
+            Err(ProviderError::Recreate { .. }) => "recreate",
         };
         self.metrics
             .provider_call(operation, outcome, started.elapsed().as_secs_f64());

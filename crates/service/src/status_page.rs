@@ -84,6 +84,7 @@ pub fn describe(action: &Action) -> String {
         Action::Delete { reason } => format!("meeting deleted ({reason:?})"),
         Action::Verify => "event re-read (missing from a full sync)".to_owned(),
         Action::WriteBack { .. } => "new join link written to the event".to_owned(),
+        Action::Recreate { .. } => "meeting recreated (could not be changed in place)".to_owned(),
     }
 }
 

@@ -14,6 +14,9 @@
 //! transaction. A crash therefore either redoes a page from the old token (replanning it is a
 //! no-op, its links are committed) or resumes the outbox; a change is never lost.
 //!
+//! [`Store::swap_link`] is the recreate path's transaction: the old link deleted, the new one
+//! stored, the old conference's pending work handed over and its delete queued, all or nothing.
+//!
 //! The outbox is at-least-once: [`Store::due`] hands out, per conference, only its oldest
 //! pending row (an old update never lands after a delete), and the executor reports each attempt
 //! with [`Store::complete`], [`Store::retry_later`] or [`Store::fail`].

@@ -108,6 +108,73 @@ pub(crate) async fn upsert(
     Ok(())
 }
 
+/// The link of a conference, read inside a transaction.
+pub(crate) async fn get(
+    tx: &mut sqlx::SqliteConnection,
+    conference_id: &str,
+) -> Result<Option<StoredLink>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(SELECT);
+    query
+        .push(" WHERE conference_id = ")
+        .push_bind(conference_id);
+    let row = query
+        .build()
+        .fetch_optional(&mut *tx)
+        .await
+        .ctx(|| format!("loading the link of conference {conference_id}"))?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The live links of an event, read inside a transaction.
+pub(crate) async fn live_of_event(
+    tx: &mut sqlx::SqliteConnection,
+    calendar_id: &str,
+    event_id: &str,
+) -> Result<Vec<StoredLink>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(SELECT);
+    query
+        .push(" WHERE calendar_id = ")
+        .push_bind(calendar_id)
+        .push(" AND event_id = ")
+        .push_bind(event_id)
+        .push(" AND NOT deleted");
+    let rows =
+        query.build().fetch_all(&mut *tx).await.ctx(|| {
+            format!("loading the live links of event {event_id} (calendar {calendar_id})")
+        })?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Marks a link deleted (inside a transaction).
+pub(crate) async fn mark_deleted(
+    tx: &mut sqlx::SqliteConnection,
+    conference_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE links SET deleted = TRUE, updated_at = $2 WHERE conference_id = $1")
+        .bind(conference_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .ctx(|| format!("marking the link of conference {conference_id} deleted"))?;
+    Ok(())
+}
+
+/// Sets the etag of our own last write to the conference's event (inside a transaction).
+pub(crate) async fn set_written_etag(
+    tx: &mut sqlx::SqliteConnection,
+    conference_id: &str,
+    etag: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE links SET last_etag_written = $2 WHERE conference_id = $1")
+        .bind(conference_id)
+        .bind(etag)
+        .execute(&mut *tx)
+        .await
+        .ctx(|| format!("recording the written etag of conference {conference_id}"))?;
+    Ok(())
+}
+
 impl Store {
     /// The links a page of `calendar_id` may consult: that calendar's links of `event_ids`, plus
     /// links anywhere carrying one of `conference_ids` (an event moved here from another

@@ -263,6 +263,27 @@ pub(crate) async fn supersede_deletes(
     Ok(done.rows_affected())
 }
 
+/// Marks the conference's pending rows superseded, except `keep` (the row running now) and its
+/// deletes (inside a transaction): what they were to do was taken over by a new meeting.
+pub(crate) async fn supersede_all_but_deletes(
+    tx: &mut SqliteConnection,
+    conference_id: &str,
+    keep: i64,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'superseded', updated_at = $3 \
+         WHERE conference_id = $1 AND state = 'pending' AND kind <> 'delete' AND id <> $2",
+    )
+    .bind(conference_id)
+    .bind(keep)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await
+    .ctx(|| format!("superseding pending actions of conference {conference_id}"))?;
+    Ok(done.rows_affected())
+}
+
 impl Store {
     /// Up to `limit` actions to run now, oldest first: for each conference only its oldest
     /// pending row, and only once its `not_before` has passed. Nothing later for a conference
@@ -439,6 +460,33 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Which of these conferences have a recreate pending (their meeting is being replaced):
+    /// the planner must not take the new conference id on their events for a replacement.
+    pub async fn recreating(
+        &self,
+        conference_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in conference_ids.chunks(500) {
+            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT DISTINCT conference_id FROM outbox WHERE state = 'pending' AND kind = 'recreate' \
+                 AND conference_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            let rows: Vec<String> = query
+                .build_query_scalar()
+                .fetch_all(&self.reader)
+                .await
+                .ctx(|| "listing conferences being recreated".to_owned())?;
+            found.extend(rows);
+        }
+        Ok(found)
     }
 
     /// How many actions are pending (due or waiting for their retry time).

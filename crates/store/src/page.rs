@@ -1,6 +1,6 @@
 //! Committing a page of a sync pass: the one transaction that makes sync crash-safe.
 
-use confsync_core::plan::{Action, Link};
+use confsync_core::plan::{Action, Change, Link};
 
 use crate::error::{Context, StoreError};
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
@@ -90,6 +90,175 @@ impl Store {
             "sync page committed"
         );
         Ok(())
+    }
+
+    /// Queues actions for a conference without touching its link (the executor's follow-ups,
+    /// such as a write-back of a join link the provider changed). A replay adds nothing, as in
+    /// [`Store::commit_page`].
+    pub async fn enqueue(
+        &self,
+        conference_id: &str,
+        calendar_id: &str,
+        event_id: &str,
+        actions: &[Action],
+        not_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let what = || format!("queueing actions for conference {conference_id}");
+        let mut tx = self.write_tx(what).await?;
+        let queued = outbox::append(
+            &mut tx,
+            conference_id,
+            calendar_id,
+            event_id,
+            actions,
+            not_before_ms,
+            now_ms,
+        )
+        .await?;
+        tx.commit().await.ctx(what)?;
+        Ok(queued)
+    }
+
+    /// Queues `actions` for a conference in place of its other pending work, in one
+    /// transaction: its pending rows, `running_row` and deletes aside, are superseded first.
+    /// For the executor when the new actions do what those rows were to do (a recreate makes the
+    /// meeting from the link's spec and replays its exceptions: the updates still queued for the
+    /// old meeting would only change a meeting about to be replaced).
+    pub async fn take_over(
+        &self,
+        conference_id: &str,
+        calendar_id: &str,
+        event_id: &str,
+        running_row: i64,
+        actions: &[Action],
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let what = || format!("queueing actions for conference {conference_id}");
+        let mut tx = self.write_tx(what).await?;
+        outbox::supersede_all_but_deletes(&mut tx, conference_id, running_row, now_ms).await?;
+        let queued = outbox::append(
+            &mut tx,
+            conference_id,
+            calendar_id,
+            event_id,
+            actions,
+            now_ms,
+            now_ms,
+        )
+        .await?;
+        tx.commit().await.ctx(what)?;
+        Ok(queued)
+    }
+
+    /// The recreate path's last step, once the event shows the new meeting: in ONE transaction
+    /// - `replace` builds the new conference's link and its actions from the old link and the
+    ///   new conference's link if one is already stored (both as they are now, inside the
+    ///   transaction, so a sync committed meanwhile is not rolled back);
+    /// - the old link, and any other live link of the event, are marked deleted and get a
+    ///   `Delete { ConferenceReplaced }` (due now; its guard still checks the event);
+    /// - the old conference's other pending rows, deletes aside, are superseded (updates,
+    ///   occurrence changes, write-backs and further recreates of the old meeting: the new link
+    ///   and its actions carry what they were to do); `running_row` is left to the caller;
+    /// - the new link is stored live (a deleted one is revived and its pending deletes
+    ///   superseded), with `last_etag_written` when the link carries one, and its actions queued.
+    ///
+    /// Answers the new link. A crash before the commit leaves everything as it was; repeating
+    /// the swap after the commit changes nothing more (the deletes are replays, the exceptions
+    /// already recorded are not queued again).
+    pub async fn swap_link<F>(
+        &self,
+        old_conference_id: &str,
+        new_conference_id: &str,
+        running_row: i64,
+        now_ms: i64,
+        replace: F,
+    ) -> Result<Link, StoreError>
+    where
+        F: FnOnce(&Link, Option<&Link>) -> (Link, Vec<Action>),
+    {
+        let what = || format!("replacing conference {old_conference_id} with {new_conference_id}");
+        if old_conference_id == new_conference_id {
+            return Err(StoreError::Conflict {
+                what: what(),
+                detail: "a conference cannot replace itself".into(),
+            });
+        }
+        let mut tx = self.write_tx(what).await?;
+        let old = links::get(&mut tx, old_conference_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("{}: no link", what())))?
+            .link;
+        let existing = links::get(&mut tx, new_conference_id)
+            .await?
+            .map(|s| s.link);
+        let (link, actions) = replace(&old, existing.as_ref());
+        if link.conference_id != new_conference_id || link.deleted {
+            return Err(StoreError::Conflict {
+                what: what(),
+                detail: format!(
+                    "the replacement link is for conference {} (deleted: {})",
+                    link.conference_id, link.deleted
+                ),
+            });
+        }
+        calendars::ensure(&mut *tx, &link.calendar_id, now_ms).await?;
+        // The old link and whatever else the event held live: the event shows the new meeting.
+        let mut replaced = vec![old.clone()];
+        for other in links::live_of_event(&mut tx, &link.calendar_id, &link.event_id).await? {
+            let id = &other.link.conference_id;
+            if id != new_conference_id && id != old_conference_id {
+                replaced.push(other.link);
+            }
+        }
+        for gone in &replaced {
+            links::mark_deleted(&mut tx, &gone.conference_id, now_ms).await?;
+        }
+        if existing.as_ref().is_some_and(|l| l.deleted) {
+            outbox::supersede_deletes(&mut tx, new_conference_id, now_ms).await?;
+        }
+        links::upsert(&mut tx, &link, now_ms).await?;
+        if let Some(etag) = &link.last_etag_written {
+            links::set_written_etag(&mut tx, new_conference_id, etag).await?;
+        }
+        let superseded =
+            outbox::supersede_all_but_deletes(&mut tx, old_conference_id, running_row, now_ms)
+                .await?;
+        let mut queued = outbox::append(
+            &mut tx,
+            new_conference_id,
+            &link.calendar_id,
+            &link.event_id,
+            &actions,
+            now_ms,
+            now_ms,
+        )
+        .await?;
+        let delete = [Action::Delete {
+            reason: Change::ConferenceReplaced,
+        }];
+        for gone in &replaced {
+            queued += outbox::append(
+                &mut tx,
+                &gone.conference_id,
+                &gone.calendar_id,
+                &gone.event_id,
+                &delete,
+                now_ms,
+                now_ms,
+            )
+            .await?;
+        }
+        tx.commit().await.ctx(what)?;
+        tracing::debug!(
+            old_conference_id,
+            new_conference_id,
+            queued,
+            superseded,
+            replaced = replaced.len(),
+            "conference replaced"
+        );
+        Ok(link)
     }
 
     /// Stores a calendar's new sync token alone (a pass whose last page changed nothing):

@@ -896,3 +896,198 @@ async fn api_keys_are_found_by_hash_and_can_be_revoked() {
     );
     assert_eq!(store.api_keys().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
+    let store = Store::memory().await.unwrap();
+    let mut old = link("m1", ALICE, "e1", "Planning");
+    old.occurrences
+        .insert("2026-12-08T10:00:00Z".to_owned(), Occurrence::Cancelled);
+    store
+        .commit_page(ALICE, &[change(old.clone(), vec![])], &[], None, 1_000)
+        .await
+        .unwrap();
+    // The executor queues the recreate; a sync then plans a newer spec for the old conference.
+    let recreate = Action::Recreate {
+        spec: spec("Planning"),
+    };
+    store
+        .enqueue(
+            "m1",
+            ALICE,
+            "e1",
+            std::slice::from_ref(&recreate),
+            1_000,
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .enqueue(
+                "m1",
+                ALICE,
+                "e1",
+                std::slice::from_ref(&recreate),
+                1_000,
+                1_000
+            )
+            .await
+            .unwrap(),
+        0,
+        "a replayed recreate is not queued twice"
+    );
+    let running = store.due(10, 1_000).await.unwrap()[0].id;
+    assert_eq!(
+        store.recreating(&strings(&["m1", "m9"])).await.unwrap(),
+        ["m1".to_owned()].into_iter().collect(),
+        "the planner learns which meetings are being recreated"
+    );
+    let mut renamed = old.clone();
+    renamed.spec = spec("Planning (renamed)");
+    store
+        .commit_page(
+            ALICE,
+            &[change(renamed, vec![update("Planning (renamed)")])],
+            &[],
+            None,
+            2_000,
+        )
+        .await
+        .unwrap();
+
+    let swap = |store: Store| async move {
+        store
+            .swap_link("m1", "m2", running, 3_000, |old, existing| {
+                let mut new = existing.cloned().unwrap_or_else(|| {
+                    let mut new = old.clone();
+                    new.conference_id = "m2".into();
+                    new
+                });
+                new.last_etag_written = Some("\"9\"".into());
+                let actions = if existing.is_some() {
+                    vec![]
+                } else {
+                    assert_eq!(
+                        old.spec.title, "Planning (renamed)",
+                        "read in the transaction"
+                    );
+                    vec![update("Planning (renamed)")]
+                };
+                (new, actions)
+            })
+            .await
+    };
+    let new = swap(store.clone()).await.unwrap();
+    assert_eq!(new.conference_id, "m2");
+    let m1 = store.link("m1").await.unwrap().unwrap();
+    let m2 = store.link("m2").await.unwrap().unwrap();
+    assert!(m1.deleted && !m2.deleted);
+    assert_eq!(m2.occurrences, old.occurrences);
+    assert_eq!(m2.last_etag_written.as_deref(), Some("\"9\""));
+    assert_eq!(
+        store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap(),
+        vec![m2.clone()],
+        "the event's live link is the new one"
+    );
+    let states = |rows: Vec<confsync_store::OutboxEntry>| {
+        rows.into_iter()
+            .map(|r| (r.action.kind(), r.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(store.outbox_of("m1").await.unwrap()),
+        [
+            ("recreate", OutboxState::Pending),
+            ("update", OutboxState::Superseded),
+            ("delete", OutboxState::Pending),
+        ],
+        "the running row is the caller's; the old meeting's update is taken over"
+    );
+    assert_eq!(
+        states(store.outbox_of("m2").await.unwrap()),
+        [("update", OutboxState::Pending)]
+    );
+
+    // Repeated after a crash between the swap and completing the row: nothing more.
+    swap(store.clone()).await.unwrap();
+    assert_eq!(store.outbox_of("m1").await.unwrap().len(), 3);
+    assert_eq!(store.outbox_of("m2").await.unwrap().len(), 1);
+    assert_eq!(store.link("m2").await.unwrap().unwrap(), m2);
+
+    store.complete(running, 5_000).await.unwrap();
+    assert!(
+        store
+            .recreating(&strings(&["m1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let itself = store
+        .swap_link("m2", "m2", running, 4_000, |old, _| (old.clone(), vec![]))
+        .await
+        .unwrap_err();
+    assert!(itself.is_conflict(), "{itself}");
+}
+
+#[tokio::test]
+async fn a_take_over_supersedes_the_pending_work_it_replaces() {
+    let store = Store::memory().await.unwrap();
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![update("Planning (1)"), update("Planning (2)")],
+            )],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let mut gone = link("m1", ALICE, "e1", "Planning (2)");
+    gone.deleted = true;
+    store
+        .commit_page(
+            ALICE,
+            &[change(
+                gone,
+                vec![Action::Delete {
+                    reason: Change::EventCancelled,
+                }],
+            )],
+            &[],
+            None,
+            2_000,
+        )
+        .await
+        .unwrap();
+    let running = store.due(10, 2_000).await.unwrap()[0].id;
+    let recreate = Action::Recreate {
+        spec: spec("Planning (2)"),
+    };
+    let queued = store
+        .take_over("m1", ALICE, "e1", running, &[recreate], 3_000)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    let states: Vec<_> = store
+        .outbox_of("m1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.action.kind(), r.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("update", OutboxState::Pending),
+            ("update", OutboxState::Superseded),
+            ("delete", OutboxState::Pending),
+            ("recreate", OutboxState::Pending),
+        ],
+        "the running row is the caller's, deletes are never taken over"
+    );
+}
