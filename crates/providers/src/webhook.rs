@@ -34,6 +34,9 @@
 //! - `update`: 2xx with an empty body, `{}` or `{"joinUrl": "..."}`; a join URL different from
 //!   the event's is written back into the event.
 //! - other types: any 2xx.
+//! - 410 on `update`, `update_occurrence` or `cancel_occurrence`: the change cannot be made in
+//!   place; confsync creates a new meeting, points the event at it and deletes this one (the
+//!   recreate path).
 //! - 404: the meeting is gone (a `delete` counts as done). 429: rate limited, `Retry-After`
 //!   honoured. 408 and 5xx: retried later. 401 and 403: a permanent configuration error (the
 //!   receiver rejected our signature). Other 4xx: permanent. A 2xx `create` answer that is not
@@ -291,6 +294,23 @@ impl WebhookProvider {
         }
     }
 
+    /// Sends a change (update, occurrence): like [`Self::simple`], and 410 means the receiver
+    /// cannot make it in place, so confsync replaces the meeting (the recreate path).
+    async fn change(&self, key: &str, body: Value) -> Result<Answer, ProviderError> {
+        let answer = self.post(key, &body).await?;
+        if answer.status == 410 {
+            return Err(ProviderError::Recreate {
+                provider: PROVIDER.into(),
+                detail: answer.describe(),
+            });
+        }
+        if answer.is_success() {
+            Ok(answer)
+        } else {
+            Err(Self::error(&answer))
+        }
+    }
+
     /// Sends an operation that answers nothing; 404 is NotFound.
     async fn simple(&self, key: &str, body: Value) -> Result<Answer, ProviderError> {
         let answer = self.post(key, &body).await?;
@@ -343,7 +363,7 @@ impl ConferenceProvider for WebhookProvider {
             let body = json!({
                 "type": "update", "idempotencyKey": key, "meetingId": meeting_id, "spec": spec,
             });
-            let answer = self.simple(key, body).await?;
+            let answer = self.change(key, body).await?;
             if answer.body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(None);
             }
@@ -369,7 +389,7 @@ impl ConferenceProvider for WebhookProvider {
                 "type": "update_occurrence", "idempotencyKey": key, "meetingId": meeting_id,
                 "occurrence": occurrence, "start": start, "end": end, "title": title,
             });
-            self.simple(key, body).await.map(|_| ())
+            self.change(key, body).await.map(|_| ())
         })
     }
 
@@ -384,7 +404,7 @@ impl ConferenceProvider for WebhookProvider {
                 "type": "cancel_occurrence", "idempotencyKey": key, "meetingId": meeting_id,
                 "occurrence": occurrence,
             });
-            self.simple(key, body).await.map(|_| ())
+            self.change(key, body).await.map(|_| ())
         })
     }
 

@@ -443,3 +443,27 @@ fn config_is_validated() {
         .unwrap();
     assert!(e.contains("secret") && !e.contains("short"), "{e}");
 }
+
+#[tokio::test]
+async fn a_410_on_a_change_asks_for_a_new_meeting_and_a_410_on_delete_is_done() {
+    let (app, url) = receiver(&[SECRET]).await;
+    let p = provider(&url, SECRET);
+    let s = meeting_spec();
+    app.fake.fail_next([
+        Canned::json(410, json!({"error": "room expired"})),
+        Canned::json(410, json!({})),
+        Canned::json(410, json!({})),
+    ]);
+    let e = p.update("m-1", &s, "u1").await.unwrap_err();
+    assert!(matches!(e, ProviderError::Recreate { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    let e = p
+        .cancel_occurrence("m-1", at("2030-06-01T10:00:00Z"), "c1")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Recreate { .. }), "{e:?}");
+    p.delete("m-1", "d1")
+        .await
+        .expect("a gone meeting is deleted");
+    app.fake.assert_clean();
+}
