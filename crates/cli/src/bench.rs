@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use confsync_core::model::{MeetingSpec, Snapshot, When};
+use confsync_core::model::Snapshot;
 use confsync_core::plan::{Capabilities, Link};
 use confsync_core::session::{ListRequest, Page as SessionPage};
 use confsync_emulator::store::{WriteKind, WriteOptions};
@@ -15,8 +15,8 @@ use confsync_emulator::{Emulator, EmulatorConfig, Shared};
 use confsync_engine::calendar::google::GoogleCalendar;
 use confsync_engine::{CalendarApi, CalendarError, Engine, EngineConfig};
 use confsync_gcal::{ApiMethod, Client, ListParams, RetryPolicy, StaticToken};
+use confsync_providers::BoxFuture;
 use confsync_providers::memory::MemoryProvider;
-use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
 use confsync_store::{PlannedChange, Store};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -270,77 +270,6 @@ pub struct EngineBenchArgs {
     rounds: usize,
 }
 
-/// The in-memory provider, counting wasted calls: successful updates that asked for the spec
-/// the meeting already had (a change that did not matter reached the provider).
-struct Counted {
-    inner: MemoryProvider,
-    wasted: AtomicU64,
-}
-
-impl ConferenceProvider for Counted {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn create<'a>(
-        &'a self,
-        spec: &'a MeetingSpec,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
-        self.inner.create(spec, key)
-    }
-
-    fn update<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        spec: &'a MeetingSpec,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
-        Box::pin(async move {
-            let before = self.inner.meeting(meeting_id).map(|m| m.spec);
-            let result = self.inner.update(meeting_id, spec, key).await;
-            if result.is_ok() && before.as_ref() == Some(spec) {
-                self.wasted.fetch_add(1, Ordering::Relaxed);
-            }
-            result
-        })
-    }
-
-    fn update_occurrence<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        occurrence: When,
-        start: When,
-        end: When,
-        title: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner
-            .update_occurrence(meeting_id, occurrence, start, end, title, key)
-    }
-
-    fn cancel_occurrence<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        occurrence: When,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner.cancel_occurrence(meeting_id, occurrence, key)
-    }
-
-    fn delete<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner.delete(meeting_id, key)
-    }
-}
-
 /// The Google calendar, timing its `events.list` pages (HTTP, decoding, conversion to raw JSON),
 /// so a sync's time splits into "waiting for pages" and "the engine's own work".
 struct Timed {
@@ -555,10 +484,8 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let emulator = Emulator::new(EmulatorConfig::default());
     let shared = emulator.shared().clone();
     let calendar = "bench@example.com";
-    let provider = Arc::new(Counted {
-        inner: MemoryProvider::new("bench", Capabilities::ALL),
-        wasted: AtomicU64::new(0),
-    });
+    // Wasted calls: successful updates that asked for the spec the meeting already had.
+    let provider = Arc::new(MemoryProvider::new("bench", Capabilities::ALL));
     let db_path = std::env::temp_dir().join(format!(
         "confsync-bench-engine-{}-{}.db",
         std::process::id(),
@@ -609,7 +536,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             let snapshot = Snapshot::from_json(&created).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let spec = snapshot.spec.context("a created event has a spec")?;
             // The add-on made the meeting from the event as it was created ...
-            provider.inner.insert(&meeting_id, spec.clone());
+            provider.insert(&meeting_id, spec.clone());
             links.push(Link {
                 conference_id: meeting_id,
                 provider: "bench".into(),
@@ -797,13 +724,13 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         let list_secs = timed.list_secs() - listing_before;
         let lists = events_list_count(&client) - lists;
         let gets = events_get_count(&client) - gets;
-        let calls_before = provider.inner.calls().len();
-        let wasted_before = provider.wasted.load(Ordering::Relaxed);
+        let calls_before = provider.calls().len();
+        let wasted_before = provider.wasted_updates();
         let started = Instant::now();
         let drain = engine.drain(now_ms()).await?;
         let drain_secs = started.elapsed().as_secs_f64();
-        let calls = provider.inner.calls().len() - calls_before;
-        let wasted = provider.wasted.load(Ordering::Relaxed) - wasted_before;
+        let calls = provider.calls().len() - calls_before;
+        let wasted = provider.wasted_updates() - wasted_before;
         depth = store.outbox_depth().await?;
         println!(
             "  burst {number}: {} changes on {} events ({} on ours, {} of our events changed relevantly); incremental sync {} events in {lists} events.list + {gets} events.get, {sync_secs:.3} s ({:.0} events/s; pages {list_secs:.3} s, engine work {:.3} s); drain {drain_secs:.3} s, {calls} provider calls ({:.2} per relevant change), {wasted} wasted, {} failed, outbox depth {depth}",
@@ -837,7 +764,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         total_sync_secs += sync_secs;
         total_events += summary.events;
     }
-    let wasted = provider.wasted.load(Ordering::Relaxed);
+    let wasted = provider.wasted_updates();
     if args.bursts > 0 {
         println!(
             "incremental sync: {:.0} events/s ({total_events} events in {total_sync_secs:.3} s over {} bursts)",
@@ -870,7 +797,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?
                 .spec;
             let meeting_id = format!("mtg-{}", n * stride);
-            if provider.inner.meeting(&meeting_id).map(|m| m.spec) != spec {
+            if provider.meeting(&meeting_id).map(|m| m.spec) != spec {
                 out_of_step += 1;
             }
         }

@@ -16,7 +16,6 @@ use anyhow::{Context, bail};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use confsync_core::model::{MeetingSpec, When};
 use confsync_core::plan::{Capabilities, Recognizer};
 use confsync_core::session::{ListRequest, Page};
 use confsync_emulator::store::{WriteKind, WriteOptions};
@@ -24,8 +23,8 @@ use confsync_emulator::{Emulator, EmulatorConfig};
 use confsync_engine::calendar::WatchedChannel;
 use confsync_engine::calendar::emulated::EmulatorCalendar;
 use confsync_engine::{CalendarApi, CalendarError, Engine, EngineConfig};
+use confsync_providers::BoxFuture;
 use confsync_providers::memory::MemoryProvider;
-use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
 use confsync_service::{
     ChannelConfig, Channels, Scheduler, SchedulerConfig, Service, hash_api_key, router,
 };
@@ -84,77 +83,6 @@ impl Marks {
 
     fn snapshot(&self) -> HashMap<String, Instant> {
         self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// The in-memory provider, recording when each meeting's `update` started and completed.
-struct Recorded {
-    inner: MemoryProvider,
-    started: Marks,
-    done: Marks,
-}
-
-impl ConferenceProvider for Recorded {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn create<'a>(
-        &'a self,
-        spec: &'a MeetingSpec,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
-        self.inner.create(spec, key)
-    }
-
-    fn update<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        spec: &'a MeetingSpec,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
-        Box::pin(async move {
-            self.started.mark(meeting_id);
-            let result = self.inner.update(meeting_id, spec, key).await;
-            if result.is_ok() {
-                self.done.mark(meeting_id);
-            }
-            result
-        })
-    }
-
-    fn update_occurrence<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        occurrence: When,
-        start: When,
-        end: When,
-        title: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner
-            .update_occurrence(meeting_id, occurrence, start, end, title, key)
-    }
-
-    fn cancel_occurrence<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        occurrence: When,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner.cancel_occurrence(meeting_id, occurrence, key)
-    }
-
-    fn delete<'a>(
-        &'a self,
-        meeting_id: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        self.inner.delete(meeting_id, key)
     }
 }
 
@@ -316,11 +244,20 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     store
         .api_key_create("bench", &hash_api_key(KEY), now_ms())
         .await?;
-    let provider = Arc::new(Recorded {
-        inner: MemoryProvider::new("bench", Capabilities::ALL),
-        started: Marks::default(),
-        done: Marks::default(),
-    });
+    // When each meeting's update started and succeeded, from the provider's side.
+    let provider = Arc::new(MemoryProvider::new("bench", Capabilities::ALL));
+    let started = Arc::new(Marks::default());
+    let done = Arc::new(Marks::default());
+    {
+        let (started, done) = (started.clone(), done.clone());
+        provider.observe_updates(Arc::new(move |meeting_id: &str, succeeded: bool| {
+            if succeeded {
+                done.mark(meeting_id)
+            } else {
+                started.mark(meeting_id)
+            }
+        }));
+    }
     let calendar = Arc::new(Traced {
         inner: EmulatorCalendar::new(shared.clone(), None),
         listed: Marks::default(),
@@ -452,7 +389,6 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         let titled = (0..n)
             .filter(|&i| {
                 provider
-                    .inner
                     .meeting(&meetings[i])
                     .is_some_and(|m| m.spec.title == format!("Bench meeting {i}"))
             })
@@ -498,12 +434,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     );
 
     // Measurement: one relevant change per calendar, as fast as possible.
-    for marks in [
-        &*receipts,
-        &calendar.listed,
-        &provider.started,
-        &provider.done,
-    ] {
+    for marks in [&*receipts, &calendar.listed, &*started, &*done] {
         marks.arm();
     }
     let mut patched: Vec<Instant> = Vec::with_capacity(n);
@@ -530,7 +461,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let fired = fire.elapsed();
     let deadline = fire + Duration::from_secs(60);
-    while provider.done.len() < n && Instant::now() < deadline {
+    while done.len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let waited = fire.elapsed();
@@ -550,19 +481,16 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     let mut last_done: Option<Instant> = None;
     for i in 0..n {
         let calendar_id = user(i);
-        let (Some(rx), Some(done)) = (
-            received.get(&calendar_id).copied(),
-            provider.done.get(&meetings[i]),
-        ) else {
+        let (Some(rx), Some(done)) = (received.get(&calendar_id).copied(), done.get(&meetings[i]))
+        else {
             missing.push(calendar_id);
             continue;
         };
         latency.push(ms(done.saturating_duration_since(rx)));
         delivery.push(ms(rx.saturating_duration_since(patched[i])));
-        if let (Some(listed), Some(started)) = (
-            calendar.listed.get(&calendar_id),
-            provider.started.get(&meetings[i]),
-        ) {
+        if let (Some(listed), Some(started)) =
+            (calendar.listed.get(&calendar_id), started.get(&meetings[i]))
+        {
             queued.push(ms(listed.saturating_duration_since(rx)));
             syncing.push(ms(started.saturating_duration_since(listed)));
             calling.push(ms(done.saturating_duration_since(started)));

@@ -2,8 +2,8 @@
 //! engine's tests, the deterministic simulation and benchmarks. It records every call and can be
 //! told to fail the next calls, as a real provider would (timeouts, 429s).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
@@ -40,13 +40,21 @@ struct State {
     rotate_join_url: u32,
     /// The next this-many updates answer `Recreate` (the change cannot be made in place).
     recreate: u32,
+    /// Keys of every call so far (a repeated key is a replay, not a new request).
+    seen_keys: HashSet<String>,
+    /// Successful first-time updates that asked for the spec the meeting already had.
+    wasted: u64,
 }
+
+/// Called when an update of a meeting starts (`false`) and when it succeeded (`true`).
+pub type UpdateObserver = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 /// The in-memory provider.
 pub struct MemoryProvider {
     name: String,
     capabilities: Capabilities,
     state: Mutex<State>,
+    observer: Mutex<Option<UpdateObserver>>,
 }
 
 impl MemoryProvider {
@@ -55,6 +63,29 @@ impl MemoryProvider {
             name: name.to_owned(),
             capabilities,
             state: Mutex::new(State::default()),
+            observer: Mutex::new(None),
+        }
+    }
+
+    /// Successful updates that were not replays (a key seen before) and asked for the spec the
+    /// meeting already had: a change that did not matter reached the provider.
+    pub fn wasted_updates(&self) -> u64 {
+        self.state().wasted
+    }
+
+    /// Reports each update's start and success (benchmarks time the provider's side with it).
+    pub fn observe_updates(&self, observer: UpdateObserver) {
+        *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    fn notify(&self, meeting_id: &str, done: bool) {
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(observer) = observer {
+            observer(meeting_id, done);
         }
     }
 
@@ -117,6 +148,7 @@ impl MemoryProvider {
             Some(error) => Err(error),
             None => apply(&mut state),
         };
+        state.seen_keys.insert(key.to_owned());
         state.calls.push(Call {
             op,
             meeting_id: meeting_id.to_owned(),
@@ -195,8 +227,10 @@ impl ConferenceProvider for MemoryProvider {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
-            self.call("update", meeting_id, key, |state| {
+            self.notify(meeting_id, false);
+            let result = self.call("update", meeting_id, key, |state| {
                 let rotate = state.rotate_join_url > 0;
+                let replay = state.seen_keys.contains(key);
                 let counter = state.next_id;
                 self.live(state, meeting_id)?;
                 if state.recreate > 0 {
@@ -207,20 +241,32 @@ impl ConferenceProvider for MemoryProvider {
                     });
                 }
                 let m = self.live(state, meeting_id)?;
+                let unchanged = m.spec == *spec;
                 if m.spec.recurrence != spec.recurrence || m.spec.start != spec.start {
                     // Like most providers: a new series time drops occurrence exceptions.
                     m.occurrences.clear();
                 }
                 m.spec = spec.clone();
                 if !rotate {
-                    return Ok(Some(m.join_url.clone()));
+                    let url = m.join_url.clone();
+                    if unchanged && !replay {
+                        state.wasted += 1;
+                    }
+                    return Ok(Some(url));
                 }
                 m.join_url = format!("https://meet.invalid/{meeting_id}/r{counter}");
                 let url = m.join_url.clone();
                 state.rotate_join_url -= 1;
                 state.next_id += 1;
+                if unchanged && !replay {
+                    state.wasted += 1;
+                }
                 Ok(Some(url))
-            })
+            });
+            if result.is_ok() {
+                self.notify(meeting_id, true);
+            }
+            result
         })
     }
 
@@ -343,6 +389,34 @@ mod tests {
         assert_eq!(
             calls.iter().map(|c| c.succeeded).collect::<Vec<_>>(),
             [false, true]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_to_the_same_spec_is_wasted_unless_it_is_a_replay() {
+        let p = MemoryProvider::new("m", Capabilities::ALL);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        p.observe_updates(Arc::new(move |id: &str, done: bool| {
+            log.lock().unwrap().push((id.to_owned(), done))
+        }));
+        let m = p.create(&spec("a"), "c").await.unwrap();
+        p.update(&m.meeting_id, &spec("b"), "u1").await.unwrap();
+        assert_eq!(p.wasted_updates(), 0);
+        p.update(&m.meeting_id, &spec("b"), "u1").await.unwrap(); // a replay
+        assert_eq!(p.wasted_updates(), 0);
+        p.update(&m.meeting_id, &spec("b"), "u2").await.unwrap(); // nothing changed
+        assert_eq!(p.wasted_updates(), 1);
+        p.fail_next([ProviderError::NotFound {
+            provider: "m".into(),
+        }]);
+        assert!(p.update(&m.meeting_id, &spec("c"), "u3").await.is_err());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert_eq!(
+            seen.last(),
+            Some(&(m.meeting_id.clone(), false)),
+            "no success reported for a failure"
         );
     }
 }
