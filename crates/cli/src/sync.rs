@@ -109,6 +109,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
                 store.clone(),
             ));
             oauth = Some(users.clone());
+            let users = Arc::new(confsync_engine::calendar::Routed(users));
             user_of = Arc::new(|calendar_id: &str| {
                 confsync_service::oauth::implied_owner(calendar_id)
                     .unwrap_or_else(|| calendar_id.to_owned())
@@ -128,7 +129,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
                 confsync_service::oauth::implied_owner(calendar_id)
                     .unwrap_or_else(|| default_subject.clone())
             });
-            Arc::new(delegated)
+            Arc::new(confsync_engine::calendar::Routed(delegated))
         }
         (None, None) => {
             let token = config.google.token.clone().context(
@@ -149,10 +150,8 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
             project_per_minute: config.google.project_requests_per_minute,
         },
     ));
-    let calendar = Arc::new(confsync_service::budget::BudgetedCalendar::new(
-        calendar,
-        budgets.clone(),
-        user_of,
+    let calendar = Arc::new(confsync_engine::calendar::Routed(
+        confsync_service::budget::BudgetedCalendar::new(calendar, budgets.clone(), user_of),
     ));
     let metrics = Arc::new(confsync_service::metrics::Metrics::default());
     let provider = Arc::new(confsync_service::metrics::TimedProvider::new(

@@ -95,6 +95,125 @@ pub trait CalendarApi: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>>;
 }
 
+/// Where a call for a calendar goes. Calendar access that differs per calendar (each owner's
+/// credentials) or that must wait first (rate budgets) implements this once, and [`Routed`]
+/// forwards every [`CalendarApi`] method through it.
+pub trait Route: Send + Sync {
+    /// The API to call for `calendar_id` (None: a channel whose calendar is unknown).
+    fn route<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<std::sync::Arc<dyn CalendarApi>, CalendarError>>;
+
+    /// Sees every call that [`Route::route`] let through and that failed (to mark a revoked
+    /// grant, say). Does nothing by default.
+    fn failed<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        error: &'a CalendarError,
+    ) -> BoxFuture<'a, ()> {
+        let _ = (calendar_id, error);
+        Box::pin(async {})
+    }
+}
+
+impl<R: Route + ?Sized> Route for std::sync::Arc<R> {
+    fn route<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<std::sync::Arc<dyn CalendarApi>, CalendarError>> {
+        (**self).route(calendar_id)
+    }
+
+    fn failed<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        error: &'a CalendarError,
+    ) -> BoxFuture<'a, ()> {
+        (**self).failed(calendar_id, error)
+    }
+}
+
+/// A [`Route`] as a calendar.
+pub struct Routed<R>(pub R);
+
+impl<R: Route> Routed<R> {
+    async fn call<'a, T>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        call: impl FnOnce(std::sync::Arc<dyn CalendarApi>) -> BoxFuture<'a, Result<T, CalendarError>>,
+    ) -> Result<T, CalendarError> {
+        // The route's own refusals are its business; only calls it let through are reported.
+        let api = self.0.route(calendar_id).await?;
+        let result = call(api).await;
+        if let Err(e) = &result {
+            self.0.failed(calendar_id, e).await;
+        }
+        result
+    }
+}
+
+impl<R: Route> CalendarApi for Routed<R> {
+    fn watch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        channel_id: &'a str,
+        address: &'a str,
+        token: &'a str,
+        ttl_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
+        Box::pin(self.call(Some(calendar_id), move |api| {
+            Box::pin(async move {
+                api.watch(calendar_id, channel_id, address, token, ttl_seconds)
+                    .await
+            })
+        }))
+    }
+
+    fn stop_channel<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        channel_id: &'a str,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+        Box::pin(self.call(calendar_id, move |api| {
+            Box::pin(async move { api.stop_channel(calendar_id, channel_id, resource_id).await })
+        }))
+    }
+
+    fn list<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        request: &'a ListRequest,
+    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+        Box::pin(self.call(Some(calendar_id), move |api| {
+            Box::pin(async move { api.list(calendar_id, request).await })
+        }))
+    }
+
+    fn patch<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+        body: &'a Value,
+        if_match: &'a str,
+    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
+        Box::pin(self.call(Some(calendar_id), move |api| {
+            Box::pin(async move { api.patch(calendar_id, event_id, body, if_match).await })
+        }))
+    }
+
+    fn get<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
+        Box::pin(self.call(Some(calendar_id), move |api| {
+            Box::pin(async move { api.get(calendar_id, event_id).await })
+        }))
+    }
+}
+
 /// The emulator, called in process (no HTTP): deterministic and fast.
 pub mod emulated {
     use std::sync::Arc;
@@ -570,71 +689,16 @@ pub mod delegated {
         }
     }
 
-    impl CalendarApi for DelegatedCalendar {
-        fn list<'a>(
+    /// Each call goes to the calendar's owner's client; a channel whose calendar is unknown
+    /// (an orphan) is stopped as the default subject.
+    impl Route for DelegatedCalendar {
+        fn route<'a>(
             &'a self,
-            calendar_id: &'a str,
-            request: &'a ListRequest,
-        ) -> BoxFuture<'a, Result<Page, CalendarError>> {
+            calendar_id: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Arc<dyn CalendarApi>, CalendarError>> {
             Box::pin(async move {
-                self.calendar_for(calendar_id)?
-                    .list(calendar_id, request)
-                    .await
-            })
-        }
-
-        fn get<'a>(
-            &'a self,
-            calendar_id: &'a str,
-            event_id: &'a str,
-        ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
-            Box::pin(async move {
-                self.calendar_for(calendar_id)?
-                    .get(calendar_id, event_id)
-                    .await
-            })
-        }
-
-        fn patch<'a>(
-            &'a self,
-            calendar_id: &'a str,
-            event_id: &'a str,
-            body: &'a Value,
-            if_match: &'a str,
-        ) -> BoxFuture<'a, Result<Value, CalendarError>> {
-            Box::pin(async move {
-                self.calendar_for(calendar_id)?
-                    .patch(calendar_id, event_id, body, if_match)
-                    .await
-            })
-        }
-
-        fn watch<'a>(
-            &'a self,
-            calendar_id: &'a str,
-            channel_id: &'a str,
-            address: &'a str,
-            token: &'a str,
-            ttl_seconds: Option<u64>,
-        ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
-            Box::pin(async move {
-                self.calendar_for(calendar_id)?
-                    .watch(calendar_id, channel_id, address, token, ttl_seconds)
-                    .await
-            })
-        }
-
-        fn stop_channel<'a>(
-            &'a self,
-            _calendar_id: Option<&'a str>,
-            channel_id: &'a str,
-            resource_id: &'a str,
-        ) -> BoxFuture<'a, Result<(), CalendarError>> {
-            // A channel is stopped as the user who made it: its calendar's owner; orphans (calendar
-            // unknown) as the default subject.
-            Box::pin(async move {
-                let target = match _calendar_id {
-                    Some(calendar_id) => calendar_id.to_owned(),
+                let target = match calendar_id {
+                    Some(id) => id.to_owned(),
                     None => self
                         .default_subject
                         .clone()
@@ -642,9 +706,8 @@ pub mod delegated {
                             detail: "no subject to stop an orphan channel as".into(),
                         })?,
                 };
-                self.calendar_for(&target)?
-                    .stop_channel(Some(target.as_str()), channel_id, resource_id)
-                    .await
+                let calendar: Arc<dyn CalendarApi> = self.calendar_for(&target)?;
+                Ok(calendar)
             })
         }
     }

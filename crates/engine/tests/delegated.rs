@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use confsync_core::plan::Recognizer;
 use confsync_emulator::{Emulator, EmulatorConfig};
+use confsync_engine::calendar::Routed;
 use confsync_engine::calendar::delegated::DelegatedCalendar;
 use confsync_engine::{CalendarApi, Engine, EngineConfig};
 use confsync_gcal::auth::ServiceAccountKey;
@@ -82,12 +83,15 @@ async fn each_calendar_is_synced_as_its_owner() {
         assert!(inserted.status().is_success());
     }
     let key = ServiceAccountKey::from_json(&key_file.to_string()).unwrap();
-    let calendar = Arc::new(DelegatedCalendar::new(key, &base, None));
+    let calendar = Arc::new(Routed(DelegatedCalendar::new(key, &base, None)));
     assert_eq!(
-        calendar.subject_for("Alice@Example.com").as_deref(),
+        calendar.0.subject_for("Alice@Example.com").as_deref(),
         Some("alice@example.com")
     );
-    assert_eq!(calendar.subject_for("team@group.calendar.google.com"), None);
+    assert_eq!(
+        calendar.0.subject_for("team@group.calendar.google.com"),
+        None
+    );
     let provider = Arc::new(MemoryProvider::new("mem", Capabilities::ALL));
     let config = EngineConfig {
         recognizer: Recognizer {

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confsync_core::session::{ListRequest, Page};
-use confsync_engine::calendar::{CalendarApi, CalendarError, WatchedChannel};
-use serde_json::Value;
+use confsync_engine::calendar::{CalendarApi, CalendarError, Route};
 use tokio::time::Instant;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -134,77 +132,20 @@ impl BudgetedCalendar {
             user_of,
         }
     }
-
-    async fn take(&self, calendar_id: &str) {
-        self.budgets.acquire(&(self.user_of)(calendar_id)).await;
-    }
 }
 
-impl CalendarApi for BudgetedCalendar {
-    fn list<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        request: &'a ListRequest,
-    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
-        Box::pin(async move {
-            self.take(calendar_id).await;
-            self.inner.list(calendar_id, request).await
-        })
-    }
-
-    fn get<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
-        Box::pin(async move {
-            self.take(calendar_id).await;
-            self.inner.get(calendar_id, event_id).await
-        })
-    }
-
-    fn patch<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        event_id: &'a str,
-        body: &'a Value,
-        if_match: &'a str,
-    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
-        Box::pin(async move {
-            self.take(calendar_id).await;
-            self.inner
-                .patch(calendar_id, event_id, body, if_match)
-                .await
-        })
-    }
-
-    fn watch<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        channel_id: &'a str,
-        address: &'a str,
-        token: &'a str,
-        ttl_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
-        Box::pin(async move {
-            self.take(calendar_id).await;
-            self.inner
-                .watch(calendar_id, channel_id, address, token, ttl_seconds)
-                .await
-        })
-    }
-
-    fn stop_channel<'a>(
+/// Every call first takes its budgets, then goes to the inner calendar (wrap in
+/// [`confsync_engine::calendar::Routed`] to use it as a calendar).
+impl Route for BudgetedCalendar {
+    fn route<'a>(
         &'a self,
         calendar_id: Option<&'a str>,
-        channel_id: &'a str,
-        resource_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+    ) -> BoxFuture<'a, Result<Arc<dyn CalendarApi>, CalendarError>> {
         Box::pin(async move {
-            self.take(calendar_id.unwrap_or("")).await;
-            self.inner
-                .stop_channel(calendar_id, channel_id, resource_id)
-                .await
+            self.budgets
+                .acquire(&(self.user_of)(calendar_id.unwrap_or("")))
+                .await;
+            Ok(self.inner.clone())
         })
     }
 }

@@ -18,9 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confsync_core::session::{ListRequest, Page};
 use confsync_engine::calendar::google::GoogleCalendar;
-use confsync_engine::calendar::{CalendarApi, CalendarError, WatchedChannel};
+use confsync_engine::calendar::{CalendarApi, CalendarError, Route};
 use confsync_gcal::auth::{AuthCodeFlow, PkceVerifier, TokenCipher};
 use confsync_gcal::{Client, RetryPolicy};
 use confsync_store::Store;
@@ -359,31 +358,6 @@ impl UserCalendars {
             .insert(user_id.clone(), calendar.clone());
         Ok((user_id, calendar))
     }
-
-    /// Runs a call as the calendar's owner; an `invalid_grant` marks the owner (once).
-    async fn as_owner<'a, T>(
-        &'a self,
-        calendar_id: &'a str,
-        call: impl FnOnce(Arc<GoogleCalendar>) -> BoxFuture<'a, Result<T, CalendarError>>,
-    ) -> Result<T, CalendarError> {
-        let (user_id, calendar) = self.calendar_for(calendar_id).await?;
-        let result = call(calendar).await;
-        if let Err(CalendarError::Reauth { detail }) = &result {
-            self.forget(&user_id);
-            match self
-                .store
-                .user_needs_reauth(&user_id, "the grant was revoked or expired", now_ms())
-                .await
-            {
-                Ok(true) => {
-                    warn!(user_id = %user_id, calendar_id = %calendar_id, error = %detail, "grant revoked: the user's calendars wait for re-authorisation")
-                }
-                Ok(false) => {}
-                Err(e) => warn!(user_id = %user_id, error = %e, "cannot record re-authorisation"),
-            }
-        }
-        result
-    }
 }
 
 fn now_ms() -> i64 {
@@ -400,61 +374,14 @@ fn random_state() -> Result<String, String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-impl CalendarApi for UserCalendars {
-    fn list<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        request: &'a ListRequest,
-    ) -> BoxFuture<'a, Result<Page, CalendarError>> {
-        Box::pin(self.as_owner(calendar_id, move |c| {
-            Box::pin(async move { c.list(calendar_id, request).await })
-        }))
-    }
-
-    fn get<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
-        Box::pin(self.as_owner(calendar_id, move |c| {
-            Box::pin(async move { c.get(calendar_id, event_id).await })
-        }))
-    }
-
-    fn patch<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        event_id: &'a str,
-        body: &'a Value,
-        if_match: &'a str,
-    ) -> BoxFuture<'a, Result<Value, CalendarError>> {
-        Box::pin(self.as_owner(calendar_id, move |c| {
-            Box::pin(async move { c.patch(calendar_id, event_id, body, if_match).await })
-        }))
-    }
-
-    fn watch<'a>(
-        &'a self,
-        calendar_id: &'a str,
-        channel_id: &'a str,
-        address: &'a str,
-        token: &'a str,
-        ttl_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
-        Box::pin(self.as_owner(calendar_id, move |c| {
-            Box::pin(async move {
-                c.watch(calendar_id, channel_id, address, token, ttl_seconds)
-                    .await
-            })
-        }))
-    }
-
-    fn stop_channel<'a>(
+/// Each call goes to the calendar's owner's client (wrap in
+/// [`confsync_engine::calendar::Routed`] to use it as a calendar); an `invalid_grant` marks the
+/// owner as needing re-authorisation, once.
+impl Route for UserCalendars {
+    fn route<'a>(
         &'a self,
         calendar_id: Option<&'a str>,
-        channel_id: &'a str,
-        resource_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), CalendarError>> {
+    ) -> BoxFuture<'a, Result<Arc<dyn CalendarApi>, CalendarError>> {
         Box::pin(async move {
             // A channel is stopped by the user who made it; an orphan's maker is unknown.
             let Some(calendar_id) = calendar_id else {
@@ -462,13 +389,36 @@ impl CalendarApi for UserCalendars {
                     detail: "an orphan channel's owner is unknown; it expires by itself".into(),
                 });
             };
-            self.as_owner(calendar_id, move |c| {
-                Box::pin(async move {
-                    c.stop_channel(Some(calendar_id), channel_id, resource_id)
-                        .await
-                })
-            })
-            .await
+            let (_, calendar) = self.calendar_for(calendar_id).await?;
+            let calendar: Arc<dyn CalendarApi> = calendar;
+            Ok(calendar)
+        })
+    }
+
+    fn failed<'a>(
+        &'a self,
+        calendar_id: Option<&'a str>,
+        error: &'a CalendarError,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let (Some(calendar_id), CalendarError::Reauth { detail }) = (calendar_id, error) else {
+                return;
+            };
+            let Ok(Some(user_id)) = self.owner(calendar_id).await else {
+                return;
+            };
+            self.forget(&user_id);
+            match self
+                .store
+                .user_needs_reauth(&user_id, "the grant was revoked or expired", now_ms())
+                .await
+            {
+                Ok(true) => {
+                    warn!(user_id = %user_id, calendar_id = %calendar_id, error = %detail, "grant revoked: the user's calendars wait for re-authorisation")
+                }
+                Ok(false) => {}
+                Err(e) => warn!(user_id = %user_id, error = %e, "cannot record re-authorisation"),
+            }
         })
     }
 }

@@ -77,7 +77,7 @@ async fn start() -> Harness {
     let provider = Arc::new(LocalProvider::new(store.clone(), &service_url));
     let engine = Arc::new(Engine::new(
         store.clone(),
-        users.clone(),
+        Arc::new(confsync_engine::calendar::Routed(users.clone())),
         provider.clone(),
         EngineConfig {
             recognizer: Recognizer {
