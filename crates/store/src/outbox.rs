@@ -530,29 +530,38 @@ impl Store {
     /// The most recently finished rows (done, failed, superseded) across all conferences, newest
     /// first: what confsync did lately.
     pub async fn outbox_recent(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query
-            .push(" WHERE state <> 'pending' ORDER BY updated_at DESC, id DESC LIMIT ")
-            .push_bind(limit);
-        let rows = query
-            .build()
-            .fetch_all(&self.reader)
-            .await
-            .ctx(|| "listing recent outbox rows".to_owned())?;
-        rows.iter().map(entry).collect()
+        self.outbox_where(
+            " WHERE state <> 'pending' ORDER BY updated_at DESC, id DESC LIMIT ",
+            limit,
+            "listing recent outbox rows",
+        )
+        .await
     }
 
     /// Pending rows across all conferences, soonest due first.
     pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_where(
+            " WHERE state = 'pending' ORDER BY not_before, id LIMIT ",
+            limit,
+            "listing pending outbox rows",
+        )
+        .await
+    }
+
+    /// Rows matching a fixed clause that ends with `LIMIT `, at most `limit` of them.
+    async fn outbox_where(
+        &self,
+        clause: &'static str,
+        limit: i64,
+        what: &'static str,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query
-            .push(" WHERE state = 'pending' ORDER BY not_before, id LIMIT ")
-            .push_bind(limit);
+        query.push(clause).push_bind(limit);
         let rows = query
             .build()
             .fetch_all(&self.reader)
             .await
-            .ctx(|| "listing pending outbox rows".to_owned())?;
+            .ctx(|| what.to_owned())?;
         rows.iter().map(entry).collect()
     }
 
