@@ -562,6 +562,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|link| PlannedChange {
                 link: link.clone(),
+                base: confsync_store::LinkBase::New,
                 actions: vec![],
                 supersede_deletes: false,
                 not_before_ms: now,

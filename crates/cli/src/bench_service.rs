@@ -265,7 +265,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     let config = EngineConfig {
         recognizer: Recognizer {
             solution_names: vec!["confsync".into()],
-            parameter_key: Some("confsyncConferenceId".into()),
+            parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
         },
         ..EngineConfig::default()
     };
@@ -300,8 +300,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         store: store.clone(),
         provider: provider.clone(),
         scheduler: scheduler.clone(),
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
+        create_deadline: std::time::Duration::from_secs(10),
         channels: Some(channels),
         oauth: None,
         public_url: None,

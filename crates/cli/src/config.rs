@@ -12,7 +12,8 @@ pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out
 # Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN,
 # CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE, CONFSYNC_GOOGLE_OAUTH_CLIENT_ID,
 # CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET, CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY, CONFSYNC_STORE_PATH,
-# CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL.
+# CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL,
+# CONFSYNC_SERVE_HOST_KEY, CONFSYNC_SERVE_CHANNEL_KEY.
 
 [google]
 # Google's root URL, or an emulator's ("http://127.0.0.1:8085/").
@@ -24,8 +25,8 @@ base_url = "https://www.googleapis.com/"
 # subject = "admin@example.com"   # who to act as for secondary calendars
 # Calendar API rate budgets: requests per minute per user (Google's default quota is 600) and
 # for the whole project; calls wait for them instead of drawing 403 rateLimitExceeded. 0: off.
-user_requests_per_minute = 600
-project_requests_per_minute = 10000
+user_requests_per_minute = 600        # 0 to 100000
+project_requests_per_minute = 10000   # 0 to 1000000
 
 # Or per-user OAuth: each user connects their own calendars at {serve.public_url}oauth/google/start
 # (the add-on sends them there). Needs serve.public_url (the redirect URI is
@@ -37,6 +38,8 @@ project_requests_per_minute = 10000
 #                                # Better: CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY. `confsync config key` makes one.
 # auth_uri = "https://accounts.google.com/o/oauth2/v2/auth"
 # token_uri = "https://oauth2.googleapis.com/token"
+# max_pending_requests = 1000    # sign-ins waiting for their callback at once (10 to 100000);
+#                                # when full, /oauth/google/start answers 503 for a few minutes
 
 [store]
 # The SQLite database (created with its directory if missing).
@@ -85,7 +88,7 @@ join_base_url = "http://127.0.0.1:8080/"
 [sync]
 # Calendars `confsync sync` handles besides those already in the store.
 calendars = []
-# How many days back a full sync lists (0: everything).
+# How many days back a full sync lists (0: everything; at most 3650).
 full_sync_window_days = 30
 # conferenceSolution.name of our add-on: how confsync recognises its conferences.
 solution_names = ["confsync"]
@@ -94,16 +97,34 @@ page_size = 2500
 
 [serve]
 listen = "127.0.0.1:8080"
-# Notifications for one calendar within this window make one sync.
+# Notifications for one calendar within this window make one sync (0 to 60000).
 debounce_ms = 500
-# Calendars synced at the same time.
+# Calendars synced at the same time (1 to 64).
 workers = 4
-# Every calendar is synced at least this often (+-25%), whatever the notifications.
+# Every calendar is synced at least this often (+-25%), whatever the notifications (1 to 1440).
 sweep_minutes = 15
+# A request's headers must arrive within this long (1000 to 120000): slow clients lose their
+# connection instead of holding it.
+header_read_timeout_ms = 10000
+# A connection without traffic for this long, and no request in progress, is closed
+# (1000 to 3600000). Behind a load balancer, make it longer than the balancer's keep-alive.
+idle_timeout_ms = 90000
+# Connections served at once (16 to 100000); more wait in the accept backlog.
+max_connections = 1024
+# Largest request line plus headers, in bytes (8192 to 1048576); larger ones get 431.
+max_header_bytes = 32768
+# Push channels that are ours but no longer wanted are stopped at most this often (0 to 60;
+# 0: they are left to expire), outside the Calendar rate budgets syncs use.
+orphan_stops_per_minute = 5
 # The HTTPS base URL Google can reach; set it to turn on push channels.
 # public_url = "https://confsync.example.com/"
 # Signs organizers' join links (GET /v1/conferences/{id} answers hostUrl): 32+ random characters.
 # host_key = "env:CONFSYNC_HOST_KEY"
+# Signs push channel ids, so notifications for made-up channels are refused without any work:
+# 32+ random characters. Default: derived from host_key, else from google.oauth.token_key, else
+# random at each start (channels opened before a restart are then still recognised through the
+# store until they are renewed).
+# channel_key = "env:CONFSYNC_CHANNEL_KEY"
 "#;
 
 /// The whole file.
@@ -122,7 +143,7 @@ pub struct Config {
     pub serve: ServeConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     /// Address `confsync serve` listens on.
@@ -144,6 +165,63 @@ pub struct ServeConfig {
     /// characters; `env:NAME` or `file:/path` to keep it out of the file.
     #[serde(default)]
     pub host_key: Option<String>,
+    /// Signs push channel ids (at least 32 characters; `env:NAME` or `file:/path`).
+    #[serde(default)]
+    pub channel_key: Option<String>,
+    /// Longest a request's headers may take to arrive (ms).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection without traffic and without a request in progress is closed after (ms).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request line plus headers (bytes).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Stops of our own unwanted push channels per minute (0: none).
+    #[serde(default = "default_orphan_stops")]
+    pub orphan_stops_per_minute: u32,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("debounce_ms", &self.debounce_ms)
+            .field("workers", &self.workers)
+            .field("sweep_minutes", &self.sweep_minutes)
+            .field("public_url", &self.public_url)
+            .field("host_key", &secret(&self.host_key))
+            .field("channel_key", &secret(&self.channel_key))
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("orphan_stops_per_minute", &self.orphan_stops_per_minute)
+            .finish()
+    }
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    90_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_orphan_stops() -> u32 {
+    5
+}
+fn default_max_pending() -> u32 {
+    1000
 }
 
 fn default_listen() -> String {
@@ -168,6 +246,12 @@ impl Default for ServeConfig {
             sweep_minutes: default_sweep(),
             public_url: None,
             host_key: None,
+            channel_key: None,
+            header_read_timeout_ms: default_header_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            orphan_stops_per_minute: default_orphan_stops(),
         }
     }
 }
@@ -214,6 +298,9 @@ pub struct OAuthConfig {
     pub auth_uri: String,
     #[serde(default = "default_token_uri")]
     pub token_uri: String,
+    /// Sign-ins waiting for their callback at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_requests: u32,
 }
 
 impl std::fmt::Debug for OAuthConfig {
@@ -224,6 +311,7 @@ impl std::fmt::Debug for OAuthConfig {
             .field("token_key", &"***")
             .field("auth_uri", &self.auth_uri)
             .field("token_uri", &self.token_uri)
+            .field("max_pending_requests", &self.max_pending_requests)
             .finish()
     }
 }
@@ -404,6 +492,7 @@ impl Config {
                     token_key: String::new(),
                     auth_uri: default_auth_uri(),
                     token_uri: default_token_uri(),
+                    max_pending_requests: default_max_pending(),
                 });
                 match set {
                     0 => oauth.client_id = v,
@@ -426,6 +515,9 @@ impl Config {
         }
         if let Some(v) = env("CONFSYNC_SERVE_HOST_KEY") {
             config.serve.host_key = Some(v);
+        }
+        if let Some(v) = env("CONFSYNC_SERVE_CHANNEL_KEY") {
+            config.serve.channel_key = Some(v);
         }
         config.validate()?;
         Ok(config)
@@ -467,18 +559,7 @@ impl Config {
                 "provider.kind = {kind:?} needs a [provider.{kind}] table (`confsync config example` shows its keys)"
             ));
         }
-        if !(1..=2500).contains(&self.sync.page_size) {
-            return Err(format!(
-                "sync.page_size = {}: must be 1 to 2500",
-                self.sync.page_size
-            ));
-        }
-        if self.sync.full_sync_window_days < 0 {
-            return Err(format!(
-                "sync.full_sync_window_days = {}: must not be negative",
-                self.sync.full_sync_window_days
-            ));
-        }
+        self.check_ranges()?;
         if self.serve.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "serve.listen = {:?}: expected host:port, e.g. \"127.0.0.1:8080\"",
@@ -515,15 +596,17 @@ impl Config {
                 return Err("google.oauth and google.service_account_file are both set: choose one way to reach calendars".into());
             }
         }
-        if let Some(key) = &self.serve.host_key {
-            match confsync_providers::http::Secret::resolve(key) {
-                Ok(k) if k.expose().len() >= 32 => {}
-                Ok(_) => return Err("serve.host_key: use at least 32 random characters".into()),
-                Err(e) => return Err(format!("serve.host_key: {e}")),
+        for (name, key) in [
+            ("serve.host_key", &self.serve.host_key),
+            ("serve.channel_key", &self.serve.channel_key),
+        ] {
+            if let Some(key) = key {
+                match confsync_providers::http::Secret::resolve(key) {
+                    Ok(k) if k.expose().len() >= 32 => {}
+                    Ok(_) => return Err(format!("{name}: use at least 32 random characters")),
+                    Err(e) => return Err(format!("{name}: {e}")),
+                }
             }
-        }
-        if self.serve.workers == 0 || self.serve.sweep_minutes == 0 {
-            return Err("serve.workers and serve.sweep_minutes must be at least 1".into());
         }
         if self.sync.solution_names.is_empty() {
             return Err(
@@ -531,6 +614,77 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
+}
+
+/// `key = value: must be LOW to HIGH`, if the value is out of its range.
+fn bounded<T>(key: &str, value: T, range: std::ops::RangeInclusive<T>) -> Result<(), String>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {value}: must be {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+impl Config {
+    /// Every number in its sane range; the error names the key and the range.
+    fn check_ranges(&self) -> Result<(), String> {
+        let (g, s, v) = (&self.google, &self.sync, &self.serve);
+        bounded("sync.page_size", s.page_size, 1..=2500)?;
+        bounded(
+            "sync.full_sync_window_days",
+            s.full_sync_window_days,
+            0..=3650,
+        )?;
+        bounded(
+            "google.user_requests_per_minute",
+            g.user_requests_per_minute,
+            0..=100_000,
+        )?;
+        bounded(
+            "google.project_requests_per_minute",
+            g.project_requests_per_minute,
+            0..=1_000_000,
+        )?;
+        if let Some(oauth) = &g.oauth {
+            bounded(
+                "google.oauth.max_pending_requests",
+                oauth.max_pending_requests,
+                10..=100_000,
+            )?;
+        }
+        bounded("serve.debounce_ms", v.debounce_ms, 0..=60_000)?;
+        bounded("serve.workers", v.workers, 1..=64)?;
+        bounded("serve.sweep_minutes", v.sweep_minutes, 1..=1440)?;
+        bounded(
+            "serve.header_read_timeout_ms",
+            v.header_read_timeout_ms,
+            1_000..=120_000,
+        )?;
+        bounded(
+            "serve.idle_timeout_ms",
+            v.idle_timeout_ms,
+            1_000..=3_600_000,
+        )?;
+        bounded("serve.max_connections", v.max_connections, 16..=100_000)?;
+        bounded(
+            "serve.max_header_bytes",
+            v.max_header_bytes,
+            8192..=1_048_576,
+        )?;
+        bounded(
+            "serve.orphan_stops_per_minute",
+            v.orphan_stops_per_minute,
+            0..=60,
+        )?;
         Ok(())
     }
 }
@@ -614,5 +768,86 @@ mod tests {
                 .unwrap_err()
                 .contains("serve.public_url")
         );
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_the_key_and_the_range() {
+        let none = |_: &str| None;
+        for (text, expected) in [
+            ("[serve]\nworkers = 0", "serve.workers = 0: must be 1 to 64"),
+            (
+                "[serve]\nworkers = 100000",
+                "serve.workers = 100000: must be 1 to 64",
+            ),
+            (
+                "[serve]\ndebounce_ms = 3600000",
+                "serve.debounce_ms = 3600000: must be 0 to 60000",
+            ),
+            (
+                "[serve]\nsweep_minutes = 0",
+                "serve.sweep_minutes = 0: must be 1 to 1440",
+            ),
+            (
+                "[serve]\nheader_read_timeout_ms = 0",
+                "serve.header_read_timeout_ms = 0: must be 1000 to 120000",
+            ),
+            (
+                "[serve]\nidle_timeout_ms = 999",
+                "serve.idle_timeout_ms = 999: must be 1000 to 3600000",
+            ),
+            (
+                "[serve]\nmax_connections = 1",
+                "serve.max_connections = 1: must be 16 to 100000",
+            ),
+            (
+                "[serve]\nmax_header_bytes = 100",
+                "serve.max_header_bytes = 100: must be 8192 to 1048576",
+            ),
+            (
+                "[serve]\norphan_stops_per_minute = 1000",
+                "serve.orphan_stops_per_minute = 1000: must be 0 to 60",
+            ),
+            (
+                "[google]\nuser_requests_per_minute = 1000000",
+                "google.user_requests_per_minute = 1000000: must be 0 to 100000",
+            ),
+            (
+                "[google]\nproject_requests_per_minute = 2000000",
+                "google.project_requests_per_minute = 2000000: must be 0 to 1000000",
+            ),
+            (
+                "[sync]\nfull_sync_window_days = -1",
+                "sync.full_sync_window_days = -1: must be 0 to 3650",
+            ),
+            (
+                "[sync]\npage_size = 0",
+                "sync.page_size = 0: must be 1 to 2500",
+            ),
+        ] {
+            let e = Config::parse(text, none).unwrap_err();
+            assert_eq!(e, expected, "{text}");
+        }
+        let oauth = format!(
+            "[serve]\npublic_url = \"https://c.example.com/\"\n[google.oauth]\nclient_id = \"c\"\ntoken_key = \"{}\"\nmax_pending_requests = 1",
+            confsync_gcal::auth::TokenCipher::generate_key().unwrap()
+        );
+        assert_eq!(
+            Config::parse(&oauth, none).unwrap_err(),
+            "google.oauth.max_pending_requests = 1: must be 10 to 100000"
+        );
+        let e = Config::parse("[serve]\nchannel_key = \"short\"", none).unwrap_err();
+        assert!(
+            e.contains("serve.channel_key") && !e.contains("short"),
+            "{e}"
+        );
+        let c = Config::parse("", |k| {
+            (k == "CONFSYNC_SERVE_CHANNEL_KEY").then(|| "k".repeat(40))
+        })
+        .unwrap();
+        assert!(
+            !format!("{c:?}").contains(&"k".repeat(40)),
+            "no secret in Debug"
+        );
+        assert_eq!(c.serve.max_connections, 1024);
     }
 }

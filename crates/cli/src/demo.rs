@@ -423,7 +423,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         EngineConfig {
             recognizer: Recognizer {
                 solution_names: vec!["confsync".into()],
-                parameter_key: Some("confsyncConferenceId".into()),
+                parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
             },
             ..EngineConfig::default()
         },
@@ -448,8 +448,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         store: store.clone(),
         provider,
         scheduler: scheduler.clone(),
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
+        create_deadline: std::time::Duration::from_secs(10),
         channels: Some(channels),
         oauth: None,
         public_url: Some(service_url.clone()),

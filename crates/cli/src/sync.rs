@@ -21,6 +21,9 @@ pub struct Built {
     /// Per-user OAuth, when `[google.oauth]` is set.
     pub oauth: Option<Arc<confsync_service::oauth::UserCalendars>>,
     pub budgets: Arc<confsync_service::budget::Budgets>,
+    /// The calendar without the rate budgets: for the few stops of orphan push channels, which
+    /// have their own budget and must never hold syncs up.
+    pub unbudgeted: Arc<dyn confsync_engine::CalendarApi>,
     /// Counters shared by the scheduler and the timed provider.
     pub metrics: Arc<confsync_service::metrics::Metrics>,
 }
@@ -99,15 +102,18 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
             };
             let cipher = confsync_gcal::auth::TokenCipher::from_base64(&settings.token_key)
                 .map_err(|e| anyhow::anyhow!("google.oauth.token_key: {e}"))?;
-            let users = Arc::new(confsync_service::oauth::UserCalendars::new(
-                Arc::new(confsync_service::oauth::GoogleOAuth {
-                    flow,
-                    cipher,
-                    calendar_base_url: config.google.base_url.clone(),
-                    retry: RetryPolicy::default(),
-                }),
-                store.clone(),
-            ));
+            let users = Arc::new(
+                confsync_service::oauth::UserCalendars::new(
+                    Arc::new(confsync_service::oauth::GoogleOAuth {
+                        flow,
+                        cipher,
+                        calendar_base_url: config.google.base_url.clone(),
+                        retry: RetryPolicy::default(),
+                    }),
+                    store.clone(),
+                )
+                .with_max_pending(settings.max_pending_requests),
+            );
             oauth = Some(users.clone());
             let users = Arc::new(confsync_engine::calendar::Routed(users));
             user_of = Arc::new(|calendar_id: &str| {
@@ -150,6 +156,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
             project_per_minute: config.google.project_requests_per_minute,
         },
     ));
+    let unbudgeted = calendar.clone();
     let calendar = Arc::new(confsync_engine::calendar::Routed(
         confsync_service::budget::BudgetedCalendar::new(calendar, budgets.clone(), user_of),
     ));
@@ -161,7 +168,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
     let engine_config = EngineConfig {
         recognizer: confsync_core::plan::Recognizer {
             solution_names: config.sync.solution_names.clone(),
-            parameter_key: Some("confsyncConferenceId".into()),
+            parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
         },
         full_sync_window: (config.sync.full_sync_window_days > 0)
             .then(|| chrono::Duration::days(config.sync.full_sync_window_days)),
@@ -172,6 +179,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
         engine: Engine::new(store, calendar, provider, engine_config),
         oauth,
         budgets,
+        unbudgeted,
         metrics,
     })
 }
@@ -272,8 +280,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     scheduler.start_sweep(std::time::Duration::from_secs(
         config.serve.sweep_minutes * 60,
     ));
+    let channel_key = channel_key(&config)?;
     let channels = config.serve.public_url.as_ref().map(|url| {
-        let channels = confsync_service::Channels::new(
+        let channels = confsync_service::Channels::with_options(
             engine.calendar.clone(),
             engine.store.clone(),
             scheduler.clone(),
@@ -284,6 +293,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 silence_floor: std::time::Duration::from_secs(600),
                 handshake_grace: std::time::Duration::from_secs(120),
             },
+            confsync_service::ChannelOptions {
+                key: channel_key,
+                orphan_calendar: Some(built.unbudgeted.clone()),
+                orphan_stops_per_minute: config.serve.orphan_stops_per_minute,
+            },
         );
         channels.start_renewal();
         channels
@@ -292,8 +306,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         store: engine.store.clone(),
         provider: engine.provider.clone(),
         scheduler,
-        solution_name: config.sync.solution_names[0].clone(),
-        parameter_key: "confsyncConferenceId".into(),
+        create_deadline: std::time::Duration::from_secs(10),
         channels,
         oauth: built.oauth,
         public_url: config.serve.public_url.clone(),
@@ -311,23 +324,63 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.serve.listen))?;
     println!("confsync serving on http://{}/", listener.local_addr()?);
-    axum::serve(listener, confsync_service::router(service))
-        .with_graceful_shutdown(async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-            // In-flight provider actions stay in the outbox and resume at the next start.
-            tracing::info!("shutting down: no new requests; pending actions stay in the outbox");
-        })
-        .await?;
+    let ms = std::time::Duration::from_millis;
+    let limits = confsync_service::ServerLimits {
+        header_read_timeout: ms(config.serve.header_read_timeout_ms),
+        idle_timeout: ms(config.serve.idle_timeout_ms),
+        max_connections: config.serve.max_connections,
+        max_header_bytes: config.serve.max_header_bytes,
+    };
+    confsync_service::serve(listener, confsync_service::router(service), limits, async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        // In-flight provider actions stay in the outbox and resume at the next start.
+        tracing::info!("shutting down: no new requests; pending actions stay in the outbox");
+    })
+    .await?;
     Ok(())
+}
+
+/// The key push channel ids are signed with: `serve.channel_key`; else derived from
+/// `serve.host_key` or `google.oauth.token_key` (domain-separated, so neither secret is
+/// exposed or weakened); else random for this process (channels opened before a restart are
+/// then recognised through the store until renewed, and their orphans are left to expire).
+fn channel_key(config: &Config) -> anyhow::Result<confsync_service::ChannelKey> {
+    let resolve = |key: &str, value: &str| {
+        confsync_providers::http::Secret::resolve(value)
+            .map(|k| k.expose().as_bytes().to_vec())
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    };
+    let secret = if let Some(value) = &config.serve.channel_key {
+        Some(resolve("serve.channel_key", value)?)
+    } else if let Some(value) = &config.serve.host_key {
+        Some(resolve("serve.host_key", value)?)
+    } else {
+        config
+            .google
+            .oauth
+            .as_ref()
+            .map(|o| o.token_key.as_bytes().to_vec())
+    };
+    Ok(match secret {
+        Some(secret) => confsync_service::ChannelKey::derive(&secret),
+        None => {
+            if config.serve.public_url.is_some() {
+                tracing::info!(
+                    "no serve.channel_key (nor host_key or google.oauth.token_key): push channel ids are signed with a key for this run only"
+                );
+            }
+            confsync_service::ChannelKey::random()
+        }
+    })
 }
 
 /// `confsync apikey create`: prints a new key once; only its hash is stored.

@@ -122,7 +122,10 @@ impl AuthState {
             token.clone(),
             AccessGrant {
                 email: email.to_owned(),
-                expires: now + lifetime,
+                // A lifetime past the end of time (admin input) never expires, never panics.
+                expires: now
+                    .checked_add_signed(lifetime)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
             },
         );
         token
@@ -386,12 +389,15 @@ impl AuthState {
             .and_then(Value::as_i64)
             .ok_or_else(|| bad("missing exp"))?;
         let skew = 300;
-        if exp <= now.timestamp() - skew {
+        // iat and exp are the client's numbers: compare without arithmetic that can overflow.
+        if exp <= now.timestamp().saturating_sub(skew) {
             return Err(bad(
                 "Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
             ));
         }
-        if exp - iat > 3600 || iat > now.timestamp() + skew {
+        if exp.checked_sub(iat).is_none_or(|lifetime| lifetime > 3600)
+            || iat > now.timestamp().saturating_add(skew)
+        {
             return Err(bad(
                 "Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
             ));

@@ -132,6 +132,11 @@ impl ApiError {
         )
     }
 
+    /// The `Retry-After` header value this error is answered with, if any.
+    pub fn retry_after_header(&self) -> Option<String> {
+        self.retry_after.map(|secs| secs.to_string())
+    }
+
     /// The envelope as JSON.
     pub fn body(&self) -> serde_json::Value {
         let mut detail = json!({
@@ -159,8 +164,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, json_body(self.body().to_string())).into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        if let Some(secs) = self.retry_after_header()
+            && let Ok(value) = HeaderValue::from_str(&secs)
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }

@@ -57,9 +57,30 @@ impl FaultSpec {
         if self.count == Some(0) {
             return Err("count must be at least 1".into());
         }
+        if let Some(ms) = self.latency_ms
+            && ms > MAX_LATENCY_MS
+        {
+            return Err(format!(
+                "latencyMs {ms} is more than {MAX_LATENCY_MS} (ten minutes)"
+            ));
+        }
+        if let Some(secs) = self.retry_after
+            && secs > MAX_RETRY_AFTER_SECONDS
+        {
+            return Err(format!(
+                "retryAfter {secs} is more than {MAX_RETRY_AFTER_SECONDS} seconds (a day)"
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest latency a fault may add to a request: ten minutes.
+pub const MAX_LATENCY_MS: u64 = 600_000;
+/// The longest `Retry-After` a fault may send: a day.
+pub const MAX_RETRY_AFTER_SECONDS: u64 = 86_400;
+/// At most this many faults are active at once (each request is judged against all of them).
+pub const MAX_FAULTS: usize = 10_000;
 
 struct Fault {
     id: u64,
@@ -90,16 +111,22 @@ impl Faults {
         }
     }
 
-    pub fn add(&mut self, spec: FaultSpec) -> u64 {
+    /// Adds a fault (checked with [`FaultSpec::check`]); refused when [`MAX_FAULTS`] are active.
+    pub fn add(&mut self, spec: FaultSpec) -> Result<u64, String> {
+        if self.faults.len() >= MAX_FAULTS {
+            return Err(format!(
+                "{MAX_FAULTS} faults are active already; DELETE /emulator/faults first"
+            ));
+        }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.saturating_add(1);
         let remaining = spec.count;
         self.faults.push(Fault {
             id,
             spec,
             remaining,
         });
-        id
+        Ok(id)
     }
 
     pub fn clear(&mut self) {
@@ -130,7 +157,10 @@ impl Faults {
             if let Some(n) = fault.remaining.as_mut() {
                 *n -= 1;
             }
-            verdict.latency_ms += spec.latency_ms.unwrap_or(0);
+            verdict.latency_ms = verdict
+                .latency_ms
+                .saturating_add(spec.latency_ms.unwrap_or(0))
+                .min(MAX_LATENCY_MS);
             if verdict.error.is_none()
                 && let Some(status) = spec.status
             {
@@ -194,6 +224,11 @@ impl Quota {
     /// Records a request; false when the user is over `limit` in the last minute.
     pub fn admit(&mut self, user: &str, now: DateTime<Utc>, limit: u32) -> bool {
         let window = self.windows.entry(user.to_owned()).or_default();
+        // The clock was moved back (admin API): requests "in the future" no longer count, or
+        // the user would stay over quota until the clock caught up with them.
+        if window.back().is_some_and(|t| *t > now) {
+            window.retain(|t| *t <= now);
+        }
         while window
             .front()
             .is_some_and(|t| now - *t >= Duration::minutes(1))
@@ -234,7 +269,7 @@ mod tests {
     #[test]
     fn counted_faults_hit_the_next_n_matching_requests_only() {
         let mut faults = Faults::new(1);
-        faults.add(spec(503, Some(2)));
+        faults.add(spec(503, Some(2))).unwrap();
         assert!(
             faults
                 .judge("calendar.events.get", "GET", "/x")
@@ -267,7 +302,7 @@ mod tests {
     #[test]
     fn rate_limit_faults_use_the_usage_limits_domain() {
         let mut faults = Faults::new(1);
-        faults.add(spec(403, None));
+        faults.add(spec(403, None)).unwrap();
         let err = faults
             .judge("calendar.events.list", "GET", "/")
             .error
@@ -290,6 +325,15 @@ mod tests {
     }
 
     #[test]
+    fn quota_forgets_requests_after_the_clock_moves_back() {
+        let mut quota = Quota::default();
+        let t0 = Utc::now();
+        assert!(quota.admit("a", t0, 1));
+        assert!(!quota.admit("a", t0, 1));
+        assert!(quota.admit("a", t0 - Duration::days(365), 1));
+    }
+
+    #[test]
     fn invalid_specs_are_refused() {
         assert!(spec(200, None).check().is_err());
         assert!(
@@ -308,5 +352,42 @@ mod tests {
             .check()
             .is_err()
         );
+        assert!(
+            FaultSpec {
+                latency_ms: Some(u64::MAX),
+                ..spec(500, None)
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            FaultSpec {
+                retry_after: Some(u64::MAX),
+                ..spec(500, None)
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn latencies_add_up_without_overflow_and_faults_are_bounded() {
+        let mut faults = Faults::new(1);
+        for _ in 0..3 {
+            faults
+                .add(FaultSpec {
+                    status: None,
+                    latency_ms: Some(u64::MAX / 2),
+                    ..spec(500, None)
+                })
+                .unwrap();
+        }
+        let verdict = faults.judge("calendar.events.list", "GET", "/");
+        assert_eq!(verdict.latency_ms, MAX_LATENCY_MS);
+        faults.clear();
+        for _ in 0..MAX_FAULTS {
+            faults.add(spec(500, None)).unwrap();
+        }
+        assert!(faults.add(spec(500, None)).is_err());
     }
 }

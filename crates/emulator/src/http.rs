@@ -684,13 +684,26 @@ struct NewTokens {
     expires_in: Option<i64>,
 }
 
+/// The longest access-token lifetime `POST /emulator/tokens` issues: ten years.
+const MAX_TOKEN_LIFETIME_SECONDS: i64 = 10 * 366 * 86_400;
+
 async fn admin_tokens(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let body: NewTokens = admin_body(&shared, req).await?;
-    let email = shared.world().ensure_user(&body.email, None)?.email.clone();
     let lifetime = body.expires_in.unwrap_or(crate::auth::ACCESS_TOKEN_SECONDS);
+    if !(1..=MAX_TOKEN_LIFETIME_SECONDS).contains(&lifetime) {
+        return Err(admin_invalid(
+            "expiresIn",
+            format!(
+                "expiresIn must be between 1 and {MAX_TOKEN_LIFETIME_SECONDS} seconds, not {lifetime}"
+            ),
+        ));
+    }
+    let duration = chrono::Duration::try_seconds(lifetime)
+        .ok_or_else(|| admin_invalid("expiresIn", "expiresIn is out of range"))?;
+    let email = shared.world().ensure_user(&body.email, None)?.email.clone();
     let now = shared.clock.now();
     let mut auth = shared.auth.lock().unwrap_or_else(|p| p.into_inner());
-    let access = auth.issue_access(&email, now, chrono::Duration::seconds(lifetime));
+    let access = auth.issue_access(&email, now, duration);
     let refresh = auth.issue_refresh(&email, None, "https://www.googleapis.com/auth/calendar");
     Ok(ok_json(json!({"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}).to_string()))
 }
@@ -720,7 +733,8 @@ async fn admin_add_fault(State(shared): Ctx, req: Request) -> ApiResult<Response
         .faults
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .add(spec);
+        .add(spec)
+        .map_err(ApiError::bad_request)?;
     Ok(ok_json(json!({"id": id}).to_string()))
 }
 
@@ -759,17 +773,63 @@ fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// The longest `syncTokenMaxAgeSeconds`: the whole range of the emulator's clock (1970 to
+/// 9999), i.e. "never" in practice (`null` says so directly).
+const MAX_SYNC_TOKEN_AGE_SECONDS: i64 = crate::time::CLOCK_MAX_MS / 1000;
+
+/// The highest `quotaPerUserPerMinute` (Google's default is 600; `null` turns the quota off).
+/// The quota remembers each admitted request of the last minute, so this also bounds its memory.
+const MAX_QUOTA_PER_MINUTE: u32 = 1_000_000;
+
+/// A 400 for an admin request field, in Google's envelope.
+fn admin_invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message).at("parameter", field)
+}
+
 async fn admin_config(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let change: ConfigChange = admin_body(&shared, req).await?;
+    // Everything is checked before anything changes: a refused request changes nothing.
     if let Some(status) = change.quota_status
         && status != 403
         && status != 429
     {
-        return Err(ApiError::bad_request("quotaStatus must be 403 or 429"));
+        return Err(admin_invalid(
+            "quotaStatus",
+            "quotaStatus must be 403 or 429",
+        ));
+    }
+    let max_age = match change.sync_token_max_age_seconds {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(age)) => {
+            let duration = (1..=MAX_SYNC_TOKEN_AGE_SECONDS)
+                .contains(&age)
+                .then(|| chrono::Duration::try_seconds(age))
+                .flatten()
+                .ok_or_else(|| {
+                    admin_invalid(
+                        "syncTokenMaxAgeSeconds",
+                        format!(
+                            "syncTokenMaxAgeSeconds must be between 1 and {MAX_SYNC_TOKEN_AGE_SECONDS}, not {age} (null: tokens never age out)"
+                        ),
+                    )
+                })?;
+            Some(Some(duration))
+        }
+    };
+    if let Some(Some(quota)) = change.quota_per_user_per_minute
+        && !(1..=MAX_QUOTA_PER_MINUTE).contains(&quota)
+    {
+        return Err(admin_invalid(
+            "quotaPerUserPerMinute",
+            format!(
+                "quotaPerUserPerMinute must be between 1 and {MAX_QUOTA_PER_MINUTE}, not {quota} (null: no quota)"
+            ),
+        ));
     }
     let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(age) = change.sync_token_max_age_seconds {
-        config.sync_token_max_age = age.map(chrono::Duration::seconds);
+    if let Some(age) = max_age {
+        config.sync_token_max_age = age;
     }
     if let Some(quota) = change.quota_per_user_per_minute {
         config.quota_per_user_per_minute = quota;
@@ -799,9 +859,12 @@ struct ClockChange {
 
 async fn admin_clock(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let change: ClockChange = admin_body(&shared, req).await?;
-    shared.clock.advance(change.advance_seconds);
+    let now = shared
+        .clock
+        .advance(change.advance_seconds)
+        .map_err(|e| admin_invalid("advanceSeconds", e.0))?;
     Ok(ok_json(
-        json!({"now": crate::time::rfc3339(shared.clock.now())}).to_string(),
+        json!({"now": crate::time::rfc3339(now)}).to_string(),
     ))
 }
 

@@ -205,7 +205,7 @@ impl PushHub {
         resource_uri: String,
         now: DateTime<Utc>,
     ) -> Result<Value, ApiError> {
-        let mut channels = self.channels.lock().expect("push channels lock");
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if channels
             .get(&req.id)
             .is_some_and(|c| !c.stopped && c.expiration_ms > now.timestamp_millis())
@@ -303,11 +303,13 @@ impl PushHub {
                         Err(_) => status = None,
                     }
                     if attempts < settings.max_attempts {
-                        tokio::time::sleep(settings.retry_base * 2u32.saturating_pow(attempts - 1))
-                            .await;
+                        let backoff = settings
+                            .retry_base
+                            .saturating_mul(2u32.saturating_pow(attempts - 1));
+                        tokio::time::sleep(backoff).await;
                     }
                 }
-                let mut log = log.lock().expect("push log lock");
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
                 if log.len() == LOG_LIMIT {
                     log.pop_front();
                 }
@@ -328,7 +330,7 @@ impl PushHub {
 
     /// A calendar changed: every live channel on it gets an `exists` message.
     pub fn notify(&self, calendar_id: &str, now: DateTime<Utc>) {
-        let mut channels = self.channels.lock().expect("push channels lock");
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         for channel in channels
             .values_mut()
             .filter(|c| c.calendar_id == calendar_id && !c.stopped)
@@ -353,7 +355,7 @@ impl PushHub {
 
     /// `channels.stop`: the caller must own the channel and name its resource id.
     pub fn stop(&self, id: &str, resource_id: &str, user: &str) -> Result<(), ApiError> {
-        let mut channels = self.channels.lock().expect("push channels lock");
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         match channels.get_mut(id) {
             Some(c) if c.resource_id == resource_id && c.owner == user => {
                 c.stopped = true;
@@ -366,7 +368,7 @@ impl PushHub {
 
     /// Every channel, for the admin API.
     pub fn list(&self, now: DateTime<Utc>) -> Vec<Value> {
-        let channels = self.channels.lock().expect("push channels lock");
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<Value> = channels
             .values()
             .map(|c| {
@@ -383,7 +385,7 @@ impl PushHub {
     }
 
     pub fn deliveries(&self, channel_id: Option<&str>) -> Vec<Delivery> {
-        let log = self.log.lock().expect("push log lock");
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.iter()
             .filter(|d| channel_id.is_none_or(|c| d.channel_id == c))
             .cloned()
@@ -391,8 +393,11 @@ impl PushHub {
     }
 
     pub fn reset(&self) {
-        self.channels.lock().expect("push channels lock").clear();
-        self.log.lock().expect("push log lock").clear();
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

@@ -77,6 +77,12 @@ pub fn apply(
         }
     }
     for (i, item) in seed.events.into_iter().enumerate() {
+        if item.conference_data_version > 1 {
+            return Err(format!(
+                "events[{i}] on {}: conferenceDataVersion must be 0 or 1, not {}",
+                item.calendar_id, item.conference_data_version
+            ));
+        }
         let opts = WriteOptions {
             conference_data_version: item.conference_data_version,
             if_match: None,

@@ -968,7 +968,10 @@ impl World {
             .calendars
             .get_mut(cal_id)
             .ok_or_else(ApiError::not_found)?;
-        cal.token_epoch += 1;
+        // Never wraps: a wrapped epoch would make long-expired tokens valid again.
+        cal.token_epoch = cal.token_epoch.checked_add(1).ok_or_else(|| {
+            ApiError::bad_request("this calendar's sync tokens cannot be expired again")
+        })?;
         Ok(())
     }
 }

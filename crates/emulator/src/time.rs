@@ -12,21 +12,78 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::recurrence::{OccurrenceStart, SeriesStart};
 
+/// The earliest instant the emulator's clock may show (Unix epoch).
+pub const CLOCK_MIN_MS: i64 = 0;
+/// The latest instant the emulator's clock may show: 9999-12-31T23:59:59.999Z, the last
+/// instant RFC 3339 (four-digit years) can write.
+pub const CLOCK_MAX_MS: i64 = 253_402_300_799_999;
+
 /// Wall-clock time plus an adjustable offset.
+///
+/// The clock always shows an instant between [`CLOCK_MIN_MS`] and [`CLOCK_MAX_MS`]: moves that
+/// would leave that range are refused, and [`Clock::now`] clamps (real time keeps running after
+/// a move to the very end), so reading the clock can never overflow.
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_ms: AtomicI64,
 }
 
+/// Why the clock refused to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockError(pub String);
+
+impl std::fmt::Display for ClockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClockError {}
+
+fn clamped(ms: i64) -> DateTime<Utc> {
+    let ms = ms.clamp(CLOCK_MIN_MS, CLOCK_MAX_MS);
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        clamped(Utc::now().timestamp_millis().saturating_add(offset))
     }
 
-    /// Moves the clock forward (or back, for negative values).
-    pub fn advance(&self, seconds: i64) {
-        self.offset_ms
-            .fetch_add(seconds.saturating_mul(1000), Ordering::Relaxed);
+    /// Moves the clock forward (or back, for negative values) and answers the new time. A move
+    /// that would take the clock outside 1970-01-01T00:00:00Z..=9999-12-31T23:59:59Z is refused
+    /// and leaves the clock where it was.
+    pub fn advance(&self, seconds: i64) -> Result<DateTime<Utc>, ClockError> {
+        let out_of_range = || {
+            ClockError(format!(
+                "advanceSeconds {seconds} would move the clock outside 1970-01-01T00:00:00Z..9999-12-31T23:59:59Z (now {})",
+                rfc3339(self.now())
+            ))
+        };
+        let by_ms = seconds.checked_mul(1000).ok_or_else(out_of_range)?;
+        let mut current = self.offset_ms.load(Ordering::Relaxed);
+        loop {
+            let offset = current.checked_add(by_ms).ok_or_else(out_of_range)?;
+            let target = Utc::now()
+                .timestamp_millis()
+                .checked_add(offset)
+                .ok_or_else(out_of_range)?;
+            if !(CLOCK_MIN_MS..=CLOCK_MAX_MS).contains(&target) {
+                return Err(out_of_range());
+            }
+            // Two concurrent moves must not add up to one past the range: swap only if no other
+            // move happened since `current` was read.
+            match self.offset_ms.compare_exchange(
+                current,
+                offset,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(clamped(target)),
+                Err(actual) => current = actual,
+            }
+        }
     }
 }
 
@@ -199,6 +256,36 @@ mod tests {
         );
         let t = EventTime::parse(&json!({"date": "2026-12-24"}), "start").unwrap();
         assert!(t.is_all_day());
+    }
+
+    #[test]
+    fn the_clock_refuses_moves_out_of_range_and_stays_readable() {
+        let clock = Clock::default();
+        let before = clock.now();
+        for seconds in [
+            i64::MAX,
+            i64::MIN,
+            10_000_000_000_000_000,
+            -10_000_000_000_000_000,
+            i64::MAX / 1000,
+            -(i64::MAX / 1000),
+            300_000_000_000,
+            -3_000_000_000,
+        ] {
+            assert!(clock.advance(seconds).is_err(), "{seconds}");
+            assert!(clock.now() >= before && clock.now() - before < chrono::Duration::minutes(1));
+        }
+        // To the very end of the range, then further: refused; the clock still reads.
+        let to_end = CLOCK_MAX_MS / 1000 - Utc::now().timestamp() - 10;
+        let end = clock.advance(to_end).unwrap();
+        assert_eq!(end.format("%Y").to_string(), "9999");
+        assert!(clock.advance(3600).is_err());
+        assert_eq!(clock.now().format("%Y").to_string(), "9999");
+        // And back to the start of the range.
+        let start = clock.advance(-end.timestamp()).unwrap();
+        assert_eq!(start.format("%Y").to_string(), "1970");
+        assert!(clock.advance(-3600).is_err());
+        assert!(clock.now().timestamp() >= 0);
     }
 
     #[test]

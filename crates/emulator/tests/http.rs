@@ -1634,3 +1634,453 @@ async fn authorization_code_flow_over_http_issues_working_tokens() {
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
 }
+
+// --- the admin API never panics ---------------------------------------------------------------
+
+impl Api {
+    /// An admin call whose answer is returned as is (success or not).
+    async fn admin_answer(&self, method: Method, path: &str, body: Value) -> Answer {
+        let response = self
+            .http
+            .request(method, format!("{}emulator/{}", self.base, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("admin {path} {body}: no answer ({e})"));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        }
+    }
+
+    /// Asserts a 400 in Google's envelope naming `field`.
+    async fn admin_refused(&self, method: Method, path: &str, body: Value, field: &str) {
+        let answer = self.admin_answer(method, path, body.clone()).await;
+        assert_eq!(
+            (answer.status, answer.reason()),
+            (StatusCode::BAD_REQUEST, "badRequest"),
+            "{path} {body}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body["error"]["code"], 400, "{}", answer.body);
+        assert!(
+            answer.message().contains(field),
+            "{path} {body}: the message should name {field}: {}",
+            answer.message()
+        );
+    }
+
+    /// The emulator still serves: a write, a listing and an incremental sync all work.
+    async fn still_serves(&self, user: &str) {
+        let inserted = self
+            .insert(
+                user,
+                event("still here", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+            )
+            .await;
+        let (items, token, _) = self.list_all(user, "showDeleted=true").await;
+        assert!(items.iter().any(|i| i["id"] == inserted["id"]));
+        let page = self
+            .get(
+                user,
+                &format!("calendars/primary/events?syncToken={}", urlencode(&token)),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    }
+}
+
+const C: &str = "carol@example.com";
+
+#[tokio::test]
+async fn clock_moves_out_of_range_answer_400_and_the_emulator_keeps_serving() {
+    // Defect: POST /emulator/clock {"advanceSeconds": 1e16} overflowed the clock (the offset
+    // saturated, then `now + offset` panicked); the request lost its connection and so did every
+    // later request that read the clock, i.e. nearly all of them.
+    let api = Api::start().await;
+    api.still_serves(C).await;
+    for seconds in [
+        json!(10_000_000_000_000_000_i64),
+        json!(-10_000_000_000_000_000_i64),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        // Past 9999-12-31 and before 1970: representable by chrono, but not by RFC 3339 / Unix
+        // seconds as the emulator writes them.
+        json!(300_000_000_000_i64),
+        json!(-3_000_000_000_i64),
+    ] {
+        api.admin_refused(
+            Method::POST,
+            "clock",
+            json!({ "advanceSeconds": seconds }),
+            "advanceSeconds",
+        )
+        .await;
+        api.still_serves(C).await;
+    }
+    // Numbers that are not an i64 at all are refused by parsing.
+    for body in [
+        json!({"advanceSeconds": 1e16}),
+        json!({"advanceSeconds": 1e30}),
+        json!({"advanceSeconds": "60"}),
+        json!({}),
+    ] {
+        let answer = api.admin_answer(Method::POST, "clock", body.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(answer.body["error"]["code"], 400, "{body}");
+    }
+    // The clock did not move; an ordinary move still works.
+    let moved = api
+        .admin(Method::POST, "clock", json!({"advanceSeconds": 60}))
+        .await;
+    let now: chrono::DateTime<chrono::Utc> = moved["now"].as_str().unwrap().parse().unwrap();
+    let drift = now - chrono::Utc::now();
+    assert!(
+        drift > chrono::Duration::seconds(30) && drift < chrono::Duration::seconds(120),
+        "{moved}"
+    );
+    api.still_serves(C).await;
+}
+
+#[tokio::test]
+async fn the_clock_at_either_end_of_its_range_still_serves_every_request() {
+    // Defect (same family): nothing bounded the clock: it could be moved past 9999-12-31 (where
+    // RFC 3339's four-digit years end) or before 1970 (negative Unix seconds in sync tokens and
+    // etags). Now it stays within 1970..=9999, and every request works at both ends.
+    async fn serves_everything(api: &Api) {
+        api.still_serves(C).await;
+        // An endless series expands up to its horizon (730 days past "now", beyond year 9999
+        // at the far end).
+        let series = api
+            .insert(
+                C,
+                json!({"summary": "weekly", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"},
+                       "end": {"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"},
+                       "recurrence": ["RRULE:FREQ=WEEKLY"]}),
+            )
+            .await;
+        let id = series["id"].as_str().unwrap();
+        let instances = api
+            .get(
+                C,
+                &format!("calendars/primary/events/{id}/instances?maxResults=5"),
+            )
+            .await;
+        assert_eq!(instances.status, StatusCode::OK, "{}", instances.body);
+        let single = api
+            .get(C, "calendars/primary/events?singleEvents=true&maxResults=5")
+            .await;
+        assert_eq!(single.status, StatusCode::OK, "{}", single.body);
+        let token = api.admin(Method::POST, "tokens", json!({"email": C})).await;
+        assert!(token["access_token"].as_str().is_some());
+        let channels = api.admin_answer(Method::GET, "channels", json!({})).await;
+        assert_eq!(channels.status, StatusCode::OK);
+    }
+
+    let api = Api::start().await;
+    let to_end = 253_402_300_799 - chrono::Utc::now().timestamp() - 3600;
+    let at_end = api
+        .admin(Method::POST, "clock", json!({ "advanceSeconds": to_end }))
+        .await;
+    assert!(
+        at_end["now"].as_str().unwrap().starts_with("9999-12-31T"),
+        "{at_end}"
+    );
+    serves_everything(&api).await;
+    api.admin_refused(
+        Method::POST,
+        "clock",
+        json!({"advanceSeconds": 86_400}),
+        "advanceSeconds",
+    )
+    .await;
+
+    let now: chrono::DateTime<chrono::Utc> = at_end["now"].as_str().unwrap().parse().unwrap();
+    let at_start = api
+        .admin(
+            Method::POST,
+            "clock",
+            json!({ "advanceSeconds": 3600 - now.timestamp() }),
+        )
+        .await;
+    assert!(
+        at_start["now"].as_str().unwrap().starts_with("1970-01-01T"),
+        "{at_start}"
+    );
+    serves_everything(&api).await;
+    api.admin_refused(
+        Method::POST,
+        "clock",
+        json!({"advanceSeconds": -86_400}),
+        "advanceSeconds",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn config_refuses_negative_and_absurd_values_and_changes_nothing() {
+    // Defect: PUT /emulator/config accepted a negative syncTokenMaxAgeSeconds (every sync token
+    // then answered 410 at once), and 1e16 panicked building the Duration (dropped connection).
+    // A quota of 0 refused every request; absurd quotas were taken as given.
+    let api = Api::start().await;
+    let (_, token, _) = api.list_all(C, "").await;
+    for age in [
+        json!(-1),
+        json!(-3600),
+        json!(0),
+        json!(10_000_000_000_000_000_i64),
+        json!(i64::MAX),
+        json!(i64::MIN),
+    ] {
+        api.admin_refused(
+            Method::PUT,
+            "config",
+            json!({ "syncTokenMaxAgeSeconds": age }),
+            "syncTokenMaxAgeSeconds",
+        )
+        .await;
+    }
+    for quota in [json!(0), json!(u32::MAX)] {
+        api.admin_refused(
+            Method::PUT,
+            "config",
+            json!({ "quotaPerUserPerMinute": quota }),
+            "quotaPerUserPerMinute",
+        )
+        .await;
+    }
+    // A refused request changes nothing, not even its valid fields.
+    api.admin_refused(
+        Method::PUT,
+        "config",
+        json!({"quotaPerUserPerMinute": 1, "quotaStatus": 500}),
+        "quotaStatus",
+    )
+    .await;
+    api.admin_refused(
+        Method::PUT,
+        "config",
+        json!({"quotaPerUserPerMinute": 1, "syncTokenMaxAgeSeconds": -5}),
+        "syncTokenMaxAgeSeconds",
+    )
+    .await;
+    for body in [
+        json!({"quotaPerUserPerMinute": -1}),
+        json!({"syncTokenMaxAgeSeconds": 1e30}),
+        json!({"quotaStatus": 70000}),
+        json!({"unknown": 1}),
+    ] {
+        let answer = api.admin_answer(Method::PUT, "config", body.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(answer.body["error"]["code"], 400, "{body}");
+    }
+    let config = api.admin(Method::PUT, "config", json!({})).await;
+    assert_eq!(
+        (
+            &config["syncTokenMaxAgeSeconds"],
+            &config["quotaPerUserPerMinute"]
+        ),
+        (&json!(28 * 86_400), &Value::Null),
+        "{config}"
+    );
+    // The token issued before is still good: nothing aged it.
+    let page = api
+        .get(
+            C,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&token)),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    api.still_serves(C).await;
+    // The largest accepted values work.
+    let config = api
+        .admin(
+            Method::PUT,
+            "config",
+            json!({"syncTokenMaxAgeSeconds": 253_402_300_799_i64, "quotaPerUserPerMinute": 1_000_000}),
+        )
+        .await;
+    assert_eq!(config["syncTokenMaxAgeSeconds"], 253_402_300_799_i64);
+    api.still_serves(C).await;
+}
+
+#[tokio::test]
+async fn issued_token_lifetimes_are_bounded() {
+    // Defect: POST /emulator/tokens {"expiresIn": 1e16} panicked (Duration out of bounds, or
+    // `now + lifetime` overflowing); a negative expiresIn issued an already-expired token.
+    let api = Api::start().await;
+    for lifetime in [
+        json!(10_000_000_000_000_000_i64),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(-1),
+        json!(0),
+    ] {
+        api.admin_refused(
+            Method::POST,
+            "tokens",
+            json!({"email": C, "expiresIn": lifetime}),
+            "expiresIn",
+        )
+        .await;
+    }
+    let issued = api
+        .admin(Method::POST, "tokens", json!({"email": C, "expiresIn": 60}))
+        .await;
+    let page = api
+        .http
+        .get(format!("{}calendar/v3/calendars/primary/events", api.base))
+        .bearer_auth(issued["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    api.still_serves(C).await;
+}
+
+#[tokio::test]
+async fn faults_with_absurd_latency_or_retry_after_are_refused() {
+    // Defect: latencyMs was unbounded (u64::MAX parked matching requests forever, and two such
+    // faults overflowed their sum, a panic in debug builds); retryAfter was unbounded too.
+    let api = Api::start().await;
+    for (fault, field) in [
+        (json!({"latencyMs": u64::MAX}), "latencyMs"),
+        (json!({"latencyMs": 600_001}), "latencyMs"),
+        (
+            json!({"status": 503, "retryAfter": 10_000_000_000_u64}),
+            "retryAfter",
+        ),
+        (json!({"status": 200}), "status"),
+        (json!({"status": 503, "probability": 2.0}), "probability"),
+        (json!({"status": 503, "count": 0}), "count"),
+    ] {
+        api.admin_refused(Method::POST, "faults", fault, field)
+            .await;
+    }
+    let answer = api
+        .admin_answer(Method::POST, "faults", json!({"status": -1}))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    // Nothing was added: requests are neither delayed nor failed.
+    let started = std::time::Instant::now();
+    api.still_serves(C).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn moving_the_clock_back_does_not_lock_users_out_of_their_quota() {
+    // Defect: the quota window kept requests made before the clock was moved back; they were
+    // "in the future", never aged out, and the user stayed over quota until the clock caught up.
+    let api = Api::start().await;
+    api.admin(Method::PUT, "config", json!({"quotaPerUserPerMinute": 2}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            api.get(C, "calendars/primary/events").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        api.get(C, "calendars/primary/events").await.status,
+        StatusCode::FORBIDDEN
+    );
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": -86_400}))
+        .await;
+    assert_eq!(
+        api.get(C, "calendars/primary/events").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn jwt_assertions_with_extreme_iat_and_exp_are_refused_without_panicking() {
+    // Defect: the token endpoint computed `exp - iat` on the client's numbers; iat = i64::MIN,
+    // exp = i64::MAX overflowed (a panic in debug builds: the connection dropped).
+    use base64::Engine;
+    let api = Api::start().await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    for (iat, exp) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (0, i64::MAX)] {
+        let claims = json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": "s",
+                            "aud": format!("{}token", api.base), "iat": iat, "exp": exp});
+        let assertion = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes()),
+            b64(&[7u8; 256])
+        );
+        let answer = api
+            .http
+            .post(format!("{}token", api.base))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("iat {iat}, exp {exp}: no answer ({e})"));
+        assert_eq!(
+            answer.status(),
+            StatusCode::BAD_REQUEST,
+            "iat {iat}, exp {exp}"
+        );
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant");
+    }
+    api.still_serves(C).await;
+}
+
+#[tokio::test]
+async fn expiring_sync_tokens_never_wraps_the_epoch() {
+    // Defect: the calendar's token epoch was incremented with `+= 1` (a panic in debug builds at
+    // u32::MAX; in release it wrapped, and tokens of long-expired epochs became valid again).
+    let api = Api::start().await;
+    let (_, token, _) = api.list_all(C, "").await;
+    api._emulator
+        .shared()
+        .world()
+        .calendars
+        .get_mut(C)
+        .unwrap()
+        .token_epoch = u32::MAX;
+    let answer = api
+        .admin_answer(
+            Method::POST,
+            &format!("calendars/{}/expire-sync-tokens", urlencode(C)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert_eq!(answer.body["error"]["code"], 400);
+    // The old token (epoch 0) stays expired, and the emulator keeps serving.
+    let page = api
+        .get(
+            C,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&token)),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::GONE);
+    api.still_serves(C).await;
+}
+
+#[tokio::test]
+async fn seed_files_refuse_a_conference_data_version_other_than_0_or_1() {
+    // Defect: a seed event's conferenceDataVersion was any u8, while events.insert accepts only
+    // 0 or 1; 2..=255 was silently taken as 1.
+    let emulator = Emulator::new(EmulatorConfig::default());
+    let now = emulator.shared().clock.now();
+    let seed = json!({"events": [{"calendarId": "dana@example.com", "conferenceDataVersion": 7,
+        "event": {"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"}}}]});
+    emulator
+        .shared()
+        .world()
+        .ensure_user("dana@example.com", None)
+        .unwrap();
+    let error =
+        confsync_emulator::seed::apply(&mut emulator.shared().world(), &seed.to_string(), now)
+            .unwrap_err();
+    assert!(error.contains("conferenceDataVersion"), "{error}");
+}

@@ -1,5 +1,6 @@
 //! How the engine reaches a calendar: [`CalendarApi`], with the Google client in production and
-//! the in-process emulator ([`emulated::EmulatorCalendar`]) in the simulation and benchmarks.
+//! the in-process emulator (`emulated::EmulatorCalendar`, behind the `emulated` feature) in the
+//! simulation and benchmarks. Both classify failures with one table: [`google::classify`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -214,15 +215,53 @@ impl<R: Route> CalendarApi for Routed<R> {
     }
 }
 
-/// The emulator, called in process (no HTTP): deterministic and fast.
+/// The emulator, called in process (no HTTP): deterministic and fast. Only with the `emulated`
+/// feature: production builds do not compile the emulator in.
+#[cfg(feature = "emulated")]
 pub mod emulated {
     use std::sync::Arc;
 
-    use confsync_emulator::Shared;
     use confsync_emulator::list::ListQuery;
     use confsync_emulator::push::PushHub;
+    use confsync_emulator::{ApiError, Shared};
+    use confsync_gcal::GcalError;
+    use confsync_gcal::error::parse_retry_after;
 
     use super::*;
+
+    // The method ids and targets the gcal client names its calls with, so that an error reads
+    // (and classifies) the same on both paths.
+    const LIST: &str = "calendar.events.list";
+    const GET: &str = "calendar.events.get";
+    const PATCH: &str = "calendar.events.patch";
+    const WATCH: &str = "calendar.events.watch";
+    const STOP: &str = "calendar.channels.stop";
+
+    fn calendar_target(calendar_id: &str) -> String {
+        format!("calendar {calendar_id}")
+    }
+
+    fn event_target(calendar_id: &str, event_id: &str) -> String {
+        format!("calendar {calendar_id}, event {event_id}")
+    }
+
+    /// Classifies an emulator error the way production classifies the same answer from Google:
+    /// the [`GcalError`] the gcal client builds from that status, `Retry-After` header and body
+    /// (the emulator's envelope), then [`google::classify`](super::google::classify). One table
+    /// for both paths, so the simulation exercises production's error mapping.
+    pub fn classify(method: &'static str, target: &str, e: ApiError) -> CalendarError {
+        let retry_after = e
+            .retry_after_header()
+            .and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
+        let body = e.body().to_string();
+        super::google::classify(GcalError::from_response(
+            method,
+            target,
+            e.status,
+            retry_after,
+            body.as_bytes(),
+        ))
+    }
 
     /// A calendar user's view of an in-process emulator.
     pub struct EmulatorCalendar {
@@ -243,41 +282,19 @@ pub mod emulated {
             }
         }
 
+        /// The calendar's id as the acting user may use it (as a bearer token would be checked).
+        // The emulator's errors carry Google's whole envelope; they are the cold path.
+        #[allow(clippy::result_large_err)]
         fn resolve(
             &self,
             world: &confsync_emulator::World,
             calendar_id: &str,
-        ) -> Result<String, CalendarError> {
+        ) -> Result<String, ApiError> {
             let owner = match &self.user {
                 Some(user) => user.clone(),
-                None => world
-                    .calendar(calendar_id)
-                    .map_err(Self::classify)?
-                    .owner
-                    .clone(),
+                None => world.calendar(calendar_id)?.owner.clone(),
             };
-            world
-                .calendar_id(&owner, calendar_id)
-                .map_err(Self::classify)
-        }
-
-        fn classify(e: confsync_emulator::ApiError) -> CalendarError {
-            match (e.status, e.reason.as_str()) {
-                (410, "fullSyncRequired" | "updatedMinTooLongAgo") => {
-                    CalendarError::FullSyncRequired
-                }
-                (412, _) => CalendarError::PreconditionFailed,
-                (429 | 500 | 502 | 503 | 504, _)
-                | (403, "rateLimitExceeded" | "userRateLimitExceeded") => {
-                    CalendarError::Retryable {
-                        detail: e.to_string(),
-                        retry_after: e.retry_after.map(Duration::from_secs),
-                    }
-                }
-                _ => CalendarError::Fatal {
-                    detail: e.to_string(),
-                },
-            }
+            world.calendar_id(&owner, calendar_id)
         }
     }
 
@@ -294,17 +311,19 @@ pub mod emulated {
             ttl_seconds: Option<u64>,
         ) -> BoxFuture<'a, Result<WatchedChannel, CalendarError>> {
             Box::pin(async move {
+                let target = format!("calendar {calendar_id}, channel {channel_id}");
+                let fail = |e| classify(WATCH, &target, e);
                 let mut body = serde_json::json!({
                     "id": channel_id, "type": "web_hook", "address": address, "token": token,
                 });
                 if let Some(ttl) = ttl_seconds {
                     body["params"] = serde_json::json!({"ttl": ttl.to_string()});
                 }
-                let request = PushHub::parse_watch(&body).map_err(Self::classify)?;
+                let request = PushHub::parse_watch(&body).map_err(fail)?;
                 let (owner, id, resource_id) = {
                     let world = self.shared.world();
-                    let id = self.resolve(&world, calendar_id)?;
-                    let calendar = world.calendar(&id).map_err(Self::classify)?;
+                    let id = self.resolve(&world, calendar_id).map_err(fail)?;
+                    let calendar = world.calendar(&id).map_err(fail)?;
                     let owner = self.user.clone().unwrap_or_else(|| calendar.owner.clone());
                     (owner, id, calendar.resource_id.clone())
                 };
@@ -326,7 +345,7 @@ pub mod emulated {
                     .shared
                     .push
                     .watch(request, &owner, &id, &resource_id, uri, now)
-                    .map_err(Self::classify)?;
+                    .map_err(fail)?;
                 let expiration_ms = channel["expiration"]
                     .as_str()
                     .and_then(|s| s.parse().ok())
@@ -371,7 +390,7 @@ pub mod emulated {
                 match self.shared.push.stop(channel_id, resource_id, &owner) {
                     Ok(()) => Ok(()),
                     Err(e) if e.status == 404 => Ok(()),
-                    Err(e) => Err(Self::classify(e)),
+                    Err(e) => Err(classify(STOP, &format!("channel {channel_id}"), e)),
                 }
             })
         }
@@ -397,15 +416,15 @@ pub mod emulated {
                 if request.show_deleted {
                     params.push(("showDeleted".into(), "true".into()));
                 }
-                let query = ListQuery::parse(calendar_id, &params).map_err(Self::classify)?;
+                let target = calendar_target(calendar_id);
+                let fail = |e| classify(LIST, &target, e);
+                let query = ListQuery::parse(calendar_id, &params).map_err(fail)?;
                 let now = self.shared.clock.now();
                 let max_age = self.shared.config().sync_token_max_age;
                 let body = {
                     let world = self.shared.world();
-                    let id = self.resolve(&world, calendar_id)?;
-                    world
-                        .list_events(&id, &query, now, max_age)
-                        .map_err(Self::classify)?
+                    let id = self.resolve(&world, calendar_id).map_err(fail)?;
+                    world.list_events(&id, &query, now, max_age).map_err(fail)?
                 };
                 let page: confsync_gcal::RawEvents =
                     serde_json::from_str(&body).map_err(|e| CalendarError::Fatal {
@@ -427,8 +446,13 @@ pub mod emulated {
             Box::pin(async move {
                 self.calls
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let fail = |e| classify(GET, &event_target(calendar_id, event_id), e);
                 let world = self.shared.world();
-                let id = self.resolve(&world, calendar_id)?;
+                let id = match self.resolve(&world, calendar_id) {
+                    Ok(id) => id,
+                    Err(e) if e.status == 404 => return Ok(None),
+                    Err(e) => return Err(fail(e)),
+                };
                 match world.get_event(&id, event_id) {
                     Ok((json, _)) => {
                         serde_json::from_str(&json)
@@ -438,7 +462,7 @@ pub mod emulated {
                             })
                     }
                     Err(e) if e.status == 404 => Ok(None),
-                    Err(e) => Err(Self::classify(e)),
+                    Err(e) => Err(fail(e)),
                 }
             })
         }
@@ -451,9 +475,10 @@ pub mod emulated {
             if_match: &'a str,
         ) -> BoxFuture<'a, Result<Value, CalendarError>> {
             Box::pin(async move {
+                let fail = |e| classify(PATCH, &event_target(calendar_id, event_id), e);
                 let now = self.shared.clock.now();
                 let mut world = self.shared.world();
-                let id = self.resolve(&world, calendar_id)?;
+                let id = self.resolve(&world, calendar_id).map_err(fail)?;
                 let opts = confsync_emulator::store::WriteOptions {
                     conference_data_version: 1,
                     if_match: Some(if_match.to_owned()),
@@ -461,7 +486,7 @@ pub mod emulated {
                 let kind = confsync_emulator::store::WriteKind::Patch;
                 let written = world.write_event(now, &id, event_id, body.clone(), kind, &opts);
                 self.shared.flush_notifications(&mut world);
-                let json = written.map_err(Self::classify)?;
+                let json = written.map_err(fail)?;
                 serde_json::from_str(&json).map_err(|e| CalendarError::Fatal {
                     detail: e.to_string(),
                 })
@@ -710,5 +735,233 @@ pub mod delegated {
                 Ok(calendar)
             })
         }
+    }
+}
+
+#[cfg(all(test, feature = "emulated"))]
+mod tests {
+    use std::sync::Arc;
+
+    use confsync_emulator::faults::{FaultSpec, Faults};
+    use confsync_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+    use confsync_gcal::{Client, RetryPolicy, StaticToken};
+    use serde_json::json;
+
+    use super::emulated::{EmulatorCalendar, classify};
+    use super::google::GoogleCalendar;
+    use super::*;
+
+    const ALICE: &str = "alice@example.com";
+
+    /// One emulator, reached two ways as Alice: production's client over HTTP (no retries, so
+    /// each failure comes back as it was answered) and the in-process emulated calendar.
+    async fn both() -> (RunningEmulator, GoogleCalendar, EmulatorCalendar) {
+        let running = Emulator::new(EmulatorConfig::default())
+            .spawn("127.0.0.1:0")
+            .await
+            .expect("emulator starts");
+        running
+            .shared()
+            .world()
+            .ensure_user(ALICE, None)
+            .expect("user");
+        let client = Client::new(
+            running.base_url(),
+            Arc::new(StaticToken(format!("dev:{ALICE}"))),
+            RetryPolicy::never(),
+        )
+        .expect("client");
+        let emulated = EmulatorCalendar::new(running.shared().clone(), Some(ALICE));
+        (running, GoogleCalendar { client }, emulated)
+    }
+
+    fn full_listing() -> ListRequest {
+        ListRequest {
+            sync_token: None,
+            page_token: None,
+            time_min: None,
+            show_deleted: false,
+            max_results: 50,
+        }
+    }
+
+    fn retryable(after: Option<u64>) -> impl Fn(&CalendarError) -> bool {
+        move |e| {
+            matches!(e, CalendarError::Retryable { retry_after, .. }
+                if *retry_after == after.map(Duration::from_secs))
+        }
+    }
+
+    fn fatal(e: &CalendarError) -> bool {
+        matches!(e, CalendarError::Fatal { .. })
+    }
+
+    /// The same emulator error, classified in process and by production's client from the HTTP
+    /// answer, is the same `CalendarError`: one table (gcal's) for both paths.
+    #[tokio::test]
+    async fn injected_errors_classify_identically_in_process_and_over_http() {
+        let (running, google, _) = both().await;
+        let http = reqwest::Client::new();
+        type Expect = Box<dyn Fn(&CalendarError) -> bool>;
+        let cases: Vec<(Value, Expect)> = vec![
+            (
+                json!({"status": 403, "reason": "rateLimitExceeded", "retryAfter": 7}),
+                Box::new(retryable(Some(7))),
+            ),
+            (
+                json!({"status": 403, "reason": "userRateLimitExceeded"}),
+                Box::new(retryable(None)),
+            ),
+            (
+                json!({"status": 429, "reason": "rateLimitExceeded", "retryAfter": 2}),
+                Box::new(retryable(Some(2))),
+            ),
+            (
+                json!({"status": 500, "reason": "backendError", "retryAfter": 3}),
+                Box::new(retryable(Some(3))),
+            ),
+            (json!({"status": 502}), Box::new(retryable(None))),
+            (json!({"status": 503}), Box::new(retryable(None))),
+            (json!({"status": 504}), Box::new(retryable(None))),
+            (
+                json!({"status": 410, "reason": "fullSyncRequired"}),
+                Box::new(|e: &CalendarError| *e == CalendarError::FullSyncRequired),
+            ),
+            (
+                json!({"status": 410, "reason": "updatedMinTooLongAgo"}),
+                Box::new(|e: &CalendarError| *e == CalendarError::FullSyncRequired),
+            ),
+            (json!({"status": 410, "reason": "deleted"}), Box::new(fatal)),
+            (
+                json!({"status": 412, "reason": "conditionNotMet"}),
+                Box::new(|e: &CalendarError| *e == CalendarError::PreconditionFailed),
+            ),
+            (
+                json!({"status": 404, "reason": "notFound"}),
+                Box::new(fatal),
+            ),
+            (
+                json!({"status": 403, "reason": "quotaExceeded"}),
+                Box::new(fatal),
+            ),
+            (
+                json!({"status": 403, "reason": "forbiddenForNonOrganizer", "domain": "calendar"}),
+                Box::new(fatal),
+            ),
+            (
+                json!({"status": 400, "reason": "badRequest", "retryAfter": 5}),
+                Box::new(fatal),
+            ),
+            (json!({"status": 409}), Box::new(fatal)),
+            (json!({"status": 413}), Box::new(fatal)),
+        ];
+        for (fault, expected) in cases {
+            let mut spec = fault.clone();
+            spec["count"] = json!(1);
+            spec["method"] = json!("calendar.events.list");
+            let added = http
+                .post(format!("{}emulator/faults", running.base_url()))
+                .json(&spec)
+                .send()
+                .await
+                .expect("fault added");
+            assert!(added.status().is_success(), "{spec}");
+            let over_http = google
+                .list(ALICE, &full_listing())
+                .await
+                .expect_err("the fault answers");
+
+            // The error the emulator answers that fault with, classified in process.
+            let mut faults = Faults::new(0);
+            let spec: FaultSpec = serde_json::from_value(spec).expect("fault spec");
+            faults.add(spec).expect("fault");
+            let error = faults
+                .judge("calendar.events.list", "GET", "/calendar/v3/")
+                .error
+                .expect("the fault answers");
+            let in_process = classify("calendar.events.list", &format!("calendar {ALICE}"), error);
+
+            assert_eq!(in_process, over_http, "{fault}");
+            assert!(expected(&in_process), "{fault}: {in_process:?}");
+        }
+        running.shutdown();
+    }
+
+    /// Errors the emulator produces itself (not injected) come out the same through both
+    /// calendars, details included.
+    #[tokio::test]
+    async fn natural_errors_are_the_same_through_both_calendars() {
+        let (running, google, emulated) = both().await;
+        let calendars: [&dyn CalendarApi; 2] = [&google, &emulated];
+
+        // A sync token the emulator never issued: 410, a full sync.
+        let forged = ListRequest {
+            sync_token: Some("forged".into()),
+            ..full_listing()
+        };
+        let [a, b] = [
+            calendars[0].list(ALICE, &forged).await.err(),
+            calendars[1].list(ALICE, &forged).await.err(),
+        ];
+        assert_eq!((&a, &b), (&Some(CalendarError::FullSyncRequired), &a));
+
+        // Someone else's calendar: 404, fatal for a listing, "absent" for a get.
+        let [a, b] = [
+            calendars[0]
+                .list("bob@example.com", &full_listing())
+                .await
+                .err(),
+            calendars[1]
+                .list("bob@example.com", &full_listing())
+                .await
+                .err(),
+        ];
+        assert!(a.as_ref().is_some_and(fatal), "{a:?}");
+        assert_eq!(a, b);
+        for calendar in calendars {
+            assert_eq!(calendar.get("bob@example.com", "x").await, Ok(None));
+            assert_eq!(calendar.get(ALICE, "missing").await, Ok(None));
+        }
+
+        // A PATCH of a missing event (404), and with a stale etag (412).
+        let body = json!({"summary": "x"});
+        let [a, b] = [
+            calendars[0]
+                .patch(ALICE, "missing", &body, "\"1\"")
+                .await
+                .err(),
+            calendars[1]
+                .patch(ALICE, "missing", &body, "\"1\"")
+                .await
+                .err(),
+        ];
+        assert!(a.as_ref().is_some_and(fatal), "{a:?}");
+        assert_eq!(a, b);
+        let event = running
+            .shared()
+            .world()
+            .insert_event(
+                running.shared().clock.now(),
+                ALICE,
+                json!({"summary": "e", "start": {"dateTime": "2026-12-01T10:00:00Z"},
+                       "end": {"dateTime": "2026-12-01T11:00:00Z"}}),
+                confsync_emulator::store::WriteKind::Insert,
+                &confsync_emulator::store::WriteOptions {
+                    conference_data_version: 0,
+                    if_match: None,
+                },
+            )
+            .expect("event");
+        let id = serde_json::from_str::<Value>(&event).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        for calendar in calendars {
+            assert_eq!(
+                calendar.patch(ALICE, &id, &body, "\"1\"").await.err(),
+                Some(CalendarError::PreconditionFailed)
+            );
+        }
+        running.shutdown();
     }
 }

@@ -250,6 +250,7 @@ impl Harness {
         );
         let change = PlannedChange {
             link,
+            base: confsync_store::LinkBase::New,
             actions: vec![],
             supersede_deletes: false,
             not_before_ms: now_ms(),

@@ -1,33 +1,60 @@
 //! Deterministic simulation: one seed drives users editing, moving, cancelling and re-inviting
-//! events (single and recurring) on the emulator's model, interleaved with syncs, crashes between
-//! steps, 410s, provider timeouts and 429s, and changes the provider refuses to make in place
-//! (the recreate path, with crashes after the create and after the event's PATCH). After
-//! quiescence the invariants are checked:
-//! - every linked meeting matches its event (series spec and occurrence exceptions);
-//! - every live event with our conference has exactly one live meeting at the provider, the one
-//!   its conferenceId names, and its live link names the same conference;
-//! - no meeting is live for a cancelled event or a removed conference;
+//! events (single and recurring) on the emulator's model, and the add-on creating conferences
+//! through the API path, interleaved with syncs, drains, process restarts, 410s, provider
+//! timeouts and 429s, lost answers, and changes the provider refuses to make in place (the
+//! recreate path).
+//!
+//! Production concurrency is modelled by a seeded "baton" scheduler (`sim/baton.rs`): syncs (one
+//! per calendar at a time), the drainer, and add-on API calls are tasks polled together; every
+//! Calendar call and every provider call is a gate where the task parks, and the seed decides
+//! which parked task goes on, when users edit, when the process restarts (every task dropped
+//! where it stands, a new Engine over the same store, in-memory state gone), and which answers
+//! are lost (the call took effect, the caller gets a timeout). Only one task runs between two
+//! gates, so a seed replays exactly.
+//!
+//! Push notifications are modelled as per-calendar "dirty" marks that a sync consumes; a user's
+//! edit is acknowledged once its notification is delivered. After the last trigger the
+//! simulation settles with only the work the service does by itself (the drainer, syncs of
+//! dirty calendars, retries), then checks ("without a new trigger"):
+//! - every acknowledged change reached the provider: every linked meeting matches its event
+//!   (series spec and occurrence exceptions), no meeting is live for a cancelled event or a
+//!   removed conference, every live event with our conference has exactly one live meeting (the
+//!   one its conferenceId names) and its live link names the same conference;
+//! - no orphans: every live provider meeting is named by a live link or has a pending delete;
 //! - no meeting was deleted while its event lived (checked at the moment of the delete);
 //! - no user edit was overwritten;
 //! - no provider call for a change that does not matter (colour, RSVP, reminders).
 //!
+//! Then every calendar is synced (a trigger) and everything is checked again; one more round
+//! must find nothing to do.
+//!
 //! `SIM_SEEDS=N` runs seeds 0..N (default 1000); `SIM_SEED=S` replays one seed with a trace;
-//! `SIM_DRAIN_CONCURRENCY=K` runs K provider calls at once per drain (replays are then not exact).
+//! `SIM_CONCURRENT=0` runs each task to its end at once, without restarts or lost answers (the
+//! old one-step-at-a-time model); `SIM_TRIGGERS=memory` loses dirty marks on a restart and does
+//! not retry a failed sync (the scheduler as it is today), `durable` (the default) keeps them
+//! until a sync of the calendar succeeds (what the store's durable sync triggers will give; see
+//! `Sim::startup_work`); `SIM_DRAIN_CONCURRENCY=K` runs K provider calls at once per drain
+//! (replays are then not exact).
 
-use std::collections::BTreeMap;
+#[path = "sim/baton.rs"]
+mod baton;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton::{Advanced, Baton, Gate, Tasks};
 use confsync_core::model::{MeetingSpec, Snapshot, When};
 use confsync_core::plan::{Capabilities, Link};
 use confsync_emulator::store::{WriteKind, WriteOptions};
-use confsync_emulator::{Emulator, EmulatorConfig, Shared};
+use confsync_emulator::{Emulator, EmulatorConfig, Shared, World};
 use confsync_engine::backoff::Backoff;
 use confsync_engine::calendar::emulated::EmulatorCalendar;
 use confsync_engine::{CalendarApi, CalendarError, Engine, EngineConfig};
 use confsync_providers::memory::MemoryProvider;
 use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
-use confsync_store::{PlannedChange, Store};
+use confsync_store::{LinkBase, PlannedChange, Store};
 use serde_json::{Value, json};
 
 const ALICE: &str = "alice@example.com";
@@ -59,13 +86,88 @@ struct Ledger {
     wasted: u64,
 }
 
-/// The provider as the simulation sees it: checks "never delete a live event's meeting" at the
-/// moment of the call, and can crash after a call succeeded (the outbox must repeat it safely).
+/// Push notifications as the service receives them: a per-calendar "dirty" mark that a sync
+/// consumes.
+///
+/// - `durable` (what the store's durable sync triggers will give): a mark survives restarts and
+///   is cleared only by a sync of the calendar that *succeeded* and started after the last
+///   notification; a failed sync leaves it, so the scheduler runs it again.
+/// - not durable (the scheduler as it is today: an in-memory map): a sync takes the mark when
+///   it starts, a failed sync is not retried ("it runs again on the next trigger"), a restart
+///   loses every mark.
+#[derive(Default)]
+struct Triggers {
+    durable: bool,
+    /// Calendar -> the notification number of its last notification not yet synced.
+    dirty: BTreeMap<String, u64>,
+    next: u64,
+    /// User edits whose notification was delivered.
+    acknowledged: u64,
+}
+
+impl Triggers {
+    /// A notification for `calendar_id` was delivered.
+    fn notify(&mut self, calendar_id: &str) {
+        self.next += 1;
+        self.dirty.insert(calendar_id.to_owned(), self.next);
+    }
+
+    /// A sync of `calendar_id` starts: answers the mark it covers.
+    fn start_sync(&mut self, calendar_id: &str) -> Option<u64> {
+        if self.durable {
+            self.dirty.get(calendar_id).copied()
+        } else {
+            self.dirty.remove(calendar_id)
+        }
+    }
+
+    /// A sync of `calendar_id` that started covering `mark` ended.
+    fn end_sync(&mut self, calendar_id: &str, mark: Option<u64>, ok: bool) {
+        if self.durable && ok && mark.is_some() && self.dirty.get(calendar_id) == mark.as_ref() {
+            self.dirty.remove(calendar_id);
+        }
+    }
+
+    /// The process restarted: in-memory marks are gone.
+    fn restart(&mut self) {
+        if !self.durable {
+            self.dirty.clear();
+        }
+    }
+}
+
+/// Hands the calendars a world write touched to the triggers (their push notifications are
+/// delivered), then to the emulator's push hub.
+fn flush(shared: &Shared, world: &mut World, triggers: &Mutex<Triggers>) {
+    {
+        let mut t = triggers.lock().unwrap();
+        for cal in world.dirty.clone() {
+            t.notify(&cal);
+        }
+    }
+    shared.flush_notifications(world);
+}
+
+/// Counters of what the gates did.
+#[derive(Default)]
+struct GateStats {
+    lost_provider: AtomicU64,
+    lost_calendar_reads: AtomicU64,
+    lost_calendar_writes: AtomicU64,
+}
+
+/// The provider as the simulation sees it: each call passes a gate before and after (where its
+/// answer may be lost), checks "never delete a live event's meeting" at the moment of the call,
+/// and can crash after a call succeeded (the outbox must repeat it safely).
 struct Watched {
     inner: MemoryProvider,
     shared: Arc<Shared>,
     ledger: Arc<Mutex<Ledger>>,
     crash_after_call: Mutex<u32>,
+    baton: Arc<Baton>,
+    stats: Arc<GateStats>,
+    /// The key each meeting was created with.
+    created_by: Mutex<BTreeMap<String, String>>,
 }
 
 impl Watched {
@@ -84,6 +186,39 @@ impl Watched {
             detail: "process crashed after the call".into(),
             retry_after: None,
         }
+    }
+
+    /// The after-gate: the call's answer, or a timeout if the scheduler loses it.
+    async fn answer<T>(
+        &self,
+        op: &str,
+        what: &str,
+        result: Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        if self
+            .baton
+            .gate(Gate::After, format!("provider {op} {what} answered"))
+            .await
+        {
+            if result.is_ok() {
+                self.stats.lost_provider.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(ProviderError::Transient {
+                provider: "sim".into(),
+                detail: format!("provider {op} timed out (the answer was lost)"),
+                retry_after: None,
+            });
+        }
+        if result.is_ok() && self.crash() {
+            return Err(self.crashed());
+        }
+        result
+    }
+
+    async fn before(&self, op: &str, what: &str) {
+        self.baton
+            .gate(Gate::Before, format!("provider {op} {what}"))
+            .await;
     }
 }
 
@@ -120,11 +255,15 @@ impl ConferenceProvider for Watched {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
         Box::pin(async move {
+            self.before("create", key).await;
             let result = self.inner.create(spec, key).await;
-            if result.is_ok() && self.crash() {
-                return Err(self.crashed());
+            if let Ok(m) = &result {
+                self.created_by
+                    .lock()
+                    .unwrap()
+                    .insert(m.meeting_id.clone(), key.to_owned());
             }
-            result
+            self.answer("create", key, result).await
         })
     }
     fn update<'a>(
@@ -134,6 +273,7 @@ impl ConferenceProvider for Watched {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
+            self.before("update", meeting_id).await;
             let before = self.inner.meeting(meeting_id).map(|m| m.spec);
             let seen_key = self.inner.calls().iter().any(|c| c.key == key);
             let result = self.inner.update(meeting_id, spec, key).await;
@@ -143,10 +283,7 @@ impl ConferenceProvider for Watched {
                     eprintln!("an update that changed nothing: {meeting_id} {key}");
                 }
             }
-            if result.is_ok() && self.crash() {
-                return Err(self.crashed());
-            }
-            result
+            self.answer("update", meeting_id, result).await
         })
     }
     fn update_occurrence<'a>(
@@ -159,14 +296,12 @@ impl ConferenceProvider for Watched {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
+            self.before("update_occurrence", meeting_id).await;
             let result = self
                 .inner
                 .update_occurrence(meeting_id, occurrence, start, end, title, key)
                 .await;
-            if result.is_ok() && self.crash() {
-                return Err(self.crashed());
-            }
-            result
+            self.answer("update_occurrence", meeting_id, result).await
         })
     }
     fn cancel_occurrence<'a>(
@@ -176,14 +311,12 @@ impl ConferenceProvider for Watched {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
+            self.before("cancel_occurrence", meeting_id).await;
             let result = self
                 .inner
                 .cancel_occurrence(meeting_id, occurrence, key)
                 .await;
-            if result.is_ok() && self.crash() {
-                return Err(self.crashed());
-            }
-            result
+            self.answer("cancel_occurrence", meeting_id, result).await
         })
     }
     fn delete<'a>(
@@ -192,32 +325,44 @@ impl ConferenceProvider for Watched {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
+            self.before("delete", meeting_id).await;
             if let Some((where_, _)) = live_event_with(&self.shared, meeting_id) {
                 self.ledger.lock().unwrap().violations.push(format!(
                     "meeting {meeting_id} deleted while its event {where_} lives"
                 ));
             }
             let result = self.inner.delete(meeting_id, key).await;
-            if result.is_ok() && self.crash() {
-                return Err(self.crashed());
-            }
-            result
+            self.answer("delete", meeting_id, result).await
         })
     }
 }
 
-/// A calendar that can crash in the middle of a sync (after some pages were committed).
+/// The calendar as the engine reaches it: each call passes a gate before and after (where its
+/// answer may be lost: a PATCH then took effect), and it can crash in the middle of a sync
+/// (after some pages were committed) or right after a PATCH landed.
 struct Flaky {
     inner: EmulatorCalendar,
     /// Write-backs attempted, and those that met a concurrent user edit.
-    patches: std::sync::atomic::AtomicU64,
-    races: std::sync::atomic::AtomicU64,
+    patches: AtomicU64,
+    races: AtomicU64,
     crash_after_lists: Mutex<Option<u32>>,
     race_next_patch: Mutex<bool>,
     /// The process crashes right after the next PATCH landed (before recording anything).
     crash_after_patch: Mutex<bool>,
     /// The summary each event should have: the users' last edit.
     expected: Arc<Mutex<BTreeMap<String, String>>>,
+    triggers: Arc<Mutex<Triggers>>,
+    baton: Arc<Baton>,
+    stats: Arc<GateStats>,
+}
+
+impl Flaky {
+    fn lost() -> CalendarError {
+        CalendarError::Retryable {
+            detail: "timed out (the answer was lost)".into(),
+            retry_after: None,
+        }
+    }
 }
 
 impl CalendarApi for Flaky {
@@ -227,6 +372,9 @@ impl CalendarApi for Flaky {
         request: &'a confsync_core::session::ListRequest,
     ) -> BoxFuture<'a, Result<confsync_core::session::Page, CalendarError>> {
         Box::pin(async move {
+            self.baton
+                .gate(Gate::Before, format!("calendar list {calendar_id}"))
+                .await;
             {
                 let mut crash = self.crash_after_lists.lock().unwrap();
                 if let Some(left) = crash.as_mut() {
@@ -240,7 +388,18 @@ impl CalendarApi for Flaky {
                     *left -= 1;
                 }
             }
-            self.inner.list(calendar_id, request).await
+            let result = self.inner.list(calendar_id, request).await;
+            if self
+                .baton
+                .gate(Gate::After, format!("calendar list {calendar_id} answered"))
+                .await
+            {
+                self.stats
+                    .lost_calendar_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Self::lost());
+            }
+            result
         })
     }
     fn get<'a>(
@@ -248,7 +407,29 @@ impl CalendarApi for Flaky {
         calendar_id: &'a str,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
-        self.inner.get(calendar_id, event_id)
+        Box::pin(async move {
+            self.baton
+                .gate(
+                    Gate::Before,
+                    format!("calendar get {calendar_id}/{event_id}"),
+                )
+                .await;
+            let result = self.inner.get(calendar_id, event_id).await;
+            if self
+                .baton
+                .gate(
+                    Gate::After,
+                    format!("calendar get {calendar_id}/{event_id} answered"),
+                )
+                .await
+            {
+                self.stats
+                    .lost_calendar_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Self::lost());
+            }
+            result
+        })
     }
     fn patch<'a>(
         &'a self,
@@ -258,11 +439,15 @@ impl CalendarApi for Flaky {
         if_match: &'a str,
     ) -> BoxFuture<'a, Result<Value, CalendarError>> {
         Box::pin(async move {
-            self.patches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.baton
+                .gate(
+                    Gate::Before,
+                    format!("calendar patch {calendar_id}/{event_id}"),
+                )
+                .await;
+            self.patches.fetch_add(1, Ordering::Relaxed);
             if std::mem::take(&mut *self.race_next_patch.lock().unwrap()) {
-                self.races
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.races.fetch_add(1, Ordering::Relaxed);
                 // A user edits the event between the engine's read and its write: the write
                 // must answer 412 and the user's edit must survive.
                 let title = format!("Raced edit of {event_id}");
@@ -281,13 +466,33 @@ impl CalendarApi for Flaky {
                         .lock()
                         .unwrap()
                         .insert(event_id.to_owned(), title);
+                    self.triggers.lock().unwrap().acknowledged += 1;
                 }
-                self.inner.shared.flush_notifications(&mut world);
+                flush(&self.inner.shared, &mut world, &self.triggers);
             }
             let result = self
                 .inner
                 .patch(calendar_id, event_id, body, if_match)
                 .await;
+            if result.is_ok() {
+                // Google notifies our own writes too.
+                self.triggers.lock().unwrap().notify(calendar_id);
+            }
+            if self
+                .baton
+                .gate(
+                    Gate::After,
+                    format!("calendar patch {calendar_id}/{event_id} answered"),
+                )
+                .await
+            {
+                if result.is_ok() {
+                    self.stats
+                        .lost_calendar_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(Self::lost());
+            }
             if result.is_ok() && std::mem::take(&mut *self.crash_after_patch.lock().unwrap()) {
                 return Err(CalendarError::Retryable {
                     detail: "process crashed after the write".into(),
@@ -299,10 +504,81 @@ impl CalendarApi for Flaky {
     }
 }
 
+/// A logical task of the service process.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A sync pass of a calendar, started covering notification `mark`.
+    Sync { cal: String, mark: Option<u64> },
+    /// One run of the drainer.
+    Drain,
+    /// The add-on API's `POST /v1/conferences` for add-on flow `flow`.
+    Api { flow: usize },
+}
+
+/// What a task ended with.
+enum Done {
+    /// (full sync?, summary)
+    Sync(Result<(bool, String), String>),
+    Drain(Result<String, String>),
+    /// (meeting id, join link)
+    Api(Result<(String, String), String>),
+}
+
+/// The add-on making a conference for an event being created: the API call, then (once it
+/// answered) Calendar saving the event with the conference data. On a failure (an error, a lost
+/// answer, a restart during the call) the user tries again, which the add-on sends with a new
+/// request id, or gives up and saves the event without a conference.
+#[derive(Debug, Clone, PartialEq)]
+enum FlowState {
+    Calling,
+    Answered {
+        meeting_id: String,
+        join_url: String,
+    },
+    Failed(String),
+    Closed,
+}
+
+struct Flow {
+    cal: String,
+    event_id: String,
+    attempts: u32,
+    state: FlowState,
+}
+
+/// How often what happened happened (coverage of the concurrency model).
+#[derive(Default, Debug, Clone)]
+struct Interleavings {
+    /// A drain step while a sync had read a page and not finished (between read and commit).
+    drain_in_sync: u64,
+    /// A sync step while the drainer was in the middle of a row.
+    sync_in_drain: u64,
+    /// A user edit while a sync or a drain was in the middle of its work.
+    edit_in_task: u64,
+    /// An add-on API step while a sync or a drain was in the middle of its work.
+    api_in_task: u64,
+    /// Steps of two syncs (different calendars) in flight at once.
+    two_syncs: u64,
+    restarts: u64,
+    restarts_mid_sync: u64,
+    restarts_mid_drain: u64,
+    restarts_mid_api: u64,
+    /// Restarts while a task was parked after a call took effect, before it saw the answer.
+    restarts_after_effect: u64,
+    /// Events saved with a conference the add-on API made.
+    addon_created: u64,
+    /// Add-on calls tried again after a failure.
+    addon_retried: u64,
+    /// Add-on flows given up (the event saved without a conference).
+    addon_abandoned: u64,
+}
+
 struct Sim {
     rng: Rng,
     shared: Arc<Shared>,
-    engine: Engine,
+    engine: Arc<Engine>,
+    store: Store,
+    config: EngineConfig,
     provider: Arc<Watched>,
     calendar: Arc<Flaky>,
     ledger: Arc<Mutex<Ledger>>,
@@ -314,14 +590,113 @@ struct Sim {
     full_syncs: u64,
     trace: bool,
     next_meeting: u64,
+    triggers: Arc<Mutex<Triggers>>,
+    tasks: Tasks<Kind, Done>,
+    flows: Vec<Flow>,
+    /// Tasks interleave at their gates, with restarts and lost answers.
+    concurrent: bool,
+    /// Restarts and lost answers may happen now (off while settling).
+    faults: bool,
+    restarts_left: u32,
+    /// The drainer was woken while it ran: it runs again when this run ends.
+    drain_again: bool,
+    stats: Arc<GateStats>,
+    il: Interleavings,
 }
 
 fn base_time() -> chrono::DateTime<chrono::Utc> {
     "2027-03-01T09:00:00Z".parse().unwrap()
 }
 
+fn env_flag(name: &str, default: bool) -> bool {
+    match std::env::var(name).ok().as_deref() {
+        Some("0" | "false" | "off" | "no") => false,
+        Some(_) => true,
+        None => default,
+    }
+}
+
+/// The add-on API's `create_conference` (crates/service/src/lib.rs), as far as the store and the
+/// provider see it: a live link for the event answers its conference; otherwise a meeting is
+/// made from a placeholder (idempotent by the request's key), its link stored through
+/// `Store::commit_page`, and the calendar marked dirty (in the scheduler's memory).
+// TODO(create intents): once the store records a create intent before `provider.create`, do
+// what the service does with it here too.
+async fn create_conference(
+    store: &Store,
+    provider: &dyn ConferenceProvider,
+    triggers: &Mutex<Triggers>,
+    cal: &str,
+    event_id: &str,
+    request_id: &str,
+    now_ms: i64,
+) -> Result<(String, String), String> {
+    let links = store
+        .links(cal, &[event_id.to_owned()], &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(l) = links
+        .into_iter()
+        .find(|l| l.calendar_id == cal && l.event_id == event_id && !l.deleted)
+        && let Some(join) = l.join_url.clone()
+    {
+        return Ok((l.conference_id, join));
+    }
+    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
+    let placeholder = MeetingSpec {
+        title: String::new(),
+        description: String::new(),
+        start: When::At(now),
+        end: When::At(now),
+        time_zone: None,
+        recurrence: Vec::new(),
+        attendees: Vec::new(),
+        organizer: None,
+    };
+    let key = format!("create:{cal}:{event_id}:{request_id}");
+    let meeting = provider
+        .create(&placeholder, &key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let link = Link {
+        conference_id: meeting.meeting_id.clone(),
+        provider: provider.name().to_owned(),
+        calendar_id: cal.to_owned(),
+        event_id: event_id.to_owned(),
+        spec: placeholder,
+        last_etag_seen: None,
+        last_etag_written: None,
+        occurrences: Default::default(),
+        deleted: false,
+        join_url: Some(meeting.join_url.clone()),
+    };
+    let change = PlannedChange {
+        link,
+        base: LinkBase::New,
+        actions: Vec::new(),
+        supersede_deletes: false,
+        not_before_ms: now_ms,
+    };
+    if let Err(e) = store.commit_page(cal, &[change], &[], None, now_ms).await {
+        // Another request linked this event meanwhile: answer its conference.
+        let links = store
+            .links(cal, &[event_id.to_owned()], &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        return links
+            .into_iter()
+            .find(|l| l.calendar_id == cal && l.event_id == event_id && !l.deleted)
+            .and_then(|l| l.join_url.clone().map(|j| (l.conference_id, j)))
+            .ok_or_else(|| format!("could not record the conference: {e}"));
+    }
+    triggers.lock().unwrap().notify(cal);
+    Ok((meeting.meeting_id, meeting.join_url))
+}
+
 impl Sim {
     async fn new(seed: u64, trace: bool) -> Sim {
+        let concurrent = env_flag("SIM_CONCURRENT", true);
+        let durable = std::env::var("SIM_TRIGGERS").map_or(true, |v| v != "memory");
         let config = EmulatorConfig {
             seed,
             sync_token_max_age: None,
@@ -337,12 +712,21 @@ impl Sim {
                 .create_calendar(ALICE, "Team", Some("Europe/Berlin"))
                 .unwrap()
         };
+        let baton = Arc::new(Baton::default());
+        let stats = Arc::new(GateStats::default());
+        let triggers = Arc::new(Mutex::new(Triggers {
+            durable,
+            ..Triggers::default()
+        }));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let provider = Arc::new(Watched {
             inner: MemoryProvider::new("sim", Capabilities::ALL),
             shared: shared.clone(),
             ledger: ledger.clone(),
             crash_after_call: Mutex::new(0),
+            baton: baton.clone(),
+            stats: stats.clone(),
+            created_by: Mutex::new(BTreeMap::new()),
         });
         let expected_summary = Arc::new(Mutex::new(BTreeMap::new()));
         let calendar = Arc::new(Flaky {
@@ -353,6 +737,9 @@ impl Sim {
             race_next_patch: Mutex::new(false),
             crash_after_patch: Mutex::new(false),
             expected: expected_summary.clone(),
+            triggers: triggers.clone(),
+            baton: baton.clone(),
+            stats: stats.clone(),
         });
         let store = Store::memory().await.unwrap();
         let config = EngineConfig {
@@ -377,11 +764,20 @@ impl Sim {
         for cal in [ALICE, team.as_str(), BOB] {
             store.ensure_calendar(cal).await.unwrap();
         }
-        let engine = Engine::new(store, calendar.clone(), provider.clone(), config);
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            calendar.clone(),
+            provider.clone(),
+            config.clone(),
+        ));
+        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xc0ffee);
+        let restarts_left = rng.below(4) as u32;
         Sim {
-            rng: Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xc0ffee),
+            rng,
             shared,
             engine,
+            store,
+            config,
             provider,
             calendar,
             ledger,
@@ -392,6 +788,15 @@ impl Sim {
             full_syncs: 0,
             trace,
             next_meeting: 0,
+            triggers,
+            tasks: Tasks::new(baton),
+            flows: Vec::new(),
+            concurrent,
+            faults: concurrent,
+            restarts_left,
+            drain_again: false,
+            stats,
+            il: Interleavings::default(),
         }
     }
 
@@ -401,7 +806,9 @@ impl Sim {
         }
     }
 
-    fn write(&self, cal: &str, id: &str, body: Value, cdv: u8) -> Option<Value> {
+    /// A user's write; its notification is delivered (acknowledged) at once.
+    fn write(&mut self, cal: &str, id: &str, body: Value, cdv: u8) -> Option<Value> {
+        self.user_edit();
         let now = self.shared.clock.now();
         let mut world = self.shared.world();
         let opts = WriteOptions {
@@ -412,8 +819,18 @@ impl Sim {
             .write_event(now, cal, id, body, WriteKind::Patch, &opts)
             .ok()
             .map(|j| serde_json::from_str(&j).unwrap());
-        self.shared.flush_notifications(&mut world);
+        if r.is_some() {
+            self.triggers.lock().unwrap().acknowledged += 1;
+        }
+        flush(&self.shared, &mut world, &self.triggers);
         r
+    }
+
+    /// Counts a user edit landing in the middle of a task's work.
+    fn user_edit(&mut self) {
+        if self.tasks.iter().any(|t| t.gates_passed > 0) {
+            self.il.edit_in_task += 1;
+        }
     }
 
     fn get(&self, cal: &str, id: &str) -> Option<Value> {
@@ -435,10 +852,8 @@ impl Sim {
             .collect()
     }
 
-    async fn create_event(&mut self) {
-        self.next_meeting += 1;
-        let meeting_id = format!("mtg-{}", self.next_meeting);
-        let cal = self.calendars[self.rng.below(2) as usize].clone();
+    /// The body of a new event with our conference.
+    fn new_event_body(&mut self, meeting_id: &str, join_url: &str) -> (Value, bool) {
         let day = self.rng.below(20) as i64;
         let hour = 8 + self.rng.below(8) as i64;
         let start = base_time() + chrono::Duration::days(day) + chrono::Duration::hours(hour);
@@ -450,7 +865,7 @@ impl Sim {
             "conferenceData": {
                 "conferenceId": meeting_id,
                 "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
-                "entryPoints": [{"entryPointType": "video", "uri": format!("https://meet.invalid/{meeting_id}")}],
+                "entryPoints": [{"entryPointType": "video", "uri": join_url}],
                 "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting_id}}},
             },
         });
@@ -460,19 +875,34 @@ impl Sim {
         if self.rng.chance(50) {
             body["attendees"] = json!([{"email": BOB}]);
         }
+        (body, recurring)
+    }
+
+    /// Inserts a user's new event; its notification is delivered (acknowledged) at once.
+    fn insert(&mut self, cal: &str, body: Value) -> Value {
+        self.user_edit();
         let now = self.shared.clock.now();
-        let created: Value = {
-            let mut world = self.shared.world();
-            let opts = WriteOptions {
-                conference_data_version: 1,
-                if_match: None,
-            };
-            let json = world
-                .insert_event(now, &cal, body, WriteKind::Insert, &opts)
-                .unwrap();
-            self.shared.flush_notifications(&mut world);
-            serde_json::from_str(&json).unwrap()
+        let mut world = self.shared.world();
+        let opts = WriteOptions {
+            conference_data_version: 1,
+            if_match: None,
         };
+        let json = world
+            .insert_event(now, cal, body, WriteKind::Insert, &opts)
+            .unwrap();
+        self.triggers.lock().unwrap().acknowledged += 1;
+        flush(&self.shared, &mut world, &self.triggers);
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// An event with a meeting and a link made outside the engine (as a earlier add-on did).
+    async fn create_event(&mut self) {
+        self.next_meeting += 1;
+        let meeting_id = format!("mtg-{}", self.next_meeting);
+        let cal = self.calendars[self.rng.below(2) as usize].clone();
+        let (body, recurring) =
+            self.new_event_body(&meeting_id, &format!("https://meet.invalid/{meeting_id}"));
+        let created = self.insert(&cal, body);
         // The add-on made the meeting from the event as it was created.
         let spec = Snapshot::from_json(&created).unwrap().spec.unwrap();
         self.provider.inner.insert(&meeting_id, spec.clone());
@@ -492,12 +922,12 @@ impl Sim {
         };
         let change = PlannedChange {
             link,
+            base: LinkBase::New,
             actions: vec![],
             supersede_deletes: false,
             not_before_ms: self.now_ms,
         };
-        self.engine
-            .store
+        self.store
             .commit_page(&cal, &[change], &[], None, self.now_ms)
             .await
             .unwrap();
@@ -511,12 +941,347 @@ impl Sim {
         self.events.push((cal, id, recurring));
     }
 
+    /// The add-on starts making a conference for a new event (the API call is a task).
+    async fn addon_start(&mut self) {
+        let cal = self.calendars[self.rng.below(2) as usize].clone();
+        let event_id = format!("addon{:05}", self.flows.len() + 1);
+        self.flows.push(Flow {
+            cal: cal.clone(),
+            event_id: event_id.clone(),
+            attempts: 0,
+            state: FlowState::Calling,
+        });
+        self.log(&format!("add-on: create a conference for {cal}/{event_id}"));
+        self.spawn_api(self.flows.len() - 1).await;
+    }
+
+    async fn spawn_api(&mut self, flow: usize) {
+        let f = &mut self.flows[flow];
+        f.attempts += 1;
+        f.state = FlowState::Calling;
+        let (cal, event_id) = (f.cal.clone(), f.event_id.clone());
+        let request_id = format!("req-{flow}-{}", f.attempts);
+        let (store, provider, triggers) = (
+            self.store.clone(),
+            self.provider.clone(),
+            self.triggers.clone(),
+        );
+        let now_ms = self.now_ms;
+        let future = async move {
+            Done::Api(
+                create_conference(
+                    &store,
+                    provider.as_ref(),
+                    &triggers,
+                    &cal,
+                    &event_id,
+                    &request_id,
+                    now_ms,
+                )
+                .await,
+            )
+        };
+        self.tasks.spawn(Kind::Api { flow }, future);
+        self.run_if_sequential().await;
+    }
+
+    /// Flows waiting for the user (to save the event, or to try again).
+    fn flows_waiting(&self) -> Vec<usize> {
+        (0..self.flows.len())
+            .filter(|&i| {
+                matches!(
+                    self.flows[i].state,
+                    FlowState::Answered { .. } | FlowState::Failed(_)
+                )
+            })
+            .collect()
+    }
+
+    /// The user's next move in one waiting add-on flow.
+    async fn addon_user_step(&mut self) {
+        let waiting = self.flows_waiting();
+        let Some(&flow) = waiting.get(self.rng.below(waiting.len() as u64) as usize) else {
+            return;
+        };
+        match self.flows[flow].state.clone() {
+            FlowState::Answered {
+                meeting_id,
+                join_url,
+            } => {
+                // Calendar saves the event with the conference data the add-on built.
+                self.next_meeting += 1;
+                let (mut body, recurring) = self.new_event_body(&meeting_id, &join_url);
+                let (cal, event_id) = (
+                    self.flows[flow].cal.clone(),
+                    self.flows[flow].event_id.clone(),
+                );
+                body["id"] = json!(event_id);
+                let created = self.insert(&cal, body);
+                self.expected_summary.lock().unwrap().insert(
+                    event_id.clone(),
+                    created["summary"].as_str().unwrap().to_owned(),
+                );
+                self.events.push((cal.clone(), event_id.clone(), recurring));
+                self.flows[flow].state = FlowState::Closed;
+                self.il.addon_created += 1;
+                self.log(&format!(
+                    "add-on: {cal}/{event_id} saved with {meeting_id} (recurring={recurring})"
+                ));
+            }
+            FlowState::Failed(error) => {
+                if self.flows[flow].attempts < 2 && self.rng.chance(70) {
+                    self.il.addon_retried += 1;
+                    self.log(&format!(
+                        "add-on: flow {flow} failed ({error}), the user tries again"
+                    ));
+                    self.spawn_api(flow).await;
+                } else {
+                    self.il.addon_abandoned += 1;
+                    self.flows[flow].state = FlowState::Closed;
+                    self.log(&format!(
+                        "add-on: flow {flow} failed ({error}), the event is saved without a conference"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sync_running(&self, cal: &str) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| matches!(&t.kind, Kind::Sync { cal: c, .. } if c == cal))
+    }
+
+    fn drain_running(&self) -> bool {
+        self.tasks.iter().any(|t| matches!(t.kind, Kind::Drain))
+    }
+
+    /// Starts a sync of `cal` unless one is running (one sync at a time per calendar).
+    async fn spawn_sync(&mut self, cal: &str) {
+        if self.sync_running(cal) {
+            return;
+        }
+        let mark = self.triggers.lock().unwrap().start_sync(cal);
+        let engine = self.engine.clone();
+        let now = self.now_ms;
+        let c = cal.to_owned();
+        let future = async move {
+            Done::Sync(
+                engine
+                    .sync(&c, false, now)
+                    .await
+                    .map(|s| (s.full, format!("{:?}", (s.full, s.pages, s.actions))))
+                    .map_err(|e| e.to_string()),
+            )
+        };
+        self.tasks.spawn(
+            Kind::Sync {
+                cal: cal.to_owned(),
+                mark,
+            },
+            future,
+        );
+        self.run_if_sequential().await;
+    }
+
+    /// Starts the drainer unless it runs (then it runs again once it is done).
+    async fn spawn_drain(&mut self) {
+        if self.drain_running() {
+            self.drain_again = true;
+            return;
+        }
+        let engine = self.engine.clone();
+        let now = self.now_ms;
+        let future = async move {
+            Done::Drain(
+                engine
+                    .drain(now)
+                    .await
+                    .map(|s| format!("{s:?}"))
+                    .map_err(|e| e.to_string()),
+            )
+        };
+        self.tasks.spawn(Kind::Drain, future);
+        self.run_if_sequential().await;
+    }
+
+    /// Without concurrency, every task runs to its end as soon as it is started.
+    async fn run_if_sequential(&mut self) {
+        if !self.concurrent {
+            self.finish_all().await;
+        }
+    }
+
+    /// Runs every task to its end (no lost answers), and those they start.
+    async fn finish_all(&mut self) {
+        while !self.tasks.is_empty() {
+            let (kind, output) = self.tasks.finish(0).await;
+            Box::pin(self.done(kind, output)).await;
+        }
+    }
+
+    /// A task ended.
+    async fn done(&mut self, kind: Kind, output: Done) {
+        match (kind, output) {
+            (Kind::Sync { cal, mark }, Done::Sync(r)) => {
+                self.triggers
+                    .lock()
+                    .unwrap()
+                    .end_sync(&cal, mark, r.is_ok());
+                self.log(&format!("sync {cal} ended: {r:?}"));
+                if let Ok((full, _)) = r {
+                    if full {
+                        self.full_syncs += 1;
+                    }
+                    // The scheduler wakes the drainer after each sync.
+                    if !self.concurrent {
+                        // (the old model drained only when asked)
+                    } else {
+                        self.spawn_drain().await;
+                    }
+                }
+            }
+            (Kind::Drain, Done::Drain(r)) => {
+                self.log(&format!("drain ended: {r:?}"));
+                if std::mem::take(&mut self.drain_again) {
+                    self.spawn_drain().await;
+                }
+            }
+            (Kind::Api { flow }, Done::Api(r)) => {
+                self.log(&format!("add-on API call of flow {flow} ended: {r:?}"));
+                self.flows[flow].state = match r {
+                    Ok((meeting_id, join_url)) => FlowState::Answered {
+                        meeting_id,
+                        join_url,
+                    },
+                    Err(e) => FlowState::Failed(e),
+                };
+            }
+            (kind, _) => panic!("{kind:?} ended with another task's output"),
+        }
+    }
+
+    /// Lets one task (picked by the seed) run to its next gate.
+    async fn grant(&mut self) {
+        let index = self.rng.below(self.tasks.len() as u64) as usize;
+        let at = self.tasks.parked_at(index);
+        let lose =
+            self.faults && at.as_ref().is_some_and(|p| p.gate == Gate::After) && self.rng.chance(8);
+        // What else is in the middle of its work while this one moves.
+        {
+            let me = self.tasks.iter().nth(index).unwrap();
+            let mid = |k: fn(&Kind) -> bool| {
+                self.tasks
+                    .iter()
+                    .any(|t| t.id != me.id && k(&t.kind) && t.gates_passed > 0)
+            };
+            let sync_mid = mid(|k| matches!(k, Kind::Sync { .. }));
+            let drain_mid = mid(|k| matches!(k, Kind::Drain));
+            match &me.kind {
+                Kind::Drain if sync_mid => self.il.drain_in_sync += 1,
+                Kind::Sync { .. } if drain_mid => self.il.sync_in_drain += 1,
+                Kind::Api { .. } if sync_mid || drain_mid => self.il.api_in_task += 1,
+                _ => {}
+            }
+            if matches!(me.kind, Kind::Sync { .. }) && sync_mid {
+                self.il.two_syncs += 1;
+            }
+        }
+        let id = self.tasks.iter().nth(index).unwrap().id;
+        match self.tasks.advance(index, lose).await {
+            Advanced::Parked { kind, at: next } => {
+                if self.trace {
+                    let from = at.map(|p| p.label).unwrap_or_else(|| "start".into());
+                    let lost = if lose { " (answer LOST)" } else { "" };
+                    self.log(&format!(
+                        "task {id} {kind:?}: {from}{lost} -> parked at {}",
+                        next.label
+                    ));
+                }
+            }
+            Advanced::Done { kind, output } => {
+                if self.trace {
+                    let from = at.map(|p| p.label).unwrap_or_else(|| "start".into());
+                    let lost = if lose { " (answer LOST)" } else { "" };
+                    self.log(&format!("task {id} {kind:?}: {from}{lost} -> done"));
+                }
+                self.done(kind, output).await;
+            }
+        }
+    }
+
+    /// The process restarts: every task is dropped where it stands (a store transaction in
+    /// flight rolls back), the engine is built again over the same store, and everything the
+    /// process kept in memory is gone.
+    async fn restart(&mut self) {
+        self.il.restarts += 1;
+        let mut after_effect = false;
+        for i in 0..self.tasks.len() {
+            if self
+                .tasks
+                .parked_at(i)
+                .is_some_and(|p| p.gate == Gate::After)
+            {
+                after_effect = true;
+            }
+        }
+        if after_effect {
+            self.il.restarts_after_effect += 1;
+        }
+        let mid: Vec<Kind> = self
+            .tasks
+            .iter()
+            .filter(|t| t.gates_passed > 0)
+            .map(|t| t.kind.clone())
+            .collect();
+        if mid.iter().any(|k| matches!(k, Kind::Sync { .. })) {
+            self.il.restarts_mid_sync += 1;
+        }
+        if mid.iter().any(|k| matches!(k, Kind::Drain)) {
+            self.il.restarts_mid_drain += 1;
+        }
+        if mid.iter().any(|k| matches!(k, Kind::Api { .. })) {
+            self.il.restarts_mid_api += 1;
+        }
+        let dropped = self.tasks.drop_all();
+        self.log(&format!("RESTART: dropped {dropped:?}"));
+        for kind in dropped {
+            if let Kind::Api { flow } = kind {
+                // The add-on's request timed out.
+                self.flows[flow].state = FlowState::Failed("the service restarted".into());
+            }
+        }
+        self.triggers.lock().unwrap().restart();
+        self.drain_again = false;
+        self.engine = Arc::new(Engine::new(
+            self.store.clone(),
+            self.calendar.clone(),
+            self.provider.clone(),
+            self.config.clone(),
+        ));
+        self.startup_work().await;
+    }
+
+    /// What the service does by itself when it starts.
+    async fn startup_work(&mut self) {
+        // The drainer's first run.
+        self.spawn_drain().await;
+        // TODO(durable triggers): read the calendars the store holds as needing a sync (the
+        // durable dirty marks, and the syncs that failed) and start their syncs here, e.g.
+        //     for cal in self.store.dirty_calendars().await.unwrap() { mark it dirty }
+        // Until the store has them, `Triggers` keeps the marks across restarts in the
+        // harness (SIM_TRIGGERS=durable, the default: what the store will give) or loses
+        // them (SIM_TRIGGERS=memory: the scheduler as it is today).
+    }
+
     async fn step(&mut self) {
         let live = self.live_events();
         let pick = |rng: &mut Rng, v: &Vec<(String, String, bool)>| {
             v.get(rng.below(v.len() as u64) as usize).cloned()
         };
-        match self.rng.below(24) {
+        match self.rng.below(26) {
+            24 | 25 => self.addon_start().await,
             22 => {
                 let n = 1 + self.rng.below(2) as u32;
                 self.provider.inner.recreate_next(n);
@@ -618,10 +1383,14 @@ impl Sim {
             }
             9 => {
                 if let Some((cal, id, _)) = pick(&mut self.rng, &live) {
+                    self.user_edit();
                     let now = self.shared.clock.now();
                     let mut world = self.shared.world();
-                    let _ = world.delete_event(now, &cal, &id, None);
-                    self.shared.flush_notifications(&mut world);
+                    if world.delete_event(now, &cal, &id, None).is_ok() {
+                        self.triggers.lock().unwrap().acknowledged += 1;
+                    }
+                    flush(&self.shared, &mut world, &self.triggers);
+                    drop(world);
                     self.log(&format!("cancel {id}"));
                 }
             }
@@ -638,11 +1407,15 @@ impl Sim {
                     } else {
                         self.calendars[0].clone()
                     };
+                    self.user_edit();
                     let now = self.shared.clock.now();
                     let moved = {
                         let mut world = self.shared.world();
                         let r = world.move_event(now, &cal, &id, &dest).is_ok();
-                        self.shared.flush_notifications(&mut world);
+                        if r {
+                            self.triggers.lock().unwrap().acknowledged += 1;
+                        }
+                        flush(&self.shared, &mut world, &self.triggers);
                         r
                     };
                     if moved {
@@ -667,10 +1440,14 @@ impl Sim {
                     let original = first + chrono::Duration::weeks(n);
                     let instance = format!("{id}_{}", original.format("%Y%m%dT%H%M%SZ"));
                     if self.rng.chance(50) {
+                        self.user_edit();
                         let now = self.shared.clock.now();
                         let mut world = self.shared.world();
-                        let _ = world.delete_event(now, &cal, &instance, None);
-                        self.shared.flush_notifications(&mut world);
+                        if world.delete_event(now, &cal, &instance, None).is_ok() {
+                            self.triggers.lock().unwrap().acknowledged += 1;
+                        }
+                        flush(&self.shared, &mut world, &self.triggers);
+                        drop(world);
                         self.log(&format!("cancel instance {instance}"));
                     } else {
                         let start =
@@ -714,26 +1491,106 @@ impl Sim {
                 self.log("crash during a coming sync");
             }
             17 | 18 => {
+                // The sweep (or a silent channel's poll) syncs a calendar.
                 let cal = self.calendars[self.rng.below(3) as usize].clone();
-                let r = self.engine.sync(&cal, false, self.now_ms).await;
-                if r.as_ref().is_ok_and(|s| s.full) {
-                    self.full_syncs += 1;
-                }
-                self.log(&format!(
-                    "sync {cal}: {:?}",
-                    r.as_ref()
-                        .map(|s| (s.full, s.pages, s.actions.clone()))
-                        .map_err(|e| e.to_string())
-                ));
+                self.log(&format!("sweep: sync {cal}"));
+                self.spawn_sync(&cal).await;
             }
             _ => {
                 self.now_ms += self.rng.below(120_000) as i64;
-                let r = self.engine.drain(self.now_ms).await;
-                self.log(&format!("drain: {:?}", r.map_err(|e| e.to_string())));
+                self.log("drain");
+                self.spawn_drain().await;
             }
         }
     }
 
+    /// The seed's run: users, the add-on, and the service's tasks interleaved at their gates.
+    async fn run(&mut self) {
+        let mut left = 40 + self.rng.below(40);
+        for _ in 0..3 {
+            self.create_event().await;
+        }
+        loop {
+            if left == 0 && self.tasks.is_empty() && self.flows_waiting().is_empty() {
+                return;
+            }
+            let r = self.rng.below(100);
+            if self.faults && self.restarts_left > 0 && !self.tasks.is_empty() && r < 2 {
+                self.restarts_left -= 1;
+                self.restart().await;
+                continue;
+            }
+            if !self.tasks.is_empty() && (left == 0 || r < 50) {
+                self.grant().await;
+                continue;
+            }
+            if left > 0 && r < 58 {
+                // The scheduler picks a dirty calendar (after its debounce).
+                let dirty: Vec<String> = self
+                    .triggers
+                    .lock()
+                    .unwrap()
+                    .dirty
+                    .keys()
+                    .filter(|c| !self.sync_running(c))
+                    .cloned()
+                    .collect();
+                if let Some(cal) = dirty.get(self.rng.below(dirty.len() as u64) as usize) {
+                    let cal = cal.clone();
+                    self.log(&format!("scheduler: sync dirty {cal}"));
+                    self.spawn_sync(&cal).await;
+                    continue;
+                }
+            }
+            if !self.flows_waiting().is_empty() && (left == 0 || r < 66) {
+                self.addon_user_step().await;
+                continue;
+            }
+            if left > 0 {
+                left -= 1;
+                self.step().await;
+            }
+        }
+    }
+
+    /// After the last trigger: only what the service does by itself (the tasks in flight run
+    /// to their end, the scheduler syncs the dirty calendars, the drainer runs when rows come
+    /// due) until nothing is left to do. No fault any more, no new notification from users.
+    async fn settle(&mut self) -> bool {
+        self.faults = false;
+        *self.calendar.crash_after_lists.lock().unwrap() = None;
+        *self.calendar.crash_after_patch.lock().unwrap() = false;
+        *self.provider.crash_after_call.lock().unwrap() = 0;
+        self.finish_all().await;
+        for _ in 0..40 {
+            let dirty: Vec<String> = self
+                .triggers
+                .lock()
+                .unwrap()
+                .dirty
+                .keys()
+                .cloned()
+                .collect();
+            for cal in &dirty {
+                self.log(&format!("settle: sync dirty {cal}"));
+                self.spawn_sync(cal).await;
+                self.finish_all().await;
+            }
+            self.log("settle: drain");
+            self.spawn_drain().await;
+            self.finish_all().await;
+            if !self.triggers.lock().unwrap().dirty.is_empty() {
+                continue;
+            }
+            match self.store.next_due().await.unwrap() {
+                None => return true,
+                Some(at) => self.now_ms = self.now_ms.max(at) + 1,
+            }
+        }
+        false
+    }
+
+    /// A trigger for every calendar, again and again, until nothing is left to do.
     async fn quiesce(&mut self) {
         *self.calendar.crash_after_lists.lock().unwrap() = None;
         *self.calendar.crash_after_patch.lock().unwrap() = false;
@@ -746,7 +1603,7 @@ impl Sim {
             }
             let r = self.engine.drain(self.now_ms).await.unwrap();
             self.log(&format!("quiesce: drain: {r:?}"));
-            if self.engine.store.outbox_depth().await.unwrap() == 0 {
+            if self.store.outbox_depth().await.unwrap() == 0 {
                 // One more round must find nothing to do.
                 let mut actions = 0;
                 for cal in self.calendars.clone() {
@@ -759,7 +1616,7 @@ impl Sim {
                         .values()
                         .sum::<u64>();
                 }
-                if actions == 0 && self.engine.store.outbox_depth().await.unwrap() == 0 {
+                if actions == 0 && self.store.outbox_depth().await.unwrap() == 0 {
                     return;
                 }
             }
@@ -770,15 +1627,19 @@ impl Sim {
             .violations
             .push("the engine did not quiesce".into());
     }
-
     async fn check(&self) -> Vec<String> {
         let mut violations = std::mem::take(&mut self.ledger.lock().unwrap().violations);
         let meetings = self.provider.inner.meetings();
         if self.trace {
             // The end state, for a replayed seed: each meeting, its link and its outbox.
+            for call in self.provider.inner.calls() {
+                if call.op == "create" {
+                    eprintln!("create call {} succeeded={}", call.key, call.succeeded);
+                }
+            }
             for (meeting_id, meeting) in &meetings {
-                let link = self.engine.store.link(meeting_id).await.unwrap();
-                let outbox = self.engine.store.outbox_of(meeting_id).await.unwrap();
+                let link = self.store.link(meeting_id).await.unwrap();
+                let outbox = self.store.outbox_of(meeting_id).await.unwrap();
                 eprintln!("meeting {meeting_id}: {meeting:?}\n  link {link:?}");
                 for row in outbox {
                     eprintln!(
@@ -790,7 +1651,10 @@ impl Sim {
         }
         for (meeting_id, meeting) in &meetings {
             let live = live_event_with(&self.shared, meeting_id);
+            let linked = self.store.link(meeting_id).await.unwrap().is_some();
             match (&live, meeting.deleted) {
+                // A meeting no link names is reported as an orphan (below).
+                (None, false) if !linked => {}
                 (None, false) => violations.push(format!(
                     "meeting {meeting_id} is live but its event is cancelled or lost the conference"
                 )),
@@ -892,6 +1756,42 @@ impl Sim {
                 )),
             }
         }
+        // No orphans: every live meeting at the provider is named by a live link, or has a
+        // pending delete that will remove it.
+        for (meeting_id, meeting) in &meetings {
+            if meeting.deleted {
+                continue;
+            }
+            let link = self.store.link(meeting_id).await.unwrap();
+            if link.as_ref().is_some_and(|l| !l.deleted) {
+                continue;
+            }
+            let rows = self.store.outbox_of(meeting_id).await.unwrap();
+            let pending_delete = rows.iter().any(|r| {
+                r.state == confsync_store::OutboxState::Pending
+                    && matches!(r.action, confsync_core::plan::Action::Delete { .. })
+            });
+            // Made by the add-on API whose answer never reached the add-on (no link stored).
+            let from_api = link.is_none()
+                && self
+                    .provider
+                    .created_by
+                    .lock()
+                    .unwrap()
+                    .get(meeting_id)
+                    .is_some_and(|key| key.starts_with("create:"));
+            let from_api = if from_api { " (add-on API create)" } else { "" };
+            if !pending_delete {
+                violations.push(format!(
+                    "orphan{from_api}: meeting {meeting_id} is live at the provider, no live link names it \
+                     and no pending delete removes it (link: {:?}, outbox: {:?})",
+                    link.map(|l| (l.calendar_id, l.event_id, l.deleted)),
+                    rows.iter()
+                        .map(|r| (r.state, r.action.kind()))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
         let expected = self.expected_summary.lock().unwrap().clone();
         for (cal, id, _) in &self.events {
             if let Some(ev) = self.get(cal, id)
@@ -929,30 +1829,79 @@ struct Coverage {
     replaced: u64,
     /// Recreates that ran again after a crash or failure (the create called again, same key).
     resumed: u64,
+    /// User edits whose notification was delivered.
+    acknowledged: u64,
+    lost_provider: u64,
+    lost_calendar_reads: u64,
+    lost_calendar_writes: u64,
+    il: Interleavings,
+}
+
+impl Coverage {
+    fn add(&mut self, c: &Coverage) {
+        self.provider_calls += c.provider_calls;
+        self.failed_calls += c.failed_calls;
+        self.write_backs += c.write_backs;
+        self.races += c.races;
+        self.full_syncs += c.full_syncs;
+        self.recreates += c.recreates;
+        self.replaced += c.replaced;
+        self.resumed += c.resumed;
+        self.acknowledged += c.acknowledged;
+        self.lost_provider += c.lost_provider;
+        self.lost_calendar_reads += c.lost_calendar_reads;
+        self.lost_calendar_writes += c.lost_calendar_writes;
+        let (a, b) = (&mut self.il, &c.il);
+        a.drain_in_sync += b.drain_in_sync;
+        a.sync_in_drain += b.sync_in_drain;
+        a.edit_in_task += b.edit_in_task;
+        a.api_in_task += b.api_in_task;
+        a.two_syncs += b.two_syncs;
+        a.restarts += b.restarts;
+        a.restarts_mid_sync += b.restarts_mid_sync;
+        a.restarts_mid_drain += b.restarts_mid_drain;
+        a.restarts_mid_api += b.restarts_mid_api;
+        a.restarts_after_effect += b.restarts_after_effect;
+        a.addon_created += b.addon_created;
+        a.addon_retried += b.addon_retried;
+        a.addon_abandoned += b.addon_abandoned;
+    }
 }
 
 async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
     let mut sim = Sim::new(seed, trace).await;
-    let steps = 40 + sim.rng.below(40);
-    for _ in 0..3 {
-        sim.create_event().await;
+    sim.run().await;
+    // Every acknowledged change must reach the provider without any further trigger.
+    let settled = sim.settle().await;
+    let mut violations: Vec<String> = sim
+        .check()
+        .await
+        .into_iter()
+        .map(|v| format!("[without a new trigger] {v}"))
+        .collect();
+    if !settled {
+        violations.push("[without a new trigger] the service did not settle".into());
     }
-    for _ in 0..steps {
-        sim.step().await;
-    }
+    // Then a trigger for every calendar: everything again, and nothing more to do.
     sim.quiesce().await;
-    let violations = sim.check().await;
+    violations.extend(
+        sim.check()
+            .await
+            .into_iter()
+            .map(|v| format!("[after syncing every calendar] {v}")),
+    );
     let calls = sim.provider.inner.calls();
-    let created: std::collections::BTreeSet<&str> = calls
+    // Creates of the recreate path (the add-on's creates have keys of their own).
+    let created: BTreeSet<&str> = calls
         .iter()
-        .filter(|c| c.op == "create" && c.succeeded)
+        .filter(|c| c.op == "create" && c.succeeded && !c.key.starts_with("create:"))
         .map(|c| c.key.as_str())
         .collect();
     // Old meetings deleted because the event shows another conference: in this model, only
     // the recreate path replaces a conference.
     let mut replaced = 0;
     for meeting_id in sim.provider.inner.meetings().keys() {
-        let rows = sim.engine.store.outbox_of(meeting_id).await.unwrap();
+        let rows = sim.store.outbox_of(meeting_id).await.unwrap();
         if rows.iter().any(|r| {
             r.state == confsync_store::OutboxState::Done
                 && r.action
@@ -979,15 +1928,14 @@ async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
         replaced,
         provider_calls: calls.len() as u64,
         failed_calls: calls.iter().filter(|c| !c.succeeded).count() as u64,
-        write_backs: sim
-            .calendar
-            .patches
-            .load(std::sync::atomic::Ordering::Relaxed),
-        races: sim
-            .calendar
-            .races
-            .load(std::sync::atomic::Ordering::Relaxed),
+        write_backs: sim.calendar.patches.load(Ordering::Relaxed),
+        races: sim.calendar.races.load(Ordering::Relaxed),
         full_syncs: sim.full_syncs,
+        acknowledged: sim.triggers.lock().unwrap().acknowledged,
+        lost_provider: sim.stats.lost_provider.load(Ordering::Relaxed),
+        lost_calendar_reads: sim.stats.lost_calendar_reads.load(Ordering::Relaxed),
+        lost_calendar_writes: sim.stats.lost_calendar_writes.load(Ordering::Relaxed),
+        il: sim.il.clone(),
     };
     (violations, coverage)
 }
@@ -1009,32 +1957,44 @@ async fn seeded_simulations_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    // SIM_FIRST=K starts at seed K (long runs split over processes).
+    let first: u64 = std::env::var("SIM_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SIM_KEEP_GOING=1 runs every seed and counts the failures (for long reports).
+    let keep_going = env_flag("SIM_KEEP_GOING", false);
+    let started = std::time::Instant::now();
     let mut failed = Vec::new();
+    let mut failures = 0;
     let mut total = Coverage::default();
-    for seed in 0..seeds {
-        let (violations, c) = run_seed(seed, false).await;
-        total.provider_calls += c.provider_calls;
-        total.failed_calls += c.failed_calls;
-        total.write_backs += c.write_backs;
-        total.races += c.races;
-        total.full_syncs += c.full_syncs;
-        total.recreates += c.recreates;
-        total.replaced += c.replaced;
-        total.resumed += c.resumed;
+    for seed in first..first + seeds {
+        let (mut violations, c) = run_seed(seed, false).await;
+        // SIM_IGNORE=TEXT drops violations containing TEXT (to look past a known bug class
+        // while investigating; never in CI).
+        if let Ok(ignore) = std::env::var("SIM_IGNORE") {
+            violations.retain(|v| !v.contains(&ignore));
+        }
+        total.add(&c);
         if !violations.is_empty() {
-            failed.push(format!("seed {seed}: {}", violations.join("; ")));
-            if failed.len() >= 5 {
+            failures += 1;
+            if failed.len() < 20 {
+                failed.push(format!("seed {seed}: {}", violations.join("; ")));
+            }
+            if failed.len() >= 5 && !keep_going {
                 break;
             }
         }
     }
+    eprintln!(
+        "{seeds} seeds from {first} in {:.1?}, {failures} failing: {total:#?}",
+        started.elapsed()
+    );
     assert!(
         failed.is_empty(),
-        "{} failing seed(s); replay one with `SIM_SEED=<seed> cargo test -p confsync-engine --test simulation -- --nocapture`:\n{}",
-        failed.len(),
+        "{failures} failing seed(s); replay one with `SIM_SEED=<seed> cargo test -p confsync-engine --test simulation -- --nocapture`:\n{}",
         failed.join("\n")
     );
-    eprintln!("{seeds} seeds exercised: {total:?}");
     if seeds >= 100 {
         // A simulation that stopped reaching its hard paths would pass without testing them.
         assert!(
@@ -1049,5 +2009,37 @@ async fn seeded_simulations_keep_every_invariant() {
             total.recreates > 0 && total.replaced > 0 && total.resumed > 0,
             "no meeting was recreated (change refused in place): {total:?}"
         );
+        assert!(
+            total.acknowledged > 0 && total.il.addon_created > 0,
+            "no acknowledged edit or add-on create: {total:?}"
+        );
+        if env_flag("SIM_CONCURRENT", true) {
+            let il = &total.il;
+            assert!(
+                il.drain_in_sync > 0
+                    && il.sync_in_drain > 0
+                    && il.edit_in_task > 0
+                    && il.api_in_task > 0
+                    && il.two_syncs > 0,
+                "an interleaving was not exercised: {total:?}"
+            );
+            assert!(
+                total.lost_provider > 0
+                    && total.lost_calendar_reads > 0
+                    && total.lost_calendar_writes > 0,
+                "a kind of lost answer was not exercised: {total:?}"
+            );
+            assert!(
+                il.restarts_mid_sync > 0
+                    && il.restarts_mid_drain > 0
+                    && il.restarts_mid_api > 0
+                    && il.restarts_after_effect > 0,
+                "a kind of restart was not exercised: {total:?}"
+            );
+            assert!(
+                il.addon_retried > 0 && il.addon_abandoned > 0,
+                "no add-on retry or abandon was exercised: {total:?}"
+            );
+        }
     }
 }

@@ -4,16 +4,25 @@
 //!
 //! A notification is trusted only if its channel id is ours, its token matches (compared in
 //! constant time against the stored hash) and its resource id is the channel's. `sync` messages
-//! are acknowledged; `exists` marks the calendar dirty. Unknown or superseded channels are
-//! acknowledged and stopped, at most once per channel per ten minutes. A replayed notification
-//! (a message number already seen on its channel) is acknowledged and ignored.
+//! are acknowledged; `exists` marks the calendar dirty. A replayed notification (a message number
+//! not above the highest one the store has accepted on its channel) is acknowledged and ignored.
+//!
+//! The webhook is public, so what a stranger sends must cost nothing: headers are checked for
+//! presence, length (Google's limits) and shape before any work; the message number must be a
+//! decimal integer of at least 1. Channel ids carry their own proof of origin ([`ChannelKey`]:
+//! a random part and a truncated HMAC of it), so a made-up id is refused without a store write,
+//! an outbound call or any memory kept for it. Our own channels that we no longer want (a valid
+//! id the store does not know, or one we stopped) are stopped through a small budget of their
+//! own (a few stops a minute, each id at most once per ten minutes, bounded memory), in the
+//! background, never through the rate budget syncs use.
 //!
 //! Push can fail silently (a channel Google dropped, a proxy eating requests), so silence is
 //! watched too: a channel whose `sync` handshake never arrives, or a calendar that usually hears
 //! from Google every few minutes and has been quiet for three of its usual gaps (at least
 //! [`ChannelConfig::silence_floor`]), is polled at once instead of waiting for the sweep.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +61,178 @@ impl ChannelConfig {
             handshake_grace: Duration::from_secs(120),
         }
     }
+}
+
+/// Longest header values Google sends: channel ids are at most 64 characters and tokens at most
+/// 256 (events.watch refuses longer ones); resource ids are opaque and short (about 30
+/// characters; 256 is generous); resource states are `sync`, `exists`, `not_exists`.
+pub const MAX_CHANNEL_ID: usize = 64;
+pub const MAX_CHANNEL_TOKEN: usize = 256;
+pub const MAX_RESOURCE_ID: usize = 256;
+pub const MAX_RESOURCE_STATE: usize = 16;
+
+/// The key that makes our channel ids verifiable without the store: an id is `cs1-`, 16 random
+/// bytes and the first 12 bytes of HMAC-SHA256(key, random part), base64url (42 characters,
+/// within Google's 64). Only someone holding the key can make an id that verifies, so an id
+/// that does not is not ours and costs nothing; one that does is a channel we opened (perhaps
+/// before a crash lost its row), worth stopping.
+#[derive(Clone)]
+pub struct ChannelKey([u8; 32]);
+
+const ID_PREFIX: &str = "cs1-";
+const ID_RANDOM_LEN: usize = 22; // 16 bytes, base64url without padding
+const ID_TAG_LEN: usize = 16; // 12 bytes
+
+impl ChannelKey {
+    /// A key derived from a configured secret (domain-separated: the same secret used for
+    /// another purpose gives an unrelated key).
+    pub fn derive(secret: &[u8]) -> ChannelKey {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        let tag = aws_lc_rs::hmac::sign(&key, b"confsync push channel ids v1");
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(tag.as_ref());
+        ChannelKey(bytes)
+    }
+
+    /// A random key, for this process only: channels opened before a restart are then still
+    /// recognised through the store (see [`Channels::on_notification`]) until they are renewed.
+    pub fn random() -> ChannelKey {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system random generator is available");
+        ChannelKey(bytes)
+    }
+
+    fn tag(&self, random: &str) -> String {
+        use base64::Engine;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0);
+        let tag = aws_lc_rs::hmac::sign(&key, random.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag.as_ref()[..12])
+    }
+
+    /// A new channel id.
+    pub fn new_id(&self) -> String {
+        let random = random_token(16);
+        format!("{ID_PREFIX}{random}{}", self.tag(&random))
+    }
+
+    /// Whether `id` was made with this key (constant time in the tag).
+    pub fn verify(&self, id: &str) -> bool {
+        let Some(rest) = id.strip_prefix(ID_PREFIX) else {
+            return false;
+        };
+        if rest.len() != ID_RANDOM_LEN + ID_TAG_LEN || !rest.is_ascii() {
+            return false;
+        }
+        let (random, tag) = rest.split_at(ID_RANDOM_LEN);
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.tag(random).as_bytes(),
+            tag.as_bytes(),
+        )
+        .is_ok()
+    }
+}
+
+impl std::fmt::Debug for ChannelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelKey(***)")
+    }
+}
+
+/// How the channel manager tells and stops channels that are not (or no longer) wanted.
+#[derive(Clone)]
+pub struct ChannelOptions {
+    /// Signs and verifies channel ids.
+    pub key: ChannelKey,
+    /// The calendar orphan stops go through: one *without* the rate budgets syncs use (None:
+    /// the manager's own calendar).
+    pub orphan_calendar: Option<Arc<dyn CalendarApi>>,
+    /// Orphan stops per minute (a token bucket holding at most this many); 0: orphans are left
+    /// to expire by themselves.
+    pub orphan_stops_per_minute: u32,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            key: ChannelKey::random(),
+            orphan_calendar: None,
+            orphan_stops_per_minute: 5,
+        }
+    }
+}
+
+/// At most this many orphan ids are remembered (as stopped within ten minutes).
+const ORPHAN_MEMORY: usize = 256;
+const ORPHAN_REPEAT_MS: i64 = 600_000;
+
+/// The orphan stops' own budget: a token bucket and the ids stopped lately (bounded).
+struct OrphanBudget {
+    per_minute: u32,
+    tokens: f64,
+    at_ms: i64,
+    recent: VecDeque<(String, i64)>,
+}
+
+impl OrphanBudget {
+    fn new(per_minute: u32, now: i64) -> OrphanBudget {
+        OrphanBudget {
+            per_minute,
+            tokens: f64::from(per_minute),
+            at_ms: now,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Whether `id` may be stopped now (and if so, it is remembered and a token is spent).
+    fn take(&mut self, id: &str, now: i64) -> bool {
+        if self.per_minute == 0 {
+            return false;
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|(_, at)| now - at >= ORPHAN_REPEAT_MS)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.iter().any(|(known, _)| known == id) {
+            return false;
+        }
+        let rate = f64::from(self.per_minute) / 60_000.0;
+        self.tokens =
+            (self.tokens + (now - self.at_ms).max(0) as f64 * rate).min(f64::from(self.per_minute));
+        self.at_ms = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        if self.recent.len() >= ORPHAN_MEMORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((id.to_owned(), now));
+        true
+    }
+}
+
+/// A strict `X-Goog-Message-Number`: decimal digits only, 1 to 2^63-1 (Google numbers messages
+/// from 1 upward; the store keeps the highest as a signed 64-bit integer).
+pub fn parse_message_number(value: &str) -> Option<i64> {
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
+        .filter(|n| *n >= 1)
+}
+
+/// Characters Google allows in a channel id.
+fn channel_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)
 }
 
 /// What the webhook has heard from one calendar: when, how often, and whether its silence was
@@ -100,6 +281,8 @@ pub struct WebhookCounts {
     pub received: u64,
     pub rejected: u64,
     pub orphans: u64,
+    /// Orphan stops sent (through their own budget).
+    pub orphan_stops: u64,
     /// Replays (a message number already seen), acknowledged and ignored.
     pub duplicates: u64,
     /// Calendars polled because their channel was silent longer than expected.
@@ -113,12 +296,16 @@ pub struct Channels {
     scheduler: Scheduler,
     config: ChannelConfig,
     opening: Mutex<HashSet<String>>,
-    recent_stops: Mutex<HashMap<String, i64>>,
+    key: ChannelKey,
+    orphan_calendar: Arc<dyn CalendarApi>,
+    orphan_budget: Mutex<OrphanBudget>,
+    /// Whether a live channel in the store has an id the key does not verify (opened before an
+    /// upgrade or under another key): until none has, ids that fail verification are looked up
+    /// (a read, nothing more). Updated at each renewal check.
+    unverified_live: AtomicBool,
     counts: Mutex<WebhookCounts>,
     /// Per calendar: what the webhook heard.
     heard: Mutex<HashMap<String, Heard>>,
-    /// Per channel: the highest message number seen.
-    message_numbers: Mutex<HashMap<String, u64>>,
     /// Channels opened and not yet confirmed by their `sync` message: id -> (calendar, opened).
     handshakes: Mutex<HashMap<String, (String, i64)>>,
 }
@@ -148,18 +335,43 @@ impl Channels {
         scheduler: Scheduler,
         config: ChannelConfig,
     ) -> Arc<Channels> {
+        Self::with_options(
+            calendar,
+            store,
+            scheduler,
+            config,
+            ChannelOptions::default(),
+        )
+    }
+
+    /// A channel manager with its id key and orphan budget.
+    pub fn with_options(
+        calendar: Arc<dyn CalendarApi>,
+        store: Store,
+        scheduler: Scheduler,
+        config: ChannelConfig,
+        options: ChannelOptions,
+    ) -> Arc<Channels> {
         Arc::new(Channels {
+            orphan_calendar: options.orphan_calendar.unwrap_or_else(|| calendar.clone()),
             calendar,
             store,
             scheduler,
             config,
             opening: Mutex::new(HashSet::new()),
-            recent_stops: Mutex::new(HashMap::new()),
+            key: options.key,
+            orphan_budget: Mutex::new(OrphanBudget::new(options.orphan_stops_per_minute, now_ms())),
+            unverified_live: AtomicBool::new(true),
             counts: Mutex::new(WebhookCounts::default()),
             heard: Mutex::new(HashMap::new()),
-            message_numbers: Mutex::new(HashMap::new()),
             handshakes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How many channel ids the manager keeps in memory (orphans stopped lately, channels
+    /// awaiting their handshake): bounded, and never grown by a made-up id.
+    pub fn remembered_ids(&self) -> usize {
+        lock(&self.orphan_budget).recent.len() + lock(&self.handshakes).len()
     }
 
     pub fn counts(&self) -> WebhookCounts {
@@ -196,7 +408,7 @@ impl Channels {
     }
 
     async fn open(&self, calendar_id: &str) -> Result<Channel, String> {
-        let channel_id = format!("cs-{}", random_token(18));
+        let channel_id = self.key.new_id();
         let token = random_token(32);
         let address = format!("{}webhooks/google", self.config.public_url);
         // Recorded before the watch call: Google's `sync` message may arrive before the watch
@@ -327,6 +539,10 @@ impl Channels {
             .live_channels(now)
             .await
             .map_err(|e| e.to_string())?;
+        self.unverified_live.store(
+            live.iter().any(|c| !self.key.verify(&c.channel_id)),
+            Ordering::Relaxed,
+        );
         let mut newest: HashMap<&str, &Channel> = HashMap::new();
         for c in &live {
             newest.entry(c.calendar_id.as_str()).or_insert(c);
@@ -367,39 +583,42 @@ impl Channels {
         let _ = self.store.channel_stop(&channel.channel_id).await;
     }
 
-    /// Stops a channel we do not want, at most once per ten minutes per channel id.
-    async fn stop_orphan(&self, channel_id: &str, resource_id: &str) {
-        let now = now_ms();
-        {
-            let mut recent = self.recent_stops.lock().unwrap_or_else(|p| p.into_inner());
-            recent.retain(|_, at| now - *at < 600_000);
-            if recent.contains_key(channel_id) || recent.len() > 10_000 {
-                return;
+    /// Stops one of our channels we no longer want (its id verified), through the orphan
+    /// budget, in the background: the webhook answers at once. Without a token left, or if the
+    /// id was stopped in the last ten minutes, nothing is sent (Google notifies again; the
+    /// channel expires by itself anyway).
+    fn stop_orphan(&self, calendar_id: Option<&str>, channel_id: &str, resource_id: &str) {
+        if !lock(&self.orphan_budget).take(channel_id, now_ms()) {
+            return;
+        }
+        lock(&self.counts).orphan_stops += 1;
+        let calendar = self.orphan_calendar.clone();
+        let (calendar_id, channel_id, resource_id) = (
+            calendar_id.map(str::to_owned),
+            channel_id.to_owned(),
+            resource_id.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = calendar
+                .stop_channel(calendar_id.as_deref(), &channel_id, &resource_id)
+                .await
+            {
+                warn!(channel_id, error = %e, "stopping an orphan channel failed");
             }
-            recent.insert(channel_id.to_owned(), now);
-        }
-        if let Err(e) = self
-            .calendar
-            .stop_channel(None, channel_id, resource_id)
-            .await
-        {
-            warn!(channel_id, error = %e, "stopping an orphan channel failed");
-        }
+        });
     }
 
     /// Handles one notification; answers the status to send back.
+    ///
+    /// What a stranger can send costs nothing: headers are checked before any work, and an id
+    /// the key does not verify is refused without a store write, an outbound call or memory.
+    /// It is answered 400: Google's push documentation counts any status other than
+    /// 200/201/202/204/102 as a failed delivery and retries only 500/502/503/504, so a 4xx
+    /// draws no retries, and Google never sends an id we did not make.
     pub async fn on_notification(&self, headers: &HeaderMap) -> (StatusCode, &'static str) {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let reject = |why: &'static str| {
-            self.counts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .rejected += 1;
+            lock(&self.counts).rejected += 1;
             (StatusCode::BAD_REQUEST, why)
         };
         let (Some(channel_id), Some(resource_id), Some(state)) = (
@@ -411,22 +630,40 @@ impl Channels {
                 "missing X-Goog-Channel-ID, X-Goog-Resource-ID or X-Goog-Resource-State",
             );
         };
-        let channel = match self.store.channel(&channel_id).await {
+        let token = header("x-goog-channel-token");
+        if channel_id.is_empty()
+            || channel_id.len() > MAX_CHANNEL_ID
+            || !channel_id.bytes().all(channel_id_char)
+            || resource_id.len() > MAX_RESOURCE_ID
+            || state.len() > MAX_RESOURCE_STATE
+            || token.is_some_and(|t| t.len() > MAX_CHANNEL_TOKEN)
+        {
+            return reject("a push header is longer than Google's or malformed");
+        }
+        let Some(number) = header("x-goog-message-number").and_then(parse_message_number) else {
+            return reject("X-Goog-Message-Number must be a decimal integer of at least 1");
+        };
+        let verified = self.key.verify(channel_id);
+        if !verified && !self.unverified_live.load(Ordering::Relaxed) {
+            return reject("unknown channel");
+        }
+        let channel = match self.store.channel(channel_id).await {
             Ok(c) => c,
             Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
         };
-        let Some(channel) = channel else {
-            // Not ours (any more): acknowledge, and ask Google to stop sending.
-            self.counts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .orphans += 1;
-            self.stop_orphan(&channel_id, &resource_id).await;
-            return (StatusCode::OK, "unknown channel: stopped");
+        let channel = match channel {
+            Some(c) if verified || !c.stopped => c,
+            None if verified => {
+                // Ours, but not known (any more): acknowledge, and ask Google to stop sending.
+                lock(&self.counts).orphans += 1;
+                self.stop_orphan(None, channel_id, resource_id);
+                return (StatusCode::OK, "unknown channel: stopped");
+            }
+            _ => return reject("unknown channel"),
         };
-        let token_ok = header("x-goog-channel-token").is_some_and(|t| {
+        let token_ok = token.is_some_and(|t| {
             aws_lc_rs::constant_time::verify_slices_are_equal(
-                crate::hash_api_key(&t).as_bytes(),
+                crate::hash_api_key(t).as_bytes(),
                 channel.token_hash.as_bytes(),
             )
             .is_ok()
@@ -434,10 +671,7 @@ impl Channels {
         // A channel whose watch answer is still on its way has no resource id yet.
         let resource_ok = channel.resource_id.is_empty() || channel.resource_id == resource_id;
         if !token_ok || !resource_ok {
-            self.counts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .rejected += 1;
+            lock(&self.counts).rejected += 1;
             warn!(
                 channel_id,
                 "notification with a wrong token or resource id rejected"
@@ -447,39 +681,39 @@ impl Channels {
                 "channel token or resource id does not match",
             );
         }
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .received += 1;
+        lock(&self.counts).received += 1;
         if channel.stopped {
-            self.stop_orphan(&channel_id, &resource_id).await;
+            self.stop_orphan(Some(&channel.calendar_id), channel_id, resource_id);
             return (StatusCode::OK, "superseded channel: stopped");
         }
-        // Google numbers each channel's messages in increasing order; a number already seen is
-        // a replay (or a redelivery): acknowledged, not acted on twice.
-        if let Some(number) = header("x-goog-message-number").and_then(|n| n.parse::<u64>().ok()) {
-            let mut numbers = lock(&self.message_numbers);
-            let seen = numbers.entry(channel_id.clone()).or_insert(0);
-            if number != 0 && number <= *seen {
-                drop(numbers);
+        // Google numbers each channel's messages in increasing order; a number not above the
+        // highest one accepted is a replay (or a redelivery): acknowledged, not acted on twice.
+        match self.store.channel_message_accept(channel_id, number).await {
+            Ok(true) => {}
+            Ok(false) => {
                 lock(&self.counts).duplicates += 1;
                 return (StatusCode::OK, "duplicate message: ignored");
             }
-            *seen = number;
+            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
         }
         lock(&self.heard)
             .entry(channel.calendar_id.clone())
             .or_default()
             .observe(now_ms());
-        match state.as_str() {
+        match state {
             "sync" => {
-                lock(&self.handshakes).remove(&channel_id);
+                lock(&self.handshakes).remove(channel_id);
                 (StatusCode::OK, "sync acknowledged")
             }
-            _ => {
-                self.scheduler.mark_dirty(&channel.calendar_id);
-                (StatusCode::OK, "calendar scheduled")
-            }
+            // Recorded in the store before the 200: a notification acknowledged to Google is
+            // never lost to a restart. If the store cannot record it, Google retries later.
+            _ => match self.scheduler.request_sync(&channel.calendar_id).await {
+                Ok(_) => (StatusCode::OK, "calendar scheduled"),
+                Err(e) => {
+                    warn!(calendar_id = %channel.calendar_id, error = %e, "could not record a notification; asking Google to retry");
+                    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry")
+                }
+            },
         }
     }
 }
@@ -487,6 +721,77 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_ids_verify_only_under_their_key() {
+        let key = ChannelKey::derive(b"a configured secret of some length");
+        let id = key.new_id();
+        assert!(
+            id.len() <= MAX_CHANNEL_ID && id.bytes().all(channel_id_char),
+            "{id}"
+        );
+        assert!(key.verify(&id));
+        assert_ne!(key.new_id(), id);
+        assert!(!ChannelKey::derive(b"another secret").verify(&id));
+        assert!(!ChannelKey::random().verify(&id));
+        let mut forged = id.clone();
+        forged.pop();
+        forged.push(if id.ends_with('A') { 'B' } else { 'A' });
+        assert!(!key.verify(&forged));
+        for bad in [
+            "",
+            "cs1-",
+            "cs-not-ours",
+            &id[..id.len() - 1],
+            &format!("{id}x"),
+        ] {
+            assert!(!key.verify(bad), "{bad}");
+        }
+        assert_eq!(format!("{key:?}"), "ChannelKey(***)");
+    }
+
+    #[test]
+    fn message_numbers_are_parsed_strictly() {
+        assert_eq!(parse_message_number("1"), Some(1));
+        assert_eq!(parse_message_number("0042"), Some(42));
+        assert_eq!(parse_message_number("9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "abc",
+            "1e3",
+            "0x10",
+            "1.0",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_message_number(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_orphan_budget_is_small_bounded_and_stops_an_id_once() {
+        let mut budget = OrphanBudget::new(3, 0);
+        assert!(budget.take("a", 0));
+        assert!(!budget.take("a", 1), "once per ten minutes");
+        assert!(budget.take("b", 2));
+        assert!(budget.take("c", 3));
+        assert!(!budget.take("d", 4), "three a minute");
+        assert!(budget.take("d", 20_010), "a token back after 20 s");
+        assert!(budget.take("a", ORPHAN_REPEAT_MS + 100_000));
+        let mut budget = OrphanBudget::new(60, 0);
+        for i in 0..100_000i64 {
+            budget.take(&format!("id{i}"), i * 1_000);
+        }
+        assert!(budget.recent.len() <= ORPHAN_MEMORY);
+        assert!(!OrphanBudget::new(0, 0).take("a", 0), "0: never");
+    }
 
     #[test]
     fn a_busy_calendar_gone_quiet_is_polled_once_per_silence() {

@@ -16,7 +16,9 @@ pub mod channels;
 pub mod metrics;
 pub mod oauth;
 pub mod scheduler;
+pub mod server;
 pub mod status_page;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -26,26 +28,23 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use confsync_core::model::{MeetingSpec, When};
-use confsync_core::plan::Link;
+use confsync_core::model::MeetingSpec;
 use confsync_providers::{ConferenceProvider, ProviderError};
-use confsync_store::{PlannedChange, Store};
+use confsync_store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::warn;
 
-pub use channels::{ChannelConfig, Channels};
+pub use channels::{ChannelConfig, ChannelKey, ChannelOptions, Channels};
 pub use scheduler::{Scheduler, SchedulerConfig};
+pub use server::{ServerLimits, serve};
+pub use validate::{IdKind, validate_id};
 
 /// What the service needs.
 pub struct Service {
     pub store: Store,
     pub provider: Arc<dyn ConferenceProvider>,
     pub scheduler: Scheduler,
-    /// `conferenceSolution.name` answered to the add-on (one of the recognised names).
-    pub solution_name: String,
-    /// The add-on parameter that carries our conference id (the recogniser's key).
-    pub parameter_key: String,
     /// Push channels; None when the service has no public URL (the sweep and the add-on's
     /// trigger still keep calendars in sync).
     pub channels: Option<Arc<Channels>>,
@@ -55,6 +54,9 @@ pub struct Service {
     pub public_url: Option<String>,
     /// The Calendar API rate budgets, when the calendar is wrapped in them (for metrics).
     pub budgets: Option<Arc<budget::Budgets>>,
+    /// How long the add-on's create may take before it is answered TEMPORARY (the add-on
+    /// waits about 30 s; a retry resumes the create with the same provider key).
+    pub create_deadline: std::time::Duration,
     /// Signs organizer links to join pages confsync serves (`/join/{id}?host=...`, moderator
     /// rights at Jitsi and BigBlueButton). None: no host links, everyone joins as a guest.
     pub host_key: Option<Vec<u8>>,
@@ -119,9 +121,99 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn(json_error_bodies))
         .with_state(service)
+}
+
+/// Unknown routes.
+async fn not_found(request: Request) -> Response {
+    let message = "no such endpoint";
+    if is_v1(request.uri().path()) {
+        conference_error(StatusCode::NOT_FOUND, "PERMANENT", message)
+    } else {
+        json_error(StatusCode::NOT_FOUND, message)
+    }
+}
+
+fn is_v1(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// The body of every JSON error answer outside `/v1`: `{"error": {"code": N, "message": "..."}}`.
+pub fn json_error_body(status: StatusCode, message: &str) -> Value {
+    json!({"error": {"code": status.as_u16(), "message": message}})
+}
+
+/// A JSON error answer.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json_error_body(status, &message.into()))).into_response()
+}
+
+/// Gives error answers that have no JSON body one: the framework's own (405, 413, 415, JSON,
+/// query and path rejections: empty or plain text) get `{"error": {"code", "message"}}`, or the
+/// conferenceError shape under `/v1` (what the add-on reads). The message is the framework's
+/// text, shortened and without control characters, else the status's reason. HTML pages (join
+/// and OAuth pages, for browsers) are left as they are.
+pub async fn json_error_bodies(request: Request, next: Next) -> Response {
+    let v1 = is_v1(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") || content_type.starts_with("text/html") {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(300)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        })
+        .filter(|t| !t.is_empty());
+    let message = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    });
+    let body = if v1 {
+        conference_error_body(status, conference_error_kind(status), &message)
+    } else {
+        json_error_body(status, &message)
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+/// The add-on's ConferenceErrorType for a status.
+fn conference_error_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "AUTHENTICATION",
+        403 => "PERMISSION_DENIED",
+        408 | 429 | 500.. => "TEMPORARY",
+        _ => "PERMANENT",
+    }
 }
 
 /// Longest a request may take before it is answered 503 (provider calls have their own
@@ -153,7 +245,7 @@ async fn request_context(request: Request, next: Next) -> Response {
     .await
     {
         Ok(response) => response,
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the request timed out").into_response(),
+        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "the request timed out"),
     };
     if let Ok(value) = header::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
@@ -161,12 +253,26 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
+fn conference_error_body(status: StatusCode, kind: &str, message: &str) -> Value {
+    json!({"error": {"code": status.as_u16(), "conferenceErrorType": kind, "message": message}})
+}
+
 fn conference_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     (
         status,
-        axum::Json(json!({"error": {"conferenceErrorType": kind, "message": message.into()}})),
+        axum::Json(conference_error_body(status, kind, &message.into())),
     )
         .into_response()
+}
+
+/// Checks the ids a /v1 request names (see [`validate`]): the 400 answer if one is not an id
+/// Google could have made. Called first thing by the handlers that take ids.
+fn invalid_ids(ids: &[(IdKind, &str)]) -> Option<Response> {
+    ids.iter().find_map(|(kind, value)| {
+        validate_id(*kind, value)
+            .err()
+            .map(|e| conference_error(StatusCode::BAD_REQUEST, "PERMANENT", e))
+    })
 }
 
 async fn require_api_key(State(service): Shared, request: Request, next: Next) -> Response {
@@ -206,22 +312,22 @@ async fn require_api_key(State(service): Shared, request: Request, next: Next) -
 struct CreateConference {
     calendar_id: String,
     event_id: String,
+    /// Accepted for the add-on's logs; creates are idempotent per event, not per request id.
     #[serde(default)]
+    #[allow(dead_code)]
     request_id: Option<String>,
     #[serde(default)]
     solution_id: Option<String>,
 }
 
-/// The conference in Calendar's conferenceData shape (what ConferenceDataBuilder takes).
+/// The conference in Calendar's conferenceData shape (what ConferenceDataBuilder takes), built
+/// by the engine, which alone knows Calendar's wire format.
 fn conference_data(service: &Service, conference_id: &str, join_url: &str) -> Value {
-    let label = join_url.split("://").nth(1).unwrap_or(join_url);
-    json!({
-        "conferenceId": conference_id,
-        "conferenceSolution": {"key": {"type": "addOn"}, "name": service.solution_name},
-        "entryPoints": [{"entryPointType": "video", "uri": join_url, "label": label}],
-        "parameters": {"addOnParameters": {"parameters": {service.parameter_key.clone(): conference_id}}},
-        "notes": "Join with the link above.",
-    })
+    confsync_engine::conference::fresh(
+        &service.scheduler.engine().config.recognizer,
+        conference_id,
+        join_url,
+    )
 }
 
 async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> Response {
@@ -235,6 +341,12 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
             );
         }
     };
+    if let Some(invalid) = invalid_ids(&[
+        (IdKind::Calendar, &request.calendar_id),
+        (IdKind::Event, &request.event_id),
+    ]) {
+        return invalid;
+    }
     if request.calendar_id.trim().is_empty() || request.event_id.trim().is_empty() {
         return conference_error(
             StatusCode::BAD_REQUEST,
@@ -261,73 +373,49 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
             }
         }
     }
-    // Idempotent per event: a live link for this event answers the same conference.
-    match existing(&service, calendar_id, event_id).await {
-        Ok(Some(answer)) => return (StatusCode::OK, axum::Json(answer)).into_response(),
-        Ok(None) => {}
-        Err(e) => return conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e),
-    }
-    // The event may not exist yet: the meeting starts from a placeholder and the calendar's
-    // first sync brings it in line with the saved event.
-    let now = chrono::Utc::now();
-    let placeholder = MeetingSpec {
-        title: String::new(),
-        description: String::new(),
-        start: When::At(now),
-        end: When::At(now),
-        time_zone: None,
-        recurrence: Vec::new(),
-        attendees: Vec::new(),
-        organizer: None,
-    };
-    let key = format!(
-        "create:{calendar_id}:{event_id}:{}",
-        request.request_id.as_deref().unwrap_or("-")
-    );
-    let meeting = match service.provider.create(&placeholder, &key).await {
-        Ok(m) => m,
-        Err(e) => return provider_error(e),
-    };
-    let link = Link {
-        conference_id: meeting.meeting_id.clone(),
-        provider: service.provider.name().to_owned(),
-        calendar_id: calendar_id.to_owned(),
-        event_id: event_id.to_owned(),
-        spec: placeholder,
-        last_etag_seen: None,
-        last_etag_written: None,
-        occurrences: Default::default(),
-        deleted: false,
-        join_url: Some(meeting.join_url.clone()),
-    };
-    let now_ms = now.timestamp_millis();
-    let change = PlannedChange {
-        link,
-        actions: Vec::new(),
-        supersede_deletes: false,
-        not_before_ms: now_ms,
-    };
-    if let Err(e) = service
-        .store
-        .commit_page(calendar_id, &[change], &[], None, now_ms)
-        .await
+    // Idempotent per event (whatever the request id): a live link for this event answers its
+    // conference; a create whose answer was lost is resumed with the same provider key. The
+    // event may not exist yet: the meeting starts from a placeholder and the calendar's first
+    // sync brings it in line with the saved event.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let engine = service.scheduler.engine();
+    let spec = confsync_engine::create::placeholder(now_ms);
+    let created = match tokio::time::timeout(
+        service.create_deadline,
+        engine.create_conference(calendar_id, event_id, &spec, now_ms),
+    )
+    .await
     {
-        // Another request linked this event meanwhile: answer its conference.
-        if e.is_conflict()
-            && let Ok(Some(answer)) = existing(&service, calendar_id, event_id).await
-        {
-            return (StatusCode::OK, axum::Json(answer)).into_response();
+        Ok(Ok(created)) => created,
+        Ok(Err(confsync_engine::create::CreateError::Provider(e))) => {
+            warn!(calendar_id, event_id, error = %e, "create failed at the provider");
+            return provider_error(e);
         }
-        return conference_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TEMPORARY",
-            format!("could not record the conference: {e}"),
-        );
-    }
-    info!(calendar_id, event_id, conference_id = %meeting.meeting_id, "conference created");
+        Ok(Err(confsync_engine::create::CreateError::Store(e))) => {
+            warn!(calendar_id, event_id, error = %e, "create could not be recorded");
+            return conference_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARY",
+                "could not record the conference, try again",
+            );
+        }
+        Err(_) => {
+            // The create goes on in the background of nothing: it was dropped at an await.
+            // The intent is stored, so the add-on's retry resumes it with the same key.
+            warn!(calendar_id, event_id, "create took longer than its deadline; the retry resumes it");
+            return conference_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARY",
+                "creating the meeting takes longer than expected, try again",
+            );
+        }
+    };
+    let link = created.link();
     // The first conference on a calendar starts its syncing (later ones coalesce into it) and
     // its push channel (opened once, in the background: the add-on is waiting).
-    service.scheduler.mark_dirty(calendar_id);
+    if let Err(e) = service.scheduler.request_sync(calendar_id).await {
+        warn!(calendar_id, error = %e, "could not record a sync request; the sweep syncs the calendar");
+    }
     if let Some(channels) = service.channels.clone() {
         let calendar_id = calendar_id.to_owned();
         tokio::spawn(async move {
@@ -336,35 +424,12 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
             }
         });
     }
+    let join_url = link.join_url.as_deref().unwrap_or_default();
     (
         StatusCode::OK,
-        axum::Json(conference_data(
-            &service,
-            &meeting.meeting_id,
-            &meeting.join_url,
-        )),
+        axum::Json(conference_data(&service, &link.conference_id, join_url)),
     )
         .into_response()
-}
-
-async fn existing(
-    service: &Service,
-    calendar_id: &str,
-    event_id: &str,
-) -> Result<Option<Value>, String> {
-    let links = service
-        .store
-        .links(calendar_id, &[event_id.to_owned()], &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(links
-        .into_iter()
-        .find(|l| l.calendar_id == calendar_id && l.event_id == event_id && !l.deleted)
-        .and_then(|l| {
-            l.join_url
-                .clone()
-                .map(|url| conference_data(service, &l.conference_id, &url))
-        }))
 }
 
 /// AUTHENTICATION with the URL where the calendar's owner connects their Google account.
@@ -400,6 +465,9 @@ fn provider_error(e: ProviderError) -> Response {
 }
 
 async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Response {
+    if let Some(invalid) = invalid_ids(&[(IdKind::Conference, &id)]) {
+        return invalid;
+    }
     match service.store.link(&id).await {
         Ok(Some(link)) => {
             let mut answer = link
@@ -434,14 +502,19 @@ async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Respo
 }
 
 async fn sync_calendar(State(service): Shared, Path(calendar_id): Path<String>) -> Response {
-    match service.store.calendar(&calendar_id).await {
-        Ok(Some(_)) => {
-            service.scheduler.mark_dirty(&calendar_id);
-            (StatusCode::ACCEPTED, axum::Json(json!({"calendarId": calendar_id, "scheduled": true}))).into_response()
-        }
+    if let Some(invalid) = invalid_ids(&[(IdKind::Calendar, &calendar_id)]) {
+        return invalid;
+    }
+    // Recorded in the store before the 202: an accepted request is synced even if the process
+    // stops before it runs.
+    match service.scheduler.request_sync(&calendar_id).await {
+        Ok(true) => (StatusCode::ACCEPTED, axum::Json(json!({"calendarId": calendar_id, "scheduled": true}))).into_response(),
         // Calendars start syncing with their first conference; an unknown one has nothing of ours.
-        Ok(None) => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": format!("calendar {calendar_id} has no conferences of ours")}}))).into_response(),
-        Err(e) => conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string()),
+        Ok(false) => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": format!("calendar {calendar_id} has no conferences of ours")}}))).into_response(),
+        Err(e) => {
+            warn!(calendar_id, error = %e, "could not record a sync request");
+            conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", "the store is unavailable, try again")
+        }
     }
 }
 
@@ -494,13 +567,19 @@ async fn status(State(service): Shared) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// Push notifications. What a stranger sends here costs nothing (see [`channels`]); refusals
+/// are JSON errors.
 async fn google_webhook(State(service): Shared, headers: axum::http::HeaderMap) -> Response {
     match &service.channels {
         Some(channels) => {
             let (status, message) = channels.on_notification(&headers).await;
-            (status, message).into_response()
+            if status.is_success() {
+                (status, message).into_response()
+            } else {
+                json_error(status, message)
+            }
         }
-        None => (StatusCode::NOT_FOUND, "push channels are not configured").into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "push channels are not configured"),
     }
 }
 
@@ -757,11 +836,18 @@ async fn oauth_start(
             ],
         )
             .into_response(),
-        Err(e) => oauth_page(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            "Cannot start",
-            &e.message,
-        ),
+        Err(e) => {
+            let mut page = oauth_page(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "Cannot start",
+                &e.message,
+            );
+            if e.status == 503 {
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+            }
+            page
+        }
     }
 }
 
@@ -820,7 +906,9 @@ async fn oauth_callback(
     for calendar in calendars {
         let owner = oauth.owner(&calendar.calendar_id).await.ok().flatten();
         if owner.as_deref() == Some(connected.user_id.as_str()) {
-            service.scheduler.mark_dirty(&calendar.calendar_id);
+            if let Err(e) = service.scheduler.request_sync(&calendar.calendar_id).await {
+                warn!(calendar_id = %calendar.calendar_id, error = %e, "could not record a sync request after connect; the sweep syncs it");
+            }
             if let Some(channels) = service.channels.clone() {
                 let calendar_id = calendar.calendar_id.clone();
                 tokio::spawn(async move {

@@ -3,7 +3,11 @@
 //! and [`UserCalendars`] reaches each calendar with its owner's refresh token.
 //!
 //! - The PKCE verifier waits in the store (sealed) under the hash of a random `state`, for ten
-//!   minutes and one callback; a replayed or forged `state` finds nothing.
+//!   minutes and one callback; a replayed or forged `state` finds nothing. Starting is open to
+//!   anyone, so it is bounded: the calendar id must be one Google could have made and the
+//!   login hint at most [`MAX_LOGIN_HINT`] printable characters, and at most
+//!   [`UserCalendars::with_max_pending`] requests wait at once (expired ones are dropped first;
+//!   when full, starting answers 503 until some complete or expire).
 //! - Refresh tokens are stored sealed with AES-256-GCM ([`TokenCipher`]), bound to the user id:
 //!   a sealed token copied to another user's row does not open. The key is in config, never in
 //!   the database or logs.
@@ -30,6 +34,13 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 
 /// How long an authorization request waits for its callback.
 pub const REQUEST_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// Longest `login_hint` passed on to Google (an email is at most 254 characters, a Google
+/// account's `sub` at most 255).
+pub const MAX_LOGIN_HINT: usize = 255;
+
+/// Authorization requests waiting for their callback at most, by default.
+pub const DEFAULT_MAX_PENDING: u32 = 1000;
 
 /// What per-user OAuth needs.
 pub struct GoogleOAuth {
@@ -118,6 +129,7 @@ pub struct UserCalendars {
     oauth: Arc<GoogleOAuth>,
     store: Store,
     clients: Mutex<HashMap<String, Arc<GoogleCalendar>>>,
+    max_pending: u32,
 }
 
 impl UserCalendars {
@@ -126,7 +138,15 @@ impl UserCalendars {
             oauth,
             store,
             clients: Mutex::new(HashMap::new()),
+            max_pending: DEFAULT_MAX_PENDING,
         }
+    }
+
+    /// At most `max_pending` authorization requests wait for their callback at once (at least
+    /// one).
+    pub fn with_max_pending(mut self, max_pending: u32) -> UserCalendars {
+        self.max_pending = max_pending.max(1);
+        self
     }
 
     pub fn oauth(&self) -> &Arc<GoogleOAuth> {
@@ -141,6 +161,18 @@ impl UserCalendars {
         login_hint: Option<&str>,
         now_ms: i64,
     ) -> Result<String, ConnectError> {
+        if let Some(calendar_id) = calendar_id {
+            crate::validate_id(crate::IdKind::Calendar, calendar_id)
+                .map_err(|e| ConnectError::bad(format!("calendar: {e}")))?;
+        }
+        if let Some(hint) = login_hint
+            && (hint.len() > MAX_LOGIN_HINT
+                || hint.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(ConnectError::bad(format!(
+                "login_hint must be an email: at most {MAX_LOGIN_HINT} printable characters"
+            )));
+        }
         let state = random_state().map_err(ConnectError::upstream)?;
         let (url, verifier) = self
             .oauth
@@ -154,10 +186,28 @@ impl UserCalendars {
             .encrypt(verifier.secret(), &hash)
             .map_err(|e| ConnectError::upstream(e.to_string()))?;
         let stale_before = now_ms - REQUEST_LIFETIME.as_millis() as i64;
-        self.store
-            .oauth_request_put(&hash, &sealed, calendar_id, now_ms, stale_before)
+        let stored = self
+            .store
+            .oauth_request_put(
+                &hash,
+                &sealed,
+                calendar_id,
+                now_ms,
+                stale_before,
+                self.max_pending,
+            )
             .await
             .map_err(ConnectError::store)?;
+        if !stored {
+            warn!(
+                max_pending = self.max_pending,
+                "too many authorization requests waiting: refusing to start another"
+            );
+            return Err(ConnectError {
+                status: 503,
+                message: "too many sign-ins are in progress: try again in a few minutes".into(),
+            });
+        }
         Ok(url)
     }
 

@@ -1,8 +1,17 @@
 //! The sync scheduler: notifications for a calendar coalesce (debounce), one sync at a time per
 //! calendar, a bounded pool of workers, and one drainer: a task that runs the outbox whenever a
 //! sync queued actions, and again when a retried action comes due. It is the only drainer
-//! (outbox rows have no lease yet, so two drains could run one action twice); inside a drain
-//! the engine makes provider calls for different conferences concurrently.
+//! (outbox rows have no lease yet, so two drains could run one action twice; the store refuses
+//! a second process); inside a drain the engine makes provider calls for different conferences
+//! concurrently.
+//!
+//! Triggers are durable: [`Scheduler::request_sync`] records the calendar dirty in the store
+//! before the trigger is acknowledged, and only a pass that started after it clears the mark.
+//! At startup every dirty calendar and every calendar whose last pass failed is synced. A failed
+//! pass is retried with backoff (never sooner than Calendar's Retry-After; not at all while the
+//! owner's grant is revoked, until they connect again). [`Scheduler::shutdown`] stops new work
+//! and waits (up to a deadline) for running syncs and the drain; what did not run stays dirty or
+//! pending in the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +48,8 @@ struct CalendarState {
     running: bool,
     syncs: u64,
     last_error: Option<String>,
+    /// Passes failed in a row.
+    failures: u32,
 }
 
 /// What the scheduler reports about one calendar.
@@ -50,6 +61,8 @@ pub struct CalendarActivity {
     pub running: bool,
     pub syncs: u64,
     pub last_error: Option<String>,
+    /// Passes failed in a row (retried with backoff).
+    pub failures: u32,
 }
 
 struct Inner {
@@ -61,7 +74,25 @@ struct Inner {
     workers: Semaphore,
     /// Wakes the drainer.
     drain_wake: Notify,
+    /// Set by [`Scheduler::shutdown`]: no new syncs or drains.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Syncs running now, and whether a drain is.
+    running_syncs: std::sync::atomic::AtomicUsize,
+    draining: std::sync::atomic::AtomicBool,
+    /// Wakes [`Scheduler::shutdown`] when a sync or drain ends.
+    idle: Notify,
 }
+
+/// Backoff of failed passes: 2 s doubling to 15 minutes (with jitter), never sooner than
+/// Calendar's Retry-After.
+const SYNC_BACKOFF: confsync_engine::backoff::Backoff = confsync_engine::backoff::Backoff {
+    base: Duration::from_secs(2),
+    cap: Duration::from_secs(15 * 60),
+    max_attempts: i64::MAX,
+};
+
+/// How often abandoned creates are looked for.
+const INTENT_CLEAN_UP_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// The drainer sleeps at most this long, so actions put off by other processes (the CLI's
 /// `sync`) are picked up.
@@ -98,13 +129,109 @@ impl Scheduler {
             calendars: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             drain_wake: Notify::new(),
+            stopping: Default::default(),
+            running_syncs: Default::default(),
+            draining: Default::default(),
+            idle: Notify::new(),
         });
         let scheduler = Scheduler { inner };
         let looping = scheduler.clone();
         tokio::spawn(async move { looping.run().await });
         let draining = scheduler.clone();
         tokio::spawn(async move { draining.drain_loop().await });
+        let resuming = scheduler.clone();
+        tokio::spawn(async move { resuming.resume().await });
         scheduler
+    }
+
+    /// The engine the scheduler drives.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    /// Startup: every calendar the store says is waiting (dirty, or its last pass failed) is
+    /// scheduled, a failed one at its retry time. Tried until the store answers.
+    async fn resume(self) {
+        loop {
+            match self.inner.engine.store.calendars_to_sync().await {
+                Ok(waiting) => {
+                    if !waiting.is_empty() {
+                        info!(
+                            calendars = waiting.len(),
+                            "resuming syncs triggered before the restart"
+                        );
+                    }
+                    let now = now_ms();
+                    let mut calendars = self.calendars();
+                    for (calendar_id, due_ms) in waiting {
+                        let wait = Duration::from_millis((due_ms - now).clamp(0, 3_600_000) as u64);
+                        let state = calendars.entry(calendar_id).or_default();
+                        state.dirty = true;
+                        state.due = Some(Instant::now() + wait);
+                    }
+                    drop(calendars);
+                    self.inner.wake.notify_one();
+                    self.inner.drain_wake.notify_one();
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read which calendars wait for a sync; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    /// A trigger for `calendar_id` (a push notification, the add-on's sync call): recorded in
+    /// the store first, then scheduled after the debounce. Answers false for a calendar the
+    /// store does not know (nothing recorded or scheduled). An error means nothing was
+    /// recorded: do not acknowledge the trigger.
+    pub async fn request_sync(
+        &self,
+        calendar_id: &str,
+    ) -> Result<bool, confsync_store::StoreError> {
+        let known = self
+            .inner
+            .engine
+            .store
+            .mark_dirty(calendar_id, now_ms())
+            .await?;
+        if known {
+            self.mark_dirty(calendar_id);
+        }
+        Ok(known)
+    }
+
+    /// Stops starting syncs and drains, and waits until the running ones finish or `deadline`
+    /// passes. Whatever did not run stays dirty or pending in the store for the next start.
+    /// Answers whether everything finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        self.inner.drain_wake.notify_one();
+        let end = Instant::now() + deadline;
+        loop {
+            let notified = self.inner.idle.notified();
+            let busy = self.inner.running_syncs.load(Ordering::SeqCst) > 0
+                || self.inner.draining.load(Ordering::SeqCst);
+            if !busy {
+                return true;
+            }
+            if tokio::time::timeout_at(end, notified).await.is_err() {
+                warn!(
+                    syncs = self.inner.running_syncs.load(Ordering::SeqCst),
+                    "shutdown deadline passed with work running; it resumes at the next start"
+                );
+                return false;
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn calendars(&self) -> std::sync::MutexGuard<'_, HashMap<String, CalendarState>> {
@@ -132,6 +259,24 @@ impl Scheduler {
     /// at least every `interval` (spread by +-25% per calendar, so calendars do not sync in
     /// lockstep). Checks once a minute.
     pub fn start_sweep(&self, interval: Duration) {
+        let cleaning = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INTENT_CLEAN_UP_EVERY);
+            loop {
+                tick.tick().await;
+                if cleaning.stopping() {
+                    return;
+                }
+                match cleaning.inner.engine.clean_up_intents(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        info!(closed = n, "abandoned creates cleaned up");
+                        cleaning.drain_soon();
+                    }
+                    Err(e) => warn!(error = %e, "cleaning up abandoned creates failed"),
+                }
+            }
+        });
         let scheduler = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60).min(interval));
@@ -175,15 +320,24 @@ impl Scheduler {
                 running: s.running,
                 syncs: s.syncs,
                 last_error: s.last_error.clone(),
+                failures: s.failures,
             })
             .collect();
         out.sort_by(|a, b| a.calendar_id.cmp(&b.calendar_id));
         out
     }
 
+    /// Calendars whose last pass failed (retried with backoff), for the metrics.
+    pub fn failing(&self) -> usize {
+        self.calendars().values().filter(|s| s.failures > 0).count()
+    }
+
     /// Runs due syncs, sleeping until the next one is due or something is marked dirty.
     async fn run(self) {
         loop {
+            if self.stopping() {
+                return;
+            }
             let (ready, next_due) = {
                 let mut calendars = self.calendars();
                 let now = Instant::now();
@@ -208,6 +362,9 @@ impl Scheduler {
                 (ready, next_due)
             };
             for calendar_id in ready {
+                self.inner
+                    .running_syncs
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let worker = self.clone();
                 tokio::spawn(async move { worker.sync_one(calendar_id).await });
             }
@@ -228,9 +385,20 @@ impl Scheduler {
     async fn drain_loop(self) {
         let engine = &self.inner.engine;
         loop {
+            if self.stopping() {
+                return;
+            }
+            self.inner
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let drained = engine.drain(now_ms()).await;
+            self.inner
+                .draining
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            self.inner.idle.notify_waiters();
             // A drain that did nothing or failed must not be repeated at once (a store outage,
             // a row that stays due): at least this long passes before the next.
-            let floor = match engine.drain(now_ms()).await {
+            let floor = match drained {
                 Ok(drained) => {
                     self.inner.metrics.drain(&drained);
                     let worked =
@@ -269,45 +437,99 @@ impl Scheduler {
     }
 
     async fn sync_one(self, calendar_id: String) {
+        self.sync_guarded(&calendar_id).await;
+        self.inner
+            .running_syncs
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.idle.notify_waiters();
+        // A notification that arrived during the sync (or a retry) is due now.
+        self.inner.wake.notify_one();
+    }
+
+    async fn sync_guarded(&self, calendar_id: &str) {
         let Ok(_permit) = self.inner.workers.acquire().await else {
             return;
         };
+        if self.stopping() {
+            // Not started: the calendar stays dirty in the store for the next start.
+            self.calendars()
+                .entry(calendar_id.to_owned())
+                .or_default()
+                .running = false;
+            return;
+        }
         let engine = &self.inner.engine;
         let started = std::time::Instant::now();
-        let result = engine.sync(&calendar_id, false, now_ms()).await;
+        // The trigger generation this pass answers: a trigger recorded after this read keeps
+        // the calendar dirty for another pass.
+        let generation = engine
+            .store
+            .calendar(calendar_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.dirty_gen);
+        let result = engine.sync(calendar_id, false, now_ms()).await;
         let metrics = &self.inner.metrics;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(confsync_engine::EngineError::Calendar {
-                source: confsync_engine::calendar::CalendarError::Reauth { .. },
-                ..
-            }) => "reauth",
+            Err(e) if e.needs_reauth() => "reauth",
             Err(_) => "error",
         };
         metrics.sync_run(outcome, started.elapsed().as_secs_f64());
-        let error = match result {
+        let (error, retry_in) = match &result {
             Ok(summary) => {
                 if summary.full {
                     metrics.full_sync();
                 }
-                info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, "calendar synced");
+                info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, replans = summary.replans, "calendar synced");
                 self.inner.drain_wake.notify_one();
-                None
+                if let Some(generation) = generation
+                    && let Err(e) = engine.store.sync_succeeded(calendar_id, generation).await
+                {
+                    warn!(calendar_id, error = %e, "could not record the completed pass; the calendar is synced again");
+                }
+                (None, None)
             }
-            Err(e) => Some(e.to_string()),
+            Err(e) => {
+                let failures = self
+                    .calendars()
+                    .get(calendar_id)
+                    .map_or(0, |s| s.failures);
+                // A revoked grant waits for the owner to connect again (the callback syncs).
+                let retry_in = (!e.needs_reauth()).then(|| {
+                    SYNC_BACKOFF.delay(i64::from(failures), e.retry_after(), calendar_id)
+                });
+                let error = e.to_string();
+                let retry_at = retry_in.map(|d| now_ms() + d.as_millis() as i64);
+                match &retry_in {
+                    Some(d) => warn!(calendar_id, %error, failures = failures + 1, retry_in_s = d.as_secs_f64(), "sync failed; retrying with backoff"),
+                    None => warn!(calendar_id, %error, "sync failed; it runs again when the calendar's owner connects"),
+                }
+                if let Err(store_error) = engine
+                    .store
+                    .sync_failed(calendar_id, &error, retry_at, now_ms())
+                    .await
+                {
+                    warn!(calendar_id, error = %store_error, "could not record the failed pass");
+                }
+                (Some(error), retry_in)
+            }
         };
-        if let Some(error) = &error {
-            warn!(calendar_id = %calendar_id, %error, "sync failed; it runs again on the next trigger");
-            let _ = engine.store.record_sync_error(&calendar_id, error).await;
+        let mut calendars = self.calendars();
+        let state = calendars.entry(calendar_id.to_owned()).or_default();
+        state.running = false;
+        state.syncs += 1;
+        match error {
+            None => state.failures = 0,
+            Some(_) => state.failures = state.failures.saturating_add(1),
         }
+        state.last_error = error;
+        if let Some(wait) = retry_in
+            && !state.dirty
         {
-            let mut calendars = self.calendars();
-            let state = calendars.entry(calendar_id).or_default();
-            state.running = false;
-            state.syncs += 1;
-            state.last_error = error;
+            state.dirty = true;
+            state.due = Some(Instant::now() + wait);
         }
-        // A notification that arrived during the sync is due now.
-        self.inner.wake.notify_one();
     }
 }

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 const CAROL: &str = "carol@example.com";
 const KEY: &str = "cs_oauth-test-key";
+/// Sign-ins waiting at once in these tests.
+const MAX_PENDING: u32 = 30;
 
 struct Harness {
     http: reqwest::Client,
@@ -73,7 +75,7 @@ async fn start() -> Harness {
             ..RetryPolicy::default()
         },
     });
-    let users = Arc::new(UserCalendars::new(oauth, store.clone()));
+    let users = Arc::new(UserCalendars::new(oauth, store.clone()).with_max_pending(MAX_PENDING));
     let provider = Arc::new(LocalProvider::new(store.clone(), &service_url));
     let engine = Arc::new(Engine::new(
         store.clone(),
@@ -82,7 +84,7 @@ async fn start() -> Harness {
         EngineConfig {
             recognizer: Recognizer {
                 solution_names: vec!["confsync".into()],
-                parameter_key: Some("confsyncConferenceId".into()),
+                parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
             },
             ..EngineConfig::default()
         },
@@ -98,15 +100,19 @@ async fn start() -> Harness {
         store: store.clone(),
         provider,
         scheduler,
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
+        create_deadline: std::time::Duration::from_secs(10),
         channels: None,
         oauth: Some(users),
         public_url: Some(service_url.clone()),
         budgets: None,
         host_key: None,
     });
-    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    tokio::spawn(confsync_service::serve(
+        listener,
+        router(service),
+        confsync_service::ServerLimits::default(),
+        std::future::pending(),
+    ));
     Harness {
         http,
         browser: reqwest::Client::builder()
@@ -426,5 +432,55 @@ async fn forged_replayed_and_refused_callbacks_change_nothing() {
     assert!(
         h.store.calendars().await.unwrap().is_empty(),
         "no calendar was asked for"
+    );
+}
+
+/// (b) Starting a sign-in is open to anyone: its parameters are bounded and so are the rows it
+/// leaves (at most MAX_PENDING wait; more are refused with 503 until some expire or complete).
+#[tokio::test]
+async fn starting_sign_ins_is_bounded_in_size_and_in_rows() {
+    let h = start().await;
+    let start_url = |query: &str| format!("{}oauth/google/start?{query}", h.service);
+    let long_calendar = format!("{}@example.com", "c".repeat(2000));
+    let long_hint = format!("{}@example.com", "h".repeat(300));
+    for query in [
+        format!("calendar={long_calendar}"),
+        "calendar=alice%0D%0Aforged@example.com".to_owned(),
+        "calendar=..".to_owned(),
+        "calendar=a%00b@example.com".to_owned(),
+        format!("login_hint={long_hint}"),
+        "login_hint=carol%0A@example.com".to_owned(),
+    ] {
+        let response = h.browser.get(start_url(&query)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+    assert_eq!(
+        h.store.oauth_requests_pending().await.unwrap(),
+        0,
+        "refused starts store nothing"
+    );
+    let mut statuses = Vec::new();
+    for i in 0..(MAX_PENDING + 10) {
+        let response = h
+            .browser
+            .get(start_url(&format!(
+                "calendar={CAROL}&login_hint=user{i}%40example.com"
+            )))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            assert_eq!(response.headers()["retry-after"], "60");
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 302).count(),
+        MAX_PENDING as usize
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 10);
+    assert_eq!(
+        h.store.oauth_requests_pending().await.unwrap(),
+        i64::from(MAX_PENDING)
     );
 }

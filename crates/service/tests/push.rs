@@ -165,6 +165,7 @@ async fn forged_and_unknown_notifications_are_answered_without_effect() {
         ("X-Goog-Resource-ID", resource.clone()),
         ("X-Goog-Resource-State", "exists".into()),
         ("X-Goog-Channel-Token", "guess".into()),
+        ("X-Goog-Message-Number", "20".into()),
     ])
     .await
     .unwrap();
@@ -173,21 +174,34 @@ async fn forged_and_unknown_notifications_are_answered_without_effect() {
         ("X-Goog-Channel-ID", id.clone()),
         ("X-Goog-Resource-ID", resource.clone()),
         ("X-Goog-Resource-State", "exists".into()),
+        ("X-Goog-Message-Number", "21".into()),
     ])
     .await
     .unwrap();
     assert_eq!(no_token.status(), 401);
     let missing = post(vec![("X-Goog-Channel-ID", id.clone())]).await.unwrap();
     assert_eq!(missing.status(), 400);
+    // An id we did not make (it does not verify under the channel key): refused, no stop.
     let unknown = post(vec![
         ("X-Goog-Channel-ID", "cs-not-ours".into()),
         ("X-Goog-Resource-ID", "r".into()),
         ("X-Goog-Resource-State", "exists".into()),
+        ("X-Goog-Message-Number", "3".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 400, "made-up ids are refused");
+    // One of ours the store does not know (lost): acknowledged, and stopped.
+    let orphan = post(vec![
+        ("X-Goog-Channel-ID", common::channel_key().new_id()),
+        ("X-Goog-Resource-ID", "r".into()),
+        ("X-Goog-Resource-State", "exists".into()),
+        ("X-Goog-Message-Number", "3".into()),
     ])
     .await
     .unwrap();
     assert_eq!(
-        unknown.status(),
+        orphan.status(),
         200,
         "orphans are acknowledged (and stopped)"
     );
@@ -202,7 +216,7 @@ async fn forged_and_unknown_notifications_are_answered_without_effect() {
         .await
         .unwrap();
     assert!(
-        status["webhooks"]["rejected"].as_u64().unwrap() >= 3,
+        status["webhooks"]["rejected"].as_u64().unwrap() >= 4,
         "{status}"
     );
     assert_eq!(status["webhooks"]["orphans"], 1);
@@ -260,9 +274,10 @@ async fn metrics_report_syncs_channels_and_notifications_without_secrets() {
     let unknown = h
         .http
         .post(format!("{}webhooks/google", h.service))
-        .header("X-Goog-Channel-ID", "cs-not-ours")
+        .header("X-Goog-Channel-ID", common::channel_key().new_id())
         .header("X-Goog-Resource-ID", "r")
         .header("X-Goog-Resource-State", "exists")
+        .header("X-Goog-Message-Number", "2")
         .send()
         .await
         .unwrap();

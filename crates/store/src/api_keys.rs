@@ -48,7 +48,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .ctx(what)?;
-        tx.commit().await.ctx(what)
+        self.commit(tx, what).await
     }
 
     /// The name of the live key with this hash, if any.

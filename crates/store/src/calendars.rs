@@ -19,7 +19,19 @@ pub struct CalendarState {
     pub last_sync_at: Option<i64>,
     /// The last pass's error, cleared by the next completed pass.
     pub last_error: Option<String>,
+    /// A trigger arrived (at this time, the first not yet synced) and no pass has completed
+    /// since: the calendar must be synced, also after a restart.
+    pub dirty_at: Option<i64>,
+    /// Bumped by every trigger: a pass clears `dirty_at` only if this is still what it read.
+    pub dirty_gen: i64,
+    /// Passes failed in a row (0 after a completed one).
+    pub sync_failures: i64,
+    /// When a failed pass is tried again (unix ms).
+    pub retry_at: Option<i64>,
 }
+
+const COLUMNS: &str = "calendar_id, sync_token, needs_full_sync, last_sync_at, last_error, dirty_at, dirty_gen, \
+     sync_failures, retry_at";
 
 fn from_row(row: &SqliteRow) -> Result<CalendarState, sqlx::Error> {
     Ok(CalendarState {
@@ -28,6 +40,10 @@ fn from_row(row: &SqliteRow) -> Result<CalendarState, sqlx::Error> {
         needs_full_sync: row.try_get("needs_full_sync")?,
         last_sync_at: row.try_get("last_sync_at")?,
         last_error: row.try_get("last_error")?,
+        dirty_at: row.try_get("dirty_at")?,
+        dirty_gen: row.try_get("dirty_gen")?,
+        sync_failures: row.try_get("sync_failures")?,
+        retry_at: row.try_get("retry_at")?,
     })
 }
 
@@ -52,9 +68,9 @@ where
 impl Store {
     /// The calendar's sync state, None if it was never registered.
     pub async fn calendar(&self, calendar_id: &str) -> Result<Option<CalendarState>, StoreError> {
-        let row = sqlx::query(
-            "SELECT calendar_id, sync_token, needs_full_sync, last_sync_at, last_error FROM calendars WHERE calendar_id = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM calendars WHERE calendar_id = $1"
+        )))
         .bind(calendar_id)
         .fetch_optional(&self.reader)
         .await
@@ -72,9 +88,9 @@ impl Store {
 
     /// Every registered calendar, by id.
     pub async fn calendars(&self) -> Result<Vec<CalendarState>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT calendar_id, sync_token, needs_full_sync, last_sync_at, last_error FROM calendars ORDER BY calendar_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM calendars ORDER BY calendar_id"
+        )))
         .fetch_all(&self.reader)
         .await
         .ctx(|| "listing calendars".to_owned())?;
@@ -96,7 +112,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx(what)?;
-        tx.commit().await.ctx(what)
+        self.commit(tx, what).await
     }
 
     /// Records why the calendar's last pass failed (shown on the status page; cleared by the
@@ -115,6 +131,82 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx(what)?;
-        tx.commit().await.ctx(what)
+        self.commit(tx, what).await
+    }
+
+    /// Records a sync trigger for a calendar BEFORE it is acknowledged (a push notification, the
+    /// add-on's sync call): the calendar stays dirty until a pass that started after this call
+    /// completes, across restarts. Answers false (and records nothing) for a calendar that is
+    /// not registered.
+    pub async fn mark_dirty(&self, calendar_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $2) \
+             WHERE calendar_id = $1",
+        )
+        .bind(calendar_id)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("recording a sync trigger for calendar {calendar_id}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Calendars to sync without any new trigger: dirty ones (a trigger was acknowledged and no
+    /// pass completed since) and those whose last pass failed; with the time each is due (a
+    /// failed pass's retry time, else when it became dirty).
+    pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
+             WHERE dirty_at IS NOT NULL OR retry_at IS NOT NULL ORDER BY calendar_id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .ctx(|| "listing calendars waiting for a sync".to_owned())
+    }
+
+    /// A pass that started when the calendar's `dirty_gen` was `dirty_gen` completed: the
+    /// calendar is clean unless a trigger arrived since; its failure count and retry are reset.
+    pub async fn sync_succeeded(
+        &self,
+        calendar_id: &str,
+        dirty_gen: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calendars SET dirty_at = CASE WHEN dirty_gen = $2 THEN NULL ELSE dirty_at END, \
+                 sync_failures = 0, retry_at = NULL, last_error = NULL \
+             WHERE calendar_id = $1",
+        )
+        .bind(calendar_id)
+        .bind(dirty_gen)
+        .execute(&self.writer)
+        .await
+        .ctx(|| format!("recording a completed pass of calendar {calendar_id}"))?;
+        Ok(())
+    }
+
+    /// A pass failed: the calendar stays dirty (a restart syncs it), its error is shown, and it
+    /// is tried again at `retry_at` (None: only on the next trigger, e.g. credentials to renew).
+    /// Answers the number of failures in a row.
+    pub async fn sync_failed(
+        &self,
+        calendar_id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let what = || format!("recording a failed pass of calendar {calendar_id}");
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE calendars SET last_error = $2, retry_at = $3, sync_failures = sync_failures + 1, \
+                 dirty_at = COALESCE(dirty_at, $4) \
+             WHERE calendar_id = $1 RETURNING sync_failures",
+        )
+        .bind(calendar_id)
+        .bind(error)
+        .bind(retry_at)
+        .bind(now_ms)
+        .fetch_optional(&self.writer)
+        .await
+        .ctx(what)?;
+        Ok(failures.unwrap_or(0))
     }
 }

@@ -129,3 +129,104 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Accepts message `number` of a channel if it is above every number accepted on that
+    /// channel before: answers true then (and remembers it), false for a replay, a redelivery
+    /// or an unknown channel. One conditional UPDATE, so of concurrent deliveries of one number
+    /// exactly one is accepted, and the mark survives restarts.
+    pub async fn channel_message_accept(
+        &self,
+        channel_id: &str,
+        number: i64,
+    ) -> Result<bool, StoreError> {
+        let what = || format!("recording message {number} of channel {channel_id}");
+        let done = sqlx::query(
+            "UPDATE channels SET highest_message = $2 WHERE channel_id = $1 AND highest_message < $2",
+        )
+        .bind(channel_id)
+        .bind(number)
+        .execute(&self.writer)
+        .await
+        .ctx(what)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The highest message number accepted on a channel (0: none yet), None for an unknown
+    /// channel.
+    pub async fn channel_highest_message(
+        &self,
+        channel_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let what = || format!("loading the highest message of channel {channel_id}");
+        let row = sqlx::query("SELECT highest_message FROM channels WHERE channel_id = $1")
+            .bind(channel_id)
+            .fetch_optional(&self.reader)
+            .await
+            .ctx(what)?;
+        row.map(|r| r.try_get::<i64, _>("highest_message"))
+            .transpose()
+            .ctx(what)
+    }
+
+    /// How many channels are recorded (stopped ones included).
+    pub async fn channel_count(&self) -> Result<i64, StoreError> {
+        let what = || "counting channels".to_owned();
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM channels")
+            .fetch_one(&self.reader)
+            .await
+            .ctx(what)?;
+        row.try_get::<i64, _>("n").ctx(what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str) -> Channel {
+        Channel {
+            channel_id: id.to_owned(),
+            calendar_id: "alice@example.com".to_owned(),
+            resource_id: "r1".to_owned(),
+            token_hash: "h".to_owned(),
+            expiration_ms: i64::MAX,
+            created_at: 0,
+            stopped: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_number_is_accepted_once_and_only_above_the_highest() {
+        let store = Store::memory().await.unwrap();
+        store.channel_create(&channel("c1")).await.unwrap();
+        assert_eq!(store.channel_highest_message("c1").await.unwrap(), Some(0));
+        assert!(store.channel_message_accept("c1", 1).await.unwrap());
+        assert!(
+            !store.channel_message_accept("c1", 1).await.unwrap(),
+            "a replay"
+        );
+        assert!(
+            store.channel_message_accept("c1", 5).await.unwrap(),
+            "not contiguous"
+        );
+        assert!(
+            !store.channel_message_accept("c1", 3).await.unwrap(),
+            "older"
+        );
+        assert_eq!(store.channel_highest_message("c1").await.unwrap(), Some(5));
+        assert!(!store.channel_message_accept("nope", 1).await.unwrap());
+        assert_eq!(store.channel_highest_message("nope").await.unwrap(), None);
+        // Concurrent deliveries of one number: exactly one is accepted.
+        let tries = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.channel_message_accept("c1", 9).await.unwrap() })
+        });
+        let mut accepted = 0;
+        for t in tries {
+            accepted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(accepted, 1);
+        assert_eq!(store.channel_count().await.unwrap(), 1);
+    }
+}

@@ -15,6 +15,14 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// Another process holds the store ([`Store::claim_single_process`](crate::Store::claim_single_process)).
+    #[error("cannot use the store at {location}: {detail}")]
+    Locked {
+        /// The path or URL given to [`Store::open`](crate::Store::open).
+        location: String,
+        /// Why.
+        detail: String,
+    },
     /// The schema migrations could not be applied.
     #[error(
         "cannot migrate the store at {location}: {source} (a database written by a newer or \
@@ -34,6 +42,15 @@ pub enum StoreError {
         /// What the store was doing.
         what: String,
         /// The database's message.
+        detail: String,
+    },
+    /// A conditional write found the row changed since the writer read it (a link written by a
+    /// concurrent sync or executor step). Nothing was written: read again and re-plan.
+    #[error("{what}: {detail}")]
+    Stale {
+        /// What the store was doing.
+        what: String,
+        /// What changed.
         detail: String,
     },
     /// The row the operation needs does not exist.
@@ -91,6 +108,11 @@ impl StoreError {
     /// True for [`StoreError::Conflict`].
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
+    }
+
+    /// True for [`StoreError::Stale`]: re-read and re-plan, then write again.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, StoreError::Stale { .. })
     }
 
     /// True for [`StoreError::NotFound`].

@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 const CHUNK: usize = 500;
 
 const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
-     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at FROM links";
+     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at, version FROM links";
 
 /// A link with the bookkeeping the planner does not see.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,20 @@ pub struct StoredLink {
     pub applied_fingerprint: Option<String>,
     /// Last change to the row (unix ms).
     pub updated_at: i64,
+    /// Bumped by every write of the planner's fields: a writer that read the link at this
+    /// version writes it back only if it is still this one ([`LinkBase::Version`]).
+    pub version: i64,
+}
+
+/// What a writer knows of the link it is about to write: the write happens only if that is
+/// still true, else it fails with [`StoreError::Stale`] and the writer plans again from what is
+/// stored now. No read-modify-write of a link is unconditional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkBase {
+    /// The conference had no link: the write inserts one, and fails if one exists by now.
+    New,
+    /// The link was read at this version: the write fails if it changed since.
+    Version(i64),
 }
 
 fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
@@ -59,17 +73,21 @@ fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
         fingerprint: row.try_get("fingerprint").map_err(decode)?,
         applied_fingerprint: row.try_get("applied_fingerprint").map_err(decode)?,
         updated_at: row.try_get("updated_at").map_err(decode)?,
+        version: row.try_get("version").map_err(decode)?,
     })
 }
 
-/// Inserts or updates a link, keyed by conference id (a link that moved calendars changes its
-/// calendar and event in place). `applied_fingerprint` is never touched, and `last_etag_written`
-/// is only set when the row has none: both belong to the executor.
-pub(crate) async fn upsert(
+/// Writes a link, keyed by conference id (a link that moved calendars changes its calendar and
+/// event in place), if `base` still holds: [`LinkBase::New`] inserts and fails if the
+/// conference has a link by now, [`LinkBase::Version`] updates only that version. Answers the
+/// version written. `applied_fingerprint` is never touched, and `last_etag_written` is only set
+/// when the row has none: both belong to the executor.
+pub(crate) async fn write(
     tx: &mut sqlx::SqliteConnection,
     link: &Link,
+    base: LinkBase,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let what = || {
         format!(
             "storing the link of conference {} (calendar {}, event {})",
@@ -78,34 +96,67 @@ pub(crate) async fn upsert(
     };
     let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
-    sqlx::query(
-        "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
-             last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) \
-         ON CONFLICT (conference_id) DO UPDATE SET \
-             provider = excluded.provider, calendar_id = excluded.calendar_id, event_id = excluded.event_id, \
-             spec_json = excluded.spec_json, fingerprint = excluded.fingerprint, \
-             last_etag_seen = excluded.last_etag_seen, \
-             last_etag_written = COALESCE(links.last_etag_written, excluded.last_etag_written), \
-             occurrences_json = excluded.occurrences_json, deleted = excluded.deleted, updated_at = excluded.updated_at, \
-             join_url = excluded.join_url",
-    )
-    .bind(&link.conference_id)
-    .bind(&link.provider)
-    .bind(&link.calendar_id)
-    .bind(&link.event_id)
-    .bind(spec_json)
-    .bind(link.spec.fingerprint())
-    .bind(&link.last_etag_seen)
-    .bind(&link.last_etag_written)
-    .bind(occurrences_json)
-    .bind(link.deleted)
-    .bind(now_ms)
-    .bind(&link.join_url)
-    .execute(&mut *tx)
-    .await
-    .ctx(what)?;
-    Ok(())
+    let (done, written) = match base {
+        LinkBase::New => {
+            let done = sqlx::query(
+                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
+                     last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
+                 ON CONFLICT (conference_id) DO NOTHING",
+            )
+            .bind(&link.conference_id)
+            .bind(&link.provider)
+            .bind(&link.calendar_id)
+            .bind(&link.event_id)
+            .bind(spec_json)
+            .bind(link.spec.fingerprint())
+            .bind(&link.last_etag_seen)
+            .bind(&link.last_etag_written)
+            .bind(occurrences_json)
+            .bind(link.deleted)
+            .bind(now_ms)
+            .bind(&link.join_url)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+            (done, 1)
+        }
+        LinkBase::Version(version) => {
+            let done = sqlx::query(
+                "UPDATE links SET provider = $2, calendar_id = $3, event_id = $4, spec_json = $5, fingerprint = $6, \
+                     last_etag_seen = $7, last_etag_written = COALESCE(last_etag_written, $8), \
+                     occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1 \
+                 WHERE conference_id = $1 AND version = $13",
+            )
+            .bind(&link.conference_id)
+            .bind(&link.provider)
+            .bind(&link.calendar_id)
+            .bind(&link.event_id)
+            .bind(spec_json)
+            .bind(link.spec.fingerprint())
+            .bind(&link.last_etag_seen)
+            .bind(&link.last_etag_written)
+            .bind(occurrences_json)
+            .bind(link.deleted)
+            .bind(now_ms)
+            .bind(&link.join_url)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .ctx(what)?;
+            (done, version + 1)
+        }
+    };
+    if done.rows_affected() == 0 {
+        return Err(StoreError::Stale {
+            what: what(),
+            detail: match base {
+                LinkBase::New => "the conference has a link already".to_owned(),
+                LinkBase::Version(v) => format!("the link changed since version {v} was read"),
+            },
+        });
+    }
+    Ok(written)
 }
 
 /// The link of a conference, read inside a transaction.
@@ -151,7 +202,9 @@ pub(crate) async fn mark_deleted(
     conference_id: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE links SET deleted = TRUE, updated_at = $2 WHERE conference_id = $1")
+    sqlx::query(
+        "UPDATE links SET deleted = TRUE, updated_at = $2, version = version + 1 WHERE conference_id = $1",
+    )
         .bind(conference_id)
         .bind(now_ms)
         .execute(&mut *tx)
@@ -190,6 +243,21 @@ impl Store {
         event_ids: &[String],
         conference_ids: &[String],
     ) -> Result<Vec<Link>, StoreError> {
+        Ok(self
+            .link_records(calendar_id, event_ids, conference_ids)
+            .await?
+            .into_iter()
+            .map(|s| s.link)
+            .collect())
+    }
+
+    /// [`Store::links`] with each link's bookkeeping (its version, for a conditional write).
+    pub async fn link_records(
+        &self,
+        calendar_id: &str,
+        event_ids: &[String],
+        conference_ids: &[String],
+    ) -> Result<Vec<StoredLink>, StoreError> {
         let what = || format!("loading links of calendar {calendar_id}");
         let mut found: BTreeMap<String, StoredLink> = BTreeMap::new();
         let mut by_event: BTreeMap<String, StoredLink> = BTreeMap::new();
@@ -234,7 +302,7 @@ impl Store {
                     .or_insert(stored);
             }
         }
-        Ok(found.into_values().map(|s| s.link).collect())
+        Ok(found.into_values().collect())
     }
 
     /// The link of a conference, wherever it is.

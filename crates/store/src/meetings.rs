@@ -78,7 +78,7 @@ impl Store {
         .await
         .ctx(what)?;
         let meeting = from_row(&row).ctx(what)?;
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         Ok(meeting)
     }
 

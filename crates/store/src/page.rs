@@ -2,7 +2,10 @@
 
 use confsync_core::plan::{Action, Change, Link};
 
+use std::collections::HashMap;
+
 use crate::error::{Context, StoreError};
+use crate::links::LinkBase;
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
 
 /// What the planner decided for one event of a page (a `Decision::Apply`).
@@ -10,6 +13,8 @@ use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
 pub struct PlannedChange {
     /// The link's next state, stored keyed by its conference id.
     pub link: Link,
+    /// The link this state was planned from: stored only if it is still that one.
+    pub base: LinkBase,
     /// Provider calls to queue for the conference, in order.
     pub actions: Vec<Action>,
     /// The conference's pending deletes must not run (the event moved calendars).
@@ -20,8 +25,11 @@ pub struct PlannedChange {
 
 impl Store {
     /// Commits one page of a calendar's sync pass in ONE transaction:
-    /// - each change's link is upserted (by conference id; a link that moved calendars takes
-    ///   its new calendar and event);
+    /// - each change's link is written (by conference id; a link that moved calendars takes
+    ///   its new calendar and event) if its `base` still holds: a link written by anyone since
+    ///   it was read fails the whole page with [`StoreError::Stale`] (plan the page again from
+    ///   the links stored now). Two changes of one conference in one page (a series and its
+    ///   instances) chain: the second is based on the first;
     /// - if asked, the conference's pending deletes are superseded;
     /// - each action becomes an outbox row with its idempotency key; a replayed page adds none;
     /// - dead letters are recorded (or counted again);
@@ -43,12 +51,18 @@ impl Store {
         calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
         let mut queued = 0;
         let mut superseded = 0;
+        let mut written: HashMap<&str, i64> = HashMap::new();
         for change in changes {
             let link = &change.link;
             if link.calendar_id != calendar_id {
                 calendars::ensure(&mut *tx, &link.calendar_id, now_ms).await?;
             }
-            links::upsert(&mut tx, link, now_ms).await?;
+            let base = match written.get(link.conference_id.as_str()) {
+                Some(version) => LinkBase::Version(*version),
+                None => change.base,
+            };
+            let version = links::write(&mut tx, link, base, now_ms).await?;
+            written.insert(&link.conference_id, version);
             if change.supersede_deletes {
                 superseded +=
                     outbox::supersede_deletes(&mut tx, &link.conference_id, now_ms).await?;
@@ -79,7 +93,7 @@ impl Store {
             .await
             .ctx(|| format!("storing the sync token of calendar {calendar_id}"))?;
         }
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         tracing::debug!(
             calendar_id,
             links = changes.len(),
@@ -94,7 +108,8 @@ impl Store {
 
     /// Queues actions for a conference without touching its link (the executor's follow-ups,
     /// such as a write-back of a join link the provider changed). A replay adds nothing, as in
-    /// [`Store::commit_page`].
+    /// [`Store::commit_page`]. Nothing is queued (answers 0) when the conference's link is
+    /// deleted by now: a follow-up of a meeting whose event is gone has nothing to do.
     pub async fn enqueue(
         &self,
         conference_id: &str,
@@ -106,6 +121,12 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let what = || format!("queueing actions for conference {conference_id}");
         let mut tx = self.write_tx(what).await?;
+        let live = links::get(&mut tx, conference_id)
+            .await?
+            .is_some_and(|s| !s.link.deleted);
+        if !live {
+            return Ok(0);
+        }
         let queued = outbox::append(
             &mut tx,
             conference_id,
@@ -116,7 +137,7 @@ impl Store {
             now_ms,
         )
         .await?;
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         Ok(queued)
     }
 
@@ -147,7 +168,7 @@ impl Store {
             now_ms,
         )
         .await?;
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         Ok(queued)
     }
 
@@ -189,9 +210,11 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found(format!("{}: no link", what())))?
             .link;
-        let existing = links::get(&mut tx, new_conference_id)
-            .await?
-            .map(|s| s.link);
+        let existing_record = links::get(&mut tx, new_conference_id).await?;
+        let base = existing_record
+            .as_ref()
+            .map_or(LinkBase::New, |s| LinkBase::Version(s.version));
+        let existing = existing_record.map(|s| s.link);
         let (link, actions) = replace(&old, existing.as_ref());
         if link.conference_id != new_conference_id || link.deleted {
             return Err(StoreError::Conflict {
@@ -217,7 +240,7 @@ impl Store {
         if existing.as_ref().is_some_and(|l| l.deleted) {
             outbox::supersede_deletes(&mut tx, new_conference_id, now_ms).await?;
         }
-        links::upsert(&mut tx, &link, now_ms).await?;
+        links::write(&mut tx, &link, base, now_ms).await?;
         if let Some(etag) = &link.last_etag_written {
             links::set_written_etag(&mut tx, new_conference_id, etag).await?;
         }
@@ -249,7 +272,7 @@ impl Store {
             )
             .await?;
         }
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         tracing::debug!(
             old_conference_id,
             new_conference_id,

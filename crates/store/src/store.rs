@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -44,6 +45,16 @@ fn migrator() -> Migrator {
             "google users",
             include_str!("../migrations/sqlite/0004_google_users.sql"),
         ),
+        (
+            5,
+            "channel messages",
+            include_str!("../migrations/sqlite/0005_channel_messages.sql"),
+        ),
+        (
+            6,
+            "guarantees",
+            include_str!("../migrations/sqlite/0006_guarantees.sql"),
+        ),
     ];
     Migrator::with_migrations(
         migrations
@@ -82,6 +93,12 @@ pub struct Store {
     pub(crate) reader: SqlitePool,
     clock: Clock,
     location: Arc<str>,
+    /// Unix ms since when writes fail (0: they work), for readiness.
+    write_failing_since: Arc<AtomicI64>,
+    /// The single-process claim on a file store ([`Store::claim_single_process`]).
+    claim: Arc<std::sync::OnceLock<std::fs::File>>,
+    /// A file store (its writer connection can be replaced; an in-memory one cannot).
+    file_backed: bool,
 }
 
 impl fmt::Debug for Store {
@@ -139,6 +156,9 @@ impl Store {
             reader,
             clock: Arc::new(system_clock),
             location: url_or_path.into(),
+            write_failing_since: Arc::default(),
+            claim: Arc::default(),
+            file_backed: true,
         })
     }
 
@@ -166,6 +186,9 @@ impl Store {
             reader: pool,
             clock: Arc::new(system_clock),
             location: location.into(),
+            write_failing_since: Arc::default(),
+            claim: Arc::default(),
+            file_backed: false,
         })
     }
 
@@ -192,6 +215,11 @@ impl Store {
     }
 
     /// Starts a write transaction.
+    ///
+    /// A write that failed at COMMIT (disk full, I/O error) can leave the writer connection
+    /// believing it is still inside a transaction (SQLite rolled back by itself, so sqlx's
+    /// ROLLBACK fails too), and every later BEGIN is refused. That connection is closed and a
+    /// fresh one opened, so the store recovers by itself once the cause is gone.
     pub(crate) async fn write_tx(
         &self,
         what: impl FnOnce() -> String,
@@ -199,7 +227,113 @@ impl Store {
         // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads
         // before it writes cannot fail with SQLITE_BUSY when upgrading its lock (the busy
         // timeout does not apply to upgrades). Postgres would use a plain BEGIN.
-        self.writer.begin_with("BEGIN IMMEDIATE").await.ctx(what)
+        let mut result = self.writer.begin_with("BEGIN IMMEDIATE").await;
+        if matches!(result, Err(sqlx::Error::InvalidSavePointStatement)) && self.file_backed {
+            tracing::warn!(
+                "the store's write connection was left inside a failed transaction; reopening it"
+            );
+            if let Ok(connection) = self.writer.acquire().await {
+                let _ = connection.close().await;
+            }
+            result = self.writer.begin_with("BEGIN IMMEDIATE").await;
+        }
+        let result = result.ctx(what);
+        self.note_write(&result);
+        result
+    }
+
+    /// Commits a write transaction, noting the outcome for [`Store::writable`].
+    pub(crate) async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let result = tx.commit().await.ctx(what);
+        self.note_write(&result);
+        result
+    }
+
+    /// Notes whether a write worked (stale and conflicting writes say nothing about the disk).
+    pub(crate) fn note_write<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => self.write_failing_since.store(0, Ordering::Relaxed),
+            Err(StoreError::Database { .. }) => {
+                let _ = self.write_failing_since.compare_exchange(
+                    0,
+                    self.now().max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Whether the store takes writes now: a small write is tried (the disk may be full, the
+    /// file read-only, the database locked by another process). Answers since when writes
+    /// fail, or None when they work. For readiness checks: a store that cannot write must not
+    /// be sent work it would acknowledge and lose.
+    pub async fn writable(&self) -> Option<i64> {
+        let probe = sqlx::query(
+            "INSERT INTO write_probe (id, probed_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(self.now())
+        .execute(&self.writer)
+        .await
+        .ctx(|| "probing whether the store takes writes".to_owned());
+        if let Err(e) = &probe {
+            tracing::warn!(error = %e, "the store does not take writes");
+        }
+        self.note_write(&probe);
+        match self.write_failing_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// Claims a file store for this process alone (an exclusive lock on `<path>.lock`, released
+    /// when the process ends, however it ends). Two processes running syncs and drains on one
+    /// SQLite store would both run the same outbox rows; a second one is refused with a clear
+    /// message. Commands that only read or add API keys do not claim. In-memory stores: no-op.
+    pub fn claim_single_process(&self) -> Result<(), StoreError> {
+        if !self.file_backed || self.claim.get().is_some() {
+            return Ok(());
+        }
+        let path = self
+            .location
+            .strip_prefix("sqlite://")
+            .or_else(|| self.location.strip_prefix("sqlite:"))
+            .unwrap_or(&self.location);
+        let path = path.split('?').next().unwrap_or(path);
+        let lock_path = format!("{path}.lock");
+        let open_error = |detail: String| StoreError::Locked {
+            location: self.location.to_string(),
+            detail,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_error(format!("cannot open the lock file {lock_path}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(open_error(
+                    "another confsync process is running on this store (an SQLite store \
+                     serves one process; stop the other one, or use Postgres for several \
+                     workers)"
+                        .to_owned(),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(open_error(format!("cannot lock {lock_path}: {e}")));
+            }
+        }
+        let _ = self.claim.set(file);
+        Ok(())
     }
 }
 

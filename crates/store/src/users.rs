@@ -172,8 +172,10 @@ impl Store {
             .ctx(|| "reading calendars needing re-authorisation".to_owned())
     }
 
-    /// Keeps an authorization request until its callback; stale ones (older than
-    /// `stale_before_ms`) are dropped on the way.
+    /// Keeps an authorization request until its callback, unless `max_pending` requests are
+    /// already waiting: answers false then (nothing stored). Stale ones (older than
+    /// `stale_before_ms`) are dropped first, in the same transaction, so the table never holds
+    /// more than `max_pending` rows whatever unauthenticated callers do.
     pub async fn oauth_request_put(
         &self,
         state_hash: &str,
@@ -181,7 +183,8 @@ impl Store {
         calendar_id: Option<&str>,
         now_ms: i64,
         stale_before_ms: i64,
-    ) -> Result<(), StoreError> {
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
         let what = || "storing an authorization request".to_owned();
         let mut tx = self.write_tx(what).await?;
         sqlx::query("DELETE FROM oauth_requests WHERE created_at < $1")
@@ -189,6 +192,16 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx(what)?;
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM oauth_requests")
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(what)?
+            .try_get("n")
+            .ctx(what)?;
+        if pending >= i64::from(max_pending) {
+            tx.commit().await.ctx(what)?; // keeps the pruning
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO oauth_requests (state_hash, verifier_sealed, calendar_id, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -199,7 +212,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .ctx(what)?;
-        tx.commit().await.ctx(what)
+        tx.commit().await.ctx(what)?;
+        Ok(true)
+    }
+
+    /// How many authorization requests are stored (stale ones included until the next put).
+    pub async fn oauth_requests_pending(&self) -> Result<i64, StoreError> {
+        let what = || "counting authorization requests".to_owned();
+        sqlx::query("SELECT COUNT(*) AS n FROM oauth_requests")
+            .fetch_one(&self.reader)
+            .await
+            .ctx(what)?
+            .try_get("n")
+            .ctx(what)
     }
 
     /// Takes (and deletes) the authorization request for a state: single use.
@@ -230,5 +255,40 @@ impl Store {
             calendar_id: row.try_get("calendar_id").ctx(what)?,
             created_at: row.try_get("created_at").ctx(what)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pending_authorization_requests_are_capped_after_dropping_stale_ones() {
+        let store = Store::memory().await.unwrap();
+        for i in 0..3 {
+            assert!(
+                store
+                    .oauth_request_put(&format!("s{i}"), "v", None, 1_000 + i, 0, 3)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !store
+                .oauth_request_put("s3", "v", Some("c"), 2_000, 0, 3)
+                .await
+                .unwrap(),
+            "full: refused, nothing stored"
+        );
+        assert_eq!(store.oauth_requests_pending().await.unwrap(), 3);
+        assert!(store.oauth_request_take("s3").await.unwrap().is_none());
+        // Once the first two are stale, a new one fits.
+        assert!(
+            store
+                .oauth_request_put("s4", "v", None, 3_000, 1_002, 3)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.oauth_requests_pending().await.unwrap(), 2);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use confsync_core::model::{MeetingSpec, When};
 use confsync_core::plan::{Action, Change, Link, Occurrence, idempotency_key};
-use confsync_store::{DeadLetter, OutboxState, PlannedChange, Store};
+use confsync_store::{DeadLetter, LinkBase, OutboxState, PlannedChange, Store, StoreError};
 use serde_json::json;
 
 const ALICE: &str = "alice@example.com";
@@ -48,9 +48,46 @@ fn update(title: &str) -> Action {
 fn change(link: Link, actions: Vec<Action>) -> PlannedChange {
     PlannedChange {
         link,
+        base: LinkBase::New,
         actions,
         supersede_deletes: false,
         not_before_ms: 0,
+    }
+}
+
+/// The tests below write links as a planner that just read them would: each change based on
+/// the version stored now (the conditional write itself is tested on its own).
+trait CommitLatest {
+    async fn commit_latest(
+        &self,
+        calendar_id: &str,
+        changes: &[PlannedChange],
+        dead_letters: &[DeadLetter],
+        sync_token: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+impl CommitLatest for Store {
+    async fn commit_latest(
+        &self,
+        calendar_id: &str,
+        changes: &[PlannedChange],
+        dead_letters: &[DeadLetter],
+        sync_token: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut based = Vec::new();
+        for change in changes {
+            let mut change = change.clone();
+            change.base = match self.link_record(&change.link.conference_id).await? {
+                Some(stored) => LinkBase::Version(stored.version),
+                None => LinkBase::New,
+            };
+            based.push(change);
+        }
+        self.commit_page(calendar_id, &based, dead_letters, sync_token, now_ms)
+            .await
     }
 }
 
@@ -62,7 +99,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 async fn a_page_is_committed_all_or_nothing() {
     let store = Store::memory().await.unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Planning"),
@@ -90,7 +127,7 @@ async fn a_page_is_committed_all_or_nothing() {
         raw: json!({"id": "bad"}),
     }];
     let error = store
-        .commit_page(ALICE, &failing, &letters, Some("t2"), 2_000)
+        .commit_latest(ALICE, &failing, &letters, Some("t2"), 2_000)
         .await
         .unwrap_err();
     assert!(error.is_conflict(), "{error}");
@@ -143,11 +180,11 @@ async fn replaying_a_page_queues_no_duplicate_actions() {
         ),
     ];
     store
-        .commit_page(ALICE, &page, &[], None, 1_000)
+        .commit_latest(ALICE, &page, &[], None, 1_000)
         .await
         .unwrap();
     store
-        .commit_page(ALICE, &page, &[], None, 2_000)
+        .commit_latest(ALICE, &page, &[], None, 2_000)
         .await
         .unwrap();
     assert_eq!(store.outbox_depth().await.unwrap(), 3);
@@ -163,7 +200,7 @@ async fn an_action_planned_again_after_it_ran_is_queued_again() {
         vec![Action::Verify],
     )];
     store
-        .commit_page(ALICE, &verify, &[], None, 1_000)
+        .commit_latest(ALICE, &verify, &[], None, 1_000)
         .await
         .unwrap();
     let first = store.due(10, 1_000).await.unwrap().remove(0);
@@ -172,7 +209,7 @@ async fn an_action_planned_again_after_it_ran_is_queued_again() {
     // A later full sync again misses the event: it must be verified again, not skipped as a
     // replay (at least once, never lost).
     store
-        .commit_page(ALICE, &verify, &[], None, 2_000)
+        .commit_latest(ALICE, &verify, &[], None, 2_000)
         .await
         .unwrap();
     let second = store.due(10, 2_000).await.unwrap();
@@ -189,7 +226,7 @@ async fn outbox_rows_carry_the_planned_idempotency_key() {
     let store = Store::memory().await.unwrap();
     let action = update("Planning");
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Planning"),
@@ -222,7 +259,7 @@ async fn a_change_back_to_an_earlier_spec_is_queued_again() {
     for (i, title) in ["A", "B", "A"].into_iter().enumerate() {
         let now = 1_000 * (i as i64 + 1);
         store
-            .commit_page(
+            .commit_latest(
                 ALICE,
                 &[change(link("m1", ALICE, "e1", title), vec![update(title)])],
                 &[],
@@ -246,7 +283,7 @@ async fn a_change_back_to_an_earlier_spec_is_queued_again() {
 async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
     let store = Store::memory().await.unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Planning"),
@@ -261,7 +298,7 @@ async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
     let mut gone = link("m1", ALICE, "e1", "Planning");
     gone.deleted = true;
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 gone,
@@ -276,7 +313,7 @@ async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
         .await
         .unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m2", ALICE, "e2", "Other"),
@@ -320,7 +357,7 @@ async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
     let mut gone = link("m1", ALICE, "e1", "Planning");
     gone.deleted = true;
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Planning"),
@@ -333,7 +370,7 @@ async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
         .await
         .unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 gone,
@@ -378,7 +415,7 @@ async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
 async fn a_permanent_failure_is_visible_and_unblocks_the_conference() {
     let store = Store::memory().await.unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(link("m1", ALICE, "e1", "A"), vec![update("A")])],
             &[],
@@ -388,7 +425,7 @@ async fn a_permanent_failure_is_visible_and_unblocks_the_conference() {
         .await
         .unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(link("m1", ALICE, "e1", "B"), vec![update("B")])],
             &[],
@@ -432,7 +469,7 @@ async fn a_permanent_failure_is_visible_and_unblocks_the_conference() {
 async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
     let store = Store::memory().await.unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(link("m1", ALICE, "e1", "Planning"), vec![])],
             &[],
@@ -445,7 +482,7 @@ async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
     let mut gone = link("m1", ALICE, "e1", "Planning");
     gone.deleted = true;
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 gone,
@@ -464,12 +501,13 @@ async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
     // Then the event shows up on the team calendar with the same conference.
     let moved = PlannedChange {
         link: link("m1", TEAM, "e1", "Planning"),
+        base: LinkBase::New,
         actions: vec![],
         supersede_deletes: true,
         not_before_ms: 0,
     };
     store
-        .commit_page(TEAM, &[moved], &[], Some("t1"), 3_000)
+        .commit_latest(TEAM, &[moved], &[], Some("t1"), 3_000)
         .await
         .unwrap();
 
@@ -492,7 +530,7 @@ async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
         .occurrences
         .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[
                 change(replaced, vec![]),
@@ -505,7 +543,7 @@ async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
         .await
         .unwrap();
     store
-        .commit_page(
+        .commit_latest(
             TEAM,
             &[change(occurrences.clone(), vec![])],
             &[],
@@ -532,7 +570,7 @@ async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
     let mut gone = link("m2", ALICE, "e1", "New");
     gone.deleted = true;
     store
-        .commit_page(ALICE, &[change(gone, vec![])], &[], None, 2_000)
+        .commit_latest(ALICE, &[change(gone, vec![])], &[], None, 2_000)
         .await
         .unwrap();
     let found = store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap();
@@ -549,7 +587,7 @@ async fn executor_bookkeeping_survives_a_sync_page() {
     let store = Store::memory().await.unwrap();
     let l = link("m1", ALICE, "e1", "Planning");
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(l.clone(), vec![update("Planning")])],
             &[],
@@ -565,7 +603,7 @@ async fn executor_bookkeeping_survives_a_sync_page() {
     store.record_written_etag("m1", "\"7\"").await.unwrap();
     // A pass that read the link before the write-back commits it without the etag.
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Renamed"),
@@ -617,7 +655,7 @@ async fn the_token_and_full_sync_flag_follow_the_passes() {
     );
 
     store
-        .commit_page(ALICE, &[], &[], Some("t2"), 2_000)
+        .commit_latest(ALICE, &[], &[], Some("t2"), 2_000)
         .await
         .unwrap();
     let synced = store.calendar(ALICE).await.unwrap().unwrap();
@@ -631,7 +669,7 @@ async fn the_token_and_full_sync_flag_follow_the_passes() {
         (Some("t2"), false, Some(2_000), None)
     );
     store
-        .commit_page(ALICE, &[], &[], None, 3_000)
+        .commit_latest(ALICE, &[], &[], None, 3_000)
         .await
         .unwrap();
     assert_eq!(
@@ -672,13 +710,13 @@ async fn dead_letters_are_counted_not_repeated() {
     )
         .into();
     store
-        .commit_page(ALICE, &[], &[bad.clone(), anonymous.clone()], None, 1_000)
+        .commit_latest(ALICE, &[], &[bad.clone(), anonymous.clone()], None, 1_000)
         .await
         .unwrap();
     let mut again = bad.clone();
     again.raw = json!({"id": "bad", "summary": "still broken"});
     store
-        .commit_page(ALICE, &[], &[again, anonymous], None, 2_000)
+        .commit_latest(ALICE, &[], &[again, anonymous], None, 2_000)
         .await
         .unwrap();
 
@@ -794,7 +832,7 @@ async fn a_file_store_keeps_everything_across_reopening() {
             raw: json!({}),
         }];
         store
-            .commit_page(
+            .commit_latest(
                 ALICE,
                 &[change(
                     link("m1", ALICE, "e1", "Planning"),
@@ -904,7 +942,7 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
     old.occurrences
         .insert("2026-12-08T10:00:00Z".to_owned(), Occurrence::Cancelled);
     store
-        .commit_page(ALICE, &[change(old.clone(), vec![])], &[], None, 1_000)
+        .commit_latest(ALICE, &[change(old.clone(), vec![])], &[], None, 1_000)
         .await
         .unwrap();
     // The executor queues the recreate; a sync then plans a newer spec for the old conference.
@@ -946,7 +984,7 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
     let mut renamed = old.clone();
     renamed.spec = spec("Planning (renamed)");
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(renamed, vec![update("Planning (renamed)")])],
             &[],
@@ -1035,7 +1073,7 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
 async fn a_take_over_supersedes_the_pending_work_it_replaces() {
     let store = Store::memory().await.unwrap();
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 link("m1", ALICE, "e1", "Planning"),
@@ -1050,7 +1088,7 @@ async fn a_take_over_supersedes_the_pending_work_it_replaces() {
     let mut gone = link("m1", ALICE, "e1", "Planning (2)");
     gone.deleted = true;
     store
-        .commit_page(
+        .commit_latest(
             ALICE,
             &[change(
                 gone,

@@ -13,16 +13,33 @@ use confsync_engine::{Engine, EngineConfig};
 use confsync_gcal::{Client, RetryPolicy, StaticToken};
 use confsync_providers::local::LocalProvider;
 use confsync_service::{
-    ChannelConfig, Channels, Scheduler, SchedulerConfig, Service, hash_api_key, router,
+    ChannelConfig, ChannelKey, ChannelOptions, Channels, Scheduler, SchedulerConfig, ServerLimits,
+    Service, hash_api_key, router,
 };
 use confsync_store::Store;
 
 pub const ALICE: &str = "alice@example.com";
 
+/// The secret the test services sign their push channel ids with (tests mint ids with it).
+pub const CHANNEL_SECRET: &[u8] = b"the test services' channel key secret";
+
+pub fn channel_key() -> ChannelKey {
+    ChannelKey::derive(CHANNEL_SECRET)
+}
+
 /// Push channel settings for [`start`].
 pub struct Push {
     pub ttl_seconds: Option<u64>,
     pub renew_check: Duration,
+}
+
+impl Push {
+    pub fn new(ttl_seconds: Option<u64>, renew_check: Duration) -> Push {
+        Push {
+            ttl_seconds,
+            renew_check,
+        }
+    }
 }
 
 /// A running service and the emulator behind it.
@@ -33,10 +50,17 @@ pub struct Running {
     /// The service's base URL.
     pub service: String,
     pub store: Store,
+    pub channels: Option<Arc<Channels>>,
 }
 
-/// Starts everything; `api_key` is accepted by the /v1 API.
+/// Starts everything; `api_key` is accepted by the /v1 API. Served as `confsync serve` does
+/// ([`confsync_service::serve`]) with the default limits.
 pub async fn start(api_key: &str, push: Option<Push>) -> Running {
+    start_with(api_key, push, ServerLimits::default()).await
+}
+
+/// [`start`] with the server's limits given.
+pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits) -> Running {
     let emulator = confsync_emulator::Emulator::new(Default::default())
         .spawn("127.0.0.1:0")
         .await
@@ -59,7 +83,7 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
     let config = EngineConfig {
         recognizer: Recognizer {
             solution_names: vec!["confsync".into()],
-            parameter_key: Some("confsyncConferenceId".into()),
+            parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
         },
         ..EngineConfig::default()
     };
@@ -79,7 +103,7 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let service_url = format!("http://{}/", listener.local_addr().unwrap());
     let channels = push.map(|push| {
-        let channels = Channels::new(
+        let channels = Channels::with_options(
             google,
             store.clone(),
             scheduler.clone(),
@@ -89,6 +113,11 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
                 renew_check: push.renew_check,
                 ..ChannelConfig::new(service_url.clone())
             },
+            ChannelOptions {
+                key: channel_key(),
+                orphan_calendar: None,
+                orphan_stops_per_minute: 5,
+            },
         );
         channels.start_renewal();
         channels
@@ -97,19 +126,24 @@ pub async fn start(api_key: &str, push: Option<Push>) -> Running {
         store: store.clone(),
         provider,
         scheduler,
-        solution_name: "confsync".into(),
-        parameter_key: "confsyncConferenceId".into(),
-        channels,
+        create_deadline: std::time::Duration::from_secs(10),
+        channels: channels.clone(),
         oauth: None,
         public_url: None,
         budgets: None,
         host_key: None,
     });
-    tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
+    tokio::spawn(confsync_service::serve(
+        listener,
+        router(service),
+        limits,
+        std::future::pending(),
+    ));
     Running {
         http: reqwest::Client::new(),
         calendar,
         service: service_url,
         store,
+        channels,
     }
 }

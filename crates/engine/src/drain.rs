@@ -1,0 +1,315 @@
+//! The outbox drain: [`Engine::drain`] runs due rows, one per conference at a time (the store
+//! hands out only a conference's oldest pending row), up to `drain_concurrency` conferences at
+//! once, and reports each row's outcome exactly once: done, superseded, or a failure whose fate
+//! [`dispose`] decides (retry, park, fail).
+//!
+//! Crash points (and lost answers): a row is reported only after its provider call answered,
+//! so a crash, or a call whose answer never came, leaves it pending and it runs again with the
+//! same idempotency key (the provider makes the change once). Follow-ups are queued before the
+//! row is reported (a write-back of a new join link, a recreate), so a crash in between repeats
+//! the idempotent call and never loses the follow-up; a replayed follow-up is not queued twice.
+
+use confsync_core::plan::{Action, Link};
+use confsync_providers::ProviderError;
+use confsync_store::OutboxItem;
+use tracing::{info, warn};
+
+use crate::disposition::{Disposition, Failure, dispose};
+use crate::recreate::Recreated;
+use crate::{DrainSummary, Engine, EngineError};
+
+/// What one attempt at a row came to, before it is reported.
+pub(crate) enum Step {
+    /// Done; for an update, the spec fingerprint that landed at the provider.
+    Done { applied: Option<String> },
+    /// Not needed any more (the link moved on, the event came back).
+    Superseded,
+    /// Failed; [`dispose`] decides its fate.
+    Failed { failure: Failure, error: String },
+}
+
+impl Step {
+    fn provider(e: ProviderError) -> Step {
+        Step::Failed {
+            failure: Failure::of_provider(&e),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Polls futures together until all are done; answers their outputs in order. (The few lines
+/// a `futures::join_all` would bring in a crate for.)
+async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut slots: Vec<(F, Option<F::Output>)> = futures.into_iter().map(|f| (f, None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in slots.iter_mut() {
+            if out.is_none() {
+                match std::pin::Pin::new(future).poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    slots.into_iter().filter_map(|(_, out)| out).collect()
+}
+
+impl Engine {
+    /// Runs every outbox action due at `now_ms` (and those that become due as earlier actions of
+    /// the same conference complete), until none is due.
+    pub async fn drain(&self, now_ms: i64) -> Result<DrainSummary, EngineError> {
+        let mut summary = DrainSummary::default();
+        loop {
+            let due = self.store.due(64, now_ms).await?;
+            if due.is_empty() {
+                return Ok(summary);
+            }
+            for chunk in due.chunks(self.config.drain_concurrency.max(1)) {
+                let runs: Vec<_> = chunk
+                    .iter()
+                    .cloned()
+                    .map(|item| Box::pin(self.run_one(item, now_ms)))
+                    .collect();
+                let mut error = None;
+                for result in join_all(runs).await {
+                    match result {
+                        Ok(one) => summary.merge(one),
+                        Err(e) => error = Some(e),
+                    }
+                }
+                if let Some(e) = error {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Runs one outbox row and reports its outcome.
+    async fn run_one(&self, item: OutboxItem, now_ms: i64) -> Result<DrainSummary, EngineError> {
+        let mut summary = DrainSummary::default();
+        let step = match self.execute(&item, now_ms, &mut summary).await {
+            Ok(step) => step,
+            // A calendar read the action needed (the guard before a delete, a verification)
+            // failed: this row's fate is decided like any failure; the others go on.
+            Err(EngineError::Calendar {
+                calendar_id,
+                source,
+            }) => Step::Failed {
+                failure: Failure::of_calendar(&source),
+                error: format!("calendar {calendar_id}: {source}"),
+            },
+            Err(e) => return Err(e),
+        };
+        let kind = item.action.kind();
+        match step {
+            Step::Done { applied } => {
+                if let Some(fingerprint) = applied {
+                    self.store
+                        .record_applied(&item.conference_id, &fingerprint)
+                        .await?;
+                }
+                self.store.complete(item.id, now_ms).await?;
+                summary.done += 1;
+                *summary.done_by_kind.entry(kind).or_default() += 1;
+            }
+            Step::Superseded => {
+                self.store.supersede(item.id).await?;
+                summary.superseded += 1;
+            }
+            Step::Failed { failure, error } => {
+                let key = &item.idempotency_key;
+                match dispose(failure, item.attempts, &self.config.backoff, key, now_ms) {
+                    Disposition::Retry { not_before_ms } => {
+                        if self.should_warn_retry(&item.conference_id, now_ms) {
+                            warn!(conference_id = %item.conference_id, action = kind, attempt = item.attempts + 1, retry_in_ms = not_before_ms - now_ms, %error, "action failed; retrying later");
+                        }
+                        self.store
+                            .retry_later(item.id, not_before_ms, &error, now_ms)
+                            .await?;
+                        summary.retried += 1;
+                        *summary.retried_by_kind.entry(kind).or_default() += 1;
+                    }
+                    Disposition::Park { not_before_ms } => {
+                        if self.should_warn_retry(&item.conference_id, now_ms) {
+                            warn!(conference_id = %item.conference_id, action = kind, %error, "action waits for credentials to be renewed");
+                        }
+                        self.store
+                            .park(item.id, not_before_ms, &error, now_ms)
+                            .await?;
+                        summary.retried += 1;
+                        *summary.retried_by_kind.entry(kind).or_default() += 1;
+                    }
+                    Disposition::Fail => {
+                        warn!(conference_id = %item.conference_id, action = kind, attempts = item.attempts + 1, %error, "action failed permanently");
+                        self.store.fail(item.id, &error, now_ms).await?;
+                        summary.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// One attempt at a row. Calendar failures of the guards come back as
+    /// [`EngineError::Calendar`]; provider failures as [`Step::Failed`].
+    async fn execute(
+        &self,
+        item: &OutboxItem,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<Step, EngineError> {
+        let link = self.store.link(&item.conference_id).await?;
+        let key = item.idempotency_key.as_str();
+        let id = item.conference_id.as_str();
+        let refused = match &item.action {
+            Action::Update { spec, .. } => {
+                summary.provider_calls += 1;
+                match self.provider.update(id, spec, key).await {
+                    Ok(join_url) => {
+                        self.follow_join_url(item, link.as_ref(), join_url, now_ms)
+                            .await?;
+                        return Ok(Step::Done {
+                            applied: Some(spec.fingerprint()),
+                        });
+                    }
+                    Err(e) => e,
+                }
+            }
+            Action::UpdateOccurrence {
+                occurrence,
+                start,
+                end,
+                title,
+            } => {
+                summary.provider_calls += 1;
+                match self
+                    .provider
+                    .update_occurrence(id, *occurrence, *start, *end, title, key)
+                    .await
+                {
+                    Ok(_) => return Ok(Step::Done { applied: None }),
+                    Err(e) => e,
+                }
+            }
+            Action::CancelOccurrence { occurrence } => {
+                summary.provider_calls += 1;
+                match self.provider.cancel_occurrence(id, *occurrence, key).await {
+                    Ok(()) => return Ok(Step::Done { applied: None }),
+                    Err(e) => e,
+                }
+            }
+            Action::WriteBack { join_url } => {
+                return Ok(match self.write_back(item, join_url).await? {
+                    Ok(()) => Step::Done { applied: None },
+                    Err(e) => Step::Failed {
+                        failure: Failure::of_calendar(&e),
+                        error: format!("calendar {}: {e}", item.calendar_id),
+                    },
+                });
+            }
+            Action::Recreate { spec } => {
+                return Ok(
+                    match self
+                        .recreate(item, spec, link.as_ref(), now_ms, summary)
+                        .await?
+                    {
+                        Ok(Recreated::Superseded) => Step::Superseded,
+                        Ok(_) => Step::Done { applied: None },
+                        Err(e) => Step::provider(e),
+                    },
+                );
+            }
+            Action::Delete { .. } => return self.delete(item, link.as_ref(), now_ms, summary).await,
+            Action::Verify => {
+                return self.verify(item, now_ms).await;
+            }
+        };
+        // An update or occurrence change the provider cannot make in place: recreate.
+        if matches!(refused, ProviderError::Recreate { .. }) {
+            return self.queue_recreate(item, link, now_ms).await;
+        }
+        Ok(Step::provider(refused))
+    }
+
+    /// The provider answered a new join link for the meeting: queue its write-back into the
+    /// event (before the update is reported: a crash in between repeats the idempotent update
+    /// and finds the difference again, because it is compared with the link, not with what
+    /// this call changed). Nothing is queued for a link deleted meanwhile.
+    async fn follow_join_url(
+        &self,
+        item: &OutboxItem,
+        link: Option<&Link>,
+        join_url: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let (Some(join_url), Some(link)) = (join_url, link) else {
+            return Ok(());
+        };
+        if link.join_url.as_deref() == Some(join_url.as_str()) {
+            return Ok(());
+        }
+        self.store
+            .enqueue(
+                &item.conference_id,
+                &link.calendar_id,
+                &link.event_id,
+                &[Action::WriteBack { join_url }],
+                now_ms,
+                now_ms,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A delete, behind its guard: it runs only if the link still points at the row's calendar
+    /// and is deleted, and the event is alive neither there (restored) nor on another synced
+    /// calendar (moved); a live event gets its link back instead and the delete is superseded.
+    async fn delete(
+        &self,
+        item: &OutboxItem,
+        link: Option<&Link>,
+        now_ms: i64,
+        summary: &mut DrainSummary,
+    ) -> Result<Step, EngineError> {
+        // The link moved (event moved to another calendar) or came back: not ours to delete.
+        let still_ours = link.is_some_and(|l| l.deleted && l.calendar_id == item.calendar_id);
+        if !still_ours {
+            return Ok(Step::Superseded);
+        }
+        if let Some((calendar_id, event)) = self.event_lives(item).await? {
+            // Restored, or moved to another synced calendar whose sync has not run yet: keep
+            // the meeting and re-home the link now, so a later change there finds it. The link
+            // is brought back before this row is reported: a crash in between reruns the
+            // guard, which then finds the link live and supersedes the row.
+            return Ok(
+                match self
+                    .relink(&calendar_id, &event, &item.conference_id, now_ms)
+                    .await?
+                {
+                    true => Step::Superseded,
+                    false => Step::Failed {
+                        failure: Failure::Retryable { retry_after: None },
+                        error: "the link kept changing while it was being restored".into(),
+                    },
+                },
+            );
+        }
+        summary.provider_calls += 1;
+        Ok(
+            match self.provider.delete(&item.conference_id, &item.idempotency_key).await {
+                Ok(()) | Err(ProviderError::NotFound { .. }) => {
+                    info!(conference_id = %item.conference_id, calendar_id = %item.calendar_id, "meeting deleted");
+                    Step::Done { applied: None }
+                }
+                Err(e) => Step::provider(e),
+            },
+        )
+    }
+}

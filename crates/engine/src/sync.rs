@@ -1,0 +1,294 @@
+//! One sync pass over one calendar: [`Engine::sync`].
+//!
+//! The [`Session`] says which `events.list` request comes next; each page's links are loaded,
+//! the session plans the page, and the page's links, outbox actions and dead letters (and, on
+//! the last page, the new sync token) are committed in ONE store transaction.
+//!
+//! Crash points (and lost answers): a crash before a page's commit redoes that page from the
+//! stored token on the next pass (the token only moves with the last page, and replaying a
+//! committed page plans nothing new); a list whose answer is lost is simply asked again.
+//!
+//! Concurrency: every link a page writes is written only if it is still the version the page
+//! was planned from. If another writer (the executor, the add-on API, another pass) changed one
+//! meanwhile, the page is not committed and the pass starts again from the stored token, planning
+//! against the links as they are now (a few times; then the pass fails and is retried later).
+
+use std::collections::{HashMap, HashSet};
+
+use confsync_core::plan::{Action, Decision};
+use confsync_core::session::{LinkSet, Page, Session};
+use confsync_store::{DeadLetter, LinkBase, PlannedChange};
+use tracing::{info, warn};
+
+use crate::{CalendarError, Engine, EngineError, SyncSummary, now_utc};
+
+/// Passes started again because a link changed under them, before the pass fails.
+const REPLANS: u32 = 4;
+
+impl Engine {
+    /// One sync pass over `calendar_id`.
+    pub async fn sync(
+        &self,
+        calendar_id: &str,
+        force_full: bool,
+        now_ms: i64,
+    ) -> Result<SyncSummary, EngineError> {
+        let mut replans = 0;
+        loop {
+            match self.pass(calendar_id, force_full, now_ms).await {
+                Err(EngineError::Store(e)) if e.is_stale() && replans < REPLANS => {
+                    replans += 1;
+                    info!(calendar_id, replans, reason = %e, "a link changed during the pass: planning it again");
+                }
+                Ok(mut summary) => {
+                    summary.replans = replans;
+                    return Ok(summary);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn pass(
+        &self,
+        calendar_id: &str,
+        force_full: bool,
+        now_ms: i64,
+    ) -> Result<SyncSummary, EngineError> {
+        self.store.ensure_calendar(calendar_id).await?;
+        let state = self.store.calendar(calendar_id).await?;
+        let (token, needs_full) = state
+            .map(|s| (s.sync_token, s.needs_full_sync))
+            .unwrap_or((None, true));
+        let now = now_utc(now_ms);
+        let mut session = Session::new(
+            calendar_id,
+            token,
+            force_full || needs_full,
+            now,
+            self.session_config(),
+        );
+        let calendar_error = |source| EngineError::Calendar {
+            calendar_id: calendar_id.to_owned(),
+            source,
+        };
+        let mut linked: Option<HashSet<String>> = None;
+        while !session.is_done() {
+            if session.is_full() && linked.is_none() {
+                linked = Some(
+                    self.store
+                        .link_event_ids(calendar_id)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                );
+            }
+            let request = session.request();
+            let page = match self.calendar.list(calendar_id, &request).await {
+                Ok(page) => page,
+                Err(CalendarError::FullSyncRequired) => {
+                    info!(
+                        calendar_id,
+                        "sync token refused (410): full sync of this calendar"
+                    );
+                    session
+                        .restart_full(now)
+                        .map_err(|source| EngineError::Session {
+                            calendar_id: calendar_id.to_owned(),
+                            source,
+                        })?;
+                    self.store.mark_full_sync_needed(calendar_id).await?;
+                    continue;
+                }
+                Err(e) => return Err(calendar_error(e)),
+            };
+            let filter = if session.is_full() {
+                linked.as_ref()
+            } else {
+                None
+            };
+            self.commit_page(&mut session, page, filter, now_ms).await?;
+            if let Some(progress) = &self.progress {
+                progress(
+                    calendar_id,
+                    session.tally().pages,
+                    session.tally().events,
+                    session.is_full(),
+                );
+            }
+        }
+        let mut verifications = 0;
+        if session.is_full() {
+            let linked = self.store.link_event_ids(calendar_id).await?;
+            let unseen: Vec<(String, Action)> = session
+                .unseen(linked.iter().map(String::as_str))
+                .into_iter()
+                .collect();
+            if !unseen.is_empty() {
+                let event_ids: Vec<String> = unseen.iter().map(|(id, _)| id.clone()).collect();
+                let records = self.store.link_records(calendar_id, &event_ids, &[]).await?;
+                let mut by_event: HashMap<&str, &confsync_store::StoredLink> = HashMap::new();
+                for record in &records {
+                    if record.link.calendar_id == calendar_id && !record.link.deleted {
+                        by_event.insert(record.link.event_id.as_str(), record);
+                    }
+                }
+                let changes: Vec<PlannedChange> = unseen
+                    .into_iter()
+                    .filter_map(|(event_id, action)| {
+                        let record = by_event.get(event_id.as_str())?;
+                        Some(PlannedChange {
+                            link: record.link.clone(),
+                            base: LinkBase::Version(record.version),
+                            actions: vec![action],
+                            supersede_deletes: false,
+                            not_before_ms: now_ms,
+                        })
+                    })
+                    .collect();
+                verifications = changes.len() as u64;
+                if !changes.is_empty() {
+                    self.store
+                        .commit_page(calendar_id, &changes, &[], None, now_ms)
+                        .await?;
+                }
+            }
+        }
+        let tally = session.tally();
+        Ok(SyncSummary {
+            calendar_id: calendar_id.to_owned(),
+            full: session.is_full(),
+            pages: tally.pages,
+            events: tally.events,
+            skipped: tally.skipped.clone(),
+            actions: tally.actions.clone(),
+            dead_letters: tally.dead_letters,
+            verifications,
+            replans: 0,
+        })
+    }
+
+    async fn commit_page(
+        &self,
+        session: &mut Session,
+        page: Page,
+        linked: Option<&HashSet<String>>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let calendar_id = session.calendar_id().to_owned();
+        let page = page.parse();
+        let mut event_ids = page.event_ids();
+        if let Some(linked) = linked {
+            // A full sync lists every event; only the linked ones have anything to load. Series
+            // of listed instances are always loaded: their link may have reached this calendar
+            // during this pass, after `linked` was read.
+            let series = page.series_ids();
+            event_ids.retain(|id| linked.contains(id) || series.contains(id));
+        }
+        if page.next_page_token.is_none() {
+            event_ids.extend(session.deferred_series());
+        }
+        let loaded = self
+            .store
+            .link_records(&calendar_id, &event_ids, &page.conference_ids())
+            .await?;
+        // What each link was when read: its write is conditional on it.
+        let versions: HashMap<String, i64> = loaded
+            .iter()
+            .map(|s| (s.link.conference_id.clone(), s.version))
+            .collect();
+        let before: HashMap<String, confsync_core::plan::Link> = loaded
+            .iter()
+            .map(|s| (s.link.conference_id.clone(), s.link.clone()))
+            .collect();
+        // Links whose meeting is being recreated: their event may already show the new
+        // conference, which is not a replacement to delete for.
+        let recreating = if loaded.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: Vec<String> = before.keys().cloned().collect();
+            self.store.recreating(&ids).await?
+        };
+        let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
+        links.set_recreating(recreating);
+        let outcome = session
+            .on_page(page, &mut links)
+            .map_err(|source| EngineError::Session {
+                calendar_id: calendar_id.clone(),
+                source,
+            })?;
+        let changes: Vec<PlannedChange> = outcome
+            .decisions
+            .into_iter()
+            .filter_map(|(_, decision)| match decision {
+                // Nothing to run and nothing new to remember: no write (most of a full sync).
+                Decision::Apply {
+                    link,
+                    actions,
+                    supersede_deletes: false,
+                    ..
+                } if actions.is_empty() && before.get(&link.conference_id) == Some(&link) => None,
+                Decision::Apply {
+                    link,
+                    actions,
+                    supersede_deletes,
+                    ..
+                } => {
+                    let not_before_ms = self.not_before(&actions, now_ms);
+                    let base = versions
+                        .get(&link.conference_id)
+                        .map_or(LinkBase::New, |v| LinkBase::Version(*v));
+                    Some(PlannedChange {
+                        link,
+                        base,
+                        actions,
+                        supersede_deletes,
+                        not_before_ms,
+                    })
+                }
+                Decision::Skip(_) => None,
+            })
+            .collect();
+        // Each dead letter is logged once, when first seen; the store counts the repeats.
+        let known: HashSet<(Option<String>, String)> = if outcome.dead_letters.is_empty() {
+            HashSet::new()
+        } else {
+            self.store
+                .dead_letters(&calendar_id)
+                .await?
+                .into_iter()
+                .map(|d| (d.event_id, d.reason))
+                .collect()
+        };
+        let dead: Vec<DeadLetter> = outcome
+            .dead_letters
+            .into_iter()
+            .map(|(event_id, reason, raw)| {
+                if !known.contains(&(event_id.clone(), reason.clone())) {
+                    warn!(calendar_id = %calendar_id, event_id = event_id.as_deref().unwrap_or("?"), %reason, "event dead-lettered");
+                }
+                DeadLetter { event_id, reason, raw }
+            })
+            .collect();
+        self.store
+            .commit_page(
+                &calendar_id,
+                &changes,
+                &dead,
+                outcome.sync_token.as_deref(),
+                now_ms,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// When planned actions may run: deletes wait the grace period (an event moved to another
+    /// synced calendar is seen there first), everything else now.
+    pub(crate) fn not_before(&self, actions: &[Action], now_ms: i64) -> i64 {
+        if actions.iter().any(|a| matches!(a, Action::Delete { .. })) {
+            now_ms + self.config.delete_grace_ms
+        } else {
+            now_ms
+        }
+    }
+}
