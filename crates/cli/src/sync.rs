@@ -198,6 +198,8 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
             }
         },
     ));
+    // `confsync sync` runs the outbox too: not while `confsync serve` runs on the same store.
+    engine.store.claim_single_process()?;
     let mut calendars: Vec<String> = match calendar {
         Some(c) => vec![c],
         None => {
@@ -268,6 +270,8 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let built = engine_from(&config).await?;
+    // One process per SQLite store: a second one would run the same outbox rows.
+    built.engine.store.claim_single_process()?;
     let engine = Arc::new(built.engine);
     let scheduler = confsync_service::Scheduler::start_with_metrics(
         engine.clone(),
@@ -320,6 +324,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("serve.host_key: {e}"))?
             .map(|k| k.expose().as_bytes().to_vec()),
     });
+    let stopping = service.scheduler.clone();
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
         .await
         .with_context(|| format!("listening on {}", config.serve.listen))?;
@@ -342,10 +347,17 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
-        // In-flight provider actions stay in the outbox and resume at the next start.
-        tracing::info!("shutting down: no new requests; pending actions stay in the outbox");
+        tracing::info!("shutting down: no new requests");
     })
     .await?;
+    // Running syncs and provider calls may finish up to the deadline; whatever did not run
+    // stays dirty or pending in the store and resumes at the next start.
+    let deadline = std::time::Duration::from_secs(20);
+    if stopping.shutdown(deadline).await {
+        tracing::info!("stopped: running syncs and provider calls finished");
+    } else {
+        tracing::warn!("stopped at the deadline: unfinished work resumes at the next start");
+    }
     Ok(())
 }
 

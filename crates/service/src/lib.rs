@@ -549,6 +549,9 @@ async fn status(State(service): Shared) -> Response {
                 "needsFullSync": c.needs_full_sync,
                 "lastSyncAt": c.last_sync_at,
                 "lastError": c.last_error,
+                "syncFailures": c.sync_failures,
+                "retryAt": c.retry_at,
+                "dirtySince": c.dirty_at,
                 "syncs": a.map(|a| a.syncs).unwrap_or(0),
                 "pending": a.is_some_and(|a| a.pending || a.running),
             })
@@ -644,15 +647,24 @@ async fn metrics(State(service): Shared) -> Response {
         channel_expiry: &expiry,
         notifications: &notifications,
         silent_polls: counts.silent_polls,
+        calendars_sync_failing: calendars.iter().filter(|c| c.sync_failures > 0).count(),
+        calendars_dirty: calendars.iter().filter(|c| c.dirty_at.is_some()).count(),
+        store_writable: service.store.writable().await.is_none(),
     };
     let body = service.scheduler.metrics().render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn ready(State(service): Shared) -> Response {
-    match service.store.outbox_depth().await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    // Not ready while the store refuses writes: a trigger acknowledged now could not be
+    // recorded (it would be answered 503 anyway), and the balancer should send work elsewhere.
+    match service.store.writable().await {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(since) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": {"code": 503, "message": "the store does not take writes", "failingSinceMs": since}})),
+        )
+            .into_response(),
     }
 }
 

@@ -77,6 +77,12 @@ pub struct Gauges<'a> {
     pub notifications: &'a [(&'static str, u64)],
     /// Calendars polled because their push channel was silent longer than expected.
     pub silent_polls: u64,
+    /// Calendars whose last pass failed (retried with backoff), and those waiting for a pass
+    /// (a trigger was acknowledged and no pass has completed since).
+    pub calendars_sync_failing: usize,
+    pub calendars_dirty: usize,
+    /// Whether the store takes writes (0 while writes fail: /readyz answers 503).
+    pub store_writable: bool,
 }
 
 impl Metrics {
@@ -138,6 +144,9 @@ impl Metrics {
         let mut s = self.state();
         for (kind, n) in &summary.done_by_kind {
             *s.actions.entry(((*kind).to_owned(), "done")).or_default() += n;
+        }
+        for (kind, n) in &summary.retried_by_kind {
+            *s.actions.entry(((*kind).to_owned(), "retried")).or_default() += n;
         }
         for (outcome, n) in [
             ("retried", summary.retried),
@@ -234,6 +243,21 @@ impl Metrics {
             out,
             "# HELP confsync_calendars_needing_reauth Calendars waiting for their owner to connect again (revoked grant).\n# TYPE confsync_calendars_needing_reauth gauge\nconfsync_calendars_needing_reauth {}",
             gauges.calendars_needing_reauth
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confsync_calendars_sync_failing Calendars whose last sync failed (retried with backoff).\n# TYPE confsync_calendars_sync_failing gauge\nconfsync_calendars_sync_failing {}",
+            gauges.calendars_sync_failing
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confsync_calendars_dirty Calendars with an acknowledged trigger not yet synced.\n# TYPE confsync_calendars_dirty gauge\nconfsync_calendars_dirty {}",
+            gauges.calendars_dirty
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confsync_store_writable 1 while the store takes writes, 0 while they fail.\n# TYPE confsync_store_writable gauge\nconfsync_store_writable {}",
+            u8::from(gauges.store_writable)
         );
         let _ = writeln!(
             out,
@@ -408,6 +432,9 @@ mod tests {
             channel_expiry: &[],
             notifications: &[],
             silent_polls: 0,
+            calendars_sync_failing: 0,
+            calendars_dirty: 0,
+            store_writable: true,
         }
     }
 

@@ -399,4 +399,56 @@ mod tests {
         );
         assert!(applied >= 4);
     }
+
+    /// Defect: after one failed write (disk full), every later write failed with "attempted
+    /// to call begin_with at non-zero transaction depth" until restart. A full disk is stood for
+    /// by SQLite's page limit (the same SQLITE_FULL at the same places).
+    #[tokio::test]
+    async fn writes_recover_by_themselves_after_the_disk_fills() {
+        let dir = std::env::temp_dir().join(format!("confsync-store-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("s.db").to_str().unwrap())
+            .await
+            .unwrap();
+        store.ensure_calendar("c").await.unwrap();
+        assert_eq!(store.writable().await, None);
+        let pages: i64 = int(&store.writer, "PRAGMA page_count").await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let big = "x".repeat(200_000);
+        let mut failed = 0;
+        for i in 0..5 {
+            let letter = crate::DeadLetter {
+                event_id: Some(format!("e{i}")),
+                reason: "big".into(),
+                raw: serde_json::json!({"pad": big}),
+            };
+            if store.commit_page("c", &[], &[letter], None, i).await.is_err() {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "the full disk refused writes");
+        assert!(store.writable().await.is_some() || failed > 0);
+        // Space comes back (a new connection would not keep the pragma either way).
+        let _ = sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&store.writer)
+            .await;
+        let mut recovered = false;
+        for _ in 0..3 {
+            if store.commit_page("c", &[], &[], Some("t1"), 99).await.is_ok() {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(recovered, "writes work again without a restart");
+        assert_eq!(store.writable().await, None);
+        assert_eq!(
+            store.calendar("c").await.unwrap().unwrap().sync_token.as_deref(),
+            Some("t1")
+        );
+        store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -819,6 +819,7 @@ fn confsync() -> Command {
         "CONFSYNC_SERVE_LISTEN",
         "CONFSYNC_SERVE_PUBLIC_URL",
         "CONFSYNC_SERVE_HOST_KEY",
+        "CONFSYNC_SERVE_CHANNEL_KEY",
     ] {
         command.env_remove(name);
     }

@@ -1,0 +1,330 @@
+//! Interleavings the step-by-step simulation cannot show, each pinned as a regression test: a
+//! sync commits while an executor step is between reading a link and writing after its network
+//! calls, and a create whose answer is lost is retried.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use confsync_core::model::{MeetingSpec, Snapshot};
+use confsync_core::plan::{Capabilities, Link};
+use confsync_emulator::store::{WriteKind, WriteOptions};
+use confsync_emulator::{Emulator, EmulatorConfig, Shared};
+use confsync_engine::calendar::emulated::EmulatorCalendar;
+use confsync_engine::create::Created;
+use confsync_engine::{Engine, EngineConfig};
+use confsync_providers::memory::MemoryProvider;
+use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
+use confsync_store::{LinkBase, PlannedChange, Store};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+const ALICE: &str = "alice@example.com";
+const NOW: i64 = 1_800_000_000_000;
+
+/// The memory provider, with an update that can be held after it took effect (the call landed
+/// at the provider, the engine has not seen the answer yet), and creates whose answer can be
+/// lost (the meeting is made, the caller gets a timeout).
+struct Held {
+    inner: MemoryProvider,
+    hold_updates: std::sync::atomic::AtomicBool,
+    entered: Notify,
+    gate: Semaphore,
+    lose_create_answers: std::sync::atomic::AtomicU32,
+}
+
+impl ConferenceProvider for Held {
+    fn name(&self) -> &str {
+        "held"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn create<'a>(
+        &'a self,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Meeting, ProviderError>> {
+        Box::pin(async move {
+            let made = self.inner.create(spec, key).await?;
+            let lose = &self.lose_create_answers;
+            if lose.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                lose.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(ProviderError::Transient {
+                    provider: "held".into(),
+                    detail: "timed out waiting for the answer".into(),
+                    retry_after: None,
+                });
+            }
+            Ok(made)
+        })
+    }
+    fn update<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        spec: &'a MeetingSpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
+        Box::pin(async move {
+            let result = self.inner.update(meeting_id, spec, key).await;
+            if self.hold_updates.load(std::sync::atomic::Ordering::SeqCst) {
+                self.entered.notify_one();
+                self.gate.acquire().await.unwrap().forget();
+            }
+            result
+        })
+    }
+    fn update_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: confsync_core::model::When,
+        start: confsync_core::model::When,
+        end: confsync_core::model::When,
+        title: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner
+            .update_occurrence(meeting_id, occurrence, start, end, title, key)
+    }
+    fn cancel_occurrence<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        occurrence: confsync_core::model::When,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.cancel_occurrence(meeting_id, occurrence, key)
+    }
+    fn delete<'a>(
+        &'a self,
+        meeting_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.delete(meeting_id, key)
+    }
+}
+
+struct World {
+    shared: Arc<Shared>,
+    engine: Engine,
+    provider: Arc<Held>,
+}
+
+impl World {
+    async fn new() -> World {
+        let emulator = Emulator::new(EmulatorConfig {
+            sync_token_max_age: None,
+            ..EmulatorConfig::default()
+        });
+        let shared = emulator.shared().clone();
+        shared.world().ensure_user(ALICE, Some("Alice")).unwrap();
+        let provider = Arc::new(Held {
+            inner: MemoryProvider::new("held", Capabilities::ALL),
+            hold_updates: Default::default(),
+            entered: Notify::new(),
+            gate: Semaphore::new(0),
+            lose_create_answers: Default::default(),
+        });
+        let calendar = Arc::new(EmulatorCalendar::new(shared.clone(), None));
+        let config = EngineConfig {
+            full_sync_window: None,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(Store::memory().await.unwrap(), calendar, provider.clone(), config);
+        World {
+            shared,
+            engine,
+            provider,
+        }
+    }
+
+    fn write(&self, id: &str, body: Value) -> Value {
+        let now = self.shared.clock.now();
+        let mut world = self.shared.world();
+        let options = WriteOptions {
+            conference_data_version: 1,
+            if_match: None,
+        };
+        let json = world
+            .write_event(now, ALICE, id, body, WriteKind::Patch, &options)
+            .unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// An event with a meeting of ours, linked and synced once.
+    async fn event_with_meeting(&self) -> (String, String) {
+        let meeting = self
+            .provider
+            .inner
+            .create(&confsync_engine::create::placeholder(NOW), "seed")
+            .await
+            .unwrap();
+        let body = json!({
+            "summary": "Planning",
+            "start": {"dateTime": "2027-03-01T09:00:00Z"},
+            "end": {"dateTime": "2027-03-01T10:00:00Z"},
+            "conferenceData": confsync_engine::conference::fresh(
+                &self.engine.config.recognizer, &meeting.meeting_id, &meeting.join_url),
+        });
+        let now = self.shared.clock.now();
+        let created: Value = {
+            let mut world = self.shared.world();
+            let options = WriteOptions {
+                conference_data_version: 1,
+                if_match: None,
+            };
+            let json = world
+                .insert_event(now, ALICE, body, WriteKind::Insert, &options)
+                .unwrap();
+            serde_json::from_str(&json).unwrap()
+        };
+        let spec = Snapshot::from_json(&created).unwrap().spec.unwrap();
+        let link = Link {
+            conference_id: meeting.meeting_id.clone(),
+            provider: "held".into(),
+            calendar_id: ALICE.into(),
+            event_id: created["id"].as_str().unwrap().into(),
+            spec,
+            last_etag_seen: None,
+            last_etag_written: None,
+            occurrences: BTreeMap::new(),
+            deleted: false,
+            join_url: Some(meeting.join_url.clone()),
+        };
+        let change = PlannedChange {
+            link,
+            base: LinkBase::New,
+            actions: vec![],
+            supersede_deletes: false,
+            not_before_ms: NOW,
+        };
+        self.engine
+            .store
+            .commit_page(ALICE, &[change], &[], None, NOW)
+            .await
+            .unwrap();
+        self.engine.sync(ALICE, false, NOW).await.unwrap();
+        self.engine.drain(NOW).await.unwrap();
+        (created["id"].as_str().unwrap().to_owned(), meeting.meeting_id)
+    }
+}
+
+/// Defect: the executor read a link, called the provider, then wrote the whole link back to
+/// queue a write-back of the new join link; a sync that marked the link deleted in between (the
+/// event was cancelled) was reverted, its delete then found a live link and was superseded, and
+/// the meeting outlived its cancelled event.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancellation_synced_during_an_update_still_deletes_the_meeting() {
+    let w = World::new().await;
+    let (event_id, meeting_id) = w.event_with_meeting().await;
+    // The user renames the event; the update will come back with a new join link.
+    w.write(&event_id, json!({"summary": "Planning (renamed)"}));
+    w.engine.sync(ALICE, false, NOW).await.unwrap();
+    w.provider.inner.rotate_join_url_next(1);
+    w.provider
+        .hold_updates
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let drain = w.engine.drain(NOW);
+    let meanwhile = async {
+        // The update landed at the provider; before the executor sees the answer, the user
+        // cancels the event and a sync marks the link deleted.
+        w.provider.entered.notified().await;
+        w.write(&event_id, json!({"status": "cancelled"}));
+        w.engine.sync(ALICE, false, NOW).await.unwrap();
+        w.provider.gate.add_permits(1);
+    };
+    let (drained, ()) = tokio::join!(drain, meanwhile);
+    drained.unwrap();
+    w.provider
+        .hold_updates
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    w.engine.drain(NOW + 1).await.unwrap();
+    let link = w.engine.store.link(&meeting_id).await.unwrap().unwrap();
+    assert!(link.deleted, "the sync's deletion stands: {link:?}");
+    let meeting = &w.provider.inner.meetings()[&meeting_id];
+    assert!(
+        meeting.deleted,
+        "the meeting of a cancelled event is deleted; outbox: {:?}",
+        w.engine.store.outbox_of(&meeting_id).await.unwrap()
+    );
+}
+
+/// Defect: a create whose provider answer was lost, retried by the add-on with a fresh request
+/// id, made a second meeting; the first stayed forever in the host's account.
+#[tokio::test(flavor = "current_thread")]
+async fn a_create_retried_after_a_lost_answer_adopts_the_first_meeting() {
+    let w = World::new().await;
+    w.provider
+        .lose_create_answers
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let spec = confsync_engine::create::placeholder(NOW);
+    let first = w.engine.create_conference(ALICE, "evt1", &spec, NOW).await;
+    assert!(first.is_err(), "the answer was lost: {first:?}");
+    let second = w
+        .engine
+        .create_conference(ALICE, "evt1", &spec, NOW + 1_000)
+        .await
+        .unwrap();
+    let third = w
+        .engine
+        .create_conference(ALICE, "evt1", &spec, NOW + 2_000)
+        .await
+        .unwrap();
+    assert!(matches!(second, Created::New(_)), "{second:?}");
+    assert!(matches!(third, Created::Existing(_)), "{third:?}");
+    assert_eq!(second.link().conference_id, third.link().conference_id);
+    let live: Vec<_> = w
+        .provider
+        .inner
+        .meetings()
+        .into_iter()
+        .filter(|(_, m)| !m.deleted)
+        .collect();
+    assert_eq!(live.len(), 1, "one meeting for one event: {live:?}");
+}
+
+/// A create whose meeting never shows up in its event (the user closed the event without
+/// saving it) is cleaned up after the grace period: the meeting is deleted through the outbox.
+/// One that shows up is left alone.
+#[tokio::test(flavor = "current_thread")]
+async fn an_abandoned_create_is_deleted_after_the_grace_period() {
+    let w = World::new().await;
+    let spec = confsync_engine::create::placeholder(NOW);
+    // Never saved into an event.
+    let abandoned = w
+        .engine
+        .create_conference(ALICE, "never-saved", &spec, NOW)
+        .await
+        .unwrap();
+    // Lost answer, never retried: the intent is still "creating".
+    w.provider
+        .lose_create_answers
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        w.engine
+            .create_conference(ALICE, "lost", &spec, NOW)
+            .await
+            .is_err()
+    );
+    // Saved: an event that shows its conference.
+    let (kept_event, kept) = w.event_with_meeting().await;
+    let grace = w.engine.config.intent_grace_ms;
+    assert_eq!(w.engine.clean_up_intents(NOW + 1_000).await.unwrap(), 0, "not before the grace period");
+    let closed = w.engine.clean_up_intents(NOW + grace + 1).await.unwrap();
+    assert_eq!(closed, 2);
+    w.engine.drain(NOW + grace + 2).await.unwrap();
+    let meetings = w.provider.inner.meetings();
+    assert!(meetings[&abandoned.link().conference_id].deleted);
+    let lost: Vec<_> = meetings
+        .iter()
+        .filter(|(id, m)| !m.deleted && **id != kept)
+        .collect();
+    assert!(lost.is_empty(), "the lost create's meeting is found by its key and deleted: {lost:?}");
+    assert!(!meetings[&kept].deleted, "event {kept_event} shows it");
+    // A new create for the abandoned event makes a new meeting (a new generation).
+    let again = w
+        .engine
+        .create_conference(ALICE, "never-saved", &spec, NOW + grace + 3)
+        .await
+        .unwrap();
+    assert!(matches!(again, Created::New(_)));
+    assert_ne!(again.link().conference_id, abandoned.link().conference_id);
+}
