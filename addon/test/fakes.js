@@ -6,6 +6,18 @@
 // (only when `entryPointSetLabel: true`), setters take strings, enum setters take enum members,
 // and builders return themselves for chaining. ConferenceDataBuilder.build() validates a little
 // (an approximation of the real, undocumented validation) and returns a plain object.
+// Also as documented:
+// - ConferenceError.setAuthenticationUrl throws unless the URL is a valid http/https URL of at
+//   most 1800 characters (Apps Script reference, ConferenceError).
+// - UrlFetchApp.fetch throws for a 4xx/5xx answer unless muteHttpExceptions is true (default
+//   false), and refuses URLs outside the manifest's urlFetchWhitelist when one is given
+//   (reference, UrlFetchApp; manifest "Allowlist URLs": prefix match, case-sensitive path).
+// - TriggerBuilder.create() throws past 20 triggers (Quotas: 20 triggers per user per script);
+//   ScriptApp.getProjectTriggers() lists the current user's triggers; deleteTrigger removes one.
+// - ScriptApp.getIdentityToken() returns the user's OpenID Connect ID token (a JWT), or null
+//   when the openid scope is missing (option identityToken: null).
+// - LockService: tryLock(ms) -> boolean, waitLock(ms) throws on timeout, releaseLock, hasLock.
+//   Executions are sequential here, so a lock held by another (nested) execution is a timeout.
 
 const ENTRY_POINT_TYPES = ['VIDEO', 'PHONE', 'SIP', 'MORE'];
 const ERROR_TYPES = [
@@ -21,6 +33,55 @@ function enumOf(names) {
   const e = {};
   for (const n of names) e[n] = n;
   return Object.freeze(e);
+}
+
+/** A JWT-shaped token with the claims Google's ID tokens carry (unsigned: for shape only). */
+function fakeIdToken(claims = {}) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const payload = {
+    iss: 'https://accounts.google.com',
+    aud: '123456789012-fake.apps.googleusercontent.com',
+    sub: '110169484474386276334',
+    email: 'alice@example.com',
+    email_verified: true,
+    iat: 1700000000,
+    exp: 1700003600,
+    ...claims,
+  };
+  return `${b64({ alg: 'RS256', kid: 'fake', typ: 'JWT' })}.${b64(payload)}.c2lnbmF0dXJl`;
+}
+
+/** ConferenceError.setAuthenticationUrl's documented check. */
+function checkAuthenticationUrl(value) {
+  let url = null;
+  try {
+    url = new URL(value);
+  } catch (err) {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || !url.hostname) {
+    throw new Error(`Invalid argument: authenticationUrl (not a valid http/https URL): ${value}`);
+  }
+  if (value.length > 1800) {
+    throw new Error(`Invalid argument: authenticationUrl is longer than 1800 characters (${value.length})`);
+  }
+}
+
+/**
+ * Whether url matches one of the allowlist prefixes (manifest "Allowlist URLs": the URL equals
+ * the prefix or is its child, case-sensitive; one leading "*." matches at least one subdomain).
+ */
+function allowlisted(url, prefixes) {
+  const under = (u, p) => u === p || (u.startsWith(p) && (p.endsWith('/') || /^[/?#]/.test(u.slice(p.length))));
+  return prefixes.some((prefix) => {
+    if (prefix.startsWith('https://*.')) {
+      const rest = prefix.slice('https://*.'.length);
+      const restHost = rest.split('/')[0];
+      const m = /^https:\/\/([^/?#]+)(.*)$/.exec(url);
+      return !!m && m[1].endsWith(`.${restHost}`) && under(`${restHost}${m[2]}`, rest);
+    }
+    return under(url, prefix);
+  });
 }
 
 function requireString(what, value) {
@@ -48,6 +109,14 @@ function httpResponse({ status = 200, body = '', headers = {} } = {}) {
  * @param {boolean} [opts.entryPointSetLabel] give EntryPoint a setLabel method
  * @param {boolean} [opts.utilities] provide Utilities (default true)
  * @param {Error} [opts.triggerCreateError] make TriggerBuilder.create() throw this
+ * @param {string|null|Error} [opts.identityToken] what ScriptApp.getIdentityToken() gives
+ *   (default: a JWT-shaped token; null: no openid scope; an Error: it throws)
+ * @param {string[]} [opts.urlFetchWhitelist] the manifest's allowlist; fetch refuses other URLs
+ * @param {boolean} [opts.locking] false: every tryLock succeeds (to show what the lock prevents)
+ * @param {Function} [opts.onGetProjectTriggers] called inside getProjectTriggers (to interleave
+ *   another execution at that point)
+ * @param {object} [opts.shared] another createFakes() result whose triggers, lock and requests
+ *   this world shares (a second execution of the same user)
  */
 function createFakes(opts = {}) {
   const calls = []; // every ConferenceDataService call: [object, method, ...args]
@@ -71,27 +140,70 @@ function createFakes(opts = {}) {
   };
 
   // ---- UrlFetchApp ---------------------------------------------------------------------------
-  const requests = [];
+  const shared = opts.shared || null;
+  const requests = shared ? shared.requests : [];
   const queue = Array.isArray(opts.responses) ? [...opts.responses] : null;
   const UrlFetchApp = {
     requests,
     fetch(url, params) {
       // Copy through JSON so the record lives in this realm, not the script's vm context.
       requests.push({ url, params: params === undefined ? undefined : JSON.parse(JSON.stringify(params)) });
+      if (opts.urlFetchWhitelist && !allowlisted(url, opts.urlFetchWhitelist)) {
+        throw new Error(`Exception: URL not allowed by the script's urlFetchWhitelist: ${url}`);
+      }
       let next;
       if (typeof opts.responses === 'function') next = opts.responses(url, params);
       else if (queue && queue.length) next = queue.shift();
       else throw new Error(`fake UrlFetchApp: no scripted response for ${url}`);
       if (typeof next === 'function') next = next(url, params);
       if (next && next.throw) throw next.throw;
-      return httpResponse(next);
+      const response = httpResponse(next);
+      const status = response.getResponseCode();
+      if (status >= 400 && !(params && params.muteHttpExceptions === true)) {
+        // What the real service does without muteHttpExceptions: the answer is lost in a throw.
+        throw new Error(`Exception: Request failed for ${url} returned code ${status}. Truncated server response: ` +
+          `${response.getContentText().slice(0, 100)} (use muteHttpExceptions option to examine full response)`);
+      }
+      return response;
     },
+  };
+
+  // ---- LockService ---------------------------------------------------------------------------
+  const lockState = shared ? shared.lockState : { holder: null, acquired: 0, refused: 0 };
+  function newLock() {
+    const lock = {
+      tryLock(timeoutInMillis) {
+        if (typeof timeoutInMillis !== 'number') throw new TypeError('tryLock expects milliseconds');
+        if (opts.locking === false || lockState.holder === null || lockState.holder === lock) {
+          if (opts.locking !== false) lockState.holder = lock;
+          lockState.acquired++;
+          return true;
+        }
+        lockState.refused++;
+        return false;
+      },
+      waitLock(timeoutInMillis) {
+        if (!lock.tryLock(timeoutInMillis)) {
+          throw new Error('Lock timeout: another process was holding the lock for too long.');
+        }
+      },
+      hasLock: () => lockState.holder === lock,
+      releaseLock() {
+        if (lockState.holder === lock) lockState.holder = null;
+      },
+    };
+    return lock;
+  }
+  const LockService = {
+    getUserLock: newLock,
+    getScriptLock: newLock,
+    getDocumentLock: () => null,
   };
 
   // ---- ScriptApp -----------------------------------------------------------------------------
   const EventType = enumOf(['CLOCK', 'ON_OPEN', 'ON_EDIT', 'ON_FORM_SUBMIT', 'ON_CHANGE', 'ON_EVENT_UPDATED']);
   const TriggerSource = enumOf(['SPREADSHEETS', 'CLOCK', 'FORMS', 'DOCUMENTS', 'CALENDAR']);
-  let nextTriggerId = 1;
+  let nextTriggerId = shared ? 1000 : 1;
   function makeTrigger({ handler, eventType, sourceId, source }) {
     const uid = String(nextTriggerId++);
     return {
@@ -102,13 +214,29 @@ function createFakes(opts = {}) {
       getUniqueId: () => uid,
     };
   }
-  const triggers = (opts.triggers || []).map(makeTrigger);
-  const createdTriggers = [];
-  const createAttempts = [];
+  const triggers = shared ? shared.triggers : (opts.triggers || []).map(makeTrigger);
+  const createdTriggers = shared ? shared.createdTriggers : [];
+  const createAttempts = shared ? shared.createAttempts : [];
+  const deletedTriggers = shared ? shared.deletedTriggers : [];
+  const identityToken = opts.identityToken === undefined ? fakeIdToken() : opts.identityToken;
   const ScriptApp = {
     EventType,
     TriggerSource,
-    getProjectTriggers: () => [...triggers],
+    getProjectTriggers() {
+      const snapshot = [...triggers];
+      if (opts.onGetProjectTriggers) opts.onGetProjectTriggers();
+      return snapshot;
+    },
+    deleteTrigger(trigger) {
+      const i = triggers.findIndex((t) => t.getUniqueId() === trigger.getUniqueId());
+      if (i < 0) throw new Error('Trigger not found');
+      deletedTriggers.push({ handler: trigger.getHandlerFunction(), calendarId: trigger.getTriggerSourceId(), uid: trigger.getUniqueId() });
+      triggers.splice(i, 1);
+    },
+    getIdentityToken() {
+      if (identityToken instanceof Error) throw identityToken;
+      return identityToken;
+    },
     newTrigger(handler) {
       requireString('ScriptApp.newTrigger', handler);
       return {
@@ -197,7 +325,13 @@ function createFakes(opts = {}) {
       this[DATA].conferenceErrorType = type;
       return this;
     };
-    stringSetter(e, 'ConferenceError', 'setAuthenticationUrl', 'authenticationUrl');
+    e.setAuthenticationUrl = function (value) {
+      calls.push(['ConferenceError', 'setAuthenticationUrl', value]);
+      requireString('ConferenceError.setAuthenticationUrl', value);
+      checkAuthenticationUrl(value);
+      this[DATA].authenticationUrl = value;
+      return this;
+    };
     return e;
   }
 
@@ -284,6 +418,7 @@ function createFakes(opts = {}) {
     UrlFetchApp,
     PropertiesService,
     ScriptApp,
+    LockService,
     ConferenceDataService,
     console: fakeConsole,
   };
@@ -298,8 +433,11 @@ function createFakes(opts = {}) {
     triggers,
     createdTriggers,
     createAttempts,
+    deletedTriggers,
+    lockState,
+    identityToken,
     logText: () => logs.map((l) => `${l.level}: ${l.text}`).join('\n'),
   };
 }
 
-module.exports = { createFakes, httpResponse, ENTRY_POINT_TYPES, ERROR_TYPES };
+module.exports = { createFakes, httpResponse, fakeIdToken, allowlisted, ENTRY_POINT_TYPES, ERROR_TYPES };

@@ -523,12 +523,11 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             let meeting_id = format!("mtg-{i}");
-            body["conferenceData"] = json!({
-                "conferenceId": meeting_id,
-                "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
-                "entryPoints": [{"entryPointType": "video", "uri": format!("https://meet.invalid/{meeting_id}")}],
-                "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting_id}}},
-            });
+            body["conferenceData"] = confsync_engine::conference::fresh(
+                &confsync_engine::conference::default_recognizer(),
+                &meeting_id,
+                &format!("https://meet.invalid/{meeting_id}"),
+            );
             let created = world
                 .insert_event(now, calendar, body, WriteKind::Insert, &opts)
                 .map_err(|e| anyhow::anyhow!("insert {i}: {e}"))?;

@@ -113,6 +113,12 @@ idle_timeout_ms = 90000
 max_connections = 1024
 # Largest request line plus headers, in bytes (8192 to 1048576); larger ones get 431.
 max_header_bytes = 32768
+# The add-on's create is answered TEMPORARY after this long (1000 to 25000; the add-on waits
+# about 30 s, and its retry resumes the same create).
+create_deadline_ms = 10000
+# On SIGTERM, running syncs and provider calls may finish for this long (0 to 300000); what did
+# not run stays in the store and resumes at the next start.
+shutdown_deadline_ms = 20000
 # Push channels that are ours but no longer wanted are stopped at most this often (0 to 60;
 # 0: they are left to expire), outside the Calendar rate budgets syncs use.
 orphan_stops_per_minute = 5
@@ -183,6 +189,12 @@ pub struct ServeConfig {
     /// Stops of our own unwanted push channels per minute (0: none).
     #[serde(default = "default_orphan_stops")]
     pub orphan_stops_per_minute: u32,
+    /// The add-on's create is answered TEMPORARY after this long (ms).
+    #[serde(default = "default_create_deadline")]
+    pub create_deadline_ms: u64,
+    /// On SIGTERM, running work may finish for this long (ms).
+    #[serde(default = "default_shutdown_deadline")]
+    pub shutdown_deadline_ms: u64,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -201,6 +213,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("max_connections", &self.max_connections)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("orphan_stops_per_minute", &self.orphan_stops_per_minute)
+            .field("create_deadline_ms", &self.create_deadline_ms)
+            .field("shutdown_deadline_ms", &self.shutdown_deadline_ms)
             .finish()
     }
 }
@@ -219,6 +233,12 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_orphan_stops() -> u32 {
     5
+}
+fn default_create_deadline() -> u64 {
+    10_000
+}
+fn default_shutdown_deadline() -> u64 {
+    20_000
 }
 fn default_max_pending() -> u32 {
     1000
@@ -252,6 +272,8 @@ impl Default for ServeConfig {
             max_connections: default_max_connections(),
             max_header_bytes: default_max_header_bytes(),
             orphan_stops_per_minute: default_orphan_stops(),
+            create_deadline_ms: default_create_deadline(),
+            shutdown_deadline_ms: default_shutdown_deadline(),
         }
     }
 }
@@ -684,6 +706,16 @@ impl Config {
             "serve.orphan_stops_per_minute",
             v.orphan_stops_per_minute,
             0..=60,
+        )?;
+        bounded(
+            "serve.create_deadline_ms",
+            v.create_deadline_ms,
+            1_000..=25_000,
+        )?;
+        bounded(
+            "serve.shutdown_deadline_ms",
+            v.shutdown_deadline_ms,
+            0..=300_000,
         )?;
         Ok(())
     }

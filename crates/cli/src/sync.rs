@@ -310,7 +310,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         store: engine.store.clone(),
         provider: engine.provider.clone(),
         scheduler,
-        create_deadline: std::time::Duration::from_secs(10),
+        create_deadline: std::time::Duration::from_millis(config.serve.create_deadline_ms),
         channels,
         oauth: built.oauth,
         public_url: config.serve.public_url.clone(),
@@ -352,7 +352,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     .await?;
     // Running syncs and provider calls may finish up to the deadline; whatever did not run
     // stays dirty or pending in the store and resumes at the next start.
-    let deadline = std::time::Duration::from_secs(20);
+    let deadline = std::time::Duration::from_millis(config.serve.shutdown_deadline_ms);
     if stopping.shutdown(deadline).await {
         tracing::info!("stopped: running syncs and provider calls finished");
     } else {

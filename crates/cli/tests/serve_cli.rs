@@ -207,6 +207,19 @@ async fn serve_drives_a_signed_webhook_provider_and_stops_on_sigterm() {
     );
     assert!(!metrics.contains(SECRET));
 
+    // Defect: two `confsync serve` on one SQLite store started silently and ran the same
+    // outbox rows twice. The second one refuses to start, saying why.
+    let second = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("ACME_WEBHOOK_SECRET", SECRET)
+        .env("CONFSYNC_GOOGLE_TOKEN", format!("dev:{ALICE}"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "a second serve on the same store must not start");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another confsync process"), "{said}");
+
     // SIGTERM: intake stops and the process exits 0.
     let status = Command::new("kill")
         .args(["-TERM", &serving.0.id().to_string()])

@@ -38,15 +38,21 @@ impl Engine {
     /// other pending updates and occurrence changes (the new meeting is made from that spec and
     /// gets the link's exceptions at the swap; rows planned later are taken over by the swap).
     /// Queued before this row is completed: a crash in between repeats the refused call, and a
-    /// replayed recreate is not queued twice. A link no longer live (the event was cancelled
-    /// meanwhile) needs nothing.
+    /// replayed recreate is not queued twice.
+    ///
+    /// Also queued when the link is deleted by now: its event may have moved to another
+    /// calendar (or come back), and the delete queued before this recreate runs first, so its
+    /// guard re-homes the link and the recreate then carries the change; dropping the refused
+    /// change here lost it for good (the re-homed link already holds its spec, so nothing plans
+    /// it again). If the event is really gone, the delete removes the old meeting and the
+    /// recreate deletes the new one it made (a rare, wasted create, never a lost change).
     pub(crate) async fn queue_recreate(
         &self,
         item: &OutboxItem,
         link: Option<Link>,
         now_ms: i64,
     ) -> Result<Step, EngineError> {
-        let Some(link) = link.filter(|l| !l.deleted) else {
+        let Some(link) = link else {
             return Ok(Step::Superseded);
         };
         info!(conference_id = %link.conference_id, calendar_id = %link.calendar_id, "the provider cannot change the meeting in place: recreating it");

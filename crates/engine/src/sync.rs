@@ -119,11 +119,24 @@ impl Engine {
         }
         let mut verifications = 0;
         if session.is_full() {
-            let linked = self.store.link_event_ids(calendar_id).await?;
-            let unseen: Vec<(String, Action)> = session
-                .unseen(linked.iter().map(String::as_str))
+            let now_linked = self.store.link_event_ids(calendar_id).await?;
+            let mut unseen: Vec<(String, Action)> = session
+                .unseen(now_linked.iter().map(String::as_str))
                 .into_iter()
                 .collect();
+            // Links made while this pass listed (the add-on's create, an executor's relink)
+            // were not in the set its pages loaded: their events may have been listed and
+            // skipped (a tombstone carries no conference to find the link by), so each is
+            // verified with an events.get.
+            if let Some(at_start) = &linked {
+                let listed_unseen: HashSet<String> =
+                    unseen.iter().map(|(id, _)| id.clone()).collect();
+                for event_id in now_linked {
+                    if !at_start.contains(&event_id) && !listed_unseen.contains(&event_id) {
+                        unseen.push((event_id, Action::Verify));
+                    }
+                }
+            }
             if !unseen.is_empty() {
                 let event_ids: Vec<String> = unseen.iter().map(|(id, _)| id.clone()).collect();
                 let records = self.store.link_records(calendar_id, &event_ids, &[]).await?;

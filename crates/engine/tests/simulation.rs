@@ -105,6 +105,10 @@ struct Triggers {
     next: u64,
     /// User edits whose notification was delivered.
     acknowledged: u64,
+    /// Durable mode: notifications delivered and not yet recorded in the store (the webhook
+    /// records them before it answers; the harness applies them at the next await point, and
+    /// always before a restart).
+    unrecorded: Vec<String>,
 }
 
 impl Triggers {
@@ -112,6 +116,9 @@ impl Triggers {
     fn notify(&mut self, calendar_id: &str) {
         self.next += 1;
         self.dirty.insert(calendar_id.to_owned(), self.next);
+        if self.durable {
+            self.unrecorded.push(calendar_id.to_owned());
+        }
     }
 
     /// A sync of `calendar_id` starts: answers the mark it covers.
@@ -130,11 +137,10 @@ impl Triggers {
         }
     }
 
-    /// The process restarted: in-memory marks are gone.
+    /// The process restarted: in-memory marks are gone (durable mode: the scheduler's memory
+    /// is rebuilt from the store by `startup_work`).
     fn restart(&mut self) {
-        if !self.durable {
-            self.dirty.clear();
-        }
+        self.dirty.clear();
     }
 }
 
@@ -627,81 +633,28 @@ fn env_flag(name: &str, default: bool) -> bool {
     }
 }
 
-/// The add-on API's `create_conference` (crates/service/src/lib.rs), as far as the store and the
-/// provider see it: a live link for the event answers its conference; otherwise a meeting is
-/// made from a placeholder (idempotent by the request's key), its link stored through
-/// `Store::commit_page`, and the calendar marked dirty (in the scheduler's memory).
-// TODO(create intents): once the store records a create intent before `provider.create`, do
-// what the service does with it here too.
+/// The add-on API's `create_conference` (crates/service/src/lib.rs): the engine's create,
+/// idempotent per event through the store's create intents (the request id does not matter),
+/// then the calendar is marked dirty.
 async fn create_conference(
-    store: &Store,
-    provider: &dyn ConferenceProvider,
+    engine: &Engine,
     triggers: &Mutex<Triggers>,
     cal: &str,
     event_id: &str,
-    request_id: &str,
+    _request_id: &str,
     now_ms: i64,
 ) -> Result<(String, String), String> {
-    let links = store
-        .links(cal, &[event_id.to_owned()], &[])
+    let placeholder = confsync_engine::create::placeholder(now_ms);
+    let created = engine
+        .create_conference(cal, event_id, &placeholder, now_ms)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(l) = links
-        .into_iter()
-        .find(|l| l.calendar_id == cal && l.event_id == event_id && !l.deleted)
-        && let Some(join) = l.join_url.clone()
-    {
-        return Ok((l.conference_id, join));
-    }
-    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
-    let placeholder = MeetingSpec {
-        title: String::new(),
-        description: String::new(),
-        start: When::At(now),
-        end: When::At(now),
-        time_zone: None,
-        recurrence: Vec::new(),
-        attendees: Vec::new(),
-        organizer: None,
-    };
-    let key = format!("create:{cal}:{event_id}:{request_id}");
-    let meeting = provider
-        .create(&placeholder, &key)
-        .await
-        .map_err(|e| e.to_string())?;
-    let link = Link {
-        conference_id: meeting.meeting_id.clone(),
-        provider: provider.name().to_owned(),
-        calendar_id: cal.to_owned(),
-        event_id: event_id.to_owned(),
-        spec: placeholder,
-        last_etag_seen: None,
-        last_etag_written: None,
-        occurrences: Default::default(),
-        deleted: false,
-        join_url: Some(meeting.join_url.clone()),
-    };
-    let change = PlannedChange {
-        link,
-        base: LinkBase::New,
-        actions: Vec::new(),
-        supersede_deletes: false,
-        not_before_ms: now_ms,
-    };
-    if let Err(e) = store.commit_page(cal, &[change], &[], None, now_ms).await {
-        // Another request linked this event meanwhile: answer its conference.
-        let links = store
-            .links(cal, &[event_id.to_owned()], &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        return links
-            .into_iter()
-            .find(|l| l.calendar_id == cal && l.event_id == event_id && !l.deleted)
-            .and_then(|l| l.join_url.clone().map(|j| (l.conference_id, j)))
-            .ok_or_else(|| format!("could not record the conference: {e}"));
-    }
+    let link = created.link();
     triggers.lock().unwrap().notify(cal);
-    Ok((meeting.meeting_id, meeting.join_url))
+    Ok((
+        link.conference_id.clone(),
+        link.join_url.clone().unwrap_or_default(),
+    ))
 }
 
 impl Sim {
@@ -972,17 +925,12 @@ impl Sim {
         f.state = FlowState::Calling;
         let (cal, event_id) = (f.cal.clone(), f.event_id.clone());
         let request_id = format!("req-{flow}-{}", f.attempts);
-        let (store, provider, triggers) = (
-            self.store.clone(),
-            self.provider.clone(),
-            self.triggers.clone(),
-        );
+        let (engine, triggers) = (self.engine.clone(), self.triggers.clone());
         let now_ms = self.now_ms;
         let future = async move {
             Done::Api(
                 create_conference(
-                    &store,
-                    provider.as_ref(),
+                    &engine,
                     &triggers,
                     &cal,
                     &event_id,
@@ -1073,15 +1021,39 @@ impl Sim {
         if self.sync_running(cal) {
             return;
         }
+        self.record_triggers().await;
         let mark = self.triggers.lock().unwrap().start_sync(cal);
+        let durable = self.triggers.lock().unwrap().durable;
         let engine = self.engine.clone();
         let now = self.now_ms;
         let c = cal.to_owned();
         let future = async move {
+            // As the scheduler does: the trigger generation this pass answers, read first; a
+            // completed pass clears only that, a failed one stays dirty with a retry time.
+            let generation = engine
+                .store
+                .calendar(&c)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.dirty_gen);
+            let result = engine.sync(&c, false, now).await;
+            if durable {
+                match (&result, generation) {
+                    (Ok(_), Some(generation)) => {
+                        let _ = engine.store.sync_succeeded(&c, generation).await;
+                    }
+                    (Err(e), _) => {
+                        let _ = engine
+                            .store
+                            .sync_failed(&c, &e.to_string(), Some(now), now)
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
             Done::Sync(
-                engine
-                    .sync(&c, false, now)
-                    .await
+                result
                     .map(|s| (s.full, format!("{:?}", (s.full, s.pages, s.actions))))
                     .map_err(|e| e.to_string()),
             )
@@ -1175,6 +1147,7 @@ impl Sim {
 
     /// Lets one task (picked by the seed) run to its next gate.
     async fn grant(&mut self) {
+        self.record_triggers().await;
         let index = self.rng.below(self.tasks.len() as u64) as usize;
         let at = self.tasks.parked_at(index);
         let lose =
@@ -1226,6 +1199,8 @@ impl Sim {
     /// flight rolls back), the engine is built again over the same store, and everything the
     /// process kept in memory is gone.
     async fn restart(&mut self) {
+        // Notifications delivered before the restart were recorded before they were answered.
+        self.record_triggers().await;
         self.il.restarts += 1;
         let mut after_effect = false;
         for i in 0..self.tasks.len() {
@@ -1274,19 +1249,32 @@ impl Sim {
         self.startup_work().await;
     }
 
-    /// What the service does by itself when it starts.
+    /// Durable mode: the notifications delivered since the last await point are recorded in
+    /// the store, as the webhook does before it answers.
+    async fn record_triggers(&mut self) {
+        let pending = std::mem::take(&mut self.triggers.lock().unwrap().unrecorded);
+        for cal in pending {
+            self.store.mark_dirty(&cal, self.now_ms).await.unwrap();
+        }
+    }
+
+    /// What the service does by itself when it starts: the drainer's first run, and (durable
+    /// mode) a sync of every calendar the store holds as waiting (dirty, or its last pass
+    /// failed): the scheduler's memory is rebuilt from the store.
     async fn startup_work(&mut self) {
-        // The drainer's first run.
         self.spawn_drain().await;
-        // TODO(durable triggers): read the calendars the store holds as needing a sync (the
-        // durable dirty marks, and the syncs that failed) and start their syncs here, e.g.
-        //     for cal in self.store.dirty_calendars().await.unwrap() { mark it dirty }
-        // Until the store has them, `Triggers` keeps the marks across restarts in the
-        // harness (SIM_TRIGGERS=durable, the default: what the store will give) or loses
-        // them (SIM_TRIGGERS=memory: the scheduler as it is today).
+        if self.triggers.lock().unwrap().durable {
+            for (cal, _) in self.store.calendars_to_sync().await.unwrap() {
+                let mut t = self.triggers.lock().unwrap();
+                t.next += 1;
+                let next = t.next;
+                t.dirty.insert(cal, next);
+            }
+        }
     }
 
     async fn step(&mut self) {
+        self.record_triggers().await;
         let live = self.live_events();
         let pick = |rng: &mut Rng, v: &Vec<(String, String, bool)>| {
             v.get(rng.below(v.len() as u64) as usize).cloned()

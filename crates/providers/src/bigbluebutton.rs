@@ -11,7 +11,9 @@
 //!    start - early join or after end + grace (the same policy as jitsi, recurring series
 //!    included: see the jitsi module doc);
 //! 2. calls `create` (idempotent for the same meetingID: a running meeting answers SUCCESS with
-//!    `duplicateWarning`) with `name` = the title cut to 256 characters, `meetingID`,
+//!    `duplicateWarning` on current releases, FAILED `idNotUnique` on older ones: both mean
+//!    "already running" and the join goes ahead) with `name` = the title fitted to 2..=256
+//!    characters ([`meeting_name`]: BigBlueButton answers `validationError` otherwise), `meetingID`,
 //!    `record=false`, passwords in `password` mode, and optionally `duration` (minutes left in the
 //!    join window) and `endWhenNoModerator=true`;
 //! 3. answers `JoinAnswer::Redirect` to a checksummed `join` URL: `fullName` (the name the guest
@@ -29,8 +31,8 @@
 //!
 //! Answers: `returncode` SUCCESS is success; FAILED is classified by `messageKey`
 //! (`checksumError`: permanent, a configuration error naming shared_secret and the checksum
-//! algorithm; `notFound`: not found; `idNotUnique`: conflict; others: permanent with the key and
-//! message). A non-XML or truncated 200 answer (an HTML page from a proxy) is transient with the
+//! algorithm; `notFound`: not found; `idNotUnique`: conflict, except on a join's `create` where it
+//! means the meeting is already running; others: permanent with the key and message). A non-XML or truncated 200 answer (an HTML page from a proxy) is transient with the
 //! status and request id; non-2xx statuses are classified as everywhere ([`http::classify`]).
 //!
 //! Unsure, made configurable: `join_auth = "role"` (default; `role` on join, no passwords, `end`
@@ -39,6 +41,11 @@
 //! join and end) for older servers or ones that insist on the password for `end`. The checksum
 //! is computed over the query string exactly as sent, encoded as Java's `URLEncoder` does
 //! (space as '+'), which is how BigBlueButton's own examples encode it.
+//!
+//! Open doubts and what would settle them: which releases answer `idNotUnique` rather than
+//! `duplicateWarning` to a repeated role-mode create (both are handled; a run against a 2.4 and a
+//! 2.7 server would pin it down); whether the 2..=256 bound counts UTF-16 units or code points
+//! (the cut assumes units, the stricter; a 256-emoji title against a 2.7 server would tell).
 
 use std::time::Duration;
 
@@ -54,8 +61,10 @@ use crate::{
 };
 
 const PROVIDER: &str = "bigbluebutton";
-/// Meeting names are cut to this many characters.
+/// Meeting names are cut to this many characters (UTF-16 code units, as the server counts).
 const MAX_NAME: usize = 256;
+/// Shorter meeting names are refused with `validationError`.
+const MIN_NAME: usize = 2;
 /// Display names are cut to this many characters.
 const MAX_FULL_NAME: usize = 100;
 
@@ -139,6 +148,33 @@ pub struct BigBlueButtonProvider {
     grace: Duration,
     duration_from_event: bool,
     end_when_no_moderator: bool,
+}
+
+/// The `name` sent on `create`: BigBlueButton refuses names shorter than 2 or longer than 256
+/// characters with `validationError` (so every join of a meeting titled "X" failed). Reference:
+/// the API reference's `create` parameters ("name ... must be between 2 and 256 characters",
+/// enforced since 2.7's request validation), https://docs.bigbluebutton.org/development/api#create,
+/// and the b3lb 3.2.1 release notes (same bounds). The server is Java: it counts UTF-16 code
+/// units, so the cut keeps at most 256 of those, always on a character boundary; a title with
+/// fewer than 2 characters gets " meeting" appended (an empty one is "Meeting").
+pub fn meeting_name(title: &str) -> String {
+    let title = title.trim();
+    if title.is_empty() {
+        return "Meeting".to_owned();
+    }
+    let mut out = String::new();
+    let mut units = 0;
+    for c in title.chars() {
+        if units + c.len_utf16() > MAX_NAME {
+            break;
+        }
+        units += c.len_utf16();
+        out.push(c);
+    }
+    if out.encode_utf16().count() < MIN_NAME {
+        out.push_str(" meeting");
+    }
+    out
 }
 
 /// Encodes a query value as Java's `URLEncoder` (what BigBlueButton's examples use).
@@ -332,12 +368,7 @@ impl BigBlueButtonProvider {
             served::Admission::Refused(why) => return Ok(JoinAnswer::Refused(why)),
         };
         let room = loaded.state.room.clone();
-        let title = loaded.state.spec.title.trim();
-        let name = if title.is_empty() {
-            "Meeting".to_owned()
-        } else {
-            http::truncate(title, MAX_NAME).to_owned()
-        };
+        let name = meeting_name(&loaded.state.spec.title);
         let mut params = vec![
             ("name", name),
             ("meetingID", room.clone()),
@@ -354,7 +385,27 @@ impl BigBlueButtonProvider {
         if self.end_when_no_moderator {
             params.push(("endWhenNoModerator", "true".to_owned()));
         }
-        let created = self.call("create", &params).await?;
+        // A repeated `create` for a running meeting is "already exists", a success: current
+        // releases answer SUCCESS + `duplicateWarning`; older ones (and any release when the
+        // create parameters differ, e.g. the random passwords a server makes up in role mode)
+        // answer FAILED `idNotUnique`. Reference: the API reference's `create` section
+        // ("Example Response" with messageKey duplicateWarning, and the idNotUnique error),
+        // https://docs.bigbluebutton.org/development/api#create. The createTime for the join
+        // then comes from `getMeetingInfo` (best effort: without it the join still works).
+        let create_time = match self.call("create", &params).await {
+            Ok(created) => created.get("createTime"),
+            Err(ProviderError::Conflict { detail, .. }) if detail.contains("idNotUnique") => {
+                tracing::debug!(
+                    meeting = meeting_id,
+                    "bigbluebutton: create answered idNotUnique: the meeting is running"
+                );
+                self.call("getMeetingInfo", &[("meetingID", room.clone())])
+                    .await
+                    .ok()
+                    .and_then(|info| info.get("createTime"))
+            }
+            Err(e) => return Err(e),
+        };
         let full_name = request
             .name
             .as_deref()
@@ -370,7 +421,7 @@ impl BigBlueButtonProvider {
             )),
             JoinAuth::Password => join.push(("password", self.password(request.host, &room))),
         }
-        if let Some(create_time) = created.get("createTime").filter(|t| !t.is_empty()) {
+        if let Some(create_time) = create_time.filter(|t| !t.is_empty()) {
             join.push(("createTime", create_time));
         }
         join.push(("redirect", "true".to_owned()));

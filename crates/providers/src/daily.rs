@@ -17,24 +17,35 @@
 //!   the same name; `update` always answers the room's URL, and when Daily gives a different one
 //!   the engine writes it back into the event.
 //! - Delete = `DELETE /rooms/{name}`; 404 (gone or expired) counts as done. Daily allows only
-//!   about 2 deletes a second: deletes go through a client-side [`RateLimiter`] shared by the
-//!   provider instance (`delete_interval_ms`, default 500), and a 429 on delete also pushes the
-//!   limiter back by its `Retry-After`. Every 429 is `RateLimited` with `Retry-After` honoured.
+//!   about 2 deletes a second or 50 per 30 s: deletes go through a client-side [`RateLimiter`]
+//!   shared by the provider instance, and a 429 on delete also pushes the limiter back by its
+//!   `Retry-After`. Every 429 is `RateLimited` with `Retry-After` honoured.
 //!
 //! Capabilities: only time (and recurrence, which changes the window) updates in place; a room
 //! has no title, description or attendees. Occurrences are not supported: a series has one room
 //! (moved or cancelled instances keep the series' room; `update_occurrence` and
 //! `cancel_occurrence` are no-ops if called).
 //!
-//! Recurring series: the series' end is not computed from the rules, so a series' room gets
-//! `nbf` only and no `exp` (permanent until the series is deleted); an update of a series sends
-//! `"exp": null` to clear an `exp` a single event had.
+//! Recurring series: every room expires, so rooms never pile up against the plan's room limit
+//! (Daily counts unexpired rooms). A series' `exp` is its last occurrence's end + grace, computed
+//! from the rules (COUNT or UNTIL, RDATE and EXDATE applied); an endless series, or one whose
+//! rules cannot be expanded, gets `exp` = now + `series_horizon_days` (90), renewed by every
+//! update. Reference: Daily's room `exp` property (docs.daily.co, REST API reference, rooms,
+//! "config": a room past `exp` is treated as deleted and collected).
 //!
-//! Unsure, noted: the exact wording of the "already exists" error (any 400 on create is checked
-//! with a GET, so the wording does not matter); whether `"exp": null` clears an expiry (Daily's
-//! reference does not say; covered by a test that names the doubt); older Daily docs limit
-//! domain + room name to 41 characters, newer ones the name to 128: the default prefix keeps
-//! names at 35 characters.
+//! Deletes are paced to Daily's documented limit for `DELETE /rooms/:name`: "about 2 requests
+//! per second, or 50 requests over a 30 second window" (docs.daily.co, REST API reference, "Rate
+//! limits"): 500 ms apart and at most 50 in any 30 s (`delete_interval_ms`, `delete_burst`,
+//! `delete_window_secs`).
+//!
+//! Unsure, noted, and what would settle it: the exact wording of the "already exists" error (any
+//! 400 on create is checked with a GET, so the wording does not matter); older Daily docs limit
+//! domain + room name to 41 characters, newer ones the name to 128 (the default prefix keeps
+//! names at 35 characters; a create with a 128-character name against a live domain would
+//! tell); an endless series whose events see no update for `series_horizon_days` loses its room
+//! (the next update recreates it under the same name and URL): a periodic renewal by the engine
+//! would close that gap, and a series longer than Daily's maximum `exp` (if any: the reference
+//! names none) would be refused at create, which a create with a far `exp` would show.
 
 use std::time::Duration;
 
@@ -100,6 +111,15 @@ pub struct DailyConfig {
     /// Least time between two deletes (Daily allows about 2 a second).
     #[serde(default = "default_delete_interval")]
     pub delete_interval_ms: u64,
+    /// At most this many deletes in any `delete_window_secs` (Daily: about 50 per 30 s).
+    #[serde(default = "default_delete_burst")]
+    pub delete_burst: u32,
+    #[serde(default = "default_delete_window")]
+    pub delete_window_secs: u64,
+    /// A series without an end (no COUNT or UNTIL), or one whose rule cannot be expanded, gets
+    /// `exp` this many days after the create or update, renewed by every update.
+    #[serde(default = "default_series_horizon")]
+    pub series_horizon_days: u64,
     /// Seconds before a call is abandoned.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -126,34 +146,74 @@ fn default_delete_interval() -> u64 {
 fn default_timeout() -> u64 {
     30
 }
+fn default_delete_burst() -> u32 {
+    50
+}
+fn default_delete_window() -> u64 {
+    30
+}
+fn default_series_horizon() -> u64 {
+    90
+}
 
-/// Spaces calls at least `interval` apart, in call order, across every task sharing it. Waits
-/// on tokio's clock (so tests can pause it). A waiter that is dropped gives up its slot's wait,
-/// not the slot.
+/// Spaces calls at least `interval` apart, in call order, across every task sharing it, and
+/// (with [`RateLimiter::with_window`]) lets at most `burst` calls start in any `window`: Daily's
+/// documented limit for `DELETE /rooms/:name` is "about 2 requests per second, or 50 requests
+/// over a 30 second window" (docs.daily.co, REST API reference, "Rate limits"); 2 a second alone
+/// would allow 60 in 30 s. Waits on tokio's clock (so tests can pause it). A waiter that is
+/// dropped gives up its slot's wait, not the slot.
 pub struct RateLimiter {
     interval: Duration,
-    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+    window: Option<(usize, Duration)>,
+    state: std::sync::Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    next: Option<tokio::time::Instant>,
+    /// The start times handed out within the last window, oldest first.
+    granted: std::collections::VecDeque<tokio::time::Instant>,
 }
 
 impl RateLimiter {
     pub fn new(interval: Duration) -> RateLimiter {
         RateLimiter {
             interval,
-            next: std::sync::Mutex::new(None),
+            window: None,
+            state: std::sync::Mutex::new(Slots::default()),
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
-        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    /// `interval` apart and at most `burst` in any `window` (a sliding window: the
+    /// `burst`-th previous start plus `window` is the earliest next one).
+    pub fn with_window(interval: Duration, burst: usize, window: Duration) -> RateLimiter {
+        RateLimiter {
+            window: (burst > 0).then_some((burst, window)),
+            ..RateLimiter::new(interval)
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for this caller's turn.
     pub async fn acquire(&self) {
         let at = {
-            let mut next = self.slot();
+            let mut slots = self.slot();
             let now = tokio::time::Instant::now();
-            let at = next.filter(|n| *n > now).unwrap_or(now);
-            *next = Some(at + self.interval);
+            let mut at = slots.next.filter(|n| *n > now).unwrap_or(now);
+            if let Some((burst, window)) = self.window {
+                while slots.granted.front().is_some_and(|t| *t + window <= at) {
+                    slots.granted.pop_front();
+                }
+                if slots.granted.len() >= burst {
+                    let nth = slots.granted[slots.granted.len() - burst];
+                    at = at.max(nth + window);
+                }
+                slots.granted.push_back(at);
+            }
+            slots.next = Some(at + self.interval);
             at
         };
         tokio::time::sleep_until(at).await;
@@ -162,9 +222,9 @@ impl RateLimiter {
     /// No turn before `pause` from now (the server said so).
     pub fn hold_off(&self, pause: Duration) {
         let until = tokio::time::Instant::now() + pause;
-        let mut next = self.slot();
-        if next.is_none_or(|n| n < until) {
-            *next = Some(until);
+        let mut slots = self.slot();
+        if slots.next.is_none_or(|n| n < until) {
+            slots.next = Some(until);
         }
     }
 }
@@ -180,6 +240,7 @@ pub struct DailyProvider {
     room_prefix: String,
     eject_at_room_exp: bool,
     deletes: RateLimiter,
+    series_horizon: TimeDelta,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +281,18 @@ impl DailyProvider {
                 config.delete_interval_ms
             ));
         }
+        if !(1..=3650).contains(&config.series_horizon_days) {
+            return Err(format!(
+                "series_horizon_days = {} must be between 1 and 3650",
+                config.series_horizon_days
+            ));
+        }
+        if config.delete_burst > 10_000 || config.delete_window_secs > 3600 {
+            return Err(format!(
+                "delete_burst = {} / delete_window_secs = {}: at most 10000 per hour",
+                config.delete_burst, config.delete_window_secs
+            ));
+        }
         if !(1..=300).contains(&config.timeout_secs) {
             return Err(format!(
                 "timeout_secs = {} must be between 1 and 300",
@@ -235,7 +308,12 @@ impl DailyProvider {
             grace,
             room_prefix: config.room_prefix,
             eject_at_room_exp: config.eject_at_room_exp,
-            deletes: RateLimiter::new(Duration::from_millis(config.delete_interval_ms)),
+            deletes: RateLimiter::with_window(
+                Duration::from_millis(config.delete_interval_ms),
+                config.delete_burst as usize,
+                Duration::from_secs(config.delete_window_secs),
+            ),
+            series_horizon: TimeDelta::days(config.series_horizon_days as i64),
         })
     }
 
@@ -253,20 +331,31 @@ impl DailyProvider {
         &self.deletes
     }
 
-    /// `nbf`, `exp` and `eject_at_room_exp` for `spec`. `clearing`: an update, which must
-    /// remove an `exp` when the meeting became a series.
-    fn properties(&self, spec: &MeetingSpec, clearing: bool) -> Value {
+    /// `nbf`, `exp` and `eject_at_room_exp` for `spec`. Every room gets an `exp` (Daily's room
+    /// `exp` property: "UTC timestamp for expiration of the room ... rooms past exp are treated
+    /// as deleted", docs.daily.co, REST API reference, rooms, "config" properties), so no room
+    /// outlives its meeting and piles up against the plan's room limit: a single meeting's
+    /// closes at end + grace; a series' at its last occurrence's end + grace; an endless series
+    /// (or one whose rule cannot be expanded) `series_horizon_days` after now, renewed by every
+    /// update.
+    fn properties(&self, spec: &MeetingSpec) -> Value {
         let (nbf, exp) = http::join_window(spec.start, spec.end, self.early_join, self.grace);
-        let mut properties = json!({ "nbf": nbf.timestamp() });
-        if spec.recurrence.is_empty() {
-            let soonest = Utc::now() + TimeDelta::minutes(10);
-            properties["exp"] = json!(exp.max(soonest).timestamp());
-            properties["eject_at_room_exp"] = json!(self.eject_at_room_exp);
-        } else if clearing {
-            properties["exp"] = Value::Null;
-            properties["eject_at_room_exp"] = json!(false);
-        }
-        properties
+        let now = Utc::now();
+        let exp = if spec.recurrence.is_empty() {
+            exp
+        } else {
+            match series_last_start(spec) {
+                Some(Some(last)) => exp + (last - http::instant_in(spec.start, zone_of(spec))),
+                // Endless or unreadable: a bounded horizon.
+                _ => now.max(nbf) + self.series_horizon,
+            }
+        };
+        let soonest = now + TimeDelta::minutes(10);
+        json!({
+            "nbf": nbf.timestamp(),
+            "exp": exp.max(soonest).timestamp(),
+            "eject_at_room_exp": self.eject_at_room_exp,
+        })
     }
 
     fn room_path(&self, name: &str) -> Result<String, ProviderError> {
@@ -301,7 +390,7 @@ impl DailyProvider {
     ) -> Result<Option<String>, ProviderError> {
         let body = json!({
             "privacy": self.privacy.as_str(),
-            "properties": self.properties(spec, true),
+            "properties": self.properties(spec),
         });
         let request = self
             .client
@@ -323,7 +412,7 @@ impl DailyProvider {
         let body = json!({
             "name": name,
             "privacy": self.privacy.as_str(),
-            "properties": self.properties(spec, false),
+            "properties": self.properties(spec),
         });
         let request = self
             .client
@@ -366,6 +455,70 @@ impl DailyProvider {
             }),
         }
     }
+}
+
+fn zone_of(spec: &MeetingSpec) -> chrono_tz::Tz {
+    http::zone_of(spec.time_zone.as_deref(), chrono_tz::UTC)
+}
+
+/// The start of a series' last occurrence: `Some(Some(t))` when the rules end (COUNT or UNTIL
+/// on every RRULE, RDATEs and EXDATEs applied), `Some(None)` when they never end, `None` when
+/// they cannot be read.
+fn series_last_start(spec: &MeetingSpec) -> Option<Option<chrono::DateTime<Utc>>> {
+    let zone = zone_of(spec);
+    let start = http::instant_in(spec.start, zone);
+    let mut lines = vec![format!(
+        "DTSTART;TZID={}:{}",
+        zone.name(),
+        start.with_timezone(&zone).format("%Y%m%dT%H%M%S")
+    )];
+    for line in &spec.recurrence {
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("RRULE:") {
+            if !upper.contains("COUNT=") && !upper.contains("UNTIL=") {
+                return Some(None);
+            }
+            // The expander wants UNTIL in UTC when DTSTART has a zone; a date-only or floating
+            // UNTIL is read as the end of that day (or that time) in the event's zone.
+            let rule: Vec<String> = line[6..]
+                .split(';')
+                .map(|part| match part.split_once('=') {
+                    Some((k, v)) if k.eq_ignore_ascii_case("UNTIL") && !v.ends_with('Z') => {
+                        let local = chrono::NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S")
+                            .ok()
+                            .or_else(|| {
+                                chrono::NaiveDate::parse_from_str(v, "%Y%m%d")
+                                    .ok()
+                                    .and_then(|d| d.and_hms_opt(23, 59, 59))
+                            });
+                        match local {
+                            Some(l) => format!(
+                                "UNTIL={}",
+                                http::local_instant(l, zone).format("%Y%m%dT%H%M%SZ")
+                            ),
+                            None => part.to_owned(),
+                        }
+                    }
+                    _ => part.to_owned(),
+                })
+                .collect();
+            lines.push(format!("RRULE:{}", rule.join(";")));
+        } else if upper.starts_with("EXDATE") || upper.starts_with("RDATE") {
+            lines.push(line.clone());
+        }
+    }
+    let set: rrule::RRuleSet = match lines.join("\n").parse() {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!("daily: cannot expand the series' rules ({e}): using the horizon");
+            return None;
+        }
+    };
+    let result = set.all(10_000);
+    if result.limited {
+        return Some(None);
+    }
+    Some(result.dates.last().map(|d| d.with_timezone(&Utc)))
 }
 
 impl ConferenceProvider for DailyProvider {

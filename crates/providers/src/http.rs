@@ -88,7 +88,30 @@ pub struct Answer {
     /// The provider's request id header when it sent one (for support tickets).
     pub request_id: Option<String>,
     pub retry_after: Option<Duration>,
+    /// The `Link` header's `rel="next"` target, when the answer is one page of several (RFC 8288
+    /// web linking, as Webex paginates its listings).
+    pub next_link: Option<String>,
     pub body: Vec<u8>,
+}
+
+/// The target of a `Link` header's `rel="next"` entry: `<https://...>; rel="next"`, entries
+/// separated by commas (RFC 8288 section 3).
+pub fn link_next(header: &str) -> Option<String> {
+    header.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+            .then(|| target.to_owned())
+    })
 }
 
 /// Request-id headers the providers use, in the order looked up.
@@ -123,6 +146,11 @@ pub async fn send(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, Utc::now()));
+    let next_link = headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(link_next);
     let body = response
         .bytes()
         .await
@@ -140,6 +168,7 @@ pub async fn send(
         status,
         request_id,
         retry_after,
+        next_link,
         body,
     })
 }
@@ -521,6 +550,7 @@ mod tests {
             status: 502,
             request_id: Some("r1".into()),
             retry_after: None,
+            next_link: None,
             body: page.to_vec(),
         };
         let e = answer.error();
@@ -559,12 +589,28 @@ mod tests {
     }
 
     #[test]
+    fn link_headers_name_the_next_page() {
+        assert_eq!(
+            link_next(r#"<https://webexapis.com/v1/meetingInvitees?cursor=abc&max=100>; rel="next""#)
+                .as_deref(),
+            Some("https://webexapis.com/v1/meetingInvitees?cursor=abc&max=100")
+        );
+        assert_eq!(
+            link_next(r#"<https://a/1>; rel="prev", <https://a/3>; rel=next"#).as_deref(),
+            Some("https://a/3")
+        );
+        assert_eq!(link_next(r#"<https://a/1>; rel="prev""#), None);
+        assert_eq!(link_next("garbage"), None);
+    }
+
+    #[test]
     fn statuses_classify() {
         let at = |status| Answer {
             provider: "p",
             status,
             request_id: None,
             retry_after: Some(Duration::from_secs(3)),
+            next_link: None,
             body: vec![],
         };
         assert!(matches!(at(401).error(), ProviderError::Reauth { .. }));

@@ -36,12 +36,25 @@
 //! All-day events: the day is taken in every zone (midnight UTC+14 to midnight UTC-12, see
 //! [`http::join_window`]).
 //!
-//! Unsure (from providers.md and Jitsi's docs), made configurable: `aud` (default `jitsi`; some
-//! deployments expect the app id), `sub` (default `*`; deployments with domain verification need
-//! the domain; JaaS needs the tenant), `kid` header (JaaS requires it: `key_id`), and the type of
-//! `context.user.moderator` (JaaS documents the strings `"true"`/`"false"`; self-hosted token
-//! plugins read a boolean: `moderator_as_string`). Whether a moderator flag has any effect on a
-//! self-hosted Prosody depends on its token-moderation plugin.
+//! Token dialects (`jwt.mode`):
+//! - `prosody` (default), per lib-jitsi-meet's doc/tokens.md ("Token structure"): `iss` = app_id,
+//!   `aud` (default `jitsi`; some deployments expect the app id), `sub` (default `*`; the domain
+//!   or tenant when the deployment checks it), optional `kid`.
+//! - `jaas`: exactly what 8x8 documents (developer.8x8.com/jaas/docs/api-keys-jwt and its
+//!   samples): header `{"alg": "RS256", "kid": "<tenant>/<key id>", "typ": "JWT"}`, claims
+//!   `aud` "jitsi", `iss` "chat", `sub` = the tenant (`vpaas-magic-cookie-...`, the config's
+//!   app_id), `room`, `nbf`, `exp`, `context.user`. Before this mode the adapter sent iss =
+//!   app_id, which JaaS refuses.
+//!
+//! `context.user.moderator` is the string `"true"`/`"false"` by default: lib-jitsi-meet's
+//! doc/tokens.md says every `context.user` field must be a string (other types raise an
+//! exception) and JaaS documents the strings. `moderator_as_string = false` sends a boolean for
+//! a self-hosted Prosody plugin that reads one (JaaS mode ignores it).
+//!
+//! Open doubts and what would settle them: whether a self-hosted Prosody's moderation plugin
+//! (e.g. token_affiliation) accepts the string form (a join against such a deployment with both
+//! settings); whether JaaS wants `context.user.id` or `features` for plain joins (8x8 lists them
+//! without marking them required; a join against a JaaS tenant without them would tell).
 
 use std::time::Duration;
 
@@ -108,12 +121,35 @@ pub struct JitsiJwtConfig {
     /// usually `file:/path/key.pem`.
     #[serde(default)]
     pub private_key: Option<Secret>,
-    /// The `kid` header (required by JaaS: `<app id>/<key id>`).
+    /// The `kid` header. JaaS: the API key's id from the JaaS console (`4f4910`, or the whole
+    /// `<tenant>/4f4910`); the header then carries `<tenant>/<key id>`.
     #[serde(default)]
     pub key_id: Option<String>,
-    /// Send `context.user.moderator` as `"true"`/`"false"` (JaaS) instead of a boolean.
-    #[serde(default)]
+    /// `context.user.moderator` as the strings `"true"`/`"false"` (default, as lib-jitsi-meet's
+    /// doc/tokens.md and JaaS require); `false` sends a boolean, for a self-hosted Prosody whose
+    /// token plugin reads one. Ignored in JaaS mode (always strings).
+    #[serde(default = "default_true")]
     pub moderator_as_string: bool,
+    /// `prosody` (default: `iss` = app_id, `aud` = audience, `sub` = subject) or `jaas` (8x8
+    /// Jitsi as a Service: `iss` "chat", `aud` "jitsi", `sub` = app_id (the
+    /// `vpaas-magic-cookie-...` tenant), `kid` = `<tenant>/<key_id>`, RS256 only).
+    #[serde(default)]
+    pub mode: JwtMode,
+}
+
+/// Which token dialect to mint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtMode {
+    /// A self-hosted Prosody with the token plugin (lib-jitsi-meet's doc/tokens.md).
+    #[default]
+    Prosody,
+    /// 8x8 JaaS (developer.8x8.com/jaas/docs/api-keys-jwt).
+    Jaas,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_base_url() -> String {
@@ -138,6 +174,7 @@ enum Signer {
 }
 
 struct Jwt {
+    /// The `iss` claim (the app id; "chat" for JaaS).
     app_id: String,
     audience: String,
     subject: String,
@@ -274,14 +311,62 @@ impl JitsiProvider {
                         return Err("jwt: set app_secret (HS256) or private_key (RS256)".into());
                     }
                 };
-                Some(Jwt {
-                    app_id: j.app_id,
-                    audience: j.audience,
-                    subject: j.subject,
-                    key_id: j.key_id,
-                    moderator_as_string: j.moderator_as_string,
-                    signer,
-                })
+                if j.mode == JwtMode::Jaas {
+                    // 8x8's JaaS JWT page (developer.8x8.com/jaas/docs/api-keys-jwt): header
+                    // {alg RS256, kid "<tenant>/<key id>", typ JWT}; body aud "jitsi", iss
+                    // "chat", sub = the tenant (AppID "vpaas-magic-cookie-..."), room, nbf,
+                    // exp, context.user with moderator "true"/"false". Rooms live under the
+                    // tenant: https://8x8.vc/<tenant>/<room>.
+                    let tenant = j.app_id.trim().to_owned();
+                    if !tenant.starts_with("vpaas-magic-cookie-") {
+                        return Err(format!(
+                            "jwt.mode = \"jaas\": app_id must be the JaaS AppID (vpaas-magic-cookie-...), got {tenant:?}"
+                        ));
+                    }
+                    if !matches!(signer, Signer::Rs256(_)) {
+                        return Err(
+                            "jwt.mode = \"jaas\": JaaS tokens are RS256: set private_key, not app_secret"
+                                .into(),
+                        );
+                    }
+                    let key = j
+                        .key_id
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .ok_or("jwt.mode = \"jaas\": key_id (the API key's id) is required")?;
+                    let key = key
+                        .strip_prefix(&format!("{tenant}/"))
+                        .unwrap_or(key)
+                        .to_owned();
+                    if key.contains('/') {
+                        return Err(format!(
+                            "jwt.key_id {key:?} names another tenant than app_id"
+                        ));
+                    }
+                    if !base_url.ends_with(&format!("/{tenant}")) {
+                        return Err(format!(
+                            "jwt.mode = \"jaas\": base_url must be the tenant's address (https://8x8.vc/{tenant})"
+                        ));
+                    }
+                    Some(Jwt {
+                        app_id: "chat".into(),
+                        audience: "jitsi".into(),
+                        subject: tenant.clone(),
+                        key_id: Some(format!("{tenant}/{key}")),
+                        moderator_as_string: true,
+                        signer,
+                    })
+                } else {
+                    Some(Jwt {
+                        app_id: j.app_id,
+                        audience: j.audience,
+                        subject: j.subject,
+                        key_id: j.key_id,
+                        moderator_as_string: j.moderator_as_string,
+                        signer,
+                    })
+                }
             }
         };
         Ok(JitsiProvider {
@@ -346,6 +431,8 @@ impl JitsiProvider {
         if let Some(name) = name {
             user.insert("name".into(), name.into());
         }
+        // lib-jitsi-meet's doc/tokens.md ("Token Identifiers"): every field of context.user
+        // must be a string (other types raise an exception); JaaS documents "true"/"false".
         user.insert(
             "moderator".into(),
             if jwt.moderator_as_string {

@@ -7,7 +7,21 @@
 //!   is cached in a [`TokenCache`] (replaced five minutes before it expires), and a 401 from Graph
 //!   gets one more try with a new token before it becomes [`ProviderError::Reauth`]. The app needs
 //!   `OnlineMeetings.ReadWrite.All` and an application access policy granted to `user_id` (an
-//!   admin step; without it Graph answers 403, a permanent failure that says so).
+//!   admin step; without it Graph answers 403). Policy changes "can take up to 30 minutes to take
+//!   effect" (Graph docs, "Configure application access policy"), so a 403 is retried for
+//!   `access_policy_grace_secs` (an hour) from the first one since the last success, then
+//!   permanent with what to grant.
+//! - the organizer: onlineMeetings routes take the user's **object id** ("userId is the object
+//!   ID of a user", onlinemeeting-createorget.md and onlinemeeting-update.md); a UPN there
+//!   answers 404. `user_id` may be either: a UPN is resolved once (`GET /users/{upn}?$select=id`,
+//!   needs `User.Read.All`) and cached; anything else is refused at startup.
+//! - 404: on `createOrGet` it can only mean the organizer is missing (permanent); on PATCH and
+//!   DELETE the adapter asks the directory (`GET /users/{id}?$select=id`) whether the organizer
+//!   exists: a missing meeting is [`ProviderError::NotFound`] (a delete is done), a missing
+//!   organizer a permanent error (a delete is not done).
+//! - delete: first `PATCH lobbyBypassSettings {scope: organizer, isDialInBypassEnabled: false}`
+//!   (`lock_lobby_on_delete`), because a deleted meeting's joinWebUrl keeps working (Graph docs
+//!   issues #7802, #17590); then `DELETE`.
 //! - create `POST /users/{user_id}/onlineMeetings/createOrGet` with `externalId`, `subject`,
 //!   `startDateTime`, `endDateTime` (UTC) and `participants.attendees[{upn, role}]`; update
 //!   `PATCH /users/{user_id}/onlineMeetings/{id}` with the subject, `startDateTime` and
@@ -28,6 +42,14 @@
 //!
 //! Errors: 429 and 503 honour `Retry-After` (shared classification); Graph's `request-id` header is
 //! quoted in every error.
+//!
+//! Open doubts and what would settle them: the error code Graph gives on an onlineMeetings route
+//! for a missing user versus a missing meeting (undocumented; observed as 404 `NotFound` for
+//! both, so the directory is asked; without User.Read.All a 404 is taken as "meeting gone", with
+//! a warning: granting User.Read.All settles it); whether the lobby lock keeps a cancelled link's
+//! guests out in practice (someone with organizer rights can still admit them; a join through a
+//! cancelled meeting's link would tell); whether Graph will ever invalidate joinWebUrl on delete
+//! (the open docs issue #17590).
 //!
 //! Unsure (configurable or noted): whether Graph accepts attendees outside the tenant identified
 //! by `upn` alone (`send_attendees = false` leaves them out: anyone with the link can still ask to
@@ -77,6 +99,14 @@ pub struct TeamsConfig {
     /// Send the event's guests as `participants.attendees` (see "Unsure" in the module doc).
     #[serde(default = "default_true")]
     pub send_attendees: bool,
+    /// How long a 403 (no application access policy, or one not applied yet: Graph takes up to
+    /// 30 minutes) is retried, counted from the first one, before it becomes permanent.
+    #[serde(default = "default_policy_grace")]
+    pub access_policy_grace_secs: u64,
+    /// Before deleting, PATCH the meeting's lobby so only the organizer bypasses it (a deleted
+    /// meeting's joinWebUrl keeps working; see the module doc).
+    #[serde(default = "default_true")]
+    pub lock_lobby_on_delete: bool,
 }
 
 fn default_base_url() -> String {
@@ -94,6 +124,9 @@ fn default_zone() -> String {
 fn default_true() -> bool {
     true
 }
+fn default_policy_grace() -> u64 {
+    3600
+}
 
 impl TeamsConfig {
     /// A config with every optional field at its default.
@@ -108,6 +141,8 @@ impl TeamsConfig {
             timeout_secs: default_timeout(),
             default_time_zone: default_zone(),
             send_attendees: true,
+            access_policy_grace_secs: default_policy_grace(),
+            lock_lobby_on_delete: true,
         }
     }
 }
@@ -115,11 +150,25 @@ impl TeamsConfig {
 /// The Teams provider.
 pub struct TeamsProvider {
     config: TeamsConfig,
-    meetings_url: String,
+    base_url: String,
     token_url: String,
     client: reqwest::Client,
     tokens: TokenCache,
     zone: Tz,
+    /// The organizer's object id: the configured one, or the UPN's, looked up once.
+    object_id: tokio::sync::OnceCell<String>,
+    /// When Graph first refused us with 403 since the last success (the access-policy window).
+    refused_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A Microsoft Entra object id: a GUID.
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl TeamsProvider {
@@ -144,6 +193,12 @@ impl TeamsProvider {
         if config.timeout_secs == 0 {
             return Err("teams: timeout_secs must be at least 1".into());
         }
+        let user = config.user_id.trim();
+        if !is_guid(user) && !user.contains('@') {
+            return Err(format!(
+                "teams: user_id {user:?} is neither an object id (a GUID) nor a UPN (user@domain)"
+            ));
+        }
         let zone: Tz = config.default_time_zone.parse().map_err(|_| {
             format!(
                 "teams: default_time_zone {:?} is not an IANA time zone",
@@ -151,12 +206,14 @@ impl TeamsProvider {
             )
         })?;
         let client = http::client(Duration::from_secs(config.timeout_secs))?;
+        let object_id = tokio::sync::OnceCell::new();
+        if is_guid(user) {
+            let _ = object_id.set(user.to_ascii_lowercase());
+        }
         Ok(TeamsProvider {
-            meetings_url: format!(
-                "{}/users/{}/onlineMeetings",
-                config.base_url.trim_end_matches('/'),
-                path_segment(&config.user_id)
-            ),
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            object_id,
+            refused_since: std::sync::Mutex::new(None),
             token_url: format!(
                 "{}/{}/oauth2/v2.0/token",
                 config.login_url.trim_end_matches('/'),
@@ -194,6 +251,179 @@ impl TeamsProvider {
         self.tokens.invalidate().await;
         let token = self.tokens.get(|| self.fetch_token()).await?;
         http::send(NAME, make(token.expose())).await
+    }
+
+    /// The organizer's object id. Graph's onlineMeetings routes take the user's object id, not
+    /// a UPN ("userId is the object ID of a user", microsoft-graph-docs-contrib
+    /// api-reference/v1.0/api/onlinemeeting-createorget.md and onlinemeeting-update.md, "HTTP
+    /// request" notes; with a UPN every call 404s). A configured UPN is resolved once with
+    /// `GET /users/{upn}?$select=id` (user-get; needs User.Read.All) and cached.
+    async fn object_id(&self) -> Result<&str, ProviderError> {
+        self.object_id
+            .get_or_try_init(|| async {
+                let upn = self.config.user_id.trim();
+                let url = format!("{}/users/{}", self.base_url, path_segment(upn));
+                let answer = self
+                    .call(|token| {
+                        self.client
+                            .get(&url)
+                            .query(&[("$select", "id")])
+                            .bearer_auth(token)
+                    })
+                    .await?;
+                match answer.status {
+                    200..=299 => {}
+                    404 => {
+                        return Err(ProviderError::Permanent {
+                            provider: NAME.into(),
+                            detail: format!(
+                                "the organizer {upn:?} (user_id) does not exist in the tenant: {}",
+                                answer.describe()
+                            ),
+                        });
+                    }
+                    403 => {
+                        return Err(ProviderError::Permanent {
+                            provider: NAME.into(),
+                            detail: format!(
+                                "cannot resolve the UPN {upn:?} to an object id: the app needs User.Read.All, or set user_id to the object id: {}",
+                                answer.describe()
+                            ),
+                        });
+                    }
+                    _ => return Err(answer.error()),
+                }
+                #[derive(Deserialize)]
+                struct User {
+                    id: Option<String>,
+                }
+                let user: User = answer.json()?;
+                user.id
+                    .filter(|id| is_guid(id))
+                    .map(|id| {
+                        tracing::info!("teams: organizer {upn} has object id {id}");
+                        id
+                    })
+                    .ok_or_else(|| transient(&answer, "the user has no object id"))
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn meetings_url(&self) -> Result<String, ProviderError> {
+        Ok(format!(
+            "{}/users/{}/onlineMeetings",
+            self.base_url,
+            path_segment(self.object_id().await?)
+        ))
+    }
+
+    /// Whether the organizer exists (`GET /users/{id}?$select=id`): settles what a 404 from an
+    /// onlineMeetings route means. Graph documents no error code that tells a missing user from
+    /// a missing meeting on these routes (both are observed as 404 `NotFound`), so the adapter
+    /// asks the directory. `None`: the directory could not say (no User.Read.All: 403).
+    async fn user_exists(&self) -> Result<Option<bool>, ProviderError> {
+        let url = format!(
+            "{}/users/{}",
+            self.base_url,
+            path_segment(self.object_id().await?)
+        );
+        let answer = self
+            .call(|token| {
+                self.client
+                    .get(&url)
+                    .query(&[("$select", "id")])
+                    .bearer_auth(token)
+            })
+            .await?;
+        match answer.status {
+            200..=299 => Ok(Some(true)),
+            404 => Ok(Some(false)),
+            403 => Ok(None),
+            _ => Err(answer.error()),
+        }
+    }
+
+    /// A 404 from an onlineMeetings route: the meeting is gone ([`ProviderError::NotFound`]),
+    /// unless the organizer is: then a permanent configuration error. Graph's directory answers
+    /// a missing user with `Request_ResourceNotFound` (api-reference/v1.0/api/user-get.md);
+    /// that code on the route itself is taken at its word.
+    async fn not_found(&self, answer: &Answer) -> ProviderError {
+        let user_gone = if graph_code(answer).as_deref() == Some("Request_ResourceNotFound") {
+            Some(false)
+        } else {
+            match self.user_exists().await {
+                Ok(exists) => exists,
+                Err(e) => return e,
+            }
+        };
+        match user_gone {
+            Some(false) => ProviderError::Permanent {
+                provider: NAME.into(),
+                detail: format!(
+                    "the organizer (user_id {}) does not exist: {}",
+                    self.config.user_id,
+                    answer.describe()
+                ),
+            },
+            Some(true) => ProviderError::NotFound {
+                provider: NAME.into(),
+            },
+            None => {
+                tracing::warn!(
+                    "teams: a 404 from Graph and no directory access to tell a missing meeting from a missing organizer: taking the meeting as gone"
+                );
+                ProviderError::NotFound {
+                    provider: NAME.into(),
+                }
+            }
+        }
+    }
+
+    /// Classifies a failed onlineMeetings answer. A 403 is what Graph answers while the
+    /// application access policy is missing or not applied yet: "Changes to application access
+    /// policies can take up to 30 minutes to take effect in Microsoft Graph REST API calls"
+    /// (microsoft-graph-docs-contrib concepts/cloud-communication-online-meeting-application-access-policy.md,
+    /// note under "Configure application access policy"). So it is retried (every 5 minutes)
+    /// for `access_policy_grace_secs` from the first 403 since the last success, then permanent.
+    async fn failure(&self, answer: &Answer) -> ProviderError {
+        match answer.status {
+            404 => self.not_found(answer).await,
+            403 => {
+                let now = std::time::Instant::now();
+                let first = *self
+                    .refused_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(now);
+                let grace = Duration::from_secs(self.config.access_policy_grace_secs);
+                if now.duration_since(first) < grace {
+                    ProviderError::Transient {
+                        provider: NAME.into(),
+                        detail: format!(
+                            "refused (no application access policy for user_id yet? policy changes take up to 30 minutes to apply; retried until {} s after the first refusal): {}",
+                            grace.as_secs(),
+                            answer.describe()
+                        ),
+                        retry_after: Some(Duration::from_secs(300).min(grace)),
+                    }
+                } else {
+                    ProviderError::Permanent {
+                        provider: NAME.into(),
+                        detail: format!(
+                            "refused for more than {} s: grant the app an application access policy for user_id (Grant-CsApplicationAccessPolicy) and OnlineMeetings.ReadWrite.All: {}",
+                            grace.as_secs(),
+                            answer.describe()
+                        ),
+                    }
+                }
+            }
+            _ => answer.error(),
+        }
+    }
+
+    fn succeeded(&self) {
+        *self.refused_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// subject, startDateTime, endDateTime (always together) and the full attendee list.
@@ -237,6 +467,16 @@ fn path_segment(s: &str) -> String {
     out
 }
 
+/// Graph's error code (`error.code`), if the body has one.
+fn graph_code(answer: &Answer) -> Option<String> {
+    serde_json::from_slice::<Value>(&answer.body)
+        .ok()?
+        .get("error")?
+        .get("code")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// The `externalId` for an action's key: SHA-256, shaped as a GUID.
 pub fn external_id_for(key: &str) -> String {
     let h = http::sha256_hex(key.as_bytes());
@@ -272,6 +512,38 @@ fn no_occurrences() -> ProviderError {
     }
 }
 
+impl TeamsProvider {
+    /// A deleted online meeting's joinWebUrl keeps working (microsoftgraph/microsoft-graph-docs
+    /// issues #7802 "Deleted but joinWebUrl still working" and #17590, open since 2020/2022; the
+    /// delete page documents nothing about it). Graph documents no way to disable a link; the
+    /// closest it documents is the lobby: `PATCH` `lobbyBypassSettings` (applies to in-progress
+    /// meetings too; onlinemeeting-update.md, "Request body") with scope `organizer`: "Only the
+    /// organizer is admitted into the meeting and bypassing the lobby. All other participants
+    /// are placed in the meeting lobby" (resources/lobbybypasssettings.md), and dial-in callers
+    /// no longer bypass it. So after a cancel, anyone using the old link waits in the lobby
+    /// until someone with organizer rights admits them. A 404 here goes on to the DELETE (which
+    /// decides what it means); 429 and 5xx are retried; any other refusal is logged and the
+    /// delete goes ahead (the link is then as open as before: the documented limit).
+    async fn lock_lobby(&self, url: &str) -> Result<(), ProviderError> {
+        let body =
+            json!({"lobbyBypassSettings": {"scope": "organizer", "isDialInBypassEnabled": false}});
+        let answer = self
+            .call(|token| self.client.patch(url).json(&body).bearer_auth(token))
+            .await?;
+        match answer.status {
+            200..=299 | 404 => Ok(()),
+            429 | 408 | 500..=599 => Err(answer.error()),
+            _ => {
+                tracing::warn!(
+                    "teams: could not lock the lobby before deleting (the old link stays open): {}",
+                    answer.describe()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
 impl ConferenceProvider for TeamsProvider {
     fn name(&self) -> &str {
         NAME
@@ -296,13 +568,24 @@ impl ConferenceProvider for TeamsProvider {
         Box::pin(async move {
             let mut body = self.fields(spec);
             body.insert("externalId".into(), external_id_for(key).into());
-            let url = format!("{}/createOrGet", self.meetings_url);
+            let url = format!("{}/createOrGet", self.meetings_url().await?);
             let answer = self
                 .call(|token| self.client.post(&url).json(&body).bearer_auth(token))
                 .await?;
             if !answer.is_success() {
-                return Err(answer.error());
+                return Err(match self.failure(&answer).await {
+                    // createOrGet names no meeting: a 404 can only be about the organizer.
+                    ProviderError::NotFound { .. } => ProviderError::Permanent {
+                        provider: NAME.into(),
+                        detail: format!(
+                            "the organizer (user_id) was not found: {}",
+                            answer.describe()
+                        ),
+                    },
+                    e => e,
+                });
             }
+            self.succeeded();
             let made: OnlineMeeting = answer.json_redacted()?;
             let meeting_id = made
                 .id
@@ -327,13 +610,18 @@ impl ConferenceProvider for TeamsProvider {
     ) -> BoxFuture<'a, Result<Option<String>, ProviderError>> {
         Box::pin(async move {
             let body = self.fields(spec);
-            let url = format!("{}/{}", self.meetings_url, path_segment(meeting_id));
+            let url = format!(
+                "{}/{}",
+                self.meetings_url().await?,
+                path_segment(meeting_id)
+            );
             let answer = self
                 .call(|token| self.client.patch(&url).json(&body).bearer_auth(token))
                 .await?;
             if !answer.is_success() {
-                return Err(answer.error());
+                return Err(self.failure(&answer).await);
             }
+            self.succeeded();
             // Graph answers the updated meeting; an empty or unreadable answer still means the
             // update was applied, and the link did not change.
             let updated = serde_json::from_slice::<OnlineMeeting>(&answer.body).ok();
@@ -370,14 +658,23 @@ impl ConferenceProvider for TeamsProvider {
         _key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            let url = format!("{}/{}", self.meetings_url, path_segment(meeting_id));
+            let url = format!(
+                "{}/{}",
+                self.meetings_url().await?,
+                path_segment(meeting_id)
+            );
+            if self.config.lock_lobby_on_delete {
+                self.lock_lobby(&url).await?;
+            }
             let answer = self
                 .call(|token| self.client.delete(&url).bearer_auth(token))
                 .await?;
             if answer.is_success() {
+                self.succeeded();
                 return Ok(());
             }
-            match answer.error() {
+            // A missing meeting is done; a missing organizer is not (the meeting may live on).
+            match self.failure(&answer).await {
                 ProviderError::NotFound { .. } => Ok(()),
                 e => Err(e),
             }

@@ -65,6 +65,9 @@ struct App {
     /// meetingID -> (createTime, create parameters)
     running: Arc<Mutex<BTreeMap<String, Running>>>,
     clock: Arc<AtomicU64>,
+    /// Answer a repeated create FAILED `idNotUnique` (older releases) instead of SUCCESS with
+    /// `duplicateWarning`.
+    old_release: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn decode(s: &str) -> String {
@@ -147,14 +150,29 @@ async fn handle(
     };
     match call {
         "create" => {
-            if params.get("name").is_none_or(String::is_empty) {
-                return app.fake.problem("create without name".into());
+            // The API reference (`create`, https://docs.bigbluebutton.org/development/api#create):
+            // `name` is required and must be 2 to 256 characters, else FAILED validationError
+            // (the server is Java: UTF-16 code units).
+            let name_len = params.get("name").map_or(0, |n| n.encode_utf16().count());
+            if !(2..=256).contains(&name_len) {
+                return failed(
+                    "validationError",
+                    "Meeting name must be between 2 and 256 characters",
+                );
             }
             if params.get("record").map(String::as_str) != Some("false") {
                 return app.fake.problem("create must say record=false".into());
             }
             let mut running = app.running.lock().unwrap();
             if let Some((time, _)) = running.get(&meeting_id) {
+                // Older releases refuse a second create whose passwords differ from the first
+                // (role mode sends none, so the server's random ones never match).
+                if app.old_release.load(Ordering::SeqCst) {
+                    return failed(
+                        "idNotUnique",
+                        "A meeting already exists with that meeting ID. Please use a different meeting ID.",
+                    );
+                }
                 return xml(&format!(
                     "<returncode>SUCCESS</returncode><meetingID>{meeting_id}</meetingID><createTime>{time}</createTime><messageKey>duplicateWarning</messageKey><message>This conference was already in existence and may currently be in progress.</message>"
                 ));
@@ -165,6 +183,12 @@ async fn handle(
                 "<returncode>SUCCESS</returncode><meetingID>{meeting_id}</meetingID><internalMeetingID>int-1</internalMeetingID><createTime>{time}</createTime><hasBeenForciblyEnded>false</hasBeenForciblyEnded><messageKey></messageKey><message></message>"
             ))
         }
+        "getMeetingInfo" => match app.running.lock().unwrap().get(&meeting_id) {
+            Some((time, _)) => xml(&format!(
+                "<returncode>SUCCESS</returncode><meetingID>{meeting_id}</meetingID><createTime>{time}</createTime><running>true</running>"
+            )),
+            None => failed("notFound", "A meeting with that ID does not exist"),
+        },
         "end" => {
             let mut running = app.running.lock().unwrap();
             let Some((_, created)) = running.get(&meeting_id) else {
@@ -193,6 +217,7 @@ async fn bbb(sha: Sha, extra: Value) -> (App, String, BigBlueButtonProvider) {
         sha,
         running: Arc::default(),
         clock: Arc::default(),
+        old_release: Arc::default(),
     };
     let base = common_rooms::serve(Router::new().fallback(handle).with_state(app.clone())).await;
     let base_url = format!("{base}/bigbluebutton/api");
@@ -488,10 +513,6 @@ async fn failures_are_classified() {
             200,
             "<response><returncode>FAILED</returncode><messageKey>maxConcurrent</messageKey><message>Too many meetings</message></response>",
         ),
-        Canned::new(
-            200,
-            "<response><returncode>FAILED</returncode><messageKey>idNotUnique</messageKey><message>A meeting already exists</message></response>",
-        ),
         Canned::new(429, "slow down").header("retry-after", "9"),
     ]);
     let e = join().await.unwrap_err();
@@ -513,8 +534,6 @@ async fn failures_are_classified() {
         matches!(e, ProviderError::Permanent { .. }) && e.to_string().contains("maxConcurrent"),
         "{e:?}"
     );
-    let e = join().await.unwrap_err();
-    assert!(matches!(e, ProviderError::Conflict { .. }), "{e:?}");
     let e = join().await.unwrap_err();
     assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(9)));
     assert!(matches!(e, ProviderError::RateLimited { .. }));
@@ -577,4 +596,72 @@ async fn config_is_validated() {
         .err()
         .unwrap();
     assert!(e.contains("public_url"), "{e}");
+}
+
+/// Issue 14, item 11: a one-character title made every join fail with validationError (the
+/// fake refuses names outside 2..=256 characters, as the API reference's `create` says); long
+/// titles are cut to 256 UTF-16 units on a character boundary.
+#[tokio::test]
+async fn meeting_names_are_fitted_to_two_to_256_characters() {
+    let (app, _, p) = bbb(Sha::Two56, json!({})).await;
+    for (i, title) in ["X", "", "👍", &"é".repeat(300), &"😀".repeat(200)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut spec = meeting_spec();
+        spec.title = title.to_owned();
+        let m = p.create(&spec, &format!("k{i}")).await.unwrap();
+        let answer = p
+            .join_at(&m.meeting_id, &guest(), now(DURING))
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, JoinAnswer::Redirect(_)),
+            "{title:?}: {answer:?}"
+        );
+    }
+    let names: Vec<String> = app
+        .running
+        .lock()
+        .unwrap()
+        .values()
+        .map(|(_, params)| params["name"].clone())
+        .collect();
+    assert!(names.contains(&"X meeting".to_owned()), "{names:?}");
+    assert!(names.contains(&"Meeting".to_owned()), "{names:?}");
+    assert!(names.contains(&"é".repeat(256)), "{names:?}");
+    assert!(names.contains(&"😀".repeat(128)), "{names:?}");
+    app.fake.assert_clean();
+}
+
+/// Issue 14, item 11: a repeated create in role mode answers `duplicateWarning` on current
+/// releases and `idNotUnique` on older ones; both mean the meeting is running, so the second
+/// click still gets a join (with the running meeting's createTime from getMeetingInfo).
+#[tokio::test]
+async fn a_repeated_create_answered_id_not_unique_still_joins() {
+    let (app, base_url, p) = bbb(Sha::Two56, json!({})).await;
+    app.old_release.store(true, Ordering::SeqCst);
+    let m = p.create(&meeting_spec(), "k").await.unwrap();
+    let first = p
+        .join_at(&m.meeting_id, &guest(), now(DURING))
+        .await
+        .unwrap();
+    let second = p
+        .join_at(&m.meeting_id, &host(), now(DURING))
+        .await
+        .unwrap();
+    let (a, b) = (
+        join_params(&app, &base_url, first),
+        join_params(&app, &base_url, second),
+    );
+    assert_eq!(a["createTime"], b["createTime"]);
+    assert_eq!(b["role"], "MODERATOR");
+    let infos = app
+        .fake
+        .lines()
+        .iter()
+        .filter(|l| l.ends_with("/getMeetingInfo"))
+        .count();
+    assert_eq!(infos, 1);
+    app.fake.assert_clean();
 }

@@ -24,6 +24,8 @@ struct App {
     fake: Fake,
     rooms: Arc<Mutex<BTreeMap<String, Value>>>,
     domain: Arc<Mutex<String>>,
+    /// When each DELETE arrived (tokio's clock), for the documented limit.
+    deletes: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 impl App {
@@ -32,6 +34,7 @@ impl App {
             fake: Fake::default(),
             rooms: Arc::default(),
             domain: Arc::new(Mutex::new("https://confsync-test.daily.co".into())),
+            deletes: Arc::default(),
         }
     }
 
@@ -171,6 +174,22 @@ async fn handle(
             Canned::json(200, room.clone()).into_response()
         }
         ("DELETE", name) if name.starts_with('/') => {
+            // docs.daily.co, REST API reference, "Rate limits": DELETE /rooms/:name allows
+            // "about 2 requests per second, or 50 requests over a 30 second window"; beyond
+            // that Daily answers 429 rate-limit-error. The fake enforces the window strictly.
+            {
+                let mut deletes = app.deletes.lock().unwrap();
+                let recent = deletes
+                    .iter()
+                    .filter(|t| seen.at.duration_since(**t) < Duration::from_secs(30))
+                    .count();
+                if recent >= 50 {
+                    return Canned::json(429, json!({"error": "rate-limit-error"}))
+                        .header("retry-after", "5")
+                        .into_response();
+                }
+                deletes.push(seen.at);
+            }
             match app.rooms.lock().unwrap().remove(&name[1..]) {
                 Some(_) => {
                     Canned::json(200, json!({"deleted": true, "name": &name[1..]})).into_response()
@@ -329,35 +348,56 @@ async fn an_expired_room_is_recreated_with_the_same_name_and_its_new_url_returne
     app.fake.assert_clean();
 }
 
+/// Issue 14, item 9: a series' room used to get no `exp` and piled up against the plan's room
+/// limit. Now it expires after the series' last occurrence (Daily's room `exp` property,
+/// docs.daily.co, REST API reference, rooms, "config"), and an endless series after a bounded
+/// horizon renewed by each update.
 #[tokio::test]
-async fn a_series_room_has_no_expiry_and_an_update_clears_one() {
+async fn a_series_room_expires_after_its_last_occurrence() {
     let (app, p) = daily(json!({})).await;
     let single = p.create(&meeting_spec(), "k").await.unwrap();
+    // Weekly, 10 times from Saturday 2030-06-01: the last is 2030-08-03, 10:00 to 11:00 UTC.
     let weekly = series(
         "Weekly",
         at("2030-06-01T10:00:00Z"),
         at("2030-06-01T11:00:00Z"),
     );
     let s = p.create(&weekly, "series").await.unwrap();
-    let sent = app.fake.requests();
+    let last_exp = unix(at("2030-08-03T12:00:00Z"));
     assert_eq!(
-        sent[1].json()["properties"],
-        json!({"nbf": unix(at("2030-06-01T09:45:00Z"))})
+        app.fake.requests()[1].json()["properties"],
+        json!({"nbf": unix(at("2030-06-01T09:45:00Z")), "exp": last_exp,
+               "eject_at_room_exp": true})
     );
-    assert!(
-        app.room(&s.meeting_id).unwrap()["config"]
-            .get("exp")
-            .is_none()
-    );
-    // Unsure (Daily's reference does not say): `"exp": null` clears an expiry on update.
+    assert_eq!(app.room(&s.meeting_id).unwrap()["config"]["exp"], last_exp);
+    // A single meeting that becomes the series: its room now closes after the last occurrence.
     p.update(&single.meeting_id, &weekly, "k3").await.unwrap();
-    let last = app.fake.requests().pop().unwrap();
-    assert_eq!(last.json()["properties"]["exp"], Value::Null);
-    assert_eq!(last.json()["properties"]["eject_at_room_exp"], false);
+    assert_eq!(
+        app.room(&single.meeting_id).unwrap()["config"]["exp"],
+        last_exp
+    );
+    // UNTIL (a date, in the event's zone) and EXDATE are honoured.
+    let mut until = weekly.clone();
+    until.recurrence = vec!["RRULE:FREQ=DAILY;UNTIL=20300605".into()];
+    p.update(&s.meeting_id, &until, "u").await.unwrap();
+    assert_eq!(
+        app.room(&s.meeting_id).unwrap()["config"]["exp"],
+        unix(at("2030-06-05T12:00:00Z"))
+    );
+
+    // Endless: now + series_horizon_days (90), renewed by every update.
+    let mut endless = weekly.clone();
+    endless.recurrence = vec!["RRULE:FREQ=WEEKLY".into()];
+    let before = chrono::Utc::now();
+    let e = p.create(&endless, "endless").await.unwrap();
+    let exp = app.room(&e.meeting_id).unwrap()["config"]["exp"]
+        .as_i64()
+        .unwrap();
+    let horizon = chrono::TimeDelta::days(90);
     assert!(
-        app.room(&single.meeting_id).unwrap()["config"]
-            .get("exp")
-            .is_none()
+        exp >= (before + horizon).timestamp() && exp <= (chrono::Utc::now() + horizon).timestamp()
+            || exp == (unix(at("2030-06-01T09:45:00Z")) + horizon.num_seconds()),
+        "{exp}"
     );
     app.fake.assert_clean();
 }
@@ -472,6 +512,8 @@ fn config_is_validated_with_precise_messages() {
     assert_eq!(c.base_url, "https://api.daily.co/v1");
     assert_eq!(c.room_prefix, "cs-");
     assert_eq!(c.delete_interval_ms, 500);
+    assert_eq!((c.delete_burst, c.delete_window_secs), (50, 30));
+    assert_eq!(c.series_horizon_days, 90);
     assert!(parse(json!({"api_key": "k", "colour": "red"})).is_err());
     assert!(parse(json!({"api_key": "k", "privacy": "secret"})).is_err());
     let e = DailyProvider::new(parse(json!({"api_key": "k", "room_prefix": "a b"})).unwrap())
@@ -562,6 +604,43 @@ async fn the_provider_sends_deletes_through_one_shared_limiter() {
             "deletes {:?} apart",
             pair[1] - pair[0]
         );
+    }
+    assert!(app.rooms.lock().unwrap().is_empty());
+    app.fake.assert_clean();
+}
+
+/// Issue 14, item 9: 500 ms apart alone allows 60 deletes in 30 s; Daily documents about 2 a
+/// second *or 50 over 30 s* for DELETE /rooms/:name (docs.daily.co, REST API reference, "Rate
+/// limits"). The fake answers the 51st delete within 30 s with 429.
+#[tokio::test(start_paused = true)]
+async fn deletes_keep_to_fifty_per_thirty_seconds() {
+    let (app, p) = daily(json!({"timeout_secs": 300})).await;
+    let p = Arc::new(p);
+    let mut names = Vec::new();
+    for i in 0..60 {
+        names.push(
+            p.create(&meeting_spec(), &format!("k{i}"))
+                .await
+                .unwrap()
+                .meeting_id,
+        );
+    }
+    let mut tasks = Vec::new();
+    for name in names {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move { p.delete(&name, "d").await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut at = deletes(&app.fake.requests());
+    at.sort();
+    assert_eq!(at.len(), 60);
+    for (i, t) in at.iter().enumerate().skip(50) {
+        assert!(*t - at[i - 50] >= Duration::from_secs(30), "delete {i}");
+    }
+    for pair in at.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(500));
     }
     assert!(app.rooms.lock().unwrap().is_empty());
     app.fake.assert_clean();

@@ -162,7 +162,8 @@ async fn a_guest_gets_a_fresh_hs256_token_for_the_meeting_window() {
             "room": room,
             "nbf": unix(at("2030-06-01T09:45:00Z")),
             "exp": unix(at("2030-06-01T12:00:00Z")),
-            "context": {"user": {"name": "Gina", "moderator": false}},
+            // lib-jitsi-meet doc/tokens.md: context.user fields must be strings.
+            "context": {"user": {"name": "Gina", "moderator": "false"}},
         })
     );
     // The host is moderator; a guest without a name lets Jitsi ask for one.
@@ -171,7 +172,7 @@ async fn a_guest_gets_a_fresh_hs256_token_for_the_meeting_window() {
             .await
             .unwrap(),
     );
-    assert_eq!(token(&url).2["context"]["user"]["moderator"], true);
+    assert_eq!(token(&url).2["context"]["user"]["moderator"], "true");
     let url = redirect(
         p.join_at(&m.meeting_id, &guest(None), now("2030-06-01T10:05:00Z"))
             .await
@@ -179,8 +180,134 @@ async fn a_guest_gets_a_fresh_hs256_token_for_the_meeting_window() {
     );
     assert_eq!(
         token(&url).2["context"]["user"],
-        json!({"moderator": false})
+        json!({"moderator": "false"})
     );
+}
+
+/// Issue 14, item 10: the moderator flag is a string by default (lib-jitsi-meet's doc/tokens.md,
+/// "Token Identifiers": numeric or other non-string types in context.user raise an exception);
+/// `moderator_as_string = false` is the escape hatch for a Prosody plugin that reads a boolean.
+#[tokio::test]
+async fn the_moderator_flag_is_a_string_unless_configured_otherwise() {
+    let (_, p) = jitsi(hs256()).await;
+    let m = p.create(&meeting_spec(), "k").await.unwrap();
+    let at10 = now("2030-06-01T10:05:00Z");
+    let url = redirect(p.join_at(&m.meeting_id, &host(), at10).await.unwrap());
+    let user = token(&url).2["context"]["user"].clone();
+    assert_eq!(user["moderator"], "true");
+    assert!(
+        user.as_object().unwrap().values().all(Value::is_string),
+        "{user}"
+    );
+
+    let (_, p) = jitsi(Some(
+        json!({"app_id": "confsync-app", "app_secret": APP_SECRET,
+                                    "moderator_as_string": false}),
+    ))
+    .await;
+    let m = p.create(&meeting_spec(), "k").await.unwrap();
+    let url = redirect(p.join_at(&m.meeting_id, &host(), at10).await.unwrap());
+    assert_eq!(token(&url).2["context"]["user"]["moderator"], true);
+}
+
+fn rsa_pem() -> (RsaKeyPair, String) {
+    let key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der = key.as_der().unwrap();
+    let b64 = STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    (key, pem)
+}
+
+/// Issue 14, item 10: JaaS mode mints exactly what 8x8 documents
+/// (developer.8x8.com/jaas/docs/api-keys-jwt and its backend samples): header alg RS256, kid
+/// "<tenant>/<key id>", typ JWT; claims aud "jitsi", iss "chat", sub = the tenant
+/// (vpaas-magic-cookie-...), room, nbf, exp, context.user with moderator "true"/"false". The
+/// adapter used to send iss = app_id.
+#[tokio::test]
+async fn jaas_mode_mints_the_documented_header_and_claims() {
+    const TENANT: &str = "vpaas-magic-cookie-1fc542a3e4414a44b2611668195e2bfe";
+    let (key, pem) = rsa_pem();
+    let mut c = json!({
+        "base_url": format!("https://8x8.vc/{TENANT}"),
+        "public_url": "https://confsync.example.com/",
+        "room_secret": ROOM_SECRET,
+        "jwt": {"mode": "jaas", "app_id": TENANT, "private_key": pem, "key_id": "4f4910"},
+    });
+    let store = Store::memory().await.unwrap();
+    let p = JitsiProvider::new(serde_json::from_value(c.clone()).unwrap(), store).unwrap();
+    let m = p.create(&meeting_spec(), "k").await.unwrap();
+    let url = redirect(
+        p.join_at(
+            &m.meeting_id,
+            &guest(Some("Gina")),
+            now("2030-06-01T10:05:00Z"),
+        )
+        .await
+        .unwrap(),
+    );
+    let (room_url, header, claims, input, signature) = token(&url);
+    assert!(
+        room_url.starts_with(&format!("https://8x8.vc/{TENANT}/")),
+        "{room_url}"
+    );
+    let room = room_url.rsplit('/').next().unwrap();
+    assert_eq!(
+        header,
+        json!({"alg": "RS256", "kid": format!("{TENANT}/4f4910"), "typ": "JWT"})
+    );
+    assert_eq!(
+        claims,
+        json!({
+            "aud": "jitsi",
+            "iss": "chat",
+            "sub": TENANT,
+            "room": room,
+            "nbf": unix(at("2030-06-01T09:45:00Z")),
+            "exp": unix(at("2030-06-01T12:00:00Z")),
+            "context": {"user": {"name": "Gina", "moderator": "false"}},
+        })
+    );
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        key.public_key().as_ref(),
+    )
+    .verify(input.as_bytes(), &signature)
+    .expect("RS256 signature verifies");
+
+    // A key id given whole is the same; HS256, a foreign tenant or a base URL off the tenant
+    // are refused with a message naming the setting.
+    c["jwt"]["key_id"] = json!(format!("{TENANT}/4f4910"));
+    let store = Store::memory().await.unwrap();
+    assert!(JitsiProvider::new(serde_json::from_value(c.clone()).unwrap(), store).is_ok());
+    for (field, value, needle) in [
+        ("base_url", json!("https://8x8.vc/"), "base_url"),
+        ("app_id", json!("my-app"), "app_id"),
+        ("key_id", json!("vpaas-magic-cookie-other/4f4910"), "key_id"),
+    ] {
+        let mut bad = c.clone();
+        if field == "base_url" {
+            bad[field] = value;
+        } else {
+            bad["jwt"][field] = value;
+        }
+        let store = Store::memory().await.unwrap();
+        let e = JitsiProvider::new(serde_json::from_value(bad).unwrap(), store)
+            .err()
+            .unwrap();
+        assert!(e.contains(needle), "{field}: {e}");
+    }
+    let mut hs = c.clone();
+    hs["jwt"] = json!({"mode": "jaas", "app_id": TENANT, "app_secret": APP_SECRET, "key_id": "k"});
+    let store = Store::memory().await.unwrap();
+    let e = JitsiProvider::new(serde_json::from_value(hs).unwrap(), store)
+        .err()
+        .unwrap();
+    assert!(e.contains("RS256"), "{e}");
 }
 
 #[tokio::test]

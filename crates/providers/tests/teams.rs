@@ -17,6 +17,8 @@ const TENANT: &str = "contoso.onmicrosoft.com";
 const CLIENT_ID: &str = "app-1";
 const CLIENT_SECRET: &str = "graph-client-secret-XYZ";
 const ORGANIZER: &str = "alice@contoso.com";
+/// Alice's object id: what Graph's onlineMeetings routes take.
+const ORGANIZER_ID: &str = "9f2c7e1a-3b4d-4c5e-8f60-718293a4b5c6";
 
 #[derive(Default)]
 struct Graph {
@@ -26,6 +28,17 @@ struct Graph {
     /// id -> meeting as Graph returns it.
     meetings: BTreeMap<String, Value>,
     next_id: u32,
+    /// The organizer was removed from the tenant.
+    user_deleted: bool,
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn graph_error(status: u16, code: &str, message: &str) -> Reply {
@@ -37,13 +50,6 @@ fn handle(graph: &mut Graph, r: &Request, v: &mut Vec<String>) -> Reply {
     if r.path == format!("/login/{TENANT}/oauth2/v2.0/token") {
         return token(graph, r, v);
     }
-    let prefix = format!("/v1.0/users/{ORGANIZER}/onlineMeetings");
-    let Some(rest) = r.path.strip_prefix(&prefix) else {
-        return bad_request(
-            v,
-            format!("{} {}: not an onlineMeetings path", r.method, r.path),
-        );
-    };
     if !r
         .bearer()
         .is_some_and(|t| graph.valid_tokens.iter().any(|v| v == t))
@@ -53,6 +59,44 @@ fn handle(graph: &mut Graph, r: &Request, v: &mut Vec<String>) -> Reply {
             "InvalidAuthenticationToken",
             "Access token has expired or is not yet valid.",
         );
+    }
+    let Some(rest) = r.path.strip_prefix("/v1.0/users/") else {
+        return bad_request(v, format!("{} {}: not a users path", r.method, r.path));
+    };
+    let (user, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    // user-get (api-reference/v1.0/api/user-get.md): GET /users/{id | userPrincipalName},
+    // $select; a missing user is 404 Request_ResourceNotFound.
+    if rest.is_empty() {
+        if r.method != "GET" || r.query("$select") != Some("id") {
+            return bad_request(
+                v,
+                format!("{} {}: expected GET $select=id", r.method, r.path),
+            );
+        }
+        let known = !graph.user_deleted && (user == ORGANIZER || user == ORGANIZER_ID);
+        return if known {
+            Reply::json(200, json!({"id": ORGANIZER_ID}))
+        } else {
+            graph_error(
+                404,
+                "Request_ResourceNotFound",
+                &format!(
+                    "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+                ),
+            )
+        };
+    }
+    let Some(rest) = rest.strip_prefix("onlineMeetings") else {
+        return bad_request(
+            v,
+            format!("{} {}: not an onlineMeetings path", r.method, r.path),
+        );
+    };
+    // onlinemeeting-createorget.md / onlinemeeting-update.md: "userId is the object ID of a
+    // user"; Graph answers a UPN (or an unknown user) with 404 (observed as code NotFound, the
+    // same code as a missing meeting: nothing in the answer tells the two apart).
+    if !is_guid(user) || user != ORGANIZER_ID || graph.user_deleted {
+        return graph_error(404, "NotFound", "The requested resource was not found.");
     }
     match (r.method.as_str(), rest) {
         ("POST", "/createOrGet") => create_or_get(graph, r, v),
@@ -200,10 +244,42 @@ fn patch(graph: &mut Graph, id: &str, r: &Request, v: &mut Vec<String>) -> Reply
     let body = r.json();
     only_keys(
         &body,
-        &["subject", "startDateTime", "endDateTime", "participants"],
+        &[
+            "subject",
+            "startDateTime",
+            "endDateTime",
+            "participants",
+            "lobbyBypassSettings",
+        ],
         "PATCH",
         v,
     );
+    // onlinemeeting-update.md: lobbyBypassSettings is updatable (also in progress);
+    // lobbybypasssettings.md: scope is one of these, isDialInBypassEnabled a boolean.
+    if let Some(lobby) = body.get("lobbyBypassSettings") {
+        only_keys(
+            lobby,
+            &["scope", "isDialInBypassEnabled"],
+            "PATCH.lobbyBypassSettings",
+            v,
+        );
+        if !matches!(
+            lobby["scope"].as_str(),
+            None | Some(
+                "organizer"
+                    | "organization"
+                    | "organizationAndFederated"
+                    | "everyone"
+                    | "invited"
+                    | "organizationExcludingGuests"
+            )
+        ) || lobby
+            .get("isDialInBypassEnabled")
+            .is_some_and(|b| !b.is_boolean())
+        {
+            v.push(format!("PATCH: lobbyBypassSettings {lobby}"));
+        }
+    }
     check_fields(&body, v, "PATCH");
     let Some(meeting) = graph.meetings.get_mut(id) else {
         return graph_error(404, "NotFound", "The meeting was not found.");
@@ -230,7 +306,7 @@ async fn fake() -> Fake<Graph> {
 }
 
 fn config(fake: &Fake<Graph>) -> TeamsConfig {
-    let mut config = TeamsConfig::new(TENANT, CLIENT_ID, Secret::new(CLIENT_SECRET), ORGANIZER);
+    let mut config = TeamsConfig::new(TENANT, CLIENT_ID, Secret::new(CLIENT_SECRET), ORGANIZER_ID);
     config.base_url = format!("{}/v1.0", fake.url);
     config.login_url = format!("{}/login/", fake.url);
     config.timeout_secs = 5;
@@ -271,7 +347,7 @@ async fn creates_through_create_or_get_with_an_external_id_from_the_key() {
     );
     let sent = &fake.requests_to(
         "POST",
-        "/v1.0/users/alice@contoso.com/onlineMeetings/createOrGet",
+        "/v1.0/users/9f2c7e1a-3b4d-4c5e-8f60-718293a4b5c6/onlineMeetings/createOrGet",
     )[0];
     assert_eq!(sent.bearer(), Some("gt-1"));
     assert_eq!(
@@ -447,7 +523,7 @@ async fn a_refused_client_secret_is_reauth_and_never_printed() {
 async fn throttling_and_faults_are_classified() {
     let fake = fake().await;
     let teams = provider(&fake);
-    let create = "/v1.0/users/alice@contoso.com/onlineMeetings/createOrGet";
+    let create = "/v1.0/users/9f2c7e1a-3b4d-4c5e-8f60-718293a4b5c6/onlineMeetings/createOrGet";
     fake.fail_next(
         "POST",
         create,
@@ -525,7 +601,7 @@ async fn throttling_and_faults_are_classified() {
     );
     let err = teams.create(&spec(), "k").await.unwrap_err();
     assert!(
-        matches!(err, ProviderError::Permanent { .. }) && err.to_string().contains("access policy"),
+        matches!(err, ProviderError::Transient { .. }) && err.to_string().contains("access policy"),
         "{err:?}"
     );
 
@@ -558,4 +634,150 @@ fn config_is_validated_with_precise_messages() {
             .unwrap()
             .contains("client_id is empty")
     );
+}
+
+/// Issue 14, item 7: Graph's onlineMeetings routes take the organizer's object id; a UPN there
+/// answers 404 (the fake refuses it as Graph does), so every create became NotFound. A UPN in
+/// the config is resolved once with GET /users/{upn}?$select=id.
+#[tokio::test]
+async fn a_upn_is_resolved_to_the_object_id_once() {
+    let fake = fake().await;
+    let mut config = config(&fake);
+    config.user_id = ORGANIZER.into();
+    let teams = TeamsProvider::new(config).unwrap();
+    let m = teams.create(&spec(), "k").await.unwrap();
+    teams.create(&spec(), "k2").await.unwrap();
+    teams.update(&m.meeting_id, &spec(), "u").await.unwrap();
+    teams.delete(&m.meeting_id, "d").await.unwrap();
+    assert_eq!(fake.count("GET", "/v1.0/users/alice@contoso.com"), 1);
+    for r in fake.requests() {
+        if r.path.contains("/onlineMeetings") {
+            assert!(
+                r.path.starts_with(&format!("/v1.0/users/{ORGANIZER_ID}/")),
+                "{}",
+                r.path
+            );
+        }
+    }
+    assert_eq!(fake.with(|g| g.meetings.len()), 1);
+
+    // An unknown UPN is a permanent configuration error, not a missing meeting.
+    let mut config = self::config(&fake);
+    config.user_id = "nobody@contoso.com".into();
+    let err = TeamsProvider::new(config)
+        .unwrap()
+        .create(&spec(), "k")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    // Neither an object id nor a UPN: refused at startup.
+    let mut config = self::config(&fake);
+    config.user_id = "alice".into();
+    assert!(
+        TeamsProvider::new(config)
+            .err()
+            .unwrap()
+            .contains("object id")
+    );
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 7: a delete of a missing meeting is done, but when the organizer is gone
+/// (Graph answers the same 404 NotFound on the route) it is not: the directory is asked.
+#[tokio::test]
+async fn a_missing_meeting_is_done_but_a_missing_organizer_is_not() {
+    let fake = fake().await;
+    let teams = provider(&fake);
+    let m = teams.create(&spec(), "k").await.unwrap();
+    teams.delete("never-existed", "d").await.unwrap();
+    let err = teams
+        .update("never-existed", &spec(), "u")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::NotFound { .. }), "{err:?}");
+
+    fake.with(|g| g.user_deleted = true);
+    let err = teams.delete(&m.meeting_id, "d").await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Permanent { .. }) && err.to_string().contains("organizer"),
+        "{err:?}"
+    );
+    let err = teams.update(&m.meeting_id, &spec(), "u").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    let err = teams.create(&spec(), "k9").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    assert_eq!(
+        fake.with(|g| g.meetings.len()),
+        1,
+        "the meeting is still there"
+    );
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 7: "Changes to application access policies can take up to 30 minutes to take
+/// effect" (Graph, "Configure application access policy"): a 403 is retried for a bounded time
+/// from the first one, then permanent; a success in between starts the clock again.
+#[tokio::test]
+async fn an_access_policy_refusal_is_retried_for_a_bounded_time() {
+    let fake = fake().await;
+    let mut config = config(&fake);
+    config.access_policy_grace_secs = 1;
+    let teams = TeamsProvider::new(config).unwrap();
+    let create = format!("/v1.0/users/{ORGANIZER_ID}/onlineMeetings/createOrGet");
+    let refused = || {
+        graph_error(
+            403,
+            "Unauthorized",
+            "App <app_ID_redacted> is not authorized to Create meeting on behalf of user <user_ID_redacted>",
+        )
+    };
+    fake.fail_next("POST", &create, refused());
+    let err = teams.create(&spec(), "k").await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.retry_after().is_some());
+    teams.create(&spec(), "k").await.unwrap(); // the policy applied: the clock resets
+    fake.fail_next("POST", &create, refused());
+    assert!(teams.create(&spec(), "k").await.unwrap_err().is_retryable());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fake.fail_next("POST", &create, refused());
+    let err = teams.create(&spec(), "k").await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Permanent { .. })
+            && err.to_string().contains("application access policy"),
+        "{err:?}"
+    );
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 7: a deleted meeting's joinWebUrl keeps working (Graph docs issues #7802,
+/// #17590), so the lobby is locked to the organizer before the DELETE (lobbyBypassSettings,
+/// onlinemeeting-update.md and lobbybypasssettings.md).
+#[tokio::test]
+async fn a_cancelled_meetings_lobby_is_locked_before_the_delete() {
+    let fake = fake().await;
+    let teams = provider(&fake);
+    let m = teams.create(&spec(), "k").await.unwrap();
+    fake.clear_requests();
+    teams.delete(&m.meeting_id, "d").await.unwrap();
+    let calls: Vec<(String, Value)> = fake
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.json()))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, "PATCH");
+    assert_eq!(
+        calls[0].1,
+        json!({"lobbyBypassSettings": {"scope": "organizer", "isDialInBypassEnabled": false}})
+    );
+    assert_eq!(calls[1].0, "DELETE");
+
+    let mut config = config(&fake);
+    config.lock_lobby_on_delete = false;
+    let plain = TeamsProvider::new(config).unwrap();
+    let m = plain.create(&spec(), "k2").await.unwrap();
+    fake.clear_requests();
+    plain.delete(&m.meeting_id, "d").await.unwrap();
+    assert_eq!(fake.count("PATCH", "/v1.0/"), 0);
+    fake.assert_no_violations();
 }

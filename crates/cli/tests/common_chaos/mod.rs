@@ -807,6 +807,7 @@ fn confsync() -> Command {
     command
         .env("ACME_WEBHOOK_SECRET", SECRET)
         .env("CONFSYNC_GOOGLE_TOKEN", format!("dev:{ALICE}"))
+        .env("NO_COLOR", "1")
         .env_remove("CONFSYNC_LOG");
     for name in [
         "CONFSYNC_GOOGLE_BASE_URL",
