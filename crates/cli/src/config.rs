@@ -63,18 +63,27 @@ join_base_url = "http://127.0.0.1:8080/"
 # tenant_id = "..."
 # client_id = "..."
 # client_secret = "env:GRAPH_CLIENT_SECRET"
-# user_id = "organizer@example.com"
+# user_id = "organizer@example.com"   # object id, or a UPN (resolved once; needs User.Read.All)
+# access_policy_grace_secs = 3600     # a 403 is retried this long (policies take 30 min)
+# lock_lobby_on_delete = true         # lobby to organizer-only before a delete
 #
 # [provider.webex]
 # access_token = "env:WEBEX_TOKEN"
+# create_limit_per_day = 100          # create attempts per 24 h (Webex counts failed ones)
 #
 # [provider.daily]
 # api_key = "env:DAILY_API_KEY"
+# series_horizon_days = 90            # exp of an endless series' room, renewed by updates
+# delete_burst = 50                   # deletes per delete_window_secs (30), 500 ms apart
 #
 # [provider.jitsi]           # join links point at confsync, which mints a JWT per click
 # base_url = "https://meet.example.com"
 # public_url = "https://confsync.example.com/"
 # room_secret = "env:JITSI_ROOM_SECRET"
+# [provider.jitsi.jwt]       # optional; mode = "jaas" for 8x8 JaaS (app_id = vpaas-magic-cookie-...)
+# app_id = "..."
+# private_key = "file:/etc/confsync/jitsi.pem"
+# moderator_as_string = true          # false: a boolean, for Prosody plugins that read one
 #
 # [provider.bigbluebutton]   # join links point at confsync, which calls create, then join
 # base_url = "https://bbb.example.com/bigbluebutton/api"

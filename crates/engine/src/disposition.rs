@@ -5,6 +5,7 @@
 //!   parked, put off without using an attempt, so it waits for the fix and is never lost;
 //! - transient failures and rate limits: retried with backoff (never sooner than the server's
 //!   Retry-After) until the attempts run out, then failed;
+//! - a row that may not end yet (giving up would leave a meeting nothing owns): parked too;
 //! - everything else (refused for good, a meeting gone while its event lives, a calendar error
 //!   no retry fixes): failed at once, visible in the store and on the status page.
 
@@ -25,6 +26,10 @@ pub enum Failure {
     Retryable { retry_after: Option<Duration> },
     /// Needs credentials renewed; retrying before that only wastes calls.
     Reauth,
+    /// The row may not end yet: giving it up would leave something behind that nothing else
+    /// owns (a recreate's new meeting whose need could not be checked). Parked like
+    /// credentials: retried later without using up attempts.
+    Unresolved,
     /// No retry fixes it.
     Permanent,
 }
@@ -81,7 +86,7 @@ pub fn dispose(
     now_ms: i64,
 ) -> Disposition {
     match failure {
-        Failure::Reauth => Disposition::Park {
+        Failure::Reauth | Failure::Unresolved => Disposition::Park {
             not_before_ms: now_ms + REAUTH_PARK.as_millis() as i64,
         },
         Failure::Retryable { retry_after } if attempts + 1 < backoff.max_attempts => {
@@ -167,6 +172,7 @@ mod tests {
             (Failure::of_calendar(&calendar("412")), 0, Box::new(retry(500)), "412 after re-reads"),
             (Failure::of_calendar(&calendar("410")), 0, Box::new(retry(500)), "410 on a row"),
             (Failure::of_calendar(&calendar("reauth")), 0, Box::new(park), "revoked grant"),
+            (Failure::Unresolved, 99, Box::new(park), "a row that may not end never fails"),
             // The executor used to retry a Fatal calendar error in one place and fail it in
             // another; there is one answer now.
             (Failure::of_calendar(&calendar("fatal")), 0, Box::new(fail), "calendar fatal"),

@@ -15,7 +15,7 @@ use confsync_store::OutboxItem;
 use tracing::{info, warn};
 
 use crate::disposition::{Disposition, Failure, dispose};
-use crate::recreate::Recreated;
+use crate::recreate::{RecreateFailure, Recreated};
 use crate::{DrainSummary, Engine, EngineError};
 
 /// What one attempt at a row came to, before it is reported.
@@ -222,7 +222,11 @@ impl Engine {
                     {
                         Ok(Recreated::Superseded) => Step::Superseded,
                         Ok(_) => Step::Done { applied: None },
-                        Err(e) => Step::provider(e),
+                        Err(RecreateFailure::Provider(e)) => Step::provider(e),
+                        Err(RecreateFailure::Unresolved(error)) => Step::Failed {
+                            failure: Failure::Unresolved,
+                            error,
+                        },
                     },
                 );
             }

@@ -79,7 +79,7 @@ impl Engine {
         link: Option<&Link>,
         now_ms: i64,
         summary: &mut DrainSummary,
-    ) -> Result<Result<Recreated, ProviderError>, EngineError> {
+    ) -> Result<Result<Recreated, RecreateFailure>, EngineError> {
         // Links are never removed, so there is always one; without it nothing can be swapped.
         let Some(old) = link else {
             return Ok(Ok(Recreated::Superseded));
@@ -89,7 +89,7 @@ impl Engine {
         summary.provider_calls += 1;
         let meeting = match self.provider.create(spec, &item.idempotency_key).await {
             Ok(meeting) => meeting,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(RecreateFailure::Provider(e))),
         };
         if meeting.meeting_id == old.conference_id {
             // The provider remade the meeting under the same id: nothing to swap, only the
@@ -110,11 +110,12 @@ impl Engine {
             }
             return Ok(Ok(Recreated::Swapped));
         }
-        let result = self
+        let e = match self
             .repoint(item, old, spec, &meeting, now_ms, summary)
-            .await?;
-        let Err(e) = result else {
-            return Ok(result);
+            .await?
+        {
+            Ok(done) => return Ok(Ok(done)),
+            Err(e) => e,
         };
         // The row stops for good when its disposition says so: the new meeting must not
         // outlive it.
@@ -128,14 +129,20 @@ impl Engine {
             ),
             Disposition::Fail
         );
-        if gives_up
-            && let Some(done) = self
+        if !gives_up {
+            return Ok(Err(RecreateFailure::Provider(e)));
+        }
+        Ok(
+            match self
                 .abandon(item, old, spec, &meeting, now_ms, summary)
                 .await?
-        {
-            return Ok(Ok(done));
-        }
-        Ok(Err(e))
+            {
+                Abandoned::Swapped => Ok(Recreated::Swapped),
+                Abandoned::Deleted => Err(RecreateFailure::Provider(e)),
+                // The new meeting's fate is unknown: the row must not end while it may live.
+                Abandoned::Unresolved(why) => Err(RecreateFailure::Unresolved(why)),
+            },
+        )
     }
 
     /// Points the event at the new meeting and swaps the links; deletes the new meeting if the
@@ -212,6 +219,9 @@ impl Engine {
                 }
                 // The user edited the event since our read: read it again, never overwrite.
                 Err(CalendarError::PreconditionFailed) => continue,
+                // Gone from where it was read (moved to another calendar, deleted) or refused
+                // there: read again, wherever it is now, before deciding anything.
+                Err(CalendarError::Fatal { .. }) => continue,
                 Err(e) => return Ok(Err(calendar_failure(e))),
             }
         }
@@ -225,7 +235,9 @@ impl Engine {
 
     /// The row is about to stop for good: the new meeting must not outlive it unless the event
     /// shows it (then the swap is done now). When the event cannot be read, the new meeting is
-    /// kept: two live meetings can be cleaned up, an event whose meeting is gone cannot.
+    /// kept, and the row stays (parked, retried without using attempts) until it can tell: two
+    /// live meetings can be cleaned up, an event whose meeting is gone cannot, and a meeting no
+    /// row owns would never be.
     async fn abandon(
         &self,
         item: &OutboxItem,
@@ -234,27 +246,32 @@ impl Engine {
         meeting: &Meeting,
         now_ms: i64,
         summary: &mut DrainSummary,
-    ) -> Result<Option<Recreated>, EngineError> {
+    ) -> Result<Abandoned, EngineError> {
         let new_id = meeting.meeting_id.as_str();
         match self.find_replaced(item, old, new_id).await {
             Ok(Some(found)) if found.shows(new_id) => {
                 self.swap(item, old, spec, meeting, &found, None, now_ms)
                     .await?;
-                Ok(Some(Recreated::Swapped))
+                Ok(Abandoned::Swapped)
             }
             Ok(_) => {
                 summary.provider_calls += 1;
                 let key = format!("{}:abandoned", item.idempotency_key);
-                if let Err(e) = self.provider.delete(new_id, &key).await
-                    && !matches!(e, ProviderError::NotFound { .. })
-                {
-                    warn!(new_conference_id = new_id, error = %e, "recreate given up; the new meeting could not be deleted");
+                match self.provider.delete(new_id, &key).await {
+                    Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(Abandoned::Deleted),
+                    Err(e) => {
+                        warn!(new_conference_id = new_id, error = %e, "recreate given up; the new meeting could not be deleted yet");
+                        Ok(Abandoned::Unresolved(format!(
+                            "giving up a recreate: the new meeting {new_id} could not be deleted: {e}"
+                        )))
+                    }
                 }
-                Ok(None)
             }
             Err(EngineError::Calendar { source, .. }) => {
-                warn!(new_conference_id = new_id, error = %source, "recreate given up; the event could not be read, the new meeting is kept");
-                Ok(None)
+                warn!(new_conference_id = new_id, error = %source, "recreate given up; the event could not be read, the new meeting is kept for now");
+                Ok(Abandoned::Unresolved(format!(
+                    "giving up a recreate: the event could not be read to tell whether the new meeting {new_id} is needed: {source}"
+                )))
             }
             Err(e) => Err(e),
         }
@@ -371,6 +388,25 @@ impl Engine {
 }
 
 /// What became of a recreate.
+/// Why a recreate attempt did not finish.
+pub(crate) enum RecreateFailure {
+    /// Disposed like any provider failure.
+    Provider(ProviderError),
+    /// Given up, but a new meeting may still live: the row must stay (parked) until that is
+    /// settled.
+    Unresolved(String),
+}
+
+/// What giving up a recreate came to.
+enum Abandoned {
+    /// The event showed the new meeting after all: swapped.
+    Swapped,
+    /// The new meeting is deleted: nothing is left behind.
+    Deleted,
+    /// The new meeting may still live (the event could not be read, or the delete failed).
+    Unresolved(String),
+}
+
 pub(crate) enum Recreated {
     /// The event shows the new meeting and the links are swapped.
     Swapped,

@@ -1563,7 +1563,15 @@ impl Sim {
         *self.calendar.crash_after_patch.lock().unwrap() = false;
         *self.provider.crash_after_call.lock().unwrap() = 0;
         self.finish_all().await;
+        // The service's periodic clean-up of creates whose meeting never showed up in an event
+        // (the add-on gave up after a lost answer, or the user closed the event unsaved) runs
+        // once their grace period has passed.
+        self.now_ms += self.config.intent_grace_ms + 1;
         for _ in 0..40 {
+            let cleaned = self.engine.clean_up_intents(self.now_ms).await.unwrap();
+            if cleaned > 0 {
+                self.log(&format!("settle: {cleaned} abandoned creates cleaned up"));
+            }
             let dirty: Vec<String> = self
                 .triggers
                 .lock()
@@ -1584,7 +1592,15 @@ impl Sim {
                 continue;
             }
             match self.store.next_due().await.unwrap() {
-                None => return true,
+                // The clean-up runs again later (every ten minutes in the service) while an
+                // abandoned create is left (its provider call failed this time).
+                None => {
+                    let cutoff = self.now_ms - self.config.intent_grace_ms;
+                    if self.store.stale_intents(cutoff, 1).await.unwrap().is_empty() {
+                        return true;
+                    }
+                    self.now_ms += 600_000;
+                }
                 Some(at) => self.now_ms = self.now_ms.max(at) + 1,
             }
         }

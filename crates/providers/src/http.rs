@@ -591,8 +591,10 @@ mod tests {
     #[test]
     fn link_headers_name_the_next_page() {
         assert_eq!(
-            link_next(r#"<https://webexapis.com/v1/meetingInvitees?cursor=abc&max=100>; rel="next""#)
-                .as_deref(),
+            link_next(
+                r#"<https://webexapis.com/v1/meetingInvitees?cursor=abc&max=100>; rel="next""#
+            )
+            .as_deref(),
             Some("https://webexapis.com/v1/meetingInvitees?cursor=abc&max=100")
         );
         assert_eq!(

@@ -48,15 +48,34 @@
 //! adopts what it finds. Updates do not send integrationTags (Webex documents that an empty or
 //! null list deletes them; an absent one is taken to keep them).
 //!
+//! Fitting the real platform (issue 14), each against Webex's published references:
+//! - `PATCH /meetings/{id}` is sent as `application/json-patch+json`, the request body content
+//!   type of "Patch a Meeting" in webex/webex-openapi-specs public-spec/webex-meeting.json (an
+//!   object of the fields to change, as that operation's example).
+//! - 423 Locked is transient, honouring `Retry-After` ("The requested resource is temporarily
+//!   unavailable. A Retry-After header may be present", the same file's 423 responses).
+//! - Invitee listings (and every listing) follow the `Link: <...>; rel="next"` pages instead of
+//!   reading one page of at most 100.
+//! - Occurrences are matched by their original start (the scheduled meeting id
+//!   `{series}_{YYYYMMDDTHHMMSSZ}`), so an occurrence moved once can be moved or cancelled again.
+//! - Failed creates count against Webex's 100-per-24-hours scheduling limit: a create Webex
+//!   refused with a 4xx is permanent (not retried), and the adapter itself allows at most
+//!   `create_limit_per_day` create attempts in any 24 hours (RateLimited until a slot frees).
+//!
 //! Errors: Webex refuses to update an in-progress meeting: [`ProviderError::Transient`] with
 //! `retry_after = in_progress_retry_secs`; a meeting created by a calendar connector (Hybrid
 //! Calendar, the Outlook or Google integrations) cannot be changed through the API:
 //! [`ProviderError::Permanent`]. 429 honours `Retry-After`. `trackingid` is quoted as request id.
 //!
-//! Unsure (configurable): the exact wording of those two refusals (matched on
-//! `in_progress_markers` and `connector_markers` in a 4xx body); that `integrationTag` combines
-//! with `from`/`to` in the listing; that a PATCH without integrationTags keeps them; invitee lists
-//! longer than 100 (one page, `max=100`, is read).
+//! Unsure (configurable), and what would settle it: the exact wording of those two refusals
+//! (matched on `in_progress_markers` and `connector_markers` in a 4xx body; a PATCH of a running
+//! and of a connector-made meeting would show it); that `integrationTag` combines with
+//! `from`/`to` in the listing; that a PATCH without integrationTags keeps them (a GET after such
+//! a PATCH); that a scheduled meeting keeps its `{series}_{original start}` id after it is moved
+//! (the spec's examples show the id format, not its stability: moving one and listing the series
+//! would tell); whether Webex accepts plain `application/json` on PATCH too (the spec names only
+//! json-patch+json); the 24-hour create count is per process and per adapter instance, not per
+//! host, and starts empty at each restart (Webex's own count decides; its 429 is honoured).
 
 use std::time::Duration;
 
@@ -111,6 +130,10 @@ pub struct WebexConfig {
     /// Lowercase phrases of a 4xx body meaning "created by a calendar connector".
     #[serde(default = "default_connector_markers")]
     pub connector_markers: Vec<String>,
+    /// Create attempts (`POST /meetings`, failed ones included) allowed in any 24 hours before
+    /// the adapter answers RateLimited without calling (Webex: 100 per host per 24 h); 0: off.
+    #[serde(default = "default_create_limit")]
+    pub create_limit_per_day: u32,
 }
 
 fn default_base_url() -> String {
@@ -132,6 +155,9 @@ fn default_in_progress_markers() -> Vec<String> {
         "inprogress".into(),
     ]
 }
+fn default_create_limit() -> u32 {
+    100
+}
 fn default_connector_markers() -> Vec<String> {
     vec!["connector".into(), "calendar integration".into()]
 }
@@ -151,6 +177,7 @@ impl WebexConfig {
             in_progress_retry_secs: default_in_progress_retry(),
             in_progress_markers: default_in_progress_markers(),
             connector_markers: default_connector_markers(),
+            create_limit_per_day: default_create_limit(),
         }
     }
 
@@ -183,7 +210,16 @@ pub struct WebexProvider {
     client: reqwest::Client,
     auth: Auth,
     zone: Tz,
+    /// When each create attempt of the last 24 hours was sent.
+    creates: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
+
+/// Webex's "Patch a Meeting" takes `application/json-patch+json` (webex/webex-openapi-specs,
+/// public-spec/webex-meeting.json, `paths./meetings/{meetingId}.patch.requestBody.content`),
+/// with the same object body as the example there (a merge of the fields sent, `null` clearing
+/// `agenda`, `recurrence` and `trackingCodes`), not an RFC 6902 operation list.
+const PATCH_CONTENT_TYPE: &str = "application/json-patch+json";
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl WebexProvider {
     pub fn new(config: WebexConfig) -> Result<Self, String> {
@@ -257,7 +293,43 @@ impl WebexProvider {
             client,
             auth,
             zone,
+            creates: std::sync::Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// A PATCH of a meeting with the content type Webex's OpenAPI specification names.
+    fn patch_request(&self, url: &str, body: &Value, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .patch(url)
+            .header(reqwest::header::CONTENT_TYPE, PATCH_CONTENT_TYPE)
+            .body(body.to_string())
+            .bearer_auth(token)
+    }
+
+    /// Takes a create slot in the 24-hour window, or says when the next one frees up. Webex
+    /// counts failed creates against its scheduling limit too, so every attempt takes a slot.
+    fn take_create_slot(&self) -> Result<(), ProviderError> {
+        let limit = self.config.create_limit_per_day as usize;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut sent = self.creates.lock().unwrap_or_else(|p| p.into_inner());
+        while sent.front().is_some_and(|t| now.duration_since(*t) >= DAY) {
+            sent.pop_front();
+        }
+        if sent.len() >= limit {
+            let wait = DAY.saturating_sub(now.duration_since(sent[sent.len() - limit]));
+            return Err(ProviderError::RateLimited {
+                provider: NAME.into(),
+                detail: format!(
+                    "{limit} create attempts in the last 24 hours (create_limit_per_day): Webex's scheduling limit"
+                ),
+                retry_after: Some(wait.max(Duration::from_secs(1))),
+            });
+        }
+        sent.push_back(now);
+        Ok(())
     }
 
     async fn fetch_token(&self) -> Result<(Secret, Duration), ProviderError> {
@@ -323,6 +395,17 @@ impl WebexProvider {
 
     /// Webex's refusals, then the shared classification.
     fn error(&self, answer: &Answer) -> ProviderError {
+        // "423 Locked: The requested resource is temporarily unavailable. A Retry-After header
+        // may be present that specifies how many seconds you need to wait before attempting the
+        // request again." (webex-openapi-specs public-spec/webex-meeting.json, every operation's
+        // 423 response; the shared classification took it as permanent).
+        if answer.status == 423 {
+            return ProviderError::Transient {
+                provider: NAME.into(),
+                detail: format!("temporarily unavailable: {}", answer.describe()),
+                retry_after: answer.retry_after,
+            };
+        }
         if (400..500).contains(&answer.status) && ![401, 404, 429].contains(&answer.status) {
             let text = String::from_utf8_lossy(&answer.body).to_lowercase();
             if self
@@ -367,7 +450,11 @@ impl WebexProvider {
         format!("{}/meetings/{}", self.base_url, path_segment(meeting_id))
     }
 
-    /// GET a listing and decode its items.
+    /// GET a listing and decode its items, following its pages: Webex paginates with a `Link`
+    /// header whose `rel="next"` URL carries the cursor ("Pagination", developer.webex.com
+    /// REST API basics: "the Link header ... rel=next"); the next URL is used as given (it
+    /// already holds the query). Only links on `base_url` are followed (the bearer token goes
+    /// with them), at most 100 pages.
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -378,14 +465,31 @@ impl WebexProvider {
             #[serde(default = "Vec::new")]
             items: Vec<T>,
         }
-        let url = format!("{}{path}", self.base_url);
+        let first = format!("{}{path}", self.base_url);
         let answer = self
-            .call(|token| self.client.get(&url).query(&query).bearer_auth(token))
+            .call(|token| self.client.get(&first).query(&query).bearer_auth(token))
             .await?;
         if !answer.is_success() {
             return Err(self.error(&answer));
         }
-        Ok(answer.json_redacted::<Items<T>>()?.items)
+        let mut next = answer.next_link.clone();
+        let mut items = answer.json_redacted::<Items<T>>()?.items;
+        for _ in 0..100 {
+            let Some(url) = next.take() else { break };
+            if !url.starts_with(&format!("{}/", self.base_url)) {
+                tracing::warn!("webex: not following a next page off base_url");
+                break;
+            }
+            let answer = self
+                .call(|token| self.client.get(&url).bearer_auth(token))
+                .await?;
+            if !answer.is_success() {
+                return Err(self.error(&answer));
+            }
+            next = answer.next_link.clone();
+            items.extend(answer.json_redacted::<Items<T>>()?.items);
+        }
+        Ok(items)
     }
 
     /// Brings the meeting's invitees in line with the spec's attendees.
@@ -459,7 +563,14 @@ impl WebexProvider {
         Ok(())
     }
 
-    /// The scheduled meeting of a series starting at `occurrence`.
+    /// The scheduled meeting of a series whose *original* start is `occurrence` (the calendar
+    /// names an occurrence by its original start, also after it moved). Webex names a series'
+    /// scheduled meetings `{series id}_{original start, UTC, YYYYMMDDTHHMMSSZ}` (the scheduled
+    /// meeting id in webex-meeting.json's examples, e.g.
+    /// `1d824a4a205042eba9574e00b711b226_20200127T120000Z`). The series is listed around the
+    /// original start and a scheduled meeting matches by that id, or (unmoved) by its start; a
+    /// moved one is not in that window, so its id is then read directly (`GET /meetings/{id}`).
+    /// Matching by the current start alone lost an occurrence after its first move.
     async fn find_occurrence(
         &self,
         meeting_id: &str,
@@ -470,6 +581,7 @@ impl WebexProvider {
             id: Option<String>,
             start: Option<String>,
         }
+        let derived = occurrence_id(meeting_id, occurrence);
         let mut query = vec![
             ("meetingSeriesId", meeting_id.to_owned()),
             ("meetingType", "scheduledMeeting".to_owned()),
@@ -478,15 +590,40 @@ impl WebexProvider {
         ];
         query.extend(self.host_query());
         let items: Vec<Scheduled> = self.list("/meetings", query).await?;
-        Ok(items.into_iter().find_map(|s| {
-            let start = DateTime::parse_from_rfc3339(s.start.as_deref()?).ok()?;
-            (start == occurrence).then_some(s.id).flatten()
-        }))
+        if let Some(id) = items.iter().find_map(|s| {
+            let id = s.id.as_deref()?;
+            let moved_here = id.rsplit_once('_').is_some_and(|(_, o)| o.contains('T'));
+            let start = s
+                .start
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+            // By the original-start id; by the start only when the id says nothing else
+            // (another occurrence moved onto this time has another id).
+            (id == derived || (!moved_here && start == Some(occurrence.into()))).then_some(id)
+        }) {
+            return Ok(Some(id.to_owned()));
+        }
+        let url = self.meeting_url(&derived);
+        let query = self.host_query();
+        let answer = self
+            .call(|token| self.client.get(&url).query(&query).bearer_auth(token))
+            .await?;
+        match answer.status {
+            200..=299 => Ok(Some(derived)),
+            404 => Ok(None),
+            _ => Err(self.error(&answer)),
+        }
     }
 
     fn times(&self, start: DateTime<Utc>, end: DateTime<Utc>, zone: Tz) -> (String, String) {
         (local(start, zone), local(end, zone))
     }
+}
+
+/// A series' scheduled meeting id for the occurrence originally at `original` (see
+/// [`WebexProvider::find_occurrence`]).
+pub fn occurrence_id(series_id: &str, original: DateTime<Utc>) -> String {
+    format!("{series_id}_{}", original.format("%Y%m%dT%H%M%SZ"))
 }
 
 fn path_segment(s: &str) -> String {
@@ -900,11 +1037,27 @@ impl ConferenceProvider for WebexProvider {
                 body.insert("hostEmail".into(), host.clone().into());
             }
             let url = format!("{}/meetings", self.base_url);
+            self.take_create_slot()?;
             let answer = self
                 .call(|token| self.client.post(&url).json(&body).bearer_auth(token))
                 .await?;
             if !answer.is_success() {
-                return Err(self.error(&answer));
+                // Webex counts failed creates against the host's 100-per-24-hours scheduling
+                // limit, so a refused create (4xx) is not retried: retrying what Webex refused
+                // would burn the day's allowance. 423 (temporarily locked) and 429 stay
+                // retryable, as do 5xx (the list-by-tag before each create finds a meeting a
+                // failed-looking attempt made).
+                return Err(match self.error(&answer) {
+                    e if e.is_retryable() => e,
+                    ProviderError::Reauth { provider, detail } => {
+                        ProviderError::Reauth { provider, detail }
+                    }
+                    _ if (400..500).contains(&answer.status) => ProviderError::Permanent {
+                        provider: NAME.into(),
+                        detail: format!("Webex refused the create: {}", answer.describe()),
+                    },
+                    e => e,
+                });
             }
             // The answer carries the meeting password and host key: never quoted.
             let made: WebexMeeting = answer.json_redacted()?;
@@ -970,8 +1123,9 @@ impl ConferenceProvider for WebexProvider {
                 body.insert("hostEmail".into(), host.clone().into());
             }
             let url = self.meeting_url(meeting_id);
+            let body = Value::Object(body);
             let answer = self
-                .call(|token| self.client.patch(&url).json(&body).bearer_auth(token))
+                .call(|token| self.patch_request(&url, &body, token))
                 .await?;
             if !answer.is_success() {
                 return Err(self.error(&answer));
@@ -1030,7 +1184,7 @@ impl ConferenceProvider for WebexProvider {
             }
             let url = self.meeting_url(&scheduled);
             let answer = self
-                .call(|token| self.client.patch(&url).json(&body).bearer_auth(token))
+                .call(|token| self.patch_request(&url, &body, token))
                 .await?;
             if answer.is_success() {
                 Ok(())

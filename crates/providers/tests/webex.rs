@@ -72,7 +72,32 @@ fn handle(w: &mut Webex, r: &Request, v: &mut Vec<String>) -> Reply {
     match (r.method.as_str(), segments.as_slice()) {
         ("POST", ["v1", "meetings"]) => create(w, r, v),
         ("GET", ["v1", "meetings"]) => list(w, r, v),
-        ("PATCH", ["v1", "meetings", id]) => patch(w, id, r, v),
+        ("PATCH", ["v1", "meetings", id]) => {
+            // "Patch a Meeting" (webex-openapi-specs public-spec/webex-meeting.json,
+            // paths./meetings/{meetingId}.patch.requestBody.content) takes
+            // application/json-patch+json; anything else is 415 Unsupported Media Type.
+            if r.header("content-type") != Some("application/json-patch+json") {
+                v.push(format!(
+                    "PATCH with content type {:?}",
+                    r.header("content-type")
+                ));
+                return webex_error(415, "Unsupported Media Type");
+            }
+            patch(w, id, r, v)
+        }
+        ("GET", ["v1", "meetings", id]) => {
+            if let Some((s, occ, at)) = w.scheduled.iter().find(|(_, occ, _)| occ == id) {
+                return Reply::json(
+                    200,
+                    json!({"id": occ, "meetingSeriesId": s, "meetingType": "scheduledMeeting",
+                           "start": at.format("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+                );
+            }
+            match w.meetings.get(*id) {
+                Some(m) => Reply::json(200, m.clone()),
+                None => webex_error(404, "Meeting not found."),
+            }
+        }
         ("DELETE", ["v1", "meetings", id]) => {
             if r.query("sendEmail") != Some("false") {
                 v.push(format!(
@@ -93,13 +118,34 @@ fn handle(w: &mut Webex, r: &Request, v: &mut Vec<String>) -> Reply {
             let Some(meeting) = r.query("meetingId") else {
                 return bad_request(v, "meetingInvitees: meetingId is required".into());
             };
-            let items: Vec<Value> = w
+            // Pages of at most `max` (Webex: up to 100, default 10), the next one named by a
+            // `Link: <...>; rel="next"` header (Webex REST API basics, "Pagination").
+            let max: usize = r
+                .query("max")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(10)
+                .min(100);
+            let cursor: usize = r.query("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+            let all: Vec<Value> = w
                 .invitees
                 .iter()
                 .filter(|(_, (m, _))| m == meeting)
                 .map(|(id, (m, e))| json!({"id": id, "email": e, "displayName": e, "coHost": false, "meetingId": m}))
                 .collect();
-            Reply::json(200, json!({"items": items}))
+            let page: Vec<Value> = all.iter().skip(cursor).take(max).cloned().collect();
+            let reply = Reply::json(200, json!({"items": page}));
+            if cursor + max < all.len() {
+                let host = r.header("host").unwrap_or("127.0.0.1");
+                let mut next = format!(
+                    "http://{host}/v1/meetingInvitees?meetingId={meeting}&max={max}&cursor={}",
+                    cursor + max
+                );
+                if let Some(h) = r.query("hostEmail") {
+                    next.push_str(&format!("&hostEmail={h}"));
+                }
+                return reply.header("link", &format!("<{next}>; rel=\"next\""));
+            }
+            reply
         }
         ("POST", ["v1", "meetingInvitees"]) => {
             let body = r.json();
@@ -309,7 +355,13 @@ fn create(w: &mut Webex, r: &Request, v: &mut Vec<String>) -> Reply {
         for i in 0..count {
             let at = start + TimeDelta::days(i);
             w.scheduled
-                .push((id.clone(), format!("{id}_{}", at.format("%Y%m%d")), at));
+                // Scheduled meeting ids as in webex-meeting.json's examples:
+                // {series id}_{original start, UTC} (kept when the occurrence moves).
+                .push((
+                    id.clone(),
+                    format!("{id}_{}", at.format("%Y%m%dT%H%M%SZ")),
+                    at,
+                ));
         }
     }
     for i in body["invitees"].as_array().into_iter().flatten() {
@@ -704,7 +756,7 @@ async fn occurrences_are_found_in_the_series_then_patched_or_deleted() {
     let patch = fake.requests_to("PATCH", "/v1/meetings/").pop().unwrap();
     assert_eq!(
         patch.path,
-        format!("/v1/meetings/{}_20301205", m.meeting_id)
+        format!("/v1/meetings/{}_20301205T090000Z", m.meeting_id)
     );
     assert_eq!(
         patch.json(),
@@ -719,14 +771,14 @@ async fn occurrences_are_found_in_the_series_then_patched_or_deleted() {
     assert!(fake.with(|w| {
         !w.scheduled
             .iter()
-            .any(|(_, id, _)| id.ends_with("_20301206"))
+            .any(|(_, id, _)| id.ends_with("_20301206T090000Z"))
     }));
     assert_eq!(
         fake.requests_to("DELETE", "/v1/meetings/")
             .pop()
             .unwrap()
             .path,
-        format!("/v1/meetings/{}_20301206", m.meeting_id)
+        format!("/v1/meetings/{}_20301206T090000Z", m.meeting_id)
     );
     // Already gone: done; moving a gone one: not found.
     webex
@@ -938,4 +990,177 @@ fn config_is_validated_with_precise_messages() {
         parse(json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"})).unwrap();
     assert!(format!("{oauth:?}").contains("refresh_token: Some(***)"));
     assert!(WebexProvider::new(oauth).is_ok());
+}
+
+/// Issue 14, item 8: "423 Locked: The requested resource is temporarily unavailable. A
+/// Retry-After header may be present" (webex-meeting.json, every operation): transient,
+/// honouring Retry-After; it used to be permanent.
+#[tokio::test]
+async fn locked_is_transient_and_honours_retry_after() {
+    let fake = fake().await;
+    let webex = provider(&fake);
+    let m = webex.create(&spec(), "k").await.unwrap();
+    fake.fail_next(
+        "PATCH",
+        "/v1/meetings/",
+        webex_error(423, "The requested resource is temporarily unavailable.")
+            .header("retry-after", "17"),
+    );
+    let err = webex.update(&m.meeting_id, &spec(), "u").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(17)));
+    fake.fail_next("DELETE", "/v1/meetings/", webex_error(423, "Locked"));
+    let err = webex.delete(&m.meeting_id, "d").await.unwrap_err();
+    assert!(err.is_retryable() && err.retry_after().is_none(), "{err:?}");
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 8: invitee lists are paginated (at most 100 a page, the next page named by
+/// `Link: <...>; rel="next"`); reading one page made the adapter invite the 101st guest again
+/// and never remove the gone ones beyond the first page.
+#[tokio::test]
+async fn invitee_lists_are_read_page_by_page() {
+    let fake = fake().await;
+    let webex = provider(&fake);
+    let mut big = spec();
+    big.attendees = (0..230)
+        .map(|i| format!("guest{i:03}@example.com"))
+        .collect();
+    let m = webex.create(&big, "k").await.unwrap();
+    fake.clear_requests();
+    // 229 stay, one goes, one comes.
+    let mut changed = big.clone();
+    changed.attendees.retain(|a| a != "guest150@example.com");
+    changed.attendees.push("new@example.com".into());
+    webex.update(&m.meeting_id, &changed, "u").await.unwrap();
+    assert_eq!(fake.count("GET", "/v1/meetingInvitees"), 3, "three pages");
+    assert_eq!(fake.count("POST", "/v1/meetingInvitees"), 1);
+    assert_eq!(fake.count("DELETE", "/v1/meetingInvitees"), 1);
+    let emails: BTreeSet<String> = fake.with(|w| {
+        w.invitees
+            .values()
+            .filter(|(mid, _)| *mid == m.meeting_id)
+            .map(|(_, e)| e.clone())
+            .collect()
+    });
+    assert_eq!(emails.len(), 230);
+    assert!(emails.contains("new@example.com") && !emails.contains("guest150@example.com"));
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 8: the calendar names an occurrence by its original start; once moved, it
+/// used to be looked for at the original time by its current start and never found again. It is
+/// now found by Webex's scheduled meeting id ({series}_{original start}).
+#[tokio::test]
+async fn an_occurrence_moved_once_can_be_moved_and_cancelled_again() {
+    let fake = fake().await;
+    let webex = provider(&fake);
+    let m = webex
+        .create(&series("RRULE:FREQ=DAILY;COUNT=5"), "k")
+        .await
+        .unwrap();
+    let third = at("2030-12-05T09:00:00Z");
+    let id = format!("{}_20301205T090000Z", m.meeting_id);
+    for (start, end) in [
+        ("2030-12-05T15:00:00Z", "2030-12-05T15:30:00Z"),
+        ("2030-12-05T17:00:00Z", "2030-12-05T17:30:00Z"),
+    ] {
+        webex
+            .update_occurrence(&m.meeting_id, third, at(start), at(end), "Moved", "k2")
+            .await
+            .unwrap();
+        let patch = fake.requests_to("PATCH", "/v1/meetings/").pop().unwrap();
+        assert_eq!(patch.path, format!("/v1/meetings/{id}"));
+        assert_eq!(patch.json()["start"], start);
+    }
+    // Another occurrence moved onto the third's original time is not taken for it.
+    let fourth = at("2030-12-06T09:00:00Z");
+    webex
+        .update_occurrence(
+            &m.meeting_id,
+            fourth,
+            third,
+            at("2030-12-05T09:30:00Z"),
+            "x",
+            "k3",
+        )
+        .await
+        .unwrap();
+    webex
+        .cancel_occurrence(&m.meeting_id, third, "k4")
+        .await
+        .unwrap();
+    let scheduled: Vec<String> = fake.with(|w| w.scheduled.iter().map(|s| s.1.clone()).collect());
+    assert!(!scheduled.contains(&id), "{scheduled:?}");
+    assert!(scheduled.contains(&format!("{}_20301206T090000Z", m.meeting_id)));
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 8: PATCH goes out as application/json-patch+json, the content type of "Patch a
+/// Meeting" in Webex's OpenAPI specification (the fake answers anything else 415).
+#[tokio::test]
+async fn patches_use_the_content_type_of_webexs_openapi_specification() {
+    let fake = fake().await;
+    let webex = provider(&fake);
+    let m = webex
+        .create(&series("RRULE:FREQ=DAILY;COUNT=5"), "k")
+        .await
+        .unwrap();
+    webex.update(&m.meeting_id, &spec(), "u").await.unwrap();
+    webex
+        .update_occurrence(
+            &m.meeting_id,
+            at("2030-12-05T09:00:00Z"),
+            at("2030-12-05T15:00:00Z"),
+            at("2030-12-05T15:30:00Z"),
+            "Moved",
+            "k2",
+        )
+        .await
+        .unwrap();
+    let patches = fake.requests_to("PATCH", "/v1/meetings/");
+    assert_eq!(patches.len(), 2);
+    for p in patches {
+        assert_eq!(
+            p.header("content-type"),
+            Some("application/json-patch+json")
+        );
+        assert!(
+            p.json().is_object(),
+            "an object body, as the spec's example"
+        );
+    }
+    fake.assert_no_violations();
+}
+
+/// Issue 14, item 8: failed creates count against Webex's 100-per-24-hours scheduling limit. A
+/// create Webex refused (4xx) is permanent, not retried; and the adapter stops at
+/// `create_limit_per_day` attempts without calling.
+#[tokio::test]
+async fn refused_creates_are_not_retried_and_attempts_are_capped() {
+    let fake = fake().await;
+    let mut config = static_config(&fake);
+    config.create_limit_per_day = 3;
+    let webex = WebexProvider::new(config).unwrap();
+    fake.fail_next(
+        "POST",
+        "/v1/meetings",
+        webex_error(400, "The title is invalid."),
+    );
+    let err = webex.create(&spec(), "a").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    fake.fail_next("POST", "/v1/meetings", webex_error(409, "Conflict."));
+    let err = webex.create(&spec(), "b").await.unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+    webex.create(&spec(), "c").await.unwrap();
+    let posts = fake.count("POST", "/v1/meetings");
+    let err = webex.create(&spec(), "d").await.unwrap_err();
+    assert!(matches!(err, ProviderError::RateLimited { .. }), "{err:?}");
+    assert!(err.retry_after().unwrap() > Duration::from_secs(23 * 3600));
+    assert_eq!(
+        fake.count("POST", "/v1/meetings"),
+        posts,
+        "no call past the cap"
+    );
+    fake.assert_no_violations();
 }

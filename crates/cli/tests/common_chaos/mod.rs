@@ -34,9 +34,10 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The tests of this binary measure latencies on a small machine: they run one at a time.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    lock(&LOCK)
+/// (An async lock: it is held across the whole test; each test has its own runtime.)
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// `name` from the environment as a number, else `default`.
