@@ -306,6 +306,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         public_url: None,
         budgets: None,
         host_key: None,
+        identity: None,
     });
     let receipts = Arc::new(Marks::default());
     let app = router(service).layer(axum::middleware::from_fn_with_state(

@@ -140,6 +140,14 @@ orphan_stops_per_minute = 5
 # random at each start (channels opened before a restart are then still recognised through the
 # store until they are renewed).
 # channel_key = "env:CONFSYNC_CHANNEL_KEY"
+
+# Who is calling: the add-on sends each user's OpenID Connect ID token
+# (ScriptApp.getIdentityToken()); with this table the API checks it and acts on a calendar only
+# for its owner. Without it, the API key alone speaks for every user (logged at startup).
+# [serve.identity]
+# audiences = ["1234-abc.apps.googleusercontent.com"]   # the add-on script's OAuth client id(s)
+# certs_url = "https://www.googleapis.com/oauth2/v3/certs"
+# issuers = ["https://accounts.google.com", "accounts.google.com"]
 "#;
 
 /// The whole file.
@@ -204,6 +212,56 @@ pub struct ServeConfig {
     /// On SIGTERM, running work may finish for this long (ms).
     #[serde(default = "default_shutdown_deadline")]
     pub shutdown_deadline_ms: u64,
+    /// Verifies the add-on users' ID tokens; None: the API key speaks for every user.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// `[serve.identity]`: the ID tokens the add-on sends (`X-Confsync-Identity`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The accepted `aud` values: the add-on script's OAuth client id(s).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The issuer's JWKS.
+    #[serde(default = "default_certs_url")]
+    pub certs_url: String,
+    /// The accepted `iss` values.
+    #[serde(default = "default_issuers")]
+    pub issuers: Vec<String>,
+}
+
+fn default_certs_url() -> String {
+    confsync_service::identity::GOOGLE_CERTS_URL.into()
+}
+fn default_issuers() -> Vec<String> {
+    confsync_service::identity::GOOGLE_ISSUERS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// An https URL, or http to a loopback host (an emulator on this machine).
+pub fn is_https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return url.len() > "https://".len();
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -224,6 +282,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("orphan_stops_per_minute", &self.orphan_stops_per_minute)
             .field("create_deadline_ms", &self.create_deadline_ms)
             .field("shutdown_deadline_ms", &self.shutdown_deadline_ms)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -283,6 +342,7 @@ impl Default for ServeConfig {
             orphan_stops_per_minute: default_orphan_stops(),
             create_deadline_ms: default_create_deadline(),
             shutdown_deadline_ms: default_shutdown_deadline(),
+            identity: None,
         }
     }
 }
@@ -620,8 +680,16 @@ impl Config {
                     return Err(format!("{key} = {value:?}: expected an http(s) URL"));
                 }
             }
-            if self.serve.public_url.is_none() {
-                return Err("google.oauth needs serve.public_url: the OAuth redirect URI is {public_url}oauth/google/callback".into());
+            match &self.serve.public_url {
+                None => {
+                    return Err("google.oauth needs serve.public_url: the OAuth redirect URI is {public_url}oauth/google/callback, and users are sent to {public_url}oauth/google/start to connect".into());
+                }
+                Some(public) if !is_https_or_loopback(public) => {
+                    return Err(format!(
+                        "serve.public_url = {public:?}: with google.oauth it must be an https URL (Calendar accepts only absolute https sign-in URLs; http only for a loopback host)"
+                    ));
+                }
+                Some(_) => {}
             }
             if self.google.service_account_file.is_some() {
                 return Err("google.oauth and google.service_account_file are both set: choose one way to reach calendars".into());
@@ -637,6 +705,22 @@ impl Config {
                     Ok(_) => return Err(format!("{name}: use at least 32 random characters")),
                     Err(e) => return Err(format!("{name}: {e}")),
                 }
+            }
+        }
+        if let Some(identity) = &self.serve.identity {
+            if identity.audiences.is_empty()
+                || identity.audiences.iter().any(|a| a.trim().is_empty())
+            {
+                return Err("serve.identity.audiences is empty: list the add-on script's OAuth client id(s) (the `aud` of its ID tokens)".into());
+            }
+            if identity.issuers.is_empty() || identity.issuers.iter().any(|i| i.trim().is_empty()) {
+                return Err("serve.identity.issuers is empty: leave it out for Google's".into());
+            }
+            if !is_https_or_loopback(&identity.certs_url) {
+                return Err(format!(
+                    "serve.identity.certs_url = {:?}: expected an https URL (http only for a loopback host)",
+                    identity.certs_url
+                ));
             }
         }
         if self.sync.solution_names.is_empty() {
@@ -750,6 +834,69 @@ mod tests {
         let c = Config::parse(EXAMPLE, |_| None).unwrap();
         assert_eq!(c.serve.listen, "127.0.0.1:8080");
         assert_eq!(c.sync.page_size, 2500);
+    }
+
+    /// Issue 14: [serve.identity] and the absolute https public URL per-user OAuth needs.
+    #[test]
+    fn identity_and_oauth_public_url() {
+        let none = |_: &str| None;
+        let c = Config::parse(
+            "[serve.identity]\naudiences = [\"a.apps.googleusercontent.com\"]",
+            none,
+        )
+        .unwrap();
+        let identity = c.serve.identity.unwrap();
+        assert_eq!(
+            identity.certs_url,
+            "https://www.googleapis.com/oauth2/v3/certs"
+        );
+        assert_eq!(
+            identity.issuers,
+            ["https://accounts.google.com", "accounts.google.com"]
+        );
+        assert!(Config::parse("", none).unwrap().serve.identity.is_none());
+        for (text, key) in [
+            ("[serve.identity]", "serve.identity.audiences"),
+            (
+                "[serve.identity]\naudiences = [\"\"]",
+                "serve.identity.audiences",
+            ),
+            (
+                "[serve.identity]\naudiences = [\"a\"]\nissuers = []",
+                "serve.identity.issuers",
+            ),
+            (
+                "[serve.identity]\naudiences = [\"a\"]\ncerts_url = \"http://keys.example.com/certs\"",
+                "serve.identity.certs_url",
+            ),
+            ("[serve.identity]\naudiences = [\"a\"]\nextra = 1", "extra"),
+        ] {
+            let e = Config::parse(text, none).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        Config::parse("[serve.identity]\naudiences = [\"a\"]\ncerts_url = \"http://127.0.0.1:8085/oauth2/v3/certs\"", none).unwrap();
+        let key = confsync_gcal::auth::TokenCipher::generate_key().unwrap();
+        let with_key = |k: &str| (k == "CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY").then(|| key.clone());
+        let oauth = |public: &str| {
+            format!("[serve]\npublic_url = \"{public}\"\n[google.oauth]\nclient_id = \"c\"")
+        };
+        let e = Config::parse(&oauth("http://confsync.example.com/"), with_key).unwrap_err();
+        assert!(e.contains("serve.public_url") && e.contains("https"), "{e}");
+        for ok in [
+            "https://confsync.example.com/",
+            "http://127.0.0.1:8080/",
+            "http://localhost:8080/",
+            "http://[::1]:8080/",
+        ] {
+            Config::parse(&oauth(ok), with_key).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://127.0.0.1.example.com/",
+            "http://localhost@evil.example/",
+            "http://10.0.0.1/",
+        ] {
+            assert!(!is_https_or_loopback(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -454,6 +454,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         public_url: Some(service_url.clone()),
         budgets: None,
         host_key: None,
+        identity: None,
     });
     let app = confsync_service::router(service);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

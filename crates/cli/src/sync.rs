@@ -112,7 +112,10 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
                     }),
                     store.clone(),
                 )
-                .with_max_pending(settings.max_pending_requests),
+                .with_max_pending(settings.max_pending_requests)
+                // Start links are signed under a key derived from the token key (domain-
+                // separated), so every instance and restart accepts them.
+                .with_link_key(settings.token_key.as_bytes()),
             );
             oauth = Some(users.clone());
             let users = Arc::new(confsync_engine::calendar::Routed(users));
@@ -323,6 +326,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("serve.host_key: {e}"))?
             .map(|k| k.expose().as_bytes().to_vec()),
+        identity: identity_verifier(&config),
     });
     let stopping = service.scheduler.clone();
     let listener = tokio::net::TcpListener::bind(&config.serve.listen)
@@ -359,6 +363,28 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tracing::warn!("stopped at the deadline: unfinished work resumes at the next start");
     }
     Ok(())
+}
+
+/// The verifier of the add-on users' ID tokens (`[serve.identity]`), its keys fetched in the
+/// background; without the section, the API key alone speaks for every user (logged).
+fn identity_verifier(config: &Config) -> Option<Arc<confsync_service::identity::IdentityVerifier>> {
+    let Some(settings) = &config.serve.identity else {
+        tracing::warn!(
+            "no [serve.identity]: the add-on API trusts its API key alone, so users cannot be told apart (any holder of the key may act on any calendar and read any organizer's host link); set serve.identity.audiences to the add-on's OAuth client id"
+        );
+        return None;
+    };
+    let verifier = Arc::new(confsync_service::identity::IdentityVerifier::new(
+        confsync_service::identity::IdentitySettings {
+            audiences: settings.audiences.clone(),
+            issuers: settings.issuers.clone(),
+            certs_url: settings.certs_url.clone(),
+            refetch_floor: confsync_service::identity::DEFAULT_REFETCH_FLOOR,
+        },
+    ));
+    let prefetch = verifier.clone();
+    tokio::spawn(async move { prefetch.prefetch().await });
+    Some(verifier)
 }
 
 /// The key push channel ids are signed with: `serve.channel_key`; else derived from

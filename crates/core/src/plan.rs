@@ -368,20 +368,51 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
         .copied()
         .filter(|c| input.capabilities.cares(*c))
         .collect();
-    let actions = if relevant.is_empty() {
+    let mut actions = if relevant.is_empty() {
         Vec::new()
     } else {
         vec![Action::Update {
             spec: spec.clone(),
-            changes: relevant,
+            changes: relevant.clone(),
         }]
     };
+    // A series whose time or rule changes loses its occurrence exceptions at most providers
+    // (the memory provider models that): the ones this link recorded are sent again after the
+    // update. This also covers a meeting made from a placeholder (the add-on's create) whose
+    // instances were changed before its first sync.
+    let series_moved = relevant
+        .iter()
+        .any(|c| matches!(c, Change::Rescheduled | Change::Recurrence));
+    if series_moved && !spec.recurrence.is_empty() && input.capabilities.occurrences {
+        actions.extend(replay_exceptions(&next.occurrences));
+    }
     Decision::Apply {
         link: next,
         actions,
         changes,
         supersede_deletes: false,
     }
+}
+
+/// The provider calls that put a link's recorded occurrence exceptions on a meeting.
+fn replay_exceptions(occurrences: &BTreeMap<String, Occurrence>) -> Vec<Action> {
+    occurrences
+        .iter()
+        .filter_map(|(key, occurrence)| {
+            let original = When::from_key(key)?;
+            Some(match occurrence {
+                Occurrence::Moved { start, end, title } => Action::UpdateOccurrence {
+                    occurrence: original,
+                    start: *start,
+                    end: *end,
+                    title: title.clone(),
+                },
+                Occurrence::Cancelled => Action::CancelOccurrence {
+                    occurrence: original,
+                },
+            })
+        })
+        .collect()
 }
 
 fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {

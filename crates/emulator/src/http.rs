@@ -63,6 +63,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/users/{email}/calendars", post(admin_create_calendar))
         .route("/users/{email}/revoke", post(admin_revoke))
         .route("/tokens", post(admin_tokens))
+        .route("/identityTokens", post(admin_identity_token))
+        .route("/identityKeys/rotate", post(admin_rotate_identity_keys))
         .route("/service-accounts", post(admin_service_account))
         .route("/faults", post(admin_add_fault).delete(admin_clear_faults))
         .route(
@@ -80,6 +82,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/token", post(token))
         .route("/o/oauth2/v2/auth", get(authorize))
         .route("/o/oauth2/auth", get(authorize))
+        .route("/oauth2/v3/certs", get(certs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -581,6 +584,36 @@ async fn authorize(State(shared): Ctx, req: Request) -> Response {
     }
 }
 
+/// `GET /oauth2/v3/certs`: the keys ID tokens are signed with, as a JWKS, cacheable like
+/// Google's.
+async fn certs(State(shared): Ctx) -> Response {
+    *shared
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry("oauth2.certs".to_owned())
+        .or_default() += 1;
+    let jwks = shared
+        .identity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .jwks();
+    match jwks {
+        Ok(jwks) => {
+            let mut response = ok_json(jwks.to_string());
+            let cache = format!(
+                "public, max-age={}, must-revalidate, no-transform",
+                crate::identity::CERTS_MAX_AGE_SECONDS
+            );
+            if let Ok(value) = HeaderValue::from_str(&cache) {
+                response.headers_mut().insert(header::CACHE_CONTROL, value);
+            }
+            response
+        }
+        Err(e) => ApiError::new(500, "global", "backendError", e).into_response(),
+    }
+}
+
 // --- admin -------------------------------------------------------------------------------
 
 fn admin_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
@@ -706,6 +739,74 @@ async fn admin_tokens(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let access = auth.issue_access(&email, now, duration);
     let refresh = auth.issue_refresh(&email, None, "https://www.googleapis.com/auth/calendar");
     Ok(ok_json(json!({"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}).to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewIdentityToken {
+    email: String,
+    audience: String,
+    /// Seconds since the epoch (default: the emulator's now), for tokens issued in the past.
+    issued_at: Option<i64>,
+    /// Default an hour, like Google's.
+    expires_in: Option<i64>,
+    /// Default true.
+    email_verified: Option<bool>,
+    /// Default `https://accounts.google.com`.
+    issuer: Option<String>,
+}
+
+/// `POST /emulator/identityTokens {"email", "audience"}`: an ID token for that user and
+/// audience, as `ScriptApp.getIdentityToken()` gives a script (`{"idToken"}`).
+async fn admin_identity_token(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let body: NewIdentityToken = admin_body(&shared, req).await?;
+    if !body.email.contains('@') || body.email.len() > 254 {
+        return Err(admin_invalid("email", "email must be an email address"));
+    }
+    if body.audience.trim().is_empty() || body.audience.len() > 255 {
+        return Err(admin_invalid(
+            "audience",
+            "audience must be an OAuth client id (1 to 255 characters)",
+        ));
+    }
+    let lifetime = body.expires_in.unwrap_or(crate::identity::ID_TOKEN_SECONDS);
+    if !(1..=MAX_TOKEN_LIFETIME_SECONDS).contains(&lifetime) {
+        return Err(admin_invalid(
+            "expiresIn",
+            format!("expiresIn must be between 1 and {MAX_TOKEN_LIFETIME_SECONDS} seconds"),
+        ));
+    }
+    let issued_at = match body.issued_at {
+        None => shared.clock.now(),
+        Some(at) => chrono::DateTime::from_timestamp(at, 0)
+            .ok_or_else(|| admin_invalid("issuedAt", "issuedAt is out of range"))?,
+    };
+    let email = shared.world().ensure_user(&body.email, None)?.email.clone();
+    let token = shared
+        .identity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .mint(&crate::identity::IdTokenRequest {
+            email: &email,
+            audience: &body.audience,
+            issued_at,
+            lifetime_seconds: lifetime,
+            email_verified: body.email_verified.unwrap_or(true),
+            issuer: body.issuer.as_deref().unwrap_or(crate::identity::ISSUER),
+        })
+        .map_err(|e| ApiError::new(500, "global", "backendError", e))?;
+    Ok(ok_json(json!({"idToken": token}).to_string()))
+}
+
+/// `POST /emulator/identityKeys/rotate`: a new signing key (the previous one stays published).
+async fn admin_rotate_identity_keys(State(shared): Ctx) -> ApiResult<Response> {
+    let kid = shared
+        .identity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .rotate()
+        .map_err(|e| ApiError::new(500, "global", "backendError", e))?;
+    Ok(ok_json(json!({"kid": kid}).to_string()))
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod error;
 pub mod faults;
 mod http;
+pub mod identity;
 pub mod ids;
 pub mod list;
 pub mod push;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub clock: time::Clock,
     pub config: Mutex<EmulatorConfig>,
     pub auth: Mutex<auth::AuthState>,
+    /// The keys ID tokens are signed with (`/oauth2/v3/certs`).
+    pub identity: Mutex<identity::IdentityKeys>,
     pub faults: Mutex<faults::Faults>,
     pub quota: Mutex<faults::Quota>,
     pub push: push::PushHub,
@@ -138,6 +141,7 @@ impl Emulator {
             world: Mutex::new(World::new(config.seed, token_key.as_bytes())),
             clock: time::Clock::default(),
             auth: Mutex::new(auth::AuthState::default()),
+            identity: Mutex::new(identity::IdentityKeys::default()),
             faults: Mutex::new(faults::Faults::new(config.seed)),
             quota: Mutex::new(faults::Quota::default()),
             push: push::PushHub::new(config.push.clone()),

@@ -2084,3 +2084,150 @@ async fn seed_files_refuse_a_conference_data_version_other_than_0_or_1() {
             .unwrap_err();
     assert!(error.contains("conferenceDataVersion"), "{error}");
 }
+
+/// Issue 14: ID tokens as Google issues them (what ScriptApp.getIdentityToken() gives a script):
+/// RS256 with the key's id in the header, Google's claims, and the keys as a JWKS at
+/// /oauth2/v3/certs (cacheable); rotating keeps the previous key published.
+#[tokio::test]
+async fn identity_tokens_are_signed_with_the_published_keys() {
+    use base64::Engine;
+    let api = Api::start().await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mint = async |body: Value| {
+        let response = api
+            .http
+            .post(format!("{}emulator/identityTokens", api.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let certs = async || {
+        let response = api
+            .http
+            .get(format!("{}oauth2/v3/certs", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let cache = response.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cache.contains("max-age=3600"), "{cache}");
+        response.json::<Value>().await.unwrap()
+    };
+    let parts = |token: &str| -> (Value, Value, Vec<u8>, String) {
+        let mut it = token.split('.');
+        let (h, p, s) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        assert!(it.next().is_none());
+        (
+            serde_json::from_slice(&b64.decode(h).unwrap()).unwrap(),
+            serde_json::from_slice(&b64.decode(p).unwrap()).unwrap(),
+            b64.decode(s).unwrap(),
+            format!("{h}.{p}"),
+        )
+    };
+    let verifies = |jwks: &Value, kid: &str, signed: &str, signature: &[u8]| {
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .expect("the token's kid is published");
+        assert_eq!(key["kty"], "RSA");
+        assert_eq!(key["alg"], "RS256");
+        let n = b64.decode(key["n"].as_str().unwrap()).unwrap();
+        let e = b64.decode(key["e"].as_str().unwrap()).unwrap();
+        aws_lc_rs::signature::RsaPublicKeyComponents { n, e }
+            .verify(
+                &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+                signed.as_bytes(),
+                signature,
+            )
+            .is_ok()
+    };
+
+    let (status, answer) = mint(
+        json!({"email": "Ann@Example.com", "audience": "1234-abc.apps.googleusercontent.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let token = answer["idToken"].as_str().unwrap().to_owned();
+    let (header, claims, signature, signed) = parts(&token);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["typ"], "JWT");
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    assert_eq!(claims["iss"], "https://accounts.google.com");
+    assert_eq!(claims["aud"], "1234-abc.apps.googleusercontent.com");
+    assert_eq!(claims["azp"], "1234-abc.apps.googleusercontent.com");
+    assert_eq!(claims["email"], "ann@example.com");
+    assert_eq!(claims["email_verified"], true);
+    let sub = claims["sub"].as_str().unwrap();
+    assert!(
+        sub.len() == 21 && sub.bytes().all(|b| b.is_ascii_digit()),
+        "{sub}"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(exp - iat, 3600);
+    assert!((iat - chrono::Utc::now().timestamp()).abs() < 60);
+    let jwks = certs().await;
+    assert!(verifies(&jwks, &kid, &signed, &signature));
+    // A changed claim set does not verify.
+    let forged_claims = b64.encode(
+        json!({"iss": "https://accounts.google.com", "aud": claims["aud"], "email": "eve@example.com"})
+            .to_string(),
+    );
+    let forged = format!("{}.{forged_claims}", signed.split('.').next().unwrap());
+    assert!(!verifies(&jwks, &kid, &forged, &signature));
+    // The same account always has the same sub.
+    let (_, again) = mint(json!({"email": "ann@example.com", "audience": "other"})).await;
+    let (_, claims_again, _, _) = parts(again["idToken"].as_str().unwrap());
+    assert_eq!(claims_again["sub"], claims["sub"]);
+    assert_eq!(claims_again["aud"], "other");
+
+    // Tokens from the past, unverified emails and other issuers, for tests of verifiers.
+    let (_, old) = mint(json!({"email": "ann@example.com", "audience": "a", "issuedAt": 1_700_000_000, "expiresIn": 60, "emailVerified": false, "issuer": "accounts.google.com"})).await;
+    let (_, old_claims, _, _) = parts(old["idToken"].as_str().unwrap());
+    assert_eq!(old_claims["iat"], 1_700_000_000);
+    assert_eq!(old_claims["exp"], 1_700_000_060);
+    assert_eq!(old_claims["email_verified"], false);
+    assert_eq!(old_claims["iss"], "accounts.google.com");
+
+    // Rotation: the new key signs, both are published.
+    let rotated = api
+        .admin(Method::POST, "identityKeys/rotate", json!({}))
+        .await;
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, kid);
+    let (_, answer) = mint(json!({"email": "ann@example.com", "audience": "a"})).await;
+    let (header, _, signature, signed) = parts(answer["idToken"].as_str().unwrap());
+    assert_eq!(header["kid"], new_kid.as_str());
+    let jwks = certs().await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert!(verifies(&jwks, &new_kid, &signed, &signature));
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid)
+    );
+
+    // Bad admin requests are refused with Google's envelope.
+    for body in [
+        json!({"email": "not-an-email", "audience": "a"}),
+        json!({"email": "ann@example.com", "audience": ""}),
+        json!({"email": "ann@example.com", "audience": "a", "expiresIn": 0}),
+        json!({"email": "ann@example.com"}),
+        json!({"email": "ann@example.com", "audience": "a", "extra": 1}),
+    ] {
+        let (status, answer) = mint(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+}

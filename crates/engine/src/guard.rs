@@ -117,12 +117,24 @@ impl Engine {
                 supersede_deletes,
                 not_before_ms: now_ms,
             };
+            let moved =
+                stored.link.calendar_id != calendar_id && !stored.link.spec.recurrence.is_empty();
             match self
                 .store
                 .commit_page(calendar_id, &[change], &[], None, now_ms)
                 .await
             {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    if moved {
+                        // The link reached this calendar behind its syncs' backs: they may
+                        // have passed over changes of the series' instances here while no
+                        // link was here to plan them (a cancelled instance carries no
+                        // conference to find the link by). Its next pass lists everything.
+                        self.store.mark_full_sync_needed(calendar_id).await?;
+                        info!(conference_id, calendar_id, "link moved here by the delete guard: the calendar's next sync is a full one");
+                    }
+                    return Ok(true);
+                }
                 Err(e) if e.is_stale() => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -73,6 +73,8 @@ impl Engine {
             source,
         };
         let mut linked: Option<HashSet<String>> = None;
+        // A series link moved here during this pass (see `commit_page`).
+        let mut moved_here = false;
         while !session.is_done() {
             if session.is_full() && linked.is_none() {
                 linked = Some(
@@ -107,7 +109,7 @@ impl Engine {
             } else {
                 None
             };
-            self.commit_page(&mut session, page, filter, now_ms).await?;
+            moved_here |= self.commit_page(&mut session, page, filter, now_ms).await?;
             if let Some(progress) = &self.progress {
                 progress(
                     calendar_id,
@@ -116,6 +118,10 @@ impl Engine {
                     session.is_full(),
                 );
             }
+        }
+        if moved_here && !session.is_full() {
+            // After the last page (whose commit clears the flag): the next pass is a full one.
+            self.store.mark_full_sync_needed(calendar_id).await?;
         }
         let mut verifications = 0;
         if session.is_full() {
@@ -187,7 +193,7 @@ impl Engine {
         page: Page,
         linked: Option<&HashSet<String>>,
         now_ms: i64,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let calendar_id = session.calendar_id().to_owned();
         let page = page.parse();
         let mut event_ids = page.event_ids();
@@ -283,6 +289,17 @@ impl Engine {
                 DeadLetter { event_id, reason, raw }
             })
             .collect();
+        // Links that moved here from another calendar (an event moved between synced
+        // calendars): this calendar's earlier passes may have passed over changes of the
+        // series' instances while no link was here to plan them (a cancelled instance carries
+        // no conference to find the link by), so its next pass lists everything.
+        let moved_here = changes.iter().any(|c| {
+            c.link.calendar_id == calendar_id
+                && before
+                    .get(&c.link.conference_id)
+                    .is_some_and(|b| b.calendar_id != calendar_id)
+                && !c.link.spec.recurrence.is_empty()
+        });
         self.store
             .commit_page(
                 &calendar_id,
@@ -292,7 +309,7 @@ impl Engine {
                 now_ms,
             )
             .await?;
-        Ok(())
+        Ok(moved_here)
     }
 
     /// When planned actions may run: deletes wait the grace period (an event moved to another

@@ -30,12 +30,15 @@
 //!
 //! `SIM_SEEDS=N` runs seeds 0..N (default 1000; `SIM_FIRST=K` starts at K, `SIM_KEEP_GOING=1`
 //! runs them all and counts failures); `SIM_SEED=S` replays one seed with a trace;
-//! `SIM_CONCURRENT=1` turns the concurrent model on (tasks interleaved at their gates,
-//! restarts, lost answers, add-on API creates; off by default until the engine passes it), `0`
-//! runs each task to its end at once (the one-step-at-a-time model); `SIM_TRIGGERS=memory` loses dirty marks on a restart and does
-//! not retry a failed sync (the scheduler as it is today), `durable` (the default) keeps them
-//! until a sync of the calendar succeeds (what the store's durable sync triggers will give; see
-//! `Sim::startup_work`); `SIM_DRAIN_CONCURRENCY=K` runs K provider calls at once per drain
+//! the concurrent model is the default (`SIM_CONCURRENT=0` runs each task to its end at once:
+//! the one-step-at-a-time model); `SIM_TRIGGERS=memory` loses dirty marks on a restart and does
+//! not retry a failed sync (the scheduler as it was before durable triggers), `durable` (the
+//! default) records every delivered notification in the store (`Store::mark_dirty`, as the
+//! webhook does before answering), clears it as the scheduler does (`sync_succeeded` with the
+//! generation read when the pass started) and rebuilds the scheduler's marks from the store at
+//! each restart (`Sim::startup_work`); the settle phase also runs the clean-up of abandoned
+//! creates past their grace period; `SIM_DRAIN_CONCURRENCY=K` runs K provider calls at once per
+//! drain
 //! (replays are then not exact).
 
 #[path = "sim/baton.rs"]
@@ -617,9 +620,8 @@ fn base_time() -> chrono::DateTime<chrono::Utc> {
 }
 
 /// The concurrent model (interleaved tasks, restarts, lost answers, the add-on API path) is
-/// off by default until the engine passes it: it finds bugs the engine still has (see the
-/// report in the issue). `SIM_CONCURRENT=1` turns it on.
-const CONCURRENT_BY_DEFAULT: bool = false;
+/// what CI runs; `SIM_CONCURRENT=0` runs the older one-step-at-a-time model.
+const CONCURRENT_BY_DEFAULT: bool = true;
 
 fn concurrent_mode() -> bool {
     env_flag("SIM_CONCURRENT", CONCURRENT_BY_DEFAULT)
@@ -1648,6 +1650,11 @@ impl Sim {
         let mut violations = std::mem::take(&mut self.ledger.lock().unwrap().violations);
         let meetings = self.provider.inner.meetings();
         if self.trace {
+            for cal in &self.calendars {
+                for letter in self.store.dead_letters(cal).await.unwrap_or_default() {
+                    eprintln!("dead letter on {cal}: {letter:?}");
+                }
+            }
             // The end state, for a replayed seed: each meeting, its link and its outbox.
             for call in self.provider.inner.calls() {
                 if call.op == "create" {

@@ -9,10 +9,26 @@
 //! - `GET /`: the status page; `POST /webhooks/google`: push notifications;
 //! - `/metrics`, `/healthz`, `/readyz`.
 //!
-//! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes.
+//! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes. A
+//! wrong or missing key is the operator's mistake: 401 with conferenceErrorType PERMANENT (the
+//! user can do nothing about it) and a log line. With identities configured
+//! ([`Service::identity`]), the conference and sync endpoints also need
+//! `X-Confsync-Identity: <ID token>` (see [`identity`]) and act on a calendar only for its owner:
+//!
+//! - per-user OAuth: the calendar's recorded owner (the first user to connect it), else the
+//!   user its id names (a primary calendar's id is its owner's email); a calendar nobody owns
+//!   yet is answered AUTHENTICATION with a start link bound to the caller;
+//! - a service account or a static token: the caller's primary calendar only (calendar id ==
+//!   email; Calendar ACLs are not consulted);
+//! - `GET /v1/conferences/{id}` answers `hostUrl` and `meeting` only to the calendar's owner.
+//!
+//! Anything else is 403 PERMANENT, before anything is stored or any outbound call. AUTHENTICATION
+//! is answered only when the user can act (connect their Google account), always with an absolute
+//! `authenticationUrl` (`{public_url}oauth/google/start?...`, a signed, expiring link).
 
 pub mod budget;
 pub mod channels;
+pub mod identity;
 pub mod metrics;
 pub mod oauth;
 pub mod scheduler;
@@ -60,6 +76,9 @@ pub struct Service {
     /// Signs organizer links to join pages confsync serves (`/join/{id}?host=...`, moderator
     /// rights at Jitsi and BigBlueButton). None: no host links, everyone joins as a guest.
     pub host_key: Option<Vec<u8>>,
+    /// Verifies the add-on users' ID tokens (`X-Confsync-Identity`). None: the API key alone
+    /// speaks for every user, who cannot be told apart.
+    pub identity: Option<Arc<identity::IdentityVerifier>>,
 }
 
 /// The organizer's signature for a meeting's join link (HMAC-SHA256, base64url, 128 bits).
@@ -102,10 +121,18 @@ pub fn new_api_key() -> String {
 
 /// The service's routes.
 pub fn router(service: Arc<Service>) -> Router {
-    let v1 = Router::new()
+    // The user's endpoints need the user's identity (when configured); the status is the
+    // operator's and needs the key only.
+    let users = Router::new()
         .route("/conferences", post(create_conference))
         .route("/conferences/{id}", get(get_conference))
         .route("/calendars/{calendarId}/sync", post(sync_calendar))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            require_identity,
+        ));
+    let v1 = Router::new()
+        .merge(users)
         .route("/status", get(status))
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
@@ -209,7 +236,8 @@ pub async fn json_error_bodies(request: Request, next: Next) -> Response {
 /// The add-on's ConferenceErrorType for a status.
 fn conference_error_kind(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        401 => "AUTHENTICATION",
+        // AUTHENTICATION needs a URL where the user can sign in; a bare 401 has none.
+        401 => "PERMANENT",
         403 => "PERMISSION_DENIED",
         408 | 429 | 500.. => "TEMPORARY",
         _ => "PERMANENT",
@@ -282,20 +310,28 @@ async fn require_api_key(State(service): Shared, request: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    // The user cannot fix the deployment's key: PERMANENT, and the operator learns it from
+    // the log (at most once a minute, with how many were refused).
     let Some(key) = key.filter(|k| !k.is_empty()) else {
+        operator_warning("a /v1 call without an API key (Authorization: Bearer <key>)");
         return conference_error(
             StatusCode::UNAUTHORIZED,
-            "AUTHENTICATION",
+            "PERMANENT",
             "missing API key: send Authorization: Bearer <key>",
         );
     };
     match service.store.api_key_by_hash(&hash_api_key(key)).await {
         Ok(Some(_name)) => next.run(request).await,
-        Ok(None) => conference_error(
-            StatusCode::UNAUTHORIZED,
-            "AUTHENTICATION",
-            "unknown or revoked API key",
-        ),
+        Ok(None) => {
+            operator_warning(
+                "a /v1 call with an unknown or revoked API key: check the add-on's CONFSYNC_API_KEY script property (`confsync apikey create` makes one)",
+            );
+            conference_error(
+                StatusCode::UNAUTHORIZED,
+                "PERMANENT",
+                "unknown or revoked API key",
+            )
+        }
         Err(e) => {
             warn!(error = %e, "API key lookup failed");
             conference_error(
@@ -303,6 +339,112 @@ async fn require_api_key(State(service): Shared, request: Request, next: Next) -
                 "TEMPORARY",
                 "the store is unavailable, try again",
             )
+        }
+    }
+}
+
+/// A warning for the operator, at most once a minute per message (with the count since).
+fn operator_warning(message: &'static str) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Seen = HashMap<&'static str, (Option<std::time::Instant>, u64)>;
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = seen
+        .get_or_insert_with(HashMap::new)
+        .entry(message)
+        .or_insert((None, 0));
+    entry.1 += 1;
+    if entry
+        .0
+        .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60))
+    {
+        warn!(refused = entry.1, "{message}");
+        *entry = (Some(std::time::Instant::now()), 0);
+    }
+}
+
+/// With identities configured: the caller's verified identity, put in the request's extensions
+/// for the handlers; a missing or refused token is 401 PERMANENT (the add-on sends a fresh one
+/// with every call: the user has nothing to do), keys that cannot be fetched 503 TEMPORARY.
+async fn require_identity(State(service): Shared, mut request: Request, next: Next) -> Response {
+    let Some(verifier) = &service.identity else {
+        return next.run(request).await;
+    };
+    let token = request
+        .headers()
+        .get(identity::IDENTITY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("");
+    match verifier.verify(token, chrono::Utc::now().timestamp()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e @ identity::IdentityError::Refused(_)) => {
+            tracing::info!(error = %e, "a /v1 call with a refused identity token");
+            conference_error(StatusCode::UNAUTHORIZED, "PERMANENT", e.to_string())
+        }
+        Err(e @ identity::IdentityError::Unavailable(_)) => {
+            warn!(error = %e, "identity tokens cannot be verified");
+            let mut answer =
+                conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string());
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            answer
+        }
+    }
+}
+
+type Caller = Option<axum::Extension<identity::Identity>>;
+
+/// The user a calendar belongs to, as far as confsync acts on it: with per-user OAuth its
+/// recorded owner, else the user its id names; otherwise the user its id names (a primary
+/// calendar).
+async fn calendar_owner(service: &Service, calendar_id: &str) -> Result<Option<String>, Response> {
+    match &service.oauth {
+        Some(oauth) => oauth.owner(calendar_id).await.map_err(|e| {
+            warn!(calendar_id, error = %e, "cannot read a calendar's owner");
+            conference_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARY",
+                "the store is unavailable, try again",
+            )
+        }),
+        None => Ok(oauth::implied_owner(calendar_id)),
+    }
+}
+
+/// Whether the caller may act on the calendar. Ok(true): yes; Ok(false): nobody owns it yet
+/// (per-user OAuth: the caller may connect it). Without identities, everyone may.
+async fn authorize_calendar(
+    service: &Service,
+    caller: Option<&identity::Identity>,
+    calendar_id: &str,
+) -> Result<bool, Response> {
+    let Some(caller) = caller else {
+        return Ok(true);
+    };
+    match calendar_owner(service, calendar_id).await? {
+        Some(owner) if owner == caller.email => Ok(true),
+        None if service.oauth.is_some() => Ok(false),
+        _ => {
+            tracing::info!(calendar_id, caller = %caller.email, "refused: not the calendar's owner");
+            let rule = if service.oauth.is_some() {
+                "only its owner (the account that connected it) can use confsync on it"
+            } else {
+                "confsync acts only on the caller's own primary calendar"
+            };
+            Err(conference_error(
+                StatusCode::FORBIDDEN,
+                "PERMANENT",
+                format!(
+                    "{} may not use confsync on calendar {calendar_id}: {rule}",
+                    caller.email
+                ),
+            ))
         }
     }
 }
@@ -330,7 +472,12 @@ fn conference_data(service: &Service, conference_id: &str, join_url: &str) -> Va
     )
 }
 
-async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> Response {
+async fn create_conference(
+    State(service): Shared,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Response {
+    let caller = caller.map(|c| c.0);
     let request: CreateConference = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -356,13 +503,25 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
     }
     let _ = &request.solution_id; // one solution today; kept for the add-on's manifest ids
     let (calendar_id, event_id) = (request.calendar_id.as_str(), request.event_id.as_str());
+    let owned = match authorize_calendar(&service, caller.as_ref(), calendar_id).await {
+        Ok(owned) => owned,
+        Err(refused) => return refused,
+    };
     // With per-user OAuth the calendar's owner must have connected: otherwise the add-on shows
     // Google's sign-in prompt with our authentication URL.
     if let Some(oauth) = &service.oauth {
+        if !owned {
+            return authentication_needed(
+                &service,
+                calendar_id,
+                caller.as_ref(),
+                format!("calendar {calendar_id} is not connected yet: connect it to confsync"),
+            );
+        }
         match oauth.check(calendar_id).await {
             Ok(()) => {}
             Err(confsync_engine::calendar::CalendarError::Reauth { detail }) => {
-                return authentication_needed(&service, calendar_id, detail);
+                return authentication_needed(&service, calendar_id, caller.as_ref(), detail);
             }
             Err(e) => {
                 return conference_error(
@@ -402,7 +561,10 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
         Err(_) => {
             // The create goes on in the background of nothing: it was dropped at an await.
             // The intent is stored, so the add-on's retry resumes it with the same key.
-            warn!(calendar_id, event_id, "create took longer than its deadline; the retry resumes it");
+            warn!(
+                calendar_id,
+                event_id, "create took longer than its deadline; the retry resumes it"
+            );
             return conference_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "TEMPORARY",
@@ -432,17 +594,34 @@ async fn create_conference(State(service): Shared, body: axum::body::Bytes) -> R
         .into_response()
 }
 
-/// AUTHENTICATION with the URL where the calendar's owner connects their Google account.
-fn authentication_needed(service: &Service, calendar_id: &str, message: String) -> Response {
-    let mut url = format!(
-        "{}oauth/google/start?calendar={}",
-        service.public_url.as_deref().unwrap_or("/"),
-        form_urlencoded::byte_serialize(calendar_id.as_bytes()).collect::<String>()
+/// AUTHENTICATION with the URL where the calendar's owner connects their Google account: an
+/// absolute start link, signed and expiring, bound to the calendar and (with identities) to the
+/// caller.
+fn authentication_needed(
+    service: &Service,
+    calendar_id: &str,
+    caller: Option<&identity::Identity>,
+    message: String,
+) -> Response {
+    let (Some(public_url), Some(oauth)) = (service.public_url.as_deref(), &service.oauth) else {
+        tracing::error!(
+            calendar_id,
+            "a user must connect their Google account, but serve.public_url is not set: there is no sign-in URL to give them"
+        );
+        return conference_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "PERMANENT",
+            "the service has no public URL to sign in at; its operator must set one",
+        );
+    };
+    let url = format!(
+        "{public_url}oauth/google/start?{}",
+        oauth.start_link(
+            calendar_id,
+            caller.map(|c| c.email.as_str()),
+            chrono::Utc::now().timestamp_millis()
+        )
     );
-    if let Some(hint) = oauth::implied_owner(calendar_id) {
-        url.push_str("&login_hint=");
-        url.extend(form_urlencoded::byte_serialize(hint.as_bytes()));
-    }
     (
         StatusCode::UNAUTHORIZED,
         axum::Json(json!({"error": {"conferenceErrorType": "AUTHENTICATION", "message": message, "authenticationUrl": url}})),
@@ -455,7 +634,11 @@ fn provider_error(e: ProviderError) -> Response {
         ProviderError::Transient { .. } | ProviderError::RateLimited { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY")
         }
-        ProviderError::Reauth { .. } => (StatusCode::UNAUTHORIZED, "AUTHENTICATION"),
+        // The provider's credentials are the operator's: the user can do nothing.
+        ProviderError::Reauth { .. } => {
+            tracing::error!(error = %e, "the conferencing provider refused confsync's credentials: the operator must renew them");
+            (StatusCode::BAD_GATEWAY, "PERMANENT")
+        }
         ProviderError::Permanent { .. }
         | ProviderError::Conflict { .. }
         | ProviderError::Recreate { .. } => (StatusCode::BAD_GATEWAY, "PERMANENT"),
@@ -464,12 +647,25 @@ fn provider_error(e: ProviderError) -> Response {
     conference_error(status, kind, e.to_string())
 }
 
-async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Response {
+async fn get_conference(
+    State(service): Shared,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
     if let Some(invalid) = invalid_ids(&[(IdKind::Conference, &id)]) {
         return invalid;
     }
     match service.store.link(&id).await {
         Ok(Some(link)) => {
+            // The organizer (the calendar's owner) gets the host link and the meeting's details;
+            // anyone else the public conference data only.
+            let organizer = match &caller {
+                None => true,
+                Some(caller) => match calendar_owner(&service, &link.calendar_id).await {
+                    Ok(owner) => owner.as_deref() == Some(caller.email.as_str()),
+                    Err(unavailable) => return unavailable,
+                },
+            };
             let mut answer = link
                 .join_url
                 .as_deref()
@@ -478,6 +674,9 @@ async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Respo
             answer["calendarId"] = json!(link.calendar_id);
             answer["eventId"] = json!(link.event_id);
             answer["deleted"] = json!(link.deleted);
+            if !organizer {
+                return (StatusCode::OK, axum::Json(answer)).into_response();
+            }
             answer["meeting"] = json!(link.spec);
             // The organizer's link (moderator at providers whose joins confsync serves): only
             // through the API, never in conferenceData, which every guest sees.
@@ -501,16 +700,33 @@ async fn get_conference(State(service): Shared, Path(id): Path<String>) -> Respo
     }
 }
 
-async fn sync_calendar(State(service): Shared, Path(calendar_id): Path<String>) -> Response {
+async fn sync_calendar(
+    State(service): Shared,
+    caller: Caller,
+    Path(calendar_id): Path<String>,
+) -> Response {
     if let Some(invalid) = invalid_ids(&[(IdKind::Calendar, &calendar_id)]) {
         return invalid;
+    }
+    match authorize_calendar(&service, caller.as_ref().map(|c| &c.0), &calendar_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return conference_error(
+                StatusCode::FORBIDDEN,
+                "PERMANENT",
+                format!("calendar {calendar_id} is not connected to confsync"),
+            );
+        }
+        Err(refused) => return refused,
     }
     // Recorded in the store before the 202: an accepted request is synced even if the process
     // stops before it runs.
     match service.scheduler.request_sync(&calendar_id).await {
         Ok(true) => (StatusCode::ACCEPTED, axum::Json(json!({"calendarId": calendar_id, "scheduled": true}))).into_response(),
         // Calendars start syncing with their first conference; an unknown one has nothing of ours.
-        Ok(false) => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": format!("calendar {calendar_id} has no conferences of ours")}}))).into_response(),
+        // `calendarId` tells the add-on it is this calendar that is unknown (not the route), so
+        // it removes its trigger.
+        Ok(false) => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": format!("calendar {calendar_id} has no conferences of ours"), "calendarId": calendar_id}}))).into_response(),
         Err(e) => {
             warn!(calendar_id, error = %e, "could not record a sync request");
             conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", "the store is unavailable, try again")
@@ -799,7 +1015,11 @@ struct OAuthStart {
     #[serde(default)]
     calendar: Option<String>,
     #[serde(default)]
-    login_hint: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    expires: Option<String>,
+    #[serde(default)]
+    sig: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -821,8 +1041,9 @@ fn oauth_page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
 }
 
-/// `GET /oauth/google/start[?calendar=&login_hint=]`: sends the browser to Google's consent
-/// screen (authorization code with PKCE, offline access).
+/// `GET /oauth/google/start?calendar=&user=&expires=&sig=`: a start link the API minted (see
+/// [`oauth::UserCalendars::start_link`]); sends the browser to Google's consent screen
+/// (authorization code with PKCE, offline access). Without a valid link: 400, nothing stored.
 async fn oauth_start(
     State(service): Shared,
     axum::extract::Query(query): axum::extract::Query<OAuthStart>,
@@ -834,12 +1055,22 @@ async fn oauth_start(
             "This confsync does not use per-user Google authorisation.",
         );
     };
-    let calendar = query.calendar.as_deref().filter(|c| !c.trim().is_empty());
-    let hint = query.login_hint.as_deref().filter(|h| !h.trim().is_empty());
-    match oauth
-        .start(calendar, hint, chrono::Utc::now().timestamp_millis())
-        .await
-    {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let user = query.user.as_deref().filter(|u| !u.is_empty());
+    let checked = match (&query.calendar, &query.expires, &query.sig) {
+        (Some(calendar), Some(expires), Some(sig)) => oauth
+            .check_link(calendar, user, expires, sig, now_ms)
+            .map(|()| calendar.as_str()),
+        _ => Err(oauth::ConnectError {
+            status: 400,
+            message: "sign-in starts from Google Calendar: create a confsync conference there and follow the sign-in it offers".into(),
+        }),
+    };
+    let calendar = match checked {
+        Ok(calendar) => calendar,
+        Err(e) => return oauth_page(StatusCode::BAD_REQUEST, "Cannot start", &e.message),
+    };
+    match oauth.start(calendar, user, now_ms).await {
         Ok(url) => (
             StatusCode::FOUND,
             [

@@ -146,7 +146,9 @@ impl Metrics {
             *s.actions.entry(((*kind).to_owned(), "done")).or_default() += n;
         }
         for (kind, n) in &summary.retried_by_kind {
-            *s.actions.entry(((*kind).to_owned(), "retried")).or_default() += n;
+            *s.actions
+                .entry(((*kind).to_owned(), "retried"))
+                .or_default() += n;
         }
         for (outcome, n) in [
             ("retried", summary.retried),

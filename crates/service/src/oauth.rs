@@ -2,17 +2,23 @@
 //! `/oauth/google/start` -> Google -> `/oauth/google/callback` (authorization code with PKCE),
 //! and [`UserCalendars`] reaches each calendar with its owner's refresh token.
 //!
-//! - The PKCE verifier waits in the store (sealed) under the hash of a random `state`, for ten
-//!   minutes and one callback; a replayed or forged `state` finds nothing. Starting is open to
-//!   anyone, so it is bounded: the calendar id must be one Google could have made and the
-//!   login hint at most [`MAX_LOGIN_HINT`] printable characters, and at most
-//!   [`UserCalendars::with_max_pending`] requests wait at once (expired ones are dropped first;
-//!   when full, starting answers 503 until some complete or expire).
+//! - Starting needs a link the service minted ([`UserCalendars::start_link`], in the
+//!   AUTHENTICATION answers of the add-on API): the calendar, the user it is for (the identity
+//!   token's email, when identities are verified) and an expiry ([`LINK_LIFETIME`]), signed
+//!   (HMAC-SHA256 under a key of its own, [`UserCalendars::with_link_key`]). A start without a
+//!   valid link is refused (400) before anything is stored.
+//! - The PKCE verifier waits in the store (sealed, with the user the link was for) under the
+//!   hash of a random `state`, for ten minutes and one callback; a replayed or forged `state`
+//!   finds nothing. At most [`UserCalendars::with_max_pending`] requests wait at once (expired
+//!   ones are dropped first; when full, starting answers 503 until some complete or expire).
+//! - The callback refuses (403, nothing changed, a log line for the operator) an account other
+//!   than the one the link was for, and a calendar whose owner (recorded, or implied by its id)
+//!   is another user: a recorded owner is never replaced (one conditional write).
 //! - Refresh tokens are stored sealed with AES-256-GCM ([`TokenCipher`]), bound to the user id:
 //!   a sealed token copied to another user's row does not open. The key is in config, never in
 //!   the database or logs.
-//! - A calendar's owner is the user recorded for it (`/oauth/google/start?calendar=`), or, when
-//!   none is, the user whose email is the calendar id (a primary calendar).
+//! - A calendar's owner is the user recorded for it (the first to connect it), or, when none
+//!   is, the user whose email is the calendar id (a primary calendar).
 //! - A revoked or expired grant (`invalid_grant`) marks the user as needing re-authorisation:
 //!   their calendars fail fast without a token request or an API call (no retry storm), show in
 //!   `/v1/status`, the status page and `confsync_calendars_needing_reauth`, and their pending
@@ -38,6 +44,9 @@ pub const REQUEST_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Longest `login_hint` passed on to Google (an email is at most 254 characters, a Google
 /// account's `sub` at most 255).
 pub const MAX_LOGIN_HINT: usize = 255;
+
+/// How long a start link minted by the API stays valid.
+pub const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 /// Authorization requests waiting for their callback at most, by default.
 pub const DEFAULT_MAX_PENDING: u32 = 1000;
@@ -102,6 +111,12 @@ impl ConnectError {
             message: message.into(),
         }
     }
+    fn refused(message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            status: 403,
+            message: message.into(),
+        }
+    }
     fn upstream(message: impl Into<String>) -> ConnectError {
         ConnectError {
             status: 502,
@@ -130,6 +145,7 @@ pub struct UserCalendars {
     store: Store,
     clients: Mutex<HashMap<String, Arc<GoogleCalendar>>>,
     max_pending: u32,
+    link_key: [u8; 32],
 }
 
 impl UserCalendars {
@@ -139,7 +155,74 @@ impl UserCalendars {
             store,
             clients: Mutex::new(HashMap::new()),
             max_pending: DEFAULT_MAX_PENDING,
+            link_key: random_key(),
         }
+    }
+
+    /// Start links are signed with a key derived from `secret` (domain-separated). Without it
+    /// the key is random for this process (links die with it; several instances disagree).
+    pub fn with_link_key(mut self, secret: &[u8]) -> UserCalendars {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        let tag = aws_lc_rs::hmac::sign(&key, b"confsync oauth start links v1");
+        self.link_key.copy_from_slice(tag.as_ref());
+        self
+    }
+
+    fn link_signature(&self, calendar_id: &str, user: &str, expires: i64) -> String {
+        use base64::Engine;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.link_key);
+        let tag = aws_lc_rs::hmac::sign(
+            &key,
+            format!("start\n{calendar_id}\n{user}\n{expires}").as_bytes(),
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16])
+    }
+
+    /// The query of a start link (`calendar=&user=&expires=&sig=`) for `calendar_id`, bound to
+    /// `user` (the verified caller; None when identities are not verified), valid for
+    /// [`LINK_LIFETIME`].
+    pub fn start_link(&self, calendar_id: &str, user: Option<&str>, now_ms: i64) -> String {
+        let expires = now_ms / 1000 + LINK_LIFETIME.as_secs() as i64;
+        let user = user.unwrap_or("");
+        let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let mut query = format!("calendar={}", enc(calendar_id));
+        if !user.is_empty() {
+            query.push_str(&format!("&user={}", enc(user)));
+        }
+        query.push_str(&format!(
+            "&expires={expires}&sig={}",
+            self.link_signature(calendar_id, user, expires)
+        ));
+        query
+    }
+
+    /// Checks a start link's parameters (constant-time signature comparison).
+    pub fn check_link(
+        &self,
+        calendar_id: &str,
+        user: Option<&str>,
+        expires: &str,
+        signature: &str,
+        now_ms: i64,
+    ) -> Result<(), ConnectError> {
+        let invalid = || {
+            ConnectError::bad(
+                "this sign-in link is not valid: open it again from Google Calendar (create the conference again)",
+            )
+        };
+        let expires: i64 = expires.parse().map_err(|_| invalid())?;
+        let expected = self.link_signature(calendar_id, user.unwrap_or(""), expires);
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            expected.as_bytes(),
+            signature.as_bytes(),
+        )
+        .map_err(|_| invalid())?;
+        if now_ms / 1000 > expires {
+            return Err(ConnectError::bad(
+                "this sign-in link has expired: create the conference again in Google Calendar for a new one",
+            ));
+        }
+        Ok(())
     }
 
     /// At most `max_pending` authorization requests wait for their callback at once (at least
@@ -153,18 +236,19 @@ impl UserCalendars {
         &self.oauth
     }
 
-    /// Begins a connect: answers the URL to send the browser to. The verifier is kept (sealed)
-    /// for the callback; `calendar_id` is the calendar to connect besides the user's own.
+    /// Begins a connect (after [`UserCalendars::check_link`]): answers the URL to send the
+    /// browser to. The verifier is kept (sealed, with `user`) for the callback; `calendar_id` is
+    /// the calendar to connect, `user` the account the link was for (None: any account).
     pub async fn start(
         &self,
-        calendar_id: Option<&str>,
-        login_hint: Option<&str>,
+        calendar_id: &str,
+        user: Option<&str>,
         now_ms: i64,
     ) -> Result<String, ConnectError> {
-        if let Some(calendar_id) = calendar_id {
-            crate::validate_id(crate::IdKind::Calendar, calendar_id)
-                .map_err(|e| ConnectError::bad(format!("calendar: {e}")))?;
-        }
+        crate::validate_id(crate::IdKind::Calendar, calendar_id)
+            .map_err(|e| ConnectError::bad(format!("calendar: {e}")))?;
+        let implied = implied_owner(calendar_id);
+        let login_hint = user.or(implied.as_deref());
         if let Some(hint) = login_hint
             && (hint.len() > MAX_LOGIN_HINT
                 || hint.chars().any(|c| c.is_control() || c.is_whitespace()))
@@ -183,7 +267,10 @@ impl UserCalendars {
         let sealed = self
             .oauth
             .cipher
-            .encrypt(verifier.secret(), &hash)
+            .encrypt(
+                &format!("{}\n{}", verifier.secret(), user.unwrap_or("")),
+                &hash,
+            )
             .map_err(|e| ConnectError::upstream(e.to_string()))?;
         let stale_before = now_ms - REQUEST_LIFETIME.as_millis() as i64;
         let stored = self
@@ -191,7 +278,7 @@ impl UserCalendars {
             .oauth_request_put(
                 &hash,
                 &sealed,
-                calendar_id,
+                Some(calendar_id),
                 now_ms,
                 stale_before,
                 self.max_pending,
@@ -234,12 +321,18 @@ impl UserCalendars {
                 "the authorization request expired: start again",
             ));
         }
-        let verifier = self
+        let (verifier, bound_user) = self
             .oauth
             .cipher
             .decrypt(&request.verifier_sealed, &hash)
             .ok()
-            .and_then(|secret| PkceVerifier::from_secret(secret).ok())
+            .and_then(|secret| {
+                let (verifier, user) = match secret.split_once('\n') {
+                    Some((v, u)) => (v.to_owned(), Some(u.to_owned()).filter(|u| !u.is_empty())),
+                    None => (secret, None),
+                };
+                PkceVerifier::from_secret(verifier).ok().map(|v| (v, user))
+            })
             .ok_or_else(|| {
                 ConnectError::bad("the authorization request cannot be read: start again")
             })?;
@@ -283,6 +376,17 @@ impl UserCalendars {
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase)
             .ok_or_else(|| ConnectError::upstream("Google's answer names no calendar id"))?;
+        if let Some(bound) = &bound_user
+            && bound != &user_id
+        {
+            warn!(link_user = %bound, signed_in = %user_id, "OAuth callback refused: the account is not the one the sign-in link was for");
+            return Err(ConnectError::refused(format!(
+                "This sign-in link was made for {bound}, but you signed in as {user_id}. Nothing was changed: sign in as {bound}."
+            )));
+        }
+        if let Some(calendar_id) = &request.calendar_id {
+            self.check_not_owned_by_other(calendar_id, &user_id).await?;
+        }
         if let Some(calendar_id) = &request.calendar_id
             && calendar_id != &user_id
         {
@@ -302,11 +406,14 @@ impl UserCalendars {
             .user_connect(&user_id, &sealed, grant.scope.as_deref(), now_ms)
             .await
             .map_err(ConnectError::store)?;
-        if let Some(calendar_id) = &request.calendar_id {
-            self.store
-                .calendar_set_owner(calendar_id, &user_id, now_ms)
+        if let Some(calendar_id) = &request.calendar_id
+            && let Some(other) = self
+                .store
+                .calendar_claim_owner(calendar_id, &user_id, now_ms)
                 .await
-                .map_err(ConnectError::store)?;
+                .map_err(ConnectError::store)?
+        {
+            return Err(self.owned_by_other(calendar_id, &user_id, &other));
         }
         self.forget(&user_id);
         info!(user_id = %user_id, "user connected their Google account");
@@ -314,6 +421,31 @@ impl UserCalendars {
             user_id,
             calendar_id: request.calendar_id,
         })
+    }
+
+    /// Refuses when the calendar's owner (recorded, or implied by its id) is someone else.
+    async fn check_not_owned_by_other(
+        &self,
+        calendar_id: &str,
+        user_id: &str,
+    ) -> Result<(), ConnectError> {
+        let owner = self
+            .owner(calendar_id)
+            .await
+            .map_err(|e| ConnectError::upstream(e.to_string()))?;
+        match owner {
+            Some(owner) if owner != user_id => {
+                Err(self.owned_by_other(calendar_id, user_id, &owner))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn owned_by_other(&self, calendar_id: &str, user_id: &str, owner: &str) -> ConnectError {
+        warn!(calendar_id, signed_in = %user_id, owner = %owner, "OAuth callback refused: the calendar belongs to another user; its owner is unchanged");
+        ConnectError::refused(format!(
+            "Calendar {calendar_id} is connected to confsync by another account. Nothing was changed: only its owner can connect it."
+        ))
     }
 
     /// Drops the cached client of a user (after they connect again).
@@ -350,7 +482,7 @@ impl UserCalendars {
         let Some(user_id) = self.owner(calendar_id).await? else {
             return Err(CalendarError::Reauth {
                 detail: format!(
-                    "calendar {calendar_id} has no connected owner: connect it at /oauth/google/start?calendar=..."
+                    "calendar {calendar_id} has no connected owner: its owner must connect it"
                 ),
             });
         };
@@ -412,6 +544,15 @@ impl UserCalendars {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+fn random_key() -> [u8; 32] {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator is available");
+    bytes
 }
 
 fn random_state() -> Result<String, String> {

@@ -492,19 +492,19 @@ impl Scheduler {
                 (None, None)
             }
             Err(e) => {
-                let failures = self
-                    .calendars()
-                    .get(calendar_id)
-                    .map_or(0, |s| s.failures);
+                let failures = self.calendars().get(calendar_id).map_or(0, |s| s.failures);
                 // A revoked grant waits for the owner to connect again (the callback syncs).
-                let retry_in = (!e.needs_reauth()).then(|| {
-                    SYNC_BACKOFF.delay(i64::from(failures), e.retry_after(), calendar_id)
-                });
+                let retry_in = (!e.needs_reauth())
+                    .then(|| SYNC_BACKOFF.delay(i64::from(failures), e.retry_after(), calendar_id));
                 let error = e.to_string();
                 let retry_at = retry_in.map(|d| now_ms() + d.as_millis() as i64);
                 match &retry_in {
-                    Some(d) => warn!(calendar_id, %error, failures = failures + 1, retry_in_s = d.as_secs_f64(), "sync failed; retrying with backoff"),
-                    None => warn!(calendar_id, %error, "sync failed; it runs again when the calendar's owner connects"),
+                    Some(d) => {
+                        warn!(calendar_id, %error, failures = failures + 1, retry_in_s = d.as_secs_f64(), "sync failed; retrying with backoff")
+                    }
+                    None => {
+                        warn!(calendar_id, %error, "sync failed; it runs again when the calendar's owner connects")
+                    }
                 }
                 if let Err(store_error) = engine
                     .store

@@ -89,6 +89,9 @@ fn event(summary: &str, start: &str, end: &str, conference: Value) -> Value {
     json!({"summary": summary, "start": {"dateTime": start}, "end": {"dateTime": end}, "conferenceData": conference})
 }
 
+/// A wrong or missing key is the operator's mistake, which no user can fix: 401 with
+/// conferenceErrorType PERMANENT (AUTHENTICATION would send the user to a sign-in that cannot
+/// help, and has no URL).
 #[tokio::test]
 async fn the_add_on_api_needs_a_valid_key() {
     let h = start().await;
@@ -103,9 +106,9 @@ async fn the_add_on_api_needs_a_valid_key() {
         .await;
     assert_eq!(
         (status, answer["error"]["conferenceErrorType"].as_str()),
-        (401, Some("AUTHENTICATION"))
+        (401, Some("PERMANENT"))
     );
-    let (status, _) = h
+    let (status, answer) = h
         .api(
             reqwest::Method::POST,
             "v1/conferences",
@@ -113,7 +116,11 @@ async fn the_add_on_api_needs_a_valid_key() {
             Some("cs_wrong"),
         )
         .await;
-    assert_eq!(status, 401);
+    assert_eq!(
+        (status, answer["error"]["conferenceErrorType"].as_str()),
+        (401, Some("PERMANENT"))
+    );
+    assert!(answer["error"].get("authenticationUrl").is_none());
     let (status, _) = h
         .api(reqwest::Method::GET, "v1/status", None, Some("cs_wrong"))
         .await;
@@ -143,7 +150,7 @@ async fn malformed_requests_get_a_permanent_conference_error() {
             "{body}"
         );
     }
-    let (status, _) = h
+    let (status, answer) = h
         .api(
             reqwest::Method::POST,
             "v1/calendars/unknown@example.com/sync",
@@ -152,6 +159,11 @@ async fn malformed_requests_get_a_permanent_conference_error() {
         )
         .await;
     assert_eq!(status, 404, "an unknown calendar has nothing to sync");
+    // The add-on removes its trigger when the 404 names the calendar.
+    assert_eq!(
+        answer["error"]["calendarId"], "unknown@example.com",
+        "{answer}"
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ async fn serve(store: Store, calendar: &str, debounce: Duration, retry: RetryPol
         public_url: None,
         budgets: None,
         host_key: None,
+        identity: None,
     });
     tokio::spawn(confsync_service::serve(
         listener,

@@ -140,6 +140,7 @@ async fn start() -> Harness {
         public_url: Some(service_url.clone()),
         budgets: None,
         host_key: Some(HOST_KEY.to_vec()),
+        identity: None,
     });
     tokio::spawn(async move { axum::serve(listener, router(service)).await.ok() });
     Harness {

@@ -2,6 +2,8 @@
 //! accepted): the add-on is told to authenticate, the user connects through /oauth/google/start
 //! and /callback, the calendar syncs with the stored grant; a revoked grant marks the calendar
 //! as needing re-authorisation without a retry storm, and connecting again resumes syncing.
+//! Starting needs a signed, expiring link the API minted; the callback never replaces a
+//! calendar's owner with another user.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,9 @@ use serde_json::{Value, json};
 
 const CAROL: &str = "carol@example.com";
 const KEY: &str = "cs_oauth-test-key";
+const DAVE: &str = "dave@example.com";
+/// The secret the test service derives its start-link key from.
+const LINK_SECRET: &[u8] = b"the oauth tests' start link secret";
 /// Sign-ins waiting at once in these tests.
 const MAX_PENDING: u32 = 30;
 
@@ -30,9 +35,19 @@ struct Harness {
     emulator: String,
     service: String,
     store: Store,
+    /// Mints start links as the API does (same key).
+    links: UserCalendars,
 }
 
 async fn start() -> Harness {
+    start_with(false).await
+}
+
+/// The add-on's OAuth client id in the tests with identities.
+const AUD: &str = "addon-client.apps.googleusercontent.com";
+
+/// `identity`: the API verifies the emulator's ID tokens for [`AUD`].
+async fn start_with(identity: bool) -> Harness {
     let emulator = Emulator::new(EmulatorConfig {
         dev_mode: false,
         ..Default::default()
@@ -75,7 +90,12 @@ async fn start() -> Harness {
             ..RetryPolicy::default()
         },
     });
-    let users = Arc::new(UserCalendars::new(oauth, store.clone()).with_max_pending(MAX_PENDING));
+    let links = UserCalendars::new(oauth.clone(), store.clone()).with_link_key(LINK_SECRET);
+    let users = Arc::new(
+        UserCalendars::new(oauth, store.clone())
+            .with_max_pending(MAX_PENDING)
+            .with_link_key(LINK_SECRET),
+    );
     let provider = Arc::new(LocalProvider::new(store.clone(), &service_url));
     let engine = Arc::new(Engine::new(
         store.clone(),
@@ -106,6 +126,14 @@ async fn start() -> Harness {
         public_url: Some(service_url.clone()),
         budgets: None,
         host_key: None,
+        identity: identity.then(|| {
+            Arc::new(confsync_service::identity::IdentityVerifier::new(
+                confsync_service::identity::IdentitySettings {
+                    certs_url: format!("{base}oauth2/v3/certs"),
+                    ..confsync_service::identity::IdentitySettings::google(vec![AUD.into()])
+                },
+            ))
+        }),
     });
     tokio::spawn(confsync_service::serve(
         listener,
@@ -122,10 +150,21 @@ async fn start() -> Harness {
         emulator: base,
         service: service_url,
         store,
+        links,
     }
 }
 
 impl Harness {
+    /// A start link for `calendar` (bound to `user`), as the API mints them.
+    fn link(&self, calendar: &str, user: Option<&str>) -> String {
+        format!(
+            "{}oauth/google/start?{}",
+            self.service,
+            self.links
+                .start_link(calendar, user, chrono::Utc::now().timestamp_millis())
+        )
+    }
+
     async fn create_conference(&self, event_id: &str) -> (u16, Value) {
         let response = self
             .http
@@ -145,10 +184,32 @@ impl Harness {
     }
 
     async fn connect_via(&self, authentication_url: &str) -> ((u16, String), String) {
+        self.connect_as(authentication_url, None).await
+    }
+
+    /// Follows a start link, signing in at Google as `who` (default: the link's login hint).
+    async fn connect_as(
+        &self,
+        authentication_url: &str,
+        who: Option<&str>,
+    ) -> ((u16, String), String) {
         let to_google = self.browser.get(authentication_url).send().await.unwrap();
         assert_eq!(to_google.status(), 302);
         assert_eq!(to_google.headers()["cache-control"], "no-store");
-        let google = to_google.headers()["location"].to_str().unwrap().to_owned();
+        let mut google = to_google.headers()["location"].to_str().unwrap().to_owned();
+        if let Some(who) = who {
+            let mut url = reqwest::Url::parse(&google).unwrap();
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "login_hint")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut()
+                .clear()
+                .extend_pairs(pairs)
+                .append_pair("login_hint", who);
+            google = url.to_string();
+        }
         assert!(google.starts_with(&self.emulator), "{google}");
         assert!(google.contains("code_challenge_method=S256"));
         let back = self.browser.get(&google).send().await.unwrap();
@@ -281,7 +342,14 @@ async fn a_user_connects_syncs_loses_the_grant_and_connects_again() {
         )),
         "{url}"
     );
-    assert!(url.contains("login_hint=carol%40example.com"));
+    // A signed, expiring link (Calendar takes only absolute URLs).
+    assert!(url.contains("&expires=") && url.contains("&sig="), "{url}");
+    let to_google = h.browser.get(&url).send().await.unwrap();
+    let google = to_google.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        google.contains("login_hint=carol%40example.com"),
+        "{google}"
+    );
 
     let (status, page) = h.connect(&url).await;
     assert_eq!(status, 200, "{page}");
@@ -385,15 +453,7 @@ async fn forged_replayed_and_refused_callbacks_change_nothing() {
     assert_eq!(missing.status(), 400);
 
     // A real request, then the user declines at Google.
-    let start = h
-        .browser
-        .get(format!(
-            "{}oauth/google/start?login_hint={CAROL}",
-            h.service
-        ))
-        .send()
-        .await
-        .unwrap();
+    let start = h.browser.get(h.link(CAROL, None)).send().await.unwrap();
     let google = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
     let state = google
         .query_pairs()
@@ -419,24 +479,20 @@ async fn forged_replayed_and_refused_callbacks_change_nothing() {
     assert_eq!(late.status(), 400);
 
     // A completed connect cannot be replayed either.
-    let ((status, _), used) = h
-        .connect_via(&format!(
-            "{}oauth/google/start?login_hint={CAROL}",
-            h.service
-        ))
-        .await;
+    let ((status, _), used) = h.connect_via(&h.link(CAROL, None)).await;
     assert_eq!(status, 200);
     let replayed = h.browser.get(&used).send().await.unwrap();
     assert_eq!(replayed.status(), 400);
     assert!(h.store.users().await.unwrap().len() == 1);
-    assert!(
-        h.store.calendars().await.unwrap().is_empty(),
-        "no calendar was asked for"
+    assert_eq!(
+        h.store.calendar_owner(CAROL).await.unwrap().as_deref(),
+        Some(CAROL)
     );
 }
 
-/// (b) Starting a sign-in is open to anyone: its parameters are bounded and so are the rows it
-/// leaves (at most MAX_PENDING wait; more are refused with 503 until some expire or complete).
+/// (b) Starting a sign-in needs a link the API minted; even so its parameters are bounded and so
+/// are the rows it leaves (at most MAX_PENDING wait; more are refused with 503 until some expire
+/// or complete).
 #[tokio::test]
 async fn starting_sign_ins_is_bounded_in_size_and_in_rows() {
     let h = start().await;
@@ -463,9 +519,7 @@ async fn starting_sign_ins_is_bounded_in_size_and_in_rows() {
     for i in 0..(MAX_PENDING + 10) {
         let response = h
             .browser
-            .get(start_url(&format!(
-                "calendar={CAROL}&login_hint=user{i}%40example.com"
-            )))
+            .get(h.link(CAROL, Some(&format!("user{i}@example.com"))))
             .send()
             .await
             .unwrap();
@@ -482,5 +536,194 @@ async fn starting_sign_ins_is_bounded_in_size_and_in_rows() {
     assert_eq!(
         h.store.oauth_requests_pending().await.unwrap(),
         i64::from(MAX_PENDING)
+    );
+}
+
+/// Issue 14: /oauth/google/start needs a link the API minted (signed, bound to the calendar and
+/// user, expiring); anything else is refused before any store write.
+#[tokio::test]
+async fn starting_needs_a_valid_link() {
+    let h = start().await;
+    let good = h.link(CAROL, Some(CAROL));
+    let query = good.split_once('?').unwrap().1.to_owned();
+    let start_url = |query: &str| format!("{}oauth/google/start?{query}", h.service);
+    let expired = h.links.start_link(
+        CAROL,
+        Some(CAROL),
+        chrono::Utc::now().timestamp_millis() - 11 * 60 * 1000,
+    );
+    let other_key = UserCalendars::new(
+        Arc::new(GoogleOAuth {
+            flow: AuthCodeFlow {
+                auth_uri: "http://127.0.0.1:9/".into(),
+                token_uri: "http://127.0.0.1:9/".into(),
+                client_id: "c".into(),
+                client_secret: None,
+                redirect_uri: "http://127.0.0.1:9/".into(),
+                scopes: vec![],
+                http: reqwest::Client::new(),
+            },
+            cipher: TokenCipher::from_base64(&TokenCipher::generate_key().unwrap()).unwrap(),
+            calendar_base_url: "http://127.0.0.1:9/".into(),
+            retry: RetryPolicy::default(),
+        }),
+        h.store.clone(),
+    )
+    .with_link_key(b"someone else's key")
+    .start_link(CAROL, Some(CAROL), chrono::Utc::now().timestamp_millis());
+    for (what, query) in [
+        ("no link", format!("calendar={CAROL}")),
+        (
+            "the old login_hint form",
+            format!("calendar={CAROL}&login_hint={CAROL}"),
+        ),
+        (
+            "another calendar",
+            query.replace("calendar=carol", "calendar=dave"),
+        ),
+        ("another user", query.replace("user=carol", "user=dave")),
+        (
+            "user dropped",
+            query.replace("&user=carol%40example.com", ""),
+        ),
+        ("later expiry", {
+            let expires: i64 = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("expires="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            query.replace(
+                &format!("expires={expires}"),
+                &format!("expires={}", expires + 3600),
+            )
+        }),
+        ("bad signature", format!("{}x", query)),
+        ("expired", expired),
+        ("signed with another key", other_key),
+    ] {
+        let response = h.browser.get(start_url(&query)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{what}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("Google Calendar"), "{what}: {page}");
+    }
+    assert_eq!(
+        h.store.oauth_requests_pending().await.unwrap(),
+        0,
+        "refused starts store nothing"
+    );
+    // The good link works.
+    let ((status, page), _) = h.connect_via(&good).await;
+    assert_eq!(status, 200, "{page}");
+}
+
+/// Issue 14: the callback never replaces a calendar's owner: signing in as another account than
+/// the link was for, or connecting a calendar another user owns, is refused and changes nothing.
+#[tokio::test]
+async fn the_callback_never_takes_a_calendar_from_its_owner() {
+    let h = start().await;
+    // A link for Carol (bound to her), followed by Dave.
+    let ((status, page), _) = h.connect_as(&h.link(CAROL, Some(CAROL)), Some(DAVE)).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("made for carol@example.com"), "{page}");
+    assert!(h.store.users().await.unwrap().is_empty(), "nothing stored");
+    // An unbound link for Carol's primary calendar, followed by Dave: it is Carol's.
+    let ((status, page), _) = h.connect_as(&h.link(CAROL, None), Some(DAVE)).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("another account"), "{page}");
+    assert!(h.store.users().await.unwrap().is_empty());
+    assert_eq!(h.store.calendar_owner(CAROL).await.unwrap(), None);
+
+    // Dave connects his own calendar; then a calendar recorded as Dave's is not re-pointed to
+    // Carol, even though she can read it.
+    let ((status, page), _) = h.connect_via(&h.link(DAVE, Some(DAVE))).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        h.store.calendar_owner(DAVE).await.unwrap().as_deref(),
+        Some(DAVE)
+    );
+    h.store.calendar_set_owner(CAROL, DAVE, 0).await.unwrap();
+    let ((status, page), _) = h.connect_via(&h.link(CAROL, Some(CAROL))).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("Nothing was changed"), "{page}");
+    assert_eq!(
+        h.store.calendar_owner(CAROL).await.unwrap().as_deref(),
+        Some(DAVE),
+        "the recorded owner stays"
+    );
+    // The same user connecting again is fine.
+    let ((status, page), _) = h.connect_via(&h.link(DAVE, Some(DAVE))).await;
+    assert_eq!(status, 200, "{page}");
+}
+
+/// Issue 14, with identities: the AUTHENTICATION link is absolute and bound to the caller; a user
+/// may not act on (or be offered a link for) a calendar that is someone else's.
+#[tokio::test]
+async fn with_identities_links_are_bound_to_the_caller() {
+    let h = start_with(true).await;
+    let token = async |email: &str| -> String {
+        let answer: Value = h
+            .http
+            .post(format!("{}emulator/identityTokens", h.emulator))
+            .json(&json!({"email": email, "audience": AUD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["idToken"].as_str().unwrap().to_owned()
+    };
+    let create = async |token: &str, calendar: &str, event: &str| -> (u16, Value) {
+        let response = h
+            .http
+            .post(format!("{}v1/conferences", h.service))
+            .bearer_auth(KEY)
+            .header("X-Confsync-Identity", token)
+            .json(&json!({"calendarId": calendar, "eventId": event}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    };
+    let (carol, dave) = (token(CAROL).await, token(DAVE).await);
+
+    // Dave may not act on Carol's calendar: 403, and no link to claim it.
+    let (status, answer) = create(&dave, CAROL, "bound00001").await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["conferenceErrorType"], "PERMANENT");
+    assert!(answer["error"].get("authenticationUrl").is_none());
+
+    // Carol is asked to connect, with a link bound to her.
+    let (status, answer) = create(&carol, CAROL, "bound00001").await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["conferenceErrorType"], "AUTHENTICATION");
+    let url = answer["error"]["authenticationUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with(&h.service), "absolute: {url}");
+    assert!(url.contains("user=carol%40example.com"), "{url}");
+    // Dave cannot use it.
+    let ((status, page), _) = h.connect_as(&url, Some(DAVE)).await;
+    assert_eq!(status, 403, "{page}");
+    // Carol can.
+    let (status, page) = h.connect(&url).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, answer) = create(&carol, CAROL, "bound00001").await;
+    assert_eq!(status, 200, "{answer}");
+
+    // A calendar nobody owns yet: the caller is offered to connect it, bound to them.
+    let (status, answer) = create(&dave, "team@group.calendar.google.com", "bound00002").await;
+    assert_eq!(status, 401, "{answer}");
+    let url = answer["error"]["authenticationUrl"].as_str().unwrap();
+    assert!(url.contains("user=dave%40example.com"), "{url}");
+    assert!(
+        h.store
+            .calendar_owner("team@group.calendar.google.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing recorded before the callback"
     );
 }

@@ -145,6 +145,40 @@ impl Store {
         tx.commit().await.ctx(what)
     }
 
+    /// Records `owner` as the calendar's owner only if none is recorded or it is the same user
+    /// (registering the calendar if needed), in one conditional write: a recorded owner is never
+    /// replaced. Answers the other owner when one is recorded.
+    pub async fn calendar_claim_owner(
+        &self,
+        calendar_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let what = || format!("claiming calendar {calendar_id}");
+        let mut tx = self.write_tx(what).await?;
+        crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
+        let done = sqlx::query(
+            "UPDATE calendars SET owner = $2 WHERE calendar_id = $1 AND (owner IS NULL OR owner = $2)",
+        )
+        .bind(calendar_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .ctx(what)?;
+        let other = if done.rows_affected() == 0 {
+            let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
+                .bind(calendar_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx(what)?;
+            row.and_then(|r| r.try_get::<Option<String>, _>("owner").ok().flatten())
+        } else {
+            None
+        };
+        tx.commit().await.ctx(what)?;
+        Ok(other)
+    }
+
     /// The recorded owner of a calendar, if one was set.
     pub async fn calendar_owner(&self, calendar_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")

@@ -132,6 +132,7 @@ pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits)
         public_url: None,
         budgets: None,
         host_key: None,
+        identity: None,
     });
     tokio::spawn(confsync_service::serve(
         listener,
