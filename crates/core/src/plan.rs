@@ -296,6 +296,22 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
         if input.link.is_some() && s.is_cancelled() {
             return Decision::Skip(Skip::AlreadyDeleted);
         }
+        // A live event showing the conference of its own deleted link (restored, or moved
+        // back, before the delete ran): the meeting is that link's, so it is the starting point
+        // (an update only if the spec differs), not an adoption that updates unconditionally.
+        let restored = input.link.filter(|l| {
+            s.conference.as_ref().and_then(|c| c.conference_id.as_deref())
+                == Some(l.conference_id.as_str())
+        });
+        if input.link_elsewhere.is_none() && restored.is_some() {
+            return plan_unlinked(
+                &PlanInput {
+                    link_elsewhere: restored,
+                    ..*input
+                },
+                ours,
+            );
+        }
         return plan_unlinked(input, ours);
     };
     let mut next = link.clone();
@@ -726,6 +742,67 @@ mod tests {
             capabilities: Capabilities::ALL,
             recreating: false,
         })
+    }
+
+    /// Most providers drop a series' occurrence exceptions when its time or rule changes (the
+    /// add-on's placeholder meeting's first update is such a change): the exceptions the link
+    /// recorded are sent again after the update. Found by the concurrent simulation.
+    #[test]
+    fn a_series_time_change_replays_the_recorded_exceptions() {
+        let mut series = event("Planning");
+        series["recurrence"] = json!(["RRULE:FREQ=WEEKLY;COUNT=4"]);
+        let mut link = linked(&series);
+        link.occurrences
+            .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
+        let mut moved = series.clone();
+        moved["start"]["dateTime"] = json!("2026-12-01T12:00:00Z");
+        moved["end"]["dateTime"] = json!("2026-12-01T13:00:00Z");
+        moved["etag"] = json!("\"11\"");
+        let decision = run(&snap(&moved), Some(&link));
+        assert!(
+            matches!(
+                decision.actions(),
+                [Action::Update { .. }, Action::CancelOccurrence { .. }]
+            ),
+            "{decision:?}"
+        );
+        // A title change keeps the exceptions at the provider: nothing replayed.
+        let mut renamed = series.clone();
+        renamed["summary"] = json!("Planning (renamed)");
+        renamed["etag"] = json!("\"12\"");
+        let decision = run(&snap(&renamed), Some(&link));
+        assert!(
+            matches!(decision.actions(), [Action::Update { .. }]),
+            "{decision:?}"
+        );
+    }
+
+    /// An event showing the conference of its own deleted link (restored before the delete
+    /// ran) starts from that link: no provider call when its spec did not change (an adoption
+    /// would update unconditionally). Found by the concurrent simulation.
+    #[test]
+    fn a_restored_event_starts_from_its_deleted_link() {
+        let v = event("Planning");
+        let mut gone = linked(&v);
+        gone.deleted = true;
+        let decision = run(&snap(&v), Some(&gone));
+        let Decision::Apply {
+            actions,
+            link,
+            supersede_deletes,
+            ..
+        } = decision
+        else {
+            panic!("{decision:?}")
+        };
+        assert!(actions.is_empty(), "{actions:?}");
+        assert!(!link.deleted && supersede_deletes);
+        let mut renamed = event("Planning (renamed)");
+        renamed["etag"] = json!("\"11\"");
+        assert!(matches!(
+            run(&snap(&renamed), Some(&gone)).actions(),
+            [Action::Update { .. }]
+        ));
     }
 
     #[test]

@@ -245,7 +245,9 @@ impl Engine {
     /// The provider answered a new join link for the meeting: queue its write-back into the
     /// event (before the update is reported: a crash in between repeats the idempotent update
     /// and finds the difference again, because it is compared with the link, not with what
-    /// this call changed). Nothing is queued for a link deleted meanwhile.
+    /// this call changed). Queued also for a link deleted meanwhile: the event may have moved,
+    /// and the write-back looks for it where it lives when it runs. The link itself is never
+    /// written here (a sync may have changed it while the provider answered).
     async fn follow_join_url(
         &self,
         item: &OutboxItem,

@@ -184,8 +184,37 @@ pub struct Engine {
     pub provider: Arc<dyn ConferenceProvider>,
     pub config: EngineConfig,
     progress: Option<Progress>,
-    /// Per conference, when a retry was last logged at WARN (at most one a minute each).
-    retry_warned: Mutex<HashMap<String, i64>>,
+    /// Retries are logged at WARN at most once a minute per conference.
+    retry_warnings: RetryWarnings,
+}
+
+/// Rate-limits retry warnings: at most one per key per minute, in bounded memory.
+#[derive(Default)]
+struct RetryWarnings {
+    /// Per key, when a warning was last let through (unix ms).
+    last: Mutex<HashMap<String, i64>>,
+}
+
+impl RetryWarnings {
+    const EVERY_MS: i64 = 60_000;
+    const KEYS: usize = 10_000;
+
+    fn allow(&self, key: &str, now_ms: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= Self::KEYS {
+            last.retain(|_, at| now_ms - *at < Self::EVERY_MS);
+            if last.len() >= Self::KEYS {
+                return false; // a storm of distinct keys: the metrics still count each one
+            }
+        }
+        match last.get(key) {
+            Some(at) if now_ms - *at < Self::EVERY_MS => false,
+            _ => {
+                last.insert(key.to_owned(), now_ms);
+                true
+            }
+        }
+    }
 }
 
 fn now_utc(now_ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -205,7 +234,7 @@ impl Engine {
             provider,
             config,
             progress: None,
-            retry_warned: Mutex::new(HashMap::new()),
+            retry_warnings: RetryWarnings::default(),
         }
     }
 
@@ -232,24 +261,31 @@ impl Engine {
     /// Whether a retry of this conference's action should be logged at WARN now (at most once
     /// a minute per conference; the metrics count every one).
     fn should_warn_retry(&self, conference_id: &str, now_ms: i64) -> bool {
-        let mut warned = self
-            .retry_warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if warned.len() > 10_000 {
-            warned.retain(|_, at| now_ms - *at < 60_000);
-        }
-        match warned.get(conference_id) {
-            Some(at) if now_ms - *at < 60_000 => false,
-            _ => {
-                warned.insert(conference_id.to_owned(), now_ms);
-                true
-            }
-        }
+        self.retry_warnings.allow(conference_id, now_ms)
     }
 }
 
 /// The key of an action, as the store derives it (re-exported for tests and tools).
 pub fn key_of(calendar_id: &str, event_id: &str, action: &Action) -> String {
     idempotency_key(calendar_id, event_id, action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetryWarnings;
+
+    #[test]
+    fn retry_warnings_are_rate_limited_per_conference_in_bounded_memory() {
+        let w = RetryWarnings::default();
+        assert!(w.allow("a", 0));
+        assert!(!w.allow("a", 59_999), "the same conference within a minute");
+        assert!(w.allow("b", 1), "another conference");
+        assert!(w.allow("a", 60_000), "a minute later");
+        for i in 0..RetryWarnings::KEYS {
+            w.allow(&format!("k{i}"), 100_000);
+        }
+        assert!(!w.allow("new", 100_001), "full of recent keys: no unbounded growth");
+        assert!(w.last.lock().unwrap().len() <= RetryWarnings::KEYS);
+        assert!(w.allow("new", 200_000), "old keys expire");
+    }
 }

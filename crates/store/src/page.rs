@@ -108,8 +108,9 @@ impl Store {
 
     /// Queues actions for a conference without touching its link (the executor's follow-ups,
     /// such as a write-back of a join link the provider changed). A replay adds nothing, as in
-    /// [`Store::commit_page`]. Nothing is queued (answers 0) when the conference's link is
-    /// deleted by now: a follow-up of a meeting whose event is gone has nothing to do.
+    /// [`Store::commit_page`]. Queued even when the link is deleted by now: its event may have
+    /// moved to another calendar (the delete guard re-homes the link), and the follow-up finds
+    /// it where it lives when it runs.
     pub async fn enqueue(
         &self,
         conference_id: &str,
@@ -121,12 +122,6 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let what = || format!("queueing actions for conference {conference_id}");
         let mut tx = self.write_tx(what).await?;
-        let live = links::get(&mut tx, conference_id)
-            .await?
-            .is_some_and(|s| !s.link.deleted);
-        if !live {
-            return Ok(0);
-        }
         let queued = outbox::append(
             &mut tx,
             conference_id,
