@@ -216,7 +216,10 @@ async fn serve_drives_a_signed_webhook_provider_and_stops_on_sigterm() {
         .env("CONFSYNC_GOOGLE_TOKEN", format!("dev:{ALICE}"))
         .output()
         .unwrap();
-    assert!(!second.status.success(), "a second serve on the same store must not start");
+    assert!(
+        !second.status.success(),
+        "a second serve on the same store must not start"
+    );
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(said.contains("another confsync process"), "{said}");
 

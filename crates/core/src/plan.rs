@@ -300,7 +300,9 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
         // back, before the delete ran): the meeting is that link's, so it is the starting point
         // (an update only if the spec differs), not an adoption that updates unconditionally.
         let restored = input.link.filter(|l| {
-            s.conference.as_ref().and_then(|c| c.conference_id.as_deref())
+            s.conference
+                .as_ref()
+                .and_then(|c| c.conference_id.as_deref())
                 == Some(l.conference_id.as_str())
         });
         if input.link_elsewhere.is_none() && restored.is_some() {

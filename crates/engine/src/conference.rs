@@ -106,7 +106,10 @@ mod tests {
         let snapshot = Snapshot::from_json(&event).unwrap();
         let conference = snapshot.conference.as_ref().unwrap();
         assert_eq!(conference.conference_id.as_deref(), Some("m-1"));
-        assert_eq!(conference.join_uri.as_deref(), Some("https://meet.example/m-1"));
+        assert_eq!(
+            conference.join_uri.as_deref(),
+            Some("https://meet.example/m-1")
+        );
         assert!(r.is_ours(conference), "{conference:?}");
     }
 
@@ -123,7 +126,10 @@ mod tests {
         assert_eq!(new["conferenceId"], "m-2");
         assert_eq!(new["conferenceSolution"], old["conferenceSolution"]);
         assert_eq!(new["entryPoints"].as_array().unwrap().len(), 1);
-        assert_eq!(new["parameters"]["addOnParameters"]["parameters"][DEFAULT_PARAMETER_KEY], "m-2");
+        assert_eq!(
+            new["parameters"]["addOnParameters"]["parameters"][DEFAULT_PARAMETER_KEY],
+            "m-2"
+        );
         assert!(new.get("signature").is_none());
     }
 

@@ -82,7 +82,7 @@ impl Engine {
             .begin_create(calendar_id, event_id, now_ms)
             .await?
         {
-            CreateStart::Existing(link) => return Ok(Created::Existing(link)),
+            CreateStart::Existing(link) => return Ok(Created::Existing(*link)),
             CreateStart::Create { key } => key,
         };
         let meeting = self.provider.create(spec, &key).await?;
@@ -99,7 +99,7 @@ impl Engine {
             join_url: Some(meeting.join_url.clone()),
         };
         match self.store.finish_create(&link, now_ms).await {
-            Ok(CreateStart::Existing(existing)) => Ok(Created::Existing(existing)),
+            Ok(CreateStart::Existing(existing)) => Ok(Created::Existing(*existing)),
             Ok(CreateStart::Create { .. }) => {
                 info!(calendar_id, event_id, conference_id = %link.conference_id, "conference created");
                 Ok(Created::New(link))
@@ -148,7 +148,10 @@ impl Engine {
                     Ok(m) => m,
                     Err(e) => {
                         return Err(EngineError::Store(StoreError::Conflict {
-                            what: format!("finding the meeting of an abandoned create ({})", intent.key),
+                            what: format!(
+                                "finding the meeting of an abandoned create ({})",
+                                intent.key
+                            ),
                             detail: e.to_string(),
                         }));
                     }
@@ -168,7 +171,8 @@ impl Engine {
                 match self.store.finish_create(&link, now_ms).await {
                     Ok(CreateStart::Existing(_)) => {
                         // The event got another conference meanwhile: this meeting is nobody's.
-                        self.delete_unlinked(&meeting.meeting_id, &intent.key).await?;
+                        self.delete_unlinked(&meeting.meeting_id, &intent.key)
+                            .await?;
                         self.store
                             .close_intent(calendar_id, event_id, intent.generation, true, now_ms)
                             .await?;
@@ -187,7 +191,9 @@ impl Engine {
         let shown = match self.calendar.get(calendar_id, event_id).await {
             Ok(Some(event)) => Snapshot::from_json(&event).is_ok_and(|s| {
                 !s.is_cancelled()
-                    && s.conference.as_ref().and_then(|c| c.conference_id.as_deref())
+                    && s.conference
+                        .as_ref()
+                        .and_then(|c| c.conference_id.as_deref())
                         == Some(conference_id.as_str())
             }),
             Ok(None) => false,

@@ -154,32 +154,120 @@ mod tests {
     #[test]
     fn every_failure_has_one_disposition() {
         let retry = |at_least_ms: i64| move |d: Disposition| matches!(d, Disposition::Retry { not_before_ms } if not_before_ms >= at_least_ms);
-        let park = |d: Disposition| d == Disposition::Park { not_before_ms: REAUTH_PARK.as_millis() as i64 };
+        let park = |d: Disposition| {
+            d == Disposition::Park {
+                not_before_ms: REAUTH_PARK.as_millis() as i64,
+            }
+        };
         let fail = |d: Disposition| d == Disposition::Fail;
         let b = backoff();
-        let cases: Vec<(Failure, i64, Box<dyn Fn(Disposition) -> bool>, &str)> = vec![
-            (Failure::of_provider(&provider("transient")), 0, Box::new(retry(500)), "transient, first attempt"),
-            (Failure::of_provider(&provider("transient")), 1, Box::new(retry(1_000)), "transient, second attempt"),
-            (Failure::of_provider(&provider("transient")), 2, Box::new(fail), "transient, out of attempts"),
-            (Failure::of_provider(&provider("429")), 0, Box::new(retry(120_000)), "429 waits for Retry-After"),
-            (Failure::of_provider(&provider("429")), 2, Box::new(fail), "429, out of attempts"),
-            (Failure::of_provider(&provider("reauth")), 0, Box::new(park), "provider credentials"),
-            (Failure::of_provider(&provider("reauth")), 99, Box::new(park), "parking never runs out"),
-            (Failure::of_provider(&provider("notfound")), 0, Box::new(fail), "meeting gone"),
-            (Failure::of_provider(&provider("conflict")), 0, Box::new(fail), "conflict"),
-            (Failure::of_provider(&provider("permanent")), 0, Box::new(fail), "refused"),
-            (Failure::of_calendar(&calendar("retryable")), 0, Box::new(retry(30_000)), "calendar 5xx honours Retry-After"),
-            (Failure::of_calendar(&calendar("412")), 0, Box::new(retry(500)), "412 after re-reads"),
-            (Failure::of_calendar(&calendar("410")), 0, Box::new(retry(500)), "410 on a row"),
-            (Failure::of_calendar(&calendar("reauth")), 0, Box::new(park), "revoked grant"),
-            (Failure::Unresolved, 99, Box::new(park), "a row that may not end never fails"),
+        type Expect = Box<dyn Fn(Disposition) -> bool>;
+        let cases: Vec<(Failure, i64, Expect, &str)> = vec![
+            (
+                Failure::of_provider(&provider("transient")),
+                0,
+                Box::new(retry(500)),
+                "transient, first attempt",
+            ),
+            (
+                Failure::of_provider(&provider("transient")),
+                1,
+                Box::new(retry(1_000)),
+                "transient, second attempt",
+            ),
+            (
+                Failure::of_provider(&provider("transient")),
+                2,
+                Box::new(fail),
+                "transient, out of attempts",
+            ),
+            (
+                Failure::of_provider(&provider("429")),
+                0,
+                Box::new(retry(120_000)),
+                "429 waits for Retry-After",
+            ),
+            (
+                Failure::of_provider(&provider("429")),
+                2,
+                Box::new(fail),
+                "429, out of attempts",
+            ),
+            (
+                Failure::of_provider(&provider("reauth")),
+                0,
+                Box::new(park),
+                "provider credentials",
+            ),
+            (
+                Failure::of_provider(&provider("reauth")),
+                99,
+                Box::new(park),
+                "parking never runs out",
+            ),
+            (
+                Failure::of_provider(&provider("notfound")),
+                0,
+                Box::new(fail),
+                "meeting gone",
+            ),
+            (
+                Failure::of_provider(&provider("conflict")),
+                0,
+                Box::new(fail),
+                "conflict",
+            ),
+            (
+                Failure::of_provider(&provider("permanent")),
+                0,
+                Box::new(fail),
+                "refused",
+            ),
+            (
+                Failure::of_calendar(&calendar("retryable")),
+                0,
+                Box::new(retry(30_000)),
+                "calendar 5xx honours Retry-After",
+            ),
+            (
+                Failure::of_calendar(&calendar("412")),
+                0,
+                Box::new(retry(500)),
+                "412 after re-reads",
+            ),
+            (
+                Failure::of_calendar(&calendar("410")),
+                0,
+                Box::new(retry(500)),
+                "410 on a row",
+            ),
+            (
+                Failure::of_calendar(&calendar("reauth")),
+                0,
+                Box::new(park),
+                "revoked grant",
+            ),
+            (
+                Failure::Unresolved,
+                99,
+                Box::new(park),
+                "a row that may not end never fails",
+            ),
             // The executor used to retry a Fatal calendar error in one place and fail it in
             // another; there is one answer now.
-            (Failure::of_calendar(&calendar("fatal")), 0, Box::new(fail), "calendar fatal"),
+            (
+                Failure::of_calendar(&calendar("fatal")),
+                0,
+                Box::new(fail),
+                "calendar fatal",
+            ),
         ];
         for (failure, attempts, expected, name) in cases {
             let got = dispose(failure, attempts, &b, "key", 0);
-            assert!(expected(got), "{name}: {failure:?} after {attempts} attempts gave {got:?}");
+            assert!(
+                expected(got),
+                "{name}: {failure:?} after {attempts} attempts gave {got:?}"
+            );
         }
     }
 

@@ -230,7 +230,9 @@ impl Engine {
                     },
                 );
             }
-            Action::Delete { .. } => return self.delete(item, link.as_ref(), now_ms, summary).await,
+            Action::Delete { .. } => {
+                return self.delete(item, link.as_ref(), now_ms, summary).await;
+            }
             Action::Verify => {
                 return self.verify(item, now_ms).await;
             }
@@ -309,7 +311,11 @@ impl Engine {
         }
         summary.provider_calls += 1;
         Ok(
-            match self.provider.delete(&item.conference_id, &item.idempotency_key).await {
+            match self
+                .provider
+                .delete(&item.conference_id, &item.idempotency_key)
+                .await
+            {
                 Ok(()) | Err(ProviderError::NotFound { .. }) => {
                     info!(conference_id = %item.conference_id, calendar_id = %item.calendar_id, "meeting deleted");
                     Step::Done { applied: None }

@@ -131,7 +131,11 @@ impl Engine {
                         // link was here to plan them (a cancelled instance carries no
                         // conference to find the link by). Its next pass lists everything.
                         self.store.mark_full_sync_needed(calendar_id).await?;
-                        info!(conference_id, calendar_id, "link moved here by the delete guard: the calendar's next sync is a full one");
+                        info!(
+                            conference_id,
+                            calendar_id,
+                            "link moved here by the delete guard: the calendar's next sync is a full one"
+                        );
                     }
                     return Ok(true);
                 }
@@ -144,11 +148,7 @@ impl Engine {
 
     /// A linked event a full sync did not list: read it and plan what it says (deleted: the
     /// tombstone plans a delete; alive: a normal update).
-    pub(crate) async fn verify(
-        &self,
-        item: &OutboxItem,
-        now_ms: i64,
-    ) -> Result<Step, EngineError> {
+    pub(crate) async fn verify(&self, item: &OutboxItem, now_ms: i64) -> Result<Step, EngineError> {
         for _ in 0..REREADS {
             let Some(stored) = self
                 .store

@@ -284,7 +284,10 @@ mod tests {
         for i in 0..RetryWarnings::KEYS {
             w.allow(&format!("k{i}"), 100_000);
         }
-        assert!(!w.allow("new", 100_001), "full of recent keys: no unbounded growth");
+        assert!(
+            !w.allow("new", 100_001),
+            "full of recent keys: no unbounded growth"
+        );
         assert!(w.last.lock().unwrap().len() <= RetryWarnings::KEYS);
         assert!(w.allow("new", 200_000), "old keys expire");
     }

@@ -384,7 +384,6 @@ impl Engine {
         }
         Ok(None)
     }
-
 }
 
 /// What became of a recreate.
@@ -455,4 +454,3 @@ fn calendar_failure(e: CalendarError) -> ProviderError {
         },
     }
 }
-

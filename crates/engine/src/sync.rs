@@ -145,7 +145,10 @@ impl Engine {
             }
             if !unseen.is_empty() {
                 let event_ids: Vec<String> = unseen.iter().map(|(id, _)| id.clone()).collect();
-                let records = self.store.link_records(calendar_id, &event_ids, &[]).await?;
+                let records = self
+                    .store
+                    .link_records(calendar_id, &event_ids, &[])
+                    .await?;
                 let mut by_event: HashMap<&str, &confsync_store::StoredLink> = HashMap::new();
                 for record in &records {
                     if record.link.calendar_id == calendar_id && !record.link.deleted {

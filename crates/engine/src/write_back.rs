@@ -40,7 +40,9 @@ impl Engine {
             let snapshot = event.as_ref().and_then(|e| Snapshot::from_json(e).ok());
             let here = snapshot.as_ref().is_some_and(|s| {
                 !s.is_cancelled()
-                    && s.conference.as_ref().and_then(|c| c.conference_id.as_deref())
+                    && s.conference
+                        .as_ref()
+                        .and_then(|c| c.conference_id.as_deref())
                         == Some(item.conference_id.as_str())
             });
             if !here {

@@ -128,7 +128,12 @@ impl World {
             full_sync_window: None,
             ..EngineConfig::default()
         };
-        let engine = Engine::new(Store::memory().await.unwrap(), calendar, provider.clone(), config);
+        let engine = Engine::new(
+            Store::memory().await.unwrap(),
+            calendar,
+            provider.clone(),
+            config,
+        );
         World {
             shared,
             engine,
@@ -203,7 +208,10 @@ impl World {
             .unwrap();
         self.engine.sync(ALICE, false, NOW).await.unwrap();
         self.engine.drain(NOW).await.unwrap();
-        (created["id"].as_str().unwrap().to_owned(), meeting.meeting_id)
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            meeting.meeting_id,
+        )
     }
 }
 
@@ -307,7 +315,11 @@ async fn an_abandoned_create_is_deleted_after_the_grace_period() {
     // Saved: an event that shows its conference.
     let (kept_event, kept) = w.event_with_meeting().await;
     let grace = w.engine.config.intent_grace_ms;
-    assert_eq!(w.engine.clean_up_intents(NOW + 1_000).await.unwrap(), 0, "not before the grace period");
+    assert_eq!(
+        w.engine.clean_up_intents(NOW + 1_000).await.unwrap(),
+        0,
+        "not before the grace period"
+    );
     let closed = w.engine.clean_up_intents(NOW + grace + 1).await.unwrap();
     assert_eq!(closed, 2);
     w.engine.drain(NOW + grace + 2).await.unwrap();
@@ -317,7 +329,10 @@ async fn an_abandoned_create_is_deleted_after_the_grace_period() {
         .iter()
         .filter(|(id, m)| !m.deleted && **id != kept)
         .collect();
-    assert!(lost.is_empty(), "the lost create's meeting is found by its key and deleted: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "the lost create's meeting is found by its key and deleted: {lost:?}"
+    );
     assert!(!meetings[&kept].deleted, "event {kept_event} shows it");
     // A new create for the abandoned event makes a new meeting (a new generation).
     let again = w

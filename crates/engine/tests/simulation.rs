@@ -931,15 +931,7 @@ impl Sim {
         let now_ms = self.now_ms;
         let future = async move {
             Done::Api(
-                create_conference(
-                    &engine,
-                    &triggers,
-                    &cal,
-                    &event_id,
-                    &request_id,
-                    now_ms,
-                )
-                .await,
+                create_conference(&engine, &triggers, &cal, &event_id, &request_id, now_ms).await,
             )
         };
         self.tasks.spawn(Kind::Api { flow }, future);
@@ -1598,7 +1590,13 @@ impl Sim {
                 // abandoned create is left (its provider call failed this time).
                 None => {
                     let cutoff = self.now_ms - self.config.intent_grace_ms;
-                    if self.store.stale_intents(cutoff, 1).await.unwrap().is_empty() {
+                    if self
+                        .store
+                        .stale_intents(cutoff, 1)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                    {
                         return true;
                     }
                     self.now_ms += 600_000;

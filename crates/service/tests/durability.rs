@@ -20,14 +20,25 @@ const KEY: &str = "cs_durability-test-key-0123";
 /// A service on `store`, served on its own listener; answers its base URL.
 async fn serve(store: Store, calendar: &str, debounce: Duration, retry: RetryPolicy) -> String {
     let provider = Arc::new(LocalProvider::new(store.clone(), "http://127.0.0.1:9/"));
-    let client = Client::new(calendar, Arc::new(StaticToken(format!("dev:{ALICE}"))), retry).unwrap();
+    let client = Client::new(
+        calendar,
+        Arc::new(StaticToken(format!("dev:{ALICE}"))),
+        retry,
+    )
+    .unwrap();
     let engine = Arc::new(Engine::new(
         store.clone(),
         Arc::new(GoogleCalendar { client }),
         provider.clone(),
         EngineConfig::default(),
     ));
-    let scheduler = Scheduler::start(engine, SchedulerConfig { debounce, workers: 2 });
+    let scheduler = Scheduler::start(
+        engine,
+        SchedulerConfig {
+            debounce,
+            workers: 2,
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let service = Arc::new(Service {
@@ -51,8 +62,15 @@ async fn serve(store: Store, calendar: &str, debounce: Duration, retry: RetryPol
     url
 }
 
-async fn call(method: reqwest::Method, url: String, body: Option<Value>, bearer: &str) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url).bearer_auth(bearer);
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+    bearer: &str,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(bearer);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -81,13 +99,18 @@ async fn event_with_conference(calendar: &str, service: &str) -> (String, String
     assert_eq!(status, 200, "{conference}");
     let (status, _) = call(
         reqwest::Method::PATCH,
-        format!("{calendar}calendar/v3/calendars/{ALICE}/events/{event_id}?conferenceDataVersion=1"),
+        format!(
+            "{calendar}calendar/v3/calendars/{ALICE}/events/{event_id}?conferenceDataVersion=1"
+        ),
         Some(json!({"conferenceData": conference})),
         &format!("dev:{ALICE}"),
     )
     .await;
     assert_eq!(status, 200);
-    (event_id, conference["conferenceId"].as_str().unwrap().to_owned())
+    (
+        event_id,
+        conference["conferenceId"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn rename(calendar: &str, event_id: &str, title: &str) {
@@ -139,8 +162,17 @@ fn an_acknowledged_sync_request_survives_a_process_death() {
     let doomed = tokio::runtime::Runtime::new().unwrap();
     let (event_id, meeting_id) = doomed.block_on(async {
         let store = Store::open(&path).await.unwrap();
-        store.api_key_create("addon", &hash_api_key(KEY), 0).await.unwrap();
-        let service = serve(store.clone(), &calendar, Duration::from_secs(3600), RetryPolicy::default()).await;
+        store
+            .api_key_create("addon", &hash_api_key(KEY), 0)
+            .await
+            .unwrap();
+        let service = serve(
+            store.clone(),
+            &calendar,
+            Duration::from_secs(3600),
+            RetryPolicy::default(),
+        )
+        .await;
         let (event_id, meeting_id) = event_with_conference(&calendar, &service).await;
         rename(&calendar, &event_id, "Planning (moved to Friday)").await;
         let (status, answer) = call(
@@ -151,7 +183,10 @@ fn an_acknowledged_sync_request_survives_a_process_death() {
         )
         .await;
         assert_eq!(status, 202, "{answer}");
-        assert_ne!(meeting_title(&store, &meeting_id).await, "Planning (moved to Friday)");
+        assert_ne!(
+            meeting_title(&store, &meeting_id).await,
+            "Planning (moved to Friday)"
+        );
         (event_id, meeting_id)
     });
     doomed.shutdown_background(); // kill -9: no task runs again, nothing is flushed
@@ -160,9 +195,21 @@ fn an_acknowledged_sync_request_survives_a_process_death() {
     // The next process syncs the dirty calendar at startup, with no new trigger.
     main.block_on(async {
         let store = Store::open(&path).await.unwrap();
-        let _service = serve(store.clone(), &calendar, Duration::ZERO, RetryPolicy::default()).await;
+        let _service = serve(
+            store.clone(),
+            &calendar,
+            Duration::ZERO,
+            RetryPolicy::default(),
+        )
+        .await;
         assert!(
-            wait_for_title(&store, &meeting_id, "Planning (moved to Friday)", Duration::from_secs(10)).await,
+            wait_for_title(
+                &store,
+                &meeting_id,
+                "Planning (moved to Friday)",
+                Duration::from_secs(10)
+            )
+            .await,
             "the change acknowledged before the crash reached the provider after the restart"
         );
         let state = store.calendar(ALICE).await.unwrap().unwrap();
@@ -182,7 +229,10 @@ async fn a_failed_sync_is_retried_with_backoff_and_shown_meanwhile() {
         .unwrap();
     let calendar = emulator.base_url().to_owned();
     let store = Store::memory().await.unwrap();
-    store.api_key_create("addon", &hash_api_key(KEY), 0).await.unwrap();
+    store
+        .api_key_create("addon", &hash_api_key(KEY), 0)
+        .await
+        .unwrap();
     let retry = RetryPolicy {
         max_attempts: 2,
         base: Duration::from_millis(10),
@@ -191,7 +241,13 @@ async fn a_failed_sync_is_retried_with_backoff_and_shown_meanwhile() {
     };
     let service = serve(store.clone(), &calendar, Duration::ZERO, retry).await;
     let (event_id, meeting_id) = event_with_conference(&calendar, &service).await;
-    let (status, _) = call(reqwest::Method::POST, format!("{service}v1/calendars/{ALICE}/sync"), None, KEY).await;
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{service}v1/calendars/{ALICE}/sync"),
+        None,
+        KEY,
+    )
+    .await;
     assert_eq!(status, 202);
     assert!(wait_for_title(&store, &meeting_id, "Planning", Duration::from_secs(10)).await);
     // Calendar answers 500 to the next listings, more than the client retries.
@@ -204,12 +260,24 @@ async fn a_failed_sync_is_retried_with_backoff_and_shown_meanwhile() {
     .await;
     assert_eq!(status, 200);
     rename(&calendar, &event_id, "Planning (renamed)").await;
-    let (status, _) = call(reqwest::Method::POST, format!("{service}v1/calendars/{ALICE}/sync"), None, KEY).await;
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{service}v1/calendars/{ALICE}/sync"),
+        None,
+        KEY,
+    )
+    .await;
     assert_eq!(status, 202);
     // The failure shows while the retry waits.
     let mut seen_failing = false;
     for _ in 0..100 {
-        let (_, status) = call(reqwest::Method::GET, format!("{service}v1/status"), None, KEY).await;
+        let (_, status) = call(
+            reqwest::Method::GET,
+            format!("{service}v1/status"),
+            None,
+            KEY,
+        )
+        .await;
         let calendar_state = status["calendars"]
             .as_array()
             .unwrap()
@@ -226,11 +294,22 @@ async fn a_failed_sync_is_retried_with_backoff_and_shown_meanwhile() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(seen_failing, "the failed sync is visible in /v1/status");
-    let metrics = reqwest::get(format!("{service}metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{service}metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("confsync_sync_runs_total"), "{metrics}");
     // No new trigger: the retry alone brings the change to the meeting.
     assert!(
-        wait_for_title(&store, &meeting_id, "Planning (renamed)", Duration::from_secs(20)).await,
+        wait_for_title(
+            &store,
+            &meeting_id,
+            "Planning (renamed)",
+            Duration::from_secs(20)
+        )
+        .await,
         "the failed sync was retried with backoff"
     );
     let state = store.calendar(ALICE).await.unwrap().unwrap();
@@ -246,8 +325,17 @@ async fn a_create_retried_with_another_request_id_answers_the_same_conference() 
         .await
         .unwrap();
     let store = Store::memory().await.unwrap();
-    store.api_key_create("addon", &hash_api_key(KEY), 0).await.unwrap();
-    let service = serve(store.clone(), emulator.base_url(), Duration::ZERO, RetryPolicy::default()).await;
+    store
+        .api_key_create("addon", &hash_api_key(KEY), 0)
+        .await
+        .unwrap();
+    let service = serve(
+        store.clone(),
+        emulator.base_url(),
+        Duration::ZERO,
+        RetryPolicy::default(),
+    )
+    .await;
     let mut ids = Vec::new();
     for request_id in ["a", "b", "c"] {
         let (status, answer) = call(

@@ -18,7 +18,7 @@ use crate::links::{self, LinkBase};
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateStart {
     /// The event has a live link: its conference is the answer, nothing is created.
-    Existing(Link),
+    Existing(Box<Link>),
     /// Create the meeting with this idempotency key (the same for every retry of the event's
     /// create until it is linked or abandoned).
     Create {
@@ -66,7 +66,7 @@ impl Store {
             .into_iter()
             .next()
         {
-            return Ok(CreateStart::Existing(live.link));
+            return Ok(CreateStart::Existing(Box::new(live.link)));
         }
         let row: Option<(i64, String)> = sqlx::query_as(
             "SELECT generation, state FROM create_intents WHERE calendar_id = $1 AND event_id = $2",
@@ -117,20 +117,17 @@ impl Store {
     /// Calendar yet) and the intent becomes `linked`. When a concurrent retry linked the event
     /// first, its link is the answer ([`CreateStart::Existing`]); `Create` answers that this
     /// call linked it.
-    pub async fn finish_create(
-        &self,
-        link: &Link,
-        now_ms: i64,
-    ) -> Result<CreateStart, StoreError> {
+    pub async fn finish_create(&self, link: &Link, now_ms: i64) -> Result<CreateStart, StoreError> {
         let (calendar_id, event_id) = (link.calendar_id.as_str(), link.event_id.as_str());
-        let what = || format!("linking the new conference of event {event_id} (calendar {calendar_id})");
+        let what =
+            || format!("linking the new conference of event {event_id} (calendar {calendar_id})");
         let mut tx = self.write_tx(what).await?;
         if let Some(live) = links::live_of_event(&mut tx, calendar_id, event_id)
             .await?
             .into_iter()
             .next()
         {
-            return Ok(CreateStart::Existing(live.link));
+            return Ok(CreateStart::Existing(Box::new(live.link)));
         }
         crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
         if let Some(stored) = links::get(&mut tx, &link.conference_id).await? {
@@ -156,9 +153,7 @@ impl Store {
         .await
         .ctx(what)?;
         self.commit(tx, what).await?;
-        Ok(CreateStart::Create {
-            key: String::new(),
-        })
+        Ok(CreateStart::Create { key: String::new() })
     }
 
     /// Intents made before `cutoff_ms` whose meeting has not shown up in its event: still
@@ -223,7 +218,9 @@ impl Store {
             .bind(now_ms)
             .execute(&self.writer)
             .await
-            .ctx(|| format!("closing the create intent of event {event_id} (calendar {calendar_id})"))?;
+            .ctx(|| {
+                format!("closing the create intent of event {event_id} (calendar {calendar_id})")
+            })?;
         Ok(())
     }
 

@@ -96,57 +96,44 @@ pub(crate) async fn write(
     };
     let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
-    let (done, written) = match base {
-        LinkBase::New => {
-            let done = sqlx::query(
-                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
-                     last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
-                 ON CONFLICT (conference_id) DO NOTHING",
-            )
+    // Both statements take the link's columns as $1..$12, in this order.
+    let bind = |sql: &'static str| {
+        sqlx::query(sql)
             .bind(&link.conference_id)
             .bind(&link.provider)
             .bind(&link.calendar_id)
             .bind(&link.event_id)
-            .bind(spec_json)
+            .bind(spec_json.clone())
             .bind(link.spec.fingerprint())
             .bind(&link.last_etag_seen)
             .bind(&link.last_etag_written)
-            .bind(occurrences_json)
+            .bind(occurrences_json.clone())
             .bind(link.deleted)
             .bind(now_ms)
             .bind(&link.join_url)
-            .execute(&mut *tx)
-            .await
-            .ctx(what)?;
-            (done, 1)
-        }
-        LinkBase::Version(version) => {
-            let done = sqlx::query(
+    };
+    let (query, written) = match base {
+        LinkBase::New => (
+            bind(
+                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
+                     last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
+                 ON CONFLICT (conference_id) DO NOTHING",
+            ),
+            1,
+        ),
+        LinkBase::Version(version) => (
+            bind(
                 "UPDATE links SET provider = $2, calendar_id = $3, event_id = $4, spec_json = $5, fingerprint = $6, \
                      last_etag_seen = $7, last_etag_written = COALESCE(last_etag_written, $8), \
                      occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1 \
                  WHERE conference_id = $1 AND version = $13",
             )
-            .bind(&link.conference_id)
-            .bind(&link.provider)
-            .bind(&link.calendar_id)
-            .bind(&link.event_id)
-            .bind(spec_json)
-            .bind(link.spec.fingerprint())
-            .bind(&link.last_etag_seen)
-            .bind(&link.last_etag_written)
-            .bind(occurrences_json)
-            .bind(link.deleted)
-            .bind(now_ms)
-            .bind(&link.join_url)
-            .bind(version)
-            .execute(&mut *tx)
-            .await
-            .ctx(what)?;
-            (done, version + 1)
-        }
+            .bind(version),
+            version + 1,
+        ),
     };
+    let done = query.execute(&mut *tx).await.ctx(what)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::Stale {
             what: what(),

@@ -413,10 +413,12 @@ mod tests {
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.writable().await, None);
         let pages: i64 = int(&store.writer, "PRAGMA page_count").await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
-            .execute(&store.writer)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&store.writer)
+        .await
+        .unwrap();
         let big = "x".repeat(200_000);
         let mut failed = 0;
         for i in 0..5 {
@@ -425,7 +427,11 @@ mod tests {
                 reason: "big".into(),
                 raw: serde_json::json!({"pad": big}),
             };
-            if store.commit_page("c", &[], &[letter], None, i).await.is_err() {
+            if store
+                .commit_page("c", &[], &[letter], None, i)
+                .await
+                .is_err()
+            {
                 failed += 1;
             }
         }
@@ -437,7 +443,11 @@ mod tests {
             .await;
         let mut recovered = false;
         for _ in 0..3 {
-            if store.commit_page("c", &[], &[], Some("t1"), 99).await.is_ok() {
+            if store
+                .commit_page("c", &[], &[], Some("t1"), 99)
+                .await
+                .is_ok()
+            {
                 recovered = true;
                 break;
             }
@@ -445,7 +455,13 @@ mod tests {
         assert!(recovered, "writes work again without a restart");
         assert_eq!(store.writable().await, None);
         assert_eq!(
-            store.calendar("c").await.unwrap().unwrap().sync_token.as_deref(),
+            store
+                .calendar("c")
+                .await
+                .unwrap()
+                .unwrap()
+                .sync_token
+                .as_deref(),
             Some("t1")
         );
         store.close().await;

@@ -1144,9 +1144,17 @@ async fn a_link_write_based_on_a_stale_version_is_refused_and_writes_nothing() {
     // A sync marks the link deleted (the event was cancelled) ...
     let mut cancelled = original.clone();
     cancelled.deleted = true;
-    let mut by_sync = change(cancelled, vec![Action::Delete { reason: Change::EventCancelled }]);
+    let mut by_sync = change(
+        cancelled,
+        vec![Action::Delete {
+            reason: Change::EventCancelled,
+        }],
+    );
     by_sync.base = LinkBase::Version(read.version);
-    store.commit_page(ALICE, &[by_sync], &[], None, 2_000).await.unwrap();
+    store
+        .commit_page(ALICE, &[by_sync], &[], None, 2_000)
+        .await
+        .unwrap();
     // ... while a writer that read it before plans from the old version.
     let mut stale = change(original.clone(), vec![update("Planning")]);
     stale.base = LinkBase::Version(read.version);
@@ -1160,17 +1168,30 @@ async fn a_link_write_based_on_a_stale_version_is_refused_and_writes_nothing() {
     assert_eq!(now.version, read.version + 1);
     let rows = store.outbox_of("m1").await.unwrap();
     assert_eq!(rows.len(), 1, "only the delete is queued: {rows:?}");
-    assert_eq!(store.calendar(ALICE).await.unwrap().unwrap().sync_token, None, "the token did not move");
+    assert_eq!(
+        store.calendar(ALICE).await.unwrap().unwrap().sync_token,
+        None,
+        "the token did not move"
+    );
     // A new link for a conference that has one by now is stale too.
     let again = change(original, vec![]);
-    assert!(store.commit_page(ALICE, &[again], &[], None, 4_000).await.unwrap_err().is_stale());
+    assert!(
+        store
+            .commit_page(ALICE, &[again], &[], None, 4_000)
+            .await
+            .unwrap_err()
+            .is_stale()
+    );
     // Two changes of one conference in one page chain (a series and its instances).
     let current = store.link_record("m1").await.unwrap().unwrap();
     let mut first = change(link("m1", ALICE, "e1", "A"), vec![]);
     first.base = LinkBase::Version(current.version);
     let mut second = change(link("m1", ALICE, "e1", "B"), vec![]);
     second.base = LinkBase::Version(current.version);
-    store.commit_page(ALICE, &[first, second], &[], None, 5_000).await.unwrap();
+    store
+        .commit_page(ALICE, &[first, second], &[], None, 5_000)
+        .await
+        .unwrap();
     assert_eq!(store.link("m1").await.unwrap().unwrap().spec.title, "B");
 }
 
@@ -1179,28 +1200,59 @@ async fn a_link_write_based_on_a_stale_version_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
     let store = Store::memory().await.unwrap();
-    assert!(!store.mark_dirty(ALICE, 1_000).await.unwrap(), "unknown calendars record nothing");
+    assert!(
+        !store.mark_dirty(ALICE, 1_000).await.unwrap(),
+        "unknown calendars record nothing"
+    );
     store.ensure_calendar(ALICE).await.unwrap();
     assert!(store.mark_dirty(ALICE, 1_000).await.unwrap());
-    assert_eq!(store.calendars_to_sync().await.unwrap(), vec![(ALICE.to_owned(), 1_000)]);
+    assert_eq!(
+        store.calendars_to_sync().await.unwrap(),
+        vec![(ALICE.to_owned(), 1_000)]
+    );
     let started = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
     // A notification arrives while the pass runs.
     store.mark_dirty(ALICE, 2_000).await.unwrap();
     store.sync_succeeded(ALICE, started).await.unwrap();
     let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(state.dirty_at, Some(1_000), "still dirty: the second trigger needs a pass");
+    assert_eq!(
+        state.dirty_at,
+        Some(1_000),
+        "still dirty: the second trigger needs a pass"
+    );
     store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
     assert!(store.calendars_to_sync().await.unwrap().is_empty());
     // A failed pass: dirty, with its retry time first in line.
     store.mark_dirty(ALICE, 3_000).await.unwrap();
-    assert_eq!(store.sync_failed(ALICE, "500", Some(9_000), 3_100).await.unwrap(), 1);
-    assert_eq!(store.sync_failed(ALICE, "500", Some(19_000), 9_100).await.unwrap(), 2);
-    assert_eq!(store.calendars_to_sync().await.unwrap(), vec![(ALICE.to_owned(), 19_000)]);
+    assert_eq!(
+        store
+            .sync_failed(ALICE, "500", Some(9_000), 3_100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .sync_failed(ALICE, "500", Some(19_000), 9_100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.calendars_to_sync().await.unwrap(),
+        vec![(ALICE.to_owned(), 19_000)]
+    );
     let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!((state.sync_failures, state.last_error.as_deref()), (2, Some("500")));
+    assert_eq!(
+        (state.sync_failures, state.last_error.as_deref()),
+        (2, Some("500"))
+    );
     store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
     let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!((state.sync_failures, state.retry_at, state.dirty_at), (0, None, None));
+    assert_eq!(
+        (state.sync_failures, state.retry_at, state.dirty_at),
+        (0, None, None)
+    );
 }
 
 /// Creates are keyed by event: retries resume the same key until the meeting is linked; a
@@ -1209,14 +1261,17 @@ async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
 async fn create_intents_give_every_retry_of_an_event_the_same_key() {
     use confsync_store::CreateStart;
     let store = Store::memory().await.unwrap();
-    let CreateStart::Create { key: first } = store.begin_create(ALICE, "e1", 1_000).await.unwrap() else {
+    let CreateStart::Create { key: first } = store.begin_create(ALICE, "e1", 1_000).await.unwrap()
+    else {
         panic!("no link yet")
     };
-    let CreateStart::Create { key: retry } = store.begin_create(ALICE, "e1", 2_000).await.unwrap() else {
+    let CreateStart::Create { key: retry } = store.begin_create(ALICE, "e1", 2_000).await.unwrap()
+    else {
         panic!("no link yet")
     };
     assert_eq!(first, retry);
-    let CreateStart::Create { key: other } = store.begin_create(ALICE, "e2", 2_000).await.unwrap() else {
+    let CreateStart::Create { key: other } = store.begin_create(ALICE, "e2", 2_000).await.unwrap()
+    else {
         panic!()
     };
     assert_ne!(first, other);
@@ -1224,20 +1279,24 @@ async fn create_intents_give_every_retry_of_an_event_the_same_key() {
     store.finish_create(&linked, 3_000).await.unwrap();
     assert_eq!(
         store.begin_create(ALICE, "e1", 4_000).await.unwrap(),
-        CreateStart::Existing(linked.clone())
+        CreateStart::Existing(Box::new(linked.clone()))
     );
     // A concurrent retry that made the same meeting answers the first link.
     assert_eq!(
         store.finish_create(&linked, 4_000).await.unwrap(),
-        CreateStart::Existing(linked.clone())
+        CreateStart::Existing(Box::new(linked.clone()))
     );
     // The conference is removed from the event; a new create is a new generation.
     let mut removed = linked.clone();
     removed.deleted = true;
     let mut change = change(removed, vec![]);
     change.base = LinkBase::Version(store.link_record("m1").await.unwrap().unwrap().version);
-    store.commit_page(ALICE, &[change], &[], None, 5_000).await.unwrap();
-    let CreateStart::Create { key: next } = store.begin_create(ALICE, "e1", 6_000).await.unwrap() else {
+    store
+        .commit_page(ALICE, &[change], &[], None, 5_000)
+        .await
+        .unwrap();
+    let CreateStart::Create { key: next } = store.begin_create(ALICE, "e1", 6_000).await.unwrap()
+    else {
         panic!()
     };
     assert_ne!(next, first);
