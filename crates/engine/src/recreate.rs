@@ -309,6 +309,19 @@ impl Engine {
                 now_ms,
                 |now, existing| {
                     let (link, mut actions) = replacement(now, existing, &r);
+                    // The event shows the new conference with another join link than the
+                    // meeting has now (the create ran again after a lost answer, and the
+                    // provider answered the meeting's current link): write the current one.
+                    let shown = found
+                        .snapshot
+                        .conference
+                        .as_ref()
+                        .and_then(|c| c.join_uri.as_deref());
+                    if shown.is_some_and(|url| url != meeting.join_url) {
+                        actions.push(Action::WriteBack {
+                            join_url: meeting.join_url.clone(),
+                        });
+                    }
                     if now != old {
                         // A sync planned the old link while this recreate ran: what it saw may
                         // be newer than the event this swap read, so read the event once more.
