@@ -7,6 +7,7 @@ urllib, and only for setup, fault injection and inspection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -269,6 +270,25 @@ class Admin:
     def expire_sync_tokens(self, calendar_id: str) -> None:
         self.call("POST",
                   f"emulator/calendars/{urllib.parse.quote(calendar_id)}/expire-sync-tokens")
+
+    def set_calendar_list_entry(self, email: str, calendar_id: str, **changes) -> dict:
+        """Hide/show (hidden=...) or remove/re-add (deleted=...) a calendar list entry."""
+        return self.call(
+            "POST",
+            f"emulator/users/{urllib.parse.quote(email)}/calendarList/"
+            f"{urllib.parse.quote(calendar_id)}",
+            changes,
+        )
+
+    @contextlib.contextmanager
+    def clock_advanced(self, seconds: int):
+        """Moves the emulator's clock forward, and back afterwards (a reset keeps the clock, and
+        the emulator process is shared by every test)."""
+        self.call("POST", "emulator/clock", {"advanceSeconds": seconds})
+        try:
+            yield
+        finally:
+            self.call("POST", "emulator/clock", {"advanceSeconds": -seconds})
 
     def add_fault(self, **fault) -> dict:
         return self.call("POST", "emulator/faults", fault)

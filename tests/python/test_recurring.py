@@ -183,3 +183,28 @@ def test_finite_series_years_ahead_is_fully_expanded_without_time_bounds(alice):
     assert sorted(i["id"] for i in instances(alice, series["id"])) == expected
     items, _ = sync(alice, calendarId="primary", singleEvents=True)
     assert sorted(i["id"] for i in items) == expected
+
+
+def test_default_list_includes_cancelled_instances_but_not_cancelled_series(alice, series):
+    # Discovery document (calendar.v3.json), events.list showDeleted: "Cancelled instances of
+    # recurring events (but not the underlying recurring event) will still be included if
+    # showDeleted and singleEvents are both False." Google guarantees only id,
+    # recurringEventId and originalStartTime on them.
+    moved, second, fourth = move_second_and_cancel_fourth(alice, series)
+
+    items, _ = sync(alice, calendarId="primary")
+    listed = by_id(items)
+    assert set(listed) == {series["id"], second, fourth}
+    cancelled = listed[fourth]
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["recurringEventId"] == series["id"]
+    assert parse_instant(cancelled["originalStartTime"]["dateTime"]) == EXPECTED_STARTS_UTC[3]
+
+    # singleEvents=True without showDeleted leaves it out.
+    single, _ = sync(alice, calendarId="primary", singleEvents=True)
+    assert fourth not in by_id(single)
+
+    # Cancelling the whole series: neither it nor its cancelled instances are listed.
+    alice.events().delete(calendarId="primary", eventId=series["id"]).execute()
+    items, _ = sync(alice, calendarId="primary")
+    assert items == []

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::calendar_list::CalendarListQuery;
 use crate::error::{ApiError, ApiResult, json_body};
 use crate::faults::FaultSpec;
 use crate::list::ListQuery;
@@ -61,6 +62,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/reset", post(admin_reset))
         .route("/users", post(admin_create_user))
         .route("/users/{email}/calendars", post(admin_create_calendar))
+        .route(
+            "/users/{email}/calendarList/{calendarId}",
+            post(admin_calendar_list_entry),
+        )
         .route("/users/{email}/revoke", post(admin_revoke))
         .route("/tokens", post(admin_tokens))
         .route("/identityTokens", post(admin_identity_token))
@@ -243,8 +248,13 @@ fn write_options(req: &Request, params: &[(String, String)]) -> ApiResult<WriteO
 async fn calendar_list(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.calendarList.list", &req, &params).await?;
-    let items = shared.world().calendar_list(&user);
-    Ok(ok_json(json!({"kind": "calendar#calendarList", "etag": "\"p3\"", "nextSyncToken": "emulator-calendar-list", "items": items}).to_string()))
+    let query = CalendarListQuery::parse(&user, &params)?;
+    let max_age = shared.config().sync_token_max_age;
+    let now = shared.clock.now();
+    let body = shared
+        .world()
+        .list_calendar_list(&user, &query, now, max_age)?;
+    Ok(ok_json(body))
 }
 
 async fn calendar_list_get(
@@ -256,12 +266,11 @@ async fn calendar_list_get(
     let user = begin(&shared, "calendar.calendarList.get", &req, &params).await?;
     let world = shared.world();
     let id = world.calendar_id(&user, &calendar_id)?;
-    let entry = world
-        .calendar_list(&user)
-        .into_iter()
-        .find(|e| e["id"] == json!(id))
-        .ok_or_else(ApiError::not_found)?;
-    Ok(ok_json(entry.to_string()))
+    let cal = world.calendar(&id)?;
+    if cal.list_deleted {
+        return Err(ApiError::not_found());
+    }
+    Ok(ok_json(world.calendar_list_entry(cal).to_string()))
 }
 
 async fn calendars_get(
@@ -699,6 +708,28 @@ async fn admin_create_calendar(
     let owner = world.ensure_user(&email, None)?.email.clone();
     let id = world.create_calendar(&owner, &body.summary, body.time_zone.as_deref())?;
     Ok(ok_json(world.calendar_json(&id)?.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CalendarListEntryChange {
+    hidden: Option<bool>,
+    deleted: Option<bool>,
+}
+
+/// Hides/shows (`hidden`) or removes/re-adds (`deleted`) a calendar list entry.
+async fn admin_calendar_list_entry(
+    State(shared): Ctx,
+    Path((email, calendar_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body: CalendarListEntryChange = admin_body(&shared, req).await?;
+    let mut world = shared.world();
+    let owner = email.trim().to_ascii_lowercase();
+    world.set_calendar_list_entry(&owner, &calendar_id, body.hidden, body.deleted)?;
+    let id = world.calendar_id(&owner, &calendar_id)?;
+    let entry = world.calendar_list_entry(world.calendar(&id)?);
+    Ok(ok_json(entry.to_string()))
 }
 
 async fn admin_revoke(State(shared): Ctx, Path(email): Path<String>) -> Response {

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod calendar_list;
 pub mod error;
 pub mod faults;
 mod http;

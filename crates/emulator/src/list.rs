@@ -55,7 +55,7 @@ pub struct ListQuery {
 }
 
 /// Parameters that never change what a listing returns (they do not bind page tokens).
-const NEUTRAL: &[&str] = &[
+pub(crate) const NEUTRAL: &[&str] = &[
     "pageToken",
     "maxResults",
     "alt",
@@ -72,7 +72,7 @@ const NEUTRAL: &[&str] = &[
     "uploadType",
 ];
 
-fn bool_param(name: &str, value: &str) -> ApiResult<bool> {
+pub(crate) fn bool_param(name: &str, value: &str) -> ApiResult<bool> {
     match value {
         "true" | "True" | "1" => Ok(true),
         "false" | "False" | "0" => Ok(false),
@@ -83,7 +83,7 @@ fn bool_param(name: &str, value: &str) -> ApiResult<bool> {
     }
 }
 
-fn int_param(name: &str, value: &str) -> ApiResult<i64> {
+pub(crate) fn int_param(name: &str, value: &str) -> ApiResult<i64> {
     value.parse::<i64>().map_err(|_| {
         ApiError::invalid(format!("Invalid integer value for {name}: \"{value}\""))
             .at("parameter", name.to_owned())
@@ -472,10 +472,33 @@ impl View<'_> {
                 return true;
             }
         }
+        if self.cancelled_instance_of_live_series(cal, ev) {
+            return page.push(at(None), ev.tombstone(id));
+        }
         match self.item(id, ev) {
             Some(item) => page.push(at(None), item),
             None => true,
         }
+    }
+
+    /// The discovery document's `showDeleted`: "Cancelled instances of recurring events (but not
+    /// the underlying recurring event) will still be included if showDeleted and singleEvents are
+    /// both False." They keep the tombstone shape (id, recurringEventId, originalStartTime).
+    fn cancelled_instance_of_live_series(&self, cal: &Calendar, ev: &StoredEvent) -> bool {
+        if !ev.cancelled || ev.moved_away || self.query.single_events || self.show_deleted {
+            return false;
+        }
+        let Some((series_id, _, _)) = &ev.instance_of else {
+            return false;
+        };
+        if self.query.updated_min.is_some() {
+            return false; // `item` lists every tombstone then
+        }
+        cal.events
+            .get(series_id)
+            .is_some_and(|master| !master.cancelled && !master.moved_away)
+            && self.overlaps(ev.start, ev.end)
+            && self.content_matches(ev, None)
     }
 
     fn incremental_exception(&self, _ev: &StoredEvent) -> bool {

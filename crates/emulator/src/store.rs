@@ -47,6 +47,12 @@ pub struct Calendar {
     pub updated: DateTime<Utc>,
     /// Bumped to invalidate every sync token issued before.
     pub token_epoch: u32,
+    /// The owner's calendar list entry: the world's list change number of its last change.
+    pub list_seq: u64,
+    /// The entry is hidden from the list (`hidden: true`).
+    pub list_hidden: bool,
+    /// The entry was removed from the list (`deleted: true`; the calendar itself lives on).
+    pub list_deleted: bool,
 }
 
 /// A recurring series' expansion data.
@@ -145,6 +151,8 @@ pub struct World {
     pub calendars: HashMap<String, Calendar>,
     next_calendar_num: u64,
     last_etag: u64,
+    /// Calendar list change numbers (shared by every user's list; a user's entries are a subset).
+    pub list_seq: u64,
     pub ids: IdGen,
     pub signer: TokenSigner,
     /// Calendars changed since the last drain (push channels are notified for them).
@@ -158,6 +166,7 @@ impl World {
             calendars: HashMap::new(),
             next_calendar_num: 1,
             last_etag: 0,
+            list_seq: 0,
             ids: IdGen::new(seed),
             signer: TokenSigner::new(token_key),
             dirty: Vec::new(),
@@ -190,6 +199,7 @@ impl World {
     ) -> &Calendar {
         let num = self.next_calendar_num;
         self.next_calendar_num += 1;
+        self.list_seq += 1;
         let resource_id = format!("{:016x}{:011x}", self.ids.next_u64(), num);
         let calendar = Calendar {
             id: id.clone(),
@@ -204,6 +214,9 @@ impl World {
             seq: 0,
             updated: DateTime::<Utc>::UNIX_EPOCH,
             token_epoch: 0,
+            list_seq: self.list_seq,
+            list_hidden: false,
+            list_deleted: false,
         };
         self.calendars.entry(id).or_insert(calendar)
     }
@@ -253,27 +266,71 @@ impl World {
         }))
     }
 
-    /// The user's calendar list entries.
-    pub fn calendar_list(&self, user: &str) -> Vec<Value> {
+    /// The user's calendar list, deleted and hidden entries included, primary first, then by id.
+    pub fn calendar_list(&self, user: &str) -> Vec<&Calendar> {
         let mut cals: Vec<&Calendar> = self
             .calendars
             .values()
             .filter(|c| c.owner == user)
             .collect();
         cals.sort_by(|a, b| (!a.primary, &a.id).cmp(&(!b.primary, &b.id)));
-        cals.into_iter()
-            .map(|cal| {
-                let mut entry = self.calendar_json(&cal.id).unwrap_or_default();
-                entry["kind"] = json!("calendar#calendarListEntry");
-                entry["accessRole"] = json!("owner");
-                entry["defaultReminders"] = json!([{"method": "popup", "minutes": 10}]);
-                entry["selected"] = json!(true);
-                if cal.primary {
-                    entry["primary"] = json!(true);
-                }
-                entry
-            })
-            .collect()
+        cals
+    }
+
+    /// A calendar list entry as listed (`deleted` entries in their minimal shape).
+    pub fn calendar_list_entry(&self, cal: &Calendar) -> Value {
+        let etag = format!(
+            "\"{}\"",
+            fnv1a(&[cal.id.as_bytes(), &cal.list_seq.to_be_bytes()])
+        );
+        if cal.list_deleted {
+            return json!({"kind": "calendar#calendarListEntry", "etag": etag, "id": cal.id, "deleted": true});
+        }
+        let mut entry = self.calendar_json(&cal.id).unwrap_or_default();
+        entry["kind"] = json!("calendar#calendarListEntry");
+        entry["etag"] = json!(etag);
+        entry["accessRole"] = json!("owner");
+        entry["defaultReminders"] = json!([{"method": "popup", "minutes": 10}]);
+        entry["selected"] = json!(true);
+        if cal.primary {
+            entry["primary"] = json!(true);
+        }
+        // "The attribute is only returned when the calendar is hidden."
+        if cal.list_hidden {
+            entry["hidden"] = json!(true);
+        }
+        entry
+    }
+
+    /// Hides, shows, removes or re-adds a calendar list entry (the admin API's stand-in for
+    /// calendarList writes, which are not emulated). Each change is a list change.
+    pub fn set_calendar_list_entry(
+        &mut self,
+        user: &str,
+        cal_id: &str,
+        hidden: Option<bool>,
+        deleted: Option<bool>,
+    ) -> ApiResult<()> {
+        let id = self.calendar_id(user, cal_id)?;
+        if deleted == Some(true) && self.calendars[&id].primary {
+            return Err(ApiError::bad_request(
+                "The primary calendar cannot be removed from the calendar list.",
+            ));
+        }
+        self.list_seq += 1;
+        let seq = self.list_seq;
+        let cal = self
+            .calendars
+            .get_mut(&id)
+            .ok_or_else(ApiError::not_found)?;
+        if let Some(hidden) = hidden {
+            cal.list_hidden = hidden;
+        }
+        if let Some(deleted) = deleted {
+            cal.list_deleted = deleted;
+        }
+        cal.list_seq = seq;
+        Ok(())
     }
 
     fn next_etag(&mut self, now: DateTime<Utc>) -> String {
@@ -1367,12 +1424,17 @@ fn build_event(
             .iter()
             .any(|k| p.get(*k) != resource.get(*k))
     });
+    // RFC 5545 3.8.7.4: SEQUENCE is incremented when DTSTART, DTEND, RRULE, ... change, and
+    // Google does so. A patch carries the stored value merged in and a PUT often sends back the
+    // value it read: neither is a request to keep it. Only a higher value than the one the
+    // change would give is the client's own choice.
+    let computed = prev_sequence + i64::from(significant);
     let sequence = match resource
         .get("sequence")
         .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))
     {
-        Some(given) if given >= prev_sequence => given,
-        _ => prev_sequence + i64::from(significant),
+        Some(given) if given > computed => given,
+        _ => computed,
     };
     let organizer = organizer
         .or_else(|| resource.get("organizer").cloned())
@@ -1468,12 +1530,36 @@ fn build_event(
     }
     out.insert("eventType".into(), json!(event_type));
 
+    // The discovery document's Event.updated: "Last modification time of the main event data
+    // [...] Updating event reminders will not cause this to change." A write that changes only
+    // the reminders keeps the previous `updated` (the etag still changes).
+    let mut updated = now;
+    if let Some(prev) = prev
+        && let Some(prev_updated) = prev
+            .get("updated")
+            .and_then(Value::as_str)
+            .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
+        && prev.get("reminders") != out.get("reminders")
+    {
+        let main_data = |m: &Map<String, Value>| {
+            let mut m = m.clone();
+            for key in ["etag", "updated", "reminders"] {
+                m.remove(key);
+            }
+            m
+        };
+        if main_data(prev) == main_data(&out) {
+            updated = prev_updated.with_timezone(&Utc);
+            out.insert("updated".into(), json!(rfc3339(updated)));
+        }
+    }
+
     let cancelled = status == "cancelled";
     let stored = StoredEvent {
         json: Value::Object(out.clone()).to_string().into_boxed_str(),
         etag,
         seq: 0,
-        updated: now,
+        updated,
         cancelled,
         moved_away: false,
         start: start_at,

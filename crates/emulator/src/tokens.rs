@@ -63,6 +63,16 @@ pub struct SyncToken {
     pub single: bool,
 }
 
+/// What a calendarList sync token stands for: "every change of `user`'s calendar list after
+/// `list_seq`". Its fields differ from [`SyncToken`]'s, so neither is ever read as the other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalendarListSyncToken {
+    pub user: String,
+    pub list_seq: u64,
+    /// Unix seconds when issued, for the maximum token age.
+    pub issued: i64,
+}
+
 /// Where the previous page stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Cursor {
@@ -104,6 +114,19 @@ mod tests {
         let signer = TokenSigner::new(b"k");
         let sealed = signer.seal(&token());
         assert_eq!(signer.open::<SyncToken>(&sealed), Some(token()));
+    }
+
+    #[test]
+    fn event_and_calendar_list_sync_tokens_are_never_read_as_each_other() {
+        let signer = TokenSigner::new(b"k");
+        let list = signer.seal(&CalendarListSyncToken {
+            user: "a@example.com".into(),
+            list_seq: 42,
+            issued: 1_700_000_000,
+        });
+        assert_eq!(signer.open::<SyncToken>(&list), None);
+        let events = signer.seal(&token());
+        assert_eq!(signer.open::<CalendarListSyncToken>(&events), None);
     }
 
     #[test]

@@ -813,10 +813,11 @@ async fn recurring_series_expand_into_instances_with_google_ids() {
         "2026-12-21T10:00:00+01:00"
     );
 
-    // The plain listing shows the series plus its modified instance.
+    // The plain listing shows the series plus its modified instance, and (showDeleted and
+    // singleEvents both false) its cancelled instance.
     let (plain, _, _) = api.list_all(A, "").await;
     assert_eq!(ids(&plain), {
-        let mut v = vec![sid.clone(), second.clone()];
+        let mut v = vec![sid.clone(), second.clone(), third.clone()];
         v.sort();
         v
     });
@@ -2230,4 +2231,392 @@ async fn identity_tokens_are_signed_with_the_published_keys() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }
+}
+
+// The discovery document (calendar.v3.json), events.list `showDeleted`: "Cancelled instances of
+// recurring events (but not the underlying recurring event) will still be included if
+// showDeleted and singleEvents are both False." Google guarantees only id, recurringEventId and
+// originalStartTime on them.
+#[tokio::test]
+async fn default_listing_includes_cancelled_instances_of_a_live_series() {
+    let api = Api::start().await;
+    let series = api.insert(A, weekly_series()).await;
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let single = api
+        .insert(
+            A,
+            event("single", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let third = format!("{sid}_20261221T090000Z");
+    for id in [third.as_str(), single["id"].as_str().unwrap()] {
+        let answer = api
+            .delete(A, &format!("calendars/primary/events/{id}"))
+            .await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    }
+
+    for query in ["", "showDeleted=false&singleEvents=false"] {
+        let (items, _, _) = api.list_all(A, query).await;
+        assert_eq!(ids(&items), {
+            let mut v = vec![sid.clone(), third.clone()];
+            v.sort();
+            v
+        });
+        let tombstone = items.iter().find(|i| i["id"] == json!(third)).unwrap();
+        assert_eq!(tombstone["status"], "cancelled");
+        assert_eq!(tombstone["recurringEventId"], json!(sid));
+        assert_eq!(
+            tombstone["originalStartTime"]["dateTime"],
+            "2026-12-21T10:00:00+01:00"
+        );
+        assert!(
+            tombstone.get("summary").is_none(),
+            "tombstone shape: {tombstone}"
+        );
+    }
+    // The listing's other filters still apply to it.
+    let (windowed, _, _) = api
+        .list_all(
+            A,
+            "timeMin=2026-12-22T00:00:00Z&timeMax=2027-02-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(ids(&windowed), vec![sid.clone()]);
+    let (by_text, _, _) = api.list_all(A, "q=weekly").await;
+    assert_eq!(by_text.len(), 2);
+    let (by_uid, _, _) = api
+        .list_all(
+            A,
+            &format!("iCalUID={}", urlencode(single["iCalUID"].as_str().unwrap())),
+        )
+        .await;
+    assert!(by_uid.is_empty(), "{by_uid:?}");
+    // singleEvents=true without showDeleted leaves it out.
+    let (expanded, _, _) = api.list_all(A, "singleEvents=true").await;
+    assert_eq!(expanded.len(), 4);
+    assert!(expanded.iter().all(|i| i["id"] != json!(third)));
+
+    // Once the whole series is cancelled, neither it nor its instances are listed.
+    api.delete(A, &format!("calendars/primary/events/{sid}"))
+        .await;
+    let (items, _, _) = api.list_all(A, "").await;
+    assert!(items.is_empty(), "{items:?}");
+}
+
+// RFC 5545 3.8.7.4 (SEQUENCE): incremented "each time the Organizer makes a significant
+// revision" of DTSTART, DTEND, DURATION, RRULE, RDATE, EXDATE, ...; Google increments
+// `sequence` when start or end changes, whatever sequence the client sends back.
+#[tokio::test]
+async fn sequence_increments_when_start_or_end_changes() {
+    let api = Api::start().await;
+    let created = api
+        .insert(
+            A,
+            event("seq", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("calendars/primary/events/{id}");
+    assert_eq!(created["sequence"], 0);
+
+    // PATCH of the time (the stored sequence is merged into the body).
+    let moved = api
+        .patch(
+            A,
+            &path,
+            json!({"start": {"dateTime": "2026-12-01T12:00:00Z"}, "end": {"dateTime": "2026-12-01T13:00:00Z"}}),
+        )
+        .await
+        .ok();
+    assert_eq!(moved["sequence"], 1);
+    // PATCH that also sends back the sequence it read.
+    let moved = api
+        .patch(
+            A,
+            &path,
+            json!({"end": {"dateTime": "2026-12-01T13:30:00Z"}, "sequence": 1}),
+        )
+        .await
+        .ok();
+    assert_eq!(moved["sequence"], 2);
+    // PUT of the resource as read, with a new start: the sequence it sends back is not kept.
+    let mut body = moved.clone();
+    body["start"] = json!({"dateTime": "2026-12-01T12:30:00Z"});
+    let put = api.call(A, Method::PUT, &path, Some(body), &[]).await.ok();
+    assert_eq!(put["sequence"], 3);
+    // A PUT with a lower sequence still increments.
+    let mut body = put.clone();
+    body["start"] = json!({"dateTime": "2026-12-01T12:15:00Z"});
+    body["sequence"] = json!(0);
+    let put = api.call(A, Method::PUT, &path, Some(body), &[]).await.ok();
+    assert_eq!(put["sequence"], 4);
+    // A summary-only edit does not.
+    let renamed = api
+        .patch(A, &path, json!({"summary": "renamed"}))
+        .await
+        .ok();
+    assert_eq!(renamed["sequence"], 4);
+    // A client may still set a higher sequence explicitly.
+    let raised = api.patch(A, &path, json!({"sequence": 10})).await.ok();
+    assert_eq!(raised["sequence"], 10);
+}
+
+// The discovery document (calendar.v3.json), Event `updated`: "Last modification time of the
+// main event data (as a RFC3339 timestamp). Updating event reminders will not cause this to
+// change."
+#[tokio::test]
+async fn reminder_only_edits_keep_updated_but_change_the_etag() {
+    let api = Api::start().await;
+    let created = api
+        .insert(
+            A,
+            event("rem", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("calendars/primary/events/{id}");
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 60}))
+        .await;
+    let reminded = api
+        .patch(
+            A,
+            &path,
+            json!({"reminders": {"useDefault": false, "overrides": [{"method": "popup", "minutes": 5}]}}),
+        )
+        .await
+        .ok();
+    assert_eq!(reminded["updated"], created["updated"]);
+    assert_ne!(reminded["etag"], created["etag"]);
+    assert_eq!(api.get(A, &path).await.ok()["updated"], created["updated"]);
+    // A PUT that changes only the reminders too.
+    let mut body = reminded.clone();
+    body["reminders"] = json!({"useDefault": true});
+    let put = api.call(A, Method::PUT, &path, Some(body), &[]).await.ok();
+    assert_eq!(put["updated"], created["updated"]);
+    assert_ne!(put["etag"], reminded["etag"]);
+    // A main-data edit does change it.
+    let renamed = api
+        .patch(A, &path, json!({"summary": "renamed"}))
+        .await
+        .ok();
+    assert_ne!(renamed["updated"], created["updated"]);
+}
+
+impl Api {
+    /// Every page of the calendar list; returns (items, final sync token, pages).
+    async fn calendar_list_all(&self, user: &str, query: &str) -> (Vec<Value>, String, usize) {
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("users/me/calendarList?{query}");
+            if let Some(t) = &page_token {
+                path.push_str(&format!("&pageToken={}", urlencode(t)));
+            }
+            let page = self.get(user, &path).await.ok();
+            pages += 1;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            let next = page.get("nextPageToken").and_then(Value::as_str);
+            let sync = page.get("nextSyncToken").and_then(Value::as_str);
+            assert!(
+                next.is_some() != sync.is_some(),
+                "exactly one of nextPageToken/nextSyncToken: {page}"
+            );
+            match (next, sync) {
+                (Some(n), _) => page_token = Some(n.to_owned()),
+                (_, Some(s)) => return (items, s.to_owned(), pages),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    async fn new_calendar(&self, owner: &str, summary: &str) -> String {
+        self.admin(
+            Method::POST,
+            &format!("users/{owner}/calendars"),
+            json!({"summary": summary}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+// The discovery document (calendar.v3.json), calendarList.list `maxResults`: "By default the
+// value is 100 entries. The page size can never be larger than 250 entries."; CalendarList
+// `nextPageToken`: "Omitted if no further results are available, in which case nextSyncToken is
+// provided."
+#[tokio::test]
+async fn calendar_list_pages_by_max_results() {
+    let api = Api::start().await;
+    api.get(A, "users/me/calendarList").await.ok(); // creates alice's primary calendar
+    for i in 0..260 {
+        api.new_calendar(A, &format!("c{i}")).await;
+    }
+    // Default page: 100 entries, then a page token.
+    let first = api.get(A, "users/me/calendarList").await.ok();
+    assert_eq!(first["items"].as_array().unwrap().len(), 100);
+    assert!(first.get("nextPageToken").is_some() && first.get("nextSyncToken").is_none());
+    assert_eq!(first["items"][0]["id"], A, "primary first");
+    // The page size is capped at 250.
+    let big = api
+        .get(A, "users/me/calendarList?maxResults=1000")
+        .await
+        .ok();
+    assert_eq!(big["items"].as_array().unwrap().len(), 250);
+    assert!(big.get("nextPageToken").is_some());
+    // Every entry exactly once across pages, the last page with the sync token only.
+    let (items, _, pages) = api.calendar_list_all(A, "maxResults=7").await;
+    assert_eq!(pages, 261usize.div_ceil(7));
+    let mut seen = ids(&items);
+    seen.dedup();
+    assert_eq!(seen.len(), 261);
+    // A page token of another query or a garbage one is a 400; maxResults=0 too.
+    let other = api.get(A, "users/me/calendarList?maxResults=7").await.ok()["nextPageToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = api
+        .get(
+            A,
+            &format!(
+                "users/me/calendarList?showHidden=true&pageToken={}",
+                urlencode(&other)
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let answer = api
+        .get(
+            B,
+            &format!(
+                "users/me/calendarList?maxResults=7&pageToken={}",
+                urlencode(&other)
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "bound to the user");
+    let answer = api.get(A, "users/me/calendarList?maxResults=0").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+// The discovery document (calendar.v3.json), calendarList.list `syncToken`: "It makes the result
+// of this list request contain only entries that have changed since then. [...] All entries
+// deleted and hidden since the previous list request will always be in the result set and it is
+// not allowed to set showDeleted neither showHidden to False. [...] minAccessRole and
+// showOwnOrganizationOnly query parameters cannot be specified together with nextSyncToken. If
+// the syncToken expires, the server will respond with a 410 GONE response code"; `showDeleted` /
+// `showHidden` default to False.
+#[tokio::test]
+async fn calendar_list_sync_tokens_return_only_changes_and_expire_with_410() {
+    let api = Api::start().await;
+    let work = api.new_calendar(A, "work").await;
+    let home = api.new_calendar(A, "home").await;
+    let (full, token, _) = api.calendar_list_all(A, "").await;
+    assert_eq!(full.len(), 3);
+
+    // Nothing changed: nothing returned, and a usable token again.
+    let (none, token2, _) = api
+        .calendar_list_all(A, &format!("syncToken={}", urlencode(&token)))
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // A new calendar, a hidden one and a removed one; bob's calendar is not alice's change.
+    let trips = api.new_calendar(A, "trips").await;
+    api.new_calendar(B, "bob's").await;
+    api.admin(
+        Method::POST,
+        &format!("users/{A}/calendarList/{work}"),
+        json!({"hidden": true}),
+    )
+    .await;
+    api.admin(
+        Method::POST,
+        &format!("users/{A}/calendarList/{home}"),
+        json!({"deleted": true}),
+    )
+    .await;
+    let (changes, token3, _) = api
+        .calendar_list_all(A, &format!("syncToken={}&maxResults=1", urlencode(&token2)))
+        .await;
+    assert_eq!(ids(&changes), {
+        let mut v = vec![work.clone(), home.clone(), trips.clone()];
+        v.sort();
+        v
+    });
+    let by_id = |id: &str| {
+        changes
+            .iter()
+            .find(|c| c["id"] == json!(id))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id(&work)["hidden"], true);
+    assert_eq!(by_id(&home)["deleted"], true);
+    assert!(by_id(&trips).get("hidden").is_none());
+    let (none, _, _) = api
+        .calendar_list_all(A, &format!("syncToken={}", urlencode(&token3)))
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // Full listings leave hidden and deleted entries out unless asked.
+    let (plain, _, _) = api.calendar_list_all(A, "").await;
+    assert_eq!(ids(&plain), {
+        let mut v = vec![A.to_owned(), trips.clone()];
+        v.sort();
+        v
+    });
+    let (all, _, _) = api
+        .calendar_list_all(A, "showHidden=true&showDeleted=true")
+        .await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        api.get(A, &format!("users/me/calendarList/{home}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Garbage, another user's and aged tokens: 410 fullSyncRequired.
+    for (user, bad) in [(A, "garbage".to_owned()), (B, token.clone())] {
+        let answer = api
+            .get(
+                user,
+                &format!("users/me/calendarList?syncToken={}", urlencode(&bad)),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
+        assert_eq!(answer.reason(), "fullSyncRequired");
+    }
+    // Restrictions refused with a sync token.
+    for extra in [
+        "showDeleted=false",
+        "showHidden=false",
+        "minAccessRole=reader",
+        "showOwnOrganizationOnly=true",
+    ] {
+        let answer = api
+            .get(
+                A,
+                &format!(
+                    "users/me/calendarList?syncToken={}&{extra}",
+                    urlencode(&token3)
+                ),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{extra}");
+    }
+    api.admin(Method::POST, "clock", json!({"advanceSeconds": 29 * 86400}))
+        .await;
+    let answer = api
+        .get(
+            A,
+            &format!("users/me/calendarList?syncToken={}", urlencode(&token3)),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::GONE);
+    // The sync token is not a constant.
+    assert_ne!(token, token3);
 }
