@@ -298,7 +298,7 @@ impl Engine {
             // guard, which then finds the link live and supersedes the row.
             return Ok(
                 match self
-                    .relink(&calendar_id, &event, &item.conference_id, now_ms)
+                    .relink(&calendar_id, &event, &item.conference_id, now_ms, summary)
                     .await?
                 {
                     true => Step::Superseded,

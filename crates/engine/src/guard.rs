@@ -83,6 +83,7 @@ impl Engine {
         snapshot: &Snapshot,
         conference_id: &str,
         now_ms: i64,
+        summary: &mut crate::DrainSummary,
     ) -> Result<bool, EngineError> {
         for _ in 0..REREADS {
             let Some(stored) = self.store.link_record(conference_id).await? else {
@@ -131,6 +132,8 @@ impl Engine {
                         // link was here to plan them (a cancelled instance carries no
                         // conference to find the link by). Its next pass lists everything.
                         self.store.mark_full_sync_needed(calendar_id).await?;
+                        self.store.mark_dirty(calendar_id, now_ms).await?;
+                        summary.resync.push(calendar_id.to_owned());
                         info!(
                             conference_id,
                             calendar_id,

@@ -140,6 +140,9 @@ pub struct SyncSummary {
     pub verifications: u64,
     /// Times the pass was planned again because a link changed under it (a concurrent writer).
     pub replans: u32,
+    /// The calendar must be synced again at once (a full pass: a series link moved here). It is
+    /// recorded dirty in the store too, so a restart does not lose it.
+    pub resync: bool,
 }
 
 /// The summary of one outbox drain.
@@ -155,6 +158,9 @@ pub struct DrainSummary {
     pub done_by_kind: BTreeMap<&'static str, u64>,
     /// Attempts put off for a retry, by kind.
     pub retried_by_kind: BTreeMap<&'static str, u64>,
+    /// Calendars to sync again at once (the delete guard moved a series link there); recorded
+    /// dirty in the store too.
+    pub resync: Vec<String>,
 }
 
 impl DrainSummary {
@@ -170,6 +176,11 @@ impl DrainSummary {
         }
         for (kind, n) in other.retried_by_kind {
             *self.retried_by_kind.entry(kind).or_default() += n;
+        }
+        for calendar_id in other.resync {
+            if !self.resync.contains(&calendar_id) {
+                self.resync.push(calendar_id);
+            }
         }
     }
 }

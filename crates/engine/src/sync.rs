@@ -119,9 +119,12 @@ impl Engine {
                 );
             }
         }
-        if moved_here && !session.is_full() {
-            // After the last page (whose commit clears the flag): the next pass is a full one.
+        let resync = moved_here && !session.is_full();
+        if resync {
+            // After the last page (whose commit clears the flag): the next pass is a full one,
+            // and it runs at once (recorded as a trigger, so a restart keeps it).
             self.store.mark_full_sync_needed(calendar_id).await?;
+            self.store.mark_dirty(calendar_id, now_ms).await?;
         }
         let mut verifications = 0;
         if session.is_full() {
@@ -187,6 +190,7 @@ impl Engine {
             dead_letters: tally.dead_letters,
             verifications,
             replans: 0,
+            resync,
         })
     }
 

@@ -529,8 +529,8 @@ enum Kind {
 /// What a task ended with.
 enum Done {
     /// (full sync?, summary)
-    Sync(Result<(bool, String), String>),
-    Drain(Result<String, String>),
+    Sync(Result<(bool, bool, String), String>),
+    Drain(Result<(Vec<String>, String), String>),
     /// (meeting id, join link)
     Api(Result<(String, String), String>),
 }
@@ -1048,7 +1048,13 @@ impl Sim {
             }
             Done::Sync(
                 result
-                    .map(|s| (s.full, format!("{:?}", (s.full, s.pages, s.actions))))
+                    .map(|s| {
+                        (
+                            s.full,
+                            s.resync,
+                            format!("{:?}", (s.full, s.pages, s.actions)),
+                        )
+                    })
                     .map_err(|e| e.to_string()),
             )
         };
@@ -1075,7 +1081,7 @@ impl Sim {
                 engine
                     .drain(now)
                     .await
-                    .map(|s| format!("{s:?}"))
+                    .map(|s| (s.resync.clone(), format!("{s:?}")))
                     .map_err(|e| e.to_string()),
             )
         };
@@ -1107,9 +1113,13 @@ impl Sim {
                     .unwrap()
                     .end_sync(&cal, mark, r.is_ok());
                 self.log(&format!("sync {cal} ended: {r:?}"));
-                if let Ok((full, _)) = r {
+                if let Ok((full, resync, _)) = r {
                     if full {
                         self.full_syncs += 1;
+                    }
+                    if resync {
+                        // The scheduler runs the calendar again at once (a full pass).
+                        self.mark_for_resync(&cal);
                     }
                     // The scheduler wakes the drainer after each sync.
                     if !self.concurrent {
@@ -1121,6 +1131,11 @@ impl Sim {
             }
             (Kind::Drain, Done::Drain(r)) => {
                 self.log(&format!("drain ended: {r:?}"));
+                if let Ok((resync, _)) = &r {
+                    for cal in resync.clone() {
+                        self.mark_for_resync(&cal);
+                    }
+                }
                 if std::mem::take(&mut self.drain_again) {
                     self.spawn_drain().await;
                 }
@@ -1241,6 +1256,14 @@ impl Sim {
             self.config.clone(),
         ));
         self.startup_work().await;
+    }
+
+    /// The scheduler's own "sync again" (no user trigger, so not counted as acknowledged).
+    fn mark_for_resync(&mut self, cal: &str) {
+        let mut t = self.triggers.lock().unwrap();
+        t.next += 1;
+        let next = t.next;
+        t.dirty.insert(cal.to_owned(), next);
     }
 
     /// Durable mode: the notifications delivered since the last await point are recorded in

@@ -401,6 +401,9 @@ impl Scheduler {
             let floor = match drained {
                 Ok(drained) => {
                     self.inner.metrics.drain(&drained);
+                    for calendar_id in &drained.resync {
+                        self.mark_dirty(calendar_id);
+                    }
                     let worked =
                         drained.done + drained.retried + drained.failed + drained.superseded;
                     if worked > 0 {
@@ -483,6 +486,10 @@ impl Scheduler {
                     metrics.full_sync();
                 }
                 info!(calendar_id = %calendar_id, events = summary.events, full = summary.full, replans = summary.replans, "calendar synced");
+                if summary.resync {
+                    // A series link moved here: a full pass follows at once.
+                    self.mark_dirty(calendar_id);
+                }
                 self.inner.drain_wake.notify_one();
                 if let Some(generation) = generation
                     && let Err(e) = engine.store.sync_succeeded(calendar_id, generation).await
