@@ -293,8 +293,11 @@ async fn metrics_report_syncs_channels_and_notifications_without_secrets() {
                 .text()
                 .await
                 .unwrap();
-            text.contains("confsync_sync_runs_total{outcome=\"ok\"} 1")
-                .then_some(text)
+            // The drainer runs the first sync's verification right after the sync: wait
+            // for both, not for a lucky scrape in between.
+            (text.contains("confsync_sync_runs_total{outcome=\"ok\"} 1")
+                && text.contains("confsync_outbox_depth 0"))
+            .then_some(text)
         })
         .await;
     assert!(
