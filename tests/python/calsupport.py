@@ -280,6 +280,24 @@ class Admin:
             changes,
         )
 
+    def set_config(self, **changes) -> dict:
+        """PUT /emulator/config (camelCase keys); answers the whole configuration."""
+        return self.call("PUT", "emulator/config", changes)
+
+    @contextlib.contextmanager
+    def conferences_pending(self):
+        """Meet createRequests stay pending until resolve_conferences(); switched off afterwards
+        (a reset keeps the configuration, and the emulator process is shared by every test)."""
+        self.set_config(conferenceCreatePending=True)
+        try:
+            yield
+        finally:
+            self.set_config(conferenceCreatePending=False)
+
+    def resolve_conferences(self, status_code: str | None = None) -> list[dict]:
+        body = {"statusCode": status_code} if status_code else {}
+        return _as_list(self.call("POST", "emulator/conferences/resolve", body), "resolved")
+
     @contextlib.contextmanager
     def clock_advanced(self, seconds: int):
         """Moves the emulator's clock forward, and back afterwards (a reset keeps the clock, and

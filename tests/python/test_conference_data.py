@@ -150,3 +150,78 @@ def test_invalid_conference_data_in_a_patch_leaves_the_event_unchanged(alice):
     assert fetched["etag"] == created["etag"]
     assert fetched["summary"] == created["summary"]
     assert without_signature(fetched["conferenceData"]) == CONFERENCE
+
+
+MEET_REQUEST = {"createRequest": {"requestId": "req-1",
+                                  "conferenceSolutionKey": {"type": "hangoutsMeet"}}}
+
+
+def test_meet_create_request_stays_pending_until_the_emulator_resolves_it(env, alice):
+    # Discovery document, ConferenceData.createRequest: "The data is generated asynchronously.
+    # To see whether the data is present check the status field."; ConferenceRequestStatus:
+    # "pending": still being processed, "success": the entry points are populated, "failure":
+    # there are no entry points.
+    with env.admin.conferences_pending():
+        body = nth_event(1, "Standup")
+        body["conferenceData"] = copy.deepcopy(MEET_REQUEST)
+        created = alice.events().insert(calendarId="primary", body=body,
+                                        conferenceDataVersion=1).execute()
+        assert created["conferenceData"] == {
+            "createRequest": {"requestId": "req-1",
+                              "conferenceSolutionKey": {"type": "hangoutsMeet"},
+                              "status": {"statusCode": "pending"}}}
+        assert "hangoutLink" not in created
+        assert "entryPoints" not in created["conferenceData"]
+
+        # CreateConferenceRequest.requestId: "If an ID provided is the same as for the previous
+        # request, the request is ignored." Writing back what a GET returned changes nothing.
+        patched = alice.events().patch(calendarId="primary", eventId=created["id"],
+                                       body={"conferenceData": created["conferenceData"]},
+                                       conferenceDataVersion=1).execute()
+        assert patched["conferenceData"] == created["conferenceData"]
+
+        resolved = env.admin.resolve_conferences()
+        assert resolved == [{"calendarId": "alice@example.com", "eventId": created["id"]}]
+
+    fetched = alice.events().get(calendarId="primary", eventId=created["id"]).execute()
+    conference = fetched["conferenceData"]
+    assert conference["createRequest"]["status"] == {"statusCode": "success"}
+    assert conference["createRequest"]["requestId"] == "req-1"
+    assert conference["conferenceSolution"]["key"] == {"type": "hangoutsMeet"}
+    assert [e["entryPointType"] for e in conference["entryPoints"]] == ["video"]
+    assert fetched["hangoutLink"] == conference["entryPoints"][0]["uri"]
+    assert fetched["etag"] != patched["etag"]
+
+
+def test_a_pending_meet_create_request_can_fail(env, alice):
+    with env.admin.conferences_pending():
+        body = nth_event(1, "Standup")
+        body["conferenceData"] = copy.deepcopy(MEET_REQUEST)
+        created = alice.events().insert(calendarId="primary", body=body,
+                                        conferenceDataVersion=1).execute()
+        env.admin.resolve_conferences("failure")
+
+    fetched = alice.events().get(calendarId="primary", eventId=created["id"]).execute()
+    assert fetched["conferenceData"] == {
+        "createRequest": {"requestId": "req-1",
+                          "conferenceSolutionKey": {"type": "hangoutsMeet"},
+                          "status": {"statusCode": "failure"}}}
+    assert "hangoutLink" not in fetched
+
+
+def test_meet_create_request_succeeds_at_once_by_default(alice):
+    body = nth_event(1, "Standup")
+    body["conferenceData"] = copy.deepcopy(MEET_REQUEST)
+    created = alice.events().insert(calendarId="primary", body=body,
+                                    conferenceDataVersion=1).execute()
+    assert created["conferenceData"]["createRequest"]["status"] == {"statusCode": "success"}
+    assert created["hangoutLink"].startswith("https://meet.google.com/")
+
+
+def test_calendars_get_lists_only_documented_conference_solution_types(alice):
+    # Discovery document, ConferenceProperties.allowedConferenceSolutionTypes: "The possible
+    # values are: "eventHangout", "eventNamedHangout", "hangoutsMeet"".
+    calendar = alice.calendars().get(calendarId="primary").execute()
+    types = calendar["conferenceProperties"]["allowedConferenceSolutionTypes"]
+    assert types
+    assert set(types) <= {"eventHangout", "eventNamedHangout", "hangoutsMeet"}

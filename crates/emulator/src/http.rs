@@ -77,6 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(admin_expire_tokens),
         )
         .route("/config", axum::routing::put(admin_config))
+        .route("/conferences/resolve", post(admin_resolve_conferences))
         .route("/clock", post(admin_clock))
         .route("/channels", get(admin_channels))
         .route("/notifications", get(admin_notifications))
@@ -643,9 +644,10 @@ async fn admin_body<T: for<'de> Deserialize<'de>>(shared: &Shared, req: Request)
 async fn admin_reset(State(shared): Ctx) -> Response {
     {
         let mut world = shared.world();
-        let seed = shared.config().seed;
+        let config = shared.config();
         let key = crate::ids::secret(32);
-        *world = crate::store::World::new(seed, key.as_bytes());
+        *world = crate::store::World::new(config.seed, key.as_bytes());
+        world.conference_create_pending = config.conference_create_pending;
     }
     *shared.auth.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     shared
@@ -896,6 +898,7 @@ struct ConfigChange {
     quota_per_user_per_minute: Option<Option<u32>>,
     quota_status: Option<u16>,
     dev_mode: Option<bool>,
+    conference_create_pending: Option<bool>,
 }
 
 /// Tells "absent" (None) from "null" (Some(None)).
@@ -959,6 +962,11 @@ async fn admin_config(State(shared): Ctx, req: Request) -> ApiResult<Response> {
             ),
         ));
     }
+    // The world lock is taken (and released) before the config lock: `admin_reset` holds the
+    // world while it reads the config.
+    if let Some(pending) = change.conference_create_pending {
+        shared.world().conference_create_pending = pending;
+    }
     let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(age) = max_age {
         config.sync_token_max_age = age;
@@ -972,15 +980,50 @@ async fn admin_config(State(shared): Ctx, req: Request) -> ApiResult<Response> {
     if let Some(dev) = change.dev_mode {
         config.dev_mode = dev;
     }
+    if let Some(pending) = change.conference_create_pending {
+        config.conference_create_pending = pending;
+    }
     Ok(ok_json(
         json!({
             "syncTokenMaxAgeSeconds": config.sync_token_max_age.map(|d| d.num_seconds()),
             "quotaPerUserPerMinute": config.quota_per_user_per_minute,
             "quotaStatus": config.quota_status,
             "devMode": config.dev_mode,
+            "conferenceCreatePending": config.conference_create_pending,
         })
         .to_string(),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConferenceResolution {
+    status_code: Option<String>,
+}
+
+/// Ends every pending Meet `createRequest` with `statusCode` `success` (the default: entry
+/// points and a conference id appear) or `failure` (no entry points).
+async fn admin_resolve_conferences(State(shared): Ctx, req: Request) -> ApiResult<Response> {
+    let body: ConferenceResolution = admin_body(&shared, req).await?;
+    let success = match body.status_code.as_deref() {
+        None | Some("success") => true,
+        Some("failure") => false,
+        Some(other) => {
+            return Err(admin_invalid(
+                "statusCode",
+                format!("statusCode must be success or failure, not \"{other}\""),
+            ));
+        }
+    };
+    let now = shared.clock.now();
+    let mut world = shared.world();
+    let resolved = world.resolve_conference_requests(now, success);
+    shared.flush_notifications(&mut world);
+    let resolved: Vec<Value> = resolved?
+        .into_iter()
+        .map(|(calendar_id, event_id)| json!({"calendarId": calendar_id, "eventId": event_id}))
+        .collect();
+    Ok(ok_json(json!({ "resolved": resolved }).to_string()))
 }
 
 #[derive(Deserialize)]

@@ -56,6 +56,10 @@ pub struct EmulatorConfig {
     pub seed: u64,
     pub max_body_bytes: usize,
     pub push: push::PushSettings,
+    /// A Meet `conferenceData.createRequest` stays `{"statusCode": "pending"}` (Google creates
+    /// conferences asynchronously) until `POST /emulator/conferences/resolve`; off by default
+    /// (created on the spot, `success`).
+    pub conference_create_pending: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -68,6 +72,7 @@ impl Default for EmulatorConfig {
             seed: 0x0c0f_5eed,
             max_body_bytes: 1 << 20,
             push: push::PushSettings::default(),
+            conference_create_pending: false,
         }
     }
 }
@@ -138,8 +143,10 @@ pub struct RunningEmulator {
 impl Emulator {
     pub fn new(config: EmulatorConfig) -> Self {
         let token_key = ids::secret(32);
+        let mut world = World::new(config.seed, token_key.as_bytes());
+        world.conference_create_pending = config.conference_create_pending;
         let shared = Shared {
-            world: Mutex::new(World::new(config.seed, token_key.as_bytes())),
+            world: Mutex::new(world),
             clock: time::Clock::default(),
             auth: Mutex::new(auth::AuthState::default()),
             identity: Mutex::new(identity::IdentityKeys::default()),

@@ -157,6 +157,9 @@ pub struct World {
     pub signer: TokenSigner,
     /// Calendars changed since the last drain (push channels are notified for them).
     pub dirty: Vec<String>,
+    /// A Meet `createRequest` stays `pending` until [`World::resolve_conference_requests`]
+    /// (mirrors `EmulatorConfig::conference_create_pending`).
+    pub conference_create_pending: bool,
 }
 
 impl World {
@@ -170,6 +173,7 @@ impl World {
             ids: IdGen::new(seed),
             signer: TokenSigner::new(token_key),
             dirty: Vec::new(),
+            conference_create_pending: false,
         }
     }
 
@@ -262,7 +266,10 @@ impl World {
             "id": cal.id,
             "summary": cal.summary,
             "timeZone": cal.tz.name(),
-            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet", "addOn"]},
+            // The discovery document's ConferenceProperties.allowedConferenceSolutionTypes lists
+            // "eventHangout", "eventNamedHangout" and "hangoutsMeet" as the possible values
+            // (`addOn` is a conferenceSolution key type, never listed here).
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
         }))
     }
 
@@ -505,7 +512,17 @@ impl World {
                 None => resource.remove("conferenceData"),
             };
         } else if let Some(cd) = resource.get("conferenceData").filter(|v| !v.is_null()) {
-            let checked = check_conference_data(cd, &mut self.ids)?;
+            // The discovery document's CreateConferenceRequest.requestId: "If an ID provided is
+            // the same as for the previous request, the request is ignored." Sending back what a
+            // GET returned (a pending request included) keeps the conference as it is.
+            let prev_cd = prev.and_then(|p| p.get("conferenceData"));
+            let same_request = create_request_id(cd).is_some()
+                && cd.get("conferenceSolution").is_none_or(Value::is_null)
+                && create_request_id(cd) == prev_cd.and_then(create_request_id);
+            let checked = match prev_cd {
+                Some(prev_cd) if same_request => prev_cd.clone(),
+                _ => check_conference_data(cd, &mut self.ids, self.conference_create_pending)?,
+            };
             resource.insert("conferenceData".into(), checked);
         }
         resource.retain(|_, v| !v.is_null());
@@ -1030,6 +1047,77 @@ impl World {
             ApiError::bad_request("this calendar's sync tokens cannot be expired again")
         })?;
         Ok(())
+    }
+
+    /// Ends every pending Meet `createRequest` (see `conference_create_pending`): `success`
+    /// gives each request id one Meet conference (a series and its exceptions share it),
+    /// `failure` leaves the request with that status and no entry points, as the discovery
+    /// document's ConferenceRequestStatus describes. Each resolved event is a change (new etag,
+    /// change number, push notification); invitation copies follow. Answers the events resolved
+    /// as `(calendar id, event id)`.
+    pub fn resolve_conference_requests(
+        &mut self,
+        now: DateTime<Utc>,
+        success: bool,
+    ) -> ApiResult<Vec<(String, String)>> {
+        let is_pending = |ev: &StoredEvent| {
+            !ev.cancelled
+                && !ev.moved_away
+                && ev.origin.is_none()
+                && ev.value().get("conferenceData").is_some_and(|cd| {
+                    cd.pointer("/createRequest/status/statusCode")
+                        .and_then(Value::as_str)
+                        == Some("pending")
+                })
+        };
+        let mut pending: Vec<(String, String)> = self
+            .calendars
+            .values()
+            .flat_map(|cal| {
+                cal.events
+                    .iter()
+                    .filter(|(_, ev)| is_pending(ev))
+                    .map(|(id, _)| (cal.id.clone(), id.clone()))
+            })
+            .collect();
+        pending.sort();
+        let mut resolved_by_request: HashMap<String, Value> = HashMap::new();
+        let mut done = Vec::new();
+        for (cal_id, event_id) in pending {
+            // An earlier resolution may have reached this event already (an exception
+            // following its series).
+            let Some(ev) = self
+                .calendars
+                .get(&cal_id)
+                .and_then(|c| c.events.get(&event_id))
+                .filter(|ev| is_pending(ev))
+            else {
+                continue;
+            };
+            let prev = ev.value();
+            let request_id = prev
+                .get("conferenceData")
+                .and_then(create_request_id)
+                .unwrap_or_default()
+                .to_owned();
+            let cd = match resolved_by_request.get(&request_id) {
+                Some(cd) => cd.clone(),
+                None => {
+                    let cd = if success {
+                        meet_conference(&request_id, &mut self.ids)
+                    } else {
+                        json!({"createRequest": {"requestId": request_id, "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "failure"}}})
+                    };
+                    resolved_by_request.insert(request_id, cd.clone());
+                    cd
+                }
+            };
+            let mut value = prev.clone();
+            value.insert("conferenceData".into(), cd);
+            self.commit(now, &cal_id, &event_id, value, Some(&prev), None)?;
+            done.push((cal_id, event_id));
+        }
+        Ok(done)
     }
 }
 
@@ -1589,8 +1677,25 @@ fn meet_link(cd: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+fn create_request_id(cd: &Value) -> Option<&str> {
+    cd.pointer("/createRequest/requestId")
+        .and_then(Value::as_str)
+}
+
+/// A Meet conference created for `createRequest.requestId` (status `success`).
+fn meet_conference(request_id: &str, ids: &mut IdGen) -> Value {
+    let code = ids.event_id();
+    let code = format!("{}-{}-{}", &code[0..3], &code[3..7], &code[7..10]);
+    json!({
+        "createRequest": {"requestId": request_id, "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "success"}},
+        "entryPoints": [{"entryPointType": "video", "uri": format!("https://meet.google.com/{code}"), "label": format!("meet.google.com/{code}")}],
+        "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet", "iconUri": "https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/logo_meet_2020q4_color_2x_web_512dp.png"},
+        "conferenceId": code,
+    })
+}
+
 /// Google's rules for `conferenceData` on a write with `conferenceDataVersion=1`.
-fn check_conference_data(cd: &Value, ids: &mut IdGen) -> ApiResult<Value> {
+fn check_conference_data(cd: &Value, ids: &mut IdGen, create_pending: bool) -> ApiResult<Value> {
     let mut cd = cd.clone();
     let bad = |msg: String| {
         Err(ApiError::invalid(format!("Invalid conference data: {msg}"))
@@ -1686,15 +1791,17 @@ fn check_conference_data(cd: &Value, ids: &mut IdGen) -> ApiResult<Value> {
         match kind {
             // Meet conferences are created on the spot, so tests can make events with a
             // conference that is not ours.
-            "hangoutsMeet" if !has_solution => {
-                let code = ids.event_id();
-                let code = format!("{}-{}-{}", &code[0..3], &code[3..7], &code[7..10]);
+            // Google creates conferences asynchronously (ConferenceData.createRequest: "The data
+            // is generated asynchronously. To see whether the data is present check the status
+            // field."); with `conferenceCreatePending` the request stays pending until
+            // `POST /emulator/conferences/resolve`.
+            "hangoutsMeet" if !has_solution && create_pending => {
                 cd = json!({
-                    "createRequest": {"requestId": request_id, "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "success"}},
-                    "entryPoints": [{"entryPointType": "video", "uri": format!("https://meet.google.com/{code}"), "label": format!("meet.google.com/{code}")}],
-                    "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet", "iconUri": "https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/logo_meet_2020q4_color_2x_web_512dp.png"},
-                    "conferenceId": code,
+                    "createRequest": {"requestId": request_id, "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "pending"}},
                 });
+            }
+            "hangoutsMeet" if !has_solution => {
+                cd = meet_conference(request_id, ids);
             }
             "hangoutsMeet" => {}
             "addOn" if !has_solution => {

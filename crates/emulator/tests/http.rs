@@ -741,6 +741,158 @@ async fn meet_create_requests_produce_a_meet_conference() {
     );
 }
 
+/// The discovery document's ConferenceData.createRequest: "The data is generated asynchronously.
+/// To see whether the data is present check the status field." and ConferenceRequestStatus:
+/// "pending": the conference create request is still being processed; "success": the entry
+/// points are populated; "failure": there are no entry points. CreateConferenceRequest.requestId:
+/// "If an ID provided is the same as for the previous request, the request is ignored."
+#[tokio::test]
+async fn meet_create_requests_can_stay_pending_until_resolved() {
+    let api = Api::start().await;
+    let config = api
+        .admin(
+            Method::PUT,
+            "config",
+            json!({"conferenceCreatePending": true}),
+        )
+        .await;
+    assert_eq!(config["conferenceCreatePending"], true);
+    let request = json!({"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}});
+    let mut e = event("x", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["conferenceData"] = request.clone();
+    let created = api.insert(A, e).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["conferenceData"],
+        json!({"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "pending"}}})
+    );
+    assert!(created.get("hangoutLink").is_none());
+    let (_, token, _) = api.list_all(A, "").await;
+
+    // Sending the same request id back (what a GET returned) changes nothing.
+    let patched = api
+        .patch(
+            A,
+            &format!("calendars/primary/events/{id}?conferenceDataVersion=1"),
+            json!({"conferenceData": created["conferenceData"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(patched["conferenceData"], created["conferenceData"]);
+
+    // Another pending request: a failure leaves no entry points.
+    let mut other = event("y", "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z");
+    other["conferenceData"] = json!({"createRequest": {"requestId": "r2", "conferenceSolutionKey": {"type": "hangoutsMeet"}}});
+    let other = api.insert(A, other).await;
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    let bad = api
+        .http
+        .post(format!("{}emulator/conferences/resolve", api.base))
+        .json(&json!({"statusCode": "later"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Turning the switch off does not resolve requests already pending.
+    api.admin(
+        Method::PUT,
+        "config",
+        json!({"conferenceCreatePending": false}),
+    )
+    .await;
+    let still = api
+        .get(A, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
+    assert_eq!(
+        still["conferenceData"]["createRequest"]["status"]["statusCode"],
+        "pending"
+    );
+
+    let resolved = api
+        .admin(Method::POST, "conferences/resolve", json!({}))
+        .await;
+    assert_eq!(resolved["resolved"].as_array().unwrap().len(), 2);
+    let done = api
+        .get(A, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
+    let cd = &done["conferenceData"];
+    assert_eq!(cd["createRequest"]["requestId"], "r1");
+    assert_eq!(cd["createRequest"]["status"]["statusCode"], "success");
+    assert_eq!(cd["conferenceSolution"]["key"]["type"], "hangoutsMeet");
+    assert_eq!(cd["entryPoints"][0]["entryPointType"], "video");
+    assert!(
+        done["hangoutLink"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://meet.google.com/")
+    );
+    assert_ne!(done["etag"], created["etag"]);
+    // The resolution is a change an incremental sync sees.
+    let changes = api
+        .get(
+            A,
+            &format!("calendars/primary/events?syncToken={}", urlencode(&token)),
+        )
+        .await
+        .ok();
+    let changed = ids(changes["items"].as_array().unwrap());
+    assert!(changed.contains(&id) && changed.contains(&other_id));
+    // Nothing is pending any more.
+    let again = api
+        .admin(Method::POST, "conferences/resolve", json!({}))
+        .await;
+    assert_eq!(again["resolved"], json!([]));
+
+    // A failure: status failure, no entry points.
+    api.admin(
+        Method::PUT,
+        "config",
+        json!({"conferenceCreatePending": true}),
+    )
+    .await;
+    let mut third = event("z", "2026-12-03T10:00:00Z", "2026-12-03T11:00:00Z");
+    third["conferenceData"] = json!({"createRequest": {"requestId": "r3", "conferenceSolutionKey": {"type": "hangoutsMeet"}}});
+    let third = api.insert(A, third).await;
+    api.admin(
+        Method::POST,
+        "conferences/resolve",
+        json!({"statusCode": "failure"}),
+    )
+    .await;
+    let failed = api
+        .get(
+            A,
+            &format!("calendars/primary/events/{}", third["id"].as_str().unwrap()),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        failed["conferenceData"],
+        json!({"createRequest": {"requestId": "r3", "conferenceSolutionKey": {"type": "hangoutsMeet"}, "status": {"statusCode": "failure"}}})
+    );
+}
+
+/// The discovery document's ConferenceProperties.allowedConferenceSolutionTypes: "The possible
+/// values are: "eventHangout", "eventNamedHangout", "hangoutsMeet"".
+#[tokio::test]
+async fn calendars_get_lists_only_documented_conference_solution_types() {
+    let api = Api::start().await;
+    let cal = api.get(A, "calendars/primary").await.ok();
+    let types = cal["conferenceProperties"]["allowedConferenceSolutionTypes"]
+        .as_array()
+        .unwrap();
+    assert!(!types.is_empty());
+    for t in types {
+        assert!(
+            ["eventHangout", "eventNamedHangout", "hangoutsMeet"].contains(&t.as_str().unwrap()),
+            "undocumented solution type {t}"
+        );
+    }
+}
+
 fn weekly_series() -> Value {
     json!({
         "summary": "Weekly",
