@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out (the default is shown).
 # Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN,
 # CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE, CONFSYNC_GOOGLE_OAUTH_CLIENT_ID,
-# CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET, CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY, CONFSYNC_STORE_PATH,
+# CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET, CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY, CONFSYNC_STORE_PATH, CONFSYNC_STORE_URL,
 # CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL,
 # CONFSYNC_SERVE_HOST_KEY, CONFSYNC_SERVE_CHANNEL_KEY.
 
@@ -42,8 +42,11 @@ project_requests_per_minute = 10000   # 0 to 1000000
 #                                # when full, /oauth/google/start answers 503 for a few minutes
 
 [store]
-# The SQLite database (created with its directory if missing).
+# The SQLite database (created with its directory if missing): the embedded default.
 path = "confsync-data/confsync.db"
+# Or Postgres, for a standby worker (CONFSYNC_STORE_URL): when set, `path` is not used. Any
+# option of the URL form is taken (sslmode=require, ...); the password never appears in logs.
+# url = "postgres://confsync:secret@db.internal:5432/confsync"
 
 [provider]
 # "local": the built-in provider; meetings live in the store, join pages are served by confsync.
@@ -426,6 +429,19 @@ pub struct StoreConfig {
     /// The SQLite database file (created if missing).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A Postgres URL; when set, the store is there and `path` is not used.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl StoreConfig {
+    /// What [`confsync_store::Store::open`] takes: the URL, else the file's path.
+    pub fn location(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => self.path.to_string_lossy().into_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -521,6 +537,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            url: None,
         }
     }
 }
@@ -594,6 +611,9 @@ impl Config {
         }
         if let Some(v) = env("CONFSYNC_STORE_PATH") {
             config.store.path = PathBuf::from(v);
+        }
+        if let Some(v) = env("CONFSYNC_STORE_URL") {
+            config.store.url = Some(v);
         }
         if let Some(v) = env("CONFSYNC_PROVIDER_JOIN_BASE_URL") {
             config.provider.join_base_url = v;

@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "{}: valid (store {}, {} calendars listed)",
                 config.display(),
-                loaded.store.path.display(),
+                confsync_store::redact_location(&loaded.store.location()),
                 loaded.sync.calendars.len()
             );
             Ok(())

@@ -63,20 +63,30 @@ pub fn provider_from(
     built.map_err(|e| anyhow::anyhow!("[provider.{}]: {e}", p.kind))
 }
 
-pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
-    if let Some(dir) = config
-        .store
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
+/// Opens the configured store: Postgres when `store.url` is set, else the SQLite file (its
+/// directory created if missing).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.store.url.is_none()
+        && let Some(dir) = config
+            .store
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
     {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the data directory {}", dir.display()))?;
     }
-    let path = config.store.path.to_string_lossy().into_owned();
-    let store = Store::open(&path)
-        .await
-        .with_context(|| format!("opening the store {path}"))?;
+    let location = config.store.location();
+    Store::open(&location).await.with_context(|| {
+        format!(
+            "opening the store {}",
+            confsync_store::redact_location(&location)
+        )
+    })
+}
+
+pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
+    let store = open_store(config).await?;
     let mut oauth = None;
     // Whose budget a calendar's requests take: its owner where calendars are reached as their
     // owners, the one token's user otherwise.
@@ -202,7 +212,7 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
         },
     ));
     // `confsync sync` runs the outbox too: not while `confsync serve` runs on the same store.
-    engine.store.claim_single_process()?;
+    engine.store.claim_single_process(false).await?;
     let mut calendars: Vec<String> = match calendar {
         Some(c) => vec![c],
         None => {
@@ -273,8 +283,16 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let built = engine_from(&config).await?;
-    // One process per SQLite store: a second one would run the same outbox rows.
-    built.engine.store.claim_single_process()?;
+    // One process per store: a second one would run the same outbox rows. On Postgres a second
+    // `serve` waits as a standby and takes over when the holder dies; a holder that loses its
+    // claim stops at once (a standby may already be running the store).
+    built.engine.store.claim_single_process(true).await?;
+    let claim = built.engine.store.clone();
+    tokio::spawn(async move {
+        claim.claim_lost().await;
+        tracing::error!("lost the claim on the store: stopping now (a standby takes over)");
+        std::process::exit(3);
+    });
     let engine = Arc::new(built.engine);
     let scheduler = confsync_service::Scheduler::start_with_metrics(
         engine.clone(),
@@ -427,16 +445,7 @@ pub async fn create_api_key(config_path: &Path, name: &str) -> anyhow::Result<()
     if name.trim().is_empty() {
         anyhow::bail!("--name must not be empty");
     }
-    if let Some(dir) = config
-        .store
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    }
-    let store = Store::open(&config.store.path.to_string_lossy()).await?;
+    let store = open_store(&config).await?;
     let key = confsync_service::new_api_key();
     store
         .api_key_create(

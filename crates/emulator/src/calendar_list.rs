@@ -12,10 +12,11 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
+use crate::acl::Role;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::fnv1a;
 use crate::list::{NEUTRAL, bool_param, int_param};
-use crate::store::{Calendar, World};
+use crate::store::{Calendar, ListEntry, World};
 use crate::tokens::{CalendarListSyncToken, Cursor, PageToken};
 
 /// `maxResults` when the client gives none, and the largest page.
@@ -117,9 +118,13 @@ impl CalendarListQuery {
     }
 }
 
-/// The full listing's order: primary first, then by id.
-fn order_key(cal: &Calendar) -> String {
-    format!("{}{}", if cal.primary { '0' } else { '1' }, cal.id)
+/// The full listing's order: the user's primary calendar first, then by id.
+fn order_key(user: &str, cal: &Calendar) -> String {
+    format!(
+        "{}{}",
+        if cal.is_primary_of(user) { '0' } else { '1' },
+        cal.id
+    )
 }
 
 impl World {
@@ -164,21 +169,23 @@ impl World {
         let cursor = page_token.map(|t| t.cursor);
         let cals = self.calendar_list(user);
 
-        // (cursor of the entry, entry) in listing order.
-        let entries: Vec<(Cursor, &Calendar)> = match from {
+        let min_role = query.min_access_role.as_deref().and_then(Role::parse);
+
+        // (cursor of the entry, calendar, entry) in listing order.
+        let entries: Vec<(Cursor, &Calendar, &ListEntry)> = match from {
             Some(from) => {
                 let after = match cursor {
                     Some(Cursor::Seq(seq, _)) => seq,
                     _ => from,
                 };
-                let mut changed: Vec<&Calendar> = cals
+                let mut changed: Vec<(&Calendar, &ListEntry)> = cals
                     .into_iter()
-                    .filter(|c| c.list_seq > after && c.list_seq <= snapshot)
+                    .filter(|(_, e)| e.seq > after && e.seq <= snapshot)
                     .collect();
-                changed.sort_by_key(|c| c.list_seq);
+                changed.sort_by_key(|(_, e)| e.seq);
                 changed
                     .into_iter()
-                    .map(|c| (Cursor::Seq(c.list_seq, None), c))
+                    .map(|(c, e)| (Cursor::Seq(e.seq, None), c, e))
                     .collect()
             }
             None => {
@@ -187,15 +194,18 @@ impl World {
                     _ => None,
                 };
                 cals.into_iter()
-                    .filter(|c| {
-                        if c.list_deleted {
+                    .filter(|(_, e)| {
+                        if e.deleted {
                             query.show_deleted == Some(true)
                         } else {
-                            !c.list_hidden || query.show_hidden == Some(true)
+                            !e.hidden || query.show_hidden == Some(true)
                         }
                     })
-                    .map(|c| (Cursor::Id(order_key(c), None), c))
-                    .filter(|(k, _)| match (&after, k) {
+                    // minAccessRole: "The minimum access role for the user in the returned
+                    // entries." (A deleted entry has no role left and stays listed.)
+                    .filter(|(_, e)| e.deleted || min_role.is_none_or(|min| e.role >= min))
+                    .map(|(c, e)| (Cursor::Id(order_key(user, c), None), c, e))
+                    .filter(|(k, _, _)| match (&after, k) {
                         (Some(a), Cursor::Id(k, _)) => k > a,
                         _ => true,
                     })
@@ -203,16 +213,17 @@ impl World {
             }
         };
         let more = entries.len() > query.max_results;
-        let page: Vec<(Cursor, &Calendar)> = entries.into_iter().take(query.max_results).collect();
+        let page: Vec<(Cursor, &Calendar, &ListEntry)> =
+            entries.into_iter().take(query.max_results).collect();
         let items: Vec<Value> = page
             .iter()
-            .map(|(_, c)| self.calendar_list_entry(c))
+            .map(|(_, c, e)| self.calendar_list_entry(user, c, e))
             .collect();
         let mut body = json!({
             "kind": "calendar#calendarList",
             "etag": format!("\"{}\"", fnv1a(&[user.as_bytes(), &snapshot.to_be_bytes()])),
         });
-        match page.last().map(|(k, _)| k.clone()).filter(|_| more) {
+        match page.last().map(|(k, _, _)| k.clone()).filter(|_| more) {
             Some(last) => {
                 body["nextPageToken"] = json!(self.signer.seal(&PageToken {
                     query: query.fingerprint,

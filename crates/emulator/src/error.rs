@@ -114,6 +114,45 @@ impl ApiError {
         )
     }
 
+    /// A user who can see the calendar but lacks the role an operation needs (`level` is
+    /// "reader", "writer" or "owner"). Google's own answer, as observed in several public
+    /// reports (e.g. googleapis/google-api-javascript-client#521 for `acl.insert` by a
+    /// non-owner; inovex/CalendarSync#251 and spatie/laravel-google-calendar#95 for an event
+    /// write to a read-only calendar): 403, domain `calendar`, reason `requiredAccessLevel`,
+    /// "You need to have writer access to this calendar." Clients treat it as any 403 that is
+    /// not a rate limit: a permission problem, not transient.
+    pub fn required_access_level(level: &str) -> Self {
+        Self::new(
+            403,
+            "calendar",
+            "requiredAccessLevel",
+            format!("You need to have {level} access to this calendar."),
+        )
+    }
+
+    /// Changing or deleting the caller's own access rule. The reason and message are the ones
+    /// Google gives (GAM handles `cannotChangeOwnAcl` and shows "Cannot change your own access
+    /// level"); the status is unsure: 403 (a permission refusal) is the safe reading.
+    pub fn cannot_change_own_acl() -> Self {
+        Self::new(
+            403,
+            "calendar",
+            "cannotChangeOwnAcl",
+            "Cannot change your own access level.",
+        )
+    }
+
+    /// Another owner changing or deleting the data owner's rule. GAM handles the reason
+    /// `cannotChangeOwnerAcl`; the message and the 403 status are the emulator's choice.
+    pub fn cannot_change_owner_acl() -> Self {
+        Self::new(
+            403,
+            "calendar",
+            "cannotChangeOwnerAcl",
+            "Cannot change the access level of the calendar's owner.",
+        )
+    }
+
     pub fn rate_limited(status: u16) -> Self {
         Self::new(
             status,

@@ -17,10 +17,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::acl::AclQuery;
 use crate::calendar_list::CalendarListQuery;
 use crate::error::{ApiError, ApiResult, json_body};
 use crate::faults::FaultSpec;
-use crate::list::ListQuery;
+use crate::list::{ListQuery, bool_param};
 use crate::push::PushHub;
 use crate::store::{WriteKind, WriteOptions};
 use crate::{Shared, schema};
@@ -36,6 +37,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/calendars", post(calendars_insert))
         .route("/calendars/{calendarId}", get(calendars_get))
+        .route(
+            "/calendars/{calendarId}/acl",
+            get(acl_list).post(acl_insert),
+        )
+        .route(
+            "/calendars/{calendarId}/acl/{ruleId}",
+            get(acl_get)
+                .put(acl_update)
+                .patch(acl_patch)
+                .delete(acl_delete),
+        )
         .route(
             "/calendars/{calendarId}/events",
             get(events_list).post(events_insert),
@@ -265,13 +277,8 @@ async fn calendar_list_get(
 ) -> ApiResult<Response> {
     let params = params_of(&req);
     let user = begin(&shared, "calendar.calendarList.get", &req, &params).await?;
-    let world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
-    let cal = world.calendar(&id)?;
-    if cal.list_deleted {
-        return Err(ApiError::not_found());
-    }
-    Ok(ok_json(world.calendar_list_entry(cal).to_string()))
+    let entry = shared.world().calendar_list_get(&user, &calendar_id)?;
+    Ok(ok_json(entry.to_string()))
 }
 
 async fn calendars_get(
@@ -282,7 +289,7 @@ async fn calendars_get(
     let params = params_of(&req);
     let user = begin(&shared, "calendar.calendars.get", &req, &params).await?;
     let world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_visible(&user, &calendar_id)?;
     Ok(ok_json(world.calendar_json(&id)?.to_string()))
 }
 
@@ -310,7 +317,7 @@ async fn events_list(
     let max_age = shared.config().sync_token_max_age;
     let now = shared.clock.now();
     let world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_for_read(&user, &calendar_id)?;
     let body = world.list_events(&id, &query, now, max_age)?;
     drop(world);
     Ok(ok_json(body))
@@ -326,7 +333,7 @@ async fn events_instances(
     let query = ListQuery::parse(&format!("{calendar_id}/{event_id}"), &params)?;
     let now = shared.clock.now();
     let world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_for_read(&user, &calendar_id)?;
     let body = world.list_instances(&id, &event_id, &query, now)?;
     Ok(ok_json(body))
 }
@@ -340,7 +347,7 @@ async fn events_get(
     let user = begin(&shared, "calendar.events.get", &req, &params).await?;
     let (body, etag) = {
         let world = shared.world();
-        let id = world.calendar_id(&user, &calendar_id)?;
+        let id = world.calendar_for_read(&user, &calendar_id)?;
         world.get_event(&id, &event_id)?
     };
     let unchanged = req
@@ -379,7 +386,7 @@ async fn insert_like(
     let body = read_json(&shared, req.into_body()).await?;
     let now = shared.clock.now();
     let mut world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_for_write(&user, &calendar_id)?;
     let result = world.insert_event(now, &id, body, kind, &opts);
     shared.flush_notifications(&mut world);
     Ok(ok_json(result?))
@@ -419,7 +426,7 @@ async fn write_like(
     let body = read_json(&shared, req.into_body()).await?;
     let now = shared.clock.now();
     let mut world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_for_write(&user, &calendar_id)?;
     let result = world.write_event(now, &id, &event_id, body, kind, &opts);
     shared.flush_notifications(&mut world);
     Ok(ok_json(result?))
@@ -451,7 +458,7 @@ async fn events_delete(
     let wanted = if_match(&req);
     let now = shared.clock.now();
     let mut world = shared.world();
-    let id = world.calendar_id(&user, &calendar_id)?;
+    let id = world.calendar_for_write(&user, &calendar_id)?;
     let result = world.delete_event(now, &id, &event_id, wanted.as_deref());
     shared.flush_notifications(&mut world);
     result?;
@@ -470,8 +477,9 @@ async fn events_move(
         .to_owned();
     let now = shared.clock.now();
     let mut world = shared.world();
-    let source = world.calendar_id(&user, &calendar_id)?;
-    let dest = world.calendar_id(&user, &destination)?;
+    // Moving changes both calendars: writer access to each.
+    let source = world.calendar_for_write(&user, &calendar_id)?;
+    let dest = world.calendar_for_write(&user, &destination)?;
     let result = world.move_event(now, &source, &event_id, &dest);
     shared.flush_notifications(&mut world);
     Ok(ok_json(result?))
@@ -489,7 +497,7 @@ async fn events_watch(
     let watch = PushHub::parse_watch(&body)?;
     let (id, resource_id) = {
         let world = shared.world();
-        let id = world.calendar_id(&user, &calendar_id)?;
+        let id = world.calendar_for_read(&user, &calendar_id)?;
         let resource_id = world.calendar(&id)?.resource_id.clone();
         (id, resource_id)
     };
@@ -523,6 +531,108 @@ async fn channels_stop(State(shared): Ctx, req: Request) -> ApiResult<Response> 
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::required("resourceId"))?;
     shared.push.stop(id, resource_id, &user)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- acl ---------------------------------------------------------------------------------
+//
+// Sharing (see `acl.rs`): reading the ACL needs role writer, changing it owner; a caller who
+// cannot see the calendar gets 404, one whose role is too weak 403 `requiredAccessLevel`.
+
+/// `sendNotifications` is accepted (and must be a boolean); the emulator sends no mail.
+fn check_send_notifications(params: &[(String, String)]) -> ApiResult<()> {
+    if let Some(value) = param(params, "sendNotifications") {
+        bool_param("sendNotifications", value)?;
+    }
+    Ok(())
+}
+
+async fn acl_list(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.acl.list", &req, &params).await?;
+    let query = AclQuery::parse(&user, &calendar_id, &params)?;
+    let max_age = shared.config().sync_token_max_age;
+    let now = shared.clock.now();
+    let body = shared
+        .world()
+        .acl_list(&user, &calendar_id, &query, now, max_age)?;
+    Ok(ok_json(body))
+}
+
+async fn acl_get(
+    State(shared): Ctx,
+    Path((calendar_id, rule_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.acl.get", &req, &params).await?;
+    let body = shared.world().acl_get(&user, &calendar_id, &rule_id)?;
+    Ok(ok_json(body))
+}
+
+async fn acl_insert(
+    State(shared): Ctx,
+    Path(calendar_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.acl.insert", &req, &params).await?;
+    check_send_notifications(&params)?;
+    let body = read_json(&shared, req.into_body()).await?;
+    let rule = shared.world().acl_insert(&user, &calendar_id, body)?;
+    Ok(ok_json(rule))
+}
+
+async fn acl_write_like(
+    shared: Arc<Shared>,
+    calendar_id: String,
+    rule_id: String,
+    req: Request,
+    patch: bool,
+) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let method = if patch {
+        "calendar.acl.patch"
+    } else {
+        "calendar.acl.update"
+    };
+    let user = begin(&shared, method, &req, &params).await?;
+    check_send_notifications(&params)?;
+    let body = read_json(&shared, req.into_body()).await?;
+    let rule = shared
+        .world()
+        .acl_update(&user, &calendar_id, &rule_id, body, patch)?;
+    Ok(ok_json(rule))
+}
+
+async fn acl_update(
+    State(shared): Ctx,
+    Path((calendar_id, rule_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    acl_write_like(shared, calendar_id, rule_id, req, false).await
+}
+
+async fn acl_patch(
+    State(shared): Ctx,
+    Path((calendar_id, rule_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    acl_write_like(shared, calendar_id, rule_id, req, true).await
+}
+
+async fn acl_delete(
+    State(shared): Ctx,
+    Path((calendar_id, rule_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let params = params_of(&req);
+    let user = begin(&shared, "calendar.acl.delete", &req, &params).await?;
+    shared.world().acl_delete(&user, &calendar_id, &rule_id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -727,10 +837,8 @@ async fn admin_calendar_list_entry(
 ) -> ApiResult<Response> {
     let body: CalendarListEntryChange = admin_body(&shared, req).await?;
     let mut world = shared.world();
-    let owner = email.trim().to_ascii_lowercase();
-    world.set_calendar_list_entry(&owner, &calendar_id, body.hidden, body.deleted)?;
-    let id = world.calendar_id(&owner, &calendar_id)?;
-    let entry = world.calendar_list_entry(world.calendar(&id)?);
+    let user = email.trim().to_ascii_lowercase();
+    let entry = world.set_calendar_list_entry(&user, &calendar_id, body.hidden, body.deleted)?;
     Ok(ok_json(entry.to_string()))
 }
 

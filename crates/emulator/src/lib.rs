@@ -16,6 +16,7 @@
 // boxing them would only add noise to every handler.
 #![allow(clippy::result_large_err)]
 
+pub mod acl;
 pub mod auth;
 pub mod calendar_list;
 pub mod error;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
+use crate::acl::{AclRule, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{IdGen, fnv1a, is_valid_event_id};
 use crate::recurrence::{self, OccurrenceStart, Recurrence};
@@ -47,12 +48,36 @@ pub struct Calendar {
     pub updated: DateTime<Utc>,
     /// Bumped to invalidate every sync token issued before.
     pub token_epoch: u32,
-    /// The owner's calendar list entry: the world's list change number of its last change.
-    pub list_seq: u64,
+    /// The access control list: rule id (`user:bob@example.com`, `domain:example.com`,
+    /// `default`) -> rule. Deleted rules stay as tombstones for `acl.list` sync (see `acl.rs`).
+    pub acl: BTreeMap<String, AclRule>,
+    /// The ACL's change number (every rule change takes the next one).
+    pub acl_seq: u64,
+    /// Calendar list entries of this calendar, by user: the owner's, and one for every user the
+    /// calendar is shared with by a `user:` rule (see `World::sync_list_entries`).
+    pub list: BTreeMap<String, ListEntry>,
+}
+
+/// One user's calendar list entry for a calendar.
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    /// The world's list change number of the entry's last change.
+    pub seq: u64,
     /// The entry is hidden from the list (`hidden: true`).
-    pub list_hidden: bool,
+    pub hidden: bool,
     /// The entry was removed from the list (`deleted: true`; the calendar itself lives on).
-    pub list_deleted: bool,
+    pub deleted: bool,
+    /// The `accessRole` the entry shows; `Role::None` once the user's access was removed (the
+    /// entry is then `deleted`).
+    pub role: Role,
+}
+
+impl Calendar {
+    /// The user's own primary calendar (`primary` means this one for them; shared primary
+    /// calendars of others are not).
+    pub fn is_primary_of(&self, user: &str) -> bool {
+        self.primary && self.owner == user
+    }
 }
 
 /// A recurring series' expansion data.
@@ -205,6 +230,12 @@ impl World {
         self.next_calendar_num += 1;
         self.list_seq += 1;
         let resource_id = format!("{:016x}{:011x}", self.ids.next_u64(), num);
+        let owner_entry = ListEntry {
+            seq: self.list_seq,
+            hidden: false,
+            deleted: false,
+            role: Role::Owner,
+        };
         let calendar = Calendar {
             id: id.clone(),
             num,
@@ -218,9 +249,13 @@ impl World {
             seq: 0,
             updated: DateTime::<Utc>::UNIX_EPOCH,
             token_epoch: 0,
-            list_seq: self.list_seq,
-            list_hidden: false,
-            list_deleted: false,
+            // The data owner's rule: always there, always `owner` (see `acl.rs`).
+            acl: BTreeMap::from([(
+                format!("user:{owner}"),
+                AclRule::new("user", Some(owner.to_owned()), Role::Owner, 1),
+            )]),
+            acl_seq: 1,
+            list: BTreeMap::from([(owner.to_owned(), owner_entry)]),
         };
         self.calendars.entry(id).or_insert(calendar)
     }
@@ -244,13 +279,11 @@ impl World {
         Ok(id)
     }
 
-    /// Resolves `primary` and checks that `user` may use the calendar.
+    /// Resolves `primary` and checks that `user` may read the calendar's events (role `reader`
+    /// or above, see [`World::calendar_for_read`]). Kept for embedders; handlers say whether
+    /// they read or write.
     pub fn calendar_id(&self, user: &str, param: &str) -> ApiResult<String> {
-        let id = if param == "primary" { user } else { param };
-        match self.calendars.get(id) {
-            Some(cal) if cal.owner == user => Ok(cal.id.clone()),
-            _ => Err(ApiError::not_found()),
-        }
+        self.calendar_for_read(user, param)
     }
 
     pub fn calendar(&self, id: &str) -> ApiResult<&Calendar> {
@@ -273,53 +306,78 @@ impl World {
         }))
     }
 
-    /// The user's calendar list, deleted and hidden entries included, primary first, then by id.
-    pub fn calendar_list(&self, user: &str) -> Vec<&Calendar> {
-        let mut cals: Vec<&Calendar> = self
+    /// The user's calendar list, deleted and hidden entries included, the user's primary
+    /// calendar first, then by id.
+    pub fn calendar_list(&self, user: &str) -> Vec<(&Calendar, &ListEntry)> {
+        let mut cals: Vec<(&Calendar, &ListEntry)> = self
             .calendars
             .values()
-            .filter(|c| c.owner == user)
+            .filter_map(|c| c.list.get(user).map(|e| (c, e)))
             .collect();
-        cals.sort_by(|a, b| (!a.primary, &a.id).cmp(&(!b.primary, &b.id)));
+        cals.sort_by(|(a, _), (b, _)| {
+            (!a.is_primary_of(user), &a.id).cmp(&(!b.is_primary_of(user), &b.id))
+        });
         cals
     }
 
     /// A calendar list entry as listed (`deleted` entries in their minimal shape).
-    pub fn calendar_list_entry(&self, cal: &Calendar) -> Value {
+    pub fn calendar_list_entry(&self, user: &str, cal: &Calendar, entry: &ListEntry) -> Value {
         let etag = format!(
             "\"{}\"",
-            fnv1a(&[cal.id.as_bytes(), &cal.list_seq.to_be_bytes()])
+            fnv1a(&[cal.id.as_bytes(), &entry.seq.to_be_bytes()])
         );
-        if cal.list_deleted {
+        if entry.deleted {
             return json!({"kind": "calendar#calendarListEntry", "etag": etag, "id": cal.id, "deleted": true});
         }
-        let mut entry = self.calendar_json(&cal.id).unwrap_or_default();
-        entry["kind"] = json!("calendar#calendarListEntry");
-        entry["etag"] = json!(etag);
-        entry["accessRole"] = json!("owner");
-        entry["defaultReminders"] = json!([{"method": "popup", "minutes": 10}]);
-        entry["selected"] = json!(true);
-        if cal.primary {
-            entry["primary"] = json!(true);
+        let mut entry_json = self.calendar_json(&cal.id).unwrap_or_default();
+        entry_json["kind"] = json!("calendar#calendarListEntry");
+        entry_json["etag"] = json!(etag);
+        // CalendarListEntry.accessRole: "The effective access role that the authenticated user
+        // has on the calendar", one of freeBusyReader, reader, writerWithoutPrivateAccess,
+        // writer, owner (the discovery document lists writerWithoutPrivateAccess as a value of
+        // its own, so it is not folded into "writer").
+        entry_json["accessRole"] = json!(entry.role.as_str());
+        entry_json["defaultReminders"] = json!([{"method": "popup", "minutes": 10}]);
+        entry_json["selected"] = json!(true);
+        if cal.is_primary_of(user) {
+            entry_json["primary"] = json!(true);
         }
         // "The attribute is only returned when the calendar is hidden."
-        if cal.list_hidden {
-            entry["hidden"] = json!(true);
+        if entry.hidden {
+            entry_json["hidden"] = json!(true);
         }
-        entry
+        entry_json
+    }
+
+    /// `calendarList.get`: the user's entry for the calendar (404 when it is not in the list).
+    pub fn calendar_list_get(&self, user: &str, param: &str) -> ApiResult<Value> {
+        let id = if param == "primary" { user } else { param };
+        let cal = self.calendar(id)?;
+        match cal.list.get(user) {
+            Some(entry) if !entry.deleted && entry.role > Role::None => {
+                Ok(self.calendar_list_entry(user, cal, entry))
+            }
+            _ => Err(ApiError::not_found()),
+        }
     }
 
     /// Hides, shows, removes or re-adds a calendar list entry (the admin API's stand-in for
-    /// calendarList writes, which are not emulated). Each change is a list change.
+    /// calendarList writes, which are not emulated). Each change is a list change. The calendar
+    /// must be one the user has an entry for (their own, or one shared with them by a `user:`
+    /// rule that still grants access).
     pub fn set_calendar_list_entry(
         &mut self,
         user: &str,
         cal_id: &str,
         hidden: Option<bool>,
         deleted: Option<bool>,
-    ) -> ApiResult<()> {
-        let id = self.calendar_id(user, cal_id)?;
-        if deleted == Some(true) && self.calendars[&id].primary {
+    ) -> ApiResult<Value> {
+        let id = if cal_id == "primary" { user } else { cal_id }.to_owned();
+        let cal = self.calendar(&id)?;
+        if cal.list.get(user).is_none_or(|e| e.role == Role::None) {
+            return Err(ApiError::not_found());
+        }
+        if deleted == Some(true) && cal.is_primary_of(user) {
             return Err(ApiError::bad_request(
                 "The primary calendar cannot be removed from the calendar list.",
             ));
@@ -330,14 +388,16 @@ impl World {
             .calendars
             .get_mut(&id)
             .ok_or_else(ApiError::not_found)?;
+        let entry = cal.list.get_mut(user).ok_or_else(ApiError::not_found)?;
         if let Some(hidden) = hidden {
-            cal.list_hidden = hidden;
+            entry.hidden = hidden;
         }
         if let Some(deleted) = deleted {
-            cal.list_deleted = deleted;
+            entry.deleted = deleted;
         }
-        cal.list_seq = seq;
-        Ok(())
+        entry.seq = seq;
+        let cal = self.calendar(&id)?;
+        Ok(self.calendar_list_entry(user, cal, &cal.list[user]))
     }
 
     fn next_etag(&mut self, now: DateTime<Utc>) -> String {
@@ -1121,7 +1181,7 @@ impl World {
     }
 }
 
-fn normalize_email(email: &str) -> ApiResult<String> {
+pub(crate) fn normalize_email(email: &str) -> ApiResult<String> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()

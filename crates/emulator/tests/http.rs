@@ -2772,3 +2772,837 @@ async fn calendar_list_sync_tokens_return_only_changes_and_expire_with_410() {
     // The sync token is not a constant.
     assert_ne!(token, token3);
 }
+
+// --- sharing (acl.*) -----------------------------------------------------------------------
+
+impl Api {
+    async fn share(&self, owner: &str, calendar: &str, scope: Value, role: &str) -> Value {
+        self.post(
+            owner,
+            &format!("calendars/{}/acl", urlencode(calendar)),
+            json!({"role": role, "scope": scope}),
+        )
+        .await
+        .ok()
+    }
+
+    async fn share_with(&self, owner: &str, calendar: &str, user: &str, role: &str) -> Value {
+        self.share(
+            owner,
+            calendar,
+            json!({"type": "user", "value": user}),
+            role,
+        )
+        .await
+    }
+
+    async fn put(&self, user: &str, path: &str, body: Value) -> Answer {
+        self.call(user, Method::PUT, path, Some(body), &[]).await
+    }
+
+    /// Lists every page of `acl.list`; returns (items, final sync token, pages).
+    async fn acl_all(
+        &self,
+        user: &str,
+        calendar: &str,
+        query: &str,
+    ) -> (Vec<Value>, String, usize) {
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("calendars/{}/acl?{query}", urlencode(calendar));
+            if let Some(t) = &page_token {
+                path.push_str(&format!("&pageToken={}", urlencode(t)));
+            }
+            let page = self.get(user, &path).await.ok();
+            assert_eq!(page["kind"], "calendar#acl");
+            pages += 1;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            let next = page.get("nextPageToken").and_then(Value::as_str);
+            let sync = page.get("nextSyncToken").and_then(Value::as_str);
+            assert!(
+                next.is_some() != sync.is_some(),
+                "exactly one of nextPageToken/nextSyncToken: {page}"
+            );
+            match (next, sync) {
+                (Some(n), _) => page_token = Some(n.to_owned()),
+                (_, Some(s)) => return (items, s.to_owned(), pages),
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+fn assert_forbidden(answer: &Answer, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::FORBIDDEN,
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(
+        answer.reason(),
+        "requiredAccessLevel",
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(answer.body["error"]["code"], 403, "{what}");
+    assert_eq!(
+        answer.body.pointer("/error/errors/0/domain"),
+        Some(&json!("calendar")),
+        "{what}"
+    );
+}
+
+fn assert_not_found(answer: &Answer, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(answer.reason(), "notFound", "{what}");
+}
+
+// The discovery document, AclRule: id "Identifier of the Access Control List (ACL) rule", scope
+// {type, value}, role; writer "Provides read and write access to the calendar [...] Provides
+// read access to the calendar's ACLs".
+#[tokio::test]
+async fn acl_insert_shares_a_calendar_with_a_writer() {
+    let api = Api::start().await;
+    let team = api.new_calendar(A, "team").await;
+    let cal = urlencode(&team);
+    let standup = api
+        .post(
+            A,
+            &format!("calendars/{cal}/events"),
+            event("standup", "2026-12-01T10:00:00Z", "2026-12-01T10:15:00Z"),
+        )
+        .await
+        .ok();
+    // Before the rule bob cannot see the calendar at all.
+    assert_not_found(
+        &api.get(B, &format!("calendars/{cal}/events")).await,
+        "events.list before sharing",
+    );
+
+    // Emails are compared case-insensitively and stored lowercased.
+    let rule = api.share_with(A, &team, "Bob@Example.COM", "writer").await;
+    assert_eq!(rule["kind"], "calendar#aclRule");
+    assert_eq!(rule["id"], "user:bob@example.com");
+    assert_eq!(
+        rule["scope"],
+        json!({"type": "user", "value": "bob@example.com"})
+    );
+    assert_eq!(rule["role"], "writer");
+    assert!(rule["etag"].as_str().is_some_and(|e| e.starts_with('"')));
+
+    // The sharee lists, reads, patches and inserts events.
+    let page = api.get(B, &format!("calendars/{cal}/events")).await.ok();
+    let items = page["items"].as_array().cloned().unwrap();
+    assert_eq!(
+        ids(&items),
+        vec![standup["id"].as_str().unwrap().to_owned()]
+    );
+    let path = format!("calendars/{cal}/events/{}", standup["id"].as_str().unwrap());
+    let patched = api
+        .patch(B, &path, json!({"summary": "standup (bob)"}))
+        .await
+        .ok();
+    assert_eq!(patched["summary"], "standup (bob)");
+    assert_eq!(api.get(A, &path).await.ok()["summary"], "standup (bob)");
+    api.post(
+        B,
+        &format!("calendars/{cal}/events"),
+        event("retro", "2026-12-02T10:00:00Z", "2026-12-02T11:00:00Z"),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        api.get(A, &format!("calendars/{cal}/events")).await.ok()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        api.get(B, &format!("calendars/{cal}")).await.ok()["id"],
+        team
+    );
+    // `primary` is still bob's own calendar.
+    assert_eq!(api.get(B, "calendars/primary").await.ok()["id"], B);
+
+    // acl.get answers the role, for the owner and for the writer, whatever the email's case.
+    for (user, rule_id) in [
+        (A, "user:bob@example.com"),
+        (A, "user:BOB@example.com"),
+        (B, "user:bob@example.com"),
+    ] {
+        let got = api
+            .get(user, &format!("calendars/{cal}/acl/{}", urlencode(rule_id)))
+            .await
+            .ok();
+        assert_eq!(got["id"], "user:bob@example.com");
+        assert_eq!(got["role"], "writer");
+        assert_eq!(got["etag"], rule["etag"]);
+    }
+    // Clients that do not percent-encode the rule id reach it too.
+    let raw = api
+        .get(A, &format!("calendars/{cal}/acl/user:bob@example.com"))
+        .await
+        .ok();
+    assert_eq!(raw["role"], "writer");
+    // The data owner's rule is there too.
+    let owner = api
+        .get(
+            A,
+            &format!("calendars/{cal}/acl/{}", urlencode(&format!("user:{A}"))),
+        )
+        .await
+        .ok();
+    assert_eq!(owner["role"], "owner");
+    assert_eq!(owner["scope"], json!({"type": "user", "value": A}));
+    // No such rule: 404.
+    assert_not_found(
+        &api.get(
+            A,
+            &format!(
+                "calendars/{cal}/acl/{}",
+                urlencode("user:carol@example.com")
+            ),
+        )
+        .await,
+        "acl.get of a missing rule",
+    );
+    assert_not_found(
+        &api.get(
+            A,
+            &format!("calendars/{cal}/acl/{}", urlencode("domain:example.com")),
+        )
+        .await,
+        "acl.get of a missing domain rule",
+    );
+    let (rules, _, _) = api.acl_all(A, &team, "").await;
+    let mut found: Vec<(String, String)> = rules
+        .iter()
+        .map(|r| {
+            assert_eq!(r["kind"], "calendar#aclRule");
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            (format!("user:{A}"), "owner".to_owned()),
+            ("user:bob@example.com".to_owned(), "writer".to_owned()),
+        ]
+    );
+    // Updating the role with PUT (scope required) and PATCH.
+    let downgraded = api
+        .put(
+            A,
+            &format!("calendars/{cal}/acl/{}", urlencode("user:bob@example.com")),
+            json!({"role": "reader", "scope": {"type": "user", "value": B}}),
+        )
+        .await
+        .ok();
+    assert_eq!(downgraded["role"], "reader");
+    assert_ne!(downgraded["etag"], rule["etag"]);
+    let answer = api.patch(B, &path, json!({"summary": "no"})).await;
+    assert_forbidden(&answer, "patch by a downgraded writer");
+    let upgraded = api
+        .patch(
+            A,
+            &format!("calendars/{cal}/acl/{}", urlencode("user:bob@example.com")),
+            json!({"role": "writerWithoutPrivateAccess"}),
+        )
+        .await
+        .ok();
+    assert_eq!(upgraded["role"], "writerWithoutPrivateAccess");
+    api.patch(B, &path, json!({"summary": "yes"})).await.ok();
+    // writerWithoutPrivateAccess writes events but does not read the ACL.
+    assert_forbidden(
+        &api.get(B, &format!("calendars/{cal}/acl")).await,
+        "acl.list by writerWithoutPrivateAccess",
+    );
+}
+
+// "reader - Provides read access to the calendar"; a write needs writer access (Google: 403
+// requiredAccessLevel "You need to have writer access to this calendar.").
+#[tokio::test]
+async fn readers_read_but_cannot_write_and_strangers_get_404() {
+    let api = Api::start().await;
+    let ev = api
+        .insert(
+            A,
+            json!({
+                "summary": "weekly",
+                "start": {"dateTime": "2026-12-01T10:00:00Z", "timeZone": "UTC"},
+                "end": {"dateTime": "2026-12-01T11:00:00Z", "timeZone": "UTC"},
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"],
+            }),
+        )
+        .await;
+    let id = ev["id"].as_str().unwrap().to_owned();
+    api.share_with(A, A, B, "reader").await;
+    let events = format!("calendars/{A}/events");
+    let one = format!("{events}/{id}");
+
+    // Reads.
+    let list = api.get(B, &events).await.ok();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(api.get(B, &one).await.ok()["summary"], "weekly");
+    let instances = api.get(B, &format!("{one}/instances")).await.ok();
+    assert_eq!(instances["items"].as_array().unwrap().len(), 3);
+    assert_eq!(api.get(B, &format!("calendars/{A}")).await.ok()["id"], A);
+
+    // Writes: 403 requiredAccessLevel.
+    let body = event("x", "2026-12-05T10:00:00Z", "2026-12-05T11:00:00Z");
+    assert_forbidden(&api.post(B, &events, body.clone()).await, "insert");
+    let mut import = body.clone();
+    import["iCalUID"] = json!("imported@example.com");
+    assert_forbidden(
+        &api.post(B, &format!("{events}/import"), import).await,
+        "import",
+    );
+    assert_forbidden(&api.patch(B, &one, json!({"summary": "y"})).await, "patch");
+    assert_forbidden(&api.put(B, &one, body.clone()).await, "update");
+    assert_forbidden(&api.delete(B, &one).await, "delete");
+    assert_forbidden(
+        &api.post(B, &format!("{one}/move?destination={B}"), json!({}))
+            .await,
+        "move",
+    );
+    let answer = api.post(B, &events, body.clone()).await;
+    assert_eq!(
+        answer.message(),
+        "You need to have writer access to this calendar."
+    );
+    // A reader does not read the ACL either (writer does).
+    assert_forbidden(&api.get(B, &format!("calendars/{A}/acl")).await, "acl.list");
+    assert_forbidden(
+        &api.get(
+            B,
+            &format!("calendars/{A}/acl/{}", urlencode("user:bob@example.com")),
+        )
+        .await,
+        "acl.get",
+    );
+    // Nothing changed.
+    assert_eq!(api.get(A, &one).await.ok()["summary"], "weekly");
+
+    // A stranger: 404 everywhere, as before sharing existed.
+    for answer in [
+        api.get(C, &events).await,
+        api.get(C, &one).await,
+        api.get(C, &format!("calendars/{A}")).await,
+        api.post(C, &events, body.clone()).await,
+        api.patch(C, &one, json!({"summary": "z"})).await,
+        api.delete(C, &one).await,
+        api.get(C, &format!("calendars/{A}/acl")).await,
+        api.get(
+            C,
+            &format!("calendars/{A}/acl/{}", urlencode("user:bob@example.com")),
+        )
+        .await,
+        api.post(
+            C,
+            &format!("calendars/{A}/acl"),
+            json!({"role": "owner", "scope": {"type": "user", "value": C}}),
+        )
+        .await,
+        api.get(C, &format!("users/me/calendarList/{A}")).await,
+    ] {
+        assert_not_found(&answer, "stranger");
+    }
+
+    // freeBusyReader sees the calendar, not its events.
+    api.share_with(A, A, C, "freeBusyReader").await;
+    assert_eq!(api.get(C, &format!("calendars/{A}")).await.ok()["id"], A);
+    let answer = api.get(C, &events).await;
+    assert_forbidden(&answer, "events.list by freeBusyReader");
+    assert_eq!(
+        answer.message(),
+        "You need to have reader access to this calendar."
+    );
+    // Role none grants nothing.
+    api.share_with(A, A, C, "none").await;
+    assert_not_found(&api.get(C, &format!("calendars/{A}")).await, "role none");
+
+    // A domain rule gives every user of the domain access by calendar id.
+    api.share(
+        A,
+        A,
+        json!({"type": "domain", "value": "Example.com"}),
+        "reader",
+    )
+    .await;
+    assert_eq!(
+        api.get(C, &events).await.ok()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_not_found(
+        &api.get("dave@other.example", &events).await,
+        "another domain",
+    );
+    // The public scope: anyone.
+    api.share(A, A, json!({"type": "default"}), "reader").await;
+    api.get("dave@other.example", &events).await.ok();
+}
+
+#[tokio::test]
+async fn acl_changes_need_owner_and_the_owner_rule_is_fixed() {
+    let api = Api::start().await;
+    let team = api.new_calendar(A, "team").await;
+    let cal = urlencode(&team);
+    let acl = format!("calendars/{cal}/acl");
+    let rule_path = |id: &str| format!("calendars/{cal}/acl/{}", urlencode(id));
+    api.share_with(A, &team, B, "writer").await;
+
+    // A writer reads the ACL but cannot change it.
+    api.get(B, &acl).await.ok();
+    assert_forbidden(
+        &api.post(
+            B,
+            &acl,
+            json!({"role": "reader", "scope": {"type": "user", "value": C}}),
+        )
+        .await,
+        "acl.insert by a writer",
+    );
+    assert_eq!(
+        api.post(
+            B,
+            &acl,
+            json!({"role": "reader", "scope": {"type": "user", "value": C}}),
+        )
+        .await
+        .message(),
+        "You need to have owner access to this calendar."
+    );
+    assert_forbidden(
+        &api.patch(
+            B,
+            &rule_path("user:bob@example.com"),
+            json!({"role": "owner"}),
+        )
+        .await,
+        "acl.patch by a writer",
+    );
+    assert_forbidden(
+        &api.delete(B, &rule_path(&format!("user:{A}"))).await,
+        "acl.delete by a writer",
+    );
+
+    // The data owner's rule cannot be deleted or downgraded.
+    let owner_rule = rule_path(&format!("user:{A}"));
+    for answer in [
+        api.delete(A, &owner_rule).await,
+        api.patch(A, &owner_rule, json!({"role": "reader"})).await,
+        api.put(
+            A,
+            &owner_rule,
+            json!({"role": "writer", "scope": {"type": "user", "value": A}}),
+        )
+        .await,
+        api.post(
+            A,
+            &acl,
+            json!({"role": "none", "scope": {"type": "user", "value": A}}),
+        )
+        .await,
+    ] {
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+        assert_eq!(answer.reason(), "cannotChangeOwnAcl");
+    }
+    // Setting the role it already has changes nothing.
+    let same = api
+        .patch(A, &owner_rule, json!({"role": "owner"}))
+        .await
+        .ok();
+    assert_eq!(same["role"], "owner");
+    // Another owner can share, but not touch the data owner's rule, nor their own.
+    api.share_with(A, &team, C, "owner").await;
+    api.share_with(C, &team, "dave@example.com", "reader").await;
+    let answer = api.delete(C, &owner_rule).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.reason(), "cannotChangeOwnerAcl");
+    let answer = api
+        .patch(
+            C,
+            &rule_path(&format!("user:{C}")),
+            json!({"role": "reader"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.reason(), "cannotChangeOwnAcl");
+    assert_eq!(api.get(A, &owner_rule).await.ok()["role"], "owner");
+
+    // Bad bodies: 400 with Google's envelope.
+    for (body, reason, location) in [
+        (
+            json!({"role": "admin", "scope": {"type": "user", "value": C}}),
+            "invalid",
+            "role",
+        ),
+        (
+            json!({"scope": {"type": "user", "value": C}}),
+            "required",
+            "role",
+        ),
+        (json!({"role": "reader"}), "required", "scope"),
+        (
+            json!({"role": "reader", "scope": {}}),
+            "required",
+            "scope.type",
+        ),
+        (
+            json!({"role": "reader", "scope": {"type": "team", "value": C}}),
+            "invalid",
+            "scope.type",
+        ),
+        (
+            json!({"role": "reader", "scope": {"type": "user"}}),
+            "required",
+            "scope.value",
+        ),
+        (
+            json!({"role": "reader", "scope": {"type": "user", "value": "not an email"}}),
+            "invalidScopeValue",
+            "scope.value",
+        ),
+        (
+            json!({"role": "writer", "scope": {"type": "default"}}),
+            "illegalAccessRoleForDefault",
+            "role",
+        ),
+        (
+            json!({"role": "reader", "scope": {"type": "user", "value": C}, "colour": 1}),
+            "invalid",
+            "aclrule.colour",
+        ),
+    ] {
+        let answer = api.post(A, &acl, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.body
+        );
+        assert_eq!(answer.reason(), reason, "{body}: {}", answer.body);
+        assert_eq!(answer.body["error"]["code"], 400);
+        assert_eq!(
+            answer.body.pointer("/error/errors/0/location"),
+            Some(&json!(location)),
+            "{body}: {}",
+            answer.body
+        );
+    }
+    let answer = api
+        .patch(
+            A,
+            &rule_path("user:bob@example.com"),
+            json!({"role": "boss"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    // PUT needs the scope, and it must be the rule's own.
+    let answer = api
+        .put(
+            A,
+            &rule_path("user:bob@example.com"),
+            json!({"role": "reader"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.reason(), "required");
+    let answer = api
+        .put(
+            A,
+            &rule_path("user:bob@example.com"),
+            json!({"role": "reader", "scope": {"type": "user", "value": C}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    // Updating or deleting a rule that does not exist: 404.
+    assert_not_found(
+        &api.patch(
+            A,
+            &rule_path("user:eve@example.com"),
+            json!({"role": "reader"}),
+        )
+        .await,
+        "patch of a missing rule",
+    );
+    assert_not_found(
+        &api.delete(A, &rule_path("user:eve@example.com")).await,
+        "delete of a missing rule",
+    );
+
+    // Deleting bob's rule takes his access away.
+    let answer = api.delete(A, &rule_path("user:Bob@example.com")).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+    assert_not_found(
+        &api.get(A, &rule_path("user:bob@example.com")).await,
+        "acl.get of a deleted rule",
+    );
+    assert_not_found(
+        &api.get(B, &format!("calendars/{cal}/events")).await,
+        "events.list after unsharing",
+    );
+    assert_not_found(
+        &api.delete(A, &rule_path("user:bob@example.com")).await,
+        "second delete",
+    );
+}
+
+// CalendarListEntry.accessRole: "The effective access role that the authenticated user has on
+// the calendar"; a calendar shared with a user joins their calendar list.
+#[tokio::test]
+async fn shared_calendars_join_the_sharees_calendar_list() {
+    let api = Api::start().await;
+    let team = api.new_calendar(A, "team").await;
+    let notes = api.new_calendar(A, "notes").await;
+    let (before, token, _) = api.calendar_list_all(B, "").await;
+    assert_eq!(ids(&before), vec![B.to_owned()]);
+
+    api.share_with(A, &team, B, "writer").await;
+    api.share_with(A, A, B, "reader").await;
+    api.share_with(A, &notes, B, "writerWithoutPrivateAccess")
+        .await;
+    // Domain and public rules give access but no list entry.
+    api.share(
+        A,
+        &notes,
+        json!({"type": "domain", "value": "example.com"}),
+        "reader",
+    )
+    .await;
+
+    let (list, _, _) = api.calendar_list_all(B, "").await;
+    assert_eq!(list[0]["id"], B, "the sharee's own primary calendar first");
+    assert_eq!(list[0]["primary"], true);
+    assert_eq!(list[0]["accessRole"], "owner");
+    let role_of = |items: &[Value], id: &str| {
+        let entry = items
+            .iter()
+            .find(|e| e["id"] == json!(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {items:?}"));
+        assert!(entry.get("primary").is_none(), "{entry}");
+        entry["accessRole"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(list.len(), 4);
+    assert_eq!(role_of(&list, &team), "writer");
+    assert_eq!(role_of(&list, A), "reader");
+    assert_eq!(role_of(&list, &notes), "writerWithoutPrivateAccess");
+    assert_eq!(
+        api.get(B, &format!("users/me/calendarList/{}", urlencode(&team)))
+            .await
+            .ok()["accessRole"],
+        "writer"
+    );
+    // minAccessRole.
+    let (writable, _, _) = api.calendar_list_all(B, "minAccessRole=writer").await;
+    assert_eq!(ids(&writable), {
+        let mut v = vec![B.to_owned(), team.clone()];
+        v.sort();
+        v
+    });
+    // The owner's list is unchanged: still the owner of each.
+    let (own, _, _) = api.calendar_list_all(A, "").await;
+    assert!(own.iter().all(|e| e["accessRole"] == "owner"), "{own:?}");
+    assert_eq!(own.iter().filter(|e| e["primary"] == true).count(), 1);
+    // A domain-only user has no entry.
+    let (carol, _, _) = api.calendar_list_all(C, "").await;
+    assert_eq!(ids(&carol), vec![C.to_owned()]);
+    assert_not_found(
+        &api.get(C, &format!("users/me/calendarList/{}", urlencode(&notes)))
+            .await,
+        "calendarList.get without an entry",
+    );
+
+    // Each share is a calendar list change for incremental sync.
+    let (changes, token2, _) = api
+        .calendar_list_all(B, &format!("syncToken={}", urlencode(&token)))
+        .await;
+    assert_eq!(ids(&changes), {
+        let mut v = vec![A.to_owned(), team.clone(), notes.clone()];
+        v.sort();
+        v
+    });
+    // A role change and an unshare are changes too.
+    api.patch(
+        A,
+        &format!(
+            "calendars/{}/acl/{}",
+            urlencode(&team),
+            urlencode("user:bob@example.com")
+        ),
+        json!({"role": "reader"}),
+    )
+    .await
+    .ok();
+    let answer = api
+        .delete(
+            A,
+            &format!("calendars/{A}/acl/{}", urlencode("user:bob@example.com")),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let (changes, token3, _) = api
+        .calendar_list_all(B, &format!("syncToken={}", urlencode(&token2)))
+        .await;
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(role_of(&changes, &team), "reader");
+    let removed = changes.iter().find(|e| e["id"] == json!(A)).unwrap();
+    assert_eq!(removed["deleted"], true, "{removed}");
+    let (list, _, _) = api.calendar_list_all(B, "").await;
+    assert_eq!(list.len(), 3);
+    assert_not_found(
+        &api.get(B, &format!("users/me/calendarList/{A}")).await,
+        "calendarList.get after unsharing",
+    );
+    // Nothing else changed.
+    let (none, _, _) = api
+        .calendar_list_all(B, &format!("syncToken={}", urlencode(&token3)))
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+    // Sharing again brings the entry back.
+    api.share_with(A, A, B, "writer").await;
+    let (changes, _, _) = api
+        .calendar_list_all(B, &format!("syncToken={}", urlencode(&token3)))
+        .await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(role_of(&changes, A), "writer");
+    assert!(changes[0].get("deleted").is_none());
+    // The sharee can hide the entry (admin stand-in for calendarList writes).
+    let hidden = api
+        .admin(
+            Method::POST,
+            &format!("users/{B}/calendarList/{}", urlencode(&team)),
+            json!({"hidden": true}),
+        )
+        .await;
+    assert_eq!(hidden["hidden"], true);
+    assert_eq!(hidden["accessRole"], "reader");
+}
+
+// resources.acl.list: maxResults ("By default the value is 100 entries. The page size can never
+// be larger than 250 entries."), showDeleted ("Deleted ACLs are represented by role equal to
+// \"none\"") and syncToken ("only entries that have changed since then [...] If the syncToken
+// expires, the server will respond with a 410 GONE").
+#[tokio::test]
+async fn acl_list_pages_and_syncs() {
+    let api = Api::start().await;
+    for i in 0..5 {
+        api.share_with(A, A, &format!("u{i}@example.com"), "reader")
+            .await;
+    }
+    let (all, token, pages) = api.acl_all(A, "primary", "maxResults=2").await;
+    assert_eq!(pages, 3);
+    assert_eq!(all.len(), 6);
+    let mut seen = ids(&all);
+    seen.dedup();
+    assert_eq!(seen.len(), 6);
+
+    // Nothing changed: nothing returned.
+    let (none, _, _) = api
+        .acl_all(A, "primary", &format!("syncToken={}", urlencode(&token)))
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    api.share_with(A, A, "u0@example.com", "writer").await;
+    let answer = api
+        .delete(
+            A,
+            &format!("calendars/primary/acl/{}", urlencode("user:u1@example.com")),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let (changes, _, _) = api
+        .acl_all(
+            A,
+            "primary",
+            &format!("syncToken={}&maxResults=1", urlencode(&token)),
+        )
+        .await;
+    let got: Vec<(String, String)> = changes
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("user:u0@example.com".to_owned(), "writer".to_owned()),
+            ("user:u1@example.com".to_owned(), "none".to_owned()),
+        ]
+    );
+    // Full listings leave deleted rules out unless showDeleted.
+    let (plain, _, _) = api.acl_all(A, "primary", "").await;
+    assert_eq!(plain.len(), 5);
+    let (with_deleted, _, _) = api.acl_all(A, "primary", "showDeleted=true").await;
+    assert_eq!(with_deleted.len(), 6);
+
+    // Garbage and foreign tokens: 410; showDeleted=false with a token: 400.
+    let answer = api.get(A, "calendars/primary/acl?syncToken=garbage").await;
+    assert_eq!(answer.status, StatusCode::GONE);
+    assert_eq!(answer.reason(), "fullSyncRequired");
+    let (_, bobs, _) = api.acl_all(B, "primary", "").await;
+    let answer = api
+        .get(
+            A,
+            &format!("calendars/primary/acl?syncToken={}", urlencode(&bobs)),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::GONE);
+    let answer = api
+        .get(
+            A,
+            &format!(
+                "calendars/primary/acl?showDeleted=false&syncToken={}",
+                urlencode(&token)
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    // Expiring the calendar's sync tokens expires ACL tokens too.
+    api.admin(
+        Method::POST,
+        &format!("calendars/{A}/expire-sync-tokens"),
+        json!({}),
+    )
+    .await;
+    let answer = api
+        .get(
+            A,
+            &format!("calendars/primary/acl?syncToken={}", urlencode(&token)),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::GONE);
+    // A page token of another query is a 400.
+    let first = api.get(A, "calendars/primary/acl?maxResults=2").await.ok();
+    let page = first["nextPageToken"].as_str().unwrap();
+    let answer = api
+        .get(
+            A,
+            &format!(
+                "calendars/primary/acl?showDeleted=true&pageToken={}",
+                urlencode(page)
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}

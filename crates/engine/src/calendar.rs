@@ -94,6 +94,56 @@ pub trait CalendarApi: Send + Sync {
         calendar_id: &'a str,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>>;
+
+    /// `acl.get`: the role an access rule of the calendar grants (`rule_id` is `user:{email}`,
+    /// `domain:{domain}`, ...), None when the calendar has no such rule (404). Calendars that
+    /// cannot read ACLs (test fakes, the in-process emulator) keep the default, a failure, so
+    /// a caller that relies on the answer refuses rather than guesses.
+    fn acl_role<'a>(
+        &'a self,
+        _calendar_id: &'a str,
+        _rule_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AccessRole>, CalendarError>> {
+        Box::pin(async {
+            Err(CalendarError::Fatal {
+                detail: "this calendar cannot read access rules".into(),
+            })
+        })
+    }
+}
+
+/// The role an access rule grants (AclRule.role in the discovery document), weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AccessRole {
+    None,
+    FreeBusyReader,
+    Reader,
+    /// "Provides read and write access to the calendar. Private events will appear ... but
+    /// event details will be hidden."
+    WriterWithoutPrivateAccess,
+    Writer,
+    Owner,
+}
+
+impl AccessRole {
+    /// Parses AclRule.role; an unknown value is None (a role confsync does not understand grants
+    /// nothing, so a new, weaker role Google adds is never mistaken for write access).
+    pub fn parse(role: &str) -> Option<AccessRole> {
+        Some(match role {
+            "none" => AccessRole::None,
+            "freeBusyReader" => AccessRole::FreeBusyReader,
+            "reader" => AccessRole::Reader,
+            "writerWithoutPrivateAccess" => AccessRole::WriterWithoutPrivateAccess,
+            "writer" => AccessRole::Writer,
+            "owner" => AccessRole::Owner,
+            _ => return None,
+        })
+    }
+
+    /// The role lets its holder change the calendar's events (and so its conferences).
+    pub fn can_edit(self) -> bool {
+        self >= AccessRole::WriterWithoutPrivateAccess
+    }
 }
 
 /// Where a call for a calendar goes. Calendar access that differs per calendar (each owner's
@@ -211,6 +261,16 @@ impl<R: Route> CalendarApi for Routed<R> {
     ) -> BoxFuture<'a, Result<Option<Value>, CalendarError>> {
         Box::pin(self.call(Some(calendar_id), move |api| {
             Box::pin(async move { api.get(calendar_id, event_id).await })
+        }))
+    }
+
+    fn acl_role<'a>(
+        &'a self,
+        calendar_id: &'a str,
+        rule_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AccessRole>, CalendarError>> {
+        Box::pin(self.call(Some(calendar_id), move |api| {
+            Box::pin(async move { api.acl_role(calendar_id, rule_id).await })
         }))
     }
 }
@@ -614,6 +674,25 @@ pub mod google {
                                 detail: e.to_string(),
                             })
                     }
+                    Err(GcalError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(classify(e)),
+                }
+            })
+        }
+
+        fn acl_role<'a>(
+            &'a self,
+            calendar_id: &'a str,
+            rule_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<AccessRole>, CalendarError>> {
+            Box::pin(async move {
+                match self.client.get_acl_rule(calendar_id, rule_id).await {
+                    Ok(rule) => Ok(Some(
+                        rule.get("role")
+                            .and_then(Value::as_str)
+                            .and_then(AccessRole::parse)
+                            .unwrap_or(AccessRole::None),
+                    )),
                     Err(GcalError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(classify(e)),
                 }

@@ -44,7 +44,7 @@ use confsync_core::session::{SessionConfig, SessionError};
 use confsync_providers::ConferenceProvider;
 use confsync_store::{Store, StoreError};
 
-pub use calendar::{CalendarApi, CalendarError, WatchedChannel};
+pub use calendar::{AccessRole, CalendarApi, CalendarError, WatchedChannel};
 pub use confsync_store::LinkBase;
 pub use disposition::REAUTH_PARK;
 

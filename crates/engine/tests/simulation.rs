@@ -660,7 +660,7 @@ async fn create_conference(
 }
 
 impl Sim {
-    async fn new(seed: u64, trace: bool) -> Sim {
+    async fn new(seed: u64, trace: bool, postgres: bool) -> Sim {
         let concurrent = concurrent_mode();
         let durable = std::env::var("SIM_TRIGGERS").map_or(true, |v| v != "memory");
         let config = EmulatorConfig {
@@ -707,7 +707,13 @@ impl Sim {
             baton: baton.clone(),
             stats: stats.clone(),
         });
-        let store = Store::memory().await.unwrap();
+        let store = if postgres {
+            confsync_store::testing::postgres()
+                .await
+                .expect("a Postgres test store")
+        } else {
+            Store::memory().await.unwrap()
+        };
         let config = EngineConfig {
             page_size: 3, // many pages: crashes land between them
             full_sync_window: None,
@@ -1913,8 +1919,8 @@ impl Coverage {
     }
 }
 
-async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
-    let mut sim = Sim::new(seed, trace).await;
+async fn run_seed(seed: u64, trace: bool, postgres: bool) -> (Vec<String>, Coverage) {
+    let mut sim = Sim::new(seed, trace, postgres).await;
     sim.run().await;
     // Every acknowledged change must reach the provider without any further trigger.
     let settled = sim.settle().await;
@@ -1985,11 +1991,61 @@ async fn run_seed(seed: u64, trace: bool) -> (Vec<String>, Coverage) {
     (violations, coverage)
 }
 
+/// The same model on the Postgres store: every store-facing step (conditional link writes,
+/// durable triggers, intents, the outbox) runs on Postgres's driver, SQL and transactions.
+/// `SIM_POSTGRES_SEEDS=N` (default 40, from `SIM_POSTGRES_FIRST`, default 0); skipped where no
+/// Postgres is reachable and none is required (see `confsync_store::testing`).
+#[tokio::test(flavor = "current_thread")]
+async fn seeded_simulations_keep_every_invariant_on_postgres() {
+    if std::env::var("SIM_SEED").is_ok() {
+        return; // a replay runs in the other test (SIM_POSTGRES=1 replays it on Postgres)
+    }
+    if confsync_store::testing::postgres_schema_url()
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let seeds: u64 = std::env::var("SIM_POSTGRES_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let first: u64 = std::env::var("SIM_POSTGRES_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    let mut total = Coverage::default();
+    for seed in first..first + seeds {
+        let (violations, c) = run_seed(seed, false, true).await;
+        total.add(&c);
+        if !violations.is_empty() {
+            failed.push(format!("seed {seed}: {}", violations.join("; ")));
+        }
+    }
+    eprintln!(
+        "{seeds} seeds on Postgres from {first} in {:.1?}: {total:#?}",
+        started.elapsed()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failing seed(s) on Postgres; replay one with `SIM_POSTGRES=1 SIM_SEED=<seed> cargo test -p confsync-engine --test simulation -- --nocapture`:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(
+        total.provider_calls > 0 && total.acknowledged > 0,
+        "{total:?}"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn seeded_simulations_keep_every_invariant() {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
-        let (violations, coverage) = run_seed(seed, true).await;
+        let postgres = env_flag("SIM_POSTGRES", false);
+        let (violations, coverage) = run_seed(seed, true, postgres).await;
         eprintln!("{coverage:?}");
         assert!(
             violations.is_empty(),
@@ -2015,7 +2071,7 @@ async fn seeded_simulations_keep_every_invariant() {
     let mut failures = 0;
     let mut total = Coverage::default();
     for seed in first..first + seeds {
-        let (mut violations, c) = run_seed(seed, false).await;
+        let (mut violations, c) = run_seed(seed, false, false).await;
         // SIM_IGNORE=TEXT drops violations containing TEXT (to look past a known bug class
         // while investigating; never in CI).
         if let Ok(ignore) = std::env::var("SIM_IGNORE") {

@@ -41,11 +41,13 @@ pub enum ApiMethod {
     ChannelsStop,
     /// `calendar.calendars.get`
     CalendarsGet,
+    /// `calendar.acl.get`
+    AclGet,
 }
 
 impl ApiMethod {
     /// Every method, in counter order.
-    pub const ALL: [ApiMethod; 8] = [
+    pub const ALL: [ApiMethod; 9] = [
         ApiMethod::EventsList,
         ApiMethod::EventsGet,
         ApiMethod::EventsInsert,
@@ -54,6 +56,7 @@ impl ApiMethod {
         ApiMethod::EventsWatch,
         ApiMethod::ChannelsStop,
         ApiMethod::CalendarsGet,
+        ApiMethod::AclGet,
     ];
 
     /// The discovery method id (`calendar.events.list`), as Google and the emulator name it.
@@ -67,6 +70,7 @@ impl ApiMethod {
             ApiMethod::EventsWatch => "calendar.events.watch",
             ApiMethod::ChannelsStop => "calendar.channels.stop",
             ApiMethod::CalendarsGet => "calendar.calendars.get",
+            ApiMethod::AclGet => "calendar.acl.get",
         }
     }
 
@@ -374,6 +378,33 @@ impl Client {
             target: format!("calendar {calendar_id}"),
         };
         self.json(call, "calendar#calendar").await
+    }
+
+    /// `acl.get`: one access rule of a calendar as JSON (`rule_id` is `user:{email}`,
+    /// `domain:{domain}`, `group:{email}` or `default`). Reading a calendar's ACL needs the
+    /// writer or owner role on it ("writer ... Provides read access to the calendar's ACLs",
+    /// AclRule.role in the discovery document) and one of the `calendar`, `calendar.acls`,
+    /// `calendar.acls.readonly` or `calendar.readonly` scopes. A missing rule is
+    /// [`GcalError::NotFound`].
+    pub async fn get_acl_rule(
+        &self,
+        calendar_id: &str,
+        rule_id: &str,
+    ) -> Result<serde_json::Value, GcalError> {
+        let call = Call {
+            method: ApiMethod::AclGet,
+            http: reqwest::Method::GET,
+            url: format!(
+                "{}calendars/{}/acl/{}",
+                self.inner.api_root,
+                encode_segment(calendar_id),
+                encode_segment(rule_id)
+            ),
+            body: None,
+            if_match: None,
+            target: format!("calendar {calendar_id} acl rule {rule_id}"),
+        };
+        self.json(call, "calendar#aclRule").await
     }
 
     /// `events.get`: one event, cancelled ones included.

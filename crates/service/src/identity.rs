@@ -130,6 +130,73 @@ pub struct IdentityVerifier {
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     fetches: Mutex<u64>,
+    /// Verification outcomes, for `/metrics`.
+    pub counts: IdentityCounts,
+    /// Recent answers to "may this user edit that calendar" (see [`EditorCache`]).
+    pub editors: EditorCache,
+}
+
+/// How many identity tokens were verified, refused, or could not be checked (keys unavailable),
+/// and how calendar access was decided for verified callers.
+#[derive(Debug, Default)]
+pub struct IdentityCounts {
+    pub verified: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+    pub unavailable: std::sync::atomic::AtomicU64,
+    /// The caller owns the calendar.
+    pub access_owner: std::sync::atomic::AtomicU64,
+    /// The caller can edit it (an ACL rule gives them writer or owner role).
+    pub access_editor: std::sync::atomic::AtomicU64,
+    /// Refused: neither owner nor editor (or the ACL could not be read).
+    pub access_refused: std::sync::atomic::AtomicU64,
+}
+
+impl IdentityCounts {
+    pub fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        counter.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Recent answers to "can user U edit calendar C" read from the calendar's ACL, so a user who
+/// works on a shared calendar does not cost an `acl.get` per add-on call. Bounded: at most
+/// [`EditorCache::CAPACITY`] entries, expired ones dropped first, and all of them when it is
+/// still full (only verified callers reach it, so the churn is bounded by real users).
+/// A grant lasts [`EditorCache::TTL`]; a refusal is not cached (the owner may be sharing the
+/// calendar right now, and a refused call costs the caller, not us, a retry).
+#[derive(Debug, Default)]
+pub struct EditorCache {
+    entries: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl EditorCache {
+    pub const CAPACITY: usize = 10_000;
+    /// How long an ACL answer that granted editing is trusted: a revoked share takes effect
+    /// within this time.
+    pub const TTL: Duration = Duration::from_secs(300);
+
+    /// The user was seen able to edit the calendar within [`EditorCache::TTL`].
+    pub fn holds(&self, calendar_id: &str, email: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(calendar_id.to_owned(), email.to_owned()))
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    pub fn remember(&self, calendar_id: &str, email: &str) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            entries.retain(|_, until| *until > now);
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert((calendar_id.to_owned(), email.to_owned()), now + Self::TTL);
+    }
 }
 
 impl IdentityVerifier {
@@ -145,6 +212,8 @@ impl IdentityVerifier {
             keys: RwLock::new(KeySet::default()),
             fetching: tokio::sync::Mutex::new(()),
             fetches: Mutex::new(0),
+            counts: IdentityCounts::default(),
+            editors: EditorCache::default(),
         }
     }
 

@@ -13,14 +13,19 @@
 //! wrong or missing key is the operator's mistake: 401 with conferenceErrorType PERMANENT (the
 //! user can do nothing about it) and a log line. With identities configured
 //! ([`Service::identity`]), the conference and sync endpoints also need
-//! `X-Confsync-Identity: <ID token>` (see [`identity`]) and act on a calendar only for its owner:
+//! `X-Confsync-Identity: <ID token>` (see [`identity`]) and act on a calendar only for its owner
+//! or a user who can edit it:
 //!
-//! - per-user OAuth: the calendar's recorded owner (the first user to connect it), else the
-//!   user its id names (a primary calendar's id is its owner's email); a calendar nobody owns
-//!   yet is answered AUTHENTICATION with a start link bound to the caller;
-//! - a service account or a static token: the caller's primary calendar only (calendar id ==
-//!   email; Calendar ACLs are not consulted);
-//! - `GET /v1/conferences/{id}` answers `hostUrl` and `meeting` only to the calendar's owner.
+//! - its owner: with per-user OAuth the calendar's recorded owner (the first user to connect
+//!   it), else the user its id names (a primary calendar's id is its owner's email); with a
+//!   service account or a static token the user its id names. A calendar nobody owns yet is
+//!   answered (per-user OAuth) AUTHENTICATION with a start link bound to the caller;
+//! - an editor: a user the calendar's ACL gives the writer, writerWithoutPrivateAccess or owner
+//!   role, directly (`user:{email}`) or through their domain (`domain:{domain}`), read with
+//!   `acl.get` as the calendar's owner (see `may_edit`; group rules are not resolved). A grant
+//!   is remembered for five minutes; a refusal is not;
+//! - `GET /v1/conferences/{id}` answers `hostUrl` and `meeting` only to the calendar's owner
+//!   (the organizer), never to editors.
 //!
 //! Anything else is 403 PERMANENT, before anything is stored or any outbound call. AUTHENTICATION
 //! is answered only when the user can act (connect their Google account), always with an absolute
@@ -45,6 +50,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use confsync_core::model::MeetingSpec;
+use confsync_engine::{AccessRole, CalendarError};
 use confsync_providers::{ConferenceProvider, ProviderError};
 use confsync_store::Store;
 use serde::Deserialize;
@@ -379,14 +385,17 @@ async fn require_identity(State(service): Shared, mut request: Request, next: Ne
         .unwrap_or("");
     match verifier.verify(token, chrono::Utc::now().timestamp()).await {
         Ok(caller) => {
+            identity::IdentityCounts::bump(&verifier.counts.verified);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(e @ identity::IdentityError::Refused(_)) => {
+            identity::IdentityCounts::bump(&verifier.counts.refused);
             tracing::info!(error = %e, "a /v1 call with a refused identity token");
             conference_error(StatusCode::UNAUTHORIZED, "PERMANENT", e.to_string())
         }
         Err(e @ identity::IdentityError::Unavailable(_)) => {
+            identity::IdentityCounts::bump(&verifier.counts.unavailable);
             warn!(error = %e, "identity tokens cannot be verified");
             let mut answer =
                 conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string());
@@ -417,36 +426,105 @@ async fn calendar_owner(service: &Service, calendar_id: &str) -> Result<Option<S
     }
 }
 
-/// Whether the caller may act on the calendar. Ok(true): yes; Ok(false): nobody owns it yet
-/// (per-user OAuth: the caller may connect it). Without identities, everyone may.
+/// Whether the caller may act on the calendar. Ok(true): yes (its owner, or a user its ACL lets
+/// edit it); Ok(false): nobody owns it yet (per-user OAuth: the caller may connect it). Without
+/// identities, everyone may.
 async fn authorize_calendar(
     service: &Service,
     caller: Option<&identity::Identity>,
     calendar_id: &str,
 ) -> Result<bool, Response> {
-    let Some(caller) = caller else {
+    let (Some(caller), Some(verifier)) = (caller, service.identity.as_deref()) else {
         return Ok(true);
     };
-    match calendar_owner(service, calendar_id).await? {
-        Some(owner) if owner == caller.email => Ok(true),
-        None if service.oauth.is_some() => Ok(false),
-        _ => {
-            tracing::info!(calendar_id, caller = %caller.email, "refused: not the calendar's owner");
-            let rule = if service.oauth.is_some() {
-                "only its owner (the account that connected it) can use confsync on it"
+    let counts = &verifier.counts;
+    let owner = calendar_owner(service, calendar_id).await?;
+    match &owner {
+        Some(owner) if *owner == caller.email => {
+            identity::IdentityCounts::bump(&counts.access_owner);
+            return Ok(true);
+        }
+        None if service.oauth.is_some() => return Ok(false),
+        _ => {}
+    }
+    // Not its owner: a user the calendar is shared with for editing may act on it too.
+    let refusal = match may_edit(service, verifier, calendar_id, &caller.email).await {
+        Ok(true) => {
+            identity::IdentityCounts::bump(&counts.access_editor);
+            return Ok(true);
+        }
+        Ok(false) => format!(
+            "{} may not use confsync on calendar {calendar_id}: only its owner{} and users it is shared with for editing can",
+            caller.email,
+            if service.oauth.is_some() {
+                " (the account that connected it)"
             } else {
-                "confsync acts only on the caller's own primary calendar"
-            };
-            Err(conference_error(
-                StatusCode::FORBIDDEN,
-                "PERMANENT",
-                format!(
-                    "{} may not use confsync on calendar {calendar_id}: {rule}",
-                    caller.email
-                ),
-            ))
+                ""
+            }
+        ),
+        Err(CalendarError::Retryable { detail, .. }) => {
+            warn!(calendar_id, error = %detail, "cannot read a calendar's access rules");
+            return Err(conference_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARY",
+                "cannot check access to this calendar now, try again",
+            ));
+        }
+        Err(e) => {
+            // The owner's grant is gone, or the credential cannot read ACLs: the caller cannot
+            // fix that; the operator (or the owner, reconnecting) can.
+            warn!(calendar_id, error = %e, "cannot read a calendar's access rules; refusing its non-owners");
+            format!(
+                "{} is not the owner of calendar {calendar_id}, and confsync cannot read who else may edit it{}",
+                caller.email,
+                if service.oauth.is_some() {
+                    ": its owner must connect it to confsync first"
+                } else {
+                    ""
+                }
+            )
+        }
+    };
+    identity::IdentityCounts::bump(&counts.access_refused);
+    tracing::info!(calendar_id, caller = %caller.email, "refused: neither the calendar's owner nor an editor");
+    Err(conference_error(
+        StatusCode::FORBIDDEN,
+        "PERMANENT",
+        refusal,
+    ))
+}
+
+/// Whether the calendar's ACL lets `email` edit it: a rule for the user (`user:{email}`) or for
+/// their domain (`domain:{domain}`) with a writer or owner role, read with `acl.get` as the
+/// calendar's owner (the data owner may read its ACL; writers too). Rules for groups are not
+/// resolved: that needs the group's membership (the Admin SDK's Directory API, or Cloud
+/// Identity), which confsync has no grant for; a member of a group the calendar is shared with
+/// is refused unless they also have their own rule.
+async fn may_edit(
+    service: &Service,
+    verifier: &identity::IdentityVerifier,
+    calendar_id: &str,
+    email: &str,
+) -> Result<bool, CalendarError> {
+    if verifier.editors.holds(calendar_id, email) {
+        return Ok(true);
+    }
+    let calendar = &service.scheduler.engine().calendar;
+    let mut rules = vec![format!("user:{email}")];
+    if let Some((_, domain)) = email.rsplit_once('@') {
+        rules.push(format!("domain:{domain}"));
+    }
+    for rule in rules {
+        if calendar
+            .acl_role(calendar_id, &rule)
+            .await?
+            .is_some_and(AccessRole::can_edit)
+        {
+            verifier.editors.remember(calendar_id, email);
+            return Ok(true);
         }
     }
+    Ok(false)
 }
 
 #[derive(Deserialize)]
@@ -854,7 +932,28 @@ async fn metrics(State(service): Shared) -> Response {
         ]
     });
     let budget_waits = [("user", waits[0]), ("project", waits[1])];
+    let (identity_tokens, calendar_access) = match service.identity.as_deref() {
+        Some(verifier) => {
+            use identity::IdentityCounts as C;
+            let c = &verifier.counts;
+            (
+                vec![
+                    ("verified", C::get(&c.verified)),
+                    ("refused", C::get(&c.refused)),
+                    ("unavailable", C::get(&c.unavailable)),
+                ],
+                vec![
+                    ("owner", C::get(&c.access_owner)),
+                    ("editor", C::get(&c.access_editor)),
+                    ("refused", C::get(&c.access_refused)),
+                ],
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     let gauges = metrics::Gauges {
+        identity_tokens: &identity_tokens,
+        calendar_access: &calendar_access,
         budget_waits: &budget_waits,
         calendars_needing_reauth: reauth,
         outbox_depth: depth,

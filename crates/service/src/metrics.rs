@@ -83,6 +83,11 @@ pub struct Gauges<'a> {
     pub calendars_dirty: usize,
     /// Whether the store takes writes (0 while writes fail: /readyz answers 503).
     pub store_writable: bool,
+    /// (outcome, count) of the add-on users' identity tokens: `verified`, `refused`,
+    /// `unavailable` (the issuer's keys could not be fetched). Empty without identities.
+    pub identity_tokens: &'a [(&'static str, u64)],
+    /// (decision, count) of calendar access for verified callers: `owner`, `editor`, `refused`.
+    pub calendar_access: &'a [(&'static str, u64)],
 }
 
 impl Metrics {
@@ -308,6 +313,28 @@ impl Metrics {
                 "confsync_notifications_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
+        if !gauges.identity_tokens.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP confsync_identity_tokens_total Add-on users' ID tokens, by outcome.\n# TYPE confsync_identity_tokens_total counter"
+            );
+            for (outcome, n) in gauges.identity_tokens {
+                let _ = writeln!(
+                    out,
+                    "confsync_identity_tokens_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP confsync_calendar_access_total Calendar access decisions for verified users (owner, editor by the calendar's ACL, refused).\n# TYPE confsync_calendar_access_total counter"
+            );
+            for (decision, n) in gauges.calendar_access {
+                let _ = writeln!(
+                    out,
+                    "confsync_calendar_access_total{{decision=\"{decision}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }
@@ -437,6 +464,8 @@ mod tests {
             calendars_sync_failing: 0,
             calendars_dirty: 0,
             store_writable: true,
+            identity_tokens: &[],
+            calendar_access: &[],
         }
     }
 

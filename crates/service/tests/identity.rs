@@ -1,7 +1,8 @@
 //! Issue 14: the add-on API with identities configured, against ID tokens the emulator issues
 //! the way Google does (RS256, JWKS at /oauth2/v3/certs). Calendars are reached here as with a
-//! service account or a static token, so a user may act on their own primary calendar only;
-//! the organizer alone gets the host link. Refused tokens and other users' calendars change
+//! service account or a static token (as Alice, who owns her primary calendar): a user may act
+//! on their own primary calendar, and on a calendar whose ACL lets them edit it; the organizer
+//! alone gets the host link. Refused tokens and other users' calendars change
 //! nothing, and forged key ids cost no fetches.
 
 use std::sync::Arc;
@@ -253,7 +254,7 @@ async fn a_verified_user_acts_on_their_own_calendar_only() {
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("own primary calendar"),
+            .contains("shared with for editing"),
         "{answer}"
     );
     let (status, answer) = h.sync(&bob, ALICE).await;
@@ -289,6 +290,132 @@ async fn a_verified_user_acts_on_their_own_calendar_only() {
         .call(reqwest::Method::GET, "v1/status", None, KEY, None)
         .await;
     assert_eq!(status, 200);
+}
+
+impl Harness {
+    /// Alice shares her calendar (acl.insert, as its owner).
+    async fn share(&self, rule: Value) {
+        let answer = self
+            .http
+            .post(format!(
+                "{}calendar/v3/calendars/{ALICE}/acl",
+                self.emulator
+            ))
+            .bearer_auth(format!("dev:{ALICE}"))
+            .json(&rule)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    }
+
+    async fn metric(&self, line: &str) -> u64 {
+        let body = self
+            .http
+            .get(format!("{}metrics", self.service))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn users_the_calendar_is_shared_with_for_editing_may_act_on_it() {
+    const CAROL: &str = "carol@example.com";
+    const DAN: &str = "dan@corp.example";
+    const ERIN: &str = "erin@corp.example";
+    let h = start(Duration::from_secs(60)).await;
+    h.share(json!({"role": "writer", "scope": {"type": "user", "value": BOB}}))
+        .await;
+    h.share(json!({"role": "reader", "scope": {"type": "user", "value": CAROL}}))
+        .await;
+    h.share(json!({"role": "writer", "scope": {"type": "domain", "value": "corp.example"}}))
+        .await;
+    h.share(json!({"role": "freeBusyReader", "scope": {"type": "user", "value": ERIN}}))
+        .await;
+    let bob = h.token(BOB).await;
+
+    // Bob can edit Alice's calendar: he creates a conference on it and triggers its sync, but
+    // the host link and the meeting's details stay the organizer's.
+    let (status, conference) = h.create(Some(&bob), ALICE, "sharedevent01").await;
+    assert_eq!(status, 200, "{conference}");
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    let (status, answer) = h.sync(&bob, ALICE).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = h.get(&bob, &id).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("hostUrl").is_none(), "{answer}");
+    assert!(answer.get("meeting").is_none(), "{answer}");
+    let alice = h.token(ALICE).await;
+    let (_, answer) = h.get(&alice, &id).await;
+    assert!(answer["hostUrl"].is_string(), "{answer}");
+    assert_eq!(h.sync(&alice, ALICE).await.0, 202);
+
+    // Carol may only read it: refused, and nothing is stored for her.
+    let carol = h.token(CAROL).await;
+    let (status, answer) = h.create(Some(&carol), ALICE, "sharedevent02").await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["conferenceErrorType"], "PERMANENT");
+    assert_eq!(h.sync(&carol, ALICE).await.0, 403);
+    assert!(
+        !h.store
+            .link_event_ids(ALICE)
+            .await
+            .unwrap()
+            .contains(&"sharedevent02".to_owned())
+    );
+
+    // Dan edits through his domain's rule; Erin's own weaker rule does not stop the domain's
+    // from applying, as in Calendar (the strongest rule wins).
+    let dan = h.token(DAN).await;
+    assert_eq!(h.sync(&dan, ALICE).await.0, 202);
+    let erin = h.token(ERIN).await;
+    assert_eq!(h.sync(&erin, ALICE).await.0, 202);
+
+    // Bob's grant is remembered: a second call reads no ACL.
+    let before = acl_reads(&h).await;
+    assert_eq!(h.sync(&bob, ALICE).await.0, 202);
+    assert_eq!(acl_reads(&h).await, before);
+
+    assert_eq!(
+        h.metric("confsync_calendar_access_total{decision=\"editor\"}")
+            .await,
+        5
+    );
+    assert_eq!(
+        h.metric("confsync_calendar_access_total{decision=\"refused\"}")
+            .await,
+        2
+    );
+    assert!(
+        h.metric("confsync_calendar_access_total{decision=\"owner\"}")
+            .await
+            == 1
+    );
+    assert!(
+        h.metric("confsync_identity_tokens_total{outcome=\"verified\"}")
+            .await
+            >= 9
+    );
+}
+
+async fn acl_reads(h: &Harness) -> u64 {
+    let stats: Value = h
+        .http
+        .get(format!("{}emulator/stats", h.emulator))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["requests"]["calendar.acl.get"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test]

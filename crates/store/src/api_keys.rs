@@ -1,8 +1,7 @@
 //! The `api_keys` table: who may call the add-on API. Only hashes are stored; the caller hashes.
 
-use sqlx::Row;
-
 use crate::Store;
+use crate::db::{on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// An API key as stored (no secret in it).
@@ -27,26 +26,27 @@ impl Store {
     ) -> Result<(), StoreError> {
         let what = || format!("creating API key {name}");
         let mut tx = self.write_tx(what).await?;
-        let taken = sqlx::query("SELECT name FROM api_keys WHERE name = $1 OR key_hash = $2")
+        let taken: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar("SELECT name FROM api_keys WHERE name = $1 OR key_hash = $2")
             .bind(name)
             .bind(key_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .ctx(what)?;
+            .fetch_optional(c)
+            .await)
+        .ctx(what)?;
         if taken.is_some() {
             return Err(StoreError::Conflict {
                 what: format!("creating API key {name}"),
                 detail: "the name or the key is already in use".into(),
             });
         }
-        sqlx::query(
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO api_keys (name, key_hash, created_at, revoked) VALUES ($1, $2, $3, FALSE)",
         )
         .bind(name)
         .bind(key_hash)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
         self.commit(tx, what).await
     }
@@ -54,25 +54,24 @@ impl Store {
     /// The name of the live key with this hash, if any.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
         let what = || "looking up an API key".to_owned();
-        let row = sqlx::query("SELECT name FROM api_keys WHERE key_hash = $1 AND NOT revoked")
+        on_read!(self, c => sqlx::query_scalar::<_, String>("SELECT name FROM api_keys WHERE key_hash = $1 AND NOT revoked")
             .bind(key_hash)
-            .fetch_optional(&self.reader)
-            .await
-            .ctx(what)?;
-        row.map(|r| r.try_get::<String, _>("name"))
-            .transpose()
-            .ctx(what)
+            .fetch_optional(c)
+            .await)
+        .ctx(what)
     }
 
     /// Revokes a key by name; [`StoreError::NotFound`] if there is none.
     pub async fn api_key_revoke(&self, name: &str) -> Result<(), StoreError> {
         let what = || format!("revoking API key {name}");
-        let done = sqlx::query("UPDATE api_keys SET revoked = TRUE WHERE name = $1")
+        let done =
+            on_write!(self, c => sqlx::query("UPDATE api_keys SET revoked = TRUE WHERE name = $1")
             .bind(name)
-            .execute(&self.writer)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .ctx(what)?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::NotFound {
                 what: format!("API key {name}"),
             });
@@ -83,19 +82,19 @@ impl Store {
     /// Every key (without hashes).
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let what = || "listing API keys".to_owned();
-        let rows = sqlx::query("SELECT name, created_at, revoked FROM api_keys ORDER BY name")
-            .fetch_all(&self.reader)
-            .await
-            .ctx(what)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiKey {
-                    name: r.try_get("name")?,
-                    created_at: r.try_get("created_at")?,
-                    revoked: r.try_get("revoked")?,
-                })
+        let rows: Vec<(String, i64, bool)> = on_read!(self, c => sqlx::query_as(
+            "SELECT name, created_at, revoked FROM api_keys ORDER BY name",
+        )
+        .fetch_all(c)
+        .await)
+        .ctx(what)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, created_at, revoked)| ApiKey {
+                name,
+                created_at,
+                revoked,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .ctx(what)
+            .collect())
     }
 }

@@ -1,9 +1,7 @@
 //! The `calendars` table: where each calendar's incremental sync stands.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
 use crate::Store;
+use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// One synced calendar's sync state.
@@ -33,71 +31,59 @@ pub struct CalendarState {
 const COLUMNS: &str = "calendar_id, sync_token, needs_full_sync, last_sync_at, last_error, dirty_at, dirty_gen, \
      sync_failures, retry_at";
 
-fn from_row(row: &SqliteRow) -> Result<CalendarState, sqlx::Error> {
+fn from_row(row: &impl Cols) -> Result<CalendarState, sqlx::Error> {
     Ok(CalendarState {
-        calendar_id: row.try_get("calendar_id")?,
-        sync_token: row.try_get("sync_token")?,
-        needs_full_sync: row.try_get("needs_full_sync")?,
-        last_sync_at: row.try_get("last_sync_at")?,
-        last_error: row.try_get("last_error")?,
-        dirty_at: row.try_get("dirty_at")?,
-        dirty_gen: row.try_get("dirty_gen")?,
-        sync_failures: row.try_get("sync_failures")?,
-        retry_at: row.try_get("retry_at")?,
+        calendar_id: row.col("calendar_id")?,
+        sync_token: row.col("sync_token")?,
+        needs_full_sync: row.col("needs_full_sync")?,
+        last_sync_at: row.col("last_sync_at")?,
+        last_error: row.col("last_error")?,
+        dirty_at: row.col("dirty_at")?,
+        dirty_gen: row.col("dirty_gen")?,
+        sync_failures: row.col("sync_failures")?,
+        retry_at: row.col("retry_at")?,
     })
 }
 
 /// Inserts the calendar's row if it is missing (inside a caller's transaction or not).
-pub(crate) async fn ensure<'e, E>(
-    executor: E,
-    calendar_id: &str,
-    now_ms: i64,
-) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    sqlx::query("INSERT INTO calendars (calendar_id, created_at) VALUES ($1, $2) ON CONFLICT (calendar_id) DO NOTHING")
-        .bind(calendar_id)
-        .bind(now_ms)
-        .execute(executor)
-        .await
+pub(crate) async fn ensure(tx: &mut Tx, calendar_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(ENSURE).bind(calendar_id).bind(now_ms).execute(c).await.map(|r| r.rows_affected()))
         .ctx(|| format!("registering calendar {calendar_id}"))?;
     Ok(())
 }
 
+const ENSURE: &str = "INSERT INTO calendars (calendar_id, created_at) VALUES ($1, $2) ON CONFLICT (calendar_id) DO NOTHING";
+
 impl Store {
     /// The calendar's sync state, None if it was never registered.
     pub async fn calendar(&self, calendar_id: &str) -> Result<Option<CalendarState>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM calendars WHERE calendar_id = $1"
-        )))
-        .bind(calendar_id)
-        .fetch_optional(&self.reader)
-        .await
-        .ctx(|| format!("reading the sync state of calendar {calendar_id}"))?;
-        row.as_ref()
-            .map(from_row)
-            .transpose()
-            .ctx(|| format!("reading the sync state of calendar {calendar_id}"))
+        let sql = format!("SELECT {COLUMNS} FROM calendars WHERE calendar_id = $1");
+        on_read!(self, c => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(calendar_id)
+                .fetch_optional(c)
+                .await;
+            row.and_then(|row| row.as_ref().map(from_row).transpose())
+        })
+        .ctx(|| format!("reading the sync state of calendar {calendar_id}"))
     }
 
     /// Registers a calendar (no token: its first pass is a full sync). A no-op if it exists.
     pub async fn ensure_calendar(&self, calendar_id: &str) -> Result<(), StoreError> {
-        ensure(&self.writer, calendar_id, self.now()).await
+        let now = self.now();
+        on_write!(self, c => sqlx::query(ENSURE).bind(calendar_id).bind(now).execute(c).await.map(|r| r.rows_affected()))
+            .ctx(|| format!("registering calendar {calendar_id}"))?;
+        Ok(())
     }
 
     /// Every registered calendar, by id.
     pub async fn calendars(&self) -> Result<Vec<CalendarState>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM calendars ORDER BY calendar_id"
-        )))
-        .fetch_all(&self.reader)
-        .await
-        .ctx(|| "listing calendars".to_owned())?;
-        rows.iter()
-            .map(from_row)
-            .collect::<Result<_, _>>()
-            .ctx(|| "listing calendars".to_owned())
+        let sql = format!("SELECT {COLUMNS} FROM calendars ORDER BY calendar_id");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(c).await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(|| "listing calendars".to_owned())
     }
 
     /// Makes the calendar's next pass a full sync (its token was refused with 410, or an operator
@@ -106,12 +92,13 @@ impl Store {
     pub async fn mark_full_sync_needed(&self, calendar_id: &str) -> Result<(), StoreError> {
         let what = || format!("marking calendar {calendar_id} for a full sync");
         let mut tx = self.write_tx(what).await?;
-        ensure(&mut *tx, calendar_id, self.now()).await?;
-        sqlx::query("UPDATE calendars SET needs_full_sync = TRUE WHERE calendar_id = $1")
+        ensure(&mut tx, calendar_id, self.now()).await?;
+        on_tx!(&mut tx, c => sqlx::query("UPDATE calendars SET needs_full_sync = TRUE WHERE calendar_id = $1")
             .bind(calendar_id)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
         self.commit(tx, what).await
     }
 
@@ -124,13 +111,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let what = || format!("recording a sync error for calendar {calendar_id}");
         let mut tx = self.write_tx(what).await?;
-        ensure(&mut *tx, calendar_id, self.now()).await?;
-        sqlx::query("UPDATE calendars SET last_error = $2 WHERE calendar_id = $1")
+        ensure(&mut tx, calendar_id, self.now()).await?;
+        on_tx!(&mut tx, c => sqlx::query("UPDATE calendars SET last_error = $2 WHERE calendar_id = $1")
             .bind(calendar_id)
             .bind(message)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
         self.commit(tx, what).await
     }
 
@@ -139,28 +127,29 @@ impl Store {
     /// completes, across restarts. Answers false (and records nothing) for a calendar that is
     /// not registered.
     pub async fn mark_dirty(&self, calendar_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = on_write!(self, c => sqlx::query(
             "UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $2) \
              WHERE calendar_id = $1",
         )
         .bind(calendar_id)
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("recording a sync trigger for calendar {calendar_id}"))?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// Calendars to sync without any new trigger: dirty ones (a trigger was acknowledged and no
     /// pass completed since) and those whose last pass failed; with the time each is due (a
     /// failed pass's retry time, else when it became dirty).
     pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as(
+        on_read!(self, c => sqlx::query_as(
             "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
              WHERE dirty_at IS NOT NULL OR retry_at IS NOT NULL ORDER BY calendar_id",
         )
-        .fetch_all(&self.reader)
-        .await
+        .fetch_all(c)
+        .await)
         .ctx(|| "listing calendars waiting for a sync".to_owned())
     }
 
@@ -171,15 +160,16 @@ impl Store {
         calendar_id: &str,
         dirty_gen: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_write!(self, c => sqlx::query(
             "UPDATE calendars SET dirty_at = CASE WHEN dirty_gen = $2 THEN NULL ELSE dirty_at END, \
                  sync_failures = 0, retry_at = NULL, last_error = NULL \
              WHERE calendar_id = $1",
         )
         .bind(calendar_id)
         .bind(dirty_gen)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("recording a completed pass of calendar {calendar_id}"))?;
         Ok(())
     }
@@ -195,7 +185,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64, StoreError> {
         let what = || format!("recording a failed pass of calendar {calendar_id}");
-        let failures: Option<i64> = sqlx::query_scalar(
+        let failures: Option<i64> = on_write!(self, c => sqlx::query_scalar(
             "UPDATE calendars SET last_error = $2, retry_at = $3, sync_failures = sync_failures + 1, \
                  dirty_at = COALESCE(dirty_at, $4) \
              WHERE calendar_id = $1 RETURNING sync_failures",
@@ -204,8 +194,8 @@ impl Store {
         .bind(error)
         .bind(retry_at)
         .bind(now_ms)
-        .fetch_optional(&self.writer)
-        .await
+        .fetch_optional(c)
+        .await)
         .ctx(what)?;
         Ok(failures.unwrap_or(0))
     }

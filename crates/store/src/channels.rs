@@ -1,9 +1,7 @@
 //! The `channels` table: push channels (events.watch) per calendar.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
 use crate::Store;
+use crate::db::{Cols, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// A push channel as stored (the token only as a hash).
@@ -27,15 +25,15 @@ pub struct Channel {
 
 const SELECT: &str = "SELECT channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped FROM channels";
 
-fn from_row(row: &SqliteRow) -> Result<Channel, sqlx::Error> {
+fn from_row(row: &impl Cols) -> Result<Channel, sqlx::Error> {
     Ok(Channel {
-        channel_id: row.try_get("channel_id")?,
-        calendar_id: row.try_get("calendar_id")?,
-        resource_id: row.try_get("resource_id")?,
-        token_hash: row.try_get("token_hash")?,
-        expiration_ms: row.try_get("expiration_ms")?,
-        created_at: row.try_get("created_at")?,
-        stopped: row.try_get("stopped")?,
+        channel_id: row.col("channel_id")?,
+        calendar_id: row.col("calendar_id")?,
+        resource_id: row.col("resource_id")?,
+        token_hash: row.col("token_hash")?,
+        expiration_ms: row.col("expiration_ms")?,
+        created_at: row.col("created_at")?,
+        stopped: row.col("stopped")?,
     })
 }
 
@@ -49,13 +47,14 @@ impl Store {
             )
         };
         let mut tx = self.write_tx(what).await?;
-        sqlx::query("INSERT INTO calendars (calendar_id, needs_full_sync, created_at) VALUES ($1, TRUE, $2) ON CONFLICT (calendar_id) DO NOTHING")
+        on_tx!(&mut tx, c => sqlx::query("INSERT INTO calendars (calendar_id, needs_full_sync, created_at) VALUES ($1, TRUE, $2) ON CONFLICT (calendar_id) DO NOTHING")
             .bind(&channel.calendar_id)
             .bind(channel.created_at)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
-        sqlx::query(
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO channels (channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -66,44 +65,51 @@ impl Store {
         .bind(channel.expiration_ms)
         .bind(channel.created_at)
         .bind(channel.stopped)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        tx.commit().await.ctx(what)
+        self.commit(tx, what).await
     }
 
     /// A channel by id (stopped ones included).
     pub async fn channel(&self, channel_id: &str) -> Result<Option<Channel>, StoreError> {
         let what = || format!("loading channel {channel_id}");
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query.push(" WHERE channel_id = ").push_bind(channel_id);
-        let row = query.build().fetch_optional(&self.reader).await.ctx(what)?;
-        row.as_ref().map(from_row).transpose().ctx(what)
+        let sql = format!("{SELECT} WHERE channel_id = $1");
+        on_read!(self, c => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(channel_id)
+                .fetch_optional(c)
+                .await;
+            row.and_then(|row| row.as_ref().map(from_row).transpose())
+        })
+        .ctx(what)
     }
 
     /// Channels not stopped by us and not expired at `now_ms`, newest first.
     pub async fn live_channels(&self, now_ms: i64) -> Result<Vec<Channel>, StoreError> {
         let what = || "listing live channels".to_owned();
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query
-            .push(" WHERE NOT stopped AND expiration_ms > ")
-            .push_bind(now_ms)
-            .push(" ORDER BY created_at DESC");
-        let rows = query.build().fetch_all(&self.reader).await.ctx(what)?;
-        rows.iter()
-            .map(from_row)
-            .collect::<Result<_, _>>()
-            .ctx(what)
+        let sql =
+            format!("{SELECT} WHERE NOT stopped AND expiration_ms > $1 ORDER BY created_at DESC");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now_ms)
+                .fetch_all(c)
+                .await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(what)
     }
 
     /// Marks a channel stopped.
     pub async fn channel_stop(&self, channel_id: &str) -> Result<(), StoreError> {
         let what = || format!("stopping channel {channel_id}");
-        sqlx::query("UPDATE channels SET stopped = TRUE WHERE channel_id = $1")
+        on_write!(self, c => sqlx::query("UPDATE channels SET stopped = TRUE WHERE channel_id = $1")
             .bind(channel_id)
-            .execute(&self.writer)
+            .execute(c)
             .await
-            .ctx(what)?;
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
         Ok(())
     }
 }
@@ -117,14 +123,15 @@ impl Store {
         expiration_ms: i64,
     ) -> Result<(), StoreError> {
         let what = || format!("activating channel {channel_id}");
-        sqlx::query(
+        on_write!(self, c => sqlx::query(
             "UPDATE channels SET resource_id = $2, expiration_ms = $3 WHERE channel_id = $1",
         )
         .bind(channel_id)
         .bind(resource_id)
         .bind(expiration_ms)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
         Ok(())
     }
@@ -141,15 +148,16 @@ impl Store {
         number: i64,
     ) -> Result<bool, StoreError> {
         let what = || format!("recording message {number} of channel {channel_id}");
-        let done = sqlx::query(
+        let done = on_write!(self, c => sqlx::query(
             "UPDATE channels SET highest_message = $2 WHERE channel_id = $1 AND highest_message < $2",
         )
         .bind(channel_id)
         .bind(number)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// The highest message number accepted on a channel (0: none yet), None for an unknown
@@ -159,24 +167,20 @@ impl Store {
         channel_id: &str,
     ) -> Result<Option<i64>, StoreError> {
         let what = || format!("loading the highest message of channel {channel_id}");
-        let row = sqlx::query("SELECT highest_message FROM channels WHERE channel_id = $1")
+        on_read!(self, c => sqlx::query_scalar::<_, i64>("SELECT highest_message FROM channels WHERE channel_id = $1")
             .bind(channel_id)
-            .fetch_optional(&self.reader)
-            .await
-            .ctx(what)?;
-        row.map(|r| r.try_get::<i64, _>("highest_message"))
-            .transpose()
-            .ctx(what)
+            .fetch_optional(c)
+            .await)
+        .ctx(what)
     }
 
     /// How many channels are recorded (stopped ones included).
     pub async fn channel_count(&self) -> Result<i64, StoreError> {
         let what = || "counting channels".to_owned();
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM channels")
-            .fetch_one(&self.reader)
-            .await
-            .ctx(what)?;
-        row.try_get::<i64, _>("n").ctx(what)
+        on_read!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) AS n FROM channels")
+            .fetch_one(c)
+            .await)
+        .ctx(what)
     }
 }
 

@@ -2,9 +2,9 @@
 //! They are counted, not retried: the next change to the event brings it back through sync.
 
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::Store;
+use crate::db::{Tx, on_read, on_tx};
 use crate::error::{Context, StoreError};
 
 /// An item of a page that could not be understood, as the sync session reports it.
@@ -50,7 +50,7 @@ pub struct DeadLetterRecord {
 
 /// Adds one sighting of a dead letter (inside the page's transaction).
 pub(crate) async fn upsert(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     calendar_id: &str,
     letter: &DeadLetter,
     now_ms: i64,
@@ -59,7 +59,7 @@ pub(crate) async fn upsert(
     let what = || format!("recording a dead letter for calendar {calendar_id}, event {event:?}");
     let raw_json = serde_json::to_string(&letter.raw).ctx(what)?;
     // No usable id is stored as '' (see the migration): NULLs never collide in a key.
-    sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "INSERT INTO dead_letters (calendar_id, event_id, reason, raw_json, first_seen, last_seen, count) \
          VALUES ($1, $2, $3, $4, $5, $5, 1) \
          ON CONFLICT (calendar_id, event_id, reason) DO UPDATE SET \
@@ -68,10 +68,11 @@ pub(crate) async fn upsert(
     .bind(calendar_id)
     .bind(event)
     .bind(&letter.reason)
-    .bind(raw_json)
+    .bind(&raw_json)
     .bind(now_ms)
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .ctx(what)?;
     Ok(())
 }
@@ -83,32 +84,32 @@ impl Store {
         calendar_id: &str,
     ) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let what = || format!("listing dead letters of calendar {calendar_id}");
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, String, String, i64, i64, i64)> = on_read!(self, c => sqlx::query_as(
             "SELECT calendar_id, event_id, reason, raw_json, first_seen, last_seen, count FROM dead_letters \
              WHERE calendar_id = $1 ORDER BY last_seen DESC, event_id, reason",
         )
         .bind(calendar_id)
-        .fetch_all(&self.reader)
-        .await
+        .fetch_all(c)
+        .await)
         .ctx(what)?;
-        rows.iter()
-            .map(|row| {
-                let event_id: String = row.try_get("event_id").ctx(what)?;
-                let raw_json: String = row.try_get("raw_json").ctx(what)?;
-                Ok(DeadLetterRecord {
-                    calendar_id: row.try_get("calendar_id").ctx(what)?,
-                    raw: serde_json::from_str(&raw_json).ctx(|| {
-                        format!(
-                            "dead letter of calendar {calendar_id}, event {event_id:?}, raw_json"
-                        )
-                    })?,
-                    event_id: Some(event_id).filter(|id| !id.is_empty()),
-                    reason: row.try_get("reason").ctx(what)?,
-                    first_seen: row.try_get("first_seen").ctx(what)?,
-                    last_seen: row.try_get("last_seen").ctx(what)?,
-                    count: row.try_get("count").ctx(what)?,
-                })
-            })
+        rows.into_iter()
+            .map(
+                |(row_calendar_id, event_id, reason, raw_json, first_seen, last_seen, count)| {
+                    Ok(DeadLetterRecord {
+                        calendar_id: row_calendar_id,
+                        raw: serde_json::from_str(&raw_json).ctx(|| {
+                            format!(
+                                "dead letter of calendar {calendar_id}, event {event_id:?}, raw_json"
+                            )
+                        })?,
+                        event_id: Some(event_id).filter(|id| !id.is_empty()),
+                        reason,
+                        first_seen,
+                        last_seen,
+                        count,
+                    })
+                },
+            )
             .collect()
     }
 }

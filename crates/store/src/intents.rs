@@ -8,9 +8,9 @@
 //! the engine after a grace period (`abandoned`: the meeting is deleted).
 
 use confsync_core::plan::Link;
-use sqlx::Row;
 
 use crate::Store;
+use crate::db::{Cols, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 use crate::links::{self, LinkBase};
 
@@ -48,6 +48,20 @@ fn intent_key(calendar_id: &str, event_id: &str, generation: i64) -> String {
     format!("create:{calendar_id}:{event_id}:{generation}")
 }
 
+fn intent_from_row(row: &impl Cols) -> Result<CreateIntent, sqlx::Error> {
+    let calendar_id: String = row.col("calendar_id")?;
+    let event_id: String = row.col("event_id")?;
+    let generation: i64 = row.col("generation")?;
+    Ok(CreateIntent {
+        key: intent_key(&calendar_id, &event_id, generation),
+        calendar_id,
+        event_id,
+        generation,
+        conference_id: row.col("conference_id")?,
+        created_at: row.col("created_at")?,
+    })
+}
+
 impl Store {
     /// Starts (or resumes) the create of a conference for an event, in one transaction: a live
     /// link of the event answers [`CreateStart::Existing`]; otherwise the event's intent is
@@ -68,18 +82,18 @@ impl Store {
         {
             return Ok(CreateStart::Existing(Box::new(live.link)));
         }
-        let row: Option<(i64, String)> = sqlx::query_as(
+        let row: Option<(i64, String)> = on_tx!(&mut tx, c => sqlx::query_as(
             "SELECT generation, state FROM create_intents WHERE calendar_id = $1 AND event_id = $2",
         )
         .bind(calendar_id)
         .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await
+        .fetch_optional(c)
+        .await)
         .ctx(what)?;
         let generation = match row {
             Some((generation, state)) if state == "creating" => generation,
             Some((generation, _)) => {
-                sqlx::query(
+                on_tx!(&mut tx, c => sqlx::query(
                     "UPDATE create_intents SET generation = $3, state = 'creating', conference_id = NULL, \
                          created_at = $4, updated_at = $4 \
                      WHERE calendar_id = $1 AND event_id = $2",
@@ -88,21 +102,23 @@ impl Store {
                 .bind(event_id)
                 .bind(generation + 1)
                 .bind(now_ms)
-                .execute(&mut *tx)
+                .execute(c)
                 .await
+                .map(|r| r.rows_affected()))
                 .ctx(what)?;
                 generation + 1
             }
             None => {
-                sqlx::query(
+                on_tx!(&mut tx, c => sqlx::query(
                     "INSERT INTO create_intents (calendar_id, event_id, generation, state, created_at, updated_at) \
                      VALUES ($1, $2, 1, 'creating', $3, $3)",
                 )
                 .bind(calendar_id)
                 .bind(event_id)
                 .bind(now_ms)
-                .execute(&mut *tx)
+                .execute(c)
                 .await
+                .map(|r| r.rows_affected()))
                 .ctx(what)?;
                 1
             }
@@ -129,7 +145,7 @@ impl Store {
         {
             return Ok(CreateStart::Existing(Box::new(live.link)));
         }
-        crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
+        crate::calendars::ensure(&mut tx, calendar_id, now_ms).await?;
         if let Some(stored) = links::get(&mut tx, &link.conference_id).await? {
             // The same meeting was linked before (and removed since): never revived here.
             return Err(StoreError::Conflict {
@@ -141,7 +157,7 @@ impl Store {
             });
         }
         links::write(&mut tx, link, LinkBase::New, now_ms).await?;
-        sqlx::query(
+        on_tx!(&mut tx, c => sqlx::query(
             "UPDATE create_intents SET state = 'linked', conference_id = $3, updated_at = $4 \
              WHERE calendar_id = $1 AND event_id = $2",
         )
@@ -149,8 +165,9 @@ impl Store {
         .bind(event_id)
         .bind(&link.conference_id)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
         self.commit(tx, what).await?;
         Ok(CreateStart::Create { key: String::new() })
@@ -164,34 +181,26 @@ impl Store {
         cutoff_ms: i64,
         limit: i64,
     ) -> Result<Vec<CreateIntent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT i.calendar_id, i.event_id, i.generation, i.conference_id, i.created_at \
-             FROM create_intents i LEFT JOIN links l ON l.conference_id = i.conference_id \
-             WHERE i.created_at < $1 AND (i.state = 'creating' \
-                   OR (i.state = 'linked' AND l.last_etag_seen IS NULL AND NOT l.deleted)) \
-             ORDER BY i.created_at LIMIT $2",
-        )
-        .bind(cutoff_ms)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
-        .ctx(|| "listing stale create intents".to_owned())?;
-        rows.iter()
-            .map(|row| {
-                let calendar_id: String = row.try_get("calendar_id")?;
-                let event_id: String = row.try_get("event_id")?;
-                let generation: i64 = row.try_get("generation")?;
-                Ok(CreateIntent {
-                    key: intent_key(&calendar_id, &event_id, generation),
-                    calendar_id,
-                    event_id,
-                    generation,
-                    conference_id: row.try_get("conference_id")?,
-                    created_at: row.try_get("created_at")?,
+        on_read!(self, c => {
+            let rows = sqlx::query(
+                "SELECT i.calendar_id, i.event_id, i.generation, i.conference_id, i.created_at \
+                 FROM create_intents i LEFT JOIN links l ON l.conference_id = i.conference_id \
+                 WHERE i.created_at < $1 AND (i.state = 'creating' \
+                       OR (i.state = 'linked' AND l.last_etag_seen IS NULL AND NOT l.deleted)) \
+                 ORDER BY i.created_at LIMIT $2",
+            )
+            .bind(cutoff_ms)
+            .bind(limit)
+            .fetch_all(c)
+            .await;
+            rows.ctx(|| "listing stale create intents".to_owned())
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(intent_from_row)
+                        .collect::<Result<_, sqlx::Error>>()
+                        .ctx(|| "reading stale create intents".to_owned())
                 })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .ctx(|| "reading stale create intents".to_owned())
+        })
     }
 
     /// Closes an intent: its meeting showed up in the event (`abandoned = false`: the row is
@@ -211,28 +220,29 @@ impl Store {
         } else {
             "DELETE FROM create_intents WHERE calendar_id = $1 AND event_id = $2 AND generation = $3 AND $4 = $4"
         };
-        sqlx::query(query)
+        on_write!(self, c => sqlx::query(query)
             .bind(calendar_id)
             .bind(event_id)
             .bind(generation)
             .bind(now_ms)
-            .execute(&self.writer)
+            .execute(c)
             .await
-            .ctx(|| {
-                format!("closing the create intent of event {event_id} (calendar {calendar_id})")
-            })?;
+            .map(|r| r.rows_affected()))
+        .ctx(|| {
+            format!("closing the create intent of event {event_id} (calendar {calendar_id})")
+        })?;
         Ok(())
     }
 
     /// Intents whose link has been seen in Calendar need no more watching: removed.
     pub async fn prune_seen_intents(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        on_write!(self, c => sqlx::query(
             "DELETE FROM create_intents WHERE state = 'linked' AND conference_id IN \
              (SELECT conference_id FROM links WHERE last_etag_seen IS NOT NULL)",
         )
-        .execute(&self.writer)
+        .execute(c)
         .await
-        .ctx(|| "pruning create intents whose meeting is in Calendar".to_owned())?;
-        Ok(done.rows_affected())
+        .map(|r| r.rows_affected()))
+        .ctx(|| "pruning create intents whose meeting is in Calendar".to_owned())
     }
 }

@@ -35,6 +35,7 @@
 mod api_keys;
 mod calendars;
 mod channels;
+mod db;
 mod dead_letters;
 mod error;
 mod intents;
@@ -43,6 +44,7 @@ mod meetings;
 mod outbox;
 mod page;
 mod store;
+pub mod testing;
 mod users;
 
 pub use api_keys::ApiKey;
@@ -56,4 +58,5 @@ pub use meetings::Meeting;
 pub use outbox::{FailedAction, OutboxEntry, OutboxItem, OutboxState};
 pub use page::PlannedChange;
 pub use store::Store;
+pub use store::redact as redact_location;
 pub use users::{GoogleUser, OAuthRequest};

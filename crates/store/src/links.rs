@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use confsync_core::model::MeetingSpec;
 use confsync_core::plan::{Link, Occurrence};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::QueryBuilder;
 
 use crate::Store;
+use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// Ids per `IN (...)` list: far below SQLite's and Postgres' bind-parameter limits.
@@ -48,32 +48,32 @@ pub enum LinkBase {
     Version(i64),
 }
 
-fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
+fn from_row(row: &impl Cols) -> Result<StoredLink, StoreError> {
     let decode = |e: sqlx::Error| StoreError::from_sqlx("reading a link row".to_owned(), e);
-    let conference_id: String = row.try_get("conference_id").map_err(decode)?;
-    let spec_json: String = row.try_get("spec_json").map_err(decode)?;
-    let occurrences_json: String = row.try_get("occurrences_json").map_err(decode)?;
+    let conference_id: String = row.col("conference_id").map_err(decode)?;
+    let spec_json: String = row.col("spec_json").map_err(decode)?;
+    let occurrences_json: String = row.col("occurrences_json").map_err(decode)?;
     let spec: MeetingSpec = serde_json::from_str(&spec_json)
         .ctx(|| format!("link of conference {conference_id}, spec_json"))?;
     let occurrences: BTreeMap<String, Occurrence> = serde_json::from_str(&occurrences_json)
         .ctx(|| format!("link of conference {conference_id}, occurrences_json"))?;
     Ok(StoredLink {
         link: Link {
-            provider: row.try_get("provider").map_err(decode)?,
-            calendar_id: row.try_get("calendar_id").map_err(decode)?,
-            event_id: row.try_get("event_id").map_err(decode)?,
+            provider: row.col("provider").map_err(decode)?,
+            calendar_id: row.col("calendar_id").map_err(decode)?,
+            event_id: row.col("event_id").map_err(decode)?,
             spec,
-            last_etag_seen: row.try_get("last_etag_seen").map_err(decode)?,
-            last_etag_written: row.try_get("last_etag_written").map_err(decode)?,
+            last_etag_seen: row.col("last_etag_seen").map_err(decode)?,
+            last_etag_written: row.col("last_etag_written").map_err(decode)?,
             occurrences,
-            join_url: row.try_get("join_url").map_err(decode)?,
-            deleted: row.try_get("deleted").map_err(decode)?,
+            join_url: row.col("join_url").map_err(decode)?,
+            deleted: row.col("deleted").map_err(decode)?,
             conference_id,
         },
-        fingerprint: row.try_get("fingerprint").map_err(decode)?,
-        applied_fingerprint: row.try_get("applied_fingerprint").map_err(decode)?,
-        updated_at: row.try_get("updated_at").map_err(decode)?,
-        version: row.try_get("version").map_err(decode)?,
+        fingerprint: row.col("fingerprint").map_err(decode)?,
+        applied_fingerprint: row.col("applied_fingerprint").map_err(decode)?,
+        updated_at: row.col("updated_at").map_err(decode)?,
+        version: row.col("version").map_err(decode)?,
     })
 }
 
@@ -83,7 +83,7 @@ fn from_row(row: &SqliteRow) -> Result<StoredLink, StoreError> {
 /// version written. `applied_fingerprint` is never touched, and `last_etag_written` is only set
 /// when the row has none: both belong to the executor.
 pub(crate) async fn write(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     link: &Link,
     base: LinkBase,
     now_ms: i64,
@@ -96,45 +96,48 @@ pub(crate) async fn write(
     };
     let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
-    // Both statements take the link's columns as $1..$12, in this order.
-    let bind = |sql: &'static str| {
-        sqlx::query(sql)
+    let fingerprint = link.spec.fingerprint();
+    // Both statements take the link's columns as $1..$12, in this order; the update also takes
+    // the version read as $13.
+    let (sql, read_version, written) = match base {
+        LinkBase::New => (
+            "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
+                 last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
+             ON CONFLICT (conference_id) DO NOTHING",
+            None,
+            1,
+        ),
+        LinkBase::Version(version) => (
+            "UPDATE links SET provider = $2, calendar_id = $3, event_id = $4, spec_json = $5, fingerprint = $6, \
+                 last_etag_seen = $7, last_etag_written = COALESCE(last_etag_written, $8), \
+                 occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1 \
+             WHERE conference_id = $1 AND version = $13",
+            Some(version),
+            version + 1,
+        ),
+    };
+    let done = on_tx!(tx, c => {
+        let mut query = sqlx::query(sql)
             .bind(&link.conference_id)
             .bind(&link.provider)
             .bind(&link.calendar_id)
             .bind(&link.event_id)
-            .bind(spec_json.clone())
-            .bind(link.spec.fingerprint())
+            .bind(&spec_json)
+            .bind(&fingerprint)
             .bind(&link.last_etag_seen)
             .bind(&link.last_etag_written)
-            .bind(occurrences_json.clone())
+            .bind(&occurrences_json)
             .bind(link.deleted)
             .bind(now_ms)
-            .bind(&link.join_url)
-    };
-    let (query, written) = match base {
-        LinkBase::New => (
-            bind(
-                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
-                     last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
-                 ON CONFLICT (conference_id) DO NOTHING",
-            ),
-            1,
-        ),
-        LinkBase::Version(version) => (
-            bind(
-                "UPDATE links SET provider = $2, calendar_id = $3, event_id = $4, spec_json = $5, fingerprint = $6, \
-                     last_etag_seen = $7, last_etag_written = COALESCE(last_etag_written, $8), \
-                     occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1 \
-                 WHERE conference_id = $1 AND version = $13",
-            )
-            .bind(version),
-            version + 1,
-        ),
-    };
-    let done = query.execute(&mut *tx).await.ctx(what)?;
-    if done.rows_affected() == 0 {
+            .bind(&link.join_url);
+        if let Some(version) = read_version {
+            query = query.bind(version);
+        }
+        query.execute(c).await.map(|r| r.rows_affected())
+    })
+    .ctx(what)?;
+    if done == 0 {
         return Err(StoreError::Stale {
             what: what(),
             detail: match base {
@@ -148,70 +151,69 @@ pub(crate) async fn write(
 
 /// The link of a conference, read inside a transaction.
 pub(crate) async fn get(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
 ) -> Result<Option<StoredLink>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(SELECT);
-    query
-        .push(" WHERE conference_id = ")
-        .push_bind(conference_id);
-    let row = query
-        .build()
-        .fetch_optional(&mut *tx)
-        .await
-        .ctx(|| format!("loading the link of conference {conference_id}"))?;
-    row.as_ref().map(from_row).transpose()
+    let sql = format!("{SELECT} WHERE conference_id = $1");
+    on_tx!(tx, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conference_id)
+            .fetch_optional(c)
+            .await;
+        row.ctx(|| format!("loading the link of conference {conference_id}"))
+            .and_then(|row| row.as_ref().map(from_row).transpose())
+    })
 }
 
 /// The live links of an event, read inside a transaction.
 pub(crate) async fn live_of_event(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     calendar_id: &str,
     event_id: &str,
 ) -> Result<Vec<StoredLink>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(SELECT);
-    query
-        .push(" WHERE calendar_id = ")
-        .push_bind(calendar_id)
-        .push(" AND event_id = ")
-        .push_bind(event_id)
-        .push(" AND NOT deleted");
-    let rows =
-        query.build().fetch_all(&mut *tx).await.ctx(|| {
-            format!("loading the live links of event {event_id} (calendar {calendar_id})")
-        })?;
-    rows.iter().map(from_row).collect()
+    let sql = format!("{SELECT} WHERE calendar_id = $1 AND event_id = $2 AND NOT deleted");
+    on_tx!(tx, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(calendar_id)
+            .bind(event_id)
+            .fetch_all(c)
+            .await;
+        rows.ctx(|| format!("loading the live links of event {event_id} (calendar {calendar_id})"))
+            .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+    })
 }
 
 /// Marks a link deleted (inside a transaction).
 pub(crate) async fn mark_deleted(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "UPDATE links SET deleted = TRUE, updated_at = $2, version = version + 1 WHERE conference_id = $1",
     )
         .bind(conference_id)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("marking the link of conference {conference_id} deleted"))?;
     Ok(())
 }
 
 /// Sets the etag of our own last write to the conference's event (inside a transaction).
 pub(crate) async fn set_written_etag(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
     etag: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE links SET last_etag_written = $2 WHERE conference_id = $1")
+    on_tx!(tx, c => sqlx::query("UPDATE links SET last_etag_written = $2 WHERE conference_id = $1")
         .bind(conference_id)
         .bind(etag)
-        .execute(&mut *tx)
+        .execute(c)
         .await
-        .ctx(|| format!("recording the written etag of conference {conference_id}"))?;
+        .map(|r| r.rows_affected()))
+    .ctx(|| format!("recording the written etag of conference {conference_id}"))?;
     Ok(())
 }
 
@@ -249,18 +251,22 @@ impl Store {
         let mut found: BTreeMap<String, StoredLink> = BTreeMap::new();
         let mut by_event: BTreeMap<String, StoredLink> = BTreeMap::new();
         for chunk in event_ids.chunks(CHUNK) {
-            let mut query = QueryBuilder::<Sqlite>::new(SELECT);
-            query
-                .push(" WHERE calendar_id = ")
-                .push_bind(calendar_id)
-                .push(" AND event_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            query.push(")");
-            for row in query.build().fetch_all(&self.reader).await.ctx(what)? {
-                let stored = from_row(&row)?;
+            let rows = on_read!(self, c => {
+                let mut query = QueryBuilder::new(SELECT);
+                query
+                    .push(" WHERE calendar_id = ")
+                    .push_bind(calendar_id)
+                    .push(" AND event_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(")");
+                let rows = query.build().fetch_all(c).await;
+                rows.ctx(what)
+                    .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+            })?;
+            for stored in rows {
                 // Live beats deleted; among equals the most recently updated wins.
                 let rank = |s: &StoredLink| (!s.link.deleted, s.updated_at);
                 let better = by_event
@@ -275,15 +281,19 @@ impl Store {
             found.insert(stored.link.conference_id.clone(), stored);
         }
         for chunk in conference_ids.chunks(CHUNK) {
-            let mut query = QueryBuilder::<Sqlite>::new(SELECT);
-            query.push(" WHERE conference_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            query.push(")");
-            for row in query.build().fetch_all(&self.reader).await.ctx(what)? {
-                let stored = from_row(&row)?;
+            let rows = on_read!(self, c => {
+                let mut query = QueryBuilder::new(SELECT);
+                query.push(" WHERE conference_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(")");
+                let rows = query.build().fetch_all(c).await;
+                rows.ctx(what)
+                    .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+            })?;
+            for stored in rows {
                 found
                     .entry(stored.link.conference_id.clone())
                     .or_insert(stored);
@@ -299,27 +309,26 @@ impl Store {
 
     /// The link of a conference with its bookkeeping.
     pub async fn link_record(&self, conference_id: &str) -> Result<Option<StoredLink>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(SELECT);
-        query
-            .push(" WHERE conference_id = ")
-            .push_bind(conference_id);
-        let row = query
-            .build()
-            .fetch_optional(&self.reader)
-            .await
-            .ctx(|| format!("loading the link of conference {conference_id}"))?;
-        row.as_ref().map(from_row).transpose()
+        let sql = format!("{SELECT} WHERE conference_id = $1");
+        on_read!(self, c => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(conference_id)
+                .fetch_optional(c)
+                .await;
+            row.ctx(|| format!("loading the link of conference {conference_id}"))
+                .and_then(|row| row.as_ref().map(from_row).transpose())
+        })
     }
 
     /// The event ids of the calendar's live links, sorted (a full sync verifies those it did not
     /// see).
     pub async fn link_event_ids(&self, calendar_id: &str) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
+        on_read!(self, c => sqlx::query_scalar(
             "SELECT event_id FROM links WHERE calendar_id = $1 AND NOT deleted ORDER BY event_id",
         )
         .bind(calendar_id)
-        .fetch_all(&self.reader)
-        .await
+        .fetch_all(c)
+        .await)
         .ctx(|| format!("listing linked events of calendar {calendar_id}"))
     }
 
@@ -329,16 +338,18 @@ impl Store {
         conference_id: &str,
         fingerprint: &str,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let now = self.now();
+        let done = on_write!(self, c => sqlx::query(
             "UPDATE links SET applied_fingerprint = $2, updated_at = $3 WHERE conference_id = $1",
         )
         .bind(conference_id)
         .bind(fingerprint)
-        .bind(self.now())
-        .execute(&self.writer)
+        .bind(now)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("recording the applied spec of conference {conference_id}"))?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::not_found(format!(
                 "recording the applied spec of conference {conference_id}: no link"
             )));
@@ -353,16 +364,18 @@ impl Store {
         conference_id: &str,
         etag: &str,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let now = self.now();
+        let done = on_write!(self, c => sqlx::query(
             "UPDATE links SET last_etag_written = $2, updated_at = $3 WHERE conference_id = $1",
         )
         .bind(conference_id)
         .bind(etag)
-        .bind(self.now())
-        .execute(&self.writer)
+        .bind(now)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("recording the written etag of conference {conference_id}"))?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::not_found(format!(
                 "recording the written etag of conference {conference_id}: no link"
             )));

@@ -1,10 +1,8 @@
 //! The `meetings` table: the built-in local provider's meetings. The provider owns the JSON
 //! shapes (`spec_json`, `occurrences_json`); the store keeps them and makes creation idempotent.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
 use crate::Store;
+use crate::db::{Cols, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// A meeting of the local provider.
@@ -30,16 +28,16 @@ pub struct Meeting {
 
 const SELECT: &str = "SELECT meeting_id, idempotency_key, spec_json, join_url, occurrences_json, deleted, created_at, updated_at FROM meetings";
 
-fn from_row(row: &SqliteRow) -> Result<Meeting, sqlx::Error> {
+fn from_row(row: &impl Cols) -> Result<Meeting, sqlx::Error> {
     Ok(Meeting {
-        meeting_id: row.try_get("meeting_id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        spec_json: row.try_get("spec_json")?,
-        join_url: row.try_get("join_url")?,
-        occurrences_json: row.try_get("occurrences_json")?,
-        deleted: row.try_get("deleted")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        meeting_id: row.col("meeting_id")?,
+        idempotency_key: row.col("idempotency_key")?,
+        spec_json: row.col("spec_json")?,
+        join_url: row.col("join_url")?,
+        occurrences_json: row.col("occurrences_json")?,
+        deleted: row.col("deleted")?,
+        created_at: row.col("created_at")?,
+        updated_at: row.col("updated_at")?,
     })
 }
 
@@ -57,7 +55,7 @@ impl Store {
     ) -> Result<Meeting, StoreError> {
         let what = || format!("creating meeting {meeting_id} (idempotency key {idempotency_key})");
         let mut tx = self.write_tx(what).await?;
-        sqlx::query(
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO meetings (meeting_id, idempotency_key, spec_json, join_url, occurrences_json, deleted, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, '{}', FALSE, $5, $5) ON CONFLICT (idempotency_key) DO NOTHING",
         )
@@ -66,18 +64,21 @@ impl Store {
         .bind(spec_json)
         .bind(join_url)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        let row = sqlx::query(
-            "SELECT meeting_id, idempotency_key, spec_json, join_url, occurrences_json, deleted, created_at, updated_at \
-             FROM meetings WHERE idempotency_key = $1",
-        )
-        .bind(idempotency_key)
-        .fetch_one(&mut *tx)
-        .await
+        let meeting = on_tx!(&mut tx, c => {
+            let row = sqlx::query(
+                "SELECT meeting_id, idempotency_key, spec_json, join_url, occurrences_json, deleted, created_at, updated_at \
+                 FROM meetings WHERE idempotency_key = $1",
+            )
+            .bind(idempotency_key)
+            .fetch_one(c)
+            .await;
+            row.and_then(|row| from_row(&row))
+        })
         .ctx(what)?;
-        let meeting = from_row(&row).ctx(what)?;
         self.commit(tx, what).await?;
         Ok(meeting)
     }
@@ -85,10 +86,15 @@ impl Store {
     /// A meeting (deleted ones included), None if unknown.
     pub async fn meeting(&self, meeting_id: &str) -> Result<Option<Meeting>, StoreError> {
         let what = || format!("loading meeting {meeting_id}");
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query.push(" WHERE meeting_id = ").push_bind(meeting_id);
-        let row = query.build().fetch_optional(&self.reader).await.ctx(what)?;
-        row.as_ref().map(from_row).transpose().ctx(what)
+        let sql = format!("{SELECT} WHERE meeting_id = $1");
+        on_read!(self, c => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(meeting_id)
+                .fetch_optional(c)
+                .await;
+            row.and_then(|row| row.as_ref().map(from_row).transpose())
+        })
+        .ctx(what)
     }
 
     /// Replaces a live meeting's spec. [`StoreError::NotFound`] if the meeting is unknown or
@@ -99,14 +105,15 @@ impl Store {
         spec_json: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE meetings SET spec_json = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
+        let done = on_write!(self, c => sqlx::query("UPDATE meetings SET spec_json = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
             .bind(meeting_id)
             .bind(spec_json)
             .bind(now_ms)
-            .execute(&self.writer)
+            .execute(c)
             .await
-            .ctx(|| format!("updating meeting {meeting_id}"))?;
-        live(done.rows_affected(), meeting_id, "updating")
+            .map(|r| r.rows_affected()))
+        .ctx(|| format!("updating meeting {meeting_id}"))?;
+        live(done, meeting_id, "updating")
     }
 
     /// Gives a live meeting a new join URL (the host reset the link).
@@ -116,14 +123,15 @@ impl Store {
         join_url: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE meetings SET join_url = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
+        let done = on_write!(self, c => sqlx::query("UPDATE meetings SET join_url = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
             .bind(meeting_id)
             .bind(join_url)
             .bind(now_ms)
-            .execute(&self.writer)
+            .execute(c)
             .await
-            .ctx(|| format!("changing the join URL of meeting {meeting_id}"))?;
-        live(done.rows_affected(), meeting_id, "changing the join URL of")
+            .map(|r| r.rows_affected()))
+        .ctx(|| format!("changing the join URL of meeting {meeting_id}"))?;
+        live(done, meeting_id, "changing the join URL of")
     }
 
     /// Replaces a live meeting's occurrence exceptions. [`StoreError::NotFound`] if the meeting
@@ -133,28 +141,31 @@ impl Store {
         meeting_id: &str,
         occurrences_json: &str,
     ) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE meetings SET occurrences_json = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
-                .bind(meeting_id)
-                .bind(occurrences_json)
-                .bind(self.now())
-                .execute(&self.writer)
-                .await
-                .ctx(|| format!("setting occurrences of meeting {meeting_id}"))?;
-        live(done.rows_affected(), meeting_id, "setting occurrences of")
+        let now = self.now();
+        let done = on_write!(self, c => sqlx::query("UPDATE meetings SET occurrences_json = $2, updated_at = $3 WHERE meeting_id = $1 AND NOT deleted")
+            .bind(meeting_id)
+            .bind(occurrences_json)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+        .ctx(|| format!("setting occurrences of meeting {meeting_id}"))?;
+        live(done, meeting_id, "setting occurrences of")
     }
 
     /// Soft-deletes a meeting. Deleting a deleted meeting is a no-op; an unknown one is
     /// [`StoreError::NotFound`].
     pub async fn meeting_delete(&self, meeting_id: &str) -> Result<(), StoreError> {
         let what = || format!("deleting meeting {meeting_id}");
-        let done = sqlx::query("UPDATE meetings SET deleted = TRUE, updated_at = $2 WHERE meeting_id = $1 AND NOT deleted")
+        let now = self.now();
+        let done = on_write!(self, c => sqlx::query("UPDATE meetings SET deleted = TRUE, updated_at = $2 WHERE meeting_id = $1 AND NOT deleted")
             .bind(meeting_id)
-            .bind(self.now())
-            .execute(&self.writer)
+            .bind(now)
+            .execute(c)
             .await
-            .ctx(what)?;
-        if done.rows_affected() == 0 && self.meeting(meeting_id).await?.is_none() {
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        if done == 0 && self.meeting(meeting_id).await?.is_none() {
             return Err(StoreError::not_found(what()));
         }
         Ok(())
@@ -163,13 +174,12 @@ impl Store {
     /// Every meeting, deleted ones included, oldest first.
     pub async fn meetings(&self) -> Result<Vec<Meeting>, StoreError> {
         let what = || "listing meetings".to_owned();
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query.push(" ORDER BY created_at, meeting_id");
-        let rows = query.build().fetch_all(&self.reader).await.ctx(what)?;
-        rows.iter()
-            .map(from_row)
-            .collect::<Result<_, _>>()
-            .ctx(what)
+        let sql = format!("{SELECT} ORDER BY created_at, meeting_id");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(c).await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(what)
     }
 }
 

@@ -7,10 +7,9 @@
 use std::fmt;
 
 use confsync_core::plan::{Action, idempotency_key};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use crate::Store;
+use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// Where an outbox row stands.
@@ -130,11 +129,11 @@ pub struct FailedAction {
 const SELECT: &str = "SELECT id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, attempts, \
      not_before, last_error, created_at, updated_at FROM outbox";
 
-fn entry(row: &SqliteRow) -> Result<OutboxEntry, StoreError> {
+fn entry(row: &impl Cols) -> Result<OutboxEntry, StoreError> {
     let what = || "reading an outbox row".to_owned();
-    let id: i64 = row.try_get("id").ctx(what)?;
-    let action_json: String = row.try_get("action_json").ctx(what)?;
-    let state: String = row.try_get("state").ctx(what)?;
+    let id: i64 = row.col("id").ctx(what)?;
+    let action_json: String = row.col("action_json").ctx(what)?;
+    let state: String = row.col("state").ctx(what)?;
     Ok(OutboxEntry {
         action: serde_json::from_str(&action_json)
             .ctx(|| format!("outbox row {id}, action_json"))?,
@@ -143,15 +142,15 @@ fn entry(row: &SqliteRow) -> Result<OutboxEntry, StoreError> {
             detail: format!("unknown state {state:?}"),
         })?,
         id,
-        conference_id: row.try_get("conference_id").ctx(what)?,
-        calendar_id: row.try_get("calendar_id").ctx(what)?,
-        event_id: row.try_get("event_id").ctx(what)?,
-        idempotency_key: row.try_get("idempotency_key").ctx(what)?,
-        attempts: row.try_get("attempts").ctx(what)?,
-        not_before: row.try_get("not_before").ctx(what)?,
-        last_error: row.try_get("last_error").ctx(what)?,
-        created_at: row.try_get("created_at").ctx(what)?,
-        updated_at: row.try_get("updated_at").ctx(what)?,
+        conference_id: row.col("conference_id").ctx(what)?,
+        calendar_id: row.col("calendar_id").ctx(what)?,
+        event_id: row.col("event_id").ctx(what)?,
+        idempotency_key: row.col("idempotency_key").ctx(what)?,
+        attempts: row.col("attempts").ctx(what)?,
+        not_before: row.col("not_before").ctx(what)?,
+        last_error: row.col("last_error").ctx(what)?,
+        created_at: row.col("created_at").ctx(what)?,
+        updated_at: row.col("updated_at").ctx(what)?,
     })
 }
 
@@ -165,7 +164,7 @@ fn entry(row: &SqliteRow) -> Result<OutboxEntry, StoreError> {
 /// suffixed `#N`, and neither the outbox nor the provider mistakes it for the first one. A page
 /// replayed after its actions ran therefore runs them again: at least once, never lost.
 pub(crate) async fn append(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
     calendar_id: &str,
     event_id: &str,
@@ -185,14 +184,14 @@ pub(crate) async fn append(
         .iter()
         .map(|a| idempotency_key(calendar_id, event_id, a))
         .collect();
-    let mut tail: Vec<(String, String)> = sqlx::query_as(
+    let mut tail: Vec<(String, String)> = on_tx!(tx, c => sqlx::query_as(
         "SELECT planned_key, state FROM outbox WHERE conference_id = $1 AND state <> 'superseded' \
          ORDER BY id DESC LIMIT $2",
     )
     .bind(conference_id)
     .bind(planned.len() as i64)
-    .fetch_all(&mut *tx)
-    .await
+    .fetch_all(c)
+    .await)
     .ctx(what)?;
     tail.reverse();
     let replay = tail.len() == planned.len()
@@ -211,10 +210,10 @@ pub(crate) async fn append(
     }
     let mut inserted = 0;
     for (action, planned_key) in actions.iter().zip(&planned) {
-        let earlier: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE planned_key = $1")
+        let earlier: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE planned_key = $1")
             .bind(planned_key)
-            .fetch_one(&mut *tx)
-            .await
+            .fetch_one(c)
+            .await)
             .ctx(what)?;
         let key = if earlier == 0 {
             planned_key.clone()
@@ -222,7 +221,7 @@ pub(crate) async fn append(
             format!("{planned_key}#{}", earlier + 1)
         };
         let action_json = serde_json::to_string(action).ctx(what)?;
-        let done = sqlx::query(
+        let done = on_tx!(tx, c => sqlx::query(
             "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
                  state, attempts, not_before, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $9) \
@@ -232,56 +231,57 @@ pub(crate) async fn append(
         .bind(calendar_id)
         .bind(event_id)
         .bind(action.kind())
-        .bind(action_json)
+        .bind(&action_json)
         .bind(planned_key)
-        .bind(key)
+        .bind(&key)
         .bind(not_before_ms)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        inserted += done.rows_affected() as usize;
+        inserted += done as usize;
     }
     Ok(inserted)
 }
 
 /// Marks the conference's pending deletes superseded (inside the page's transaction).
 pub(crate) async fn supersede_deletes(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "UPDATE outbox SET state = 'superseded', updated_at = $2 \
          WHERE conference_id = $1 AND state = 'pending' AND kind = 'delete'",
     )
     .bind(conference_id)
     .bind(now_ms)
-    .execute(&mut *tx)
+    .execute(c)
     .await
-    .ctx(|| format!("superseding pending deletes of conference {conference_id}"))?;
-    Ok(done.rows_affected())
+    .map(|r| r.rows_affected()))
+    .ctx(|| format!("superseding pending deletes of conference {conference_id}"))
 }
 
 /// Marks the conference's pending rows superseded, except `keep` (the row running now) and its
 /// deletes (inside a transaction): what they were to do was taken over by a new meeting.
 pub(crate) async fn supersede_all_but_deletes(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     conference_id: &str,
     keep: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "UPDATE outbox SET state = 'superseded', updated_at = $3 \
          WHERE conference_id = $1 AND state = 'pending' AND kind <> 'delete' AND id <> $2",
     )
     .bind(conference_id)
     .bind(keep)
     .bind(now_ms)
-    .execute(&mut *tx)
+    .execute(c)
     .await
-    .ctx(|| format!("superseding pending actions of conference {conference_id}"))?;
-    Ok(done.rows_affected())
+    .map(|r| r.rows_affected()))
+    .ctx(|| format!("superseding pending actions of conference {conference_id}"))
 }
 
 impl Store {
@@ -290,64 +290,64 @@ impl Store {
     /// is handed out before that row is done, failed or superseded, so an old update never
     /// lands after a delete. A row is handed out again until it is reported (at least once).
     pub async fn due(&self, limit: i64, now_ms: i64) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, o.action_json, o.idempotency_key, o.state, \
-                 o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
-             FROM outbox o \
-             WHERE o.state = 'pending' AND o.not_before <= $1 \
-               AND NOT EXISTS (SELECT 1 FROM outbox p \
-                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-             ORDER BY o.id LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
-        .ctx(|| "listing due outbox actions".to_owned())?;
-        rows.iter()
-            .map(|row| {
-                let e = entry(row)?;
-                Ok(OutboxItem {
-                    id: e.id,
-                    conference_id: e.conference_id,
-                    calendar_id: e.calendar_id,
-                    event_id: e.event_id,
-                    action: e.action,
-                    idempotency_key: e.idempotency_key,
-                    attempts: e.attempts,
-                })
+        let what = || "listing due outbox actions".to_owned();
+        let entries = on_read!(self, c => {
+            let rows = sqlx::query(
+                "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, o.action_json, o.idempotency_key, o.state, \
+                     o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
+                 FROM outbox o \
+                 WHERE o.state = 'pending' AND o.not_before <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM outbox p \
+                                   WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
+                 ORDER BY o.id LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(c)
+            .await;
+            rows.ctx(what)
+                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+        })?;
+        Ok(entries
+            .into_iter()
+            .map(|e| OutboxItem {
+                id: e.id,
+                conference_id: e.conference_id,
+                calendar_id: e.calendar_id,
+                event_id: e.event_id,
+                action: e.action,
+                idempotency_key: e.idempotency_key,
+                attempts: e.attempts,
             })
-            .collect()
+            .collect())
     }
 
     /// When the next action becomes due (the earliest `not_before` among the rows [`Store::due`]
     /// could hand out), None when nothing is pending.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
+        let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(
             "SELECT MIN(o.not_before) AS next FROM outbox o \
              WHERE o.state = 'pending' \
                AND NOT EXISTS (SELECT 1 FROM outbox p \
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)",
         )
-        .fetch_one(&self.reader)
-        .await
+        .fetch_one(c)
+        .await)
         .ctx(|| "finding the next due outbox action".to_owned())?;
-        row.try_get::<Option<i64>, _>("next")
-            .ctx(|| "reading the next due outbox action".to_owned())
+        Ok(next)
     }
 
     /// Reports a successful attempt: the row is done (whatever it was; a superseded delete
     /// that ran anyway did happen).
     pub async fn complete(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2 WHERE id = $1")
+        let done = on_write!(self, c => sqlx::query("UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms)
-            .execute(&self.writer)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .ctx(|| format!("completing outbox row {id}"))?;
-        found(done.rows_affected(), || {
-            format!("completing outbox row {id}")
-        })
+        found(done, || format!("completing outbox row {id}"))
     }
 
     /// Reports a transient failure: the row stays pending, hidden from [`Store::due`] until
@@ -361,19 +361,19 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let what = || format!("rescheduling outbox row {id}");
-        self.report(
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = $2, last_error = $3, updated_at = $4 \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(not_before_ms)
-            .bind(error)
-            .bind(now_ms),
-            id,
-            what,
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, not_before = $2, last_error = $3, updated_at = $4 \
+             WHERE id = $1 AND state = 'pending'",
         )
+        .bind(id)
+        .bind(not_before_ms)
+        .bind(error)
+        .bind(now_ms)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.report(done, id, what).await
     }
 
     /// Puts a pending row off until `not_before_ms` without counting an attempt: it waits for
@@ -387,19 +387,19 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let what = || format!("parking outbox row {id}");
-        self.report(
-            sqlx::query(
-                "UPDATE outbox SET not_before = $2, last_error = $3, updated_at = $4 \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(not_before_ms)
-            .bind(error)
-            .bind(now_ms),
-            id,
-            what,
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET not_before = $2, last_error = $3, updated_at = $4 \
+             WHERE id = $1 AND state = 'pending'",
         )
+        .bind(id)
+        .bind(not_before_ms)
+        .bind(error)
+        .bind(now_ms)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.report(done, id, what).await
     }
 
     /// Reports a permanent failure: the row is failed, listed by [`Store::failures`], never
@@ -408,48 +408,51 @@ impl Store {
     pub async fn fail(&self, id: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
         let what = || format!("recording the failure of outbox row {id}");
         tracing::warn!(outbox_id = id, error, "outbox action failed permanently");
-        self.report(
-            sqlx::query(
-                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2, updated_at = $3 \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(error)
-            .bind(now_ms),
-            id,
-            what,
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2, updated_at = $3 \
+             WHERE id = $1 AND state = 'pending'",
         )
+        .bind(id)
+        .bind(error)
+        .bind(now_ms)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.report(done, id, what).await
     }
 
     /// Marks a pending row superseded (the executor found it unnecessary, e.g. a delete whose
     /// event is back). A row that is no longer pending is left as it is.
     pub async fn supersede(&self, id: i64) -> Result<(), StoreError> {
         let what = || format!("superseding outbox row {id}");
-        self.report(
-            sqlx::query("UPDATE outbox SET state = 'superseded', updated_at = $2 WHERE id = $1 AND state = 'pending'")
-                .bind(id)
-                .bind(self.now()),
-            id,
-            what,
-        )
-        .await
+        let now = self.now();
+        let done = on_write!(self, c => sqlx::query("UPDATE outbox SET state = 'superseded', updated_at = $2 WHERE id = $1 AND state = 'pending'")
+            .bind(id)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .ctx(what)?;
+        self.report(done, id, what).await
     }
 
+    /// Follows up a report that changed `done` rows: none means the row is missing (an error)
+    /// or no longer pending (ignored).
     async fn report(
         &self,
-        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        done: u64,
         id: i64,
         what: impl Fn() -> String,
     ) -> Result<(), StoreError> {
-        let done = query.execute(&self.writer).await.ctx(&what)?;
-        if done.rows_affected() == 0 {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT state FROM outbox WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.writer)
-                    .await
-                    .ctx(&what)?;
+        if done == 0 {
+            let exists: Option<String> = on_read!(self, c => sqlx::query_scalar(
+                "SELECT state FROM outbox WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(c)
+            .await)
+            .ctx(&what)?;
             match exists {
                 None => return Err(StoreError::not_found(what())),
                 Some(state) => tracing::debug!(
@@ -470,20 +473,19 @@ impl Store {
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut found = std::collections::HashSet::new();
         for chunk in conference_ids.chunks(500) {
-            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT DISTINCT conference_id FROM outbox WHERE state = 'pending' AND kind = 'recreate' \
-                 AND conference_id IN (",
-            );
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            query.push(")");
-            let rows: Vec<String> = query
-                .build_query_scalar()
-                .fetch_all(&self.reader)
-                .await
-                .ctx(|| "listing conferences being recreated".to_owned())?;
+            let rows: Vec<String> = on_read!(self, c => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT DISTINCT conference_id FROM outbox WHERE state = 'pending' AND kind = 'recreate' \
+                     AND conference_id IN (",
+                );
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(")");
+                query.build_query_scalar().fetch_all(c).await
+            })
+            .ctx(|| "listing conferences being recreated".to_owned())?;
             found.extend(rows);
         }
         Ok(found)
@@ -491,40 +493,36 @@ impl Store {
 
     /// How many actions are pending (due or waiting for their retry time).
     pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.reader)
-            .await
+        on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(c)
+            .await)
             .ctx(|| "counting pending outbox actions".to_owned())
     }
 
     /// The most recent permanent failures, newest first.
     pub async fn failures(&self, limit: i64) -> Result<Vec<FailedAction>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query
-            .push(" WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ")
-            .push_bind(limit);
-        let rows = query
-            .build()
-            .fetch_all(&self.reader)
-            .await
-            .ctx(|| "listing failed outbox actions".to_owned())?;
-        rows.iter()
-            .map(|row| {
-                let e = entry(row)?;
-                Ok(FailedAction {
-                    id: e.id,
-                    kind: e.action.kind().to_owned(),
-                    conference_id: e.conference_id,
-                    calendar_id: e.calendar_id,
-                    event_id: e.event_id,
-                    action: e.action,
-                    idempotency_key: e.idempotency_key,
-                    attempts: e.attempts,
-                    error: e.last_error.unwrap_or_default(),
-                    failed_at: e.updated_at,
-                })
+        let entries = self
+            .outbox_where(
+                " WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ",
+                limit,
+                "listing failed outbox actions",
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| FailedAction {
+                id: e.id,
+                kind: e.action.kind().to_owned(),
+                conference_id: e.conference_id,
+                calendar_id: e.calendar_id,
+                event_id: e.event_id,
+                action: e.action,
+                idempotency_key: e.idempotency_key,
+                attempts: e.attempts,
+                error: e.last_error.unwrap_or_default(),
+                failed_at: e.updated_at,
             })
-            .collect()
+            .collect())
     }
 
     /// The most recently finished rows (done, failed, superseded) across all conferences, newest
@@ -555,29 +553,28 @@ impl Store {
         limit: i64,
         what: &'static str,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query.push(clause).push_bind(limit);
-        let rows = query
-            .build()
-            .fetch_all(&self.reader)
-            .await
-            .ctx(|| what.to_owned())?;
-        rows.iter().map(entry).collect()
+        let sql = format!("{SELECT}{clause}$1");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(limit)
+                .fetch_all(c)
+                .await;
+            rows.ctx(|| what.to_owned())
+                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+        })
     }
 
     /// Every outbox row of a conference, in order (inspection and tests).
     pub async fn outbox_of(&self, conference_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(SELECT);
-        query
-            .push(" WHERE conference_id = ")
-            .push_bind(conference_id)
-            .push(" ORDER BY id");
-        let rows = query
-            .build()
-            .fetch_all(&self.reader)
-            .await
-            .ctx(|| format!("listing the outbox of conference {conference_id}"))?;
-        rows.iter().map(entry).collect()
+        let sql = format!("{SELECT} WHERE conference_id = $1 ORDER BY id");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(conference_id)
+                .fetch_all(c)
+                .await;
+            rows.ctx(|| format!("listing the outbox of conference {conference_id}"))
+                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+        })
     }
 }
 

@@ -4,6 +4,7 @@ use confsync_core::plan::{Action, Change, Link};
 
 use std::collections::HashMap;
 
+use crate::db::on_tx;
 use crate::error::{Context, StoreError};
 use crate::links::LinkBase;
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
@@ -48,14 +49,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let what = || format!("committing a sync page of calendar {calendar_id}");
         let mut tx = self.write_tx(what).await?;
-        calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
+        calendars::ensure(&mut tx, calendar_id, now_ms).await?;
         let mut queued = 0;
         let mut superseded = 0;
         let mut written: HashMap<&str, i64> = HashMap::new();
         for change in changes {
             let link = &change.link;
             if link.calendar_id != calendar_id {
-                calendars::ensure(&mut *tx, &link.calendar_id, now_ms).await?;
+                calendars::ensure(&mut tx, &link.calendar_id, now_ms).await?;
             }
             let base = match written.get(link.conference_id.as_str()) {
                 Some(version) => LinkBase::Version(*version),
@@ -82,15 +83,16 @@ impl Store {
             dead_letters::upsert(&mut tx, calendar_id, letter, now_ms).await?;
         }
         if let Some(token) = sync_token {
-            sqlx::query(
+            on_tx!(&mut tx, c => sqlx::query(
                 "UPDATE calendars SET sync_token = $2, needs_full_sync = FALSE, last_sync_at = $3, last_error = NULL \
                  WHERE calendar_id = $1",
             )
             .bind(calendar_id)
             .bind(token)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .ctx(|| format!("storing the sync token of calendar {calendar_id}"))?;
         }
         self.commit(tx, what).await?;
@@ -220,7 +222,7 @@ impl Store {
                 ),
             });
         }
-        calendars::ensure(&mut *tx, &link.calendar_id, now_ms).await?;
+        calendars::ensure(&mut tx, &link.calendar_id, now_ms).await?;
         // The old link and whatever else the event held live: the event shows the new meeting.
         let mut replaced = vec![old.clone()];
         for other in links::live_of_event(&mut tx, &link.calendar_id, &link.event_id).await? {

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr, Sqlite, Transaction};
+use sqlx::{Connection, SqlSafeStr};
 
+use crate::db::{Db, Tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// How long a statement waits for another connection's (or process's) write lock.
@@ -23,7 +25,7 @@ const READERS: u32 = 4;
 /// The schema, embedded at compile time. `sqlx::migrate!` needs sqlx's `macros` feature, which
 /// the workspace does not enable, so the list is spelled out here; sqlx's migrator still does the
 /// bookkeeping (`_sqlx_migrations`, checksums). Add new files at the end, never edit old ones.
-fn migrator() -> Migrator {
+fn sqlite_migrator() -> Migrator {
     let migrations = [
         (
             1,
@@ -56,10 +58,24 @@ fn migrator() -> Migrator {
             include_str!("../migrations/sqlite/0006_guarantees.sql"),
         ),
     ];
+    migrator_of(&migrations)
+}
+
+/// Postgres's own migrations (its first one builds what SQLite's 0001-0006 build).
+fn postgres_migrator() -> Migrator {
+    let migrations = [(
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    )];
+    migrator_of(&migrations)
+}
+
+fn migrator_of(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
         migrations
-            .into_iter()
-            .map(|(version, description, sql)| {
+            .iter()
+            .map(|&(version, description, sql)| {
                 Migration::new(
                     version,
                     Cow::Borrowed(description),
@@ -84,21 +100,24 @@ fn system_clock() -> i64 {
 
 /// A handle to the store. Cheap to clone (the pools are shared).
 ///
-/// Writes go through a single connection (SQLite allows one writer at a time anyway, and
-/// queueing in the pool is cheaper than retrying on `SQLITE_BUSY`); reads use their own pool
-/// and, thanks to WAL, never wait for writes.
+/// SQLite: writes go through a single connection (SQLite allows one writer at a time anyway,
+/// and queueing in the pool is cheaper than retrying on `SQLITE_BUSY`); reads use their own
+/// pool and, thanks to WAL, never wait for writes. Postgres: one pool; write transactions are
+/// serialized by an advisory lock (see [`crate::db`]).
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) writer: SqlitePool,
-    pub(crate) reader: SqlitePool,
+    pub(crate) db: Db,
     clock: Clock,
     location: Arc<str>,
     /// Unix ms since when writes fail (0: they work), for readiness.
     write_failing_since: Arc<AtomicI64>,
-    /// The single-process claim on a file store ([`Store::claim_single_process`]).
-    claim: Arc<std::sync::OnceLock<std::fs::File>>,
+    /// The single-process claim ([`Store::claim_single_process`]): the lock file of a file
+    /// store, the connection holding the advisory lock of a Postgres one.
+    claim: Arc<std::sync::OnceLock<Claim>>,
     /// A file store (its writer connection can be replaced; an in-memory one cannot).
     file_backed: bool,
+    /// Notified when a Postgres claim's connection fails.
+    claim_lost: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -119,11 +138,14 @@ impl Store {
             location: location.clone(),
             source,
         };
+        if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+            return Store::open_postgres(url_or_path).await;
+        }
         let options = if url_or_path.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url_or_path).map_err(open_error)?
         } else if url_or_path.contains("://") {
             return Err(open_error(sqlx::Error::Configuration(
-                format!("unsupported database URL {url_or_path:?}: this build supports sqlite: URLs and file paths").into(),
+                format!("unsupported database URL {:?}: use a file path, a sqlite: URL or a postgres:// URL", redact(url_or_path)).into(),
             )));
         } else {
             SqliteConnectOptions::new().filename(url_or_path)
@@ -142,7 +164,7 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
-        migrate(&writer, url_or_path).await?;
+        migrate_sqlite(&writer, url_or_path).await?;
         // SQLite: `query_only` makes a stray write on a read connection an error instead of a
         // second writer.
         let reader = SqlitePoolOptions::new()
@@ -152,12 +174,12 @@ impl Store {
             .map_err(open_error)?;
         tracing::debug!(location = url_or_path, "store opened");
         Ok(Store {
-            writer,
-            reader,
+            db: Db::Sqlite { writer, reader },
             clock: Arc::new(system_clock),
             location: url_or_path.into(),
             write_failing_since: Arc::default(),
             claim: Arc::default(),
+            claim_lost: Arc::default(),
             file_backed: true,
         })
     }
@@ -180,14 +202,17 @@ impl Store {
                 location: location.to_owned(),
                 source,
             })?;
-        migrate(&pool, location).await?;
+        migrate_sqlite(&pool, location).await?;
         Ok(Store {
-            writer: pool.clone(),
-            reader: pool,
+            db: Db::Sqlite {
+                writer: pool.clone(),
+                reader: pool,
+            },
             clock: Arc::new(system_clock),
             location: location.into(),
             write_failing_since: Arc::default(),
             claim: Arc::default(),
+            claim_lost: Arc::default(),
             file_backed: false,
         })
     }
@@ -199,15 +224,72 @@ impl Store {
         self
     }
 
-    /// Where the store lives, as given to [`Store::open`].
+    /// Opens a Postgres store (`postgres://user@host:port/database?...`, any option sqlx's
+    /// Postgres driver takes, `sslmode` included) and runs pending migrations. The URL's
+    /// password never appears in errors or logs ([`Store::location`] is redacted).
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let location = redact(url);
+        let open_error = |source| StoreError::Open {
+            location: location.clone(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        postgres_migrator()
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                location: location.clone(),
+                source,
+            })?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(open_error)?;
+        tracing::debug!(location = %location, schema, "store opened");
+        Ok(Store {
+            db: Db::Postgres {
+                pool,
+                write_lock: crate::db::lock_key("write", &schema),
+                claim_lock: crate::db::lock_key("claim", &schema),
+            },
+            clock: Arc::new(system_clock),
+            location: location.into(),
+            write_failing_since: Arc::default(),
+            claim: Arc::default(),
+            claim_lost: Arc::default(),
+            file_backed: false,
+        })
+    }
+
+    /// Where the store lives, as given to [`Store::open`] (a URL's password replaced by
+    /// `***`).
     pub fn location(&self) -> &str {
         &self.location
     }
 
+    /// Which database the store runs on: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match &self.db {
+            Db::Sqlite { .. } => "sqlite",
+            Db::Postgres { .. } => "postgres",
+        }
+    }
+
     /// Closes every connection (waiting for running statements); further calls fail.
     pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        match &self.db {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres { pool, .. } => pool.close().await,
+        }
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -220,23 +302,31 @@ impl Store {
     /// believing it is still inside a transaction (SQLite rolled back by itself, so sqlx's
     /// ROLLBACK fails too), and every later BEGIN is refused. That connection is closed and a
     /// fresh one opened, so the store recovers by itself once the cause is gone.
-    pub(crate) async fn write_tx(
-        &self,
-        what: impl FnOnce() -> String,
-    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads
-        // before it writes cannot fail with SQLITE_BUSY when upgrading its lock (the busy
-        // timeout does not apply to upgrades). Postgres would use a plain BEGIN.
-        let mut result = self.writer.begin_with("BEGIN IMMEDIATE").await;
-        if matches!(result, Err(sqlx::Error::InvalidSavePointStatement)) && self.file_backed {
-            tracing::warn!(
-                "the store's write connection was left inside a failed transaction; reopening it"
-            );
-            if let Ok(connection) = self.writer.acquire().await {
-                let _ = connection.close().await;
+    pub(crate) async fn write_tx(&self, what: impl FnOnce() -> String) -> Result<Tx, StoreError> {
+        let result = match &self.db {
+            Db::Sqlite { writer, .. } => {
+                // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that
+                // reads before it writes cannot fail with SQLITE_BUSY when upgrading its lock
+                // (the busy timeout does not apply to upgrades).
+                let mut result = writer.begin_with("BEGIN IMMEDIATE").await;
+                if matches!(result, Err(sqlx::Error::InvalidSavePointStatement)) && self.file_backed
+                {
+                    tracing::warn!(
+                        "the store's write connection was left inside a failed transaction; reopening it"
+                    );
+                    if let Ok(connection) = writer.acquire().await {
+                        let _ = connection.close().await;
+                    }
+                    result = writer.begin_with("BEGIN IMMEDIATE").await;
+                }
+                result.map(Tx::Sqlite)
             }
-            result = self.writer.begin_with("BEGIN IMMEDIATE").await;
-        }
+            Db::Postgres {
+                pool, write_lock, ..
+            } => crate::db::pg_write_tx(pool, *write_lock)
+                .await
+                .map(Tx::Postgres),
+        };
         let result = result.ctx(what);
         self.note_write(&result);
         result
@@ -245,10 +335,14 @@ impl Store {
     /// Commits a write transaction, noting the outcome for [`Store::writable`].
     pub(crate) async fn commit(
         &self,
-        tx: Transaction<'static, Sqlite>,
+        tx: Tx,
         what: impl FnOnce() -> String,
     ) -> Result<(), StoreError> {
-        let result = tx.commit().await.ctx(what);
+        let result = match tx {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .ctx(what);
         self.note_write(&result);
         result
     }
@@ -274,13 +368,15 @@ impl Store {
     /// fail, or None when they work. For readiness checks: a store that cannot write must not
     /// be sent work it would acknowledge and lose.
     pub async fn writable(&self) -> Option<i64> {
-        let probe = sqlx::query(
+        let now = self.now();
+        let probe = on_write!(self, c => sqlx::query(
             "INSERT INTO write_probe (id, probed_at) VALUES (1, $1) \
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
         )
-        .bind(self.now())
-        .execute(&self.writer)
+        .bind(now)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| "probing whether the store takes writes".to_owned());
         if let Err(e) = &probe {
             tracing::warn!(error = %e, "the store does not take writes");
@@ -292,14 +388,30 @@ impl Store {
         }
     }
 
-    /// Claims a file store for this process alone (an exclusive lock on `<path>.lock`, released
-    /// when the process ends, however it ends). Two processes running syncs and drains on one
-    /// SQLite store would both run the same outbox rows; a second one is refused with a clear
-    /// message. Commands that only read or add API keys do not claim. In-memory stores: no-op.
-    pub fn claim_single_process(&self) -> Result<(), StoreError> {
-        if !self.file_backed || self.claim.get().is_some() {
+    /// Claims the store for this process alone, so two processes never run the same outbox
+    /// rows or sync the same calendar at once. Released when the process ends, however it ends.
+    /// Commands that only read or add API keys do not claim. In-memory stores: no-op.
+    ///
+    /// - SQLite: an exclusive lock on `<path>.lock`; a second process is refused.
+    /// - Postgres: a session advisory lock (per schema) held by a connection of its own.
+    ///   With `wait`, a second process waits for it (a standby: it takes over within about a
+    ///   second of the holder's death, when Postgres sees its connection close); without, it
+    ///   is refused. A holder whose claim connection fails stops the process (see
+    ///   [`Store::claim_lost`]): another worker may already have taken over.
+    pub async fn claim_single_process(&self, wait: bool) -> Result<(), StoreError> {
+        if self.claim.get().is_some() {
             return Ok(());
         }
+        match &self.db {
+            Db::Sqlite { .. } if self.file_backed => self.claim_file(),
+            Db::Sqlite { .. } => Ok(()),
+            Db::Postgres {
+                pool, claim_lock, ..
+            } => self.claim_postgres(pool, *claim_lock, wait).await,
+        }
+    }
+
+    fn claim_file(&self) -> Result<(), StoreError> {
         let path = self
             .location
             .strip_prefix("sqlite://")
@@ -323,8 +435,7 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(open_error(
                     "another confsync process is running on this store (an SQLite store \
-                     serves one process; stop the other one, or use Postgres for several \
-                     workers)"
+                     serves one process; stop the other one, or use Postgres for a standby)"
                         .to_owned(),
                 ));
             }
@@ -332,13 +443,151 @@ impl Store {
                 return Err(open_error(format!("cannot lock {lock_path}: {e}")));
             }
         }
-        let _ = self.claim.set(file);
+        let _ = self.claim.set(Claim::File(file));
         Ok(())
+    }
+
+    async fn claim_postgres(
+        &self,
+        pool: &sqlx::PgPool,
+        claim_lock: i64,
+        wait: bool,
+    ) -> Result<(), StoreError> {
+        let what = || "claiming the store (a Postgres advisory lock)".to_owned();
+        let mut connection = pool.acquire().await.ctx(what)?.detach();
+        let mut waited = false;
+        loop {
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(claim_lock)
+                .fetch_one(&mut connection)
+                .await
+                .ctx(what)?;
+            if held {
+                break;
+            }
+            if !wait {
+                return Err(StoreError::Locked {
+                    location: self.location.to_string(),
+                    detail: "another confsync process holds this store (run this one as a \
+                             standby, which waits for the claim, or stop the other one)"
+                        .to_owned(),
+                });
+            }
+            if !waited {
+                tracing::info!(location = %self.location, "another process holds the store: waiting as a standby");
+                waited = true;
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+        }
+        if waited {
+            tracing::warn!(location = %self.location, "the store's holder is gone: this process takes over");
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await
+            .ctx(what)?;
+        let lost = self.claim_lost.clone();
+        let connection = Arc::new(tokio::sync::Mutex::new(connection));
+        let _ = self.claim.set(Claim::Postgres {
+            connection: connection.clone(),
+            pid,
+        });
+        // The claim lives as long as its connection: check it, and say so when it is gone.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_POLL).await;
+                let mut c = connection.lock().await;
+                let alive = tokio::time::timeout(CLAIM_POLL * 5, c.ping()).await;
+                if !matches!(alive, Ok(Ok(()))) {
+                    tracing::error!(
+                        "the store's claim connection failed: another process may take over; this one must stop"
+                    );
+                    lost.notify_waiters();
+                    lost.notify_one();
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Resolves when this process's Postgres claim is lost (its connection failed: Postgres
+    /// released the lock, and a standby may be running the store now). The process must stop
+    /// working at once. Never resolves for SQLite stores or before a claim.
+    pub async fn claim_lost(&self) {
+        self.claim_lost.notified().await
+    }
+
+    /// Tests: ends this process's Postgres claim connection from the server side, as Postgres
+    /// sees a worker that died. Answers whether there was one.
+    #[doc(hidden)]
+    pub async fn terminate_claim_connection_for_tests(&self) -> Result<bool, StoreError> {
+        let (Some(Claim::Postgres { pid, .. }), Db::Postgres { pool, .. }) =
+            (self.claim.get(), &self.db)
+        else {
+            return Ok(false);
+        };
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(*pid)
+            .fetch_one(pool)
+            .await
+            .ctx(|| "terminating the claim connection".to_owned())
     }
 }
 
-async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
-    migrator()
+/// The single-process claim a store holds.
+enum Claim {
+    File(#[allow(dead_code)] std::fs::File),
+    Postgres {
+        /// Holds the advisory lock; checked by a task.
+        #[allow(dead_code)]
+        connection: Arc<tokio::sync::Mutex<sqlx::PgConnection>>,
+        /// Its server process.
+        pid: i32,
+    },
+}
+
+/// How often a standby asks for the claim, and the holder checks its claim connection.
+const CLAIM_POLL: Duration = Duration::from_millis(500);
+
+/// Connections of a Postgres store's pool.
+const POSTGRES_CONNECTIONS: u32 = 8;
+
+/// A database URL with its password replaced by `***` (for errors and logs).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also come as a query parameter.
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+async fn migrate_sqlite(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
+    sqlite_migrator()
         .run(pool)
         .await
         .map_err(|source| StoreError::Migrate {
@@ -350,6 +599,20 @@ async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn writer(store: &Store) -> &SqlitePool {
+        match &store.db {
+            Db::Sqlite { writer, .. } => writer,
+            Db::Postgres { .. } => unreachable!("a SQLite store"),
+        }
+    }
+
+    fn reader(store: &Store) -> &SqlitePool {
+        match &store.db {
+            Db::Sqlite { reader, .. } => reader,
+            Db::Postgres { .. } => unreachable!("a SQLite store"),
+        }
+    }
 
     async fn int(pool: &SqlitePool, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
@@ -363,7 +626,7 @@ mod tests {
         let store = Store::open(dir.join("s.db").to_str().unwrap())
             .await
             .unwrap();
-        for pool in [&store.writer, &store.reader] {
+        for pool in [writer(&store), reader(&store)] {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(pool)
                 .await
@@ -376,9 +639,9 @@ mod tests {
                 BUSY_TIMEOUT.as_millis() as i64
             );
         }
-        assert_eq!(int(&store.reader, "PRAGMA query_only").await, 1);
+        assert_eq!(int(reader(&store), "PRAGMA query_only").await, 1);
         let write = sqlx::query("INSERT INTO calendars (calendar_id, created_at) VALUES ('x', 0)")
-            .execute(&store.reader)
+            .execute(reader(&store))
             .await;
         assert!(write.is_err(), "read connections refuse writes");
         store.close().await;
@@ -388,13 +651,13 @@ mod tests {
     #[tokio::test]
     async fn the_memory_store_keeps_its_data_on_its_single_connection() {
         let store = Store::memory().await.unwrap();
-        assert_eq!(int(&store.writer, "PRAGMA foreign_keys").await, 1);
+        assert_eq!(int(writer(&store), "PRAGMA foreign_keys").await, 1);
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.calendars().await.unwrap().len(), 1);
-        let applied = int(&store.writer, "SELECT COUNT(*) FROM _sqlx_migrations").await;
+        let applied = int(writer(&store), "SELECT COUNT(*) FROM _sqlx_migrations").await;
         assert_eq!(
             applied,
-            migrator().iter().count() as i64,
+            sqlite_migrator().iter().count() as i64,
             "every migration ran"
         );
         assert!(applied >= 4);
@@ -412,11 +675,11 @@ mod tests {
             .unwrap();
         store.ensure_calendar("c").await.unwrap();
         assert_eq!(store.writable().await, None);
-        let pages: i64 = int(&store.writer, "PRAGMA page_count").await;
+        let pages: i64 = int(writer(&store), "PRAGMA page_count").await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA max_page_count = {pages}"
         )))
-        .execute(&store.writer)
+        .execute(writer(&store))
         .await
         .unwrap();
         let big = "x".repeat(200_000);
@@ -439,7 +702,7 @@ mod tests {
         assert!(store.writable().await.is_some() || failed > 0);
         // Space comes back (a new connection would not keep the pragma either way).
         let _ = sqlx::query("PRAGMA max_page_count = 1073741823")
-            .execute(&store.writer)
+            .execute(writer(&store))
             .await;
         let mut recovered = false;
         for _ in 0..3 {

@@ -2,9 +2,8 @@
 //! calendar with per-user OAuth. The store keeps sealed secrets only; the caller seals and opens
 //! them (the key lives in config).
 
-use sqlx::Row;
-
 use crate::Store;
+use crate::db::{Cols, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
 /// A user who connected their Google account.
@@ -35,14 +34,22 @@ pub struct OAuthRequest {
     pub created_at: i64,
 }
 
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<GoogleUser, sqlx::Error> {
+fn user_from_row(row: &impl Cols) -> Result<GoogleUser, sqlx::Error> {
     Ok(GoogleUser {
-        user_id: row.try_get("user_id")?,
-        refresh_token_sealed: row.try_get("refresh_token_sealed")?,
-        scope: row.try_get("scope")?,
-        needs_reauth: row.try_get("needs_reauth")?,
-        reauth_reason: row.try_get("reauth_reason")?,
-        updated_at: row.try_get("updated_at")?,
+        user_id: row.col("user_id")?,
+        refresh_token_sealed: row.col("refresh_token_sealed")?,
+        scope: row.col("scope")?,
+        needs_reauth: row.col("needs_reauth")?,
+        reauth_reason: row.col("reauth_reason")?,
+        updated_at: row.col("updated_at")?,
+    })
+}
+
+fn request_from_row(row: &impl Cols) -> Result<OAuthRequest, sqlx::Error> {
+    Ok(OAuthRequest {
+        verifier_sealed: row.col("verifier_sealed")?,
+        calendar_id: row.col("calendar_id")?,
+        created_at: row.col("created_at")?,
     })
 }
 
@@ -64,7 +71,7 @@ impl Store {
         scope: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        on_write!(self, c => sqlx::query(
             "INSERT INTO google_users (user_id, refresh_token_sealed, scope, needs_reauth, created_at, updated_at) \
              VALUES ($1, $2, $3, FALSE, $4, $4) \
              ON CONFLICT (user_id) DO UPDATE SET refresh_token_sealed = excluded.refresh_token_sealed, \
@@ -74,35 +81,34 @@ impl Store {
         .bind(refresh_token_sealed)
         .bind(scope)
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("storing the grant of user {user_id}"))?;
         Ok(())
     }
 
     /// The user, None if they never connected.
     pub async fn user(&self, user_id: &str) -> Result<Option<GoogleUser>, StoreError> {
-        let row = sqlx::query(user_select!("WHERE user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(&self.reader)
-            .await
-            .ctx(|| format!("loading user {user_id}"))?;
-        row.as_ref()
-            .map(user_from_row)
-            .transpose()
-            .ctx(|| format!("reading user {user_id}"))
+        on_read!(self, c => {
+            let row = sqlx::query(user_select!("WHERE user_id = $1"))
+                .bind(user_id)
+                .fetch_optional(c)
+                .await;
+            row.and_then(|row| row.as_ref().map(user_from_row).transpose())
+        })
+        .ctx(|| format!("loading user {user_id}"))
     }
 
     /// Every connected user, by id.
     pub async fn users(&self) -> Result<Vec<GoogleUser>, StoreError> {
-        let rows = sqlx::query(user_select!("ORDER BY user_id"))
-            .fetch_all(&self.reader)
-            .await
-            .ctx(|| "listing users".to_owned())?;
-        rows.iter()
-            .map(user_from_row)
-            .collect::<Result<_, _>>()
-            .ctx(|| "reading users".to_owned())
+        on_read!(self, c => {
+            let rows = sqlx::query(user_select!("ORDER BY user_id"))
+                .fetch_all(c)
+                .await;
+            rows.and_then(|rows| rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(|| "listing users".to_owned())
     }
 
     /// Marks the user's grant as unusable (revoked, expired). Answers whether this call changed
@@ -113,17 +119,18 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = on_write!(self, c => sqlx::query(
             "UPDATE google_users SET needs_reauth = TRUE, reauth_reason = $2, updated_at = $3 \
              WHERE user_id = $1 AND NOT needs_reauth",
         )
         .bind(user_id)
         .bind(reason)
         .bind(now_ms)
-        .execute(&self.writer)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(|| format!("marking user {user_id} as needing re-authorisation"))?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// Records whose grant reaches a calendar (registering the calendar if needed).
@@ -135,14 +142,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let what = || format!("setting the owner of calendar {calendar_id}");
         let mut tx = self.write_tx(what).await?;
-        crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
-        sqlx::query("UPDATE calendars SET owner = $2 WHERE calendar_id = $1")
+        crate::calendars::ensure(&mut tx, calendar_id, now_ms).await?;
+        on_tx!(&mut tx, c => sqlx::query("UPDATE calendars SET owner = $2 WHERE calendar_id = $1")
             .bind(calendar_id)
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
-        tx.commit().await.ctx(what)
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.commit(tx, what).await
     }
 
     /// Records `owner` as the calendar's owner only if none is recorded or it is the same user
@@ -156,54 +164,55 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let what = || format!("claiming calendar {calendar_id}");
         let mut tx = self.write_tx(what).await?;
-        crate::calendars::ensure(&mut *tx, calendar_id, now_ms).await?;
-        let done = sqlx::query(
+        crate::calendars::ensure(&mut tx, calendar_id, now_ms).await?;
+        let done = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE calendars SET owner = $2 WHERE calendar_id = $1 AND (owner IS NULL OR owner = $2)",
         )
         .bind(calendar_id)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        let other = if done.rows_affected() == 0 {
-            let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
-                .bind(calendar_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .ctx(what)?;
-            row.and_then(|r| r.try_get::<Option<String>, _>("owner").ok().flatten())
+        let other = if done == 0 {
+            on_tx!(&mut tx, c => {
+                let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
+                    .bind(calendar_id)
+                    .fetch_optional(c)
+                    .await;
+                row.map(|row| row.and_then(|r| r.col::<Option<String>>("owner").ok().flatten()))
+            })
+            .ctx(what)?
         } else {
             None
         };
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         Ok(other)
     }
 
     /// The recorded owner of a calendar, if one was set.
     pub async fn calendar_owner(&self, calendar_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
-            .bind(calendar_id)
-            .fetch_optional(&self.reader)
-            .await
-            .ctx(|| format!("loading the owner of calendar {calendar_id}"))?;
-        Ok(row.and_then(|r| r.try_get::<Option<String>, _>("owner").ok().flatten()))
+        on_read!(self, c => {
+            let row = sqlx::query("SELECT owner FROM calendars WHERE calendar_id = $1")
+                .bind(calendar_id)
+                .fetch_optional(c)
+                .await;
+            row.map(|row| row.and_then(|r| r.col::<Option<String>>("owner").ok().flatten()))
+        })
+        .ctx(|| format!("loading the owner of calendar {calendar_id}"))
     }
 
     /// Calendars whose recorded owner (or, with none recorded, whose id) is a user marked as
     /// needing re-authorisation, by id.
     pub async fn calendars_needing_reauth(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
+        on_read!(self, c => sqlx::query_scalar(
             "SELECT c.calendar_id FROM calendars c JOIN google_users u \
              ON u.user_id = COALESCE(c.owner, lower(c.calendar_id)) \
              WHERE u.needs_reauth ORDER BY c.calendar_id",
         )
-        .fetch_all(&self.reader)
-        .await
-        .ctx(|| "listing calendars needing re-authorisation".to_owned())?;
-        rows.iter()
-            .map(|r| r.try_get("calendar_id"))
-            .collect::<Result<_, _>>()
-            .ctx(|| "reading calendars needing re-authorisation".to_owned())
+        .fetch_all(c)
+        .await)
+        .ctx(|| "listing calendars needing re-authorisation".to_owned())
     }
 
     /// Keeps an authorization request until its callback, unless `max_pending` requests are
@@ -221,44 +230,43 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let what = || "storing an authorization request".to_owned();
         let mut tx = self.write_tx(what).await?;
-        sqlx::query("DELETE FROM oauth_requests WHERE created_at < $1")
+        on_tx!(&mut tx, c => sqlx::query("DELETE FROM oauth_requests WHERE created_at < $1")
             .bind(stale_before_ms)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
-        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM oauth_requests")
-            .fetch_one(&mut *tx)
-            .await
-            .ctx(what)?
-            .try_get("n")
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        let pending: i64 =
+            on_tx!(&mut tx, c => sqlx::query_scalar("SELECT COUNT(*) AS n FROM oauth_requests")
+            .fetch_one(c)
+            .await)
             .ctx(what)?;
         if pending >= i64::from(max_pending) {
-            tx.commit().await.ctx(what)?; // keeps the pruning
+            self.commit(tx, what).await?; // keeps the pruning
             return Ok(false);
         }
-        sqlx::query(
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO oauth_requests (state_hash, verifier_sealed, calendar_id, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(state_hash)
         .bind(verifier_sealed)
         .bind(calendar_id)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        tx.commit().await.ctx(what)?;
+        self.commit(tx, what).await?;
         Ok(true)
     }
 
     /// How many authorization requests are stored (stale ones included until the next put).
     pub async fn oauth_requests_pending(&self) -> Result<i64, StoreError> {
         let what = || "counting authorization requests".to_owned();
-        sqlx::query("SELECT COUNT(*) AS n FROM oauth_requests")
-            .fetch_one(&self.reader)
-            .await
-            .ctx(what)?
-            .try_get("n")
-            .ctx(what)
+        on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) AS n FROM oauth_requests")
+            .fetch_one(c)
+            .await)
+        .ctx(what)
     }
 
     /// Takes (and deletes) the authorization request for a state: single use.
@@ -268,27 +276,27 @@ impl Store {
     ) -> Result<Option<OAuthRequest>, StoreError> {
         let what = || "taking an authorization request".to_owned();
         let mut tx = self.write_tx(what).await?;
-        let row = sqlx::query(
-            "SELECT verifier_sealed, calendar_id, created_at FROM oauth_requests WHERE state_hash = $1",
-        )
-        .bind(state_hash)
-        .fetch_optional(&mut *tx)
-        .await
+        let request = on_tx!(&mut tx, c => {
+            let row = sqlx::query(
+                "SELECT verifier_sealed, calendar_id, created_at FROM oauth_requests WHERE state_hash = $1",
+            )
+            .bind(state_hash)
+            .fetch_optional(c)
+            .await;
+            row.and_then(|row| row.as_ref().map(request_from_row).transpose())
+        })
         .ctx(what)?;
-        let Some(row) = row else {
+        let Some(request) = request else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM oauth_requests WHERE state_hash = $1")
+        on_tx!(&mut tx, c => sqlx::query("DELETE FROM oauth_requests WHERE state_hash = $1")
             .bind(state_hash)
-            .execute(&mut *tx)
+            .execute(c)
             .await
-            .ctx(what)?;
-        tx.commit().await.ctx(what)?;
-        Ok(Some(OAuthRequest {
-            verifier_sealed: row.try_get("verifier_sealed").ctx(what)?,
-            calendar_id: row.try_get("calendar_id").ctx(what)?,
-            created_at: row.try_get("created_at").ctx(what)?,
-        }))
+            .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.commit(tx, what).await?;
+        Ok(Some(request))
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use confsync_core::model::{MeetingSpec, When};
 use confsync_core::plan::{Action, Change, Link, Occurrence, idempotency_key};
+use confsync_store::testing::stores;
 use confsync_store::{DeadLetter, LinkBase, OutboxState, PlannedChange, Store, StoreError};
 use serde_json::json;
 
@@ -97,718 +98,746 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_page_is_committed_all_or_nothing() {
-    let store = Store::memory().await.unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Planning"),
-                vec![update("Planning")],
-            )],
-            &[],
-            Some("t1"),
-            1_000,
-        )
-        .await
-        .unwrap();
-
-    // The second link claims the same event with another conference: a constraint violation
-    // after the first change (link and outbox row) was already written in the transaction.
-    let failing = [
-        change(link("m1", ALICE, "e1", "Renamed"), vec![update("Renamed")]),
-        change(
-            link("m2", ALICE, "e1", "Intruder"),
-            vec![update("Intruder")],
-        ),
-    ];
-    let letters = [DeadLetter {
-        event_id: Some("bad".into()),
-        reason: "no start".into(),
-        raw: json!({"id": "bad"}),
-    }];
-    let error = store
-        .commit_latest(ALICE, &failing, &letters, Some("t2"), 2_000)
-        .await
-        .unwrap_err();
-    assert!(error.is_conflict(), "{error}");
-    assert!(
-        error.to_string().contains(ALICE),
-        "the error names the calendar: {error}"
-    );
-
-    assert_eq!(
-        store.link("m1").await.unwrap().unwrap().spec.title,
-        "Planning",
-        "the link is unchanged"
-    );
-    assert_eq!(store.link("m2").await.unwrap(), None);
-    assert_eq!(
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
         store
-            .calendar(ALICE)
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &[],
+                Some("t1"),
+                1_000,
+            )
             .await
-            .unwrap()
-            .unwrap()
-            .sync_token
-            .as_deref(),
-        Some("t1"),
-        "the token did not advance"
-    );
-    assert_eq!(
-        store.outbox_depth().await.unwrap(),
-        1,
-        "no outbox row was added"
-    );
-    assert!(store.dead_letters(ALICE).await.unwrap().is_empty());
+            .unwrap();
+
+        // The second link claims the same event with another conference: a constraint violation
+        // after the first change (link and outbox row) was already written in the transaction.
+        let failing = [
+            change(link("m1", ALICE, "e1", "Renamed"), vec![update("Renamed")]),
+            change(
+                link("m2", ALICE, "e1", "Intruder"),
+                vec![update("Intruder")],
+            ),
+        ];
+        let letters = [DeadLetter {
+            event_id: Some("bad".into()),
+            reason: "no start".into(),
+            raw: json!({"id": "bad"}),
+        }];
+        let error = store
+            .commit_latest(ALICE, &failing, &letters, Some("t2"), 2_000)
+            .await
+            .unwrap_err();
+        assert!(error.is_conflict(), "{error}");
+        assert!(
+            error.to_string().contains(ALICE),
+            "the error names the calendar: {error}"
+        );
+
+        assert_eq!(
+            store.link("m1").await.unwrap().unwrap().spec.title,
+            "Planning",
+            "the link is unchanged"
+        );
+        assert_eq!(store.link("m2").await.unwrap(), None);
+        assert_eq!(
+            store
+                .calendar(ALICE)
+                .await
+                .unwrap()
+                .unwrap()
+                .sync_token
+                .as_deref(),
+            Some("t1"),
+            "the token did not advance"
+        );
+        assert_eq!(
+            store.outbox_depth().await.unwrap(),
+            1,
+            "no outbox row was added"
+        );
+        assert!(store.dead_letters(ALICE).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
 async fn replaying_a_page_queues_no_duplicate_actions() {
-    let store = Store::memory().await.unwrap();
-    let page = [
-        change(
-            link("m1", ALICE, "e1", "Planning"),
-            vec![update("Planning")],
-        ),
-        change(
-            link("m2", ALICE, "e2", "Weekly"),
-            vec![
-                update("Weekly"),
-                Action::CancelOccurrence {
-                    occurrence: When::At("2026-12-08T10:00:00Z".parse().unwrap()),
-                },
-            ],
-        ),
-    ];
-    store
-        .commit_latest(ALICE, &page, &[], None, 1_000)
-        .await
-        .unwrap();
-    store
-        .commit_latest(ALICE, &page, &[], None, 2_000)
-        .await
-        .unwrap();
-    assert_eq!(store.outbox_depth().await.unwrap(), 3);
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let page = [
+            change(
+                link("m1", ALICE, "e1", "Planning"),
+                vec![update("Planning")],
+            ),
+            change(
+                link("m2", ALICE, "e2", "Weekly"),
+                vec![
+                    update("Weekly"),
+                    Action::CancelOccurrence {
+                        occurrence: When::At("2026-12-08T10:00:00Z".parse().unwrap()),
+                    },
+                ],
+            ),
+        ];
+        store
+            .commit_latest(ALICE, &page, &[], None, 1_000)
+            .await
+            .unwrap();
+        store
+            .commit_latest(ALICE, &page, &[], None, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap(), 3);
 
-    assert_eq!(store.outbox_of("m2").await.unwrap().len(), 2);
+        assert_eq!(store.outbox_of("m2").await.unwrap().len(), 2);
+    }
 }
 
 #[tokio::test]
 async fn an_action_planned_again_after_it_ran_is_queued_again() {
-    let store = Store::memory().await.unwrap();
-    let verify = [change(
-        link("m1", ALICE, "e1", "Planning"),
-        vec![Action::Verify],
-    )];
-    store
-        .commit_latest(ALICE, &verify, &[], None, 1_000)
-        .await
-        .unwrap();
-    let first = store.due(10, 1_000).await.unwrap().remove(0);
-    store.complete(first.id, 1_000).await.unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let verify = [change(
+            link("m1", ALICE, "e1", "Planning"),
+            vec![Action::Verify],
+        )];
+        store
+            .commit_latest(ALICE, &verify, &[], None, 1_000)
+            .await
+            .unwrap();
+        let first = store.due(10, 1_000).await.unwrap().remove(0);
+        store.complete(first.id, 1_000).await.unwrap();
 
-    // A later full sync again misses the event: it must be verified again, not skipped as a
-    // replay (at least once, never lost).
-    store
-        .commit_latest(ALICE, &verify, &[], None, 2_000)
-        .await
-        .unwrap();
-    let second = store.due(10, 2_000).await.unwrap();
-    assert_eq!(second.len(), 1);
-    assert_eq!(second[0].action, Action::Verify);
-    assert_eq!(
-        second[0].idempotency_key,
-        format!("{}#2", first.idempotency_key)
-    );
+        // A later full sync again misses the event: it must be verified again, not skipped as a
+        // replay (at least once, never lost).
+        store
+            .commit_latest(ALICE, &verify, &[], None, 2_000)
+            .await
+            .unwrap();
+        let second = store.due(10, 2_000).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].action, Action::Verify);
+        assert_eq!(
+            second[0].idempotency_key,
+            format!("{}#2", first.idempotency_key)
+        );
+    }
 }
 
 #[tokio::test]
 async fn outbox_rows_carry_the_planned_idempotency_key() {
-    let store = Store::memory().await.unwrap();
-    let action = update("Planning");
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Planning"),
-                vec![action.clone()],
-            )],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    let due = store.due(10, 1_000).await.unwrap();
-    assert_eq!(
-        due[0].idempotency_key,
-        idempotency_key(ALICE, "e1", &action)
-    );
-    assert_eq!(
-        (
-            due[0].calendar_id.as_str(),
-            due[0].event_id.as_str(),
-            &due[0].action
-        ),
-        (ALICE, "e1", &action)
-    );
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let action = update("Planning");
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![action.clone()],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let due = store.due(10, 1_000).await.unwrap();
+        assert_eq!(
+            due[0].idempotency_key,
+            idempotency_key(ALICE, "e1", &action)
+        );
+        assert_eq!(
+            (
+                due[0].calendar_id.as_str(),
+                due[0].event_id.as_str(),
+                &due[0].action
+            ),
+            (ALICE, "e1", &action)
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_change_back_to_an_earlier_spec_is_queued_again() {
-    let store = Store::memory().await.unwrap();
-    for (i, title) in ["A", "B", "A"].into_iter().enumerate() {
-        let now = 1_000 * (i as i64 + 1);
-        store
-            .commit_latest(
-                ALICE,
-                &[change(link("m1", ALICE, "e1", title), vec![update(title)])],
-                &[],
-                None,
-                now,
-            )
-            .await
-            .unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        for (i, title) in ["A", "B", "A"].into_iter().enumerate() {
+            let now = 1_000 * (i as i64 + 1);
+            store
+                .commit_latest(
+                    ALICE,
+                    &[change(link("m1", ALICE, "e1", title), vec![update(title)])],
+                    &[],
+                    None,
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+        let rows = store.outbox_of("m1").await.unwrap();
+        assert_eq!(rows.len(), 3, "A -> B -> A is three changes, not a replay");
+        assert_eq!(rows[2].action, update("A"));
+        assert_eq!(
+            rows[2].idempotency_key,
+            format!("{}#2", rows[0].idempotency_key),
+            "the provider sees a fresh key"
+        );
     }
-    let rows = store.outbox_of("m1").await.unwrap();
-    assert_eq!(rows.len(), 3, "A -> B -> A is three changes, not a replay");
-    assert_eq!(rows[2].action, update("A"));
-    assert_eq!(
-        rows[2].idempotency_key,
-        format!("{}#2", rows[0].idempotency_key),
-        "the provider sees a fresh key"
-    );
 }
 
 #[tokio::test]
 async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
-    let store = Store::memory().await.unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Planning"),
-                vec![update("Planning")],
-            )],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    let mut gone = link("m1", ALICE, "e1", "Planning");
-    gone.deleted = true;
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                gone,
-                vec![Action::Delete {
-                    reason: Change::EventCancelled,
-                }],
-            )],
-            &[],
-            None,
-            2_000,
-        )
-        .await
-        .unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m2", ALICE, "e2", "Other"),
-                vec![update("Other")],
-            )],
-            &[],
-            None,
-            3_000,
-        )
-        .await
-        .unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let mut gone = link("m1", ALICE, "e1", "Planning");
+        gone.deleted = true;
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    gone,
+                    vec![Action::Delete {
+                        reason: Change::EventCancelled,
+                    }],
+                )],
+                &[],
+                None,
+                2_000,
+            )
+            .await
+            .unwrap();
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m2", ALICE, "e2", "Other"),
+                    vec![update("Other")],
+                )],
+                &[],
+                None,
+                3_000,
+            )
+            .await
+            .unwrap();
 
-    let due = store.due(10, 5_000).await.unwrap();
-    let kinds: Vec<(&str, &str)> = due
-        .iter()
-        .map(|i| (i.conference_id.as_str(), i.action.kind()))
-        .collect();
-    assert_eq!(
-        kinds,
-        [("m1", "update"), ("m2", "update")],
-        "m1's delete waits for its update"
-    );
+        let due = store.due(10, 5_000).await.unwrap();
+        let kinds: Vec<(&str, &str)> = due
+            .iter()
+            .map(|i| (i.conference_id.as_str(), i.action.kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("m1", "update"), ("m2", "update")],
+            "m1's delete waits for its update"
+        );
 
-    store.complete(due[0].id, 5_000).await.unwrap();
-    let due = store.due(10, 5_000).await.unwrap();
-    let kinds: Vec<(&str, &str)> = due
-        .iter()
-        .map(|i| (i.conference_id.as_str(), i.action.kind()))
-        .collect();
-    assert_eq!(kinds, [("m1", "delete"), ("m2", "update")]);
-    assert_eq!(
-        store.due(1, 5_000).await.unwrap().len(),
-        1,
-        "the limit holds"
-    );
+        store.complete(due[0].id, 5_000).await.unwrap();
+        let due = store.due(10, 5_000).await.unwrap();
+        let kinds: Vec<(&str, &str)> = due
+            .iter()
+            .map(|i| (i.conference_id.as_str(), i.action.kind()))
+            .collect();
+        assert_eq!(kinds, [("m1", "delete"), ("m2", "update")]);
+        assert_eq!(
+            store.due(1, 5_000).await.unwrap().len(),
+            1,
+            "the limit holds"
+        );
+    }
 }
 
 #[tokio::test]
 async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
-    let store = Store::memory().await.unwrap();
-    let mut gone = link("m1", ALICE, "e1", "Planning");
-    gone.deleted = true;
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Planning"),
-                vec![update("Planning")],
-            )],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                gone,
-                vec![Action::Delete {
-                    reason: Change::EventCancelled,
-                }],
-            )],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    let first = store.due(10, 1_000).await.unwrap().remove(0);
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let mut gone = link("m1", ALICE, "e1", "Planning");
+        gone.deleted = true;
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    gone,
+                    vec![Action::Delete {
+                        reason: Change::EventCancelled,
+                    }],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let first = store.due(10, 1_000).await.unwrap().remove(0);
 
-    store
-        .retry_later(
-            first.id,
-            61_000,
-            "429 Too Many Requests (Retry-After: 60)",
-            1_000,
-        )
-        .await
-        .unwrap();
-    assert!(
-        store.due(10, 60_999).await.unwrap().is_empty(),
-        "neither the row nor the delete behind it is due"
-    );
-    assert_eq!(store.outbox_depth().await.unwrap(), 2, "still pending");
+        store
+            .retry_later(
+                first.id,
+                61_000,
+                "429 Too Many Requests (Retry-After: 60)",
+                1_000,
+            )
+            .await
+            .unwrap();
+        assert!(
+            store.due(10, 60_999).await.unwrap().is_empty(),
+            "neither the row nor the delete behind it is due"
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 2, "still pending");
 
-    let again = store.due(10, 61_000).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].id, again[0].attempts), (first.id, 1));
-    let row = &store.outbox_of("m1").await.unwrap()[0];
-    assert_eq!(
-        row.last_error.as_deref(),
-        Some("429 Too Many Requests (Retry-After: 60)")
-    );
+        let again = store.due(10, 61_000).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id, again[0].attempts), (first.id, 1));
+        let row = &store.outbox_of("m1").await.unwrap()[0];
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("429 Too Many Requests (Retry-After: 60)")
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_permanent_failure_is_visible_and_unblocks_the_conference() {
-    let store = Store::memory().await.unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(link("m1", ALICE, "e1", "A"), vec![update("A")])],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(link("m1", ALICE, "e1", "B"), vec![update("B")])],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    let first = store.due(10, 1_000).await.unwrap().remove(0);
-    store
-        .fail(first.id, "400 invalid meeting", 2_000)
-        .await
-        .unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store
+            .commit_latest(
+                ALICE,
+                &[change(link("m1", ALICE, "e1", "A"), vec![update("A")])],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        store
+            .commit_latest(
+                ALICE,
+                &[change(link("m1", ALICE, "e1", "B"), vec![update("B")])],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let first = store.due(10, 1_000).await.unwrap().remove(0);
+        store
+            .fail(first.id, "400 invalid meeting", 2_000)
+            .await
+            .unwrap();
 
-    let failures = store.failures(10).await.unwrap();
-    assert_eq!(failures.len(), 1);
-    assert_eq!(
-        (
-            failures[0].conference_id.as_str(),
-            failures[0].kind.as_str(),
-            failures[0].error.as_str()
-        ),
-        ("m1", "update", "400 invalid meeting")
-    );
-    assert_eq!((failures[0].attempts, failures[0].failed_at), (1, 2_000));
-    assert_eq!(store.due(10, 2_000).await.unwrap()[0].action, update("B"));
+        let failures = store.failures(10).await.unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            (
+                failures[0].conference_id.as_str(),
+                failures[0].kind.as_str(),
+                failures[0].error.as_str()
+            ),
+            ("m1", "update", "400 invalid meeting")
+        );
+        assert_eq!((failures[0].attempts, failures[0].failed_at), (1, 2_000));
+        assert_eq!(store.due(10, 2_000).await.unwrap()[0].action, update("B"));
 
-    store
-        .retry_later(first.id, 9_000, "late report", 3_000)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.outbox_of("m1").await.unwrap()[0].state,
-        OutboxState::Failed,
-        "a finished row stays finished"
-    );
-    assert!(store.complete(999, 3_000).await.unwrap_err().is_not_found());
+        store
+            .retry_later(first.id, 9_000, "late report", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.outbox_of("m1").await.unwrap()[0].state,
+            OutboxState::Failed,
+            "a finished row stays finished"
+        );
+        assert!(store.complete(999, 3_000).await.unwrap_err().is_not_found());
+    }
 }
 
 #[tokio::test]
 async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
-    let store = Store::memory().await.unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(link("m1", ALICE, "e1", "Planning"), vec![])],
-            &[],
-            Some("a1"),
-            1_000,
-        )
-        .await
-        .unwrap();
-    // The tombstone on Alice's calendar arrives first: a delete is queued.
-    let mut gone = link("m1", ALICE, "e1", "Planning");
-    gone.deleted = true;
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                gone,
-                vec![Action::Delete {
-                    reason: Change::EventCancelled,
-                }],
-            )],
-            &[],
-            Some("a2"),
-            2_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store
+            .commit_latest(
+                ALICE,
+                &[change(link("m1", ALICE, "e1", "Planning"), vec![])],
+                &[],
+                Some("a1"),
+                1_000,
+            )
+            .await
+            .unwrap();
+        // The tombstone on Alice's calendar arrives first: a delete is queued.
+        let mut gone = link("m1", ALICE, "e1", "Planning");
+        gone.deleted = true;
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    gone,
+                    vec![Action::Delete {
+                        reason: Change::EventCancelled,
+                    }],
+                )],
+                &[],
+                Some("a2"),
+                2_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap(), 1);
 
-    // Then the event shows up on the team calendar with the same conference.
-    let moved = PlannedChange {
-        link: link("m1", TEAM, "e1", "Planning"),
-        base: LinkBase::New,
-        actions: vec![],
-        supersede_deletes: true,
-        not_before_ms: 0,
-    };
-    store
-        .commit_latest(TEAM, &[moved], &[], Some("t1"), 3_000)
-        .await
-        .unwrap();
+        // Then the event shows up on the team calendar with the same conference.
+        let moved = PlannedChange {
+            link: link("m1", TEAM, "e1", "Planning"),
+            base: LinkBase::New,
+            actions: vec![],
+            supersede_deletes: true,
+            not_before_ms: 0,
+        };
+        store
+            .commit_latest(TEAM, &[moved], &[], Some("t1"), 3_000)
+            .await
+            .unwrap();
 
-    let rows = store.outbox_of("m1").await.unwrap();
-    assert_eq!(rows[0].state, OutboxState::Superseded);
-    assert!(store.due(10, 3_000).await.unwrap().is_empty());
-    let now = store.link("m1").await.unwrap().unwrap();
-    assert_eq!((now.calendar_id.as_str(), now.deleted), (TEAM, false));
-    assert!(store.link_event_ids(ALICE).await.unwrap().is_empty());
-    assert_eq!(store.link_event_ids(TEAM).await.unwrap(), ["e1"]);
+        let rows = store.outbox_of("m1").await.unwrap();
+        assert_eq!(rows[0].state, OutboxState::Superseded);
+        assert!(store.due(10, 3_000).await.unwrap().is_empty());
+        let now = store.link("m1").await.unwrap().unwrap();
+        assert_eq!((now.calendar_id.as_str(), now.deleted), (TEAM, false));
+        assert!(store.link_event_ids(ALICE).await.unwrap().is_empty());
+        assert_eq!(store.link_event_ids(TEAM).await.unwrap(), ["e1"]);
+    }
 }
 
 #[tokio::test]
 async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
-    let store = Store::memory().await.unwrap();
-    let mut replaced = link("m1", ALICE, "e1", "Old");
-    replaced.deleted = true;
-    let mut occurrences = link("m3", TEAM, "e9", "Weekly");
-    occurrences
-        .occurrences
-        .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
-    store
-        .commit_latest(
-            ALICE,
-            &[
-                change(replaced, vec![]),
-                change(link("m2", ALICE, "e1", "New"), vec![]),
-            ],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    store
-        .commit_latest(
-            TEAM,
-            &[change(occurrences.clone(), vec![])],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let mut replaced = link("m1", ALICE, "e1", "Old");
+        replaced.deleted = true;
+        let mut occurrences = link("m3", TEAM, "e9", "Weekly");
+        occurrences
+            .occurrences
+            .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
+        store
+            .commit_latest(
+                ALICE,
+                &[
+                    change(replaced, vec![]),
+                    change(link("m2", ALICE, "e1", "New"), vec![]),
+                ],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        store
+            .commit_latest(
+                TEAM,
+                &[change(occurrences.clone(), vec![])],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
 
-    let found = store
-        .links(ALICE, &strings(&["e1", "e404"]), &strings(&["m3"]))
-        .await
-        .unwrap();
-    let ids: Vec<&str> = found.iter().map(|l| l.conference_id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["m2", "m3"],
-        "the live link wins over the deleted one of the same event"
-    );
-    assert_eq!(found[1], occurrences, "a link round-trips");
-    assert!(store.links(ALICE, &[], &[]).await.unwrap().is_empty());
-    assert_eq!(store.link_event_ids(ALICE).await.unwrap(), ["e1"]);
+        let found = store
+            .links(ALICE, &strings(&["e1", "e404"]), &strings(&["m3"]))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = found.iter().map(|l| l.conference_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["m2", "m3"],
+            "the live link wins over the deleted one of the same event"
+        );
+        assert_eq!(found[1], occurrences, "a link round-trips");
+        assert!(store.links(ALICE, &[], &[]).await.unwrap().is_empty());
+        assert_eq!(store.link_event_ids(ALICE).await.unwrap(), ["e1"]);
 
-    let mut gone = link("m2", ALICE, "e1", "New");
-    gone.deleted = true;
-    store
-        .commit_latest(ALICE, &[change(gone, vec![])], &[], None, 2_000)
-        .await
-        .unwrap();
-    let found = store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(
-        (found[0].conference_id.as_str(), found[0].deleted),
-        ("m2", true),
-        "else the latest deleted one"
-    );
+        let mut gone = link("m2", ALICE, "e1", "New");
+        gone.deleted = true;
+        store
+            .commit_latest(ALICE, &[change(gone, vec![])], &[], None, 2_000)
+            .await
+            .unwrap();
+        let found = store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].conference_id.as_str(), found[0].deleted),
+            ("m2", true),
+            "else the latest deleted one"
+        );
+    }
 }
 
 #[tokio::test]
 async fn executor_bookkeeping_survives_a_sync_page() {
-    let store = Store::memory().await.unwrap();
-    let l = link("m1", ALICE, "e1", "Planning");
-    store
-        .commit_latest(
-            ALICE,
-            &[change(l.clone(), vec![update("Planning")])],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    store
-        .record_applied("m1", &l.spec.fingerprint())
-        .await
-        .unwrap();
-    store.record_written_etag("m1", "\"7\"").await.unwrap();
-    // A pass that read the link before the write-back commits it without the etag.
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Renamed"),
-                vec![update("Renamed")],
-            )],
-            &[],
-            None,
-            2_000,
-        )
-        .await
-        .unwrap();
-
-    let record = store.link_record("m1").await.unwrap().unwrap();
-    assert_eq!(record.link.last_etag_written.as_deref(), Some("\"7\""));
-    assert_eq!(record.applied_fingerprint, Some(l.spec.fingerprint()));
-    assert_eq!(record.fingerprint, spec("Renamed").fingerprint());
-    assert!(
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let l = link("m1", ALICE, "e1", "Planning");
         store
-            .record_applied("nope", "x")
+            .commit_latest(
+                ALICE,
+                &[change(l.clone(), vec![update("Planning")])],
+                &[],
+                None,
+                1_000,
+            )
             .await
-            .unwrap_err()
-            .is_not_found()
-    );
+            .unwrap();
+        store
+            .record_applied("m1", &l.spec.fingerprint())
+            .await
+            .unwrap();
+        store.record_written_etag("m1", "\"7\"").await.unwrap();
+        // A pass that read the link before the write-back commits it without the etag.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Renamed"),
+                    vec![update("Renamed")],
+                )],
+                &[],
+                None,
+                2_000,
+            )
+            .await
+            .unwrap();
+
+        let record = store.link_record("m1").await.unwrap().unwrap();
+        assert_eq!(record.link.last_etag_written.as_deref(), Some("\"7\""));
+        assert_eq!(record.applied_fingerprint, Some(l.spec.fingerprint()));
+        assert_eq!(record.fingerprint, spec("Renamed").fingerprint());
+        assert!(
+            store
+                .record_applied("nope", "x")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_token_and_full_sync_flag_follow_the_passes() {
-    let store = Store::memory().await.unwrap();
-    assert_eq!(store.calendar(ALICE).await.unwrap(), None);
-    store.ensure_calendar(ALICE).await.unwrap();
-    store.ensure_calendar(ALICE).await.unwrap();
-    let fresh = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(
-        (fresh.sync_token, fresh.needs_full_sync, fresh.last_sync_at),
-        (None, false, None)
-    );
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        assert_eq!(store.calendar(ALICE).await.unwrap(), None);
+        store.ensure_calendar(ALICE).await.unwrap();
+        store.ensure_calendar(ALICE).await.unwrap();
+        let fresh = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(
+            (fresh.sync_token, fresh.needs_full_sync, fresh.last_sync_at),
+            (None, false, None)
+        );
 
-    store.set_sync_token(ALICE, "t1", 1_000).await.unwrap();
-    store.mark_full_sync_needed(ALICE).await.unwrap();
-    store
-        .record_sync_error(ALICE, "410 Gone: full sync required")
-        .await
-        .unwrap();
-    let marked = store.calendar(ALICE).await.unwrap().unwrap();
-    assert!(marked.needs_full_sync);
-    assert_eq!(
-        marked.last_error.as_deref(),
-        Some("410 Gone: full sync required")
-    );
-
-    store
-        .commit_latest(ALICE, &[], &[], Some("t2"), 2_000)
-        .await
-        .unwrap();
-    let synced = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            synced.sync_token.as_deref(),
-            synced.needs_full_sync,
-            synced.last_sync_at,
-            synced.last_error
-        ),
-        (Some("t2"), false, Some(2_000), None)
-    );
-    store
-        .commit_latest(ALICE, &[], &[], None, 3_000)
-        .await
-        .unwrap();
-    assert_eq!(
+        store.set_sync_token(ALICE, "t1", 1_000).await.unwrap();
+        store.mark_full_sync_needed(ALICE).await.unwrap();
         store
-            .calendar(ALICE)
+            .record_sync_error(ALICE, "410 Gone: full sync required")
+            .await
+            .unwrap();
+        let marked = store.calendar(ALICE).await.unwrap().unwrap();
+        assert!(marked.needs_full_sync);
+        assert_eq!(
+            marked.last_error.as_deref(),
+            Some("410 Gone: full sync required")
+        );
+
+        store
+            .commit_latest(ALICE, &[], &[], Some("t2"), 2_000)
+            .await
+            .unwrap();
+        let synced = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                synced.sync_token.as_deref(),
+                synced.needs_full_sync,
+                synced.last_sync_at,
+                synced.last_error
+            ),
+            (Some("t2"), false, Some(2_000), None)
+        );
+        store
+            .commit_latest(ALICE, &[], &[], None, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .calendar(ALICE)
+                .await
+                .unwrap()
+                .unwrap()
+                .sync_token
+                .as_deref(),
+            Some("t2"),
+            "a middle page keeps the token"
+        );
+
+        store.mark_full_sync_needed(TEAM).await.unwrap();
+        let ids: Vec<String> = store
+            .calendars()
             .await
             .unwrap()
-            .unwrap()
-            .sync_token
-            .as_deref(),
-        Some("t2"),
-        "a middle page keeps the token"
-    );
-
-    store.mark_full_sync_needed(TEAM).await.unwrap();
-    let ids: Vec<String> = store
-        .calendars()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.calendar_id)
-        .collect();
-    assert_eq!(ids, [ALICE, TEAM]);
+            .into_iter()
+            .map(|c| c.calendar_id)
+            .collect();
+        assert_eq!(ids, [ALICE, TEAM]);
+    }
 }
 
 #[tokio::test]
 async fn dead_letters_are_counted_not_repeated() {
-    let store = Store::memory().await.unwrap();
-    let bad = DeadLetter {
-        event_id: Some("bad".into()),
-        reason: "the event has no start".into(),
-        raw: json!({"id": "bad"}),
-    };
-    let anonymous: DeadLetter = (
-        None,
-        "the event has no id".to_owned(),
-        json!({"status": "confirmed"}),
-    )
-        .into();
-    store
-        .commit_latest(ALICE, &[], &[bad.clone(), anonymous.clone()], None, 1_000)
-        .await
-        .unwrap();
-    let mut again = bad.clone();
-    again.raw = json!({"id": "bad", "summary": "still broken"});
-    store
-        .commit_latest(ALICE, &[], &[again, anonymous], None, 2_000)
-        .await
-        .unwrap();
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let bad = DeadLetter {
+            event_id: Some("bad".into()),
+            reason: "the event has no start".into(),
+            raw: json!({"id": "bad"}),
+        };
+        let anonymous: DeadLetter = (
+            None,
+            "the event has no id".to_owned(),
+            json!({"status": "confirmed"}),
+        )
+            .into();
+        store
+            .commit_latest(ALICE, &[], &[bad.clone(), anonymous.clone()], None, 1_000)
+            .await
+            .unwrap();
+        let mut again = bad.clone();
+        again.raw = json!({"id": "bad", "summary": "still broken"});
+        store
+            .commit_latest(ALICE, &[], &[again, anonymous], None, 2_000)
+            .await
+            .unwrap();
 
-    let letters = store.dead_letters(ALICE).await.unwrap();
-    assert_eq!(letters.len(), 2);
-    let named = letters
-        .iter()
-        .find(|l| l.event_id.as_deref() == Some("bad"))
-        .unwrap();
-    assert_eq!(
-        (named.count, named.first_seen, named.last_seen),
-        (2, 1_000, 2_000)
-    );
-    assert_eq!(
-        named.raw["summary"], "still broken",
-        "the latest item is kept"
-    );
-    let unnamed = letters.iter().find(|l| l.event_id.is_none()).unwrap();
-    assert_eq!(unnamed.count, 2, "items without an id are counted too");
-    assert!(store.dead_letters(TEAM).await.unwrap().is_empty());
+        let letters = store.dead_letters(ALICE).await.unwrap();
+        assert_eq!(letters.len(), 2);
+        let named = letters
+            .iter()
+            .find(|l| l.event_id.as_deref() == Some("bad"))
+            .unwrap();
+        assert_eq!(
+            (named.count, named.first_seen, named.last_seen),
+            (2, 1_000, 2_000)
+        );
+        assert_eq!(
+            named.raw["summary"], "still broken",
+            "the latest item is kept"
+        );
+        let unnamed = letters.iter().find(|l| l.event_id.is_none()).unwrap();
+        assert_eq!(unnamed.count, 2, "items without an id are counted too");
+        assert!(store.dead_letters(TEAM).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
 async fn meetings_are_created_once_per_idempotency_key() {
-    let store = Store::memory().await.unwrap();
-    let first = store
-        .meeting_create(
-            "local-1",
-            "create:k1",
-            r#"{"title":"A"}"#,
-            "https://meet.invalid/local-1",
-            1_000,
-        )
-        .await
-        .unwrap();
-    let second = store
-        .meeting_create(
-            "local-2",
-            "create:k1",
-            r#"{"title":"B"}"#,
-            "https://meet.invalid/local-2",
-            2_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(second, first, "the same key returns the first meeting");
-    assert_eq!(store.meetings().await.unwrap().len(), 1);
-
-    let taken = store
-        .meeting_create("local-1", "create:k2", "{}", "https://x", 3_000)
-        .await
-        .unwrap_err();
-    assert!(taken.is_conflict(), "{taken}");
-
-    store
-        .meeting_update("local-1", r#"{"title":"C"}"#, 4_000)
-        .await
-        .unwrap();
-    store
-        .meeting_set_occurrences("local-1", r#"{"2026-12-08T10:00:00Z":null}"#)
-        .await
-        .unwrap();
-    let updated = store.meeting("local-1").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            updated.spec_json.as_str(),
-            updated.occurrences_json.as_str()
-        ),
-        (r#"{"title":"C"}"#, r#"{"2026-12-08T10:00:00Z":null}"#)
-    );
-
-    store.meeting_delete("local-1").await.unwrap();
-    store.meeting_delete("local-1").await.unwrap();
-    assert!(
-        store.meeting("local-1").await.unwrap().unwrap().deleted,
-        "soft delete"
-    );
-    assert!(
-        store
-            .meeting_update("local-1", "{}", 5_000)
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let first = store
+            .meeting_create(
+                "local-1",
+                "create:k1",
+                r#"{"title":"A"}"#,
+                "https://meet.invalid/local-1",
+                1_000,
+            )
             .await
-            .unwrap_err()
-            .is_not_found()
-    );
-    assert!(
-        store
-            .meeting_delete("nope")
+            .unwrap();
+        let second = store
+            .meeting_create(
+                "local-2",
+                "create:k1",
+                r#"{"title":"B"}"#,
+                "https://meet.invalid/local-2",
+                2_000,
+            )
             .await
-            .unwrap_err()
-            .is_not_found()
-    );
-    assert_eq!(store.meeting("nope").await.unwrap(), None);
+            .unwrap();
+        assert_eq!(second, first, "the same key returns the first meeting");
+        assert_eq!(store.meetings().await.unwrap().len(), 1);
+
+        let taken = store
+            .meeting_create("local-1", "create:k2", "{}", "https://x", 3_000)
+            .await
+            .unwrap_err();
+        assert!(taken.is_conflict(), "{taken}");
+
+        store
+            .meeting_update("local-1", r#"{"title":"C"}"#, 4_000)
+            .await
+            .unwrap();
+        store
+            .meeting_set_occurrences("local-1", r#"{"2026-12-08T10:00:00Z":null}"#)
+            .await
+            .unwrap();
+        let updated = store.meeting("local-1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                updated.spec_json.as_str(),
+                updated.occurrences_json.as_str()
+            ),
+            (r#"{"title":"C"}"#, r#"{"2026-12-08T10:00:00Z":null}"#)
+        );
+
+        store.meeting_delete("local-1").await.unwrap();
+        store.meeting_delete("local-1").await.unwrap();
+        assert!(
+            store.meeting("local-1").await.unwrap().unwrap().deleted,
+            "soft delete"
+        );
+        assert!(
+            store
+                .meeting_update("local-1", "{}", 5_000)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(
+            store
+                .meeting_delete("nope")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert_eq!(store.meeting("nope").await.unwrap(), None);
+    }
 }
 
 #[tokio::test]
@@ -889,78 +918,77 @@ async fn a_file_store_keeps_everything_across_reopening() {
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_with_the_location() {
-    let error = Store::open("postgres://localhost/confsync")
-        .await
-        .unwrap_err();
+    let error = Store::open("mysql://localhost/confsync").await.unwrap_err();
     assert!(
-        error.to_string().contains("postgres://localhost/confsync"),
+        error.to_string().contains("mysql://localhost/confsync"),
         "{error}"
     );
+    // A Postgres URL's password never shows in the error.
+    let error = Store::open("postgres://confsync:hunter2@127.0.0.1:1/confsync")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("postgres://confsync:***@127.0.0.1:1/confsync"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
 async fn api_keys_are_found_by_hash_and_can_be_revoked() {
-    let store = Store::memory().await.unwrap();
-    store.api_key_create("addon", "hash-1", 1).await.unwrap();
-    assert!(
-        store
-            .api_key_create("addon", "hash-2", 2)
-            .await
-            .unwrap_err()
-            .is_conflict(),
-        "names are unique"
-    );
-    assert!(
-        store
-            .api_key_create("other", "hash-1", 2)
-            .await
-            .unwrap_err()
-            .is_conflict(),
-        "hashes are unique"
-    );
-    assert_eq!(
-        store.api_key_by_hash("hash-1").await.unwrap().as_deref(),
-        Some("addon")
-    );
-    assert_eq!(store.api_key_by_hash("nope").await.unwrap(), None);
-    store.api_key_revoke("addon").await.unwrap();
-    assert_eq!(store.api_key_by_hash("hash-1").await.unwrap(), None);
-    assert!(
-        store
-            .api_key_revoke("ghost")
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
-    assert_eq!(store.api_keys().await.unwrap().len(), 1);
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store.api_key_create("addon", "hash-1", 1).await.unwrap();
+        assert!(
+            store
+                .api_key_create("addon", "hash-2", 2)
+                .await
+                .unwrap_err()
+                .is_conflict(),
+            "names are unique"
+        );
+        assert!(
+            store
+                .api_key_create("other", "hash-1", 2)
+                .await
+                .unwrap_err()
+                .is_conflict(),
+            "hashes are unique"
+        );
+        assert_eq!(
+            store.api_key_by_hash("hash-1").await.unwrap().as_deref(),
+            Some("addon")
+        );
+        assert_eq!(store.api_key_by_hash("nope").await.unwrap(), None);
+        store.api_key_revoke("addon").await.unwrap();
+        assert_eq!(store.api_key_by_hash("hash-1").await.unwrap(), None);
+        assert!(
+            store
+                .api_key_revoke("ghost")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert_eq!(store.api_keys().await.unwrap().len(), 1);
+    }
 }
 
 #[tokio::test]
 async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
-    let store = Store::memory().await.unwrap();
-    let mut old = link("m1", ALICE, "e1", "Planning");
-    old.occurrences
-        .insert("2026-12-08T10:00:00Z".to_owned(), Occurrence::Cancelled);
-    store
-        .commit_latest(ALICE, &[change(old.clone(), vec![])], &[], None, 1_000)
-        .await
-        .unwrap();
-    // The executor queues the recreate; a sync then plans a newer spec for the old conference.
-    let recreate = Action::Recreate {
-        spec: spec("Planning"),
-    };
-    store
-        .enqueue(
-            "m1",
-            ALICE,
-            "e1",
-            std::slice::from_ref(&recreate),
-            1_000,
-            1_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let mut old = link("m1", ALICE, "e1", "Planning");
+        old.occurrences
+            .insert("2026-12-08T10:00:00Z".to_owned(), Occurrence::Cancelled);
+        store
+            .commit_latest(ALICE, &[change(old.clone(), vec![])], &[], None, 1_000)
+            .await
+            .unwrap();
+        // The executor queues the recreate; a sync then plans a newer spec for the old conference.
+        let recreate = Action::Recreate {
+            spec: spec("Planning"),
+        };
         store
             .enqueue(
                 "m1",
@@ -968,291 +996,310 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
                 "e1",
                 std::slice::from_ref(&recreate),
                 1_000,
-                1_000
+                1_000,
             )
             .await
-            .unwrap(),
-        0,
-        "a replayed recreate is not queued twice"
-    );
-    let running = store.due(10, 1_000).await.unwrap()[0].id;
-    assert_eq!(
-        store.recreating(&strings(&["m1", "m9"])).await.unwrap(),
-        ["m1".to_owned()].into_iter().collect(),
-        "the planner learns which meetings are being recreated"
-    );
-    let mut renamed = old.clone();
-    renamed.spec = spec("Planning (renamed)");
-    store
-        .commit_latest(
-            ALICE,
-            &[change(renamed, vec![update("Planning (renamed)")])],
-            &[],
-            None,
-            2_000,
-        )
-        .await
-        .unwrap();
-
-    let swap = |store: Store| async move {
+            .unwrap();
+        assert_eq!(
+            store
+                .enqueue(
+                    "m1",
+                    ALICE,
+                    "e1",
+                    std::slice::from_ref(&recreate),
+                    1_000,
+                    1_000
+                )
+                .await
+                .unwrap(),
+            0,
+            "a replayed recreate is not queued twice"
+        );
+        let running = store.due(10, 1_000).await.unwrap()[0].id;
+        assert_eq!(
+            store.recreating(&strings(&["m1", "m9"])).await.unwrap(),
+            ["m1".to_owned()].into_iter().collect(),
+            "the planner learns which meetings are being recreated"
+        );
+        let mut renamed = old.clone();
+        renamed.spec = spec("Planning (renamed)");
         store
-            .swap_link("m1", "m2", running, 3_000, |old, existing| {
-                let mut new = existing.cloned().unwrap_or_else(|| {
-                    let mut new = old.clone();
-                    new.conference_id = "m2".into();
-                    new
-                });
-                new.last_etag_written = Some("\"9\"".into());
-                let actions = if existing.is_some() {
-                    vec![]
-                } else {
-                    assert_eq!(
-                        old.spec.title, "Planning (renamed)",
-                        "read in the transaction"
-                    );
-                    vec![update("Planning (renamed)")]
-                };
-                (new, actions)
-            })
+            .commit_latest(
+                ALICE,
+                &[change(renamed, vec![update("Planning (renamed)")])],
+                &[],
+                None,
+                2_000,
+            )
             .await
-    };
-    let new = swap(store.clone()).await.unwrap();
-    assert_eq!(new.conference_id, "m2");
-    let m1 = store.link("m1").await.unwrap().unwrap();
-    let m2 = store.link("m2").await.unwrap().unwrap();
-    assert!(m1.deleted && !m2.deleted);
-    assert_eq!(m2.occurrences, old.occurrences);
-    assert_eq!(m2.last_etag_written.as_deref(), Some("\"9\""));
-    assert_eq!(
-        store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap(),
-        vec![m2.clone()],
-        "the event's live link is the new one"
-    );
-    let states = |rows: Vec<confsync_store::OutboxEntry>| {
-        rows.into_iter()
-            .map(|r| (r.action.kind(), r.state))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        states(store.outbox_of("m1").await.unwrap()),
-        [
-            ("recreate", OutboxState::Pending),
-            ("update", OutboxState::Superseded),
-            ("delete", OutboxState::Pending),
-        ],
-        "the running row is the caller's; the old meeting's update is taken over"
-    );
-    assert_eq!(
-        states(store.outbox_of("m2").await.unwrap()),
-        [("update", OutboxState::Pending)]
-    );
+            .unwrap();
 
-    // Repeated after a crash between the swap and completing the row: nothing more.
-    swap(store.clone()).await.unwrap();
-    assert_eq!(store.outbox_of("m1").await.unwrap().len(), 3);
-    assert_eq!(store.outbox_of("m2").await.unwrap().len(), 1);
-    assert_eq!(store.link("m2").await.unwrap().unwrap(), m2);
+        let swap = |store: Store| async move {
+            store
+                .swap_link("m1", "m2", running, 3_000, |old, existing| {
+                    let mut new = existing.cloned().unwrap_or_else(|| {
+                        let mut new = old.clone();
+                        new.conference_id = "m2".into();
+                        new
+                    });
+                    new.last_etag_written = Some("\"9\"".into());
+                    let actions = if existing.is_some() {
+                        vec![]
+                    } else {
+                        assert_eq!(
+                            old.spec.title, "Planning (renamed)",
+                            "read in the transaction"
+                        );
+                        vec![update("Planning (renamed)")]
+                    };
+                    (new, actions)
+                })
+                .await
+        };
+        let new = swap(store.clone()).await.unwrap();
+        assert_eq!(new.conference_id, "m2");
+        let m1 = store.link("m1").await.unwrap().unwrap();
+        let m2 = store.link("m2").await.unwrap().unwrap();
+        assert!(m1.deleted && !m2.deleted);
+        assert_eq!(m2.occurrences, old.occurrences);
+        assert_eq!(m2.last_etag_written.as_deref(), Some("\"9\""));
+        assert_eq!(
+            store.links(ALICE, &strings(&["e1"]), &[]).await.unwrap(),
+            vec![m2.clone()],
+            "the event's live link is the new one"
+        );
+        let states = |rows: Vec<confsync_store::OutboxEntry>| {
+            rows.into_iter()
+                .map(|r| (r.action.kind(), r.state))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            states(store.outbox_of("m1").await.unwrap()),
+            [
+                ("recreate", OutboxState::Pending),
+                ("update", OutboxState::Superseded),
+                ("delete", OutboxState::Pending),
+            ],
+            "the running row is the caller's; the old meeting's update is taken over"
+        );
+        assert_eq!(
+            states(store.outbox_of("m2").await.unwrap()),
+            [("update", OutboxState::Pending)]
+        );
 
-    store.complete(running, 5_000).await.unwrap();
-    assert!(
-        store
-            .recreating(&strings(&["m1"]))
+        // Repeated after a crash between the swap and completing the row: nothing more.
+        swap(store.clone()).await.unwrap();
+        assert_eq!(store.outbox_of("m1").await.unwrap().len(), 3);
+        assert_eq!(store.outbox_of("m2").await.unwrap().len(), 1);
+        assert_eq!(store.link("m2").await.unwrap().unwrap(), m2);
+
+        store.complete(running, 5_000).await.unwrap();
+        assert!(
+            store
+                .recreating(&strings(&["m1"]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let itself = store
+            .swap_link("m2", "m2", running, 4_000, |old, _| (old.clone(), vec![]))
             .await
-            .unwrap()
-            .is_empty()
-    );
-
-    let itself = store
-        .swap_link("m2", "m2", running, 4_000, |old, _| (old.clone(), vec![]))
-        .await
-        .unwrap_err();
-    assert!(itself.is_conflict(), "{itself}");
+            .unwrap_err();
+        assert!(itself.is_conflict(), "{itself}");
+    }
 }
 
 #[tokio::test]
 async fn a_take_over_supersedes_the_pending_work_it_replaces() {
-    let store = Store::memory().await.unwrap();
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m1", ALICE, "e1", "Planning"),
-                vec![update("Planning (1)"), update("Planning (2)")],
-            )],
-            &[],
-            None,
-            1_000,
-        )
-        .await
-        .unwrap();
-    let mut gone = link("m1", ALICE, "e1", "Planning (2)");
-    gone.deleted = true;
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                gone,
-                vec![Action::Delete {
-                    reason: Change::EventCancelled,
-                }],
-            )],
-            &[],
-            None,
-            2_000,
-        )
-        .await
-        .unwrap();
-    let running = store.due(10, 2_000).await.unwrap()[0].id;
-    let recreate = Action::Recreate {
-        spec: spec("Planning (2)"),
-    };
-    let queued = store
-        .take_over("m1", ALICE, "e1", running, &[recreate], 3_000)
-        .await
-        .unwrap();
-    assert_eq!(queued, 1);
-    let states: Vec<_> = store
-        .outbox_of("m1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.action.kind(), r.state))
-        .collect();
-    assert_eq!(
-        states,
-        [
-            ("update", OutboxState::Pending),
-            ("update", OutboxState::Superseded),
-            ("delete", OutboxState::Pending),
-            ("recreate", OutboxState::Pending),
-        ],
-        "the running row is the caller's, deletes are never taken over"
-    );
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning (1)"), update("Planning (2)")],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let mut gone = link("m1", ALICE, "e1", "Planning (2)");
+        gone.deleted = true;
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    gone,
+                    vec![Action::Delete {
+                        reason: Change::EventCancelled,
+                    }],
+                )],
+                &[],
+                None,
+                2_000,
+            )
+            .await
+            .unwrap();
+        let running = store.due(10, 2_000).await.unwrap()[0].id;
+        let recreate = Action::Recreate {
+            spec: spec("Planning (2)"),
+        };
+        let queued = store
+            .take_over("m1", ALICE, "e1", running, &[recreate], 3_000)
+            .await
+            .unwrap();
+        assert_eq!(queued, 1);
+        let states: Vec<_> = store
+            .outbox_of("m1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.action.kind(), r.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("update", OutboxState::Pending),
+                ("update", OutboxState::Superseded),
+                ("delete", OutboxState::Pending),
+                ("recreate", OutboxState::Pending),
+            ],
+            "the running row is the caller's, deletes are never taken over"
+        );
+    }
 }
 
 /// A link written by anyone since a writer read it is not overwritten: the write fails as
 /// stale and nothing of its transaction (outbox rows, token) is stored.
 #[tokio::test]
 async fn a_link_write_based_on_a_stale_version_is_refused_and_writes_nothing() {
-    let store = Store::memory().await.unwrap();
-    let original = link("m1", ALICE, "e1", "Planning");
-    store
-        .commit_page(ALICE, &[change(original.clone(), vec![])], &[], None, 1_000)
-        .await
-        .unwrap();
-    let read = store.link_record("m1").await.unwrap().unwrap();
-    // A sync marks the link deleted (the event was cancelled) ...
-    let mut cancelled = original.clone();
-    cancelled.deleted = true;
-    let mut by_sync = change(
-        cancelled,
-        vec![Action::Delete {
-            reason: Change::EventCancelled,
-        }],
-    );
-    by_sync.base = LinkBase::Version(read.version);
-    store
-        .commit_page(ALICE, &[by_sync], &[], None, 2_000)
-        .await
-        .unwrap();
-    // ... while a writer that read it before plans from the old version.
-    let mut stale = change(original.clone(), vec![update("Planning")]);
-    stale.base = LinkBase::Version(read.version);
-    let error = store
-        .commit_page(ALICE, &[stale], &[], Some("t9"), 3_000)
-        .await
-        .unwrap_err();
-    assert!(error.is_stale(), "{error}");
-    let now = store.link_record("m1").await.unwrap().unwrap();
-    assert!(now.link.deleted, "the deletion stands");
-    assert_eq!(now.version, read.version + 1);
-    let rows = store.outbox_of("m1").await.unwrap();
-    assert_eq!(rows.len(), 1, "only the delete is queued: {rows:?}");
-    assert_eq!(
-        store.calendar(ALICE).await.unwrap().unwrap().sync_token,
-        None,
-        "the token did not move"
-    );
-    // A new link for a conference that has one by now is stale too.
-    let again = change(original, vec![]);
-    assert!(
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let original = link("m1", ALICE, "e1", "Planning");
         store
-            .commit_page(ALICE, &[again], &[], None, 4_000)
+            .commit_page(ALICE, &[change(original.clone(), vec![])], &[], None, 1_000)
             .await
-            .unwrap_err()
-            .is_stale()
-    );
-    // Two changes of one conference in one page chain (a series and its instances).
-    let current = store.link_record("m1").await.unwrap().unwrap();
-    let mut first = change(link("m1", ALICE, "e1", "A"), vec![]);
-    first.base = LinkBase::Version(current.version);
-    let mut second = change(link("m1", ALICE, "e1", "B"), vec![]);
-    second.base = LinkBase::Version(current.version);
-    store
-        .commit_page(ALICE, &[first, second], &[], None, 5_000)
-        .await
-        .unwrap();
-    assert_eq!(store.link("m1").await.unwrap().unwrap().spec.title, "B");
+            .unwrap();
+        let read = store.link_record("m1").await.unwrap().unwrap();
+        // A sync marks the link deleted (the event was cancelled) ...
+        let mut cancelled = original.clone();
+        cancelled.deleted = true;
+        let mut by_sync = change(
+            cancelled,
+            vec![Action::Delete {
+                reason: Change::EventCancelled,
+            }],
+        );
+        by_sync.base = LinkBase::Version(read.version);
+        store
+            .commit_page(ALICE, &[by_sync], &[], None, 2_000)
+            .await
+            .unwrap();
+        // ... while a writer that read it before plans from the old version.
+        let mut stale = change(original.clone(), vec![update("Planning")]);
+        stale.base = LinkBase::Version(read.version);
+        let error = store
+            .commit_page(ALICE, &[stale], &[], Some("t9"), 3_000)
+            .await
+            .unwrap_err();
+        assert!(error.is_stale(), "{error}");
+        let now = store.link_record("m1").await.unwrap().unwrap();
+        assert!(now.link.deleted, "the deletion stands");
+        assert_eq!(now.version, read.version + 1);
+        let rows = store.outbox_of("m1").await.unwrap();
+        assert_eq!(rows.len(), 1, "only the delete is queued: {rows:?}");
+        assert_eq!(
+            store.calendar(ALICE).await.unwrap().unwrap().sync_token,
+            None,
+            "the token did not move"
+        );
+        // A new link for a conference that has one by now is stale too.
+        let again = change(original, vec![]);
+        assert!(
+            store
+                .commit_page(ALICE, &[again], &[], None, 4_000)
+                .await
+                .unwrap_err()
+                .is_stale()
+        );
+        // Two changes of one conference in one page chain (a series and its instances).
+        let current = store.link_record("m1").await.unwrap().unwrap();
+        let mut first = change(link("m1", ALICE, "e1", "A"), vec![]);
+        first.base = LinkBase::Version(current.version);
+        let mut second = change(link("m1", ALICE, "e1", "B"), vec![]);
+        second.base = LinkBase::Version(current.version);
+        store
+            .commit_page(ALICE, &[first, second], &[], None, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(store.link("m1").await.unwrap().unwrap().spec.title, "B");
+    }
 }
 
 /// A trigger is recorded before it is acknowledged; a pass clears it only if no trigger came
 /// after the pass started; a failed pass keeps the calendar dirty with its retry time.
 #[tokio::test]
 async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
-    let store = Store::memory().await.unwrap();
-    assert!(
-        !store.mark_dirty(ALICE, 1_000).await.unwrap(),
-        "unknown calendars record nothing"
-    );
-    store.ensure_calendar(ALICE).await.unwrap();
-    assert!(store.mark_dirty(ALICE, 1_000).await.unwrap());
-    assert_eq!(
-        store.calendars_to_sync().await.unwrap(),
-        vec![(ALICE.to_owned(), 1_000)]
-    );
-    let started = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
-    // A notification arrives while the pass runs.
-    store.mark_dirty(ALICE, 2_000).await.unwrap();
-    store.sync_succeeded(ALICE, started).await.unwrap();
-    let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(
-        state.dirty_at,
-        Some(1_000),
-        "still dirty: the second trigger needs a pass"
-    );
-    store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
-    assert!(store.calendars_to_sync().await.unwrap().is_empty());
-    // A failed pass: dirty, with its retry time first in line.
-    store.mark_dirty(ALICE, 3_000).await.unwrap();
-    assert_eq!(
-        store
-            .sync_failed(ALICE, "500", Some(9_000), 3_100)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .sync_failed(ALICE, "500", Some(19_000), 9_100)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store.calendars_to_sync().await.unwrap(),
-        vec![(ALICE.to_owned(), 19_000)]
-    );
-    let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(
-        (state.sync_failures, state.last_error.as_deref()),
-        (2, Some("500"))
-    );
-    store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
-    let state = store.calendar(ALICE).await.unwrap().unwrap();
-    assert_eq!(
-        (state.sync_failures, state.retry_at, state.dirty_at),
-        (0, None, None)
-    );
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        assert!(
+            !store.mark_dirty(ALICE, 1_000).await.unwrap(),
+            "unknown calendars record nothing"
+        );
+        store.ensure_calendar(ALICE).await.unwrap();
+        assert!(store.mark_dirty(ALICE, 1_000).await.unwrap());
+        assert_eq!(
+            store.calendars_to_sync().await.unwrap(),
+            vec![(ALICE.to_owned(), 1_000)]
+        );
+        let started = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
+        // A notification arrives while the pass runs.
+        store.mark_dirty(ALICE, 2_000).await.unwrap();
+        store.sync_succeeded(ALICE, started).await.unwrap();
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(
+            state.dirty_at,
+            Some(1_000),
+            "still dirty: the second trigger needs a pass"
+        );
+        store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
+        assert!(store.calendars_to_sync().await.unwrap().is_empty());
+        // A failed pass: dirty, with its retry time first in line.
+        store.mark_dirty(ALICE, 3_000).await.unwrap();
+        assert_eq!(
+            store
+                .sync_failed(ALICE, "500", Some(9_000), 3_100)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .sync_failed(ALICE, "500", Some(19_000), 9_100)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.calendars_to_sync().await.unwrap(),
+            vec![(ALICE.to_owned(), 19_000)]
+        );
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(
+            (state.sync_failures, state.last_error.as_deref()),
+            (2, Some("500"))
+        );
+        store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(
+            (state.sync_failures, state.retry_at, state.dirty_at),
+            (0, None, None)
+        );
+    }
 }
 
 /// Creates are keyed by event: retries resume the same key until the meeting is linked; a
@@ -1260,49 +1307,55 @@ async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
 #[tokio::test]
 async fn create_intents_give_every_retry_of_an_event_the_same_key() {
     use confsync_store::CreateStart;
-    let store = Store::memory().await.unwrap();
-    let CreateStart::Create { key: first } = store.begin_create(ALICE, "e1", 1_000).await.unwrap()
-    else {
-        panic!("no link yet")
-    };
-    let CreateStart::Create { key: retry } = store.begin_create(ALICE, "e1", 2_000).await.unwrap()
-    else {
-        panic!("no link yet")
-    };
-    assert_eq!(first, retry);
-    let CreateStart::Create { key: other } = store.begin_create(ALICE, "e2", 2_000).await.unwrap()
-    else {
-        panic!()
-    };
-    assert_ne!(first, other);
-    let linked = link("m1", ALICE, "e1", "Planning");
-    store.finish_create(&linked, 3_000).await.unwrap();
-    assert_eq!(
-        store.begin_create(ALICE, "e1", 4_000).await.unwrap(),
-        CreateStart::Existing(Box::new(linked.clone()))
-    );
-    // A concurrent retry that made the same meeting answers the first link.
-    assert_eq!(
-        store.finish_create(&linked, 4_000).await.unwrap(),
-        CreateStart::Existing(Box::new(linked.clone()))
-    );
-    // The conference is removed from the event; a new create is a new generation.
-    let mut removed = linked.clone();
-    removed.deleted = true;
-    let mut change = change(removed, vec![]);
-    change.base = LinkBase::Version(store.link_record("m1").await.unwrap().unwrap().version);
-    store
-        .commit_page(ALICE, &[change], &[], None, 5_000)
-        .await
-        .unwrap();
-    let CreateStart::Create { key: next } = store.begin_create(ALICE, "e1", 6_000).await.unwrap()
-    else {
-        panic!()
-    };
-    assert_ne!(next, first);
-    // Stale intents: "e2" still creating, "e1" generation 2 creating.
-    let stale = store.stale_intents(10_000, 10).await.unwrap();
-    assert_eq!(stale.len(), 2, "{stale:?}");
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let CreateStart::Create { key: first } =
+            store.begin_create(ALICE, "e1", 1_000).await.unwrap()
+        else {
+            panic!("no link yet")
+        };
+        let CreateStart::Create { key: retry } =
+            store.begin_create(ALICE, "e1", 2_000).await.unwrap()
+        else {
+            panic!("no link yet")
+        };
+        assert_eq!(first, retry);
+        let CreateStart::Create { key: other } =
+            store.begin_create(ALICE, "e2", 2_000).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_ne!(first, other);
+        let linked = link("m1", ALICE, "e1", "Planning");
+        store.finish_create(&linked, 3_000).await.unwrap();
+        assert_eq!(
+            store.begin_create(ALICE, "e1", 4_000).await.unwrap(),
+            CreateStart::Existing(Box::new(linked.clone()))
+        );
+        // A concurrent retry that made the same meeting answers the first link.
+        assert_eq!(
+            store.finish_create(&linked, 4_000).await.unwrap(),
+            CreateStart::Existing(Box::new(linked.clone()))
+        );
+        // The conference is removed from the event; a new create is a new generation.
+        let mut removed = linked.clone();
+        removed.deleted = true;
+        let mut change = change(removed, vec![]);
+        change.base = LinkBase::Version(store.link_record("m1").await.unwrap().unwrap().version);
+        store
+            .commit_page(ALICE, &[change], &[], None, 5_000)
+            .await
+            .unwrap();
+        let CreateStart::Create { key: next } =
+            store.begin_create(ALICE, "e1", 6_000).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_ne!(next, first);
+        // Stale intents: "e2" still creating, "e1" generation 2 creating.
+        let stale = store.stale_intents(10_000, 10).await.unwrap();
+        assert_eq!(stale.len(), 2, "{stale:?}");
+    }
 }
 
 /// Two processes on one SQLite file would both run the outbox: the second claim is refused
@@ -1313,14 +1366,75 @@ async fn a_second_process_claim_on_a_file_store_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s.db");
     let first = Store::open(path.to_str().unwrap()).await.unwrap();
-    first.claim_single_process().unwrap();
-    first.claim_single_process().unwrap(); // the holder may ask again
+    first.claim_single_process(false).await.unwrap();
+    first.claim_single_process(false).await.unwrap(); // the holder may ask again
     // A second open of the lock file stands for another process (flock locks are per open
     // file description).
     let second = Store::open(path.to_str().unwrap()).await.unwrap();
-    let error = second.claim_single_process().unwrap_err().to_string();
+    let error = second
+        .claim_single_process(true)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("another confsync process"), "{error}");
     drop(first);
     drop(second);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Postgres: one process holds the store; a second is refused, or waits as a standby and takes
+/// over when the holder's connection dies (killed here from the server side, as Postgres sees
+/// a worker killed with -9), and the old holder learns it lost its claim.
+#[tokio::test]
+async fn a_postgres_standby_takes_over_when_the_holder_dies() {
+    let Some(url) = confsync_store::testing::postgres_schema_url().await else {
+        return;
+    };
+    let first = Store::open(&url).await.unwrap();
+    first.claim_single_process(false).await.unwrap();
+    first.claim_single_process(false).await.unwrap();
+    let second = Store::open(&url).await.unwrap();
+    let error = second
+        .claim_single_process(false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("another confsync process"), "{error}");
+    // Another schema is another store: its claim is its own.
+    let other = confsync_store::testing::postgres().await.unwrap();
+    other.claim_single_process(false).await.unwrap();
+
+    let standby = {
+        let second = second.clone();
+        tokio::spawn(async move { second.claim_single_process(true).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        !standby.is_finished(),
+        "the standby waits while the holder lives"
+    );
+    let lost = {
+        let first = first.clone();
+        tokio::spawn(async move { first.claim_lost().await })
+    };
+    // The holder's claim connection dies.
+    let killed = first.terminate_claim_connection_for_tests().await.unwrap();
+    assert!(killed);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(10), standby)
+        .await
+        .expect("the standby takes over")
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "standby took over {:?} after the holder died",
+        started.elapsed()
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), lost)
+        .await
+        .expect("the old holder learns it lost the claim")
+        .unwrap();
+    // The new holder writes; the data is the same store's.
+    second.ensure_calendar(ALICE).await.unwrap();
+    assert_eq!(first.calendars().await.unwrap().len(), 1);
 }

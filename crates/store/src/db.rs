@@ -1,0 +1,167 @@
+//! The two databases behind one [`Store`](crate::Store): SQLite (embedded, the default) and
+//! Postgres (several workers on one database). Every statement is written once, in the
+//! portable SQL the crate keeps to (`$N` placeholders, `ON CONFLICT`, `RETURNING`, `TRUE` and
+//! `FALSE`, no database functions), and run on either backend through the macros below, which
+//! expand a statement once per backend so each is bound, run and decoded by its own sqlx
+//! driver at full speed (no `Any` driver and its per-row conversions).
+//!
+//! - [`on_read!`] runs a read on the read pool (SQLite: its read-only connections; Postgres:
+//!   the pool);
+//! - [`on_write!`] runs one autocommit write (SQLite: the single writer connection);
+//! - [`on_tx!`] runs a statement inside a [`Tx`] from [`Store::write_tx`](crate::Store).
+//!
+//! Rows are decoded by functions over [`Cols`], which both row types implement.
+//!
+//! Write transactions are serialized on both backends, so a transaction's reads and its writes
+//! see one state, as the conditional writes and the outbox's replay check assume: SQLite by
+//! `BEGIN IMMEDIATE` (one writer at a time), Postgres by a transaction-scoped advisory lock
+//! (write lock ([`lock_key`] "write")) taken first thing in every write transaction. Under Postgres's READ
+//! COMMITTED, each statement then sees every transaction committed before it got the lock:
+//! the same serial order SQLite gives, across every process sharing the database.
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
+
+/// Advisory lock keys are per schema: stores in different schemas of one database (tests,
+/// several deployments) do not wait for each other. A key is FNV-1a of `purpose` and the
+/// schema's name.
+pub(crate) fn lock_key(purpose: &str, schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in purpose.bytes().chain([0]).chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// The pools of a store's backend.
+#[derive(Clone)]
+pub(crate) enum Db {
+    /// SQLite: writes through one connection, reads through read-only ones (WAL).
+    Sqlite {
+        /// The single write connection.
+        writer: SqlitePool,
+        /// Read-only connections (the writer itself for in-memory stores).
+        reader: SqlitePool,
+    },
+    /// Postgres: one pool for reads and writes.
+    Postgres {
+        /// The pool.
+        pool: PgPool,
+        /// The advisory lock every write transaction takes ([`lock_key`] "write").
+        write_lock: i64,
+        /// The advisory lock of the single-process claim ([`lock_key`] "claim").
+        claim_lock: i64,
+    },
+}
+
+/// A write transaction on either backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A column type both backends decode.
+pub(crate) trait Col:
+    for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+    + for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+{
+}
+
+impl<T> Col for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+{
+}
+
+/// A row of either backend, read by column name.
+pub(crate) trait Cols {
+    fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error>;
+}
+
+impl Cols for SqliteRow {
+    fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
+        self.try_get(name)
+    }
+}
+
+impl Cols for PgRow {
+    fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
+        self.try_get(name)
+    }
+}
+
+/// `on_read!(store, c => expr)`: `expr` with `c` the backend's read executor.
+macro_rules! on_read {
+    ($store:expr, $ex:ident => $body:expr) => {
+        match &$store.db {
+            $crate::db::Db::Sqlite { reader: $ex, .. } => $body,
+            $crate::db::Db::Postgres { pool: $ex, .. } => $body,
+        }
+    };
+}
+
+/// `on_write!(store, c => expr)`: `expr` (a `Result<_, sqlx::Error>`) with `c` the backend's
+/// write executor, for one statement that needs no transaction of its own. It is serialized with
+/// every write transaction all the same: SQLite runs it on the single writer connection;
+/// Postgres runs it in a transaction that takes write lock ([`lock_key`] "write") first (and commits it when
+/// `expr` is Ok).
+macro_rules! on_write {
+    ($store:expr, $ex:ident => $body:expr) => {
+        match &$store.db {
+            $crate::db::Db::Sqlite { writer: $ex, .. } => $body,
+            $crate::db::Db::Postgres {
+                pool, write_lock, ..
+            } => match $crate::db::pg_write_tx(pool, *write_lock).await {
+                Ok(mut t) => {
+                    let result = {
+                        let $ex = &mut *t;
+                        $body
+                    };
+                    match result {
+                        Ok(value) => t.commit().await.map(|()| value),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        }
+    };
+}
+
+/// A Postgres transaction holding the store's write lock, released when it ends (commit,
+/// rollback, or the connection's death).
+pub(crate) async fn pg_write_tx(
+    pool: &PgPool,
+    write_lock: i64,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(write_lock)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// `on_tx!(tx, c => expr)`: `expr` with `c` the transaction's connection (`tx: &mut Tx`).
+macro_rules! on_tx {
+    ($tx:expr, $ex:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $ex = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $ex = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {on_read, on_tx, on_write};
