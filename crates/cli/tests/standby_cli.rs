@@ -90,7 +90,7 @@ async fn a_standby_serve_takes_over_when_the_holder_is_killed() {
     let conference: Value = http
         .post(format!("{base}v1/conferences"))
         .bearer_auth(&key)
-        .json(&json!({"calendarId": ALICE, "eventId": "standbyevent1"}))
+        .json(&json!({"calendarId": ALICE, "eventId": "failoverevent01"}))
         .send()
         .await
         .unwrap()
@@ -105,18 +105,22 @@ async fn a_standby_serve_takes_over_when_the_holder_is_killed() {
     let saved = http
         .post(format!("{events}?conferenceDataVersion=1"))
         .bearer_auth(format!("dev:{ALICE}"))
-        .json(&json!({"id": "standbyevent1", "summary": "Before", "start": {"dateTime": "2026-12-10T10:00:00Z"}, "end": {"dateTime": "2026-12-10T11:00:00Z"}, "conferenceData": conference}))
+        .json(&json!({"id": "failoverevent01", "summary": "Before", "start": {"dateTime": "2026-12-10T10:00:00Z"}, "end": {"dateTime": "2026-12-10T11:00:00Z"}, "conferenceData": conference}))
         .send()
         .await
         .unwrap();
-    assert!(saved.status().is_success());
+    assert!(
+        saved.status().is_success(),
+        "{conference} {:?}",
+        saved.text().await
+    );
 
     // The first process dies without a word; the event is renamed meanwhile.
     first.0.kill().unwrap();
     let killed = Instant::now();
     first.0.wait().unwrap();
     let renamed = http
-        .patch(format!("{events}/standbyevent1"))
+        .patch(format!("{events}/failoverevent01"))
         .bearer_auth(format!("dev:{ALICE}"))
         .json(&json!({"summary": "After"}))
         .send()

@@ -820,12 +820,7 @@ async fn status(State(service): Shared) -> Response {
         }
     };
     let activity = service.scheduler.activity();
-    let failures = service
-        .store
-        .failures(20)
-        .await
-        .map(|f| f.len())
-        .unwrap_or(0);
+    let failures = service.store.failed_count().await.unwrap_or(-1);
     let depth = service.store.outbox_depth().await.unwrap_or(-1);
     let reauth = service
         .store
@@ -884,12 +879,7 @@ async fn google_webhook(State(service): Shared, headers: axum::http::HeaderMap) 
 async fn metrics(State(service): Shared) -> Response {
     let now = chrono::Utc::now().timestamp_millis();
     let depth = service.store.outbox_depth().await.unwrap_or(-1);
-    let failed = service
-        .store
-        .failures(1000)
-        .await
-        .map(|f| f.len())
-        .unwrap_or(0);
+    let failed = service.store.failed_count().await.unwrap_or(-1);
     let calendars = service.store.calendars().await.unwrap_or_default();
     let lag: Vec<(String, f64)> = calendars
         .iter()

@@ -68,7 +68,7 @@ pub struct Gauges<'a> {
     /// Calendars whose owner must connect their Google account again.
     pub calendars_needing_reauth: usize,
     pub outbox_depth: i64,
-    pub failed_actions: usize,
+    pub failed_actions: i64,
     /// (calendar id, seconds since its last successful sync)
     pub sync_lag: &'a [(String, f64)],
     /// (calendar id, seconds until its push channel expires)
@@ -273,7 +273,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP confsync_failed_actions Actions recorded as failed (recent).\n# TYPE confsync_failed_actions gauge\nconfsync_failed_actions {}",
+            "# HELP confsync_failed_actions Actions that failed permanently and are kept (counted; -1 when the store cannot be read).\n# TYPE confsync_failed_actions gauge\nconfsync_failed_actions {}",
             gauges.failed_actions
         );
         let _ = writeln!(

@@ -91,6 +91,9 @@ const SYNC_BACKOFF: confsync_engine::backoff::Backoff = confsync_engine::backoff
     max_attempts: i64::MAX,
 };
 
+/// How long finished history (dead letters, stopped or expired channel records) is kept.
+pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How often abandoned creates are looked for.
 const INTENT_CLEAN_UP_EVERY: Duration = Duration::from_secs(10 * 60);
 
@@ -262,11 +265,28 @@ impl Scheduler {
         let cleaning = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(INTENT_CLEAN_UP_EVERY);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 if cleaning.stopping() {
                     return;
                 }
+                // History past its use goes once an hour (the first tick too: at startup).
+                if ticks % 6 == 0 {
+                    let now = now_ms();
+                    let before = now - HISTORY_RETENTION.as_millis() as i64;
+                    match cleaning.inner.engine.store.prune_history(before, now).await {
+                        Ok(p) if p == confsync_store::Pruned::default() => {}
+                        Ok(p) => info!(
+                            oauth_requests = p.oauth_requests,
+                            channels = p.channels,
+                            dead_letters = p.dead_letters,
+                            "history past its retention pruned"
+                        ),
+                        Err(e) => warn!(error = %e, "pruning history failed"),
+                    }
+                }
+                ticks += 1;
                 match cleaning.inner.engine.clean_up_intents(now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => {

@@ -173,11 +173,7 @@ async fn render(service: &Service) -> Result<String, confsync_store::StoreError>
     total(&mut h, calendars.len().to_string(), "calendars", false);
     total(&mut h, channels.len().to_string(), "live channels", false);
     total(&mut h, depth.to_string(), "outbox depth", false);
-    let failed_label = if failures.len() >= ROWS {
-        format!("{}+", failures.len())
-    } else {
-        failures.len().to_string()
-    };
+    let failed_label = store.failed_count().await?.to_string();
     total(&mut h, failed_label, "failed actions", !failures.is_empty());
     if !reauth.is_empty() {
         total(

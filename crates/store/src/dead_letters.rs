@@ -113,3 +113,56 @@ impl Store {
             .collect()
     }
 }
+
+/// What [`Store::prune_history`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Authorization requests that were never completed (their 10 minutes are long gone).
+    pub oauth_requests: u64,
+    /// Push channel records stopped or expired before the retention cut-off.
+    pub channels: u64,
+    /// Dead letters not seen again since the cut-off.
+    pub dead_letters: u64,
+}
+
+impl Store {
+    /// Removes history past its use, in one transaction: dead letters last seen before
+    /// `before_ms`, push channel records that stopped or expired before it, and authorization
+    /// requests older than an hour (they are refused after ten minutes). Outbox rows and
+    /// deleted links are kept: an idempotency key `#N` is numbered by the rows of its intent, so
+    /// they can only go once the numbering no longer depends on them.
+    pub async fn prune_history(&self, before_ms: i64, now_ms: i64) -> Result<Pruned, StoreError> {
+        let what = || "pruning history past its retention".to_owned();
+        let mut tx = self.write_tx(what).await?;
+        let oauth_requests = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM oauth_requests WHERE created_at < $1",
+        )
+        .bind(now_ms - 3_600_000)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        let channels = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM channels WHERE expiration_ms < $1 OR (stopped AND created_at < $1)",
+        )
+        .bind(before_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        let dead_letters = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM dead_letters WHERE last_seen < $1",
+        )
+        .bind(before_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.commit(tx, what).await?;
+        Ok(Pruned {
+            oauth_requests,
+            channels,
+            dead_letters,
+        })
+    }
+}

@@ -50,7 +50,7 @@ mod users;
 pub use api_keys::ApiKey;
 pub use calendars::CalendarState;
 pub use channels::Channel;
-pub use dead_letters::{DeadLetter, DeadLetterRecord};
+pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};
 pub use error::StoreError;
 pub use intents::{CreateIntent, CreateStart};
 pub use links::{LinkBase, StoredLink};

@@ -499,6 +499,14 @@ impl Store {
             .ctx(|| "counting pending outbox actions".to_owned())
     }
 
+    /// How many actions failed permanently (and are still kept), counted, never capped.
+    pub async fn failed_count(&self) -> Result<i64, StoreError> {
+        on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
+            .fetch_one(c)
+            .await)
+            .ctx(|| "counting failed outbox actions".to_owned())
+    }
+
     /// The most recent permanent failures, newest first.
     pub async fn failures(&self, limit: i64) -> Result<Vec<FailedAction>, StoreError> {
         let entries = self

@@ -1438,3 +1438,63 @@ async fn a_postgres_standby_takes_over_when_the_holder_dies() {
     second.ensure_calendar(ALICE).await.unwrap();
     assert_eq!(first.calendars().await.unwrap().len(), 1);
 }
+
+/// History past its retention goes; what is still in use stays.
+#[tokio::test]
+async fn history_past_its_retention_is_pruned() {
+    const DAY: i64 = 86_400_000;
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let now = 100 * DAY;
+        let cutoff = now - 30 * DAY;
+        let channel = |id: &str, expiration_ms: i64, created_at: i64| confsync_store::Channel {
+            channel_id: id.to_owned(),
+            calendar_id: ALICE.to_owned(),
+            resource_id: "r".to_owned(),
+            token_hash: "h".to_owned(),
+            expiration_ms,
+            created_at,
+            stopped: false,
+        };
+        store.channel_create(&channel("old", cutoff - DAY, cutoff - 8 * DAY)).await.unwrap();
+        store.channel_create(&channel("live", now + DAY, now - DAY)).await.unwrap();
+        store.channel_create(&channel("stopped", now + DAY, cutoff - DAY)).await.unwrap();
+        store.channel_stop("stopped").await.unwrap();
+        let letter = |id: &str| DeadLetter {
+            event_id: Some(id.to_owned()),
+            reason: "unparseable".into(),
+            raw: json!({"id": id}),
+        };
+        store.commit_page(ALICE, &[], &[letter("olde")], None, cutoff - 1).await.unwrap();
+        store.commit_page(ALICE, &[], &[letter("newe")], None, now - 1).await.unwrap();
+        store
+            .oauth_request_put("stale", "sealed", None, now - 2 * 3_600_000, 0, 100)
+            .await
+            .unwrap();
+        store
+            .oauth_request_put("fresh", "sealed", None, now - 60_000, 0, 100)
+            .await
+            .unwrap();
+
+        let pruned = store.prune_history(cutoff, now).await.unwrap();
+        assert_eq!(
+            pruned,
+            confsync_store::Pruned {
+                oauth_requests: 1,
+                channels: 2,
+                dead_letters: 1
+            }
+        );
+        assert!(store.channel("live").await.unwrap().is_some());
+        assert!(store.channel("old").await.unwrap().is_none());
+        assert!(store.channel("stopped").await.unwrap().is_none());
+        let letters = store.dead_letters(ALICE).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].event_id.as_deref(), Some("newe"));
+        // Again: nothing more.
+        assert_eq!(
+            store.prune_history(cutoff, now).await.unwrap(),
+            confsync_store::Pruned::default()
+        );
+    }
+}
