@@ -504,7 +504,7 @@ impl Store {
         on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
             .fetch_one(c)
             .await)
-            .ctx(|| "counting failed outbox actions".to_owned())
+        .ctx(|| "counting failed outbox actions".to_owned())
     }
 
     /// The most recent permanent failures, newest first.

@@ -1456,17 +1456,32 @@ async fn history_past_its_retention_is_pruned() {
             created_at,
             stopped: false,
         };
-        store.channel_create(&channel("old", cutoff - DAY, cutoff - 8 * DAY)).await.unwrap();
-        store.channel_create(&channel("live", now + DAY, now - DAY)).await.unwrap();
-        store.channel_create(&channel("stopped", now + DAY, cutoff - DAY)).await.unwrap();
+        store
+            .channel_create(&channel("old", cutoff - DAY, cutoff - 8 * DAY))
+            .await
+            .unwrap();
+        store
+            .channel_create(&channel("live", now + DAY, now - DAY))
+            .await
+            .unwrap();
+        store
+            .channel_create(&channel("stopped", now + DAY, cutoff - DAY))
+            .await
+            .unwrap();
         store.channel_stop("stopped").await.unwrap();
         let letter = |id: &str| DeadLetter {
             event_id: Some(id.to_owned()),
             reason: "unparseable".into(),
             raw: json!({"id": id}),
         };
-        store.commit_page(ALICE, &[], &[letter("olde")], None, cutoff - 1).await.unwrap();
-        store.commit_page(ALICE, &[], &[letter("newe")], None, now - 1).await.unwrap();
+        store
+            .commit_page(ALICE, &[], &[letter("olde")], None, cutoff - 1)
+            .await
+            .unwrap();
+        store
+            .commit_page(ALICE, &[], &[letter("newe")], None, now - 1)
+            .await
+            .unwrap();
         store
             .oauth_request_put("stale", "sealed", None, now - 2 * 3_600_000, 0, 100)
             .await
