@@ -1,6 +1,7 @@
 //! Interleavings the step-by-step simulation cannot show, each pinned as a regression test: a
 //! sync commits while an executor step is between reading a link and writing after its network
-//! calls, and a create whose answer is lost is retried.
+//! calls, and a create whose answer is lost is retried. Each runs on the in-memory SQLite store
+//! and on a fresh Postgres store (skipped where Postgres is, see `confsync_store::testing`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,7 +110,14 @@ struct World {
 }
 
 impl World {
-    async fn new() -> World {
+    /// A world on the in-memory SQLite store, or on a fresh Postgres one (None when Postgres
+    /// is skipped, see `confsync_store::testing`).
+    async fn new(postgres: bool) -> Option<World> {
+        let store = if postgres {
+            confsync_store::testing::postgres().await?
+        } else {
+            Store::memory().await.unwrap()
+        };
         let emulator = Emulator::new(EmulatorConfig {
             sync_token_max_age: None,
             ..EmulatorConfig::default()
@@ -128,17 +136,12 @@ impl World {
             full_sync_window: None,
             ..EngineConfig::default()
         };
-        let engine = Engine::new(
-            Store::memory().await.unwrap(),
-            calendar,
-            provider.clone(),
-            config,
-        );
-        World {
+        let engine = Engine::new(store, calendar, provider.clone(), config);
+        Some(World {
             shared,
             engine,
             provider,
-        }
+        })
     }
 
     fn write(&self, id: &str, body: Value) -> Value {
@@ -221,72 +224,80 @@ impl World {
 /// the meeting outlived its cancelled event.
 #[tokio::test(flavor = "current_thread")]
 async fn a_cancellation_synced_during_an_update_still_deletes_the_meeting() {
-    let w = World::new().await;
-    let (event_id, meeting_id) = w.event_with_meeting().await;
-    // The user renames the event; the update will come back with a new join link.
-    w.write(&event_id, json!({"summary": "Planning (renamed)"}));
-    w.engine.sync(ALICE, false, NOW).await.unwrap();
-    w.provider.inner.rotate_join_url_next(1);
-    w.provider
-        .hold_updates
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let drain = w.engine.drain(NOW);
-    let meanwhile = async {
-        // The update landed at the provider; before the executor sees the answer, the user
-        // cancels the event and a sync marks the link deleted.
-        w.provider.entered.notified().await;
-        w.write(&event_id, json!({"status": "cancelled"}));
+    for postgres in [false, true] {
+        let Some(w) = World::new(postgres).await else {
+            continue;
+        };
+        let (event_id, meeting_id) = w.event_with_meeting().await;
+        // The user renames the event; the update will come back with a new join link.
+        w.write(&event_id, json!({"summary": "Planning (renamed)"}));
         w.engine.sync(ALICE, false, NOW).await.unwrap();
-        w.provider.gate.add_permits(1);
-    };
-    let (drained, ()) = tokio::join!(drain, meanwhile);
-    drained.unwrap();
-    w.provider
-        .hold_updates
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    w.engine.drain(NOW + 1).await.unwrap();
-    let link = w.engine.store.link(&meeting_id).await.unwrap().unwrap();
-    assert!(link.deleted, "the sync's deletion stands: {link:?}");
-    let meeting = &w.provider.inner.meetings()[&meeting_id];
-    assert!(
-        meeting.deleted,
-        "the meeting of a cancelled event is deleted; outbox: {:?}",
-        w.engine.store.outbox_of(&meeting_id).await.unwrap()
-    );
+        w.provider.inner.rotate_join_url_next(1);
+        w.provider
+            .hold_updates
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let drain = w.engine.drain(NOW);
+        let meanwhile = async {
+            // The update landed at the provider; before the executor sees the answer, the user
+            // cancels the event and a sync marks the link deleted.
+            w.provider.entered.notified().await;
+            w.write(&event_id, json!({"status": "cancelled"}));
+            w.engine.sync(ALICE, false, NOW).await.unwrap();
+            w.provider.gate.add_permits(1);
+        };
+        let (drained, ()) = tokio::join!(drain, meanwhile);
+        drained.unwrap();
+        w.provider
+            .hold_updates
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        w.engine.drain(NOW + 1).await.unwrap();
+        let link = w.engine.store.link(&meeting_id).await.unwrap().unwrap();
+        assert!(link.deleted, "the sync's deletion stands: {link:?}");
+        let meeting = &w.provider.inner.meetings()[&meeting_id];
+        assert!(
+            meeting.deleted,
+            "the meeting of a cancelled event is deleted; outbox: {:?}",
+            w.engine.store.outbox_of(&meeting_id).await.unwrap()
+        );
+    }
 }
 
 /// Defect: a create whose provider answer was lost, retried by the add-on with a fresh request
 /// id, made a second meeting; the first stayed forever in the host's account.
 #[tokio::test(flavor = "current_thread")]
 async fn a_create_retried_after_a_lost_answer_adopts_the_first_meeting() {
-    let w = World::new().await;
-    w.provider
-        .lose_create_answers
-        .store(1, std::sync::atomic::Ordering::SeqCst);
-    let spec = confsync_engine::create::placeholder(NOW);
-    let first = w.engine.create_conference(ALICE, "evt1", &spec, NOW).await;
-    assert!(first.is_err(), "the answer was lost: {first:?}");
-    let second = w
-        .engine
-        .create_conference(ALICE, "evt1", &spec, NOW + 1_000)
-        .await
-        .unwrap();
-    let third = w
-        .engine
-        .create_conference(ALICE, "evt1", &spec, NOW + 2_000)
-        .await
-        .unwrap();
-    assert!(matches!(second, Created::New(_)), "{second:?}");
-    assert!(matches!(third, Created::Existing(_)), "{third:?}");
-    assert_eq!(second.link().conference_id, third.link().conference_id);
-    let live: Vec<_> = w
-        .provider
-        .inner
-        .meetings()
-        .into_iter()
-        .filter(|(_, m)| !m.deleted)
-        .collect();
-    assert_eq!(live.len(), 1, "one meeting for one event: {live:?}");
+    for postgres in [false, true] {
+        let Some(w) = World::new(postgres).await else {
+            continue;
+        };
+        w.provider
+            .lose_create_answers
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let spec = confsync_engine::create::placeholder(NOW);
+        let first = w.engine.create_conference(ALICE, "evt1", &spec, NOW).await;
+        assert!(first.is_err(), "the answer was lost: {first:?}");
+        let second = w
+            .engine
+            .create_conference(ALICE, "evt1", &spec, NOW + 1_000)
+            .await
+            .unwrap();
+        let third = w
+            .engine
+            .create_conference(ALICE, "evt1", &spec, NOW + 2_000)
+            .await
+            .unwrap();
+        assert!(matches!(second, Created::New(_)), "{second:?}");
+        assert!(matches!(third, Created::Existing(_)), "{third:?}");
+        assert_eq!(second.link().conference_id, third.link().conference_id);
+        let live: Vec<_> = w
+            .provider
+            .inner
+            .meetings()
+            .into_iter()
+            .filter(|(_, m)| !m.deleted)
+            .collect();
+        assert_eq!(live.len(), 1, "one meeting for one event: {live:?}");
+    }
 }
 
 /// A create whose meeting never shows up in its event (the user closed the event without
@@ -294,52 +305,56 @@ async fn a_create_retried_after_a_lost_answer_adopts_the_first_meeting() {
 /// One that shows up is left alone.
 #[tokio::test(flavor = "current_thread")]
 async fn an_abandoned_create_is_deleted_after_the_grace_period() {
-    let w = World::new().await;
-    let spec = confsync_engine::create::placeholder(NOW);
-    // Never saved into an event.
-    let abandoned = w
-        .engine
-        .create_conference(ALICE, "never-saved", &spec, NOW)
-        .await
-        .unwrap();
-    // Lost answer, never retried: the intent is still "creating".
-    w.provider
-        .lose_create_answers
-        .store(1, std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        w.engine
-            .create_conference(ALICE, "lost", &spec, NOW)
+    for postgres in [false, true] {
+        let Some(w) = World::new(postgres).await else {
+            continue;
+        };
+        let spec = confsync_engine::create::placeholder(NOW);
+        // Never saved into an event.
+        let abandoned = w
+            .engine
+            .create_conference(ALICE, "never-saved", &spec, NOW)
             .await
-            .is_err()
-    );
-    // Saved: an event that shows its conference.
-    let (kept_event, kept) = w.event_with_meeting().await;
-    let grace = w.engine.config.intent_grace_ms;
-    assert_eq!(
-        w.engine.clean_up_intents(NOW + 1_000).await.unwrap(),
-        0,
-        "not before the grace period"
-    );
-    let closed = w.engine.clean_up_intents(NOW + grace + 1).await.unwrap();
-    assert_eq!(closed, 2);
-    w.engine.drain(NOW + grace + 2).await.unwrap();
-    let meetings = w.provider.inner.meetings();
-    assert!(meetings[&abandoned.link().conference_id].deleted);
-    let lost: Vec<_> = meetings
-        .iter()
-        .filter(|(id, m)| !m.deleted && **id != kept)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "the lost create's meeting is found by its key and deleted: {lost:?}"
-    );
-    assert!(!meetings[&kept].deleted, "event {kept_event} shows it");
-    // A new create for the abandoned event makes a new meeting (a new generation).
-    let again = w
-        .engine
-        .create_conference(ALICE, "never-saved", &spec, NOW + grace + 3)
-        .await
-        .unwrap();
-    assert!(matches!(again, Created::New(_)));
-    assert_ne!(again.link().conference_id, abandoned.link().conference_id);
+            .unwrap();
+        // Lost answer, never retried: the intent is still "creating".
+        w.provider
+            .lose_create_answers
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            w.engine
+                .create_conference(ALICE, "lost", &spec, NOW)
+                .await
+                .is_err()
+        );
+        // Saved: an event that shows its conference.
+        let (kept_event, kept) = w.event_with_meeting().await;
+        let grace = w.engine.config.intent_grace_ms;
+        assert_eq!(
+            w.engine.clean_up_intents(NOW + 1_000).await.unwrap(),
+            0,
+            "not before the grace period"
+        );
+        let closed = w.engine.clean_up_intents(NOW + grace + 1).await.unwrap();
+        assert_eq!(closed, 2);
+        w.engine.drain(NOW + grace + 2).await.unwrap();
+        let meetings = w.provider.inner.meetings();
+        assert!(meetings[&abandoned.link().conference_id].deleted);
+        let lost: Vec<_> = meetings
+            .iter()
+            .filter(|(id, m)| !m.deleted && **id != kept)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "the lost create's meeting is found by its key and deleted: {lost:?}"
+        );
+        assert!(!meetings[&kept].deleted, "event {kept_event} shows it");
+        // A new create for the abandoned event makes a new meeting (a new generation).
+        let again = w
+            .engine
+            .create_conference(ALICE, "never-saved", &spec, NOW + grace + 3)
+            .await
+            .unwrap();
+        assert!(matches!(again, Created::New(_)));
+        assert_ne!(again.link().conference_id, abandoned.link().conference_id);
+    }
 }
