@@ -1,7 +1,8 @@
 //! Interleavings the step-by-step simulation cannot show, each pinned as a regression test: a
 //! sync commits while an executor step is between reading a link and writing after its network
 //! calls, and a create whose answer is lost is retried. Each runs on the in-memory SQLite store
-//! and on a fresh Postgres store (skipped where Postgres is, see `confsync_store::testing`).
+//! and on a fresh Postgres store (skipped where Postgres is unreachable and not required, see
+//! `confsync_store::testing`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
