@@ -55,7 +55,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids::fnv1a;
-use crate::list::{NEUTRAL, bool_param, int_param};
+use crate::list::{bool_param, max_results_param, query_fingerprint, sync_token_with_restrictions};
 use crate::schema;
 use crate::store::{Calendar, ListEntry, World, normalize_email};
 use crate::tokens::{AclSyncToken, Cursor, PageToken};
@@ -217,45 +217,20 @@ impl AclQuery {
             show_deleted: None,
             fingerprint: 0,
         };
-        let mut bound: Vec<(&str, &str)> = Vec::new();
         for (name, value) in params {
             let (name, value) = (name.as_str(), value.as_str());
-            if !NEUTRAL.contains(&name) {
-                bound.push((name, value));
-            }
             match name {
-                "maxResults" => {
-                    let n = int_param(name, value)?;
-                    if n < 1 {
-                        return Err(ApiError::invalid(format!(
-                            "Invalid value for maxResults: {n} (must be at least 1)"
-                        ))
-                        .at("parameter", "maxResults"));
-                    }
-                    // "The page size can never be larger than 250 entries."
-                    q.max_results = n.min(MAX_RESULTS as i64) as usize;
-                }
+                "maxResults" => q.max_results = max_results_param(name, value, MAX_RESULTS)?,
                 "pageToken" => q.page_token = Some(value.to_owned()),
                 "syncToken" => q.sync_token = Some(value.to_owned()),
                 "showDeleted" => q.show_deleted = Some(bool_param(name, value)?),
                 _ => {}
             }
         }
-        bound.sort_unstable();
-        let parts: Vec<&[u8]> = [b"acl".as_slice(), user.as_bytes(), calendar.as_bytes()]
-            .into_iter()
-            .chain(bound.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
-            .collect();
-        q.fingerprint = fnv1a(&parts);
+        q.fingerprint = query_fingerprint(&[b"acl", user.as_bytes(), calendar.as_bytes()], params);
         // syncToken: "it is not allowed to set showDeleted to False".
         if q.sync_token.is_some() && q.show_deleted == Some(false) {
-            return Err(ApiError::new(
-                400,
-                "calendar",
-                "syncTokenWithRequestRestrictions",
-                "Sync token cannot be used with other request restrictions.",
-            )
-            .at("parameter", "syncToken"));
+            return Err(sync_token_with_restrictions());
         }
         Ok(q)
     }

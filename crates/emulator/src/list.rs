@@ -90,6 +90,46 @@ pub(crate) fn int_param(name: &str, value: &str) -> ApiResult<i64> {
     })
 }
 
+/// `maxResults`: at least 1 (else 400), capped at `cap` (Google caps silently).
+pub(crate) fn max_results_param(name: &str, value: &str, cap: usize) -> ApiResult<usize> {
+    let n = int_param(name, value)?;
+    if n < 1 {
+        return Err(ApiError::invalid(format!(
+            "Invalid value for maxResults: {n} (must be at least 1)"
+        ))
+        .at("parameter", "maxResults"));
+    }
+    Ok(n.min(cap as i64) as usize)
+}
+
+/// What binds a page token to its query: the listing's `scope` and the query's parameters
+/// (sorted, [`NEUTRAL`] ones left out).
+pub(crate) fn query_fingerprint(scope: &[&[u8]], params: &[(String, String)]) -> u64 {
+    let mut bound: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, _)| !NEUTRAL.contains(k))
+        .collect();
+    bound.sort_unstable();
+    let parts: Vec<&[u8]> = scope
+        .iter()
+        .copied()
+        .chain(bound.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
+        .collect();
+    fnv1a(&parts)
+}
+
+/// Google's answer to a sync token sent with a parameter that restricts the listing.
+pub(crate) fn sync_token_with_restrictions() -> ApiError {
+    ApiError::new(
+        400,
+        "calendar",
+        "syncTokenWithRequestRestrictions",
+        "Sync token cannot be used with other request restrictions.",
+    )
+    .at("parameter", "syncToken")
+}
+
 fn property_filter(name: &str, value: &str) -> ApiResult<(String, String)> {
     value
         .split_once('=')
@@ -109,23 +149,10 @@ impl ListQuery {
             max_results: 250,
             ..Default::default()
         };
-        let mut bound: Vec<(&str, &str)> = Vec::new();
         for (name, value) in params {
             let (name, value) = (name.as_str(), value.as_str());
-            if !NEUTRAL.contains(&name) {
-                bound.push((name, value));
-            }
             match name {
-                "maxResults" => {
-                    let n = int_param(name, value)?;
-                    if n < 1 {
-                        return Err(ApiError::invalid(format!(
-                            "Invalid value for maxResults: {n} (must be at least 1)"
-                        ))
-                        .at("parameter", "maxResults"));
-                    }
-                    q.max_results = n.min(2500) as usize;
-                }
+                "maxResults" => q.max_results = max_results_param(name, value, 2500)?,
                 "pageToken" => q.page_token = Some(value.to_owned()),
                 "syncToken" => q.sync_token = Some(value.to_owned()),
                 "singleEvents" => q.single_events = bool_param(name, value)?,
@@ -156,11 +183,7 @@ impl ListQuery {
                 _ => {}
             }
         }
-        bound.sort_unstable();
-        let parts: Vec<&[u8]> = std::iter::once(calendar_id.as_bytes())
-            .chain(bound.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
-            .collect();
-        q.fingerprint = fnv1a(&parts);
+        q.fingerprint = query_fingerprint(&[calendar_id.as_bytes()], params);
 
         if q.sync_token.is_some() {
             let restricted = q.ical_uid.is_some()
@@ -173,13 +196,7 @@ impl ListQuery {
                 || q.updated_min.is_some()
                 || q.show_deleted == Some(false);
             if restricted {
-                return Err(ApiError::new(
-                    400,
-                    "calendar",
-                    "syncTokenWithRequestRestrictions",
-                    "Sync token cannot be used with other request restrictions.",
-                )
-                .at("parameter", "syncToken"));
+                return Err(sync_token_with_restrictions());
             }
         }
         if let (Some(min), Some(max)) = (q.time_min, q.time_max)
