@@ -222,11 +222,38 @@ impl Demo {
                 .iter()
                 .all(|a| !a.pending && !a.running);
             let depth = self.store.outbox_depth().await?;
-            if now.sync_runs > before.sync_runs && idle && depth == 0 {
+            if now.sync_runs > before.sync_runs && idle && depth == 0 && self.caught_up().await? {
                 return Ok(now);
             }
         }
         bail!("confsync did not settle within 10 s")
+    }
+
+    /// Whether confsync has seen every change in Alice's calendar: a listing from its stored
+    /// sync token is empty. Without this, a sync that ran before the step's push notification
+    /// arrived (push is asynchronous) would pass for the step's sync.
+    async fn caught_up(&self) -> anyhow::Result<bool> {
+        let Some(token) = self
+            .store
+            .calendar(ALICE)
+            .await?
+            .and_then(|c| c.sync_token)
+        else {
+            return Ok(false);
+        };
+        let response = self
+            .http
+            .get(format!("{}calendar/v3/calendars/primary/events", self.base))
+            .query(&[("syncToken", token.as_str())])
+            .bearer_auth(format!("dev:{ALICE}"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Ok(false); // 410: the token expired and confsync has not full-synced yet
+        }
+        let page: Value = response.json().await?;
+        Ok(page["items"].as_array().is_some_and(|items| items.is_empty())
+            && page.get("nextPageToken").is_none())
     }
 
     /// Plays one step: `edit` is what the user does; then prints what confsync did.
