@@ -280,6 +280,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         SchedulerConfig {
             debounce: Duration::ZERO,
             workers: args.workers,
+            ..SchedulerConfig::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -131,6 +131,16 @@ create_deadline_ms = 10000
 # On SIGTERM, running syncs and provider calls may finish for this long (0 to 300000); what did
 # not run stays in the store and resumes at the next start.
 shutdown_deadline_ms = 20000
+# Several `serve` workers may share one Postgres store. A worker's claim on a calendar's sync or
+# an outbox action lasts this long unless renewed (2000 to 300000): a worker that dies loses its
+# work to the others after about this long.
+lease_ms = 15000
+# How often the store is polled for work another worker acknowledged and could not finish
+# (200 to 60000).
+poll_ms = 2000
+# Finished history (dead letters, channel records, expired OAuth requests) is kept this many
+# days (1 to 3650).
+retention_days = 30
 # Push channels that are ours but no longer wanted are stopped at most this often (0 to 60;
 # 0: they are left to expire), outside the Calendar rate budgets syncs use.
 orphan_stops_per_minute = 5
@@ -215,6 +225,15 @@ pub struct ServeConfig {
     /// On SIGTERM, running work may finish for this long (ms).
     #[serde(default = "default_shutdown_deadline")]
     pub shutdown_deadline_ms: u64,
+    /// A claim on a calendar's sync or an outbox action lasts this long unless renewed (ms).
+    #[serde(default = "default_lease")]
+    pub lease_ms: u64,
+    /// How often the store is polled for work left by other workers (ms).
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+    /// Finished history is kept this many days.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
     /// Verifies the add-on users' ID tokens; None: the API key speaks for every user.
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
@@ -285,6 +304,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("orphan_stops_per_minute", &self.orphan_stops_per_minute)
             .field("create_deadline_ms", &self.create_deadline_ms)
             .field("shutdown_deadline_ms", &self.shutdown_deadline_ms)
+            .field("lease_ms", &self.lease_ms)
+            .field("poll_ms", &self.poll_ms)
+            .field("retention_days", &self.retention_days)
             .field("identity", &self.identity)
             .finish()
     }
@@ -310,6 +332,15 @@ fn default_create_deadline() -> u64 {
 }
 fn default_shutdown_deadline() -> u64 {
     20_000
+}
+fn default_lease() -> u64 {
+    confsync_engine::DEFAULT_LEASE_MS as u64
+}
+fn default_poll() -> u64 {
+    2_000
+}
+fn default_retention_days() -> u64 {
+    30
 }
 fn default_max_pending() -> u32 {
     1000
@@ -345,6 +376,9 @@ impl Default for ServeConfig {
             orphan_stops_per_minute: default_orphan_stops(),
             create_deadline_ms: default_create_deadline(),
             shutdown_deadline_ms: default_shutdown_deadline(),
+            lease_ms: default_lease(),
+            poll_ms: default_poll(),
+            retention_days: default_retention_days(),
             identity: None,
         }
     }
@@ -830,6 +864,9 @@ impl Config {
             v.shutdown_deadline_ms,
             0..=300_000,
         )?;
+        bounded("serve.lease_ms", v.lease_ms, 2_000..=300_000)?;
+        bounded("serve.poll_ms", v.poll_ms, 200..=60_000)?;
+        bounded("serve.retention_days", v.retention_days, 1..=3_650)?;
         Ok(())
     }
 }

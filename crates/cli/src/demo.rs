@@ -233,12 +233,7 @@ impl Demo {
     /// sync token is empty. Without this, a sync that ran before the step's push notification
     /// arrived (push is asynchronous) would pass for the step's sync.
     async fn caught_up(&self) -> anyhow::Result<bool> {
-        let Some(token) = self
-            .store
-            .calendar(ALICE)
-            .await?
-            .and_then(|c| c.sync_token)
-        else {
+        let Some(token) = self.store.calendar(ALICE).await?.and_then(|c| c.sync_token) else {
             return Ok(false);
         };
         let response = self
@@ -252,7 +247,9 @@ impl Demo {
             return Ok(false); // 410: the token expired and confsync has not full-synced yet
         }
         let page: Value = response.json().await?;
-        Ok(page["items"].as_array().is_some_and(|items| items.is_empty())
+        Ok(page["items"]
+            .as_array()
+            .is_some_and(|items| items.is_empty())
             && page.get("nextPageToken").is_none())
     }
 
@@ -460,6 +457,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         SchedulerConfig {
             debounce: Duration::from_millis(100),
             workers: 2,
+            ..SchedulerConfig::default()
         },
         metrics.clone(),
     );

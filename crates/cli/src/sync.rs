@@ -186,6 +186,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
         full_sync_window: (config.sync.full_sync_window_days > 0)
             .then(|| chrono::Duration::days(config.sync.full_sync_window_days)),
         page_size: config.sync.page_size,
+        lease_ms: config.serve.lease_ms as i64,
         ..EngineConfig::default()
     };
     Ok(Built {
@@ -211,8 +212,9 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
             }
         },
     ));
-    // `confsync sync` runs the outbox too: not while `confsync serve` runs on the same store.
-    engine.store.claim_single_process(false).await?;
+    // `confsync sync` runs the outbox too. An SQLite store serves one process: not while
+    // `confsync serve` runs on it. On Postgres it takes leases like any worker.
+    engine.store.claim_single_process().await?;
     let mut calendars: Vec<String> = match calendar {
         Some(c) => vec![c],
         None => {
@@ -234,8 +236,11 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
     let now = || chrono::Utc::now().timestamp_millis();
     let (mut events, mut skipped, mut failed_calendars) = (0u64, 0u64, 0u64);
     for calendar_id in &calendars {
-        match engine.sync(calendar_id, full, now()).await {
-            Ok(summary) => {
+        match engine.sync_leased(calendar_id, full, now()).await {
+            Ok(None) => {
+                println!("{calendar_id}: being synced by a `confsync serve` worker now; skipped");
+            }
+            Ok(Some(summary)) => {
                 if summary.full {
                     eprintln!();
                 }
@@ -283,22 +288,22 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let built = engine_from(&config).await?;
-    // One process per store: a second one would run the same outbox rows. On Postgres a second
-    // `serve` waits as a standby and takes over when the holder dies; a holder that loses its
-    // claim stops at once (a standby may already be running the store).
-    built.engine.store.claim_single_process(true).await?;
-    let claim = built.engine.store.clone();
-    tokio::spawn(async move {
-        claim.claim_lost().await;
-        tracing::error!("lost the claim on the store: stopping now (a standby takes over)");
-        std::process::exit(3);
-    });
+    // An SQLite store serves one process. On Postgres any number of `serve` workers share
+    // the store: they take its work under leases (see the scheduler).
+    built.engine.store.claim_single_process().await?;
+    tracing::info!(
+        worker = %built.engine.config.worker,
+        store = built.engine.store.backend(),
+        "worker started"
+    );
     let engine = Arc::new(built.engine);
     let scheduler = confsync_service::Scheduler::start_with_metrics(
         engine.clone(),
         confsync_service::SchedulerConfig {
             debounce: std::time::Duration::from_millis(config.serve.debounce_ms),
             workers: config.serve.workers,
+            poll: std::time::Duration::from_millis(config.serve.poll_ms),
+            retention: std::time::Duration::from_secs(config.serve.retention_days * 86_400),
         },
         built.metrics,
     );
@@ -379,6 +384,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tracing::info!("stopped: running syncs and provider calls finished");
     } else {
         tracing::warn!("stopped at the deadline: unfinished work resumes at the next start");
+    }
+    // Hand this worker's leases over now rather than after the lease time.
+    let engine = stopping.engine();
+    if let Err(e) = engine
+        .store
+        .release_leases(Some(&engine.config.worker))
+        .await
+    {
+        tracing::warn!(error = %e, "could not release this worker's leases; they expire");
     }
     Ok(())
 }

@@ -64,29 +64,73 @@ async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
 impl Engine {
     /// Runs every outbox action due at `now_ms` (and those that become due as earlier actions of
     /// the same conference complete), until none is due.
+    ///
+    /// Rows are claimed in the store ([`confsync_store::Store::claim_due`]) under this
+    /// worker's name, so several workers drain one store at once without running a row twice;
+    /// claims are renewed while their calls run, and a row whose claim this worker can no
+    /// longer vouch for (renewals failing) is not started. Up to `drain_concurrency` rows run
+    /// at a time as a sliding window: a slow call holds one slot, not a whole batch.
     pub async fn drain(&self, now_ms: i64) -> Result<DrainSummary, EngineError> {
         let mut summary = DrainSummary::default();
+        let worker = self.config.worker.as_str();
+        let lease_ms = self.config.lease_ms.max(1_000);
         loop {
-            let due = self.store.due(64, now_ms).await?;
+            let due = self.store.claim_due(worker, 64, now_ms, lease_ms).await?;
             if due.is_empty() {
                 return Ok(summary);
             }
-            for chunk in due.chunks(self.config.drain_concurrency.max(1)) {
-                let runs: Vec<_> = chunk
-                    .iter()
-                    .cloned()
-                    .map(|item| Box::pin(self.run_one(item, now_ms)))
-                    .collect();
-                let mut error = None;
-                for result in join_all(runs).await {
-                    match result {
-                        Ok(one) => summary.merge(one),
-                        Err(e) => error = Some(e),
+            let ids: Vec<i64> = due.iter().map(|item| item.id).collect();
+            // Until when this worker's claims hold, as far as it knows (store clock).
+            let valid_until = std::sync::atomic::AtomicI64::new(self.store.clock_ms() + lease_ms);
+            let slots = tokio::sync::Semaphore::new(self.config.drain_concurrency.max(1));
+            let runs: Vec<_> = due
+                .into_iter()
+                .map(|item| {
+                    let (slots, valid_until) = (&slots, &valid_until);
+                    Box::pin(async move {
+                        let _slot = slots.acquire().await;
+                        // A call started now must be able to finish inside the claim; if
+                        // renewals failed, leave the row to whoever claims it after expiry.
+                        let left = valid_until.load(std::sync::atomic::Ordering::SeqCst)
+                            - self.store.clock_ms();
+                        if left < lease_ms / 2 {
+                            warn!(
+                                outbox_id = item.id,
+                                left_ms = left,
+                                "claim not renewed in time: leaving the row to another worker"
+                            );
+                            return Ok(DrainSummary::default());
+                        }
+                        self.run_one(item, now_ms).await
+                    })
+                })
+                .collect();
+            let renew = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis((lease_ms / 3) as u64))
+                        .await;
+                    let at = self.store.clock_ms();
+                    match self.store.renew_claims(worker, &ids, lease_ms).await {
+                        Ok(_) => {
+                            valid_until.store(at + lease_ms, std::sync::atomic::Ordering::SeqCst)
+                        }
+                        Err(e) => warn!(error = %e, "could not renew outbox claims"),
                     }
                 }
-                if let Some(e) = error {
-                    return Err(e);
+            };
+            let results = tokio::select! {
+                results = join_all(runs) => results,
+                never = renew => never,
+            };
+            let mut error = None;
+            for result in results {
+                match result {
+                    Ok(one) => summary.merge(one),
+                    Err(e) => error = Some(e),
                 }
+            }
+            if let Some(e) = error {
+                return Err(e);
             }
         }
     }
@@ -110,17 +154,23 @@ impl Engine {
         let kind = item.action.kind();
         match step {
             Step::Done { applied } => {
-                if let Some(fingerprint) = applied {
-                    self.store
-                        .record_applied(&item.conference_id, &fingerprint)
-                        .await?;
+                let accepted = match applied {
+                    Some(fingerprint) => {
+                        self.store
+                            .complete_update(&item, &fingerprint, now_ms)
+                            .await?
+                    }
+                    None => self.store.complete(&item, now_ms).await?,
+                };
+                // Refused: another worker claimed the row since (this one stalled past its
+                // claim) and reports it itself.
+                if accepted {
+                    summary.done += 1;
+                    *summary.done_by_kind.entry(kind).or_default() += 1;
                 }
-                self.store.complete(item.id, now_ms).await?;
-                summary.done += 1;
-                *summary.done_by_kind.entry(kind).or_default() += 1;
             }
             Step::Superseded => {
-                self.store.supersede(item.id).await?;
+                self.store.supersede(&item).await?;
                 summary.superseded += 1;
             }
             Step::Failed { failure, error } => {
@@ -131,7 +181,7 @@ impl Engine {
                             warn!(conference_id = %item.conference_id, action = kind, attempt = item.attempts + 1, retry_in_ms = not_before_ms - now_ms, %error, "action failed; retrying later");
                         }
                         self.store
-                            .retry_later(item.id, not_before_ms, &error, now_ms)
+                            .retry_later(&item, not_before_ms, &error, now_ms)
                             .await?;
                         summary.retried += 1;
                         *summary.retried_by_kind.entry(kind).or_default() += 1;
@@ -141,14 +191,14 @@ impl Engine {
                             warn!(conference_id = %item.conference_id, action = kind, %error, "action waits for credentials to be renewed");
                         }
                         self.store
-                            .park(item.id, not_before_ms, &error, now_ms)
+                            .park(&item, not_before_ms, &error, now_ms)
                             .await?;
                         summary.retried += 1;
                         *summary.retried_by_kind.entry(kind).or_default() += 1;
                     }
                     Disposition::Fail => {
                         warn!(conference_id = %item.conference_id, action = kind, attempts = item.attempts + 1, %error, "action failed permanently");
-                        self.store.fail(item.id, &error, now_ms).await?;
+                        self.store.fail(&item, &error, now_ms).await?;
                         summary.failed += 1;
                     }
                 }

@@ -68,7 +68,16 @@ pub struct EngineConfig {
     /// A conference the add-on created whose event never showed it is deleted after this long
     /// (the user closed the event without saving it, or the answer never reached Calendar).
     pub intent_grace_ms: i64,
+    /// This process's name on the leases it takes in the store ([`confsync_store::worker_id`]).
+    pub worker: String,
+    /// How long a claim on an outbox row or a calendar's sync lasts unless renewed (renewed
+    /// every third of it while the work runs). A worker that dies loses its work to the others
+    /// after this long.
+    pub lease_ms: i64,
 }
+
+/// The default [`EngineConfig::lease_ms`].
+pub const DEFAULT_LEASE_MS: i64 = 15_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -81,6 +90,8 @@ impl Default for EngineConfig {
             backoff: backoff::Backoff::default(),
             drain_concurrency: 16,
             intent_grace_ms: 24 * 3_600_000,
+            worker: confsync_store::worker_id(),
+            lease_ms: DEFAULT_LEASE_MS,
         }
     }
 }

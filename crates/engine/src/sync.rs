@@ -42,11 +42,63 @@ impl Engine {
                 }
                 Ok(mut summary) => {
                     summary.replans = replans;
+                    if summary.actions.values().any(|n| *n > 0) {
+                        // Other workers drain too: wake them (Postgres; best effort).
+                        self.store.notify_outbox().await;
+                    }
                     return Ok(summary);
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// [`Engine::sync`] under the calendar's sync lease, so no other worker sharing the store
+    /// syncs it at the same time: answers None, having done nothing, when another worker holds
+    /// the lease (its pass covers what is recorded as dirty by then; see
+    /// [`confsync_store::Store::sync_succeeded`]). The lease is renewed while the pass runs and
+    /// released after it; a worker that dies loses it after `lease_ms`.
+    pub async fn sync_leased(
+        &self,
+        calendar_id: &str,
+        force_full: bool,
+        now_ms: i64,
+    ) -> Result<Option<SyncSummary>, EngineError> {
+        let worker = self.config.worker.as_str();
+        let lease_ms = self.config.lease_ms.max(1_000);
+        self.store.ensure_calendar(calendar_id).await?;
+        let Some(fence) = self
+            .store
+            .lease_calendar(calendar_id, worker, self.store.clock_ms(), lease_ms)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let ids = [calendar_id.to_owned()];
+        let renew = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis((lease_ms / 3) as u64)).await;
+                if let Err(e) = self
+                    .store
+                    .renew_calendar_leases(worker, &ids, self.store.clock_ms(), lease_ms)
+                    .await
+                {
+                    tracing::warn!(calendar_id, error = %e, "could not renew the calendar's sync lease");
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.sync(calendar_id, force_full, now_ms) => result,
+            never = renew => never,
+        };
+        if let Err(e) = self
+            .store
+            .release_calendar(calendar_id, worker, fence)
+            .await
+        {
+            tracing::warn!(calendar_id, error = %e, "could not release the calendar's sync lease; it expires");
+        }
+        result.map(Some)
     }
 
     async fn pass(

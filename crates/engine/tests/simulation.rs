@@ -598,6 +598,10 @@ struct Sim {
     events: Vec<(String, String, bool)>,
     expected_summary: Arc<Mutex<BTreeMap<String, String>>>,
     now_ms: i64,
+    /// `now_ms` as the store reads it: leases expire by simulated time.
+    store_clock: Arc<std::sync::atomic::AtomicI64>,
+    /// Restarts so far: each restarted process is a new worker (a new lease holder).
+    generation: u32,
     full_syncs: u64,
     trace: bool,
     next_meeting: u64,
@@ -613,6 +617,15 @@ struct Sim {
     drain_again: bool,
     stats: Arc<GateStats>,
     il: Interleavings,
+}
+
+impl Sim {
+    /// Moves simulated time (never backwards), for the store's clock too.
+    fn set_now(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.store_clock
+            .store(self.now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn base_time() -> chrono::DateTime<chrono::Utc> {
@@ -707,12 +720,19 @@ impl Sim {
             baton: baton.clone(),
             stats: stats.clone(),
         });
+        let store_clock = Arc::new(std::sync::atomic::AtomicI64::new(
+            base_time().timestamp_millis(),
+        ));
         let store = if postgres {
             confsync_store::testing::postgres()
                 .await
                 .expect("a Postgres test store")
         } else {
             Store::memory().await.unwrap()
+        };
+        let store = {
+            let clock = store_clock.clone();
+            store.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst))
         };
         let config = EngineConfig {
             page_size: 3, // many pages: crashes land between them
@@ -730,6 +750,7 @@ impl Sim {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
+            worker: "sim-worker-0".into(),
             ..EngineConfig::default()
         };
         // The add-on API registers every calendar it makes conferences on.
@@ -757,6 +778,8 @@ impl Sim {
             events: Vec::new(),
             expected_summary,
             now_ms: base_time().timestamp_millis(),
+            store_clock,
+            generation: 0,
             full_syncs: 0,
             trace,
             next_meeting: 0,
@@ -1255,6 +1278,9 @@ impl Sim {
         }
         self.triggers.lock().unwrap().restart();
         self.drain_again = false;
+        // The new process is a new worker: the dead one's claims expire by the clock.
+        self.generation += 1;
+        self.config.worker = format!("sim-worker-{}", self.generation);
         self.engine = Arc::new(Engine::new(
             self.store.clone(),
             self.calendar.clone(),
@@ -1521,7 +1547,8 @@ impl Sim {
                 self.spawn_sync(&cal).await;
             }
             _ => {
-                self.now_ms += self.rng.below(120_000) as i64;
+                let step = self.rng.below(120_000) as i64;
+                self.set_now(self.now_ms + step);
                 self.log("drain");
                 self.spawn_drain().await;
             }
@@ -1589,7 +1616,7 @@ impl Sim {
         // The service's periodic clean-up of creates whose meeting never showed up in an event
         // (the add-on gave up after a lost answer, or the user closed the event unsaved) runs
         // once their grace period has passed.
-        self.now_ms += self.config.intent_grace_ms + 1;
+        self.set_now(self.now_ms + self.config.intent_grace_ms + 1);
         for _ in 0..40 {
             let cleaned = self.engine.clean_up_intents(self.now_ms).await.unwrap();
             if cleaned > 0 {
@@ -1628,9 +1655,9 @@ impl Sim {
                     {
                         return true;
                     }
-                    self.now_ms += 600_000;
+                    self.set_now(self.now_ms + 600_000);
                 }
-                Some(at) => self.now_ms = self.now_ms.max(at) + 1,
+                Some(at) => self.set_now(self.now_ms.max(at) + 1),
             }
         }
         false
@@ -1642,7 +1669,7 @@ impl Sim {
         *self.calendar.crash_after_patch.lock().unwrap() = false;
         *self.provider.crash_after_call.lock().unwrap() = 0;
         for _ in 0..20 {
-            self.now_ms += 3_600_000;
+            self.set_now(self.now_ms + 3_600_000);
             for cal in self.calendars.clone() {
                 let r = self.engine.sync(&cal, false, self.now_ms).await.unwrap();
                 self.log(&format!("quiesce: sync {cal}: {:?}", r.actions));

@@ -487,6 +487,28 @@ impl Channels {
             let mut tick = tokio::time::interval(channels.config.renew_check);
             loop {
                 tick.tick().await;
+                // One worker renews at a time (the duty passes on when its holder dies);
+                // silence is watched by each worker over the notifications it receives.
+                channels.poll_silent(now_ms());
+                let engine = channels.scheduler.engine();
+                let ttl = (channels.config.renew_check * 3).as_millis() as i64;
+                match engine
+                    .store
+                    .take_duty(
+                        "channels",
+                        &engine.config.worker,
+                        engine.store.clock_ms(),
+                        ttl,
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        warn!(error = %e, "cannot take the channel renewal duty; retried at the next check");
+                        continue;
+                    }
+                }
                 if let Err(e) = channels.renew_due().await {
                     warn!(error = %e, "channel renewal failed; retried at the next check");
                 }
@@ -533,7 +555,6 @@ impl Channels {
 
     async fn renew_due(&self) -> Result<(), String> {
         let now = now_ms();
-        self.poll_silent(now);
         let live = self
             .store
             .live_channels(now)

@@ -1,9 +1,16 @@
 //! The sync scheduler: notifications for a calendar coalesce (debounce), one sync at a time per
 //! calendar, a bounded pool of workers, and one drainer: a task that runs the outbox whenever a
-//! sync queued actions, and again when a retried action comes due. It is the only drainer
-//! (outbox rows have no lease yet, so two drains could run one action twice; the store refuses
-//! a second process); inside a drain the engine makes provider calls for different conferences
-//! concurrently.
+//! sync queued actions, and again when a retried action comes due; inside a drain the engine
+//! makes provider calls for different conferences concurrently.
+//!
+//! Several processes may run a scheduler on one (Postgres) store, with no leader: a calendar is
+//! synced under its sync lease ([`Engine::sync_leased`]: a worker that finds it leased leaves
+//! it to the holder, whose pass answers the trigger or leaves it dirty), outbox rows are
+//! claimed under leases ([`Engine::drain`]), and singleton duties (the sweep, clean-ups,
+//! retention) are taken with [`confsync_store::Store::take_duty`]. Every worker polls the
+//! store for dirty calendars every [`SchedulerConfig::poll`] (a trigger acknowledged by a worker
+//! that died is picked up once its lease expires) and drains when another worker's
+//! notification says rows were queued (Postgres LISTEN/NOTIFY; polling is the fallback).
 //!
 //! Triggers are durable: [`Scheduler::request_sync`] records the calendar dirty in the store
 //! before the trigger is acknowledged, and only a pass that started after it clears the mark.
@@ -29,6 +36,13 @@ pub struct SchedulerConfig {
     pub debounce: Duration,
     /// Calendars synced at the same time.
     pub workers: usize,
+    /// How often the store is polled for calendars waiting for a sync (triggers another worker
+    /// acknowledged and could not run, failed passes due for a retry) and for outbox rows
+    /// whose notification was missed.
+    pub poll: Duration,
+    /// How long finished history (dead letters, stopped or expired channel records, OAuth
+    /// requests) is kept.
+    pub retention: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -36,6 +50,8 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             debounce: Duration::from_millis(500),
             workers: 4,
+            poll: Duration::from_secs(2),
+            retention: HISTORY_RETENTION,
         }
     }
 }
@@ -91,15 +107,20 @@ const SYNC_BACKOFF: confsync_engine::backoff::Backoff = confsync_engine::backoff
     max_attempts: i64::MAX,
 };
 
-/// How long finished history (dead letters, stopped or expired channel records) is kept.
+/// How long finished history (dead letters, stopped or expired channel records) is kept by
+/// default ([`SchedulerConfig::retention`]).
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How often abandoned creates are looked for.
 const INTENT_CLEAN_UP_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// The drainer sleeps at most this long, so actions put off by other processes (the CLI's
-/// `sync`) are picked up.
-const DRAIN_IDLE: Duration = Duration::from_secs(60);
+/// The drainer sleeps at most this long (a multiple of the poll), so actions queued by other
+/// processes whose notification was missed are picked up.
+const DRAIN_IDLE_POLLS: u32 = 5;
+
+/// How long a singleton duty is held without renewal: its holder renews it every period, so
+/// another worker takes it over within this many periods of the holder's death.
+const DUTY_PERIODS: u32 = 3;
 
 /// Handle to the scheduler; cheap to clone.
 #[derive(Clone)]
@@ -142,8 +163,10 @@ impl Scheduler {
         tokio::spawn(async move { looping.run().await });
         let draining = scheduler.clone();
         tokio::spawn(async move { draining.drain_loop().await });
-        let resuming = scheduler.clone();
-        tokio::spawn(async move { resuming.resume().await });
+        let polling = scheduler.clone();
+        tokio::spawn(async move { polling.poll_store().await });
+        let listening = scheduler.clone();
+        tokio::spawn(async move { listening.listen().await });
         scheduler
     }
 
@@ -152,34 +175,72 @@ impl Scheduler {
         &self.inner.engine
     }
 
-    /// Startup: every calendar the store says is waiting (dirty, or its last pass failed) is
-    /// scheduled, a failed one at its retry time. Tried until the store answers.
-    async fn resume(self) {
+    /// Every calendar the store says is waiting (dirty, or its last pass failed), and not
+    /// being synced by another worker, is scheduled (a failed one at its retry time): at startup
+    /// (triggers acknowledged before a restart), then every [`SchedulerConfig::poll`]
+    /// (triggers acknowledged by a worker that died, failed passes of other workers). Calendars
+    /// this scheduler already has in hand are left as they are.
+    async fn poll_store(self) {
+        let mut first = true;
         loop {
+            if self.stopping() {
+                return;
+            }
             match self.inner.engine.store.calendars_to_sync().await {
                 Ok(waiting) => {
-                    if !waiting.is_empty() {
+                    if first && !waiting.is_empty() {
                         info!(
                             calendars = waiting.len(),
                             "resuming syncs triggered before the restart"
                         );
                     }
+                    first = false;
                     let now = now_ms();
+                    let mut scheduled = false;
                     let mut calendars = self.calendars();
                     for (calendar_id, due_ms) in waiting {
-                        let wait = Duration::from_millis((due_ms - now).clamp(0, 3_600_000) as u64);
                         let state = calendars.entry(calendar_id).or_default();
+                        if state.dirty || state.running {
+                            continue;
+                        }
+                        let wait = Duration::from_millis((due_ms - now).clamp(0, 3_600_000) as u64);
                         state.dirty = true;
-                        state.due = Some(Instant::now() + wait);
+                        state.due = Some(Instant::now() + wait.max(self.inner.config.debounce));
+                        scheduled = true;
                     }
                     drop(calendars);
-                    self.inner.wake.notify_one();
-                    self.inner.drain_wake.notify_one();
-                    return;
+                    if scheduled {
+                        self.inner.wake.notify_one();
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot read which calendars wait for a sync; trying again");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+            tokio::time::sleep(self.inner.config.poll).await;
+        }
+    }
+
+    /// Wakes the drainer when another worker queued outbox rows (Postgres LISTEN/NOTIFY). A
+    /// store without notifications (SQLite) ends this task at once.
+    async fn listen(self) {
+        let mut listener = match self.inner.engine.store.listen().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for other workers' notifications; polling only");
+                return;
+            }
+        };
+        loop {
+            if self.stopping() {
+                return;
+            }
+            match listener.recv().await {
+                Ok(_) => self.inner.drain_wake.notify_one(),
+                Err(e) => {
+                    warn!(error = %e, "notification listener failed; reconnecting (polling meanwhile)");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
@@ -271,16 +332,21 @@ impl Scheduler {
                 if cleaning.stopping() {
                     return;
                 }
+                if !cleaning.holds_duty("clean-up", INTENT_CLEAN_UP_EVERY).await {
+                    continue;
+                }
                 // History past its use goes once an hour (the first tick too: at startup).
                 if ticks % 6 == 0 {
                     let now = now_ms();
-                    let before = now - HISTORY_RETENTION.as_millis() as i64;
+                    let before = now - cleaning.inner.config.retention.as_millis() as i64;
                     match cleaning.inner.engine.store.prune_history(before, now).await {
                         Ok(p) if p == confsync_store::Pruned::default() => {}
                         Ok(p) => info!(
                             oauth_requests = p.oauth_requests,
                             channels = p.channels,
                             dead_letters = p.dead_letters,
+                            outbox = p.outbox,
+                            links = p.links,
                             "history past its retention pruned"
                         ),
                         Err(e) => warn!(error = %e, "pruning history failed"),
@@ -299,9 +365,16 @@ impl Scheduler {
         });
         let scheduler = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60).min(interval));
+            let period = Duration::from_secs(60).min(interval);
+            let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
+                if scheduler.stopping() {
+                    return;
+                }
+                if !scheduler.holds_duty("sweep", period).await {
+                    continue;
+                }
                 let Ok(calendars) = scheduler.inner.engine.store.calendars().await else {
                     continue;
                 };
@@ -316,12 +389,35 @@ impl Scheduler {
                     if calendar
                         .last_sync_at
                         .is_none_or(|last| now - last >= due_after)
+                        && calendar.dirty_at.is_none()
                     {
-                        scheduler.mark_dirty(&calendar.calendar_id);
+                        // Recorded in the store: any worker may run it, and it survives this
+                        // one's death.
+                        if let Err(e) = scheduler.request_sync(&calendar.calendar_id).await {
+                            warn!(calendar_id = %calendar.calendar_id, error = %e, "sweep could not mark the calendar");
+                        }
                     }
                 }
             }
         });
+    }
+
+    /// Whether this worker holds the singleton duty `name`, run every `period` (taken, renewed,
+    /// or refused because another live worker holds it).
+    async fn holds_duty(&self, name: &str, period: Duration) -> bool {
+        let engine = &self.inner.engine;
+        let ttl = (period * DUTY_PERIODS).as_millis() as i64;
+        match engine
+            .store
+            .take_duty(name, &engine.config.worker, engine.store.clock_ms(), ttl)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(duty = name, error = %e, "cannot take the duty; skipping this round");
+                false
+            }
+        }
     }
 
     /// The counters this scheduler keeps.
@@ -437,9 +533,10 @@ impl Scheduler {
                     Duration::from_secs(1)
                 }
             };
+            let idle = self.inner.config.poll * DRAIN_IDLE_POLLS;
             let pause = match engine.store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
-                Ok(None) => DRAIN_IDLE,
+                Ok(None) => idle,
                 Err(_) => Duration::from_secs(1),
             }
             .max(floor);
@@ -449,7 +546,7 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = self.inner.drain_wake.notified() => {}
-                _ = tokio::time::sleep(pause.min(DRAIN_IDLE)) => {}
+                _ = tokio::time::sleep(pause.min(idle)) => {}
             }
         }
     }
@@ -492,7 +589,20 @@ impl Scheduler {
             .ok()
             .flatten()
             .map(|c| c.dirty_gen);
-        let result = engine.sync(calendar_id, false, now_ms()).await;
+        let result = match engine.sync_leased(calendar_id, false, now_ms()).await {
+            Ok(Some(summary)) => Ok(summary),
+            Ok(None) => {
+                // Another worker is syncing it: its pass answers what is recorded dirty by now,
+                // or leaves the calendar dirty for the next poll.
+                tracing::debug!(calendar_id, "calendar being synced by another worker");
+                self.calendars()
+                    .entry(calendar_id.to_owned())
+                    .or_default()
+                    .running = false;
+                return;
+            }
+            Err(e) => Err(e),
+        };
         let metrics = &self.inner.metrics;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -511,10 +621,15 @@ impl Scheduler {
                     self.mark_dirty(calendar_id);
                 }
                 self.inner.drain_wake.notify_one();
-                if let Some(generation) = generation
-                    && let Err(e) = engine.store.sync_succeeded(calendar_id, generation).await
-                {
-                    warn!(calendar_id, error = %e, "could not record the completed pass; the calendar is synced again");
+                if let Some(generation) = generation {
+                    match engine.store.sync_succeeded(calendar_id, generation).await {
+                        // A trigger arrived during the pass (here or at another worker).
+                        Ok(true) => self.mark_dirty(calendar_id),
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(calendar_id, error = %e, "could not record the completed pass; the calendar is synced again")
+                        }
+                    }
                 }
                 (None, None)
             }

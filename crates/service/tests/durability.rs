@@ -37,6 +37,7 @@ async fn serve(store: Store, calendar: &str, debounce: Duration, retry: RetryPol
         SchedulerConfig {
             debounce,
             workers: 2,
+            ..SchedulerConfig::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -71,6 +71,7 @@ async fn start(refetch_floor: Duration) -> Harness {
         SchedulerConfig {
             debounce: Duration::ZERO,
             workers: 2,
+            ..SchedulerConfig::default()
         },
     );
     let verifier = Arc::new(IdentityVerifier::new(IdentitySettings {

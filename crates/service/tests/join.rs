@@ -128,6 +128,7 @@ async fn start() -> Harness {
         SchedulerConfig {
             debounce: Duration::ZERO,
             workers: 1,
+            ..SchedulerConfig::default()
         },
     );
     let service = Arc::new(Service {

@@ -114,6 +114,7 @@ async fn start_with(identity: bool) -> Harness {
         SchedulerConfig {
             debounce: Duration::ZERO,
             workers: 2,
+            ..SchedulerConfig::default()
         },
     );
     let service = Arc::new(Service {

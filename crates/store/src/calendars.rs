@@ -142,12 +142,19 @@ impl Store {
 
     /// Calendars to sync without any new trigger: dirty ones (a trigger was acknowledged and no
     /// pass completed since) and those whose last pass failed; with the time each is due (a
-    /// failed pass's retry time, else when it became dirty).
+    /// failed pass's retry time, else when it became dirty). Calendars another worker is
+    /// syncing now (a sync lease that has not expired, by the store's clock) are left out: that
+    /// pass answers their triggers, or leaves them dirty for the next one. So are calendars
+    /// whose last pass failed with no retry time: they wait for their owner to connect again
+    /// (the OAuth callback syncs them), and polling them would fail the same way.
     pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let now = self.now();
         on_read!(self, c => sqlx::query_as(
             "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
-             WHERE dirty_at IS NOT NULL OR retry_at IS NOT NULL ORDER BY calendar_id",
+             WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) AND sync_until <= $1 \
+               AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id",
         )
+        .bind(now)
         .fetch_all(c)
         .await)
         .ctx(|| "listing calendars waiting for a sync".to_owned())
@@ -155,23 +162,24 @@ impl Store {
 
     /// A pass that started when the calendar's `dirty_gen` was `dirty_gen` completed: the
     /// calendar is clean unless a trigger arrived since; its failure count and retry are reset.
+    /// Answers true when a trigger arrived since (on this worker or another): the calendar is
+    /// still dirty and wants another pass.
     pub async fn sync_succeeded(
         &self,
         calendar_id: &str,
         dirty_gen: i64,
-    ) -> Result<(), StoreError> {
-        on_write!(self, c => sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let still_dirty: Option<bool> = on_write!(self, c => sqlx::query_scalar(
             "UPDATE calendars SET dirty_at = CASE WHEN dirty_gen = $2 THEN NULL ELSE dirty_at END, \
                  sync_failures = 0, retry_at = NULL, last_error = NULL \
-             WHERE calendar_id = $1",
+             WHERE calendar_id = $1 RETURNING dirty_at IS NOT NULL",
         )
         .bind(calendar_id)
         .bind(dirty_gen)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
+        .fetch_optional(c)
+        .await)
         .ctx(|| format!("recording a completed pass of calendar {calendar_id}"))?;
-        Ok(())
+        Ok(still_dirty.unwrap_or(false))
     }
 
     /// A pass failed: the calendar stays dirty (a restart syncs it), its error is shown, and it

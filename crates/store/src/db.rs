@@ -51,8 +51,8 @@ pub(crate) enum Db {
         pool: PgPool,
         /// The advisory lock every write transaction takes ([`lock_key`] "write").
         write_lock: i64,
-        /// The advisory lock of the single-process claim ([`lock_key`] "claim").
-        claim_lock: i64,
+        /// The channel workers notify each other on (per schema).
+        channel: std::sync::Arc<str>,
     },
 }
 

@@ -123,14 +123,20 @@ pub struct Pruned {
     pub channels: u64,
     /// Dead letters not seen again since the cut-off.
     pub dead_letters: u64,
+    /// Finished outbox rows (done, failed, superseded) last changed before the cut-off.
+    pub outbox: u64,
+    /// Links deleted before the cut-off with no outbox row left.
+    pub links: u64,
 }
 
 impl Store {
     /// Removes history past its use, in one transaction: dead letters last seen before
     /// `before_ms`, push channel records that stopped or expired before it, and authorization
-    /// requests older than an hour (they are refused after ten minutes). Outbox rows and
-    /// deleted links are kept: an idempotency key `#N` is numbered by the rows of its intent, so
-    /// they can only go once the numbering no longer depends on them.
+    /// requests older than an hour (they are refused after ten minutes), finished outbox rows
+    /// last changed before it, links deleted before it with no outbox row left (and the create
+    /// intents that answered them). Pending rows and live links are never touched; an
+    /// idempotency key's `#N` is counted in `planned_keys`, which is not pruned (one short row
+    /// per distinct intent, far fewer than actions).
     pub async fn prune_history(&self, before_ms: i64, now_ms: i64) -> Result<Pruned, StoreError> {
         let what = || "pruning history past its retention".to_owned();
         let mut tx = self.write_tx(what).await?;
@@ -158,11 +164,44 @@ impl Store {
         .await
         .map(|r| r.rows_affected()))
         .ctx(what)?;
+        // Finished outbox rows (done, failed, superseded) last changed before the cut-off: the
+        // status page shows failures within the retention. A conference's later rows never
+        // depend on them (order is among pending rows; `planned_keys` keeps the `#N` count).
+        let outbox = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM outbox WHERE state <> 'pending' AND updated_at < $1",
+        )
+        .bind(before_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        // Dead links: deleted before the cut-off (their meeting is gone), with no outbox row
+        // left; the create intents that answered them go with them.
+        let links = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM links WHERE deleted AND updated_at < $1 \
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.conference_id = links.conference_id)",
+        )
+        .bind(before_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM create_intents WHERE updated_at < $1 AND state <> 'creating' \
+               AND NOT EXISTS (SELECT 1 FROM links l WHERE l.conference_id = create_intents.conference_id)",
+        )
+        .bind(before_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
         self.commit(tx, what).await?;
         Ok(Pruned {
             oauth_requests,
             channels,
             dead_letters,
+            outbox,
+            links,
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A row is `pending` until the executor reports it `done` or `failed` (permanently, kept for the
 //! status page), or a later change makes it `superseded` (a delete of an event that turned out
-//! to have moved calendars). Rows are never deleted, so ids grow and give the order.
+//! to have moved calendars). Finished rows are pruned after the retention
+//! ([`Store::prune_history`]); ids grow and give the order.
 
 use std::fmt;
 
@@ -70,6 +71,42 @@ pub struct OutboxItem {
     pub idempotency_key: String,
     /// Attempts made so far.
     pub attempts: i64,
+    /// The fence of the claim that handed the row out ([`Store::claim_due`]); 0 for a row read
+    /// without a claim ([`Store::due`]). Reports carry it, and a report whose claim has passed to
+    /// another worker is refused.
+    pub fence: i64,
+}
+
+/// Which attempt a report answers: an outbox row, and for a claimed row the fence of its claim.
+/// A bare row id (tests, admin tools) reports without a fence check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    /// The row id.
+    pub id: i64,
+    /// The claim's fence; None: any.
+    pub fence: Option<i64>,
+}
+
+impl From<i64> for Claimed {
+    fn from(id: i64) -> Claimed {
+        Claimed { id, fence: None }
+    }
+}
+
+impl From<&OutboxItem> for Claimed {
+    fn from(item: &OutboxItem) -> Claimed {
+        Claimed {
+            id: item.id,
+            fence: (item.fence > 0).then_some(item.fence),
+        }
+    }
+}
+
+impl Claimed {
+    /// The fence as bound in SQL: -1 matches any.
+    fn fence_param(&self) -> i64 {
+        self.fence.unwrap_or(-1)
+    }
 }
 
 /// An outbox row in any state (inspection, tests, the status page).
@@ -210,15 +247,20 @@ pub(crate) async fn append(
     }
     let mut inserted = 0;
     for (action, planned_key) in actions.iter().zip(&planned) {
-        let earlier: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE planned_key = $1")
-            .bind(planned_key)
-            .fetch_one(c)
-            .await)
-            .ctx(what)?;
-        let key = if earlier == 0 {
+        // The key's use count survives pruning (see `planned_keys`), so an `#N` is never given
+        // twice.
+        let uses: i64 = on_tx!(tx, c => sqlx::query_scalar(
+            "INSERT INTO planned_keys (planned_key, uses) VALUES ($1, 1) \
+             ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + 1 RETURNING uses",
+        )
+        .bind(planned_key)
+        .fetch_one(c)
+        .await)
+        .ctx(what)?;
+        let key = if uses <= 1 {
             planned_key.clone()
         } else {
-            format!("{planned_key}#{}", earlier + 1)
+            format!("{planned_key}#{uses}")
         };
         let action_json = serde_json::to_string(action).ctx(what)?;
         let done = on_tx!(tx, c => sqlx::query(
@@ -296,7 +338,7 @@ impl Store {
                 "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, o.action_json, o.idempotency_key, o.state, \
                      o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
                  FROM outbox o \
-                 WHERE o.state = 'pending' AND o.not_before <= $1 \
+                 WHERE o.state = 'pending' AND o.not_before <= $1 AND o.lease_until <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM outbox p \
                                    WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
                  ORDER BY o.id LIMIT $2",
@@ -318,15 +360,134 @@ impl Store {
                 action: e.action,
                 idempotency_key: e.idempotency_key,
                 attempts: e.attempts,
+                fence: 0,
             })
             .collect())
     }
 
+    /// Claims up to `limit` rows due at `due_ms` for `worker`, for `lease_ms` from now (the
+    /// store's clock, [`Store::with_clock`], which every worker's lease is measured by): the
+    /// rows [`Store::due`] would hand out (each conference's oldest pending row, past its
+    /// `not_before`, not under another live claim), oldest first. Each claim bumps the row's
+    /// fence; the items carry it, and their reports are refused once the claim has passed to
+    /// another worker. Several workers claim at once without waiting for each other: Postgres
+    /// takes the rows `FOR UPDATE SKIP LOCKED`, outside the store's write lock (a claim touches
+    /// only the lease columns; a report racing it is ordered by the row lock, and whichever
+    /// comes second sees the other's effect). A claim that is not renewed
+    /// ([`Store::renew_claims`]) expires, and the row goes to whoever claims next: a worker
+    /// that died mid-call loses its rows after `lease_ms`.
+    pub async fn claim_due(
+        &self,
+        worker: &str,
+        limit: i64,
+        due_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let what = || "claiming due outbox actions".to_owned();
+        let now_ms = self.now();
+        // One statement per backend (literal SQL): Postgres adds FOR UPDATE SKIP LOCKED.
+        macro_rules! claim_sql {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE outbox SET lease_owner = $1, lease_until = $2, lease_fence = lease_fence + 1 \
+                     WHERE id IN (SELECT o.id FROM outbox o \
+                         WHERE o.state = 'pending' AND o.not_before <= $5 AND o.lease_until <= $3 \
+                           AND NOT EXISTS (SELECT 1 FROM outbox p \
+                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
+                         ORDER BY o.id LIMIT $4",
+                    $lock,
+                    ") RETURNING id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, \
+                         attempts, not_before, last_error, created_at, updated_at, lease_fence"
+                )
+            };
+        }
+        let mut claimed: Vec<(OutboxEntry, i64)> = match &self.db {
+            crate::db::Db::Sqlite { writer, .. } => {
+                let rows = sqlx::query(claim_sql!(""))
+                    .bind(worker)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .bind(due_ms)
+                    .fetch_all(writer)
+                    .await;
+                let rows = rows.ctx(what);
+                self.note_write(&rows);
+                rows?
+                    .iter()
+                    .map(|r| Ok((entry(r)?, r.col("lease_fence").ctx(what)?)))
+                    .collect::<Result<_, StoreError>>()?
+            }
+            crate::db::Db::Postgres { pool, .. } => {
+                let rows = sqlx::query(claim_sql!(" FOR UPDATE SKIP LOCKED"))
+                    .bind(worker)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .bind(due_ms)
+                    .fetch_all(pool)
+                    .await;
+                let rows = rows.ctx(what);
+                self.note_write(&rows);
+                rows?
+                    .iter()
+                    .map(|r| Ok((entry(r)?, r.col("lease_fence").ctx(what)?)))
+                    .collect::<Result<_, StoreError>>()?
+            }
+        };
+        claimed.sort_by_key(|(e, _)| e.id);
+        Ok(claimed
+            .into_iter()
+            .map(|(e, fence)| OutboxItem {
+                id: e.id,
+                conference_id: e.conference_id,
+                calendar_id: e.calendar_id,
+                event_id: e.event_id,
+                action: e.action,
+                idempotency_key: e.idempotency_key,
+                attempts: e.attempts,
+                fence,
+            })
+            .collect())
+    }
+
+    /// Extends `worker`'s claims on these rows (the ones it is still running) to `lease_ms`
+    /// from now (the store's clock). A claim already taken over by another worker is not
+    /// touched. Answers how many claims were extended.
+    pub async fn renew_claims(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let now_ms = self.now();
+        let mut renewed = 0;
+        for chunk in ids.chunks(500) {
+            renewed += on_write!(self, c => {
+                let mut query = sqlx::QueryBuilder::new("UPDATE outbox SET lease_until = ");
+                query
+                    .push_bind(now_ms + lease_ms)
+                    .push(" WHERE state = 'pending' AND lease_owner = ")
+                    .push_bind(worker)
+                    .push(" AND id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                query.push(")");
+                query.build().execute(c).await.map(|r| r.rows_affected())
+            })
+            .ctx(|| format!("renewing {} outbox claims", chunk.len()))?;
+        }
+        Ok(renewed)
+    }
+
     /// When the next action becomes due (the earliest `not_before` among the rows [`Store::due`]
-    /// could hand out), None when nothing is pending.
+    /// could hand out, or the end of the claim a row is under), None when nothing is pending.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(
-            "SELECT MIN(o.not_before) AS next FROM outbox o \
+            "SELECT MIN(CASE WHEN o.lease_until > o.not_before THEN o.lease_until ELSE o.not_before END) AS next \
+             FROM outbox o \
              WHERE o.state = 'pending' \
                AND NOT EXISTS (SELECT 1 FROM outbox p \
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)",
@@ -338,42 +499,99 @@ impl Store {
     }
 
     /// Reports a successful attempt: the row is done (whatever it was; a superseded delete
-    /// that ran anyway did happen).
-    pub async fn complete(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
-        let done = on_write!(self, c => sqlx::query("UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2 WHERE id = $1")
+    /// that ran anyway did happen). Refused (logged, answers false) when the row is no longer
+    /// pending under this claim.
+    pub async fn complete(&self, row: impl Into<Claimed>, now_ms: i64) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(row.fence_param())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(|| format!("completing outbox row {id}"))?;
+        self.report(done, row, || format!("completing outbox row {id}"))
+            .await
+    }
+
+    /// Reports a successful Update whose spec `fingerprint` landed at the provider: the row is
+    /// done and the link records what the meeting now has, in one transaction, both refused
+    /// (answers false) when the row is no longer pending under this claim (a stalled worker's
+    /// late answer must not overwrite what a newer update recorded).
+    pub async fn complete_update(
+        &self,
+        row: impl Into<Claimed>,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
+        let what = || format!("completing outbox update {id}");
+        let mut tx = self.write_tx(what).await?;
+        let done = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(row.fence_param())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        if done > 0 {
+            on_tx!(&mut tx, c => sqlx::query(
+                "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
+                 WHERE conference_id = (SELECT conference_id FROM outbox WHERE id = $1)",
+            )
             .bind(id)
+            .bind(fingerprint)
             .bind(now_ms)
             .execute(c)
             .await
             .map(|r| r.rows_affected()))
-            .ctx(|| format!("completing outbox row {id}"))?;
-        found(done, || format!("completing outbox row {id}"))
+            .ctx(what)?;
+        }
+        self.commit(tx, what).await?;
+        self.report(done, row, what).await
     }
 
     /// Reports a transient failure: the row stays pending, hidden from [`Store::due`] until
-    /// `not_before_ms` (the backoff, or the provider's Retry-After). Its conference's later rows
-    /// wait too. A row that is no longer pending is left as it is.
+    /// `not_before_ms` (the backoff, or the provider's Retry-After), and its claim ends. Its
+    /// conference's later rows wait too. A row that is no longer pending (under this claim) is
+    /// left as it is.
     pub async fn retry_later(
         &self,
-        id: i64,
+        row: impl Into<Claimed>,
         not_before_ms: i64,
         error: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
         let what = || format!("rescheduling outbox row {id}");
         let done = on_write!(self, c => sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, not_before = $2, last_error = $3, updated_at = $4 \
-             WHERE id = $1 AND state = 'pending'",
+            "UPDATE outbox SET attempts = attempts + 1, not_before = $2, last_error = $3, updated_at = $4, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($5 < 0 OR lease_fence = $5)",
         )
         .bind(id)
         .bind(not_before_ms)
         .bind(error)
         .bind(now_ms)
+        .bind(row.fence_param())
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
         .ctx(what)?;
-        self.report(done, id, what).await
+        self.report(done, row, what).await
     }
 
     /// Puts a pending row off until `not_before_ms` without counting an attempt: it waits for
@@ -381,88 +599,122 @@ impl Store {
     /// and fail; it stays visible as pending with its error.
     pub async fn park(
         &self,
-        id: i64,
+        row: impl Into<Claimed>,
         not_before_ms: i64,
         error: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
         let what = || format!("parking outbox row {id}");
         let done = on_write!(self, c => sqlx::query(
-            "UPDATE outbox SET not_before = $2, last_error = $3, updated_at = $4 \
-             WHERE id = $1 AND state = 'pending'",
+            "UPDATE outbox SET not_before = $2, last_error = $3, updated_at = $4, lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($5 < 0 OR lease_fence = $5)",
         )
         .bind(id)
         .bind(not_before_ms)
         .bind(error)
         .bind(now_ms)
+        .bind(row.fence_param())
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
         .ctx(what)?;
-        self.report(done, id, what).await
+        self.report(done, row, what).await
     }
 
     /// Reports a permanent failure: the row is failed, listed by [`Store::failures`], never
-    /// retried; its conference's later rows become due. A row that is no longer pending is left
-    /// as it is.
-    pub async fn fail(&self, id: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
+    /// retried; its conference's later rows become due. A row that is no longer pending (under
+    /// this claim) is left as it is.
+    pub async fn fail(
+        &self,
+        row: impl Into<Claimed>,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
         let what = || format!("recording the failure of outbox row {id}");
-        tracing::warn!(outbox_id = id, error, "outbox action failed permanently");
         let done = on_write!(self, c => sqlx::query(
-            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2, updated_at = $3 \
-             WHERE id = $1 AND state = 'pending'",
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2, updated_at = $3, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($4 < 0 OR lease_fence = $4)",
         )
         .bind(id)
         .bind(error)
         .bind(now_ms)
+        .bind(row.fence_param())
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
         .ctx(what)?;
-        self.report(done, id, what).await
+        if done > 0 {
+            tracing::warn!(outbox_id = id, error, "outbox action failed permanently");
+        }
+        self.report(done, row, what).await
     }
 
     /// Marks a pending row superseded (the executor found it unnecessary, e.g. a delete whose
-    /// event is back). A row that is no longer pending is left as it is.
-    pub async fn supersede(&self, id: i64) -> Result<(), StoreError> {
+    /// event is back). A row that is no longer pending (under this claim) is left as it is.
+    pub async fn supersede(&self, row: impl Into<Claimed>) -> Result<bool, StoreError> {
+        let row = row.into();
+        let id = row.id;
         let what = || format!("superseding outbox row {id}");
         let now = self.now();
-        let done = on_write!(self, c => sqlx::query("UPDATE outbox SET state = 'superseded', updated_at = $2 WHERE id = $1 AND state = 'pending'")
-            .bind(id)
-            .bind(now)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))
-            .ctx(what)?;
-        self.report(done, id, what).await
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET state = 'superseded', updated_at = $2, lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(row.fence_param())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.report(done, row, what).await
     }
 
-    /// Follows up a report that changed `done` rows: none means the row is missing (an error)
-    /// or no longer pending (ignored).
+    /// Follows up a report that changed `done` rows: answers true when it did; none means the
+    /// row is missing (an error), no longer pending, or claimed again by another worker since
+    /// (refused, logged: that worker runs it and reports).
     async fn report(
         &self,
         done: u64,
-        id: i64,
+        row: Claimed,
         what: impl Fn() -> String,
-    ) -> Result<(), StoreError> {
-        if done == 0 {
-            let exists: Option<String> = on_read!(self, c => sqlx::query_scalar(
-                "SELECT state FROM outbox WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(c)
-            .await)
-            .ctx(&what)?;
-            match exists {
-                None => return Err(StoreError::not_found(what())),
-                Some(state) => tracing::debug!(
+    ) -> Result<bool, StoreError> {
+        if done > 0 {
+            return Ok(true);
+        }
+        let id = row.id;
+        let exists: Option<(String, i64)> = on_read!(self, c => sqlx::query_as(
+            "SELECT state, lease_fence FROM outbox WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .ctx(&what)?;
+        match exists {
+            None => Err(StoreError::not_found(what())),
+            Some((state, fence)) if state == "pending" => {
+                tracing::warn!(
+                    outbox_id = id,
+                    claim = row.fence,
+                    current = fence,
+                    "outbox row claimed by another worker since: this late report is refused"
+                );
+                Ok(false)
+            }
+            Some((state, _)) => {
+                tracing::debug!(
                     outbox_id = id,
                     state,
                     "outbox row no longer pending; report ignored"
-                ),
+                );
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Which of these conferences have a recreate pending (their meeting is being replaced):
@@ -583,13 +835,5 @@ impl Store {
             rows.ctx(|| format!("listing the outbox of conference {conference_id}"))
                 .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
         })
-    }
-}
-
-fn found(rows: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
-    if rows == 0 {
-        Err(StoreError::not_found(what()))
-    } else {
-        Ok(())
     }
 }

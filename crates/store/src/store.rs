@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, SqlSafeStr};
 
 use crate::db::{Db, Tx, on_write};
 use crate::error::{Context, StoreError};
@@ -57,17 +57,39 @@ fn sqlite_migrator() -> Migrator {
             "guarantees",
             include_str!("../migrations/sqlite/0006_guarantees.sql"),
         ),
+        (
+            7,
+            "leases",
+            include_str!("../migrations/sqlite/0007_leases.sql"),
+        ),
+        (
+            8,
+            "planned keys",
+            include_str!("../migrations/sqlite/0008_planned_keys.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
 
 /// Postgres's own migrations (its first one builds what SQLite's 0001-0006 build).
 fn postgres_migrator() -> Migrator {
-    let migrations = [(
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    )];
+    let migrations = [
+        (
+            1,
+            "init",
+            include_str!("../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            2,
+            "leases",
+            include_str!("../migrations/postgres/0002_leases.sql"),
+        ),
+        (
+            3,
+            "planned keys",
+            include_str!("../migrations/postgres/0003_planned_keys.sql"),
+        ),
+    ];
     migrator_of(&migrations)
 }
 
@@ -116,8 +138,6 @@ pub struct Store {
     claim: Arc<std::sync::OnceLock<Claim>>,
     /// A file store (its writer connection can be replaced; an in-memory one cannot).
     file_backed: bool,
-    /// Notified when a Postgres claim's connection fails.
-    claim_lost: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -179,7 +199,6 @@ impl Store {
             location: url_or_path.into(),
             write_failing_since: Arc::default(),
             claim: Arc::default(),
-            claim_lost: Arc::default(),
             file_backed: true,
         })
     }
@@ -212,7 +231,6 @@ impl Store {
             location: location.into(),
             write_failing_since: Arc::default(),
             claim: Arc::default(),
-            claim_lost: Arc::default(),
             file_backed: false,
         })
     }
@@ -256,13 +274,12 @@ impl Store {
             db: Db::Postgres {
                 pool,
                 write_lock: crate::db::lock_key("write", &schema),
-                claim_lock: crate::db::lock_key("claim", &schema),
+                channel: format!("confsync_{:016x}", crate::db::lock_key("notify", &schema)).into(),
             },
             clock: Arc::new(system_clock),
             location: location.into(),
             write_failing_since: Arc::default(),
             claim: Arc::default(),
-            claim_lost: Arc::default(),
             file_backed: false,
         })
     }
@@ -294,6 +311,12 @@ impl Store {
 
     pub(crate) fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// The store's clock (unix ms): the system clock unless [`Store::with_clock`] replaced it.
+    /// Leases are measured by it.
+    pub fn clock_ms(&self) -> i64 {
+        self.now()
     }
 
     /// Starts a write transaction.
@@ -388,26 +411,28 @@ impl Store {
         }
     }
 
-    /// Claims the store for this process alone, so two processes never run the same outbox
-    /// rows or sync the same calendar at once. Released when the process ends, however it ends.
-    /// Commands that only read or add API keys do not claim. In-memory stores: no-op.
-    ///
-    /// - SQLite: an exclusive lock on `<path>.lock`; a second process is refused.
-    /// - Postgres: a session advisory lock (per schema) held by a connection of its own.
-    ///   With `wait`, a second process waits for it (a standby: it takes over within about a
-    ///   second of the holder's death, when Postgres sees its connection close); without, it
-    ///   is refused. A holder whose claim connection fails stops the process (see
-    ///   [`Store::claim_lost`]): another worker may already have taken over.
-    pub async fn claim_single_process(&self, wait: bool) -> Result<(), StoreError> {
+    /// Claims an SQLite file store for this process alone, so two processes never run the same
+    /// outbox rows or sync the same calendar at once: an exclusive lock on `<path>.lock`,
+    /// released when the process ends, however it ends; a second process is refused. Commands
+    /// that only read or add API keys do not claim. In-memory stores: no-op. Postgres stores:
+    /// no-op, since any number of workers share one (they take work under leases, see
+    /// [`Store::claim_due`] and [`Store::lease_calendar`]).
+    pub async fn claim_single_process(&self) -> Result<(), StoreError> {
         if self.claim.get().is_some() {
             return Ok(());
         }
         match &self.db {
-            Db::Sqlite { .. } if self.file_backed => self.claim_file(),
-            Db::Sqlite { .. } => Ok(()),
-            Db::Postgres {
-                pool, claim_lock, ..
-            } => self.claim_postgres(pool, *claim_lock, wait).await,
+            Db::Sqlite { .. } if self.file_backed => {
+                self.claim_file()?;
+                // Whoever held leases on this file before is dead (the claim was free): its
+                // work is this process's now, not after the lease time.
+                let released = self.release_leases(None).await?;
+                if released > 0 {
+                    tracing::info!(released, "leases of the store's previous process released");
+                }
+                Ok(())
+            }
+            Db::Sqlite { .. } | Db::Postgres { .. } => Ok(()),
         }
     }
 
@@ -435,7 +460,7 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(open_error(
                     "another confsync process is running on this store (an SQLite store \
-                     serves one process; stop the other one, or use Postgres for a standby)"
+                     serves one process; stop the other one, or use Postgres for several workers)"
                         .to_owned(),
                 ));
             }
@@ -446,109 +471,12 @@ impl Store {
         let _ = self.claim.set(Claim::File(file));
         Ok(())
     }
-
-    async fn claim_postgres(
-        &self,
-        pool: &sqlx::PgPool,
-        claim_lock: i64,
-        wait: bool,
-    ) -> Result<(), StoreError> {
-        let what = || "claiming the store (a Postgres advisory lock)".to_owned();
-        let mut connection = pool.acquire().await.ctx(what)?.detach();
-        let mut waited = false;
-        loop {
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(claim_lock)
-                .fetch_one(&mut connection)
-                .await
-                .ctx(what)?;
-            if held {
-                break;
-            }
-            if !wait {
-                return Err(StoreError::Locked {
-                    location: self.location.to_string(),
-                    detail: "another confsync process holds this store (run this one as a \
-                             standby, which waits for the claim, or stop the other one)"
-                        .to_owned(),
-                });
-            }
-            if !waited {
-                tracing::info!(location = %self.location, "another process holds the store: waiting as a standby");
-                waited = true;
-            }
-            tokio::time::sleep(CLAIM_POLL).await;
-        }
-        if waited {
-            tracing::warn!(location = %self.location, "the store's holder is gone: this process takes over");
-        }
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut connection)
-            .await
-            .ctx(what)?;
-        let lost = self.claim_lost.clone();
-        let connection = Arc::new(tokio::sync::Mutex::new(connection));
-        let _ = self.claim.set(Claim::Postgres {
-            connection: connection.clone(),
-            pid,
-        });
-        // The claim lives as long as its connection: check it, and say so when it is gone.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(CLAIM_POLL).await;
-                let mut c = connection.lock().await;
-                let alive = tokio::time::timeout(CLAIM_POLL * 5, c.ping()).await;
-                if !matches!(alive, Ok(Ok(()))) {
-                    tracing::error!(
-                        "the store's claim connection failed: another process may take over; this one must stop"
-                    );
-                    lost.notify_waiters();
-                    lost.notify_one();
-                    return;
-                }
-            }
-        });
-        Ok(())
-    }
-
-    /// Resolves when this process's Postgres claim is lost (its connection failed: Postgres
-    /// released the lock, and a standby may be running the store now). The process must stop
-    /// working at once. Never resolves for SQLite stores or before a claim.
-    pub async fn claim_lost(&self) {
-        self.claim_lost.notified().await
-    }
-
-    /// Tests: ends this process's Postgres claim connection from the server side, as Postgres
-    /// sees a worker that died. Answers whether there was one.
-    #[doc(hidden)]
-    pub async fn terminate_claim_connection_for_tests(&self) -> Result<bool, StoreError> {
-        let (Some(Claim::Postgres { pid, .. }), Db::Postgres { pool, .. }) =
-            (self.claim.get(), &self.db)
-        else {
-            return Ok(false);
-        };
-        sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(*pid)
-            .fetch_one(pool)
-            .await
-            .ctx(|| "terminating the claim connection".to_owned())
-    }
 }
 
-/// The single-process claim a store holds.
+/// The single-process claim a file store holds: its lock file, locked.
 enum Claim {
     File(#[allow(dead_code)] std::fs::File),
-    Postgres {
-        /// Holds the advisory lock; checked by a task.
-        #[allow(dead_code)]
-        connection: Arc<tokio::sync::Mutex<sqlx::PgConnection>>,
-        /// Its server process.
-        pid: i32,
-    },
 }
-
-/// How often a standby asks for the claim, and the holder checks its claim connection.
-const CLAIM_POLL: Duration = Duration::from_millis(500);
 
 /// Connections of a Postgres store's pool.
 const POSTGRES_CONNECTIONS: u32 = 8;

@@ -1259,15 +1259,31 @@ async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
         let started = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
         // A notification arrives while the pass runs.
         store.mark_dirty(ALICE, 2_000).await.unwrap();
-        store.sync_succeeded(ALICE, started).await.unwrap();
+        assert!(
+            store.sync_succeeded(ALICE, started).await.unwrap(),
+            "still dirty"
+        );
         let state = store.calendar(ALICE).await.unwrap().unwrap();
         assert_eq!(
             state.dirty_at,
             Some(1_000),
             "still dirty: the second trigger needs a pass"
         );
-        store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
+        assert!(!store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap());
         assert!(store.calendars_to_sync().await.unwrap().is_empty());
+        // While another worker syncs it, a dirty calendar is not offered to the others.
+        store.mark_dirty(ALICE, 2_500).await.unwrap();
+        let far = i64::MAX / 4;
+        let fence = store
+            .lease_calendar(ALICE, "other", far, 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.calendars_to_sync().await.unwrap().is_empty());
+        store.release_calendar(ALICE, "other", fence).await.unwrap();
+        assert_eq!(store.calendars_to_sync().await.unwrap().len(), 1);
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        store.sync_succeeded(ALICE, state.dirty_gen).await.unwrap();
         // A failed pass: dirty, with its retry time first in line.
         store.mark_dirty(ALICE, 3_000).await.unwrap();
         assert_eq!(
@@ -1299,6 +1315,14 @@ async fn a_trigger_recorded_during_a_pass_keeps_the_calendar_dirty() {
             (state.sync_failures, state.retry_at, state.dirty_at),
             (0, None, None)
         );
+        // A pass that failed for want of the owner's grant (no retry time) is not polled: it
+        // waits for the owner to connect again.
+        store.mark_dirty(ALICE, 30_000).await.unwrap();
+        store
+            .sync_failed(ALICE, "reauth", None, 30_100)
+            .await
+            .unwrap();
+        assert!(store.calendars_to_sync().await.unwrap().is_empty());
     }
 }
 
@@ -1366,75 +1390,29 @@ async fn a_second_process_claim_on_a_file_store_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s.db");
     let first = Store::open(path.to_str().unwrap()).await.unwrap();
-    first.claim_single_process(false).await.unwrap();
-    first.claim_single_process(false).await.unwrap(); // the holder may ask again
+    first.claim_single_process().await.unwrap();
+    first.claim_single_process().await.unwrap(); // the holder may ask again
     // A second open of the lock file stands for another process (flock locks are per open
     // file description).
     let second = Store::open(path.to_str().unwrap()).await.unwrap();
-    let error = second
-        .claim_single_process(true)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = second.claim_single_process().await.unwrap_err().to_string();
     assert!(error.contains("another confsync process"), "{error}");
     drop(first);
     drop(second);
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Postgres: one process holds the store; a second is refused, or waits as a standby and takes
-/// over when the holder's connection dies (killed here from the server side, as Postgres sees
-/// a worker killed with -9), and the old holder learns it lost its claim.
+/// Postgres: any number of workers share a store (no single-process claim); they divide its
+/// work under leases (the tests above).
 #[tokio::test]
-async fn a_postgres_standby_takes_over_when_the_holder_dies() {
+async fn postgres_stores_are_shared_not_claimed() {
     let Some(url) = confsync_store::testing::postgres_schema_url().await else {
         return;
     };
     let first = Store::open(&url).await.unwrap();
-    first.claim_single_process(false).await.unwrap();
-    first.claim_single_process(false).await.unwrap();
     let second = Store::open(&url).await.unwrap();
-    let error = second
-        .claim_single_process(false)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("another confsync process"), "{error}");
-    // Another schema is another store: its claim is its own.
-    let other = confsync_store::testing::postgres().await.unwrap();
-    other.claim_single_process(false).await.unwrap();
-
-    let standby = {
-        let second = second.clone();
-        tokio::spawn(async move { second.claim_single_process(true).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    assert!(
-        !standby.is_finished(),
-        "the standby waits while the holder lives"
-    );
-    let lost = {
-        let first = first.clone();
-        tokio::spawn(async move { first.claim_lost().await })
-    };
-    // The holder's claim connection dies.
-    let killed = first.terminate_claim_connection_for_tests().await.unwrap();
-    assert!(killed);
-    let started = std::time::Instant::now();
-    tokio::time::timeout(std::time::Duration::from_secs(10), standby)
-        .await
-        .expect("the standby takes over")
-        .unwrap()
-        .unwrap();
-    eprintln!(
-        "standby took over {:?} after the holder died",
-        started.elapsed()
-    );
-    tokio::time::timeout(std::time::Duration::from_secs(10), lost)
-        .await
-        .expect("the old holder learns it lost the claim")
-        .unwrap();
-    // The new holder writes; the data is the same store's.
+    first.claim_single_process().await.unwrap();
+    second.claim_single_process().await.unwrap();
     second.ensure_calendar(ALICE).await.unwrap();
     assert_eq!(first.calendars().await.unwrap().len(), 1);
 }
@@ -1491,15 +1469,74 @@ async fn history_past_its_retention_is_pruned() {
             .await
             .unwrap();
 
+        // Outbox rows: m1's update ran long ago; m2's is still pending (never pruned, however
+        // old); m3's link was deleted long ago and its delete ran; m4 was deleted recently.
+        for (id, event) in [("m1", "e1"), ("m2", "e2"), ("m3", "e3"), ("m4", "e4")] {
+            store
+                .commit_latest(
+                    ALICE,
+                    &[change(
+                        link(id, ALICE, event, "Planning"),
+                        vec![update("Planning")],
+                    )],
+                    &[],
+                    None,
+                    cutoff - 2 * DAY,
+                )
+                .await
+                .unwrap();
+        }
+        for row in store.due(10, cutoff).await.unwrap() {
+            if row.conference_id != "m2" {
+                store.complete(row.id, cutoff - DAY).await.unwrap();
+            }
+        }
+        for (id, event, at) in [("m3", "e3", cutoff - DAY), ("m4", "e4", now - DAY)] {
+            let mut gone = link(id, ALICE, event, "Planning");
+            gone.deleted = true;
+            store
+                .commit_latest(ALICE, &[change(gone, vec![])], &[], None, at)
+                .await
+                .unwrap();
+        }
         let pruned = store.prune_history(cutoff, now).await.unwrap();
         assert_eq!(
             pruned,
             confsync_store::Pruned {
                 oauth_requests: 1,
                 channels: 2,
-                dead_letters: 1
+                dead_letters: 1,
+                outbox: 3,
+                links: 1,
             }
         );
+        assert!(store.outbox_of("m1").await.unwrap().is_empty());
+        assert_eq!(
+            store.outbox_of("m2").await.unwrap()[0].state,
+            OutboxState::Pending
+        );
+        assert!(store.link_record("m3").await.unwrap().is_none());
+        assert!(store.link_record("m4").await.unwrap().is_some());
+        assert!(
+            store.link_record("m1").await.unwrap().is_some(),
+            "live links stay"
+        );
+        // The same intent again after its row was pruned gets a new key, never the first one's.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &[],
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+        let again = store.outbox_of("m1").await.unwrap();
+        assert!(again[0].idempotency_key.ends_with("#2"), "{again:?}");
         assert!(store.channel("live").await.unwrap().is_some());
         assert!(store.channel("old").await.unwrap().is_none());
         assert!(store.channel("stopped").await.unwrap().is_none());
@@ -1512,4 +1549,280 @@ async fn history_past_its_retention_is_pruned() {
             confsync_store::Pruned::default()
         );
     }
+}
+
+/// Queues one update per conference `m0..m{n}` (each on its own event).
+async fn queue_updates(store: &Store, n: usize, now_ms: i64) {
+    let changes: Vec<PlannedChange> = (0..n)
+        .map(|i| {
+            change(
+                link(&format!("m{i}"), ALICE, &format!("e{i}"), "Planning"),
+                vec![update(&format!("Planning {i}"))],
+            )
+        })
+        .collect();
+    store
+        .commit_latest(ALICE, &changes, &[], None, now_ms)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        // Leases are measured by the store's clock.
+        let clock = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1_000));
+        let at = |ms: i64| clock.store(ms, std::sync::atomic::Ordering::SeqCst);
+        let store = {
+            let clock = clock.clone();
+            store.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst))
+        };
+        queue_updates(&store, 2, 1_000).await;
+        // A second change of m0 queues behind the first.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m0", ALICE, "e0", "Renamed"),
+                    vec![update("Renamed")],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let a = store.claim_due("a", 10, 1_000, 5_000).await.unwrap();
+        assert_eq!(
+            a.iter()
+                .map(|i| i.conference_id.as_str())
+                .collect::<Vec<_>>(),
+            ["m0", "m1"],
+            "each conference's oldest row"
+        );
+        assert!(a.iter().all(|i| i.fence == 1));
+        // Under a's live claims nothing is due for b: not the claimed rows, not m0's second
+        // row (its first is still pending), and `due` agrees.
+        at(5_999);
+        assert!(
+            store
+                .claim_due("b", 10, 5_999, 5_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.due(10, 5_999).await.unwrap().is_empty());
+        assert_eq!(store.next_due().await.unwrap(), Some(6_000));
+        // a renews one claim; the other expires and b takes it over with a new fence.
+        at(5_000);
+        assert_eq!(store.renew_claims("a", &[a[1].id], 5_000).await.unwrap(), 1);
+        at(6_000);
+        let b = store.claim_due("b", 10, 6_000, 5_000).await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].id, b[0].fence), (a[0].id, 2));
+        // a's late report of the row b holds now is refused and changes nothing; renewing it
+        // does not take it back.
+        at(6_500);
+        assert!(!store.complete(&a[0], 6_500).await.unwrap());
+        assert_eq!(store.renew_claims("a", &[a[0].id], 5_000).await.unwrap(), 0);
+        assert!(
+            !store
+                .retry_later(&a[0], 99_000, "late", 6_500)
+                .await
+                .unwrap()
+        );
+        assert!(!store.fail(&a[0], "late", 6_500).await.unwrap());
+        let row = store.outbox_of("m0").await.unwrap().remove(0);
+        assert_eq!((row.state, row.attempts), (OutboxState::Pending, 0));
+        // b's report lands; m0's second row becomes due; a's renewed claim on m1 still holds.
+        assert!(store.complete_update(&b[0], "fp-1", 6_500).await.unwrap());
+        assert_eq!(
+            store
+                .link_record("m0")
+                .await
+                .unwrap()
+                .unwrap()
+                .applied_fingerprint
+                .as_deref(),
+            Some("fp-1")
+        );
+        at(7_000);
+        let next = store.claim_due("b", 10, 7_000, 5_000).await.unwrap();
+        assert_eq!(
+            next.iter()
+                .map(|i| (i.conference_id.as_str(), i.action.clone()))
+                .collect::<Vec<_>>(),
+            [("m0", update("Renamed"))]
+        );
+        // A report without a fence (admin tools) is not refused.
+        assert!(store.supersede(a[1].id).await.unwrap());
+        // A retried row's claim ends: it is due again at its not_before, for anyone.
+        assert!(
+            store
+                .retry_later(&next[0], 8_000, "busy", 7_000)
+                .await
+                .unwrap()
+        );
+        at(8_000);
+        let again = store.claim_due("a", 10, 8_000, 5_000).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 1));
+    }
+}
+
+#[tokio::test]
+async fn workers_claiming_at_once_take_every_row_exactly_once() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        queue_updates(&store, 300, 1_000).await;
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_due(&format!("w{w}"), 7, 2_000, 60_000)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|i| i.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!((total, all.len()), (300, 300), "claimed once each");
+    }
+}
+
+#[tokio::test]
+async fn a_calendar_is_synced_under_one_lease_at_a_time() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "a", 1_000, 5_000)
+                .await
+                .unwrap(),
+            None,
+            "unknown calendar"
+        );
+        store.ensure_calendar(ALICE).await.unwrap();
+        let fence = store
+            .lease_calendar(ALICE, "a", 1_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(fence, Some(1));
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "b", 2_000, 5_000)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .renew_calendar_leases("a", &[ALICE.to_owned()], 4_000, 5_000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "b", 8_999, 5_000)
+                .await
+                .unwrap(),
+            None
+        );
+        // a stops renewing (it died): b takes over once the lease has run out.
+        let b = store
+            .lease_calendar(ALICE, "b", 9_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(b, Some(2));
+        // a's late release does not free b's lease.
+        store.release_calendar(ALICE, "a", 1).await.unwrap();
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "c", 9_500, 5_000)
+                .await
+                .unwrap(),
+            None
+        );
+        store.release_calendar(ALICE, "b", 2).await.unwrap();
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "c", 9_500, 5_000)
+                .await
+                .unwrap(),
+            Some(3)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_duty_has_one_holder_and_passes_on_when_it_stops_renewing() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        assert!(store.take_duty("sweep", "a", 1_000, 10_000).await.unwrap());
+        assert!(!store.take_duty("sweep", "b", 2_000, 10_000).await.unwrap());
+        assert!(
+            store
+                .take_duty("retention", "b", 2_000, 10_000)
+                .await
+                .unwrap(),
+            "duties are separate"
+        );
+        assert!(
+            store.take_duty("sweep", "a", 9_000, 10_000).await.unwrap(),
+            "renewed"
+        );
+        assert!(!store.take_duty("sweep", "b", 18_999, 10_000).await.unwrap());
+        assert!(
+            store.take_duty("sweep", "b", 19_000, 10_000).await.unwrap(),
+            "taken over"
+        );
+        assert!(!store.take_duty("sweep", "a", 19_500, 10_000).await.unwrap());
+        let duties = store.duties().await.unwrap();
+        assert_eq!(
+            duties,
+            [
+                ("retention".to_owned(), "b".to_owned(), 12_000),
+                ("sweep".to_owned(), "b".to_owned(), 29_000)
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_workers_hear_each_others_outbox_notifications() {
+    let Some(url) = confsync_store::testing::postgres_schema_url().await else {
+        return;
+    };
+    let one = Store::open(&url).await.unwrap();
+    let two = Store::open(&url).await.unwrap();
+    let mut listener = two.listen().await.unwrap().expect("a Postgres listener");
+    one.notify_outbox().await;
+    let payload = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("notified within 5 s")
+        .unwrap();
+    assert_eq!(payload, "outbox");
+    assert!(
+        Store::memory()
+            .await
+            .unwrap()
+            .listen()
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -828,6 +828,14 @@ fn confsync() -> Command {
     command
 }
 
+/// A `confsync` command with the environment the tests use (the webhook secret, alice's dev
+/// token, no stray `CONFSYNC_*` settings), for tests that drive processes their own way.
+pub fn confsync_command() -> Command {
+    let mut command = confsync();
+    command.env_remove("CONFSYNC_STORE_URL");
+    command
+}
+
 /// `confsync apikey create`: the key it prints once.
 pub fn create_api_key(config: &Path) -> String {
     let out = confsync()

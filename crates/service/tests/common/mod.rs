@@ -98,6 +98,7 @@ pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits)
         SchedulerConfig {
             debounce: Duration::ZERO,
             workers: 2,
+            ..SchedulerConfig::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

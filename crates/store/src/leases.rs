@@ -1,0 +1,242 @@
+//! Leases: how several workers share one store's work with no leader, and how the work of a
+//! worker that died goes to the others.
+//!
+//! - Outbox rows are claimed with a lease and a fence ([`Store::claim_due`] in `outbox.rs`).
+//! - A calendar is synced by one worker at a time: [`Store::lease_calendar`] takes its sync
+//!   lease (the `sync_*` columns of `calendars`), renewed while the pass runs
+//!   ([`Store::renew_calendar_leases`]) and released at its end; a dead worker's lease expires.
+//! - Singleton duties (the sweep, channel renewal, clean-ups, retention) are rows of `duties`:
+//!   [`Store::take_duty`] answers whether this worker holds the duty now; the holder keeps it by
+//!   taking it again before it expires, and another worker gets it once it has.
+//! - Wake-ups: on Postgres, a worker that queues outbox rows sends a notification on the
+//!   store's channel ([`Store::notify_outbox`]); the others listen ([`Store::listen`]) and
+//!   drain at once instead of at their next poll. Polling stays the fallback: a notification
+//!   sent while a listener was reconnecting is lost, and nothing depends on it.
+//!
+//! Every lease has an expiry in unix ms compared with the caller's `now_ms`: workers' clocks
+//! must agree to well within a lease (NTP does this).
+
+use crate::Store;
+use crate::db::{Db, on_write};
+use crate::error::{Context, StoreError};
+
+/// A worker's name for its leases: unique per process (host, pid and a random part), never a
+/// secret.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let mut random = [0u8; 4];
+    // The random part only keeps two processes with the same pid (containers) apart.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (seed >> (i * 8)) as u8 ^ (std::process::id() >> (i * 3)) as u8;
+    }
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{}-{hex}", std::process::id())
+}
+
+impl Store {
+    /// Takes `calendar_id`'s sync lease for `worker` until `now_ms + lease_ms`, unless another
+    /// worker holds a lease that has not expired. Answers the lease's fence (bumped by every
+    /// take), or None when the calendar is busy elsewhere (or unknown).
+    pub async fn lease_calendar(
+        &self,
+        calendar_id: &str,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        on_write!(self, c => sqlx::query_scalar(
+            "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1 \
+             WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) RETURNING sync_fence",
+        )
+        .bind(calendar_id)
+        .bind(worker)
+        .bind(now_ms)
+        .bind(now_ms + lease_ms)
+        .fetch_optional(c)
+        .await)
+        .ctx(|| format!("taking the sync lease of calendar {calendar_id}"))
+    }
+
+    /// Extends `worker`'s sync leases on these calendars to `now_ms + lease_ms` (passes still
+    /// running). Answers how many were extended.
+    pub async fn renew_calendar_leases(
+        &self,
+        worker: &str,
+        calendar_ids: &[String],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for chunk in calendar_ids.chunks(500) {
+            renewed += on_write!(self, c => {
+                let mut query = sqlx::QueryBuilder::new("UPDATE calendars SET sync_until = ");
+                query
+                    .push_bind(now_ms + lease_ms)
+                    .push(" WHERE sync_owner = ")
+                    .push_bind(worker)
+                    .push(" AND calendar_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                query.push(")");
+                query.build().execute(c).await.map(|r| r.rows_affected())
+            })
+            .ctx(|| format!("renewing {} calendar sync leases", chunk.len()))?;
+        }
+        Ok(renewed)
+    }
+
+    /// Ends `worker`'s sync lease on `calendar_id` (taken with `fence`); another worker's lease
+    /// is left alone.
+    pub async fn release_calendar(
+        &self,
+        calendar_id: &str,
+        worker: &str,
+        fence: i64,
+    ) -> Result<(), StoreError> {
+        on_write!(self, c => sqlx::query(
+            "UPDATE calendars SET sync_owner = NULL, sync_until = 0 \
+             WHERE calendar_id = $1 AND sync_owner = $2 AND sync_fence = $3",
+        )
+        .bind(calendar_id)
+        .bind(worker)
+        .bind(fence)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(|| format!("releasing the sync lease of calendar {calendar_id}"))?;
+        Ok(())
+    }
+
+    /// Whether `worker` holds the singleton duty `name` until `now_ms + ttl_ms`: it does when
+    /// nobody held it, when it held it already (renewed), or when the holder's time ran out
+    /// (taken over). A holder keeps a duty by taking it again well before `ttl_ms` passes.
+    pub async fn take_duty(
+        &self,
+        name: &str,
+        worker: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let fence: Option<i64> = on_write!(self, c => sqlx::query_scalar(
+            "INSERT INTO duties (name, holder, until, fence) VALUES ($1, $2, $4, 1) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until, \
+                 fence = CASE WHEN duties.holder = excluded.holder THEN duties.fence ELSE duties.fence + 1 END \
+             WHERE duties.holder = excluded.holder OR duties.until <= $3 \
+             RETURNING fence",
+        )
+        .bind(name)
+        .bind(worker)
+        .bind(now_ms)
+        .bind(now_ms + ttl_ms)
+        .fetch_optional(c)
+        .await)
+        .ctx(|| format!("taking the duty {name}"))?;
+        Ok(fence.is_some())
+    }
+
+    /// Ends every lease `worker` holds (outbox claims, calendar syncs, duties): a worker that
+    /// stops cleanly hands its work over at once instead of after the lease time. With `worker`
+    /// None, every lease of every worker: only for a store this process holds alone (an SQLite
+    /// file after its claim: whoever held leases before is dead). Answers how many were ended.
+    pub async fn release_leases(&self, worker: Option<&str>) -> Result<u64, StoreError> {
+        let what = || "releasing leases".to_owned();
+        let any = worker.is_none();
+        let worker = worker.unwrap_or("");
+        let mut tx = self.write_tx(what).await?;
+        let mut released = 0;
+        released += crate::db::on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = 0 \
+             WHERE lease_owner IS NOT NULL AND state = 'pending' AND ($1 OR lease_owner = $2)",
+        )
+        .bind(any)
+        .bind(worker)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        released += crate::db::on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE calendars SET sync_owner = NULL, sync_until = 0 \
+             WHERE sync_owner IS NOT NULL AND ($1 OR sync_owner = $2)",
+        )
+        .bind(any)
+        .bind(worker)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        released += crate::db::on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM duties WHERE $1 OR holder = $2",
+        )
+        .bind(any)
+        .bind(worker)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.commit(tx, what).await?;
+        Ok(released)
+    }
+
+    /// Who holds each duty and until when (status, tests).
+    pub async fn duties(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        crate::db::on_read!(self, c => sqlx::query_as(
+            "SELECT name, holder, until FROM duties ORDER BY name",
+        )
+        .fetch_all(c)
+        .await)
+        .ctx(|| "listing duties".to_owned())
+    }
+
+    /// Postgres: tells every listening worker that outbox rows were queued. SQLite: nothing
+    /// (one process; its drainer is woken in process). Best effort: a lost notification costs a
+    /// poll interval.
+    pub async fn notify_outbox(&self) {
+        if let Db::Postgres { pool, channel, .. } = &self.db
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, 'outbox')")
+                .bind(channel.as_ref())
+                .execute(pool)
+                .await
+        {
+            tracing::debug!(error = %e, "could not notify other workers");
+        }
+    }
+
+    /// Postgres: a listener on the store's notification channel; None for SQLite.
+    pub async fn listen(&self) -> Result<Option<Listener>, StoreError> {
+        let Db::Postgres { pool, channel, .. } = &self.db else {
+            return Ok(None);
+        };
+        let what = || "listening for other workers' notifications".to_owned();
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .ctx(what)?;
+        listener.listen(channel).await.ctx(what)?;
+        Ok(Some(Listener(listener)))
+    }
+}
+
+/// Notifications from other workers ([`Store::listen`]).
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    /// Waits for the next notification; answers its payload (`outbox`). An error means the
+    /// connection failed (the listener reconnects on the next call; notifications sent meanwhile
+    /// are lost, which polling covers).
+    pub async fn recv(&mut self) -> Result<String, StoreError> {
+        self.0
+            .recv()
+            .await
+            .map(|n| n.payload().to_owned())
+            .ctx(|| "receiving a notification".to_owned())
+    }
+}
