@@ -215,6 +215,7 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
     // `confsync sync` runs the outbox too. An SQLite store serves one process: not while
     // `confsync serve` runs on it. On Postgres it takes leases like any worker.
     engine.store.claim_single_process().await?;
+    engine.store.register_worker(&engine.config.worker).await?;
     let mut calendars: Vec<String> = match calendar {
         Some(c) => vec![c],
         None => {
@@ -291,6 +292,12 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     // An SQLite store serves one process. On Postgres any number of `serve` workers share
     // the store: they take its work under leases (see the scheduler).
     built.engine.store.claim_single_process().await?;
+    // Postgres: other workers see this one alive, and take its work over at once when it dies.
+    built
+        .engine
+        .store
+        .register_worker(&built.engine.config.worker)
+        .await?;
     tracing::info!(
         worker = %built.engine.config.worker,
         store = built.engine.store.backend(),

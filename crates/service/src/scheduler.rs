@@ -533,7 +533,12 @@ impl Scheduler {
                     Duration::from_secs(1)
                 }
             };
-            let idle = self.inner.config.poll * DRAIN_IDLE_POLLS;
+            // Postgres: other workers' rows (queued, or left by a worker that died) are looked
+            // for every poll; SQLite: one process, every few polls is plenty.
+            let idle = match engine.store.backend() {
+                "postgres" => self.inner.config.poll,
+                _ => self.inner.config.poll * DRAIN_IDLE_POLLS,
+            };
             let pause = match engine.store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
                 Ok(None) => idle,

@@ -149,14 +149,31 @@ impl Store {
     /// (the OAuth callback syncs them), and polling them would fail the same way.
     pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let now = self.now();
-        on_read!(self, c => sqlx::query_as(
-            "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
-             WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) AND sync_until <= $1 \
-               AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id",
-        )
-        .bind(now)
-        .fetch_all(c)
-        .await)
+        match &self.db {
+            crate::db::Db::Sqlite { reader, .. } => {
+                sqlx::query_as(
+                    "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
+                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) AND sync_until <= $1 \
+                   AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id",
+                )
+                .bind(now)
+                .fetch_all(reader)
+                .await
+            }
+            // Postgres: a lease whose holder died (its liveness lock is gone) does not count.
+            crate::db::Db::Postgres { pool, .. } => {
+                sqlx::query_as(concat!(
+                    "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
+                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) \
+                   AND (sync_until <= $1 OR (sync_key <> 0 AND NOT ",
+                    crate::leases::holder_alive!("calendars.sync_key"),
+                    ")) AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id"
+                ))
+                .bind(now)
+                .fetch_all(pool)
+                .await
+            }
+        }
         .ctx(|| "listing calendars waiting for a sync".to_owned())
     }
 

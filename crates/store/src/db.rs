@@ -53,6 +53,11 @@ pub(crate) enum Db {
         write_lock: i64,
         /// The channel workers notify each other on (per schema).
         channel: std::sync::Arc<str>,
+        /// The schema's name (worker liveness lock keys are per schema).
+        schema: std::sync::Arc<str>,
+        /// This process's worker and the key of the liveness lock it holds, once registered
+        /// ([`Store::register_worker`](crate::Store::register_worker)).
+        liveness: std::sync::Arc<std::sync::OnceLock<(String, i64)>>,
     },
 }
 

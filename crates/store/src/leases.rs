@@ -18,6 +18,18 @@
 
 use crate::Store;
 use crate::db::{Db, on_write};
+
+/// Takes the session advisory lock `key` on a connection of its own, kept out of the pool.
+async fn hold_lock(pool: &sqlx::PgPool, key: i64) -> Result<sqlx::PgConnection, StoreError> {
+    let what = || "taking the worker's liveness lock".to_owned();
+    let mut connection = pool.acquire().await.ctx(what)?.detach();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut connection)
+        .await
+        .ctx(what)?;
+    Ok(connection)
+}
 use crate::error::{Context, StoreError};
 
 /// A worker's name for its leases: unique per process (host, pid and a random part), never a
@@ -41,7 +53,93 @@ pub fn worker_id() -> String {
     format!("{host}-{}-{hex}", std::process::id())
 }
 
+/// Postgres: true when the advisory lock `key` is held by no session of this database, i.e. the
+/// worker whose liveness lock it is has died (its connection closed). Used inside the lease
+/// conditions as `NOT EXISTS (... = <column>)`.
+macro_rules! holder_alive {
+    ($column:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = ",
+            $column,
+            ")"
+        )
+    };
+}
+pub(crate) use holder_alive;
+
+/// How often the liveness connection is checked.
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Store {
+    /// Postgres: makes `worker`'s liveness visible to the other workers. The process holds a
+    /// session advisory lock (keyed by the worker's name and the schema) on a connection of its
+    /// own for as long as it lives; claims it takes record the key, and when the process dies
+    /// (however it dies: Postgres drops its sessions when their connection closes) the others
+    /// take its claims over at once instead of when they expire. A failed liveness connection
+    /// is replaced (meanwhile the others may take its claims over; fences refuse its late
+    /// reports). Without a registration claims last until they expire. SQLite: no-op.
+    pub async fn register_worker(&self, worker: &str) -> Result<(), StoreError> {
+        let Db::Postgres {
+            pool,
+            schema,
+            liveness,
+            ..
+        } = &self.db
+        else {
+            return Ok(());
+        };
+        if liveness.get().is_some() {
+            return Ok(());
+        }
+        let key = crate::db::lock_key(&format!("worker:{worker}"), schema);
+        let connection = hold_lock(pool, key).await?;
+        let _ = liveness.set((worker.to_owned(), key));
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut connection = connection;
+            loop {
+                tokio::time::sleep(LIVENESS_CHECK).await;
+                let alive = tokio::time::timeout(LIVENESS_CHECK * 5, async {
+                    sqlx::Connection::ping(&mut connection).await
+                })
+                .await;
+                if matches!(alive, Ok(Ok(()))) {
+                    continue;
+                }
+                tracing::error!(
+                    "the worker's liveness connection failed: other workers may take its work over; reconnecting"
+                );
+                loop {
+                    match hold_lock(&pool, key).await {
+                        Ok(c) => {
+                            connection = c;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot restore the liveness connection; retrying");
+                            tokio::time::sleep(LIVENESS_CHECK).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The liveness key claims by `worker` record: its lock key when this process registered
+    /// it, else 0 (claims then last until they expire).
+    pub(crate) fn liveness_key(&self, worker: &str) -> i64 {
+        match &self.db {
+            Db::Postgres { liveness, .. } => liveness
+                .get()
+                .filter(|(registered, _)| registered == worker)
+                .map_or(0, |(_, key)| *key),
+            Db::Sqlite { .. } => 0,
+        }
+    }
+
     /// Takes `calendar_id`'s sync lease for `worker` until `now_ms + lease_ms`, unless another
     /// worker holds a lease that has not expired. Answers the lease's fence (bumped by every
     /// take), or None when the calendar is busy elsewhere (or unknown).
@@ -52,17 +150,38 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        on_write!(self, c => sqlx::query_scalar(
-            "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1 \
-             WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) RETURNING sync_fence",
-        )
-        .bind(calendar_id)
-        .bind(worker)
-        .bind(now_ms)
-        .bind(now_ms + lease_ms)
-        .fetch_optional(c)
-        .await)
-        .ctx(|| format!("taking the sync lease of calendar {calendar_id}"))
+        let what = || format!("taking the sync lease of calendar {calendar_id}");
+        let result = match &self.db {
+            Db::Sqlite { writer, .. } => sqlx::query_scalar(
+                "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1 \
+                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) RETURNING sync_fence",
+            )
+            .bind(calendar_id)
+            .bind(worker)
+            .bind(now_ms)
+            .bind(now_ms + lease_ms)
+            .fetch_optional(writer)
+            .await
+            .ctx(what),
+            // A lease whose holder died (its liveness lock is gone) is taken at once.
+            Db::Postgres { .. } => on_write!(self, c => sqlx::query_scalar(concat!(
+                "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1, sync_key = $5 \
+                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2 \
+                   OR (sync_key <> 0 AND NOT ",
+                holder_alive!("calendars.sync_key"),
+                ")) RETURNING sync_fence"
+            ))
+            .bind(calendar_id)
+            .bind(worker)
+            .bind(now_ms)
+            .bind(now_ms + lease_ms)
+            .bind(self.liveness_key(worker))
+            .fetch_optional(c)
+            .await)
+            .ctx(what),
+        };
+        self.note_write(&result);
+        result
     }
 
     /// Extends `worker`'s sync leases on these calendars to `now_ms + lease_ms` (passes still

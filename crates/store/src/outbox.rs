@@ -387,12 +387,14 @@ impl Store {
         let now_ms = self.now();
         // One statement per backend (literal SQL): Postgres adds FOR UPDATE SKIP LOCKED.
         macro_rules! claim_sql {
-            ($lock:literal) => {
+            ($set:literal, $free:expr, $lock:literal) => {
                 concat!(
-                    "UPDATE outbox SET lease_owner = $1, lease_until = $2, lease_fence = lease_fence + 1 \
-                     WHERE id IN (SELECT o.id FROM outbox o \
-                         WHERE o.state = 'pending' AND o.not_before <= $5 AND o.lease_until <= $3 \
-                           AND NOT EXISTS (SELECT 1 FROM outbox p \
+                    "UPDATE outbox SET lease_owner = $1, lease_until = $2, lease_fence = lease_fence + 1",
+                    $set,
+                    " WHERE id IN (SELECT o.id FROM outbox o \
+                         WHERE o.state = 'pending' AND o.not_before <= $5 AND ",
+                    $free,
+                    " AND NOT EXISTS (SELECT 1 FROM outbox p \
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
                          ORDER BY o.id LIMIT $4",
                     $lock,
@@ -403,7 +405,7 @@ impl Store {
         }
         let mut claimed: Vec<(OutboxEntry, i64)> = match &self.db {
             crate::db::Db::Sqlite { writer, .. } => {
-                let rows = sqlx::query(claim_sql!(""))
+                let rows = sqlx::query(claim_sql!("", "o.lease_until <= $3", ""))
                     .bind(worker)
                     .bind(now_ms + lease_ms)
                     .bind(now_ms)
@@ -419,14 +421,24 @@ impl Store {
                     .collect::<Result<_, StoreError>>()?
             }
             crate::db::Db::Postgres { pool, .. } => {
-                let rows = sqlx::query(claim_sql!(" FOR UPDATE SKIP LOCKED"))
-                    .bind(worker)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .bind(due_ms)
-                    .fetch_all(pool)
-                    .await;
+                // A claim whose holder died (its liveness lock is gone) is free at once.
+                let rows = sqlx::query(claim_sql!(
+                    ", lease_key = $6",
+                    concat!(
+                        "(o.lease_until <= $3 OR (o.lease_key <> 0 AND NOT ",
+                        crate::leases::holder_alive!("o.lease_key"),
+                        "))"
+                    ),
+                    " FOR UPDATE SKIP LOCKED"
+                ))
+                .bind(worker)
+                .bind(now_ms + lease_ms)
+                .bind(now_ms)
+                .bind(limit)
+                .bind(due_ms)
+                .bind(self.liveness_key(worker))
+                .fetch_all(pool)
+                .await;
                 let rows = rows.ctx(what);
                 self.note_write(&rows);
                 rows?

@@ -67,6 +67,11 @@ fn sqlite_migrator() -> Migrator {
             "planned keys",
             include_str!("../migrations/sqlite/0008_planned_keys.sql"),
         ),
+        (
+            9,
+            "lease keys",
+            include_str!("../migrations/sqlite/0009_lease_keys.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -88,6 +93,11 @@ fn postgres_migrator() -> Migrator {
             3,
             "planned keys",
             include_str!("../migrations/postgres/0003_planned_keys.sql"),
+        ),
+        (
+            4,
+            "lease keys",
+            include_str!("../migrations/postgres/0004_lease_keys.sql"),
         ),
     ];
     migrator_of(&migrations)
@@ -275,6 +285,8 @@ impl Store {
                 pool,
                 write_lock: crate::db::lock_key("write", &schema),
                 channel: format!("confsync_{:016x}", crate::db::lock_key("notify", &schema)).into(),
+                schema: schema.clone().into(),
+                liveness: Arc::default(),
             },
             clock: Arc::new(system_clock),
             location: location.into(),

@@ -1826,3 +1826,65 @@ async fn postgres_workers_hear_each_others_outbox_notifications() {
             .is_none()
     );
 }
+
+/// Postgres: a registered worker that dies (its process, here its runtime, ends and its
+/// connections close) loses its claims and calendar leases at once, not when they expire; a
+/// live registered worker keeps them.
+#[tokio::test]
+async fn a_dead_workers_claims_are_taken_over_at_once() {
+    let Some(url) = confsync_store::testing::postgres_schema_url().await else {
+        return;
+    };
+    let store = Store::open(&url).await.unwrap();
+    queue_updates(&store, 2, 1_000).await;
+    store.ensure_calendar(TEAM).await.unwrap();
+    store.register_worker("b").await.unwrap();
+    // Worker "c" is alive and claims m0 first.
+    let c = Store::open(&url).await.unwrap();
+    c.register_worker("c").await.unwrap();
+    let c_rows = c.claim_due("c", 1, 2_000, 600_000).await.unwrap();
+    assert_eq!(c_rows[0].conference_id, "m0");
+    // Worker "a" in a runtime of its own, standing for another process: it claims m1.
+    let a_url = url.clone();
+    let claimed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let a = Store::open(&a_url).await.unwrap();
+            a.register_worker("a").await.unwrap();
+            let rows = a.claim_due("a", 1, 2_000, 600_000).await.unwrap();
+            let lease = a
+                .lease_calendar(TEAM, "a", a.clock_ms(), 600_000)
+                .await
+                .unwrap();
+            (rows.len(), lease.is_some())
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(claimed, (1, true));
+    // "a"'s runtime is gone: b takes its row and its calendar lease within moments, though the
+    // leases had ten minutes left; c's row stays c's.
+    let started = std::time::Instant::now();
+    let mut taken = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        taken = store.claim_due("b", 10, 2_000, 600_000).await.unwrap();
+        if !taken.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "a dead worker's claim was taken over {:?} after its death",
+        started.elapsed()
+    );
+    assert_eq!(taken.len(), 1, "the dead worker's row, not the live one's");
+    assert_eq!((taken[0].conference_id.as_str(), taken[0].fence), ("m1", 2));
+    assert!(
+        store
+            .lease_calendar(TEAM, "b", store.clock_ms(), 600_000)
+            .await
+            .unwrap()
+            .is_some(),
+        "the dead worker's calendar lease is free"
+    );
+}
