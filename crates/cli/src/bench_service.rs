@@ -45,6 +45,41 @@ pub struct ServiceBenchArgs {
     /// throughput, latency is the per-calendar cost; above it, queueing.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// The store: a fresh schema in the Postgres test database (`CONFSYNC_TEST_POSTGRES_URL`,
+    /// default postgres://postgres@127.0.0.1:5432/test) instead of a temporary SQLite file.
+    #[arg(long)]
+    postgres: bool,
+    /// Service instances sharing the store (Postgres only), each with its own engine, worker
+    /// name, scheduler and store connections, behind an in-process round-robin front that
+    /// hands each request (webhooks, API calls) to the next instance.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+}
+
+/// This process's CPU time so far (user + system), from /proc (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) end at its closing parenthesis.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; USER_HZ 100.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// First instant per key, recorded only once armed (the measured phase).
@@ -234,13 +269,31 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let db_path = std::env::temp_dir().join(format!(
-        "confsync-bench-service-{}-{}.db",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    let _db = TempDb(db_path.clone());
-    let store = Store::open(db_path.to_str().context("temp path is not UTF-8")?).await?;
+    let instances = args.instances.max(1);
+    let (store_url, db_path) = if args.postgres {
+        let url = confsync_store::testing::postgres_schema_url()
+            .await
+            .context("--postgres: the test Postgres is not reachable")?;
+        (url, None)
+    } else {
+        if instances > 1 {
+            bail!("--instances above 1 needs --postgres (an SQLite store serves one process)");
+        }
+        let db_path = std::env::temp_dir().join(format!(
+            "confsync-bench-service-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        (
+            db_path
+                .to_str()
+                .context("temp path is not UTF-8")?
+                .to_owned(),
+            Some(db_path),
+        )
+    };
+    let _db = db_path.clone().map(TempDb);
+    let store = Store::open(&store_url).await?;
     store
         .api_key_create("bench", &hash_api_key(KEY), now_ms())
         .await?;
@@ -262,69 +315,103 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         inner: EmulatorCalendar::new(shared.clone(), None),
         listed: Marks::default(),
     });
-    let config = EngineConfig {
-        recognizer: Recognizer {
-            solution_names: vec!["confsync".into()],
-            parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        calendar.clone(),
-        provider.clone(),
-        config,
-    ));
-    let scheduler = Scheduler::start(
-        engine,
-        SchedulerConfig {
-            debounce: Duration::ZERO,
-            workers: args.workers,
-            ..SchedulerConfig::default()
-        },
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let service_url = format!("http://{}/", listener.local_addr()?);
-    let channels = Channels::new(
-        calendar.clone(),
-        store.clone(),
-        scheduler.clone(),
-        ChannelConfig {
-            public_url: service_url.clone(),
-            ttl_seconds: None,
-            renew_check: Duration::from_secs(3600),
-            silence_floor: std::time::Duration::from_secs(600),
-            handshake_grace: std::time::Duration::from_secs(120),
-        },
-    );
-    let service = Arc::new(Service {
-        store: store.clone(),
-        provider: provider.clone(),
-        scheduler: scheduler.clone(),
-        create_deadline: std::time::Duration::from_secs(10),
-        channels: Some(channels),
-        oauth: None,
-        public_url: None,
-        budgets: None,
-        host_key: None,
-        identity: None,
-    });
+    // The instances: each its own store handle (its own connections), engine and worker name,
+    // scheduler and router; push channels point at the front.
+    let mut schedulers = Vec::new();
+    let mut routers = Vec::new();
+    for k in 0..instances {
+        let store = if k == 0 {
+            store.clone()
+        } else {
+            Store::open(&store_url).await?
+        };
+        let config = EngineConfig {
+            recognizer: Recognizer {
+                solution_names: vec!["confsync".into()],
+                parameter_key: Some(confsync_engine::conference::DEFAULT_PARAMETER_KEY.into()),
+            },
+            worker: format!("bench-{k}"),
+            ..EngineConfig::default()
+        };
+        store.register_worker(&config.worker).await?;
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            calendar.clone(),
+            provider.clone(),
+            config,
+        ));
+        let scheduler = Scheduler::start(
+            engine,
+            SchedulerConfig {
+                debounce: Duration::ZERO,
+                workers: args.workers,
+                ..SchedulerConfig::default()
+            },
+        );
+        let channels = Channels::new(
+            calendar.clone(),
+            store.clone(),
+            scheduler.clone(),
+            ChannelConfig {
+                public_url: service_url.clone(),
+                ttl_seconds: None,
+                renew_check: Duration::from_secs(3600),
+                silence_floor: std::time::Duration::from_secs(600),
+                handshake_grace: std::time::Duration::from_secs(120),
+            },
+        );
+        let service = Arc::new(Service {
+            store: store.clone(),
+            provider: provider.clone(),
+            scheduler: scheduler.clone(),
+            create_deadline: std::time::Duration::from_secs(10),
+            channels: Some(channels),
+            oauth: None,
+            public_url: None,
+            budgets: None,
+            host_key: None,
+            identity: None,
+        });
+        schedulers.push(scheduler);
+        routers.push(router(service));
+    }
     let receipts = Arc::new(Marks::default());
-    let app = router(service).layer(axum::middleware::from_fn_with_state(
-        receipts.clone(),
-        record_receipt,
-    ));
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    // The front: each request goes to the next instance, as a load balancer would.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let front = axum::Router::new()
+        .fallback(move |request: Request| {
+            use tower::ServiceExt;
+            let k = next.fetch_add(1, Ordering::Relaxed) % routers.len();
+            let instance = routers[k].clone();
+            async move { instance.oneshot(request).await }
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            receipts.clone(),
+            record_receipt,
+        ));
+    tokio::spawn(async move { axum::serve(listener, front).await.ok() });
+    let activity = |schedulers: &[Scheduler]| {
+        schedulers
+            .iter()
+            .flat_map(|s| s.activity())
+            .collect::<Vec<_>>()
+    };
 
     println!(
-        "service benchmark: {n} calendars, {} workers, debounce 0, changes {}, SQLite (WAL) at {}",
+        "service benchmark: {n} calendars, {instances} instance(s) x {} scheduler workers, debounce 0, changes {}, {}; load average {}",
         args.workers,
         if args.rate > 0.0 {
             format!("at {} /s", args.rate)
         } else {
             "all at once".to_owned()
         },
-        db_path.display()
+        match &db_path {
+            Some(path) => format!("SQLite (WAL) at {}", path.display()),
+            None => format!("Postgres ({})", confsync_store::redact_location(&store_url)),
+        },
+        load_average()
     );
 
     // Setup: a conference per calendar through the HTTP API, then its event in the world.
@@ -413,8 +500,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
             .filter(|d| d.resource_state == "sync" && d.delivered)
             .count();
         let depth = store.outbox_depth().await?;
-        let busy = scheduler
-            .activity()
+        let busy = activity(&schedulers)
             .iter()
             .filter(|a| a.pending || a.running)
             .count();
@@ -439,6 +525,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         marks.arm();
     }
     let mut patched: Vec<Instant> = Vec::with_capacity(n);
+    let cpu_before = cpu_seconds();
     let fire = Instant::now();
     for i in 0..n {
         if args.rate > 0.0 {
@@ -466,6 +553,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let waited = fire.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
 
     // Receipts are per channel: map them to calendars through the store.
     let mut received: HashMap<String, Instant> = HashMap::new();
@@ -517,7 +605,12 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     println!(
         "`exists` notifications received for {} calendars; syncs run since start: {}",
         received.len(),
-        scheduler.activity().iter().map(|a| a.syncs).sum::<u64>()
+        activity(&schedulers).iter().map(|a| a.syncs).sum::<u64>()
+    );
+    println!(
+        "CPU: {cpu:.2} s for the measured phase (the whole process: emulator, service, store client), {:.3} ms per calendar; load average {}",
+        cpu * 1000.0 / completed.max(1) as f64,
+        load_average()
     );
     println!(
         "latency, notification received -> provider update done ({completed} calendars): {}",

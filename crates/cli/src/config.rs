@@ -1,167 +1,25 @@
-//! The configuration file (TOML) of `confsync sync`, with CONFSYNC_* environment overrides.
+//! The configuration file (TOML) of `confsync sync` and `confsync serve`, with CONFSYNC_*
+//! environment overrides.
+//!
+//! Every key is described once, by a [`Section`] descriptor next to the struct serde parses it
+//! into (the providers' tables next to their adapters): name, type, default, bounds, environment
+//! variable and what it does. The parser takes the known keys, the bounds and the environment
+//! overrides from them; `confsync config example` and README's table are rendered from them
+//! ([`render`]); tests check that serde's fields, defaults and the descriptors agree.
 //!
 //! Unknown keys are errors (a typo must not silently fall back to a default), and every error
 //! names the key. Secrets (the Google token) come from the environment, never from logs.
+//! Commands that need only the store read only `[store]` ([`load_store`]): no provider or Google
+//! secret is resolved for them.
+
+mod render;
 
 use std::path::{Path, PathBuf};
 
+use confsync_providers::keys::{Key, PROVIDER_SECTIONS, Presence, Section, Type};
 use serde::Deserialize;
 
-/// `confsync config example`: every key, with its default and what it does.
-pub const EXAMPLE: &str = r#"# confsync configuration. Every key can be left out (the default is shown).
-# Environment overrides: CONFSYNC_GOOGLE_BASE_URL, CONFSYNC_GOOGLE_TOKEN,
-# CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE, CONFSYNC_GOOGLE_OAUTH_CLIENT_ID,
-# CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET, CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY, CONFSYNC_STORE_PATH, CONFSYNC_STORE_URL,
-# CONFSYNC_PROVIDER_JOIN_BASE_URL, CONFSYNC_SERVE_LISTEN, CONFSYNC_SERVE_PUBLIC_URL,
-# CONFSYNC_SERVE_HOST_KEY, CONFSYNC_SERVE_CHANNEL_KEY.
-
-[google]
-# Google's root URL, or an emulator's ("http://127.0.0.1:8085/").
-base_url = "https://www.googleapis.com/"
-# A bearer token. Prefer the CONFSYNC_GOOGLE_TOKEN environment variable: secrets stay out of files.
-# token = "..."
-# Or a service account with domain-wide delegation (each calendar is reached as its owner):
-# service_account_file = "/etc/confsync/service-account.json"   # CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE
-# subject = "admin@example.com"   # who to act as for secondary calendars
-# Calendar API rate budgets: requests per minute per user (Google's default quota is 600) and
-# for the whole project; calls wait for them instead of drawing 403 rateLimitExceeded. 0: off.
-user_requests_per_minute = 600        # 0 to 100000
-project_requests_per_minute = 10000   # 0 to 1000000
-
-# Or per-user OAuth: each user connects their own calendars at {serve.public_url}oauth/google/start
-# (the add-on sends them there). Needs serve.public_url (the redirect URI is
-# {public_url}oauth/google/callback, registered with the OAuth client).
-# [google.oauth]
-# client_id = "1234-abc.apps.googleusercontent.com"
-# client_secret = "..."          # better: CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET
-# token_key = "..."              # 32 random bytes, base64; seals refresh tokens at rest.
-#                                # Better: CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY. `confsync config key` makes one.
-# auth_uri = "https://accounts.google.com/o/oauth2/v2/auth"
-# token_uri = "https://oauth2.googleapis.com/token"
-# max_pending_requests = 1000    # sign-ins waiting for their callback at once (10 to 100000);
-#                                # when full, /oauth/google/start answers 503 for a few minutes
-
-[store]
-# The SQLite database (created with its directory if missing): the embedded default.
-path = "confsync-data/confsync.db"
-# Or Postgres, for a standby worker (CONFSYNC_STORE_URL): when set, `path` is not used. Any
-# option of the URL form is taken (sslmode=require, ...); the password never appears in logs.
-# url = "postgres://confsync:secret@db.internal:5432/confsync"
-
-[provider]
-# "local": the built-in provider; meetings live in the store, join pages are served by confsync.
-# Or "zoom", "teams", "webex", "daily", "jitsi", "bigbluebutton", "webhook", configured by the
-# table of that name below. Secrets take a value, "env:NAME" or "file:/path".
-kind = "local"
-# Where the local provider's join links point: confsync's own public address.
-join_base_url = "http://127.0.0.1:8080/"
-
-# [provider.zoom]            # Server-to-Server OAuth app
-# account_id = "..."
-# client_id = "..."
-# client_secret = "env:ZOOM_CLIENT_SECRET"
-# user_id = "me"
-#
-# [provider.teams]           # Microsoft Graph onlineMeetings, client credentials
-# tenant_id = "..."
-# client_id = "..."
-# client_secret = "env:GRAPH_CLIENT_SECRET"
-# user_id = "organizer@example.com"   # object id, or a UPN (resolved once; needs User.Read.All)
-# access_policy_grace_secs = 3600     # a 403 is retried this long (policies take 30 min)
-# lock_lobby_on_delete = true         # lobby to organizer-only before a delete
-#
-# [provider.webex]
-# access_token = "env:WEBEX_TOKEN"
-# create_limit_per_day = 100          # create attempts per 24 h (Webex counts failed ones)
-#
-# [provider.daily]
-# api_key = "env:DAILY_API_KEY"
-# series_horizon_days = 90            # exp of an endless series' room, renewed by updates
-# delete_burst = 50                   # deletes per delete_window_secs (30), 500 ms apart
-#
-# [provider.jitsi]           # join links point at confsync, which mints a JWT per click
-# base_url = "https://meet.example.com"
-# public_url = "https://confsync.example.com/"
-# room_secret = "env:JITSI_ROOM_SECRET"
-# [provider.jitsi.jwt]       # optional; mode = "jaas" for 8x8 JaaS (app_id = vpaas-magic-cookie-...)
-# app_id = "..."
-# private_key = "file:/etc/confsync/jitsi.pem"
-# moderator_as_string = true          # false: a boolean, for Prosody plugins that read one
-#
-# [provider.bigbluebutton]   # join links point at confsync, which calls create, then join
-# base_url = "https://bbb.example.com/bigbluebutton/api"
-# shared_secret = "env:BBB_SECRET"
-# public_url = "https://confsync.example.com/"
-#
-# [provider.webhook]         # your own system: signed JSON POSTs (see the README)
-# url = "https://meetings.example.com/confsync"
-# secret = "env:CONFSYNC_WEBHOOK_SECRET"
-
-[sync]
-# Calendars `confsync sync` handles besides those already in the store.
-calendars = []
-# How many days back a full sync lists (0: everything; at most 3650).
-full_sync_window_days = 30
-# conferenceSolution.name of our add-on: how confsync recognises its conferences.
-solution_names = ["confsync"]
-# events.list page size (1 to 2500).
-page_size = 2500
-
-[serve]
-listen = "127.0.0.1:8080"
-# Notifications for one calendar within this window make one sync (0 to 60000).
-debounce_ms = 500
-# Calendars synced at the same time (1 to 64).
-workers = 4
-# Every calendar is synced at least this often (+-25%), whatever the notifications (1 to 1440).
-sweep_minutes = 15
-# A request's headers must arrive within this long (1000 to 120000): slow clients lose their
-# connection instead of holding it.
-header_read_timeout_ms = 10000
-# A connection without traffic for this long, and no request in progress, is closed
-# (1000 to 3600000). Behind a load balancer, make it longer than the balancer's keep-alive.
-idle_timeout_ms = 90000
-# Connections served at once (16 to 100000); more wait in the accept backlog.
-max_connections = 1024
-# Largest request line plus headers, in bytes (8192 to 1048576); larger ones get 431.
-max_header_bytes = 32768
-# The add-on's create is answered TEMPORARY after this long (1000 to 25000; the add-on waits
-# about 30 s, and its retry resumes the same create).
-create_deadline_ms = 10000
-# On SIGTERM, running syncs and provider calls may finish for this long (0 to 300000); what did
-# not run stays in the store and resumes at the next start.
-shutdown_deadline_ms = 20000
-# Several `serve` workers may share one Postgres store. A worker's claim on a calendar's sync or
-# an outbox action lasts this long unless renewed (2000 to 300000): a worker that dies loses its
-# work to the others after about this long.
-lease_ms = 15000
-# How often the store is polled for work another worker acknowledged and could not finish
-# (200 to 60000).
-poll_ms = 2000
-# Finished history (dead letters, channel records, expired OAuth requests) is kept this many
-# days (1 to 3650).
-retention_days = 30
-# Push channels that are ours but no longer wanted are stopped at most this often (0 to 60;
-# 0: they are left to expire), outside the Calendar rate budgets syncs use.
-orphan_stops_per_minute = 5
-# The HTTPS base URL Google can reach; set it to turn on push channels.
-# public_url = "https://confsync.example.com/"
-# Signs organizers' join links (GET /v1/conferences/{id} answers hostUrl): 32+ random characters.
-# host_key = "env:CONFSYNC_HOST_KEY"
-# Signs push channel ids, so notifications for made-up channels are refused without any work:
-# 32+ random characters. Default: derived from host_key, else from google.oauth.token_key, else
-# random at each start (channels opened before a restart are then still recognised through the
-# store until they are renewed).
-# channel_key = "env:CONFSYNC_CHANNEL_KEY"
-
-# Who is calling: the add-on sends each user's OpenID Connect ID token
-# (ScriptApp.getIdentityToken()); with this table the API checks it and acts on a calendar only
-# for its owner. Without it, the API key alone speaks for every user (logged at startup).
-# [serve.identity]
-# audiences = ["1234-abc.apps.googleusercontent.com"]   # the add-on script's OAuth client id(s)
-# certs_url = "https://www.googleapis.com/oauth2/v3/certs"
-# issuers = ["https://accounts.google.com", "accounts.google.com"]
-"#;
+pub use render::{example, markdown_table};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +35,14 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+}
+
+/// Every table of the file, in the order `confsync config example` shows them.
+pub fn sections() -> Vec<&'static Section> {
+    let mut all = vec![&GOOGLE, &GOOGLE_OAUTH, &STORE, &PROVIDER];
+    all.extend(PROVIDER_SECTIONS);
+    all.extend([&SYNC, &SERVE, &SERVE_IDENTITY]);
+    all
 }
 
 #[derive(Clone, Deserialize)]
@@ -239,6 +105,136 @@ pub struct ServeConfig {
     pub identity: Option<IdentityConfig>,
 }
 
+/// The keys of `[serve]`.
+pub const SERVE: Section = Section {
+    path: "serve",
+    doc: "`confsync serve`: the add-on API, push notifications, the sync scheduler, join links.",
+    optional: false,
+    keys: &[
+        Key::with_env(
+            "CONFSYNC_SERVE_LISTEN",
+            Key::defaulted(
+                "listen",
+                Type::String,
+                "\"127.0.0.1:8080\"",
+                "The address (host:port) to listen on.",
+            ),
+        ),
+        Key::bounded(
+            "debounce_ms",
+            "500",
+            0,
+            60_000,
+            "Notifications for one calendar within this window make one sync.",
+        ),
+        Key::bounded("workers", "4", 1, 64, "Calendars synced at the same time."),
+        Key::bounded(
+            "sweep_minutes",
+            "15",
+            1,
+            1440,
+            "Every calendar is synced at least this often (+-25%), whatever the notifications.",
+        ),
+        Key::bounded(
+            "header_read_timeout_ms",
+            "10000",
+            1_000,
+            120_000,
+            "A request's headers must arrive within this long: slow clients lose their connection instead of holding it.",
+        ),
+        Key::bounded(
+            "idle_timeout_ms",
+            "90000",
+            1_000,
+            3_600_000,
+            "A connection without traffic for this long, and no request in progress, is closed. Behind a load balancer, make it longer than the balancer's keep-alive.",
+        ),
+        Key::bounded(
+            "max_connections",
+            "1024",
+            16,
+            100_000,
+            "Connections served at once; more wait in the accept backlog.",
+        ),
+        Key::bounded(
+            "max_header_bytes",
+            "32768",
+            8192,
+            1_048_576,
+            "Largest request line plus headers, in bytes; larger ones get 431.",
+        ),
+        Key::bounded(
+            "create_deadline_ms",
+            "10000",
+            1_000,
+            25_000,
+            "The add-on's create is answered TEMPORARY after this long (the add-on waits about 30 s, and its retry resumes the same create).",
+        ),
+        Key::bounded(
+            "shutdown_deadline_ms",
+            "20000",
+            0,
+            300_000,
+            "On SIGTERM, running syncs and provider calls may finish for this long; what did not run stays in the store and resumes at the next start.",
+        ),
+        Key::bounded(
+            "lease_ms",
+            "15000",
+            2_000,
+            300_000,
+            "Several serve workers may share one Postgres store: a worker's claim on a calendar's sync or an outbox action lasts this long unless renewed. A worker that dies loses its work to the others at once (its liveness lock goes with it); one that stalls, after about this long.",
+        ),
+        Key::bounded(
+            "poll_ms",
+            "2000",
+            200,
+            60_000,
+            "How often the store is polled for work another worker acknowledged and could not finish.",
+        ),
+        Key::bounded(
+            "retention_days",
+            "30",
+            1,
+            3_650,
+            "Finished history (dead letters, channel records, finished outbox rows, expired OAuth requests) is kept this many days.",
+        ),
+        Key::bounded(
+            "orphan_stops_per_minute",
+            "5",
+            0,
+            60,
+            "Push channels that are ours but no longer wanted are stopped at most this often, outside the Calendar rate budgets syncs use; 0: they are left to expire.",
+        ),
+        Key::with_env(
+            "CONFSYNC_SERVE_PUBLIC_URL",
+            Key::optional(
+                "public_url",
+                Type::Url,
+                "\"https://confsync.example.com/\"",
+                "The HTTPS base URL Google can reach (ends with '/'): turns on push channels; per-user OAuth needs it (https, or http for a loopback host).",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_SERVE_HOST_KEY",
+            Key::optional(
+                "host_key",
+                Type::Secret,
+                "\"env:CONFSYNC_HOST_KEY\"",
+                "Signs organizers' join links (GET /v1/conferences/{id} answers hostUrl): at least 32 random characters.",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_SERVE_CHANNEL_KEY",
+            Key::optional(
+                "channel_key",
+                Type::Secret,
+                "\"env:CONFSYNC_CHANNEL_KEY\"",
+                "Signs push channel ids, so notifications for made-up channels are refused without any work: at least 32 random characters. Unset: derived from host_key, else from google.oauth.token_key, else random at each start (channels opened before a restart are then still recognised through the store until they are renewed).",
+            ),
+        ),
+    ],
+};
+
 /// `[serve.identity]`: the ID tokens the add-on sends (`X-Confsync-Identity`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +249,33 @@ pub struct IdentityConfig {
     #[serde(default = "default_issuers")]
     pub issuers: Vec<String>,
 }
+
+/// The keys of `[serve.identity]`.
+pub const SERVE_IDENTITY: Section = Section {
+    path: "serve.identity",
+    doc: "Who is calling: the add-on sends each user's OpenID Connect ID token (ScriptApp.getIdentityToken()); with this table the API checks it and acts on a calendar only for its owner or an editor. Without it, the API key alone speaks for every user (logged at startup).",
+    optional: true,
+    keys: &[
+        Key::required(
+            "audiences",
+            Type::Strings,
+            "[\"1234-abc.apps.googleusercontent.com\"]",
+            "The add-on script's OAuth client id(s): the accepted `aud` values.",
+        ),
+        Key::defaulted(
+            "certs_url",
+            Type::Url,
+            "\"https://www.googleapis.com/oauth2/v3/certs\"",
+            "The issuer's signing keys (JWKS): https, or http for a loopback host.",
+        ),
+        Key::defaulted(
+            "issuers",
+            Type::Strings,
+            "[\"https://accounts.google.com\", \"accounts.google.com\"]",
+            "The accepted `iss` values.",
+        ),
+    ],
+};
 
 fn default_certs_url() -> String {
     confsync_service::identity::GOOGLE_CERTS_URL.into()
@@ -411,6 +434,62 @@ pub struct GoogleConfig {
     pub project_requests_per_minute: u32,
 }
 
+/// The keys of `[google]`.
+pub const GOOGLE: Section = Section {
+    path: "google",
+    doc: "Google Calendar, reached with a bearer token (one user), a service account with domain-wide delegation (each calendar as its owner), or per-user OAuth ([google.oauth]).",
+    optional: false,
+    keys: &[
+        Key::with_env(
+            "CONFSYNC_GOOGLE_BASE_URL",
+            Key::defaulted(
+                "base_url",
+                Type::Url,
+                "\"https://www.googleapis.com/\"",
+                "Google's root URL, or an emulator's (\"http://127.0.0.1:8085/\"); ends with '/'.",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_GOOGLE_TOKEN",
+            Key::optional(
+                "token",
+                Type::String,
+                "\"...\"",
+                "A bearer token: one user's calendars. Better set by its environment variable: secrets stay out of files.",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE",
+            Key::optional(
+                "service_account_file",
+                Type::Path,
+                "\"/etc/confsync/service-account.json\"",
+                "A service account's JSON key file, with domain-wide delegation: each calendar is reached as its owner. Takes precedence over token; not with [google.oauth].",
+            ),
+        ),
+        Key::optional(
+            "subject",
+            Type::String,
+            "\"admin@example.com\"",
+            "With a service account: the user to act as for secondary calendars (whose ids are not a user's email).",
+        ),
+        Key::bounded(
+            "user_requests_per_minute",
+            "600",
+            0,
+            100_000,
+            "Calendar API requests per minute per calendar owner (Google's default quota is 600): calls wait for the budget instead of drawing 403 rateLimitExceeded. 0: no budget.",
+        ),
+        Key::bounded(
+            "project_requests_per_minute",
+            "10000",
+            0,
+            1_000_000,
+            "Calendar API requests per minute for the whole project. 0: no budget.",
+        ),
+    ],
+};
+
 /// `[google.oauth]`: the OAuth client users authorise.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,6 +509,61 @@ pub struct OAuthConfig {
     #[serde(default = "default_max_pending")]
     pub max_pending_requests: u32,
 }
+
+/// The keys of `[google.oauth]`.
+pub const GOOGLE_OAUTH: Section = Section {
+    path: "google.oauth",
+    doc: "Per-user OAuth: each user connects their own calendars at {serve.public_url}oauth/google/start (the add-on sends them there). Needs serve.public_url: the redirect URI {public_url}oauth/google/callback is registered with the OAuth client.",
+    optional: true,
+    keys: &[
+        Key::with_env(
+            "CONFSYNC_GOOGLE_OAUTH_CLIENT_ID",
+            Key::required(
+                "client_id",
+                Type::String,
+                "\"1234-abc.apps.googleusercontent.com\"",
+                "The OAuth client's id.",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET",
+            Key::optional(
+                "client_secret",
+                Type::String,
+                "\"...\"",
+                "The OAuth client's secret (better set by its environment variable).",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY",
+            Key::required(
+                "token_key",
+                Type::String,
+                "\"...\"",
+                "32 random bytes, base64: seals users' refresh tokens at rest (AES-256-GCM). `confsync config key` makes one; better set by its environment variable.",
+            ),
+        ),
+        Key::defaulted(
+            "auth_uri",
+            Type::Url,
+            "\"https://accounts.google.com/o/oauth2/v2/auth\"",
+            "Google's authorization endpoint.",
+        ),
+        Key::defaulted(
+            "token_uri",
+            Type::Url,
+            "\"https://oauth2.googleapis.com/token\"",
+            "Google's token endpoint.",
+        ),
+        Key::bounded(
+            "max_pending_requests",
+            "1000",
+            10,
+            100_000,
+            "Sign-ins waiting for their callback at once; when full, /oauth/google/start answers 503 for a few minutes.",
+        ),
+    ],
+};
 
 impl std::fmt::Debug for OAuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -468,6 +602,33 @@ pub struct StoreConfig {
     pub url: Option<String>,
 }
 
+/// The keys of `[store]`.
+pub const STORE: Section = Section {
+    path: "store",
+    doc: "Where confsync keeps its state: an SQLite file (the embedded default) or Postgres (several workers).",
+    optional: false,
+    keys: &[
+        Key::with_env(
+            "CONFSYNC_STORE_PATH",
+            Key::defaulted(
+                "path",
+                Type::Path,
+                "\"confsync-data/confsync.db\"",
+                "The SQLite database, created with its directory if missing.",
+            ),
+        ),
+        Key::with_env(
+            "CONFSYNC_STORE_URL",
+            Key::optional(
+                "url",
+                Type::String,
+                "\"postgres://confsync:secret@db.internal:5432/confsync\"",
+                "A Postgres URL instead: when set, path is not used. Any option of the URL form is taken (sslmode=require, ...); the password never appears in logs.",
+            ),
+        ),
+    ],
+};
+
 impl StoreConfig {
     /// What [`confsync_store::Store::open`] takes: the URL, else the file's path.
     pub fn location(&self) -> String {
@@ -475,6 +636,27 @@ impl StoreConfig {
             Some(url) => url.clone(),
             None => self.path.to_string_lossy().into_owned(),
         }
+    }
+
+    /// Opens the store: Postgres when `url` is set, else the SQLite file (its directory created
+    /// if missing).
+    pub async fn open(&self) -> anyhow::Result<confsync_store::Store> {
+        use anyhow::Context;
+        if self.url.is_none()
+            && let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        }
+        let location = self.location();
+        confsync_store::Store::open(&location)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the store {}",
+                    confsync_store::redact_location(&location)
+                )
+            })
     }
 }
 
@@ -504,6 +686,30 @@ pub struct ProviderConfig {
     pub webhook: Option<confsync_providers::webhook::WebhookConfig>,
 }
 
+/// The keys of `[provider]`.
+pub const PROVIDER: Section = Section {
+    path: "provider",
+    doc: "The conferencing provider: kind picks the adapter, the table [provider.<kind>] configures it. Secrets take a value, \"env:NAME\" or \"file:/path\", and never appear in logs.",
+    optional: false,
+    keys: &[
+        Key::defaulted(
+            "kind",
+            Type::OneOf(&PROVIDER_KINDS),
+            "\"local\"",
+            "`local`: the built-in provider (meetings live in the store, join pages are served by confsync); any other needs its table below.",
+        ),
+        Key::with_env(
+            "CONFSYNC_PROVIDER_JOIN_BASE_URL",
+            Key::defaulted(
+                "join_base_url",
+                Type::Url,
+                "\"http://127.0.0.1:8080/\"",
+                "Where the local provider's join links point: confsync's own public address (ends with '/').",
+            ),
+        ),
+    ],
+};
+
 /// The provider kinds `provider.kind` accepts.
 pub const PROVIDER_KINDS: [&str; 8] = [
     "local",
@@ -531,6 +737,35 @@ pub struct SyncConfig {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
 }
+
+/// The keys of `[sync]`.
+pub const SYNC: Section = Section {
+    path: "sync",
+    doc: "What is synced, by `confsync sync` and by the service.",
+    optional: false,
+    keys: &[
+        Key::defaulted(
+            "calendars",
+            Type::Strings,
+            "[]",
+            "Calendars `confsync sync` handles besides those already in the store.",
+        ),
+        Key::bounded(
+            "full_sync_window_days",
+            "30",
+            0,
+            3650,
+            "How many days back a full sync lists; 0: everything.",
+        ),
+        Key::defaulted(
+            "solution_names",
+            Type::Strings,
+            "[\"confsync\"]",
+            "conferenceSolution.name of our add-on: how confsync recognises its conferences (not empty).",
+        ),
+        Key::bounded("page_size", "2500", 1, 2500, "events.list page size."),
+    ],
+};
 
 fn default_google_url() -> String {
     "https://www.googleapis.com/".into()
@@ -604,70 +839,181 @@ impl Default for SyncConfig {
 impl Config {
     /// Reads, parses, applies environment overrides and validates.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        let text = read(path)?;
         Self::parse(&text, |k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 
     /// Parses `text`; `env` looks up CONFSYNC_* overrides.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        if let Some(v) = env("CONFSYNC_GOOGLE_BASE_URL") {
-            config.google.base_url = v;
-        }
-        if let Some(v) = env("CONFSYNC_GOOGLE_TOKEN") {
-            config.google.token = Some(v);
-        }
-        if let Some(v) = env("CONFSYNC_GOOGLE_SERVICE_ACCOUNT_FILE") {
-            config.google.service_account_file = Some(PathBuf::from(v));
-        }
-        for (name, set) in [
-            ("CONFSYNC_GOOGLE_OAUTH_CLIENT_ID", 0),
-            ("CONFSYNC_GOOGLE_OAUTH_CLIENT_SECRET", 1),
-            ("CONFSYNC_GOOGLE_OAUTH_TOKEN_KEY", 2),
-        ] {
-            if let Some(v) = env(name) {
-                let oauth = config.google.oauth.get_or_insert_with(|| OAuthConfig {
-                    client_id: String::new(),
-                    client_secret: None,
-                    token_key: String::new(),
-                    auth_uri: default_auth_uri(),
-                    token_uri: default_token_uri(),
-                    max_pending_requests: default_max_pending(),
-                });
-                match set {
-                    0 => oauth.client_id = v,
-                    1 => oauth.client_secret = Some(v),
-                    _ => oauth.token_key = v,
-                }
-            }
-        }
-        if let Some(v) = env("CONFSYNC_STORE_PATH") {
-            config.store.path = PathBuf::from(v);
-        }
-        if let Some(v) = env("CONFSYNC_STORE_URL") {
-            config.store.url = Some(v);
-        }
-        if let Some(v) = env("CONFSYNC_PROVIDER_JOIN_BASE_URL") {
-            config.provider.join_base_url = v;
-        }
-        if let Some(v) = env("CONFSYNC_SERVE_LISTEN") {
-            config.serve.listen = v;
-        }
-        if let Some(v) = env("CONFSYNC_SERVE_PUBLIC_URL") {
-            config.serve.public_url = Some(v);
-        }
-        if let Some(v) = env("CONFSYNC_SERVE_HOST_KEY") {
-            config.serve.host_key = Some(v);
-        }
-        if let Some(v) = env("CONFSYNC_SERVE_CHANNEL_KEY") {
-            config.serve.channel_key = Some(v);
-        }
+        let table = prepare(text, &env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| serde_error(e, ""))?;
         config.validate()?;
         Ok(config)
     }
+}
 
+/// `[store]` of the file at `path`, with its environment overrides: for commands that need only
+/// the store (`confsync apikey`). The whole file's keys and bounds are checked, but no provider
+/// or Google secret is resolved and no other table is validated.
+pub fn load_store(path: &Path) -> anyhow::Result<StoreConfig> {
+    let text = read(path)?;
+    parse_store(&text, |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// [`load_store`] on `text`.
+pub fn parse_store(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, String> {
+    let mut table = prepare(text, &env)?;
+    match table.remove("store") {
+        None => Ok(StoreConfig::default()),
+        Some(store) => store.try_into().map_err(|e| serde_error(e, "store")),
+    }
+}
+
+/// serde's error (`what\nin `a.b``) as `a.b: what`, `prefix` being where the value was.
+fn serde_error(e: toml::de::Error, prefix: &str) -> String {
+    let text = e.to_string();
+    let text = text.trim_end();
+    match text.rsplit_once("\nin `") {
+        Some((what, at)) => format!("{}: {what}", join(prefix, at.trim_end_matches('`'))),
+        None if prefix.is_empty() => text.to_owned(),
+        None => format!("{prefix}: {text}"),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))
+}
+
+/// What the descriptors check before serde sees the file: TOML syntax, known keys, the
+/// environment overrides applied, bounds and allowed values.
+fn prepare(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<toml::Table, String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let sections = sections();
+    check_known_keys("", &table, &sections)?;
+    apply_env(&mut table, &sections, env);
+    check_values(&table, &sections)?;
+    Ok(table)
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Every key of `table` (at `path`) is a described key, or a described table holding only
+/// described keys.
+fn check_known_keys(path: &str, table: &toml::Table, sections: &[&Section]) -> Result<(), String> {
+    let own = sections.iter().find(|s| s.path == path);
+    let children: Vec<&str> = sections
+        .iter()
+        .filter_map(|s| s.path.strip_prefix(path))
+        .filter_map(|rest| match path {
+            "" => Some(rest),
+            _ => rest.strip_prefix('.'),
+        })
+        .filter(|name| !name.is_empty() && !name.contains('.'))
+        .collect();
+    for (key, value) in table {
+        let full = join(path, key);
+        if children.contains(&key.as_str()) {
+            let Some(inner) = value.as_table() else {
+                return Err(format!("{full}: expected a table ([{full}])"));
+            };
+            check_known_keys(&full, inner, sections)?;
+        } else if own.and_then(|s| s.key(key)).is_none() {
+            let mut expected: Vec<String> = own
+                .map(|s| s.keys.iter().map(|k| k.name.to_owned()).collect())
+                .unwrap_or_default();
+            expected.extend(children.iter().map(|c| format!("[{}]", join(path, c))));
+            let place = if path.is_empty() {
+                "the top level".to_owned()
+            } else {
+                format!("[{path}]")
+            };
+            return Err(format!(
+                "unknown key `{full}`: {place} takes {}",
+                expected.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets every key whose environment variable is set (creating its table if needed).
+fn apply_env(
+    table: &mut toml::Table,
+    sections: &[&Section],
+    env: &impl Fn(&str) -> Option<String>,
+) {
+    for section in sections {
+        for key in section.keys {
+            let Some(value) = key.env.and_then(env) else {
+                continue;
+            };
+            let mut at = &mut *table;
+            for part in section.path.split('.') {
+                let entry = at
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                // check_known_keys made sure described tables are tables.
+                let Some(inner) = entry.as_table_mut() else {
+                    return;
+                };
+                at = inner;
+            }
+            at.insert(key.name.to_owned(), toml::Value::String(value));
+        }
+    }
+}
+
+/// The value of `section.key` in `table`, if set.
+fn lookup<'a>(table: &'a toml::Table, section: &Section, key: &str) -> Option<&'a toml::Value> {
+    let mut at = table;
+    for part in section.path.split('.') {
+        at = at.get(part)?.as_table()?;
+    }
+    at.get(key)
+}
+
+/// Integers within their bounds (`key = value: must be LOW to HIGH`), strings among their
+/// allowed values. Values of the wrong type are left to serde, which names them.
+fn check_values(table: &toml::Table, sections: &[&Section]) -> Result<(), String> {
+    for section in sections {
+        for key in section.keys {
+            let Some(value) = lookup(table, section, key.name) else {
+                continue;
+            };
+            let full = join(section.path, key.name);
+            if let (Some((low, high)), Some(v)) = (key.bounds, value.as_integer())
+                && !(low..=high).contains(&v)
+            {
+                return Err(format!("{full} = {v}: must be {low} to {high}"));
+            }
+            if let (Type::OneOf(allowed), Some(v)) = (key.ty, value.as_str())
+                && !allowed.contains(&v)
+            {
+                return Err(format!(
+                    "{full} = {v:?}: expected one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Config {
     fn validate(&self) -> Result<(), String> {
         let url = |key: &str, value: &str| {
             let ok = (value.starts_with("http://") || value.starts_with("https://"))
@@ -682,13 +1028,8 @@ impl Config {
         };
         url("google.base_url", &self.google.base_url)?;
         url("provider.join_base_url", &self.provider.join_base_url)?;
+        // provider.kind is one of PROVIDER_KINDS (check_values).
         let kind = self.provider.kind.as_str();
-        if !PROVIDER_KINDS.contains(&kind) {
-            return Err(format!(
-                "provider.kind = {kind:?}: expected one of {}",
-                PROVIDER_KINDS.join(", ")
-            ));
-        }
         let configured = match kind {
             "zoom" => self.provider.zoom.is_some(),
             "teams" => self.provider.teams.is_some(),
@@ -704,7 +1045,6 @@ impl Config {
                 "provider.kind = {kind:?} needs a [provider.{kind}] table (`confsync config example` shows its keys)"
             ));
         }
-        self.check_ranges()?;
         if self.serve.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "serve.listen = {:?}: expected host:port, e.g. \"127.0.0.1:8080\"",
@@ -787,93 +1127,381 @@ impl Config {
     }
 }
 
-/// `key = value: must be LOW to HIGH`, if the value is out of its range.
-fn bounded<T>(key: &str, value: T, range: std::ops::RangeInclusive<T>) -> Result<(), String>
-where
-    T: PartialOrd + std::fmt::Display,
-{
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} = {value}: must be {} to {}",
-            range.start(),
-            range.end()
-        ))
-    }
-}
-
-impl Config {
-    /// Every number in its sane range; the error names the key and the range.
-    fn check_ranges(&self) -> Result<(), String> {
-        let (g, s, v) = (&self.google, &self.sync, &self.serve);
-        bounded("sync.page_size", s.page_size, 1..=2500)?;
-        bounded(
-            "sync.full_sync_window_days",
-            s.full_sync_window_days,
-            0..=3650,
-        )?;
-        bounded(
-            "google.user_requests_per_minute",
-            g.user_requests_per_minute,
-            0..=100_000,
-        )?;
-        bounded(
-            "google.project_requests_per_minute",
-            g.project_requests_per_minute,
-            0..=1_000_000,
-        )?;
-        if let Some(oauth) = &g.oauth {
-            bounded(
-                "google.oauth.max_pending_requests",
-                oauth.max_pending_requests,
-                10..=100_000,
-            )?;
-        }
-        bounded("serve.debounce_ms", v.debounce_ms, 0..=60_000)?;
-        bounded("serve.workers", v.workers, 1..=64)?;
-        bounded("serve.sweep_minutes", v.sweep_minutes, 1..=1440)?;
-        bounded(
-            "serve.header_read_timeout_ms",
-            v.header_read_timeout_ms,
-            1_000..=120_000,
-        )?;
-        bounded(
-            "serve.idle_timeout_ms",
-            v.idle_timeout_ms,
-            1_000..=3_600_000,
-        )?;
-        bounded("serve.max_connections", v.max_connections, 16..=100_000)?;
-        bounded(
-            "serve.max_header_bytes",
-            v.max_header_bytes,
-            8192..=1_048_576,
-        )?;
-        bounded(
-            "serve.orphan_stops_per_minute",
-            v.orphan_stops_per_minute,
-            0..=60,
-        )?;
-        bounded(
-            "serve.create_deadline_ms",
-            v.create_deadline_ms,
-            1_000..=25_000,
-        )?;
-        bounded(
-            "serve.shutdown_deadline_ms",
-            v.shutdown_deadline_ms,
-            0..=300_000,
-        )?;
-        bounded("serve.lease_ms", v.lease_ms, 2_000..=300_000)?;
-        bounded("serve.poll_ms", v.poll_ms, 200..=60_000)?;
-        bounded("serve.retention_days", v.retention_days, 1..=3_650)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::BTreeSet;
+
+    use confsync_providers::keys::serde_fields;
+    use confsync_providers::{bigbluebutton, daily, jitsi, teams, webex, webhook, zoom};
+
+    /// A literal secret, long enough for every minimum.
+    const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789";
+
+    /// The serde fields of the struct each table is parsed into ("" is the whole file).
+    fn struct_fields() -> Vec<(&'static str, &'static [&'static str])> {
+        vec![
+            ("", serde_fields::<Config>()),
+            ("google", serde_fields::<GoogleConfig>()),
+            ("google.oauth", serde_fields::<OAuthConfig>()),
+            ("store", serde_fields::<StoreConfig>()),
+            ("provider", serde_fields::<ProviderConfig>()),
+            ("provider.zoom", serde_fields::<zoom::ZoomConfig>()),
+            ("provider.teams", serde_fields::<teams::TeamsConfig>()),
+            ("provider.webex", serde_fields::<webex::WebexConfig>()),
+            ("provider.daily", serde_fields::<daily::DailyConfig>()),
+            ("provider.jitsi", serde_fields::<jitsi::JitsiConfig>()),
+            (
+                "provider.jitsi.jwt",
+                serde_fields::<jitsi::JitsiJwtConfig>(),
+            ),
+            (
+                "provider.bigbluebutton",
+                serde_fields::<bigbluebutton::BigBlueButtonConfig>(),
+            ),
+            ("provider.webhook", serde_fields::<webhook::WebhookConfig>()),
+            ("sync", serde_fields::<SyncConfig>()),
+            ("serve", serde_fields::<ServeConfig>()),
+            ("serve.identity", serde_fields::<IdentityConfig>()),
+        ]
+    }
+
+    /// Every `section.key` the descriptors name.
+    fn described() -> BTreeSet<String> {
+        sections()
+            .iter()
+            .flat_map(|s| s.keys.iter().map(|k| join(s.path, k.name)))
+            .collect()
+    }
+
+    /// Every leaf `a.b.key` of a table.
+    fn leaves(path: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
+        for (k, v) in table {
+            match v.as_table() {
+                Some(inner) => leaves(&join(path, k), inner, out),
+                None => {
+                    out.insert(join(path, k));
+                }
+            }
+        }
+    }
+
+    /// Secrets given as `env:`/`file:` become literal ones, so nothing is read.
+    fn literal_secrets(table: &mut toml::Table) {
+        fn table_at<'a>(table: &'a mut toml::Table, path: &str) -> Option<&'a mut toml::Table> {
+            let mut at = table;
+            for part in path.split('.') {
+                at = at.get_mut(part)?.as_table_mut()?;
+            }
+            Some(at)
+        }
+        for section in sections() {
+            let Some(at) = table_at(table, section.path) else {
+                continue;
+            };
+            for key in section.keys.iter().filter(|k| k.ty == Type::Secret) {
+                if let Some(toml::Value::String(v)) = at.get_mut(key.name)
+                    && (v.starts_with("env:") || v.starts_with("file:"))
+                {
+                    *v = SECRET.into();
+                }
+            }
+        }
+    }
+
+    /// The example with every disabled key and table turned on (`#key = ...` -> `key = ...`).
+    fn example_all_on() -> String {
+        example()
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()) => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Adding a field to a config struct (a provider's included) without its descriptor, or a
+    /// descriptor for a key serde does not take, fails here.
+    #[test]
+    fn every_accepted_key_is_described() {
+        let structs = struct_fields();
+        let paths: BTreeSet<&str> = sections().iter().map(|s| s.path).collect();
+        let mapped: BTreeSet<&str> = structs
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !p.is_empty())
+            .collect();
+        assert_eq!(paths, mapped, "every table has a struct and a section");
+        for (path, fields) in structs {
+            let accepted: BTreeSet<&str> = fields.iter().copied().collect();
+            assert!(!accepted.is_empty(), "[{path}]: not a serde struct?");
+            let mut expected: BTreeSet<&str> = sections()
+                .iter()
+                .find(|s| s.path == path)
+                .map(|s| s.keys.iter().map(|k| k.name).collect())
+                .unwrap_or_default();
+            for child in &paths {
+                let rest = if path.is_empty() {
+                    Some(*child)
+                } else {
+                    child.strip_prefix(path).and_then(|r| r.strip_prefix('.'))
+                };
+                if let Some(name) = rest.filter(|r| !r.contains('.')) {
+                    expected.insert(name);
+                }
+            }
+            assert_eq!(
+                accepted, expected,
+                "[{path}]: serde's fields vs the descriptors"
+            );
+        }
+        for section in sections() {
+            let names: BTreeSet<&str> = section.keys.iter().map(|k| k.name).collect();
+            assert_eq!(
+                names.len(),
+                section.keys.len(),
+                "[{}]: a key twice",
+                section.path
+            );
+            for key in section.keys {
+                assert!(
+                    !key.doc.trim().is_empty(),
+                    "{}.{}: no doc",
+                    section.path,
+                    key.name
+                );
+                if let (Some((low, high)), Presence::Default(d)) = (key.bounds, key.presence) {
+                    let d: i64 = d.parse().unwrap();
+                    assert!(
+                        low <= d && d <= high,
+                        "{}.{}: default out of range",
+                        section.path,
+                        key.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// `confsync config example` shows every accepted key of every table, each provider's
+    /// included: turned on, its keys are exactly the described ones and serde takes their
+    /// values.
+    #[test]
+    fn the_example_shows_every_key() {
+        let text = example_all_on();
+        let mut table: toml::Table = toml::from_str(&text).unwrap();
+        let mut shown = BTreeSet::new();
+        leaves("", &table, &mut shown);
+        assert_eq!(shown, described());
+        for (path, _) in struct_fields().iter().filter(|(p, _)| !p.is_empty()) {
+            assert!(text.contains(&format!("\n[{path}]\n")), "[{path}] missing");
+        }
+        literal_secrets(&mut table);
+        let parsed: Result<Config, _> = toml::Value::Table(table).try_into();
+        let parsed = parsed.unwrap();
+        assert!(parsed.provider.zoom.is_some() && parsed.provider.jitsi.unwrap().jwt.is_some());
+        // Every zoom key the issue found missing.
+        let zoom = &example()[example().find("#[provider.zoom]").unwrap()..];
+        let zoom = &zoom[..zoom.find("#[provider.teams]").unwrap()];
+        for key in [
+            "account_id",
+            "client_id",
+            "client_secret",
+            "user_id",
+            "base_url",
+            "oauth_url",
+            "timeout_secs",
+            "default_time_zone",
+            "max_occurrences",
+            "reconcile_list_type",
+            "reconcile_max_pages",
+        ] {
+            assert!(zoom.contains(&format!("\n#{key} = ")), "{key}");
+        }
+    }
+
+    /// The defaults the descriptors document are the ones serde fills in: every table with
+    /// only its required keys parses to the same thing as with every default written out.
+    #[test]
+    fn documented_defaults_are_the_code_defaults() {
+        let mut required = toml::Table::new();
+        let mut defaults = toml::Table::new();
+        for section in sections() {
+            for (table, with_defaults) in [(&mut required, false), (&mut defaults, true)] {
+                let mut at = &mut *table;
+                for part in section.path.split('.') {
+                    at = at
+                        .entry(part)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        .as_table_mut()
+                        .unwrap();
+                }
+                for key in section.keys {
+                    let literal = match key.presence {
+                        Presence::Required => key.example,
+                        Presence::Default(d) if with_defaults => d,
+                        _ => continue,
+                    };
+                    let value: toml::Table = toml::from_str(&format!("v = {literal}")).unwrap();
+                    at.insert(key.name.into(), value["v"].clone());
+                }
+            }
+        }
+        literal_secrets(&mut required);
+        literal_secrets(&mut defaults);
+        let parse = |t: toml::Table| -> String {
+            let c: Config = toml::Value::Table(t).try_into().unwrap();
+            format!("{c:?}")
+        };
+        let (left_out, written_out) = (parse(required), parse(defaults));
+        if let Some((a, b)) = left_out
+            .split(", ")
+            .zip(written_out.split(", "))
+            .find(|(a, b)| a != b)
+        {
+            panic!("a documented default is not the code's: left out {a}, written out {b}");
+        }
+        assert_eq!(left_out, written_out);
+        // An empty file is the tables' defaults too.
+        let empty = format!("{:?}", Config::parse("", |_| None).unwrap());
+        let written: String = sections()
+            .iter()
+            .filter(|s| !s.optional)
+            .map(|s| {
+                let keys: String = s
+                    .keys
+                    .iter()
+                    .filter_map(|k| match k.presence {
+                        Presence::Default(d) => Some(format!("{} = {d}\n", k.name)),
+                        _ => None,
+                    })
+                    .collect();
+                format!("[{}]\n{keys}", s.path)
+            })
+            .collect();
+        assert_eq!(
+            empty,
+            format!("{:?}", Config::parse(&written, |_| None).unwrap())
+        );
+    }
+
+    /// Every documented range and value list is enforced with an error naming the key; both ends
+    /// of a range are accepted.
+    #[test]
+    fn every_bound_and_value_list_is_enforced() {
+        let none = |_: &str| None;
+        for section in sections() {
+            for key in section.keys {
+                let full = join(section.path, key.name);
+                let set = |v: &str| format!("[{}]\n{} = {v}", section.path, key.name);
+                if let Some((low, high)) = key.bounds {
+                    for v in [low - 1, high + 1] {
+                        assert_eq!(
+                            prepare(&set(&v.to_string()), &none).unwrap_err(),
+                            format!("{full} = {v}: must be {low} to {high}")
+                        );
+                    }
+                    for v in [low, high] {
+                        prepare(&set(&v.to_string()), &none).unwrap();
+                    }
+                }
+                if let Type::OneOf(values) = key.ty {
+                    let e = prepare(&set("\"nope\""), &none).unwrap_err();
+                    assert!(
+                        e.starts_with(&format!("{full} = \"nope\": expected one of {}", values[0])),
+                        "{e}"
+                    );
+                    for v in values {
+                        prepare(&set(&format!("\"{v}\"")), &none).unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every documented environment variable overrides its key (creating its table).
+    #[test]
+    fn every_environment_override_applies() {
+        let mut seen = 0;
+        for section in sections() {
+            for key in section.keys {
+                let Some(var) = key.env else {
+                    continue;
+                };
+                seen += 1;
+                let table =
+                    prepare("", &|k: &str| (k == var).then(|| "from-env".to_owned())).unwrap();
+                assert_eq!(
+                    lookup(&table, section, key.name).and_then(|v| v.as_str()),
+                    Some("from-env"),
+                    "{var}"
+                );
+            }
+        }
+        assert_eq!(seen, 13);
+    }
+
+    /// README's configuration table is `confsync config example --markdown`, verbatim.
+    #[test]
+    fn readme_table_is_generated() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let begin = "<!-- BEGIN `confsync config example --markdown` -->\n";
+        let end = "<!-- END `confsync config example --markdown` -->";
+        let start = readme.find(begin).expect("README has the begin marker") + begin.len();
+        let stop = readme[start..]
+            .find(end)
+            .expect("README has the end marker")
+            + start;
+        assert!(
+            readme[start..stop] == markdown_table(),
+            "README's configuration table is stale: replace the lines between its markers with the output of `cargo run -p confsync -- config example --markdown`"
+        );
+        for key in described() {
+            assert!(
+                readme[start..stop].contains(&format!("| `{key}` |")),
+                "{key}"
+            );
+        }
+    }
+
+    /// `confsync apikey` reads only [store]: the provider's and Google's secrets are not
+    /// resolved, nor other tables validated; unknown keys and bounds are still refused.
+    #[test]
+    fn the_store_alone_resolves_no_secret() {
+        let text = "[store]\npath = \"/tmp/keys.db\"\n[provider]\nkind = \"zoom\"\n[provider.zoom]\naccount_id = \"a\"\nclient_id = \"c\"\nclient_secret = \"env:CONFSYNC_TEST_UNSET_ZOOM_SECRET\"\n[google.oauth]\nclient_id = \"c\"\ntoken_key = \"short\"\n[serve]\nhost_key = \"env:CONFSYNC_TEST_UNSET_HOST_KEY\"";
+        let none = |_: &str| None;
+        let e = Config::parse(text, none).unwrap_err();
+        assert!(e.contains("CONFSYNC_TEST_UNSET_ZOOM_SECRET"), "{e}");
+        let store = parse_store(text, none).unwrap();
+        assert_eq!(store.location(), "/tmp/keys.db");
+        let store = parse_store(text, |k| {
+            (k == "CONFSYNC_STORE_URL").then(|| "postgres://u@h/db".to_owned())
+        })
+        .unwrap();
+        assert_eq!(store.location(), "postgres://u@h/db");
+        assert_eq!(
+            parse_store("", none).unwrap().location(),
+            "confsync-data/confsync.db"
+        );
+        let e = parse_store("[provider.zoom]\nclient_secrte = \"x\"", none).unwrap_err();
+        assert!(e.contains("provider.zoom.client_secrte"), "{e}");
+        let e = parse_store("[store]\npath = 3", none).unwrap_err();
+        assert!(e.starts_with("store.path: invalid type"), "{e}");
+        let e = Config::parse("[sync]\npage_size = \"x\"", none).unwrap_err();
+        assert!(e.starts_with("sync.page_size: invalid type"), "{e}");
+        let e = Config::parse("[provider.zoom]\naccount_id = \"a\"", none).unwrap_err();
+        assert!(
+            e.starts_with("provider.zoom: missing field `client_id`"),
+            "{e}"
+        );
+        let e = parse_store("[serve]\nworkers = 0", none).unwrap_err();
+        assert_eq!(e, "serve.workers = 0: must be 1 to 64");
+    }
 
     #[test]
     fn defaults_fill_an_empty_file_and_env_overrides_win() {
@@ -888,7 +1516,7 @@ mod tests {
 
     #[test]
     fn the_example_is_a_valid_config() {
-        let c = Config::parse(EXAMPLE, |_| None).unwrap();
+        let c = Config::parse(&example(), |_| None).unwrap();
         assert_eq!(c.serve.listen, "127.0.0.1:8080");
         assert_eq!(c.sync.page_size, 2500);
     }

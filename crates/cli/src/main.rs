@@ -1,5 +1,6 @@
 //! The `confsync` binary: a thin clap layer over the workspace's crates.
 
+mod apikey;
 mod bench;
 mod bench_service;
 mod config;
@@ -65,8 +66,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Print a commented example configuration.
-    Example,
+    /// Print a commented example configuration: every key of every table, with its default.
+    Example {
+        /// Print README's table of every key instead (type, range, default, what it does).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Validate a configuration file (with CONFSYNC_* overrides applied).
     Check {
         #[arg(long)]
@@ -80,6 +85,18 @@ enum ConfigCommand {
 enum ApikeyCommand {
     /// Create a key; it is printed once and stored only as a hash.
     Create {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the keys: name, creation time, live or revoked.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke a key by name: it stops authenticating at once.
+    Revoke {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
@@ -173,9 +190,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,
         Command::Config {
-            which: ConfigCommand::Example,
+            which: ConfigCommand::Example { markdown },
         } => {
-            print!("{}", config::EXAMPLE);
+            if markdown {
+                print!("{}", config::markdown_table());
+            } else {
+                print!("{}", config::example());
+            }
             Ok(())
         }
         Command::Config {
@@ -198,7 +219,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Apikey {
             which: ApikeyCommand::Create { config, name },
-        } => sync::create_api_key(&config, &name).await,
+        } => apikey::create(&config, &name).await,
+        Command::Apikey {
+            which: ApikeyCommand::List { config },
+        } => apikey::list(&config).await,
+        Command::Apikey {
+            which: ApikeyCommand::Revoke { config, name },
+        } => apikey::revoke(&config, &name).await,
     }
 }
 

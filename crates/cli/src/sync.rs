@@ -66,23 +66,7 @@ pub fn provider_from(
 /// Opens the configured store: Postgres when `store.url` is set, else the SQLite file (its
 /// directory created if missing).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    if config.store.url.is_none()
-        && let Some(dir) = config
-            .store
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    }
-    let location = config.store.location();
-    Store::open(&location).await.with_context(|| {
-        format!(
-            "opening the store {}",
-            confsync_store::redact_location(&location)
-        )
-    })
+    config.store.open().await
 }
 
 pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
@@ -458,25 +442,4 @@ fn channel_key(config: &Config) -> anyhow::Result<confsync_service::ChannelKey> 
             confsync_service::ChannelKey::random()
         }
     })
-}
-
-/// `confsync apikey create`: prints a new key once; only its hash is stored.
-pub async fn create_api_key(config_path: &Path, name: &str) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    if name.trim().is_empty() {
-        anyhow::bail!("--name must not be empty");
-    }
-    let store = open_store(&config).await?;
-    let key = confsync_service::new_api_key();
-    store
-        .api_key_create(
-            name,
-            &confsync_service::hash_api_key(&key),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await
-        .with_context(|| format!("creating API key {name}"))?;
-    println!("{key}");
-    eprintln!("API key {name} created; this is the only time it is shown.");
-    Ok(())
 }

@@ -180,7 +180,17 @@ impl Engine {
         }
         let mut verifications = 0;
         if session.is_full() {
-            let now_linked = self.store.link_event_ids(calendar_id).await?;
+            // Links whose meeting ended before the listing window were not listed and do not
+            // matter: only the others are verified (a day's slack around the window's start).
+            let now_linked = match self.config.full_sync_window {
+                Some(window) => {
+                    let from = now_ms - window.num_milliseconds() - 86_400_000;
+                    self.store
+                        .link_event_ids_ending_after(calendar_id, from)
+                        .await?
+                }
+                None => self.store.link_event_ids(calendar_id).await?,
+            };
             let mut unseen: Vec<(String, Action)> = session
                 .unseen(now_linked.iter().map(String::as_str))
                 .into_iter()

@@ -55,6 +55,7 @@ use serde::Deserialize;
 
 use crate::http::{self, Answer, Secret};
 use crate::jitsi::{check_base_url, check_minutes, check_public_url, served};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, JoinAnswer, JoinRequest, Meeting, MeetingSpec,
     ProviderError, When,
@@ -125,6 +126,78 @@ pub struct BigBlueButtonConfig {
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
+
+/// The keys of `[provider.bigbluebutton]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.bigbluebutton",
+    doc: "BigBlueButton (kind = \"bigbluebutton\"): join links point at confsync, which calls create, then redirects to a signed join.",
+    optional: true,
+    keys: &[
+        Key::required(
+            "base_url",
+            Type::Url,
+            "\"https://bbb.example.com/bigbluebutton/api\"",
+            "The API endpoint.",
+        ),
+        Key::required(
+            "shared_secret",
+            Type::Secret,
+            "\"env:BBB_SECRET\"",
+            "The server's shared secret (`bbb-conf --secret`).",
+        ),
+        Key::defaulted(
+            "checksum",
+            Type::OneOf(&["sha1", "sha256", "sha384", "sha512"]),
+            "\"sha256\"",
+            "The checksum algorithm (sha384 and sha512 need BigBlueButton 2.5 or later).",
+        ),
+        Key::required(
+            "public_url",
+            Type::Url,
+            "\"https://confsync.example.com/\"",
+            "confsync's own public base URL (ends with '/'): join links are `{public_url}join/{id}`.",
+        ),
+        Key::bounded(
+            "early_join_minutes",
+            "15",
+            0,
+            10080,
+            "Minutes before the start the link opens.",
+        ),
+        Key::bounded(
+            "grace_minutes",
+            "60",
+            0,
+            10080,
+            "Minutes after the end the link still works.",
+        ),
+        Key::defaulted(
+            "join_auth",
+            Type::OneOf(&["role", "password"]),
+            "\"role\"",
+            "`role`: role=MODERATOR|VIEWER on join; `password`: attendee and moderator passwords derived from the shared secret.",
+        ),
+        Key::defaulted(
+            "duration_from_event",
+            Type::Bool,
+            "false",
+            "Send `duration` on create: BigBlueButton ends the meeting when the join window closes.",
+        ),
+        Key::defaulted(
+            "end_when_no_moderator",
+            Type::Bool,
+            "false",
+            "Send `endWhenNoModerator=true` on create.",
+        ),
+        Key::bounded(
+            "timeout_secs",
+            "15",
+            1,
+            300,
+            "Seconds before a call to the server is abandoned.",
+        ),
+    ],
+};
 
 fn default_early_join() -> u64 {
     15

@@ -54,6 +54,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Answer, Secret};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
 };
@@ -124,6 +125,94 @@ pub struct DailyConfig {
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
+
+/// The keys of `[provider.daily]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.daily",
+    doc: "Daily (kind = \"daily\"): one room per meeting; every room expires.",
+    optional: true,
+    keys: &[
+        Key::required(
+            "api_key",
+            Type::Secret,
+            "\"env:DAILY_API_KEY\"",
+            "The domain's API key (Developers page of the Daily dashboard).",
+        ),
+        Key::defaulted(
+            "base_url",
+            Type::Url,
+            "\"https://api.daily.co/v1\"",
+            "The REST API's base URL.",
+        ),
+        Key::defaulted(
+            "privacy",
+            Type::OneOf(&["public", "private"]),
+            "\"public\"",
+            "`public`: anyone with the (unguessable) URL joins; `private`: only with a meeting token or by knocking.",
+        ),
+        Key::bounded(
+            "early_join_minutes",
+            "15",
+            0,
+            10080,
+            "Minutes before the start the room opens (`nbf`).",
+        ),
+        Key::bounded(
+            "grace_minutes",
+            "60",
+            0,
+            10080,
+            "Minutes after the end the room closes (`exp`).",
+        ),
+        Key::defaulted(
+            "room_prefix",
+            Type::String,
+            "\"cs-\"",
+            "Put in front of every room name: at most 64 letters, digits, '-' and '_'.",
+        ),
+        Key::defaulted(
+            "eject_at_room_exp",
+            Type::Bool,
+            "true",
+            "Participants are removed when the room expires.",
+        ),
+        Key::bounded(
+            "delete_interval_ms",
+            "500",
+            0,
+            60000,
+            "Least time between two deletes (Daily allows about 2 a second).",
+        ),
+        Key::bounded(
+            "delete_burst",
+            "50",
+            0,
+            10000,
+            "At most this many deletes in any delete_window_secs (Daily: about 50 per 30 s); 0: no such limit.",
+        ),
+        Key::bounded(
+            "delete_window_secs",
+            "30",
+            0,
+            3600,
+            "The window of delete_burst.",
+        ),
+        Key::bounded(
+            "series_horizon_days",
+            "90",
+            1,
+            3650,
+            "A series without an end (or whose rule cannot be expanded) gets a room expiring this many days after the create or update, renewed by every update.",
+        ),
+        Key::bounded(
+            "timeout_secs",
+            "30",
+            1,
+            300,
+            "Seconds before a call is abandoned.",
+        ),
+    ],
+};
 
 fn default_base_url() -> String {
     "https://api.daily.co/v1".into()

@@ -67,6 +67,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{self, Secret};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, JoinAnswer, JoinRequest, Meeting, MeetingSpec,
     ProviderError, When,
@@ -102,6 +103,53 @@ pub struct JitsiConfig {
     pub jwt: Option<JitsiJwtConfig>,
 }
 
+/// The keys of `[provider.jitsi]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.jitsi",
+    doc: "Jitsi Meet (kind = \"jitsi\"): join links point at confsync, which sends each click to its room (with a fresh JWT when [provider.jitsi.jwt] is set; without it rooms are public).",
+    optional: true,
+    keys: &[
+        Key::defaulted(
+            "base_url",
+            Type::Url,
+            "\"https://meet.jit.si\"",
+            "The Jitsi Meet deployment (JaaS: with the tenant path, `https://8x8.vc/vpaas-magic-cookie-...`).",
+        ),
+        Key::required(
+            "public_url",
+            Type::Url,
+            "\"https://confsync.example.com/\"",
+            "confsync's own public base URL (ends with '/'): join links are `{public_url}join/{id}`.",
+        ),
+        Key::required(
+            "room_secret",
+            Type::Secret,
+            "\"env:JITSI_ROOM_SECRET\"",
+            "Keys the HMAC that derives room names and meeting ids (at least 16 characters); rotating it affects only meetings created afterwards.",
+        ),
+        Key::defaulted(
+            "room_prefix",
+            Type::String,
+            "\"\"",
+            "Put in front of every room name: at most 32 lowercase letters, digits, '-' and '_'.",
+        ),
+        Key::bounded(
+            "early_join_minutes",
+            "15",
+            0,
+            10080,
+            "Minutes before the start a link opens (token `nbf`).",
+        ),
+        Key::bounded(
+            "grace_minutes",
+            "60",
+            0,
+            10080,
+            "Minutes after the end a link still works (token `exp`).",
+        ),
+    ],
+};
+
 /// JWT settings (Prosody `token` authentication or JaaS).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +184,58 @@ pub struct JitsiJwtConfig {
     #[serde(default)]
     pub mode: JwtMode,
 }
+
+/// The keys of `[provider.jitsi.jwt]` (see [`crate::keys`]).
+pub const JWT_CONFIG: Section = Section {
+    path: "provider.jitsi.jwt",
+    doc: "Token authentication for Jitsi: a self-hosted Prosody with the token plugin, or 8x8 JaaS (mode = \"jaas\").",
+    optional: true,
+    keys: &[
+        Key::required(
+            "app_id",
+            Type::String,
+            "\"...\"",
+            "The application id: the token's `iss` (JaaS: the AppID, `vpaas-magic-cookie-...`).",
+        ),
+        Key::defaulted("audience", Type::String, "\"jitsi\"", "The token's `aud`."),
+        Key::defaulted(
+            "subject",
+            Type::String,
+            "\"*\"",
+            "The token's `sub`: `*`, the deployment's domain, or the JaaS tenant.",
+        ),
+        Key::optional(
+            "app_secret",
+            Type::Secret,
+            "\"env:JITSI_APP_SECRET\"",
+            "HS256: the app secret shared with Prosody. Exactly one of app_secret and private_key.",
+        ),
+        Key::optional(
+            "private_key",
+            Type::Secret,
+            "\"file:/etc/confsync/jitsi.pem\"",
+            "RS256: a PEM private key (PKCS#8 `BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`).",
+        ),
+        Key::optional(
+            "key_id",
+            Type::String,
+            "\"4f4910\"",
+            "The `kid` header. JaaS (required): the API key's id from the JaaS console.",
+        ),
+        Key::defaulted(
+            "moderator_as_string",
+            Type::Bool,
+            "true",
+            "The moderator flag as the strings \"true\"/\"false\" (lib-jitsi-meet, JaaS); false sends a boolean, for a Prosody plugin that reads one.",
+        ),
+        Key::defaulted(
+            "mode",
+            Type::OneOf(&["prosody", "jaas"]),
+            "\"prosody\"",
+            "`prosody`: iss = app_id, aud = audience, sub = subject; `jaas`: 8x8 Jitsi as a Service tokens (RS256, key_id required).",
+        ),
+    ],
+};
 
 /// Which token dialect to mint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

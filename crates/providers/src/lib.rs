@@ -12,6 +12,7 @@ pub mod bigbluebutton;
 pub mod daily;
 pub mod http;
 pub mod jitsi;
+pub mod keys;
 pub mod local;
 pub mod memory;
 pub mod teams;

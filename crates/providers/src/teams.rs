@@ -65,6 +65,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Answer, Secret, TokenCache};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
 };
@@ -108,6 +109,81 @@ pub struct TeamsConfig {
     #[serde(default = "default_true")]
     pub lock_lobby_on_delete: bool,
 }
+
+/// The keys of `[provider.teams]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.teams",
+    doc: "Microsoft Teams (kind = \"teams\"): Graph onlineMeetings with client credentials; needs an application access policy for the organizer.",
+    optional: true,
+    keys: &[
+        Key::required(
+            "tenant_id",
+            Type::String,
+            "\"contoso.onmicrosoft.com\"",
+            "The Entra ID (Azure AD) tenant: its id or a verified domain.",
+        ),
+        Key::required(
+            "client_id",
+            Type::String,
+            "\"...\"",
+            "The app registration's client id.",
+        ),
+        Key::required(
+            "client_secret",
+            Type::Secret,
+            "\"env:GRAPH_CLIENT_SECRET\"",
+            "The app registration's client secret.",
+        ),
+        Key::required(
+            "user_id",
+            Type::String,
+            "\"organizer@example.com\"",
+            "The organizer: a user's object id, or a UPN (resolved once; needs User.Read.All).",
+        ),
+        Key::defaulted(
+            "base_url",
+            Type::Url,
+            "\"https://graph.microsoft.com/v1.0\"",
+            "Microsoft Graph's base URL.",
+        ),
+        Key::defaulted(
+            "login_url",
+            Type::Url,
+            "\"https://login.microsoftonline.com\"",
+            "The identity platform that issues tokens.",
+        ),
+        Key::defaulted(
+            "timeout_secs",
+            Type::Integer,
+            "30",
+            "Seconds before a call is abandoned (at least 1).",
+        ),
+        Key::defaulted(
+            "default_time_zone",
+            Type::String,
+            "\"UTC\"",
+            "The IANA time zone for events that name none (all-day events).",
+        ),
+        Key::defaulted(
+            "send_attendees",
+            Type::Bool,
+            "true",
+            "Send the event's guests as the meeting's attendees.",
+        ),
+        Key::defaulted(
+            "access_policy_grace_secs",
+            Type::Integer,
+            "3600",
+            "A 403 (no application access policy, or one not applied yet: Graph takes up to 30 minutes) is retried this long, counted from the first one, before it becomes permanent.",
+        ),
+        Key::defaulted(
+            "lock_lobby_on_delete",
+            Type::Bool,
+            "true",
+            "Before a delete, let only the organizer bypass the lobby (a deleted meeting's joinWebUrl keeps working).",
+        ),
+    ],
+};
 
 fn default_base_url() -> String {
     "https://graph.microsoft.com/v1.0".into()

@@ -85,6 +85,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, Answer, Secret, TokenCache};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
 };
@@ -135,6 +136,87 @@ pub struct WebexConfig {
     #[serde(default = "default_create_limit")]
     pub create_limit_per_day: u32,
 }
+
+/// The keys of `[provider.webex]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.webex",
+    doc: "Webex (kind = \"webex\"): a static access_token, or an OAuth integration's client_id, client_secret and refresh_token.",
+    optional: true,
+    keys: &[
+        Key::defaulted(
+            "base_url",
+            Type::Url,
+            "\"https://webexapis.com/v1\"",
+            "The API's base URL.",
+        ),
+        Key::optional(
+            "access_token",
+            Type::Secret,
+            "\"env:WEBEX_TOKEN\"",
+            "A static bearer token (not with client_id, client_secret and refresh_token).",
+        ),
+        Key::optional(
+            "client_id",
+            Type::String,
+            "\"...\"",
+            "The OAuth integration's client id: with client_secret and refresh_token, access tokens are refreshed.",
+        ),
+        Key::optional(
+            "client_secret",
+            Type::Secret,
+            "\"env:WEBEX_CLIENT_SECRET\"",
+            "The OAuth integration's client secret.",
+        ),
+        Key::optional(
+            "refresh_token",
+            Type::Secret,
+            "\"env:WEBEX_REFRESH_TOKEN\"",
+            "The OAuth refresh token.",
+        ),
+        Key::optional(
+            "host_email",
+            Type::String,
+            "\"host@example.com\"",
+            "Schedule on behalf of this user (admin on-behalf-of scopes): `hostEmail` in every call.",
+        ),
+        Key::defaulted(
+            "timeout_secs",
+            Type::Integer,
+            "30",
+            "Seconds before a call is abandoned (at least 1).",
+        ),
+        Key::defaulted(
+            "default_time_zone",
+            Type::String,
+            "\"UTC\"",
+            "The IANA time zone for events that name none (all-day events).",
+        ),
+        Key::defaulted(
+            "in_progress_retry_secs",
+            Type::Integer,
+            "300",
+            "When an in-progress meeting refuses a change, it is retried after this long.",
+        ),
+        Key::defaulted(
+            "in_progress_markers",
+            Type::Strings,
+            "[\"in progress\", \"in-progress\", \"inprogress\"]",
+            "Lowercase phrases of a 4xx answer meaning \"the meeting is in progress\".",
+        ),
+        Key::defaulted(
+            "connector_markers",
+            Type::Strings,
+            "[\"connector\", \"calendar integration\"]",
+            "Lowercase phrases of a 4xx answer meaning \"created by a calendar connector\" (permanent).",
+        ),
+        Key::defaulted(
+            "create_limit_per_day",
+            Type::Integer,
+            "100",
+            "Create attempts (failed ones included) allowed in any 24 hours before the adapter answers rate-limited without calling (Webex allows 100 per host); 0: no limit.",
+        ),
+    ],
+};
 
 fn default_base_url() -> String {
     "https://webexapis.com/v1".into()

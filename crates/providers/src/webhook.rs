@@ -69,6 +69,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Answer, Secret};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
 };
@@ -168,6 +169,40 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub name: Option<String>,
 }
+
+/// The keys of `[provider.webhook]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.webhook",
+    doc: "Your own system (kind = \"webhook\"): signed JSON POSTs, see README.",
+    optional: true,
+    keys: &[
+        Key::required(
+            "url",
+            Type::Url,
+            "\"https://meetings.example.com/confsync\"",
+            "Where confsync POSTs (https, or http for a receiver on the same host).",
+        ),
+        Key::required(
+            "secret",
+            Type::Secret,
+            "\"env:CONFSYNC_WEBHOOK_SECRET\"",
+            "The HMAC secret shared with the receiver (at least 16 characters).",
+        ),
+        Key::bounded(
+            "timeout_secs",
+            "10",
+            1,
+            120,
+            "Seconds before a call is abandoned (and retried later).",
+        ),
+        Key::optional(
+            "name",
+            Type::String,
+            "\"Acme Meet\"",
+            "The conferencing system's name shown with join links (unset: \"Video call\").",
+        ),
+    ],
+};
 
 fn default_timeout() -> u64 {
     10

@@ -63,6 +63,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, Answer, Secret, TokenCache};
+use crate::keys::{Key, Section, Type};
 use crate::{
     BoxFuture, Capabilities, ConferenceProvider, Meeting, MeetingSpec, ProviderError, When,
 };
@@ -108,6 +109,77 @@ pub struct ZoomConfig {
     #[serde(default = "default_max_pages")]
     pub reconcile_max_pages: u32,
 }
+
+/// The keys of `[provider.zoom]` (see [`crate::keys`]).
+pub const CONFIG: Section = Section {
+    path: "provider.zoom",
+    doc: "Zoom (kind = \"zoom\"): the Meetings API with a Server-to-Server OAuth app.",
+    optional: true,
+    keys: &[
+        Key::required(
+            "account_id",
+            Type::String,
+            "\"...\"",
+            "The Server-to-Server OAuth app's account id.",
+        ),
+        Key::required("client_id", Type::String, "\"...\"", "The app's client id."),
+        Key::required(
+            "client_secret",
+            Type::Secret,
+            "\"env:ZOOM_CLIENT_SECRET\"",
+            "The app's client secret.",
+        ),
+        Key::defaulted(
+            "user_id",
+            Type::String,
+            "\"me\"",
+            "The meetings' host: a user id, an email, or `me` (the app's own user).",
+        ),
+        Key::defaulted(
+            "base_url",
+            Type::Url,
+            "\"https://api.zoom.us/v2\"",
+            "The API's base URL.",
+        ),
+        Key::defaulted(
+            "oauth_url",
+            Type::Url,
+            "\"https://zoom.us/oauth/token\"",
+            "The OAuth token endpoint.",
+        ),
+        Key::defaulted(
+            "timeout_secs",
+            Type::Integer,
+            "30",
+            "Seconds before a call is abandoned (at least 1).",
+        ),
+        Key::defaulted(
+            "default_time_zone",
+            Type::String,
+            "\"UTC\"",
+            "The IANA time zone for events that name none (all-day events).",
+        ),
+        Key::bounded(
+            "max_occurrences",
+            "50",
+            1,
+            365,
+            "The largest `end_times` Zoom accepts: a series with a larger COUNT becomes a \"no fixed time\" (type 3) meeting.",
+        ),
+        Key::defaulted(
+            "reconcile_list_type",
+            Type::OneOf(&["upcoming", "scheduled", "upcoming_meetings"]),
+            "\"upcoming\"",
+            "Which listing a create searches for the marker of a meeting an earlier attempt made: `scheduled` also lists meetings whose start has passed.",
+        ),
+        Key::defaulted(
+            "reconcile_max_pages",
+            Type::Integer,
+            "20",
+            "At most this many pages (300 meetings each) are read when looking for the marker (at least 1).",
+        ),
+    ],
+};
 
 fn default_user_id() -> String {
     "me".into()

@@ -15,6 +15,21 @@ use crate::Store;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
+/// When a link's meeting ends (unix ms), for choosing what a windowed full sync verifies; None
+/// for a series (its last occurrence is not worked out here). An all-day event ends at the
+/// start of its end date in UTC plus 14 hours (the latest zone).
+fn ends_at(spec: &MeetingSpec) -> Option<i64> {
+    if !spec.recurrence.is_empty() {
+        return None;
+    }
+    match spec.end {
+        confsync_core::model::When::At(t) => Some(t.timestamp_millis()),
+        confsync_core::model::When::Day(d) => d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis() + 14 * 3_600_000),
+    }
+}
+
 /// Ids per `IN (...)` list: far below SQLite's and Postgres' bind-parameter limits.
 const CHUNK: usize = 500;
 
@@ -98,12 +113,12 @@ pub(crate) async fn write(
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
     let fingerprint = link.spec.fingerprint();
     // Both statements take the link's columns as $1..$12, in this order; the update also takes
-    // the version read as $13.
+    // the version read as $13; the meeting's end comes last ($13, $14).
     let (sql, read_version, written) = match base {
         LinkBase::New => (
             "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, last_etag_seen, \
-                 last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1) \
+                 last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, version, ends_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1, $13) \
              ON CONFLICT (conference_id) DO NOTHING",
             None,
             1,
@@ -111,7 +126,8 @@ pub(crate) async fn write(
         LinkBase::Version(version) => (
             "UPDATE links SET provider = $2, calendar_id = $3, event_id = $4, spec_json = $5, fingerprint = $6, \
                  last_etag_seen = $7, last_etag_written = COALESCE(last_etag_written, $8), \
-                 occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1 \
+                 occurrences_json = $9, deleted = $10, updated_at = $11, join_url = $12, version = version + 1, \
+                 ends_at = $14 \
              WHERE conference_id = $1 AND version = $13",
             Some(version),
             version + 1,
@@ -134,7 +150,7 @@ pub(crate) async fn write(
         if let Some(version) = read_version {
             query = query.bind(version);
         }
-        query.execute(c).await.map(|r| r.rows_affected())
+        query.bind(ends_at(&link.spec)).execute(c).await.map(|r| r.rows_affected())
     })
     .ctx(what)?;
     if done == 0 {
@@ -320,8 +336,27 @@ impl Store {
         })
     }
 
-    /// The event ids of the calendar's live links, sorted (a full sync verifies those it did not
-    /// see).
+    /// The events of `calendar_id`'s live links whose meeting may end at or after `after_ms`
+    /// (series and links of unknown end included): what a full sync listing from a window
+    /// starting there must verify when it does not list them. One query.
+    pub async fn link_event_ids_ending_after(
+        &self,
+        calendar_id: &str,
+        after_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        on_read!(self, c => sqlx::query_scalar(
+            "SELECT event_id FROM links WHERE calendar_id = $1 AND NOT deleted \
+               AND (ends_at IS NULL OR ends_at >= $2) ORDER BY event_id",
+        )
+        .bind(calendar_id)
+        .bind(after_ms)
+        .fetch_all(c)
+        .await)
+        .ctx(|| format!("listing linked events of calendar {calendar_id}"))
+    }
+
+    /// The event ids of the calendar's live links, sorted (a full sync without a window verifies
+    /// those it did not see).
     pub async fn link_event_ids(&self, calendar_id: &str) -> Result<Vec<String>, StoreError> {
         on_read!(self, c => sqlx::query_scalar(
             "SELECT event_id FROM links WHERE calendar_id = $1 AND NOT deleted ORDER BY event_id",

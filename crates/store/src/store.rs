@@ -72,6 +72,11 @@ fn sqlite_migrator() -> Migrator {
             "lease keys",
             include_str!("../migrations/sqlite/0009_lease_keys.sql"),
         ),
+        (
+            10,
+            "link ends",
+            include_str!("../migrations/sqlite/0010_link_ends.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -98,6 +103,11 @@ fn postgres_migrator() -> Migrator {
             4,
             "lease keys",
             include_str!("../migrations/postgres/0004_lease_keys.sql"),
+        ),
+        (
+            5,
+            "link ends",
+            include_str!("../migrations/postgres/0005_link_ends.sql"),
         ),
     ];
     migrator_of(&migrations)
