@@ -355,6 +355,14 @@ impl Store {
         .ctx(|| format!("listing linked events of calendar {calendar_id}"))
     }
 
+    /// How many links the store keeps, live or deleted (size checks).
+    pub async fn link_rows(&self) -> Result<i64, StoreError> {
+        on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM links")
+            .fetch_one(c)
+            .await)
+        .ctx(|| "counting links".to_owned())
+    }
+
     /// The event ids of the calendar's live links, sorted (a full sync without a window verifies
     /// those it did not see).
     pub async fn link_event_ids(&self, calendar_id: &str) -> Result<Vec<String>, StoreError> {

@@ -763,6 +763,14 @@ impl Store {
             .ctx(|| "counting pending outbox actions".to_owned())
     }
 
+    /// How many outbox rows the store keeps, in any state (size checks).
+    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
+        on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(c)
+            .await)
+        .ctx(|| "counting outbox rows".to_owned())
+    }
+
     /// How many actions failed permanently (and are still kept), counted, never capped.
     pub async fn failed_count(&self) -> Result<i64, StoreError> {
         on_read!(self, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
