@@ -268,6 +268,10 @@ pub struct EngineBenchArgs {
     /// Raw listings and full syncs to run (the medians are compared).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The store: a fresh schema in the Postgres test database (`CONFSYNC_TEST_POSTGRES_URL`,
+    /// default postgres://postgres@127.0.0.1:5432/test) instead of a temporary SQLite file.
+    #[arg(long)]
+    postgres: bool,
 }
 
 /// The Google calendar, timing its `events.list` pages (HTTP, decoding, conversion to raw JSON),
@@ -492,7 +496,20 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     ));
     let _db = TempDb(db_path.clone());
-    let store = Store::open(db_path.to_str().context("temp path is not UTF-8")?).await?;
+    let (store, store_name) = if args.postgres {
+        let url = confsync_store::testing::postgres_schema_url()
+            .await
+            .context("--postgres: the test Postgres is not reachable")?;
+        (
+            Store::open(&url).await?,
+            format!("Postgres ({})", confsync_store::redact_location(&url)),
+        )
+    } else {
+        (
+            Store::open(db_path.to_str().context("temp path is not UTF-8")?).await?,
+            format!("SQLite (WAL) at {}", db_path.display()),
+        )
+    };
 
     // Seed the calendar in process; every `stride`-th event carries one of our conferences.
     let seeded = Instant::now();
@@ -598,13 +615,15 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let mut failures: Vec<String> = Vec::new();
 
     println!(
-        "engine benchmark: {} events ({} ours), {} bursts of {} changes, {} rounds, SQLite (WAL) at {}",
+        "engine benchmark: {} events ({} ours), {} bursts of {} changes, {} rounds, {store_name}; load average {}",
         args.events,
         ours.len(),
         args.bursts,
         args.burst,
         args.rounds,
-        db_path.display()
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
     );
     println!(
         "seeding: {} events in {seed_secs:.2} s (in process); {} links registered in {register_secs:.2} s ({:.0} links/s)",
