@@ -310,10 +310,11 @@ impl Demo {
         }
         let spec: MeetingSpec = serde_json::from_str(&m.spec_json)?;
         println!(
-            "    meeting {meeting_id}: \"{}\" {} -> {} (UTC), guests [{}]{}",
+            "    meeting {meeting_id}: \"{}\" {} -> {} (zone {}), guests [{}]{}",
             spec.title,
-            spec.start.key(),
-            spec.end.key(),
+            local(&spec.start),
+            local(&spec.end),
+            spec.time_zone.as_deref().unwrap_or("UTC"),
             spec.attendees.join(", "),
             occurrences(&m.occurrences_json)
         );
@@ -375,6 +376,22 @@ impl Demo {
 
 /// The local provider's occurrence exceptions, readable: `; occurrence 2026-12-12T13:00:00Z
 /// moved to 15:00-16:00Z; occurrence ... cancelled`.
+/// A meeting time as the demo's users write them (UTC+01:00, Berlin's winter offset, which the
+/// demo's events use), with the UTC instant beside it: "2026-12-11 10:00+01:00 (09:00Z)".
+fn local(when: &confsync_core::model::When) -> String {
+    match when {
+        confsync_core::model::When::At(t) => {
+            let offset = chrono::FixedOffset::east_opt(3600).expect("a valid offset");
+            format!(
+                "{} ({}Z)",
+                t.with_timezone(&offset).format("%Y-%m-%d %H:%M%:z"),
+                t.format("%H:%M")
+            )
+        }
+        other => other.key(),
+    }
+}
+
 fn occurrences(json: &str) -> String {
     let parsed: confsync_providers::local::Occurrences =
         serde_json::from_str(json).unwrap_or_default();
@@ -382,9 +399,10 @@ fn occurrences(json: &str) -> String {
         .iter()
         .map(|(at, change)| match change {
             Some((start, end, _)) => format!(
-                "; occurrence {at} moved to {} -> {}",
-                start.key(),
-                end.key()
+                "; occurrence {} moved to {} -> {}",
+                confsync_core::model::When::from_key(at).map_or_else(|| at.clone(), |w| local(&w)),
+                local(start),
+                local(end)
             ),
             None => format!("; occurrence {at} cancelled"),
         })
