@@ -611,14 +611,20 @@ async fn create_conference(
         }
     }
     // Idempotent per event (whatever the request id): a live link for this event answers its
-    // conference; a create whose answer was lost is resumed with the same provider key. The
-    // event may not exist yet: the meeting starts from a placeholder and the calendar's first
-    // sync brings it in line with the saved event.
+    // conference; a create whose answer was lost is resumed with the same provider key.
     let now_ms = chrono::Utc::now().timestamp_millis();
     let engine = service.scheduler.engine();
-    let spec = confsync_engine::create::placeholder(now_ms);
+    let started = tokio::time::Instant::now();
+    let spec = first_spec(
+        engine,
+        calendar_id,
+        event_id,
+        service.create_deadline / 3,
+        now_ms,
+    )
+    .await;
     let created = match tokio::time::timeout(
-        service.create_deadline,
+        service.create_deadline.saturating_sub(started.elapsed()),
         engine.create_conference(calendar_id, event_id, &spec, now_ms),
     )
     .await
@@ -670,6 +676,50 @@ async fn create_conference(
         axum::Json(conference_data(&service, &link.conference_id, join_url)),
     )
         .into_response()
+}
+
+/// What a new meeting is created with. When Calendar has the event already (a conference added
+/// to an existing event), its real title, time, zone and guests: one provider call, and the
+/// calendar's first sync finds nothing to change. When it has not saved it yet (a new event:
+/// 404), or cannot be read within `wait`, a placeholder ("Meeting", now), which the first sync
+/// brings in line. Never an empty title.
+async fn first_spec(
+    engine: &confsync_engine::Engine,
+    calendar_id: &str,
+    event_id: &str,
+    wait: std::time::Duration,
+    now_ms: i64,
+) -> confsync_core::model::MeetingSpec {
+    let placeholder = || confsync_engine::create::placeholder(now_ms);
+    let read = tokio::time::timeout(wait, engine.calendar.get(calendar_id, event_id)).await;
+    let event = match read {
+        Ok(Ok(Some(event))) => event,
+        Ok(Ok(None)) => return placeholder(), // not saved yet: the usual case for a new event
+        Ok(Err(e)) => {
+            warn!(calendar_id, event_id, error = %e, "could not read the event before the create; starting from a placeholder");
+            return placeholder();
+        }
+        Err(_) => {
+            warn!(
+                calendar_id,
+                event_id,
+                "reading the event before the create took too long; starting from a placeholder"
+            );
+            return placeholder();
+        }
+    };
+    match confsync_core::model::Snapshot::from_json(&event) {
+        Ok(snapshot) if !snapshot.is_cancelled() => match snapshot.spec {
+            Some(mut spec) => {
+                if spec.title.trim().is_empty() {
+                    spec.title = placeholder().title;
+                }
+                spec
+            }
+            None => placeholder(),
+        },
+        _ => placeholder(),
+    }
 }
 
 /// AUTHENTICATION with the URL where the calendar's owner connects their Google account: an

@@ -375,3 +375,94 @@ async fn a_conference_whose_event_is_saved_after_the_first_sync_keeps_its_meetin
     assert!(!deleted);
     assert_eq!(spec.end.key(), "2026-12-02T11:00:00Z");
 }
+
+/// A conference added to an event Calendar has already saved is created with the event's real
+/// title, time, zone and guests in one provider call: the calendar's first sync then has
+/// nothing to update. A new event (not saved yet) starts from a titled placeholder.
+#[tokio::test]
+async fn a_conference_on_a_saved_event_is_created_with_its_real_spec() {
+    let h = start().await;
+    let mut saved = json!({
+        "summary": "Quarterly review",
+        "start": {"dateTime": "2026-12-02T09:00:00+01:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2026-12-02T10:30:00+01:00", "timeZone": "Europe/Berlin"},
+        "attendees": [{"email": "bob@example.com"}],
+    });
+    saved["id"] = json!("savedevent01");
+    h.calendar_api(reqwest::Method::POST, "calendars/primary/events", saved)
+        .await;
+    let (status, conference) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(json!({"calendarId": ALICE, "eventId": "savedevent01"})),
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(status, 200, "{conference}");
+    let id = conference["conferenceId"].as_str().unwrap().to_owned();
+    let m = h.store.meeting(&id).await.unwrap().unwrap();
+    let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
+    assert_eq!(
+        (
+            spec.title.as_str(),
+            spec.start.key(),
+            spec.end.key(),
+            spec.time_zone.as_deref(),
+            spec.attendees.clone()
+        ),
+        (
+            "Quarterly review",
+            "2026-12-02T08:00:00Z".to_owned(),
+            "2026-12-02T09:30:00Z".to_owned(),
+            Some("Europe/Berlin"),
+            vec!["bob@example.com".to_owned()]
+        ),
+        "created with the event's spec, not a placeholder"
+    );
+    // Calendar saves the conference into the event; the first sync finds nothing to change.
+    h.calendar_api(
+        reqwest::Method::PATCH,
+        "calendars/primary/events/savedevent01?conferenceDataVersion=1",
+        json!({"conferenceData": conference}),
+    )
+    .await;
+    h.api(
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        None,
+        Some(&h.key),
+    )
+    .await;
+    for _ in 0..200 {
+        if h.store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.sync_token.is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued: Vec<_> = h.store.outbox_of(&id).await.unwrap();
+    assert!(
+        queued.iter().all(|row| row.action.kind() != "update"),
+        "no follow-up update: {queued:?}"
+    );
+
+    // A new event Calendar has not saved yet: a placeholder, titled.
+    let (_, fresh) = h
+        .api(
+            reqwest::Method::POST,
+            "v1/conferences",
+            Some(json!({"calendarId": ALICE, "eventId": "unsavedevent01"})),
+            Some(&h.key),
+        )
+        .await;
+    let fresh_id = fresh["conferenceId"].as_str().unwrap();
+    let m = h.store.meeting(fresh_id).await.unwrap().unwrap();
+    let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
+    assert_eq!(spec.title, "Meeting");
+}
