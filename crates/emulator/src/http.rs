@@ -69,7 +69,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/calendars/{calendarId}/events/{eventId}/move",
             post(events_move),
         )
-        .route("/channels/stop", post(channels_stop));
+        .route("/channels/stop", post(channels_stop))
+        // `fields` partial responses and gzip, on every v3 answer (see `response.rs`).
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::response::partial_and_gzip,
+        ));
     let admin = Router::new()
         .route("/reset", post(admin_reset))
         .route("/users", post(admin_create_user))

@@ -6,6 +6,7 @@
 //! Google (or whose payload Google would silently misread) finds out here. Semantic checks
 //! (times, enums, conference data) live with the operations that need them.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -20,6 +21,38 @@ pub fn discovery() -> &'static Value {
         serde_json::from_str(include_str!("../discovery/calendar.v3.json"))
             .expect("the bundled discovery document is valid JSON")
     })
+}
+
+/// The schema of what a method answers (`Events` for `GET calendars/{calendarId}/events`), by
+/// HTTP method and path template as the discovery document writes them (relative to
+/// `calendar/v3/`). None for methods without a response body or paths the document lacks.
+pub fn response_schema(http_method: &str, path: &str) -> Option<&'static str> {
+    static RESPONSES: OnceLock<HashMap<(String, String), String>> = OnceLock::new();
+    let responses = RESPONSES.get_or_init(|| {
+        let mut responses = HashMap::new();
+        let mut stack = vec![discovery()];
+        while let Some(node) = stack.pop() {
+            if let Some(methods) = node.get("methods").and_then(Value::as_object) {
+                for method in methods.values() {
+                    let (Some(verb), Some(path), Some(schema)) = (
+                        method.get("httpMethod").and_then(Value::as_str),
+                        method.get("path").and_then(Value::as_str),
+                        method.pointer("/response/$ref").and_then(Value::as_str),
+                    ) else {
+                        continue;
+                    };
+                    responses.insert((verb.to_owned(), path.to_owned()), schema.to_owned());
+                }
+            }
+            if let Some(resources) = node.get("resources").and_then(Value::as_object) {
+                stack.extend(resources.values());
+            }
+        }
+        responses
+    });
+    responses
+        .get(&(http_method.to_owned(), path.to_owned()))
+        .map(String::as_str)
 }
 
 /// Checks `value` against the schema `name` (e.g. `"Event"`). `null` is accepted for any field:
@@ -173,6 +206,34 @@ mod tests {
         );
         assert!(validate("Event", &json!({"sequence": "x"})).is_err());
         assert!(validate("Event", &json!([])).is_err());
+    }
+
+    #[test]
+    fn response_schemas_come_from_the_discovery_document() {
+        let cases = [
+            ("GET", "calendars/{calendarId}/events", Some("Events")),
+            (
+                "GET",
+                "calendars/{calendarId}/events/{eventId}",
+                Some("Event"),
+            ),
+            (
+                "GET",
+                "calendars/{calendarId}/events/{eventId}/instances",
+                Some("Events"),
+            ),
+            (
+                "PATCH",
+                "calendars/{calendarId}/events/{eventId}",
+                Some("Event"),
+            ),
+            ("GET", "users/me/calendarList", Some("CalendarList")),
+            ("DELETE", "calendars/{calendarId}/events/{eventId}", None),
+            ("GET", "nowhere", None),
+        ];
+        for (verb, path, schema) in cases {
+            assert_eq!(response_schema(verb, path), schema, "{verb} {path}");
+        }
     }
 
     #[test]

@@ -3606,3 +3606,406 @@ async fn acl_list_pages_and_syncs() {
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 }
+
+// --- `fields` partial responses and gzip ------------------------------------------------------
+
+/// An event with a bit of everything: description, attendees, add-on conference data.
+fn rich_event(summary: &str) -> Value {
+    let mut e = event(summary, "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z");
+    e["description"] = json!("Agenda: <b>everything</b>");
+    e["location"] = json!("Room 1");
+    e["attendees"] = json!([
+        {"email": "b@example.com", "displayName": "B", "responseStatus": "accepted"},
+        {"email": "room@example.com", "resource": true}
+    ]);
+    e["conferenceData"] = add_on_conference();
+    e
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn fields_masks_select_paths_groups_and_wildcards_on_every_json_answer() {
+    let api = Api::start().await;
+    let inserted = api.insert(A, rich_event("Rich")).await;
+    let id = inserted["id"].as_str().unwrap().to_owned();
+    let series = api.insert(A, weekly_series()).await;
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let list = |mask: &str| format!("calendars/primary/events?fields={}", urlencode(mask));
+
+    // events.list: top-level names, a group of items, nested paths inside it.
+    let page = api
+        .get(A, &list("nextSyncToken,items(id,summary,start/dateTime)"))
+        .await
+        .ok();
+    assert_eq!(keys(&page), ["nextSyncToken", "items"], "{page}");
+    let rich = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(id))
+        .unwrap();
+    assert_eq!(
+        rich,
+        &json!({"id": id, "summary": "Rich", "start": {"dateTime": "2026-12-01T10:00:00Z"}})
+    );
+
+    // Nested groups, through arrays: each attendee's email, the conference's id and entry URIs.
+    let page = api
+        .get(
+            A,
+            &list("items(id,attendees(email),conferenceData(conferenceId,entryPoints(uri)))"),
+        )
+        .await
+        .ok();
+    let rich = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(id))
+        .unwrap();
+    assert_eq!(
+        rich,
+        &json!({"id": id,
+                "attendees": [{"email": "b@example.com"}, {"email": "room@example.com"}],
+                "conferenceData": {"conferenceId": "meeting-42",
+                                   "entryPoints": [{"uri": "https://meet.example.com/42"},
+                                                   {"uri": "tel:+1-555-0100"}]}})
+    );
+    // The series has neither: only its id.
+    let plain = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(sid))
+        .unwrap();
+    assert_eq!(plain, &json!({"id": sid}));
+
+    // `a/b/c` deep paths, and `*` for every field of an object.
+    let page = api
+        .get(
+            A,
+            &list("items/conferenceData/conferenceSolution/key/type,items/start/*"),
+        )
+        .await
+        .ok();
+    let rich = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["start"]["dateTime"] == "2026-12-01T10:00:00Z")
+        .unwrap();
+    assert_eq!(
+        rich["conferenceData"],
+        json!({"conferenceSolution": {"key": {"type": "addOn"}}})
+    );
+    assert_eq!(rich["start"], inserted["start"]);
+    assert_eq!(keys(rich), ["start", "conferenceData"]);
+    let everything = api.get(A, &list("*")).await.ok();
+    let unmasked = api.get(A, "calendars/primary/events").await.ok();
+    assert_eq!(everything, unmasked);
+    let items_star = api.get(A, &list("items(*)")).await.ok();
+    assert_eq!(items_star["items"], unmasked["items"]);
+    assert_eq!(keys(&items_star), ["items"]);
+
+    // events.get, events.instances, a write's answer and calendarList.list take masks too.
+    let got = api
+        .get(
+            A,
+            &format!("calendars/primary/events/{id}?fields=id,etag,organizer/email"),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        got,
+        json!({"etag": inserted["etag"], "id": id, "organizer": {"email": A}})
+    );
+    let instances = api
+        .get(
+            A,
+            &format!(
+                "calendars/primary/events/{sid}/instances?fields={}",
+                urlencode("items(id,recurringEventId),nextSyncToken")
+            ),
+        )
+        .await
+        .ok();
+    let first = &instances["items"][0];
+    assert_eq!(keys(first), ["id", "recurringEventId"], "{first}");
+    assert_eq!(first["recurringEventId"], json!(sid));
+    let patched = api
+        .patch(
+            A,
+            &format!("calendars/primary/events/{id}?fields=id,summary"),
+            json!({"summary": "Renamed", "location": "Room 2"}),
+        )
+        .await
+        .ok();
+    assert_eq!(patched, json!({"id": id, "summary": "Renamed"}));
+    let full = api
+        .get(A, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
+    assert_eq!(
+        full["location"], "Room 2",
+        "the masked write happened whole"
+    );
+    let calendars = api
+        .get(A, "users/me/calendarList?fields=items/id")
+        .await
+        .ok();
+    assert_eq!(calendars, json!({"items": [{"id": A}]}));
+    // An empty mask is no mask.
+    assert_eq!(
+        api.get(A, "calendars/primary/events?fields=").await.ok(),
+        api.get(A, "calendars/primary/events").await.ok()
+    );
+    // Errors are never masked.
+    let missing = api.get(A, "calendars/primary/events/nope?fields=id").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.reason(), "notFound");
+}
+
+#[tokio::test]
+async fn bad_field_masks_are_400s_in_googles_envelope_and_run_nothing() {
+    let api = Api::start().await;
+    let inserted = api.insert(A, rich_event("Rich")).await;
+    let id = inserted["id"].as_str().unwrap().to_owned();
+    for (mask, named) in [
+        // Unknown names, at the top, in a group, under a path, in a nested group.
+        ("pagetoken,items(id)", "pagetoken"),
+        ("items(id,nope)", "nope"),
+        ("items/start/zone", "zone"),
+        ("items(conferenceData(entryPoints(url)))", "url"),
+        // A sub-selection of a string.
+        ("items/summary/text", "text"),
+        // Syntax: unbalanced parentheses, empty names, a wildcard inside a name.
+        ("items(id", "items(id"),
+        ("items(id))", ")"),
+        ("items(,id)", ",id)"),
+        ("items/", "items/"),
+        ("it*ems", "it*ems"),
+    ] {
+        let answer = api
+            .get(
+                A,
+                &format!("calendars/primary/events?fields={}", urlencode(mask)),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{mask}: {}",
+            answer.body
+        );
+        let message = format!("Invalid field selection {named}");
+        assert_eq!(
+            answer.body,
+            json!({"error": {
+                "errors": [{"domain": "global", "reason": "invalidParameter", "message": message,
+                            "locationType": "parameter", "location": "fields"}],
+                "code": 400, "message": message}}),
+            "{mask}"
+        );
+    }
+    // events.get is checked against Event, not Events.
+    let answer = api
+        .get(A, &format!("calendars/primary/events/{id}?fields=items"))
+        .await;
+    assert_eq!(
+        (answer.status, answer.reason(), answer.message()),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalidParameter",
+            "Invalid field selection items"
+        )
+    );
+    // A write with a bad mask is refused before it happens.
+    let answer = api
+        .patch(
+            A,
+            &format!("calendars/primary/events/{id}?fields=nope"),
+            json!({"summary": "Changed"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let event = api
+        .get(A, &format!("calendars/primary/events/{id}"))
+        .await
+        .ok();
+    assert_eq!(event["summary"], "Rich");
+    assert_eq!(event["etag"], inserted["etag"]);
+}
+
+/// One raw HTTP/1.1 exchange (no client library that could decode gzip on its own): the
+/// status, the headers (lowercase names) and the body bytes as sent.
+async fn raw_get(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let mut request = format!(
+        "GET /calendar/v3/{path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer dev:{A}\r\nConnection: close\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut decoded = Vec::new();
+        let mut rest = body.as_slice();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+                .unwrap();
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest = &rest[end + 2 + size + 2..];
+        }
+        body = decoded;
+    }
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+#[tokio::test]
+async fn gzip_needs_accept_encoding_and_gzip_in_the_user_agent() {
+    let api = Api::start().await;
+    for n in 0..20 {
+        api.insert(A, rich_event(&format!("Event {n}"))).await;
+    }
+    let path = "calendars/primary/events";
+    let gzip = [
+        ("Accept-Encoding", "gzip"),
+        ("User-Agent", "confsync-test/1 (gzip)"),
+    ];
+    let (status, plain_headers, plain) = raw_get(&api.base, path, &[]).await;
+    assert_eq!(status, 200);
+    assert!(header(&plain_headers, "content-encoding").is_empty());
+    assert_eq!(header(&plain_headers, "vary"), ["Accept-Encoding"]);
+
+    let (status, headers, body) = raw_get(&api.base, path, &gzip).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), ["gzip"]);
+    assert_eq!(header(&headers, "vary"), ["Accept-Encoding"]);
+    assert_eq!(
+        header(&headers, "content-type"),
+        ["application/json; charset=UTF-8"]
+    );
+    assert!(
+        body.len() * 4 < plain.len(),
+        "{} gzip bytes for {} plain",
+        body.len(),
+        plain.len()
+    );
+    let decoded: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
+    assert_eq!(decoded, serde_json::from_slice::<Value>(&plain).unwrap());
+    if let Some(length) = header(&headers, "content-length").first() {
+        assert_eq!(length.parse::<usize>().unwrap(), body.len());
+    }
+
+    // Google's two conditions: one of them alone is not enough; q=0 refuses gzip.
+    for headers in [
+        vec![("Accept-Encoding", "gzip")],
+        vec![
+            ("Accept-Encoding", "gzip"),
+            ("User-Agent", "confsync-test/1"),
+        ],
+        vec![("User-Agent", "confsync-test/1 (gzip)")],
+        vec![("Accept-Encoding", "gzip;q=0"), ("User-Agent", "x (gzip)")],
+        vec![("Accept-Encoding", "br"), ("User-Agent", "x (gzip)")],
+    ] {
+        let (status, answered, body) = raw_get(&api.base, path, &headers).await;
+        assert_eq!(status, 200);
+        assert!(
+            header(&answered, "content-encoding").is_empty(),
+            "{headers:?}"
+        );
+        assert_eq!(body, plain, "{headers:?}");
+    }
+
+    // With a mask: masked, then compressed.
+    let masked = format!("{path}?fields={}", urlencode("items(id,summary)"));
+    let (_, headers, body) = raw_get(&api.base, &masked, &gzip).await;
+    assert_eq!(header(&headers, "content-encoding"), ["gzip"]);
+    let decoded: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
+    assert_eq!(decoded["items"].as_array().unwrap().len(), 20);
+    assert!(
+        decoded["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| keys(i) == ["id", "summary"])
+    );
+
+    // Errors are compressed too; a 304 has no body to compress.
+    let (status, headers, body) = raw_get(&api.base, "calendars/primary/events/nope", &gzip).await;
+    assert_eq!(status, 404);
+    assert_eq!(header(&headers, "content-encoding"), ["gzip"]);
+    let error: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
+    assert_eq!(error["error"]["errors"][0]["reason"], "notFound");
+    let (status, headers, body) = raw_get(&api.base, &format!("{path}?fields=nope"), &gzip).await;
+    assert_eq!(status, 400);
+    assert_eq!(header(&headers, "content-encoding"), ["gzip"]);
+    let error: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
+    assert_eq!(error["error"]["errors"][0]["reason"], "invalidParameter");
+    let event = api.insert(A, rich_event("Tagged")).await;
+    let etag = event["etag"].as_str().unwrap();
+    let (status, headers, body) = raw_get(
+        &api.base,
+        &format!("calendars/primary/events/{}", event["id"].as_str().unwrap()),
+        &[gzip[0], gzip[1], ("If-None-Match", etag)],
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    assert!(header(&headers, "content-encoding").is_empty());
+}

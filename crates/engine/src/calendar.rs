@@ -644,6 +644,10 @@ pub mod google {
                     max_results: Some(request.max_results),
                     time_min: request.time_min,
                     show_deleted: request.show_deleted.then_some(true),
+                    // Only what the engine reads (why each field is there is written with
+                    // the mask). `get` stays unmasked: the write-back and the recreate read
+                    // the event they PATCH and must keep all of its conference data.
+                    fields: Some(confsync_gcal::EVENTS_SYNC_FIELDS.to_owned()),
                     ..ListParams::default()
                 };
                 let page = self
@@ -1041,6 +1045,165 @@ mod tests {
                 Some(CalendarError::PreconditionFailed)
             );
         }
+        running.shutdown();
+    }
+
+    /// The sync's listing mask keeps every field a [`Snapshot`] reads: over a calendar with a bit
+    /// of everything (add-on and Meet conferences, guests and rooms, an all-day event, a series
+    /// with a moved and a cancelled instance, a deleted event), the masked listing production
+    /// sends parses to the same snapshots as the whole events, and is smaller.
+    #[tokio::test]
+    async fn the_listing_mask_keeps_everything_a_snapshot_reads() {
+        use confsync_core::model::Snapshot;
+        use confsync_emulator::store::{WriteKind, WriteOptions};
+        use confsync_gcal::ListParams;
+
+        let (running, google, _) = both().await;
+        let shared = running.shared();
+        let now = shared.clock.now();
+        let opts = WriteOptions {
+            conference_data_version: 1,
+            if_match: None,
+        };
+        let events = [
+            json!({"summary": "Rich", "description": "<b>Agenda</b>", "location": "Room 1",
+                   "colorId": "5", "start": {"dateTime": "2026-12-01T10:00:00+01:00",
+                   "timeZone": "Europe/Berlin"}, "end": {"dateTime": "2026-12-01T11:00:00+01:00"},
+                   "attendees": [{"email": "Bob@Example.com", "responseStatus": "accepted"},
+                                 {"email": "room-1@example.com", "resource": true},
+                                 {"email": ALICE, "organizer": true}],
+                   "extendedProperties": {"private": {"k": "v"}},
+                   "reminders": {"useDefault": false, "overrides": [{"method": "popup", "minutes": 5}]},
+                   "conferenceData": {
+                       "conferenceId": "meeting-42",
+                       "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync",
+                                              "iconUri": "https://example.com/i.png"},
+                       "entryPoints": [
+                           {"entryPointType": "video", "uri": "https://meet.example.com/42",
+                            "label": "meet.example.com/42"},
+                           {"entryPointType": "phone", "uri": "tel:+1-555-0100", "pin": "1234"}],
+                       "parameters": {"addOnParameters": {"parameters": {"meetingId": "42"}}},
+                       "notes": "Join with the link"}}),
+            json!({"summary": "Meet", "start": {"dateTime": "2026-12-02T10:00:00Z"},
+                   "end": {"dateTime": "2026-12-02T10:30:00Z"},
+                   "conferenceData": {"createRequest": {"requestId": "r-1",
+                       "conferenceSolutionKey": {"type": "hangoutsMeet"}}}}),
+            json!({"summary": "Holiday", "start": {"date": "2026-12-24"},
+                   "end": {"date": "2026-12-25"}}),
+            json!({"summary": "Weekly", "start": {"dateTime": "2026-12-07T10:00:00",
+                   "timeZone": "Europe/Berlin"}, "end": {"dateTime": "2026-12-07T10:30:00",
+                   "timeZone": "Europe/Berlin"}, "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=5"]}),
+            json!({"summary": "Gone", "start": {"dateTime": "2026-12-03T10:00:00Z"},
+                   "end": {"dateTime": "2026-12-03T11:00:00Z"}}),
+        ];
+        let mut ids = Vec::new();
+        {
+            let mut world = shared.world();
+            for event in events {
+                let written = world
+                    .insert_event(now, ALICE, event, WriteKind::Insert, &opts)
+                    .expect("insert");
+                let value: Value = serde_json::from_str(&written).expect("json");
+                ids.push(value["id"].as_str().expect("id").to_owned());
+            }
+            let series = &ids[3];
+            world
+                .write_event(
+                    now,
+                    ALICE,
+                    &format!("{series}_20261214T090000Z"),
+                    json!({"start": {"dateTime": "2026-12-14T11:00:00+01:00"},
+                           "end": {"dateTime": "2026-12-14T11:30:00+01:00"}}),
+                    WriteKind::Patch,
+                    &opts,
+                )
+                .expect("moved instance");
+            world
+                .delete_event(now, ALICE, &format!("{series}_20261221T090000Z"), None)
+                .expect("cancelled instance");
+            world
+                .delete_event(now, ALICE, &ids[4], None)
+                .expect("deleted event");
+        }
+
+        let request = ListRequest {
+            show_deleted: true,
+            max_results: 2500,
+            ..full_listing()
+        };
+        let masked = google.list(ALICE, &request).await.expect("masked listing");
+        assert!(masked.next_sync_token.is_some());
+        let whole = google
+            .client
+            .list_events_raw(
+                ALICE,
+                &ListParams {
+                    max_results: Some(2500),
+                    show_deleted: Some(true),
+                    ..ListParams::default()
+                },
+            )
+            .await
+            .expect("whole listing");
+        assert_eq!(masked.items.len(), whole.items.len());
+        assert_eq!(
+            masked.items.len(),
+            7,
+            "5 events, a moved and a cancelled instance"
+        );
+        let snapshots = |items: &[Box<serde_json::value::RawValue>]| {
+            let mut snapshots: Vec<Snapshot> = items
+                .iter()
+                .map(|raw| Snapshot::from_json_str(raw.get()).expect("a snapshot"))
+                .collect();
+            snapshots.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+            snapshots
+        };
+        let from_masked = snapshots(&masked.items);
+        assert_eq!(from_masked, snapshots(&whole.items));
+        // The listing really has what the comparison is about.
+        let rich = from_masked
+            .iter()
+            .find(|s| s.event_id == ids[0])
+            .expect("rich");
+        let conference = rich.conference.as_ref().expect("conference");
+        assert_eq!(
+            conference.join_uri.as_deref(),
+            Some("https://meet.example.com/42")
+        );
+        assert_eq!(conference.parameters["meetingId"], "42");
+        assert_eq!(conference.solution_name.as_deref(), Some("Confsync"));
+        let spec = rich.spec.as_ref().expect("spec");
+        assert_eq!(spec.attendees, ["alice@example.com", "bob@example.com"]);
+        assert_eq!(spec.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert!(rich.organizer_self && rich.etag.is_some());
+        let meet = from_masked
+            .iter()
+            .find(|s| s.event_id == ids[1])
+            .expect("meet");
+        assert_eq!(
+            meet.conference.as_ref().map(|c| c.solution_type.as_str()),
+            Some("hangoutsMeet")
+        );
+        assert!(
+            from_masked
+                .iter()
+                .any(|s| s.is_cancelled() && s.recurring_event_id.is_some())
+        );
+        assert!(
+            from_masked
+                .iter()
+                .any(|s| s.is_cancelled() && s.event_id == ids[4])
+        );
+        let bytes = |items: &[Box<serde_json::value::RawValue>]| {
+            items.iter().map(|raw| raw.get().len()).sum::<usize>()
+        };
+        assert!(
+            bytes(&masked.items) * 2 < bytes(&whole.items),
+            "{} masked bytes, {} whole",
+            bytes(&masked.items),
+            bytes(&whole.items)
+        );
         running.shutdown();
     }
 }

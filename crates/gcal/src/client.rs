@@ -4,6 +4,12 @@
 //! bearer token, `If-Match`, timeouts, retries (through [`RetryPolicy`] and a [`Sleeper`]), the
 //! one token refresh after a 401, and per-method request counters. It knows nothing about links,
 //! plans or paging strategy: [`Client::list_events`] returns one page and the engine pages.
+//!
+//! Less from Google (its "Performance tips" page for the Calendar API): every request asks for
+//! gzip, which takes two things, `Accept-Encoding: gzip` (reqwest's `gzip` feature sends it and
+//! decodes the answer) and the string `gzip` in the `User-Agent` (the default is
+//! `confsync/<version> (gzip)`; a custom agent without it gets ` (gzip)` appended). And a listing
+//! can ask for a partial response with [`ListParams::fields`] (Google's `fields` parameter).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,6 +114,11 @@ pub struct ListParams {
     pub time_max: Option<DateTime<Utc>>,
     /// Only events changed since (deletions included).
     pub updated_min: Option<DateTime<Utc>>,
+    /// A partial-response mask (Google's `fields` system parameter, e.g.
+    /// `nextPageToken,nextSyncToken,items(id,etag,status)`): the page then carries only the
+    /// named fields. Name the page tokens too, or paging stops. Not part of what a sync or page
+    /// token is bound to. None: whole events.
+    pub fields: Option<String>,
 }
 
 impl ListParams {
@@ -139,6 +150,9 @@ impl ListParams {
         if let Some(t) = &self.updated_min {
             query.append_pair("updatedMin", &time(t));
         }
+        if let Some(fields) = &self.fields {
+            query.append_pair("fields", fields);
+        }
         query.finish()
     }
 }
@@ -161,6 +175,44 @@ pub fn encode_segment(segment: &str) -> String {
     out
 }
 
+/// The default `User-Agent`: the string `gzip` in it is one of Google's two conditions for a
+/// gzip-encoded answer (the other is `Accept-Encoding: gzip`).
+pub const USER_AGENT: &str = concat!("confsync/", env!("CARGO_PKG_VERSION"), " (gzip)");
+
+/// The partial-response mask of a conference sync's `events.list` ([`ListParams::fields`]):
+/// the page tokens and the event fields confsync's sync engine reads
+/// (`confsync_core::model::WireEvent` decodes listed items and nothing else reads them), so
+/// Google sends only these. Why each is there:
+///
+/// - `nextPageToken`, `nextSyncToken`: paging, and the next incremental sync's token.
+/// - `id`, `status`: which event, and whether it was deleted (tombstones carry `id`, `status`
+///   and, for instances, `recurringEventId` and `originalStartTime`).
+/// - `etag`: recognising the echo of the engine's own write-back.
+/// - `summary`, `description`, `start`, `end`, `recurrence`: the meeting spec a provider gets
+///   (`start` whole: `date` or `dateTime`, and the `timeZone` the spec keeps; `end` and
+///   `originalStartTime` whole too, `EventDateTime` has nothing more).
+/// - `recurringEventId`, `originalStartTime`: instances, and their occurrence keys.
+/// - `organizer(email,self)`: the spec's organizer, and whether this calendar's copy is the
+///   organizer's (only that copy is acted on).
+/// - `attendees(email,resource)`: the spec's guests, rooms left out (no names, no RSVPs).
+/// - `conferenceData(...)`: recognising the conference and reading its ids: `conferenceId`,
+///   `conferenceSolution(key/type,name)`, `createRequest/conferenceSolutionKey/type` (a Meet
+///   request still pending), `parameters/addOnParameters/parameters` (the add-on's own ids) and
+///   `entryPoints(entryPointType,uri)` (the join link).
+///
+/// Not for `events.get` before a write: a write-back sends the event's `conferenceData` back
+/// with one link changed, so it reads the whole event (entry points, notes, signature). A field
+/// the engine starts reading must be added here; the engine's test
+/// `the_listing_mask_keeps_everything_a_snapshot_reads` fails until it is.
+pub const EVENTS_SYNC_FIELDS: &str = concat!(
+    "nextPageToken,nextSyncToken,",
+    "items(id,etag,status,summary,description,start,end,recurrence,",
+    "recurringEventId,originalStartTime,organizer(email,self),attendees(email,resource),",
+    "conferenceData(conferenceId,conferenceSolution(key/type,name),",
+    "createRequest/conferenceSolutionKey/type,parameters/addOnParameters/parameters,",
+    "entryPoints(entryPointType,uri)))",
+);
+
 /// Settings for [`Client`] beyond the required ones; start from [`Client::builder`].
 pub struct ClientBuilder {
     base_url: String,
@@ -169,6 +221,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     sleeper: Arc<dyn Sleeper>,
     user_agent: String,
+    gzip: bool,
 }
 
 impl ClientBuilder {
@@ -190,9 +243,18 @@ impl ClientBuilder {
         self
     }
 
-    /// `User-Agent` header (default `confsync-gcal/<version>`).
+    /// `User-Agent` header (default `confsync/<version> (gzip)`). With gzip on (the default),
+    /// ` (gzip)` is appended when the agent does not contain `gzip`: Google compresses only for
+    /// agents that say so.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Ask for gzip-encoded answers and decode them (default on). Off: plain bodies, no
+    /// `Accept-Encoding`, the user agent as given.
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
         self
     }
 
@@ -218,9 +280,15 @@ impl ClientBuilder {
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts must be at least 1".into()));
         }
+        let mut user_agent = self.user_agent;
+        if self.gzip && !user_agent.contains("gzip") {
+            user_agent.push_str(" (gzip)");
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
-            .user_agent(self.user_agent)
+            .user_agent(user_agent)
+            // `Accept-Encoding: gzip` on every request, and gzip answers decoded.
+            .gzip(self.gzip)
             .build()
             .map_err(|e| invalid(format!("HTTP client: {e}")))?;
         Ok(Client {
@@ -292,7 +360,8 @@ impl Client {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
             sleeper: Arc::new(TokioSleeper),
-            user_agent: concat!("confsync-gcal/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: USER_AGENT.to_owned(),
+            gzip: true,
         }
     }
 
@@ -407,7 +476,8 @@ impl Client {
         self.json(call, "calendar#aclRule").await
     }
 
-    /// `events.get`: one event, cancelled ones included.
+    /// `events.get`: one event, cancelled ones included, whole (no `fields` mask: a write-back
+    /// reads the event it patches and must see every field it keeps).
     pub async fn get_event(&self, calendar_id: &str, event_id: &str) -> Result<Event, GcalError> {
         let call = Call {
             method: ApiMethod::EventsGet,
@@ -698,10 +768,11 @@ mod tests {
             time_min: DateTime::from_timestamp(1_800_000_000, 0),
             time_max: DateTime::from_timestamp(1_800_000_000, 5_000_000),
             updated_min: None,
+            fields: Some("nextPageToken,items(id,start/dateTime)".into()),
         };
         assert_eq!(
             params.query(),
-            "syncToken=a%2Bb%2Fc%3D&pageToken=p+1&maxResults=2500&singleEvents=true&showDeleted=false&timeMin=2027-01-15T08%3A00%3A00Z&timeMax=2027-01-15T08%3A00%3A00.005Z"
+            "syncToken=a%2Bb%2Fc%3D&pageToken=p+1&maxResults=2500&singleEvents=true&showDeleted=false&timeMin=2027-01-15T08%3A00%3A00Z&timeMax=2027-01-15T08%3A00%3A00.005Z&fields=nextPageToken%2Citems%28id%2Cstart%2FdateTime%29"
         );
     }
 

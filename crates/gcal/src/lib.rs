@@ -43,7 +43,9 @@ pub use auth::{
     AuthCodeFlow, AuthError, CipherError, Grant, PkceVerifier, RefreshTokenTokens,
     ServiceAccountKey, ServiceAccountTokens, TokenCipher, is_invalid_grant,
 };
-pub use client::{ApiMethod, Client, ClientBuilder, ListParams, encode_segment};
+pub use client::{
+    ApiMethod, Client, ClientBuilder, EVENTS_SYNC_FIELDS, ListParams, USER_AGENT, encode_segment,
+};
 pub use error::{ErrorContext, GcalError, GoogleError};
 pub use model::{
     Attendee, Channel, ConferenceData, EntryPoint, Event, EventDateTime, Events, RawEvents,
