@@ -62,6 +62,53 @@ enum Command {
         #[command(subcommand)]
         which: ApikeyCommand,
     },
+    /// Operator tools on the store: failed and pending actions, retries, resyncs.
+    Admin {
+        #[command(subcommand)]
+        which: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List actions: id, kind, conference, calendar, event, attempts, last error.
+    Actions {
+        #[arg(long)]
+        config: PathBuf,
+        /// failed or pending.
+        #[arg(long, default_value = "failed")]
+        state: String,
+        /// Only this calendar's.
+        #[arg(long)]
+        calendar: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Run a failed (or put-off) action again now.
+    Retry {
+        #[arg(long)]
+        config: PathBuf,
+        id: i64,
+        /// Who makes the change, for the log (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Give up a failed or pending action.
+    Drop {
+        #[arg(long)]
+        config: PathBuf,
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Fully sync a calendar now.
+    Resync {
+        #[arg(long)]
+        config: PathBuf,
+        calendar: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +136,10 @@ enum ApikeyCommand {
         config: PathBuf,
         #[arg(long)]
         name: String,
+        /// addon (the add-on's calls), read-only (status, admin listings) or admin (admin
+        /// changes too).
+        #[arg(long, default_value = "addon")]
+        scope: String,
     },
     /// List the keys: name, creation time, live or revoked.
     List {
@@ -218,8 +269,35 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Apikey {
-            which: ApikeyCommand::Create { config, name },
-        } => apikey::create(&config, &name).await,
+            which:
+                ApikeyCommand::Create {
+                    config,
+                    name,
+                    scope,
+                },
+        } => apikey::create(&config, &name, &scope).await,
+        Command::Admin { which } => {
+            let user = || std::env::var("USER").unwrap_or_else(|_| "an operator".to_owned());
+            match which {
+                AdminCommand::Actions {
+                    config,
+                    state,
+                    calendar,
+                    limit,
+                } => apikey::actions(&config, &state, calendar.as_deref(), limit).await,
+                AdminCommand::Retry { config, id, by } => {
+                    apikey::change_action(&config, id, true, &by.unwrap_or_else(user)).await
+                }
+                AdminCommand::Drop { config, id, by } => {
+                    apikey::change_action(&config, id, false, &by.unwrap_or_else(user)).await
+                }
+                AdminCommand::Resync {
+                    config,
+                    calendar,
+                    by,
+                } => apikey::resync(&config, &calendar, &by.unwrap_or_else(user)).await,
+            }
+        }
         Command::Apikey {
             which: ApikeyCommand::List { config },
         } => apikey::list(&config).await,

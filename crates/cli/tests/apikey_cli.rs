@@ -107,8 +107,12 @@ host_key = "env:{UNSET_HOST_KEY}"
     let listed = text(&listed.stdout);
     let lines: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(lines.len(), 2, "{listed}");
-    assert_eq!((lines[0][0], lines[0][2]), ("addon", "live"), "{listed}");
-    assert_eq!((lines[1][0], lines[1][2]), ("ops", "live"), "{listed}");
+    assert_eq!(
+        (lines[0][0], lines[0][1], lines[0][3]),
+        ("addon", "addon", "live"),
+        "{listed}"
+    );
+    assert_eq!((lines[1][0], lines[1][3]), ("ops", "live"), "{listed}");
     assert!(!listed.contains(key.trim()), "a key is shown only once");
 
     let revoked = confsync(&["apikey", "revoke", "--name", "addon"], Some(&config));
@@ -192,5 +196,56 @@ fn config_example_shows_every_provider_key() {
     assert!(
         table.contains("| `serve.workers` | integer, 1 to 64 | `4` |"),
         "{table}"
+    );
+}
+
+/// `confsync apikey create --scope` and `confsync admin`: scoped keys, and the operator's
+/// listing, retry, drop and resync on the store alone.
+#[test]
+fn admin_commands_work_on_the_store_alone() {
+    let dir = TempDir::new();
+    let db = dir.0.join("admin.db");
+    let config = dir.0.join("confsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[provider]\nkind = \"zoom\"\n[provider.zoom]\naccount_id = \"a\"\nclient_id = \"c\"\nclient_secret = \"env:{UNSET_PROVIDER_SECRET}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let created = confsync(
+        &["apikey", "create", "--name", "ops", "--scope", "admin"],
+        Some(&config),
+    );
+    assert!(created.status.success(), "{created:?}");
+    let odd = confsync(
+        &["apikey", "create", "--name", "odd", "--scope", "root"],
+        Some(&config),
+    );
+    assert!(!odd.status.success());
+    assert!(
+        text(&odd.stderr).contains("addon, read-only, admin"),
+        "{odd:?}"
+    );
+    let listed = confsync(&["apikey", "list"], Some(&config));
+    assert!(text(&listed.stdout).contains("ops\tadmin\t"), "{listed:?}");
+
+    let actions = confsync(&["admin", "actions"], Some(&config));
+    assert!(actions.status.success(), "{actions:?}");
+    assert!(
+        text(&actions.stderr).contains("no failed actions"),
+        "{actions:?}"
+    );
+    let bad = confsync(&["admin", "actions", "--state", "done"], Some(&config));
+    assert!(!bad.status.success());
+    let missing = confsync(&["admin", "retry", "42"], Some(&config));
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("42"), "{missing:?}");
+    let unknown = confsync(&["admin", "resync", "nobody@example.com"], Some(&config));
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("does not sync calendar"),
+        "{unknown:?}"
     );
 }

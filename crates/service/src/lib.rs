@@ -31,6 +31,7 @@
 //! is answered only when the user can act (connect their Google account), always with an absolute
 //! `authenticationUrl` (`{public_url}oauth/google/start?...`, a signed, expiring link).
 
+pub mod admin;
 pub mod budget;
 pub mod channels;
 pub mod identity;
@@ -139,6 +140,7 @@ pub fn router(service: Arc<Service>) -> Router {
         ));
     let v1 = Router::new()
         .merge(users)
+        .nest("/admin", admin::routes())
         .route("/status", get(status))
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
@@ -309,6 +311,13 @@ fn invalid_ids(ids: &[(IdKind, &str)]) -> Option<Response> {
     })
 }
 
+/// The API key a `/v1` call came with: its name (for the logs of admin changes) and scope.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    pub name: String,
+    pub scope: String,
+}
+
 async fn require_api_key(State(service): Shared, request: Request, next: Next) -> Response {
     let key = request
         .headers()
@@ -326,8 +335,26 @@ async fn require_api_key(State(service): Shared, request: Request, next: Next) -
             "missing API key: send Authorization: Bearer <key>",
         );
     };
-    match service.store.api_key_by_hash(&hash_api_key(key)).await {
-        Ok(Some(_name)) => next.run(request).await,
+    match service.store.api_key_lookup(&hash_api_key(key)).await {
+        Ok(Some((name, scope))) => {
+            // The add-on's routes need an add-on (or admin) key; /v1/admin checks its own.
+            // Inside the nested /v1 router the path has lost its /v1 prefix.
+            let path = request
+                .extensions()
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
+            let addon_route = !path.starts_with("/v1/admin") && path != "/v1/status";
+            if addon_route && scope == "read-only" {
+                return conference_error(
+                    StatusCode::FORBIDDEN,
+                    "PERMANENT",
+                    format!("API key {name} is read-only: the add-on needs an addon key"),
+                );
+            }
+            let mut request = request;
+            request.extensions_mut().insert(ApiCaller { name, scope });
+            next.run(request).await
+        }
         Ok(None) => {
             operator_warning(
                 "a /v1 call with an unknown or revoked API key: check the add-on's CONFSYNC_API_KEY script property (`confsync apikey create` makes one)",

@@ -48,7 +48,7 @@ mod store;
 pub mod testing;
 mod users;
 
-pub use api_keys::ApiKey;
+pub use api_keys::{ApiKey, SCOPES};
 pub use calendars::CalendarState;
 pub use channels::Channel;
 pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};

@@ -844,6 +844,101 @@ impl Store {
         })
     }
 
+    /// Admin: up to `limit` rows in `state` (`failed` newest first, `pending` in run order),
+    /// of one calendar if given.
+    pub async fn actions(
+        &self,
+        state: OutboxState,
+        calendar_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let order = match state {
+            OutboxState::Pending => " ORDER BY not_before, id",
+            _ => " ORDER BY updated_at DESC, id DESC",
+        };
+        let sql =
+            format!("{SELECT} WHERE state = $1 AND ($2 = '' OR calendar_id = $2){order} LIMIT $3");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(state.as_str())
+                .bind(calendar_id.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(c)
+                .await;
+            rows.ctx(|| format!("listing {state} actions"))
+                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+        })
+    }
+
+    /// Admin: runs a failed (or put-off pending) action again as soon as a drainer takes it:
+    /// pending, due now, attempts counted afresh, any claim ended. Answers false when the row
+    /// is neither failed nor pending (done or superseded: nothing to retry); NotFound when
+    /// there is no such row.
+    pub async fn retry_action(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let what = || format!("retrying outbox row {id}");
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, not_before = $2, updated_at = $2, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state IN ('failed', 'pending')",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.note_admin(done, id, what).await
+    }
+
+    /// Admin: drops a failed or pending action (it becomes `superseded`, with `reason` as its
+    /// error): its conference's later actions become due. Answers false when the row is done or
+    /// superseded already.
+    pub async fn drop_action(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let what = || format!("dropping outbox row {id}");
+        let done = on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET state = 'superseded', last_error = $2, updated_at = $3, \
+                 lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state IN ('failed', 'pending')",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.note_admin(done, id, what).await
+    }
+
+    /// True when an admin change touched the row; false when it exists in another state;
+    /// NotFound when it does not exist.
+    async fn note_admin(
+        &self,
+        done: u64,
+        id: i64,
+        what: impl Fn() -> String,
+    ) -> Result<bool, StoreError> {
+        if done > 0 {
+            return Ok(true);
+        }
+        let exists: Option<i64> = on_read!(self, c => sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .ctx(&what)?;
+        match exists {
+            Some(_) => Ok(false),
+            None => Err(StoreError::not_found(what())),
+        }
+    }
+
     /// Every outbox row of a conference, in order (inspection and tests).
     pub async fn outbox_of(&self, conference_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
         let sql = format!("{SELECT} WHERE conference_id = $1 ORDER BY id");

@@ -77,6 +77,11 @@ fn sqlite_migrator() -> Migrator {
             "link ends",
             include_str!("../migrations/sqlite/0010_link_ends.sql"),
         ),
+        (
+            11,
+            "api key scopes",
+            include_str!("../migrations/sqlite/0011_api_key_scopes.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -108,6 +113,11 @@ fn postgres_migrator() -> Migrator {
             5,
             "link ends",
             include_str!("../migrations/postgres/0005_link_ends.sql"),
+        ),
+        (
+            6,
+            "api key scopes",
+            include_str!("../migrations/postgres/0006_api_key_scopes.sql"),
         ),
     ];
     migrator_of(&migrations)

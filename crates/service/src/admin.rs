@@ -1,0 +1,275 @@
+//! `/v1/admin`: the operator's tools, behind API keys with a scope (`confsync apikey create
+//! --scope`). `read-only` and `admin` keys may list; only `admin` keys may change anything, and
+//! every change is logged with the key's name.
+//!
+//! - `GET /v1/admin/actions?state=failed|pending&calendarId=...&limit=N` (N up to 500);
+//! - `POST /v1/admin/actions/{id}/retry`: a failed (or put-off) action runs again now;
+//! - `POST /v1/admin/actions/{id}/drop`: a failed or pending action is given up;
+//! - `POST /v1/admin/calendars/{calendarId}/resync`: a full sync of the calendar, now;
+//! - `GET /v1/admin/keys`, `DELETE /v1/admin/keys/{name}`: the API keys, revoked by name.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use confsync_store::{OutboxState, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::info;
+
+use crate::{ApiCaller, Service, conference_error};
+
+type Shared = State<Arc<Service>>;
+
+/// The admin routes (mounted under `/v1/admin`, behind the API key check).
+pub fn routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route("/actions", get(list_actions))
+        .route("/actions/{id}/retry", post(retry_action))
+        .route("/actions/{id}/drop", post(drop_action))
+        .route("/calendars/{calendarId}/resync", post(resync))
+        .route("/keys", get(list_keys))
+        .route("/keys/{name}", delete(revoke_key))
+}
+
+/// Refuses a key whose scope does not allow the call: reads need `read-only` or `admin`,
+/// changes need `admin`.
+fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Response> {
+    let ok = match caller.scope.as_str() {
+        "admin" => true,
+        "read-only" => !change,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(conference_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            format!(
+                "API key {} has scope {}: {} needs an {} key",
+                caller.name,
+                caller.scope,
+                if change {
+                    "an admin change"
+                } else {
+                    "this listing"
+                },
+                if change {
+                    "admin"
+                } else {
+                    "admin or read-only"
+                }
+            ),
+        ))
+    }
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound { what } => conference_error(
+            StatusCode::NOT_FOUND,
+            "PERMANENT",
+            format!("not found: {what}"),
+        ),
+        e => conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string()),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ActionsQuery {
+    state: Option<String>,
+    calendar_id: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_actions(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    query: Result<Query<ActionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, false) {
+        return refused;
+    }
+    let Ok(Query(query)) = query else {
+        return conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "query parameters: state (failed or pending), calendarId, limit (1 to 500)",
+        );
+    };
+    let state = match query.state.as_deref().unwrap_or("failed") {
+        "failed" => OutboxState::Failed,
+        "pending" => OutboxState::Pending,
+        _ => {
+            return conference_error(
+                StatusCode::BAD_REQUEST,
+                "PERMANENT",
+                "state must be failed or pending",
+            );
+        }
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "limit must be 1 to 500",
+        );
+    }
+    match service
+        .store
+        .actions(state, query.calendar_id.as_deref(), limit)
+        .await
+    {
+        Ok(rows) => {
+            let items: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "id": r.id,
+                        "conferenceId": r.conference_id,
+                        "calendarId": r.calendar_id,
+                        "eventId": r.event_id,
+                        "kind": r.action.kind(),
+                        "state": r.state.as_str(),
+                        "attempts": r.attempts,
+                        "notBefore": r.not_before,
+                        "lastError": r.last_error,
+                        "updatedAt": r.updated_at,
+                    })
+                })
+                .collect();
+            axum::Json(json!({"items": items})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn retry_action(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    match service.store.retry_action(id, now_ms()).await {
+        Ok(true) => {
+            info!(key = %caller.name, outbox_id = id, "admin: action retried");
+            service.scheduler.drain_soon();
+            axum::Json(json!({"id": id, "state": "pending"})).into_response()
+        }
+        Ok(false) => conference_error(
+            StatusCode::CONFLICT,
+            "PERMANENT",
+            format!("action {id} is done or dropped: nothing to retry"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn drop_action(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    let reason = format!("dropped by admin key {}", caller.name);
+    match service.store.drop_action(id, &reason, now_ms()).await {
+        Ok(true) => {
+            info!(key = %caller.name, outbox_id = id, "admin: action dropped");
+            service.scheduler.drain_soon();
+            axum::Json(json!({"id": id, "state": "superseded"})).into_response()
+        }
+        Ok(false) => conference_error(
+            StatusCode::CONFLICT,
+            "PERMANENT",
+            format!("action {id} is done or dropped already"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn resync(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    Path(calendar_id): Path<String>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    if let Some(invalid) = crate::invalid_ids(&[(crate::IdKind::Calendar, &calendar_id)]) {
+        return invalid;
+    }
+    match service.store.calendar(&calendar_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return conference_error(
+                StatusCode::NOT_FOUND,
+                "PERMANENT",
+                "confsync does not sync this calendar",
+            );
+        }
+        Err(e) => return store_error(e),
+    }
+    if let Err(e) = service.store.mark_full_sync_needed(&calendar_id).await {
+        return store_error(e);
+    }
+    match service.scheduler.request_sync(&calendar_id).await {
+        Ok(_) => {
+            info!(key = %caller.name, calendar_id, "admin: full sync requested");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"calendarId": calendar_id, "fullSync": true})),
+            )
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn list_keys(State(service): Shared, caller: axum::Extension<ApiCaller>) -> Response {
+    if let Err(refused) = allowed(&caller, false) {
+        return refused;
+    }
+    match service.store.api_keys().await {
+        Ok(keys) => {
+            let items: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({"name": k.name, "scope": k.scope, "createdAt": k.created_at, "revoked": k.revoked})
+                })
+                .collect();
+            axum::Json(json!({"items": items})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn revoke_key(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    match service.store.api_key_revoke(&name).await {
+        Ok(()) => {
+            info!(key = %caller.name, revoked = %name, "admin: API key revoked");
+            axum::Json(json!({"name": name, "revoked": true})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
