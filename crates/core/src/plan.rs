@@ -351,6 +351,17 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
         // (e.g. the organizer moved away) changes nothing.
         return Decision::Skip(Skip::AttendeeCopy);
     }
+    // A link never seen in Calendar is the add-on's create for an event the user has not
+    // saved with the conference yet (adding a conference to an existing event: any sync until
+    // Save sees the event without it). It is not a removal: nothing changes, and a create never
+    // saved is cleaned up after its grace period (`Engine::clean_up_intents`).
+    if link.last_etag_seen.is_none() {
+        match &s.conference {
+            None => return Decision::Skip(Skip::NoConference),
+            Some(c) if !input.recognizer.is_ours(c) => return Decision::Skip(Skip::NotOurs),
+            _ => {}
+        }
+    }
     match &s.conference {
         None => return delete(next, Change::ConferenceRemoved),
         Some(c) if !input.recognizer.is_ours(c) => return delete(next, Change::ConferenceReplaced),

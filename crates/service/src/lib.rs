@@ -889,50 +889,116 @@ async fn sync_calendar(
     }
 }
 
-async fn status(State(service): Shared) -> Response {
-    let calendars = match service.store.calendars().await {
-        Ok(c) => c,
-        Err(e) => {
-            return conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string());
-        }
+/// `GET /v1/status` query: a page of calendars (`limit` 1 to 1000, default 100; `after` the last
+/// id of the previous page; `search` a part of the id).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+    search: Option<String>,
+}
+
+/// Status at any scale: counts over everything, the worst calendars (lagging, failing), the
+/// channels expiring first, and one page of calendars; every list bounded, whatever the number
+/// of calendars.
+async fn status(
+    State(service): Shared,
+    query: Result<axum::extract::Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(query)) = query else {
+        return conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "query parameters: limit (1 to 1000), after (a calendar id), search",
+        );
     };
-    let activity = service.scheduler.activity();
-    let failures = service.store.failed_count().await.unwrap_or(-1);
-    let depth = service.store.outbox_depth().await.unwrap_or(-1);
-    let reauth = service
-        .store
-        .calendars_needing_reauth()
+    let limit = query.limit.unwrap_or(100);
+    let after = query.after.unwrap_or_default();
+    let search = query.search.unwrap_or_default();
+    if !(1..=1000).contains(&limit) || after.len() > 1024 || search.len() > 256 {
+        return conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "limit must be 1 to 1000; after and search at most 1024 and 256 bytes",
+        );
+    }
+    let store = &service.store;
+    let unavailable = |e: confsync_store::StoreError| {
+        conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string())
+    };
+    let (summary, mut page, lagging, failing) = match tokio::try_join!(
+        store.calendar_summary(),
+        store.calendars_page(&after, &search, limit + 1),
+        store.calendars_ranked(confsync_store::Worst::Lagging, 10),
+        store.calendars_ranked(confsync_store::Worst::Failing, 10),
+    ) {
+        Ok(all) => all,
+        Err(e) => return unavailable(e),
+    };
+    let next_after = (page.len() as i64 > limit).then(|| {
+        page.truncate(limit as usize);
+        page.last().map(|c| c.calendar_id.clone())
+    });
+    let activity = service.scheduler.activity_of(
+        page.iter()
+            .chain(&lagging)
+            .chain(&failing)
+            .map(|c| c.calendar_id.as_str()),
+    );
+    let failures = store.failed_count().await.unwrap_or(-1);
+    let depth = store.outbox_depth().await.unwrap_or(-1);
+    let reauth = store.calendars_needing_reauth().await.unwrap_or_default();
+    let row = |c: &confsync_store::CalendarState| {
+        let a = activity.iter().find(|a| a.calendar_id == c.calendar_id);
+        json!({
+            "calendarId": c.calendar_id,
+            "needsReauth": reauth.contains(&c.calendar_id),
+            "synced": c.sync_token.is_some(),
+            "needsFullSync": c.needs_full_sync,
+            "lastSyncAt": c.last_sync_at,
+            "lastError": c.last_error,
+            "syncFailures": c.sync_failures,
+            "retryAt": c.retry_at,
+            "dirtySince": c.dirty_at,
+            "syncs": a.map(|a| a.syncs).unwrap_or(0),
+            "pending": a.is_some_and(|a| a.pending || a.running),
+        })
+    };
+    let calendars: Vec<Value> = page.iter().map(row).collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let (expiring, live_channels) = store
+        .channels_expiring_first(now, 20)
         .await
         .unwrap_or_default();
-    let calendars: Vec<Value> = calendars
+    let channels: Vec<Value> = expiring
         .iter()
-        .map(|c| {
-            let a = activity.iter().find(|a| a.calendar_id == c.calendar_id);
-            json!({
-                "calendarId": c.calendar_id,
-                "needsReauth": reauth.contains(&c.calendar_id),
-                "synced": c.sync_token.is_some(),
-                "needsFullSync": c.needs_full_sync,
-                "lastSyncAt": c.last_sync_at,
-                "lastError": c.last_error,
-                "syncFailures": c.sync_failures,
-                "retryAt": c.retry_at,
-                "dirtySince": c.dirty_at,
-                "syncs": a.map(|a| a.syncs).unwrap_or(0),
-                "pending": a.is_some_and(|a| a.pending || a.running),
-            })
-        })
+        .map(|c| json!({"calendarId": c.calendar_id, "channelId": c.channel_id, "expiresAt": c.expiration_ms}))
         .collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    let channels: Vec<Value> = match service.store.live_channels(now).await {
-        Ok(live) => live
-            .iter()
-            .map(|c| json!({"calendarId": c.calendar_id, "channelId": c.channel_id, "expiresAt": c.expiration_ms}))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
     let webhooks = service.channels.as_ref().map(|c| json!(c.counts()));
-    let body = json!({"calendars": calendars, "channels": channels, "webhooks": webhooks, "outboxDepth": depth, "failedActions": failures, "calendarsNeedingReauth": reauth});
+    let body = json!({
+        "summary": {
+            "calendars": summary.calendars,
+            "synced": summary.synced,
+            "failing": summary.failing,
+            "dirty": summary.dirty,
+            "needingReauth": reauth.len(),
+            "liveChannels": live_channels,
+            "outboxDepth": depth,
+            "failedActions": failures,
+        },
+        "worst": {
+            "lagging": lagging.iter().map(row).collect::<Vec<_>>(),
+            "failing": failing.iter().map(row).collect::<Vec<_>>(),
+        },
+        "calendars": calendars,
+        "nextAfter": next_after.flatten(),
+        "channels": channels,
+        "webhooks": webhooks,
+        "outboxDepth": depth,
+        "failedActions": failures,
+        "calendarsNeedingReauth": reauth.iter().take(100).collect::<Vec<_>>(),
+    });
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 

@@ -443,6 +443,27 @@ impl Scheduler {
         out
     }
 
+    /// Activity of these calendars only (status pages: bounded work per request).
+    pub fn activity_of<'a>(
+        &self,
+        calendar_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<CalendarActivity> {
+        let calendars = self.calendars();
+        calendar_ids
+            .into_iter()
+            .filter_map(|id| {
+                calendars.get(id).map(|s| CalendarActivity {
+                    calendar_id: id.to_owned(),
+                    pending: s.dirty,
+                    running: s.running,
+                    syncs: s.syncs,
+                    last_error: s.last_error.clone(),
+                    failures: s.failures,
+                })
+            })
+            .collect()
+    }
+
     /// Calendars whose last pass failed (retried with backoff), for the metrics.
     pub fn failing(&self) -> usize {
         self.calendars().values().filter(|s| s.failures > 0).count()

@@ -9,7 +9,7 @@ use confsync_core::model::{MeetingSpec, When};
 use confsync_core::plan::{Action, Change, Link};
 use confsync_service::hash_api_key;
 use confsync_store::{LinkBase, OutboxState, PlannedChange};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ALICE: &str = "alice@example.com";
 const ADDON: &str = "cs_admin-test-addon-key";

@@ -420,6 +420,41 @@ async fn a_conference_on_a_saved_event_is_created_with_its_real_spec() {
         ),
         "created with the event's spec, not a placeholder"
     );
+    // Before the user saves the event with the conference, a sync runs (the create asks for
+    // one; any change on the calendar would too): the event has no conference yet, which is
+    // not a removal. The meeting stays.
+    h.api(
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        None,
+        Some(&h.key),
+    )
+    .await;
+    for _ in 0..200 {
+        if h.store
+            .calendar(ALICE)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.sync_token.is_some() && c.dirty_at.is_none())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !h.store.meeting(&id).await.unwrap().unwrap().deleted,
+        "the new meeting was deleted before its event was saved"
+    );
+    assert!(
+        h.store
+            .outbox_of(&id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|row| row.action.kind() != "delete"),
+        "no delete queued"
+    );
     // Calendar saves the conference into the event; the first sync finds nothing to change.
     h.calendar_api(
         reqwest::Method::PATCH,
@@ -465,4 +500,92 @@ async fn a_conference_on_a_saved_event_is_created_with_its_real_spec() {
     let m = h.store.meeting(fresh_id).await.unwrap().unwrap();
     let spec: MeetingSpec = serde_json::from_str(&m.spec_json).unwrap();
     assert_eq!(spec.title, "Meeting");
+}
+
+/// `/v1/status` stays bounded whatever the number of calendars: counts over all of them, the
+/// ten worst, a page at a time (with a cursor), and a search by calendar id.
+#[tokio::test]
+async fn status_pages_calendars_and_counts_them_all() {
+    let h = start().await;
+    for i in 0..250 {
+        h.store
+            .ensure_calendar(&format!("cal{i:03}@example.com"))
+            .await
+            .unwrap();
+    }
+    h.store
+        .sync_failed("cal007@example.com", "500", Some(1), 1)
+        .await
+        .unwrap();
+    let (status, first) = h
+        .api(
+            reqwest::Method::GET,
+            "v1/status?limit=100",
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["summary"]["calendars"], 250);
+    assert_eq!(first["summary"]["failing"], 1);
+    assert_eq!(first["calendars"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        first["worst"]["failing"][0]["calendarId"],
+        "cal007@example.com"
+    );
+    assert!(first["worst"]["lagging"].as_array().unwrap().len() <= 10);
+    // Following the cursor visits every calendar once.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("v1/status?limit=100&after={a}"),
+            None => "v1/status?limit=100".to_owned(),
+        };
+        let (_, page) = h.api(reqwest::Method::GET, &path, None, Some(&h.key)).await;
+        seen.extend(
+            page["calendars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["calendarId"].as_str().unwrap().to_owned()),
+        );
+        match page["nextAfter"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 250);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 250, "no calendar twice");
+    // Search: a part of the id, matched literally (a `_` is not a wildcard).
+    let (_, found) = h
+        .api(
+            reqwest::Method::GET,
+            "v1/status?search=cal12",
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(found["calendars"].as_array().unwrap().len(), 10);
+    let (_, none) = h
+        .api(
+            reqwest::Method::GET,
+            "v1/status?search=cal_2",
+            None,
+            Some(&h.key),
+        )
+        .await;
+    assert_eq!(none["calendars"].as_array().unwrap().len(), 0);
+    // Bad input: a clear 400.
+    for bad in [
+        "v1/status?limit=0",
+        "v1/status?limit=5000",
+        "v1/status?bogus=1",
+    ] {
+        let (status, _) = h.api(reqwest::Method::GET, bad, None, Some(&h.key)).await;
+        assert_eq!(status, 400, "{bad}");
+    }
 }

@@ -54,7 +54,103 @@ pub(crate) async fn ensure(tx: &mut Tx, calendar_id: &str, now_ms: i64) -> Resul
 
 const ENSURE: &str = "INSERT INTO calendars (calendar_id, created_at) VALUES ($1, $2) ON CONFLICT (calendar_id) DO NOTHING";
 
+/// Counts over every calendar, for status at any scale (one query).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalendarSummary {
+    /// Calendars known.
+    pub calendars: i64,
+    /// With a sync token (synced at least once).
+    pub synced: i64,
+    /// Whose last pass failed.
+    pub failing: i64,
+    /// With a trigger not yet answered by a pass.
+    pub dirty: i64,
+}
+
+/// Which calendars a [`Store::calendars_ranked`] call answers first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worst {
+    /// Longest since their last completed pass (never synced first).
+    Lagging,
+    /// Most failed passes in a row (failing ones only).
+    Failing,
+}
+
 impl Store {
+    /// Counts over every calendar (no rows loaded).
+    pub async fn calendar_summary(&self) -> Result<CalendarSummary, StoreError> {
+        let row: (i64, i64, i64, i64) = on_read!(self, c => sqlx::query_as(
+            "SELECT COUNT(*), \
+                 COALESCE(SUM(CASE WHEN sync_token IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN sync_failures > 0 THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN dirty_at IS NOT NULL THEN 1 ELSE 0 END), 0) \
+             FROM calendars",
+        )
+        .fetch_one(c)
+        .await)
+        .ctx(|| "counting calendars".to_owned())?;
+        Ok(CalendarSummary {
+            calendars: row.0,
+            synced: row.1,
+            failing: row.2,
+            dirty: row.3,
+        })
+    }
+
+    /// A page of calendars in id order: those after `after`, whose id contains `search` (any
+    /// characters, matched literally; empty: all), at most `limit`.
+    pub async fn calendars_page(
+        &self,
+        after: &str,
+        search: &str,
+        limit: i64,
+    ) -> Result<Vec<CalendarState>, StoreError> {
+        let mut pattern = String::from("%");
+        for ch in search.chars() {
+            if matches!(ch, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('%');
+        let sql = format!(
+            "SELECT {COLUMNS} FROM calendars WHERE calendar_id > $1 AND calendar_id LIKE $2 ESCAPE '\\' \
+             ORDER BY calendar_id LIMIT $3"
+        );
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(&pattern)
+                .bind(limit)
+                .fetch_all(c)
+                .await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(|| "listing a page of calendars".to_owned())
+    }
+
+    /// The `limit` worst calendars by `worst` (one query, bounded answer).
+    pub async fn calendars_ranked(
+        &self,
+        worst: Worst,
+        limit: i64,
+    ) -> Result<Vec<CalendarState>, StoreError> {
+        let clause = match worst {
+            Worst::Lagging => "ORDER BY COALESCE(last_sync_at, 0), calendar_id",
+            Worst::Failing => "WHERE sync_failures > 0 ORDER BY sync_failures DESC, calendar_id",
+        };
+        let sql = format!("SELECT {COLUMNS} FROM calendars {clause} LIMIT $1");
+        on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(limit)
+                .fetch_all(c)
+                .await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(|| "ranking calendars".to_owned())
+    }
+
     /// The calendar's sync state, None if it was never registered.
     pub async fn calendar(&self, calendar_id: &str) -> Result<Option<CalendarState>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM calendars WHERE calendar_id = $1");

@@ -101,6 +101,36 @@ impl Store {
         .ctx(what)
     }
 
+    /// Live channels expiring first (at most `limit`), and how many are live: status at any
+    /// scale.
+    pub async fn channels_expiring_first(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<(Vec<Channel>, i64), StoreError> {
+        let what = || "listing the live channels expiring first".to_owned();
+        let sql = format!(
+            "{SELECT} WHERE NOT stopped AND expiration_ms > $1 ORDER BY expiration_ms, channel_id LIMIT $2"
+        );
+        let first = on_read!(self, c => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(c)
+                .await;
+            rows.and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
+        })
+        .ctx(what)?;
+        let live: i64 = on_read!(self, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM channels WHERE NOT stopped AND expiration_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_one(c)
+        .await)
+        .ctx(what)?;
+        Ok((first, live))
+    }
+
     /// Marks a channel stopped.
     pub async fn channel_stop(&self, channel_id: &str) -> Result<(), StoreError> {
         let what = || format!("stopping channel {channel_id}");

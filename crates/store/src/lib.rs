@@ -49,7 +49,7 @@ pub mod testing;
 mod users;
 
 pub use api_keys::{ApiKey, SCOPES};
-pub use calendars::CalendarState;
+pub use calendars::{CalendarState, CalendarSummary, Worst};
 pub use channels::Channel;
 pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};
 pub use error::StoreError;
