@@ -159,22 +159,7 @@ async fn retry_action(
     caller: axum::Extension<ApiCaller>,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(refused) = allowed(&caller, true) {
-        return refused;
-    }
-    match service.store.retry_action(id, now_ms()).await {
-        Ok(true) => {
-            info!(key = %caller.name, outbox_id = id, "admin: action retried");
-            service.scheduler.drain_soon();
-            axum::Json(json!({"id": id, "state": "pending"})).into_response()
-        }
-        Ok(false) => conference_error(
-            StatusCode::CONFLICT,
-            "PERMANENT",
-            format!("action {id} is done or dropped: nothing to retry"),
-        ),
-        Err(e) => store_error(e),
-    }
+    change_action(&service, &caller, id, true).await
 }
 
 async fn drop_action(
@@ -182,20 +167,36 @@ async fn drop_action(
     caller: axum::Extension<ApiCaller>,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(refused) = allowed(&caller, true) {
+    change_action(&service, &caller, id, false).await
+}
+
+/// Retries (`retry`) or drops a failed or pending action, as an admin key; 409 when it is done
+/// or dropped already, 404 when there is no such action.
+async fn change_action(service: &Service, caller: &ApiCaller, id: i64, retry: bool) -> Response {
+    if let Err(refused) = allowed(caller, true) {
         return refused;
     }
-    let reason = format!("dropped by admin key {}", caller.name);
-    match service.store.drop_action(id, &reason, now_ms()).await {
+    let changed = if retry {
+        service.store.retry_action(id, now_ms()).await
+    } else {
+        let reason = format!("dropped by admin key {}", caller.name);
+        service.store.drop_action(id, &reason, now_ms()).await
+    };
+    let (verb, state) = if retry {
+        ("retried", "pending")
+    } else {
+        ("dropped", "superseded")
+    };
+    match changed {
         Ok(true) => {
-            info!(key = %caller.name, outbox_id = id, "admin: action dropped");
+            info!(key = %caller.name, outbox_id = id, "admin: action {verb}");
             service.scheduler.drain_soon();
-            axum::Json(json!({"id": id, "state": "superseded"})).into_response()
+            axum::Json(json!({"id": id, "state": state})).into_response()
         }
         Ok(false) => conference_error(
             StatusCode::CONFLICT,
             "PERMANENT",
-            format!("action {id} is done or dropped already"),
+            format!("action {id} is done or dropped already: not {verb}"),
         ),
         Err(e) => store_error(e),
     }

@@ -700,14 +700,7 @@ impl Store {
             return Ok(true);
         }
         let id = row.id;
-        let exists: Option<(String, i64)> = on_read!(self, c => sqlx::query_as(
-            "SELECT state, lease_fence FROM outbox WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(c)
-        .await)
-        .ctx(&what)?;
-        match exists {
+        match self.row_state(id, &what).await? {
             None => Err(StoreError::not_found(what())),
             Some((state, fence)) if state == "pending" => {
                 tracing::warn!(
@@ -926,17 +919,26 @@ impl Store {
         if done > 0 {
             return Ok(true);
         }
-        let exists: Option<i64> = on_read!(self, c => sqlx::query_scalar(
-            "SELECT id FROM outbox WHERE id = $1",
+        match self.row_state(id, &what).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::not_found(what())),
+        }
+    }
+
+    /// A row's state and claim fence, None when there is no such row (after a change that
+    /// touched nothing: why not).
+    async fn row_state(
+        &self,
+        id: i64,
+        what: impl Fn() -> String,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        on_read!(self, c => sqlx::query_as(
+            "SELECT state, lease_fence FROM outbox WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(c)
         .await)
-        .ctx(&what)?;
-        match exists {
-            Some(_) => Ok(false),
-            None => Err(StoreError::not_found(what())),
-        }
+        .ctx(what)
     }
 
     /// Every outbox row of a conference, in order (inspection and tests).
