@@ -150,3 +150,110 @@ pub async fn resync(config_path: &Path, calendar: &str, by: &str) -> anyhow::Res
     eprintln!("calendar {calendar}: full sync requested");
     Ok(())
 }
+
+/// `confsync admin forget --calendar ID`: confsync stops syncing the calendar
+/// ([`confsync_store::Store::forget_calendar`]). Its meetings stay at the provider. Its push
+/// channels' records are removed: this command cannot call Google, so a running `serve` stops
+/// each at its next notification (an orphan of ours), or it expires by itself (7 days at most).
+pub async fn forget(config_path: &Path, calendar: &str, by: &str) -> anyhow::Result<()> {
+    if calendar.trim().is_empty() {
+        anyhow::bail!("--calendar must not be empty");
+    }
+    let store = config::load_store(config_path)?.open().await?;
+    let forgotten = match store
+        .forget_calendar(calendar, chrono::Utc::now().timestamp_millis())
+        .await
+    {
+        Ok(forgotten) => forgotten,
+        Err(confsync_store::StoreError::NotFound { .. }) => {
+            anyhow::bail!("confsync does not sync calendar {calendar}")
+        }
+        Err(confsync_store::StoreError::Conflict { detail, .. }) => {
+            anyhow::bail!("calendar {calendar} not forgotten: {detail}")
+        }
+        Err(e) => return Err(e).with_context(|| format!("forgetting calendar {calendar}")),
+    };
+    tracing::info!(by, calendar, "admin: calendar forgotten");
+    println!(
+        "calendar {calendar} forgotten: {} links ({} meetings kept at the provider), {} pending actions dropped, {} create intents retired, {} push channels to stop",
+        forgotten.links,
+        forgotten.live_links,
+        forgotten.pending_rows,
+        forgotten.intents,
+        forgotten.live_channels.len()
+    );
+    if !forgotten.live_channels.is_empty() {
+        eprintln!(
+            "its push channels are stopped by a running `confsync serve` when they next notify (or expire by themselves); remove the calendar from [sync] calendars if it is listed there"
+        );
+    }
+    Ok(())
+}
+
+/// `confsync admin migrate-provider`: queues the moves of meetings made by a provider of
+/// `provider.previous` to `provider.kind` (none with `--dry-run`), and prints where the move
+/// stands. Reads the providers' names and the store only: no adapter is built, no secret
+/// resolved (an adapter's name is its kind).
+pub async fn migrate_provider(
+    config_path: &Path,
+    dry_run: bool,
+    calendar: Option<&str>,
+    limit: i64,
+    by: &str,
+) -> anyhow::Result<()> {
+    if !(1..=100_000).contains(&limit) {
+        anyhow::bail!("--limit must be 1 to 100000");
+    }
+    let (current, previous) = config::load_provider_names(config_path)?;
+    for kind in &previous {
+        if !config::PROVIDER_KINDS.contains(&kind.as_str()) || *kind == current {
+            anyhow::bail!(
+                "provider.previous: {kind:?} must be a provider kind other than provider.kind ({current})"
+            );
+        }
+    }
+    let store = config::load_store(config_path)?.open().await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let from = &previous;
+    let queued = if dry_run {
+        Vec::new()
+    } else {
+        store
+            .queue_provider_moves(&current, from, calendar, limit, now)
+            .await
+            .context("queueing moves")?
+    };
+    if !queued.is_empty() {
+        tracing::info!(by, queued = queued.len(), provider = %current, "admin: meetings queued to move to the current provider");
+    }
+    let moves = store
+        .provider_moves(&current, from, calendar, now)
+        .await
+        .context("counting moves")?;
+    println!(
+        "provider {current} (from {}): {} to move, {} queued, {} moved, {} failed, {} ended (left on their provider), {} not in Calendar yet{}",
+        if from.is_empty() {
+            "no provider.previous".to_owned()
+        } else {
+            from.join(", ")
+        },
+        moves.to_move,
+        moves.queued,
+        moves.moved,
+        moves.failed,
+        moves.ended,
+        moves.not_in_calendar_yet,
+        if dry_run {
+            " (dry run: nothing queued)".to_owned()
+        } else {
+            format!("; {} queued now", queued.len())
+        }
+    );
+    if moves.unreachable > 0 {
+        eprintln!(
+            "warning: {} meetings were made by a provider provider.previous does not list: they are not moved (their old meetings could not be deleted); list it, with its table, and run this again",
+            moves.unreachable
+        );
+    }
+    Ok(())
+}

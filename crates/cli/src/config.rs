@@ -667,6 +667,10 @@ pub struct ProviderConfig {
     /// `daily`, `jitsi`, `bigbluebutton` or `webhook`; the table of that name configures it.
     #[serde(default = "default_provider")]
     pub kind: String,
+    /// Providers this deployment is moving away from (`confsync admin migrate-provider`): each
+    /// keeps its table, so the meetings it made are still updated and deleted through it.
+    #[serde(default)]
+    pub previous: Vec<String>,
     /// Where the local provider's join links point (confsync serves them).
     #[serde(default = "default_join_url")]
     pub join_base_url: String,
@@ -697,6 +701,12 @@ pub const PROVIDER: Section = Section {
             Type::OneOf(&PROVIDER_KINDS),
             "\"local\"",
             "`local`: the built-in provider (meetings live in the store, join pages are served by confsync); any other needs its table below.",
+        ),
+        Key::defaulted(
+            "previous",
+            Type::Strings,
+            "[]",
+            "Providers this deployment moves away from (kinds, each with its table kept): meetings they made are still updated and deleted through them until `confsync admin migrate-provider` has moved them to `kind`.",
         ),
         Key::with_env(
             "CONFSYNC_PROVIDER_JOIN_BASE_URL",
@@ -814,6 +824,7 @@ impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
             kind: default_provider(),
+            previous: Vec::new(),
             join_base_url: default_join_url(),
             zoom: None,
             teams: None,
@@ -862,6 +873,31 @@ pub fn load_store(path: &Path) -> anyhow::Result<StoreConfig> {
     let text = read(path)?;
     parse_store(&text, |k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// `provider.kind` and `provider.previous` of the file at `path` (checked as [`load_store`]
+/// checks the file; nothing resolved): for `confsync admin migrate-provider`, which needs the
+/// providers' names, not their adapters.
+pub fn load_provider_names(path: &Path) -> anyhow::Result<(String, Vec<String>)> {
+    let text = read(path)?;
+    let mut table = prepare(&text, &|k: &str| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    let provider = table.remove("provider");
+    let field = |name: &str| provider.as_ref().and_then(|p| p.get(name)).cloned();
+    let kind = match field("kind") {
+        None => default_provider(),
+        Some(v) => v
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("provider.kind must be a string"))?,
+    };
+    let previous = match field("previous") {
+        None => Vec::new(),
+        Some(v) => v
+            .try_into::<Vec<String>>()
+            .map_err(|_| anyhow::anyhow!("provider.previous must be a list of strings"))?,
+    };
+    Ok((kind, previous))
 }
 
 /// [`load_store`] on `text`.

@@ -5,6 +5,7 @@ mod bench;
 mod bench_service;
 mod config;
 mod demo;
+mod doctor;
 mod sync;
 
 use std::io::Write;
@@ -48,6 +49,14 @@ enum Command {
     Sync(SyncArgs),
     /// Run the service: the add-on API, the sync scheduler, join links.
     Serve {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a deployment against the real systems: Google credentials, the provider's, the
+    /// store, public_url, the clock. One PASS/FAIL/SKIP line per check; exit 0 only when none
+    /// failed.
+    Doctor {
         /// The configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
@@ -106,6 +115,39 @@ enum AdminCommand {
         #[arg(long)]
         config: PathBuf,
         calendar: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Stop syncing a calendar: its push channels stopped, its sync state, links, pending
+    /// actions and create intents removed or retired; the service then answers 404 for it and
+    /// the add-on removes its trigger. Its meetings are KEPT at the provider (the events still
+    /// show their join links: forgetting is not cancelling). Refused while one of its actions
+    /// runs at the provider or a worker syncs it. The add-on's next create on it registers it
+    /// afresh. A running `serve` stops its channels at Google when they next notify.
+    Forget {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        calendar: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Move every meeting made by a provider listed in provider.previous to provider.kind
+    /// (future meetings only: ended ones stay), each through the crash-safe recreate path;
+    /// prints the counts. Rerunning queues nothing already moved or queued. A running `serve`
+    /// (or `confsync sync`) runs the moves.
+    MigrateProvider {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the counts only; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this calendar's meetings.
+        #[arg(long)]
+        calendar: Option<String>,
+        /// Queue at most this many moves (1 to 100000).
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
         #[arg(long)]
         by: Option<String>,
     },
@@ -218,9 +260,12 @@ fn init_logging(format: &str, default: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The demo and the benchmarks print their own story; their logs only say what went wrong
+    // The demo, the benchmarks and the doctor print their own story; their logs only say what went wrong
     // (CONFSYNC_LOG for more).
-    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Bench { .. }) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Demo(_) | Command::Bench { .. } | Command::Doctor { .. }
+    ) {
         "warn"
     } else {
         "info"
@@ -240,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,
+        Command::Doctor { config } => doctor::run(&config).await,
         Command::Config {
             which: ConfigCommand::Example { markdown },
         } => {
@@ -296,6 +342,27 @@ async fn main() -> anyhow::Result<()> {
                     calendar,
                     by,
                 } => apikey::resync(&config, &calendar, &by.unwrap_or_else(user)).await,
+                AdminCommand::Forget {
+                    config,
+                    calendar,
+                    by,
+                } => apikey::forget(&config, &calendar, &by.unwrap_or_else(user)).await,
+                AdminCommand::MigrateProvider {
+                    config,
+                    dry_run,
+                    calendar,
+                    limit,
+                    by,
+                } => {
+                    apikey::migrate_provider(
+                        &config,
+                        dry_run,
+                        calendar.as_deref(),
+                        limit,
+                        &by.unwrap_or_else(user),
+                    )
+                    .await
+                }
             }
         }
         Command::Apikey {

@@ -33,10 +33,48 @@ pub fn provider_from(
     config: &Config,
     store: &Store,
 ) -> anyhow::Result<Arc<dyn confsync_providers::ConferenceProvider>> {
+    provider_of_kind(config, store, &config.provider.kind, "provider.kind")
+}
+
+/// The providers `provider.previous` names (a move to another provider): each must be a known
+/// kind other than `provider.kind`, listed once, with its table.
+pub fn previous_providers_from(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Vec<Arc<dyn confsync_providers::ConferenceProvider>>> {
+    let p = &config.provider;
+    let mut built = Vec::new();
+    for (i, kind) in p.previous.iter().enumerate() {
+        if !crate::config::PROVIDER_KINDS.contains(&kind.as_str()) {
+            anyhow::bail!(
+                "provider.previous: {kind:?} is not a provider kind (one of {})",
+                crate::config::PROVIDER_KINDS.join(", ")
+            );
+        }
+        if *kind == p.kind {
+            anyhow::bail!(
+                "provider.previous: {kind:?} is the current provider.kind; list only the providers being moved away from"
+            );
+        }
+        if p.previous[..i].contains(kind) {
+            anyhow::bail!("provider.previous: {kind:?} is listed twice");
+        }
+        built.push(provider_of_kind(config, store, kind, "provider.previous")?);
+    }
+    Ok(built)
+}
+
+/// The adapter of one provider kind, from its table (`what`: the key that named it).
+fn provider_of_kind(
+    config: &Config,
+    store: &Store,
+    kind: &str,
+    what: &str,
+) -> anyhow::Result<Arc<dyn confsync_providers::ConferenceProvider>> {
     use confsync_providers::*;
     let p = &config.provider;
-    let missing = || anyhow::anyhow!("provider.kind = {:?} needs a [provider.{0}] table", p.kind);
-    let built: Result<Arc<dyn ConferenceProvider>, String> = match p.kind.as_str() {
+    let missing = || anyhow::anyhow!("{what} = {kind:?} needs a [provider.{kind}] table");
+    let built: Result<Arc<dyn ConferenceProvider>, String> = match kind {
         "local" => Ok(Arc::new(LocalProvider::new(
             store.clone(),
             &p.join_base_url,
@@ -58,9 +96,9 @@ pub fn provider_from(
         .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
         "webhook" => webhook::WebhookProvider::new(p.webhook.clone().ok_or_else(missing)?)
             .map(|x| Arc::new(x) as Arc<dyn ConferenceProvider>),
-        other => Err(format!("unknown provider.kind {other:?}")),
+        other => Err(format!("unknown {what} {other:?}")),
     };
-    built.map_err(|e| anyhow::anyhow!("[provider.{}]: {e}", p.kind))
+    built.map_err(|e| anyhow::anyhow!("[provider.{kind}]: {e}"))
 }
 
 /// Opens the configured store: Postgres when `store.url` is set, else the SQLite file (its
@@ -173,8 +211,19 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
         lease_ms: config.serve.lease_ms as i64,
         ..EngineConfig::default()
     };
+    let previous: Vec<Arc<dyn confsync_providers::ConferenceProvider>> =
+        previous_providers_from(config, &store)?
+            .into_iter()
+            .map(|p| {
+                Arc::new(confsync_service::metrics::TimedProvider::new(
+                    p,
+                    metrics.clone(),
+                )) as Arc<dyn confsync_providers::ConferenceProvider>
+            })
+            .collect();
     Ok(Built {
-        engine: Engine::new(store, calendar, provider, engine_config),
+        engine: Engine::new(store, calendar, provider, engine_config)
+            .with_previous_providers(previous),
         oauth,
         budgets,
         unbudgeted,
@@ -221,7 +270,7 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
     let now = || chrono::Utc::now().timestamp_millis();
     let (mut events, mut skipped, mut failed_calendars) = (0u64, 0u64, 0u64);
     for calendar_id in &calendars {
-        match engine.sync_leased(calendar_id, full, now()).await {
+        match engine.sync_leased(calendar_id, full, now(), None).await {
             Ok(None) => {
                 println!("{calendar_id}: being synced by a `confsync serve` worker now; skipped");
             }
@@ -287,6 +336,31 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         store = built.engine.store.backend(),
         "worker started"
     );
+    if built.engine.store.backend() == "postgres" {
+        // Google's quotas are the deployment's: each live worker takes an even share.
+        let (store, budgets) = (built.engine.store.clone(), built.budgets.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                match store.live_workers().await {
+                    Ok(workers) => {
+                        let share = u32::try_from(workers.len()).unwrap_or(u32::MAX).max(1);
+                        if share != budgets.share() {
+                            tracing::info!(
+                                workers = share,
+                                "rate budgets shared among the live workers"
+                            );
+                            budgets.set_share(share);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count the live workers; rate budget shares unchanged")
+                    }
+                }
+            }
+        });
+    }
     let engine = Arc::new(built.engine);
     let scheduler = confsync_service::Scheduler::start_with_metrics(
         engine.clone(),

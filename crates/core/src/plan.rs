@@ -185,7 +185,15 @@ pub enum Action {
     /// it cannot express): create a new meeting with `spec` (this row's idempotency key, so a
     /// retry finds the same one), point the event's conference data at it with If-Match, then
     /// swap the links and delete the old meeting. Queued by the executor, never by the planner.
-    Recreate { spec: MeetingSpec },
+    /// `provider` names the provider that makes the new meeting (the current one when the row
+    /// was queued; None, in rows from before providers were named: the current one when it
+    /// runs), so every attempt of the row reaches the same provider, whose idempotency key
+    /// finds the meeting an earlier attempt made, even across a move to another provider.
+    Recreate {
+        spec: MeetingSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    },
 }
 
 impl Action {
@@ -220,7 +228,7 @@ pub fn idempotency_key(calendar_id: &str, event_id: &str, action: &Action) -> St
             start, end, title, ..
         } => format!("{}/{}/{title}", start.key(), end.key()),
         Action::WriteBack { join_url } => join_url.clone(),
-        Action::Recreate { spec } => spec.fingerprint(),
+        Action::Recreate { spec, .. } => spec.fingerprint(),
         _ => String::new(),
     };
     let occurrence = action.occurrence().map(|o| o.key()).unwrap_or_default();
@@ -1244,7 +1252,10 @@ mod tests {
             idempotency_key("c", "e", &update(&spec)),
             idempotency_key("c2", "e", &update(&spec))
         );
-        let recreate = |s: &MeetingSpec| Action::Recreate { spec: s.clone() };
+        let recreate = |s: &MeetingSpec| Action::Recreate {
+            spec: s.clone(),
+            provider: None,
+        };
         assert_eq!(
             idempotency_key("c", "e", &recreate(&spec)),
             idempotency_key("c", "e", &recreate(&spec))

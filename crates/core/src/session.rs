@@ -27,6 +27,10 @@ pub struct SessionConfig {
     pub capabilities: Capabilities,
     /// The provider new (adopted) links get.
     pub provider: String,
+    /// What the other providers links may still name can change (a deployment moving to
+    /// another provider): a link made by one of them is planned with its provider's
+    /// capabilities, since its actions go to that provider.
+    pub provider_capabilities: std::collections::BTreeMap<String, Capabilities>,
 }
 
 /// The next `events.list` call.
@@ -401,7 +405,10 @@ impl Session {
             link_elsewhere: elsewhere,
             provider: &self.config.provider,
             recognizer: &self.config.recognizer,
-            capabilities: self.config.capabilities,
+            capabilities: link
+                .and_then(|l| self.config.provider_capabilities.get(&l.provider))
+                .copied()
+                .unwrap_or(self.config.capabilities),
             recreating: link.is_some_and(|l| links.is_recreating(&l.conference_id)),
         })
     }
@@ -475,6 +482,7 @@ mod tests {
             },
             capabilities: Capabilities::ALL,
             provider: "local".into(),
+            provider_capabilities: Default::default(),
         }
     }
 

@@ -76,6 +76,9 @@ pub struct AuthState {
     refresh: HashMap<String, RefreshGrant>,
     codes: HashMap<String, PendingCode>,
     service_accounts: HashMap<String, Vec<u8>>,
+    /// Domain-wide delegation per service account: the scopes it may ask for as a user.
+    /// Absent: every scope.
+    delegations: HashMap<String, Vec<String>>,
 }
 
 /// What `/token` hands out.
@@ -165,6 +168,20 @@ impl AuthState {
         self.service_accounts
             .insert(client_email.to_ascii_lowercase(), der);
         Ok(())
+    }
+
+    /// Grants (Some) or lifts (None: every scope allowed) a service account's domain-wide
+    /// delegation scopes, as a Workspace admin does in the Admin console.
+    pub fn set_delegation(&mut self, client_email: &str, scopes: Option<Vec<String>>) {
+        let email = client_email.to_ascii_lowercase();
+        match scopes {
+            Some(scopes) => {
+                self.delegations.insert(email, scopes);
+            }
+            None => {
+                self.delegations.remove(&email);
+            }
+        }
     }
 
     /// `GET /o/oauth2/v2/auth`: no consent screen; the user is `login_hint`.
@@ -439,6 +456,20 @@ impl AuthState {
             .and_then(Value::as_str)
             .unwrap_or(&iss)
             .to_ascii_lowercase();
+        // Acting as a user needs domain-wide delegation of every scope asked for; Google
+        // answers anything less with 401 unauthorized_client.
+        if user != iss
+            && let Some(granted) = self.delegations.get(&iss)
+            && !scope
+                .split_whitespace()
+                .all(|asked| granted.iter().any(|g| g == asked))
+        {
+            return Err(OAuthError::new(
+                401,
+                "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+            ));
+        }
         Ok((user, scope))
     }
 }
@@ -502,6 +533,70 @@ mod tests {
                 .err()
                 .map(|e| e.error),
             Some("invalid_client")
+        );
+    }
+
+    #[test]
+    fn acting_as_a_user_needs_every_scope_delegated() {
+        let mut auth = AuthState::default();
+        let now = Utc::now();
+        let assertion = |scope: &str, sub: Option<&str>| {
+            let mut claims = json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": scope, "aud": "http://h/token", "iat": now.timestamp(), "exp": now.timestamp() + 3600});
+            if let Some(sub) = sub {
+                claims["sub"] = json!(sub);
+            }
+            form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &jwt(claims)),
+            ])
+        };
+        let calendar = "https://www.googleapis.com/auth/calendar";
+        auth.set_delegation(
+            "SA@p.iam.gserviceaccount.com",
+            Some(vec![
+                "https://www.googleapis.com/auth/calendar.readonly".into(),
+            ]),
+        );
+        let refused = auth
+            .token(
+                &assertion(calendar, Some("bob@example.com")),
+                now,
+                true,
+                "http://h/token",
+            )
+            .err()
+            .unwrap();
+        assert_eq!(
+            (refused.status, refused.error),
+            (401, "unauthorized_client")
+        );
+        // As itself, the service account needs no delegation.
+        assert!(
+            auth.token(&assertion(calendar, None), now, true, "http://h/token")
+                .is_ok()
+        );
+        auth.set_delegation("sa@p.iam.gserviceaccount.com", Some(vec![calendar.into()]));
+        assert!(
+            auth.token(
+                &assertion(calendar, Some("bob@example.com")),
+                now,
+                true,
+                "http://h/token"
+            )
+            .is_ok()
+        );
+        auth.set_delegation("sa@p.iam.gserviceaccount.com", None);
+        assert!(
+            auth.token(
+                &assertion(
+                    "https://www.googleapis.com/auth/drive",
+                    Some("bob@example.com")
+                ),
+                now,
+                true,
+                "http://h/token"
+            )
+            .is_ok()
         );
     }
 

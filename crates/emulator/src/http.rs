@@ -109,7 +109,26 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            date_header,
+        ))
         .with_state(shared)
+}
+
+/// Every answer carries `Date` (RFC 7231's IMF-fixdate) as Google's do, from the emulator's
+/// clock: moving the clock moves it, so clients' skew checks can be tested.
+async fn date_header(State(shared): Ctx, req: Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let date = shared
+        .clock
+        .now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -960,6 +979,10 @@ async fn admin_rotate_identity_keys(State(shared): Ctx) -> ApiResult<Response> {
 struct NewServiceAccount {
     client_email: String,
     public_key_pem: String,
+    /// Domain-wide delegation as the Admin console grants it: the scopes this client may ask
+    /// for when it acts as a user (`sub`). Absent: every scope (the emulator's default).
+    #[serde(default)]
+    delegated_scopes: Option<Vec<String>>,
 }
 
 async fn admin_service_account(State(shared): Ctx, req: Request) -> ApiResult<Response> {
@@ -970,6 +993,11 @@ async fn admin_service_account(State(shared): Ctx, req: Request) -> ApiResult<Re
         .unwrap_or_else(|p| p.into_inner())
         .register_service_account(&body.client_email, &body.public_key_pem)
         .map_err(ApiError::bad_request)?;
+    shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_delegation(&body.client_email, body.delegated_scopes);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

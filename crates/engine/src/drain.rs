@@ -218,10 +218,31 @@ impl Engine {
         let link = self.store.link(&item.conference_id).await?;
         let key = item.idempotency_key.as_str();
         let id = item.conference_id.as_str();
+        // Updates, occurrence changes and deletes go to the provider that made the meeting.
+        // One this worker does not have configured parks the row (pending, its error naming
+        // the provider, no attempt used): another worker may have it (a rolling change of
+        // configuration), or the operator configures it again or drops the row.
+        let calls_provider = matches!(
+            item.action,
+            Action::Update { .. }
+                | Action::UpdateOccurrence { .. }
+                | Action::CancelOccurrence { .. }
+                | Action::Delete { .. }
+        );
+        let provider = match self.provider_of(link.as_ref()) {
+            Ok(provider) => provider,
+            Err(error) if calls_provider => {
+                return Ok(Step::Failed {
+                    failure: Failure::Unresolved,
+                    error,
+                });
+            }
+            Err(_) => &self.provider,
+        };
         let refused = match &item.action {
             Action::Update { spec, .. } => {
                 summary.provider_calls += 1;
-                match self.provider.update(id, spec, key).await {
+                match provider.update(id, spec, key).await {
                     Ok(join_url) => {
                         self.follow_join_url(item, link.as_ref(), join_url, now_ms)
                             .await?;
@@ -239,8 +260,7 @@ impl Engine {
                 title,
             } => {
                 summary.provider_calls += 1;
-                match self
-                    .provider
+                match provider
                     .update_occurrence(id, *occurrence, *start, *end, title, key)
                     .await
                 {
@@ -250,7 +270,7 @@ impl Engine {
             }
             Action::CancelOccurrence { occurrence } => {
                 summary.provider_calls += 1;
-                match self.provider.cancel_occurrence(id, *occurrence, key).await {
+                match provider.cancel_occurrence(id, *occurrence, key).await {
                     Ok(()) => return Ok(Step::Done { applied: None }),
                     Err(e) => e,
                 }
@@ -264,10 +284,27 @@ impl Engine {
                     },
                 });
             }
-            Action::Recreate { spec } => {
+            Action::Recreate { spec, provider } => {
+                // The provider the row names makes the new meeting on every attempt (an
+                // earlier attempt's meeting is found by its key there, not at another one).
+                let maker = match provider.as_deref() {
+                    None => &self.provider,
+                    Some(name) => match self.provider_named(name) {
+                        Some(maker) => maker,
+                        None => {
+                            return Ok(Step::Failed {
+                                failure: Failure::Unresolved,
+                                error: format!(
+                                    "this recreate makes its meeting with provider {name:?}, which is not configured (the current provider is {:?})",
+                                    self.provider.name()
+                                ),
+                            });
+                        }
+                    },
+                };
                 return Ok(
                     match self
-                        .recreate(item, spec, link.as_ref(), now_ms, summary)
+                        .recreate(item, spec, maker, link.as_ref(), now_ms, summary)
                         .await?
                     {
                         Ok(Recreated::Superseded) => Step::Superseded,
@@ -281,7 +318,9 @@ impl Engine {
                 );
             }
             Action::Delete { .. } => {
-                return self.delete(item, link.as_ref(), now_ms, summary).await;
+                return self
+                    .delete(item, link.as_ref(), provider, now_ms, summary)
+                    .await;
             }
             Action::Verify => {
                 return self.verify(item, now_ms).await;
@@ -326,13 +365,14 @@ impl Engine {
         Ok(())
     }
 
-    /// A delete, behind its guard: it runs only if the link still points at the row's calendar
-    /// and is deleted, and the event is alive neither there (restored) nor on another synced
+    /// A delete, behind its guard (sent to `provider`, the one that made the meeting): it runs
+    /// only if the link still points at the row's calendar and is deleted, and the event is alive neither there (restored) nor on another synced
     /// calendar (moved); a live event gets its link back instead and the delete is superseded.
     async fn delete(
         &self,
         item: &OutboxItem,
         link: Option<&Link>,
+        provider: &std::sync::Arc<dyn confsync_providers::ConferenceProvider>,
         now_ms: i64,
         summary: &mut DrainSummary,
     ) -> Result<Step, EngineError> {
@@ -361,8 +401,7 @@ impl Engine {
         }
         summary.provider_calls += 1;
         Ok(
-            match self
-                .provider
+            match provider
                 .delete(&item.conference_id, &item.idempotency_key)
                 .await
             {

@@ -154,6 +154,10 @@ pub struct SyncSummary {
     /// The calendar must be synced again at once (a full pass: a series link moved here). It is
     /// recorded dirty in the store too, so a restart does not lose it.
     pub resync: bool,
+    /// A trigger arrived during the pass (on this worker or another): the calendar stays dirty
+    /// and wants another pass. Set by [`Engine::sync_leased`] when told which triggers the pass
+    /// answers.
+    pub still_dirty: bool,
 }
 
 /// The summary of one outbox drain.
@@ -199,11 +203,21 @@ impl DrainSummary {
 /// Called after each page of a sync: (calendar id, pages so far, events so far, full sync?).
 pub type Progress = Arc<dyn Fn(&str, u32, u64, bool) + Send + Sync>;
 
-/// The engine for one provider.
+/// The engine: one current provider, and the providers whose meetings links may still name.
+///
+/// Creates and recreates use `provider` (the current one). Every other action of a link (update,
+/// occurrence change, delete) goes to the provider that made its meeting, named by the link
+/// (`Link::provider`): the current one or one of `previous` (a deployment moving to another
+/// provider, `confsync admin migrate-provider`). A link naming a provider that is neither has
+/// its actions parked (pending, no attempt used) with an error naming the provider: never sent
+/// to the wrong provider, never dropped; another worker may have it configured (a rolling
+/// change of configuration), or the operator configures it again or drops the rows.
 pub struct Engine {
     pub store: Store,
     pub calendar: Arc<dyn CalendarApi>,
     pub provider: Arc<dyn ConferenceProvider>,
+    /// Providers of earlier meetings, by name ([`Engine::with_previous_providers`]).
+    previous: BTreeMap<String, Arc<dyn ConferenceProvider>>,
     pub config: EngineConfig,
     progress: Option<Progress>,
     /// Retries are logged at WARN at most once a minute per conference.
@@ -254,10 +268,100 @@ impl Engine {
             store,
             calendar,
             provider,
+            previous: BTreeMap::new(),
             config,
             progress: None,
             retry_warnings: RetryWarnings::default(),
         }
+    }
+
+    /// Adds the providers whose meetings links may still name (a move to another provider):
+    /// their links' updates, occurrence changes and deletes go to them. One named like the
+    /// current provider is ignored (the current one answers for its name).
+    pub fn with_previous_providers(
+        mut self,
+        providers: impl IntoIterator<Item = Arc<dyn ConferenceProvider>>,
+    ) -> Self {
+        for provider in providers {
+            let name = provider.name().to_owned();
+            if name != self.provider.name() {
+                self.previous.insert(name, provider);
+            }
+        }
+        self
+    }
+
+    /// The provider of this name: the current one, or a previous one.
+    pub fn provider_named(&self, name: &str) -> Option<&Arc<dyn ConferenceProvider>> {
+        if name == self.provider.name() {
+            Some(&self.provider)
+        } else {
+            self.previous.get(name)
+        }
+    }
+
+    /// The names of the previous providers.
+    pub fn previous_providers(&self) -> Vec<String> {
+        self.previous.keys().cloned().collect()
+    }
+
+    /// The provider a link's actions go to: the one that made its meeting. No link (never the
+    /// case for a queued action: links are never removed while actions are pending) means the
+    /// current one. A provider that is not configured is an error naming it (the row is
+    /// parked with it).
+    pub(crate) fn provider_of(
+        &self,
+        link: Option<&confsync_core::plan::Link>,
+    ) -> Result<&Arc<dyn ConferenceProvider>, String> {
+        let Some(link) = link else {
+            return Ok(&self.provider);
+        };
+        self.provider_named(&link.provider).ok_or_else(|| {
+            format!(
+                "conference {} was made by provider {:?}, which is not configured (the current provider is {:?}; list the old one under [provider] previous, with its table, to reach its meetings)",
+                link.conference_id,
+                link.provider,
+                self.provider.name()
+            )
+        })
+    }
+
+    /// Where a move of every meeting to the current provider stands (of one calendar if
+    /// given): counts from the store.
+    pub async fn provider_moves(
+        &self,
+        calendar_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<confsync_store::ProviderMoves, EngineError> {
+        Ok(self
+            .store
+            .provider_moves(
+                self.provider.name(),
+                &self.previous_providers(),
+                calendar_id,
+                now_ms,
+            )
+            .await?)
+    }
+
+    /// Queues up to `limit` moves of meetings made by a previous provider to the current one
+    /// (see `confsync_store::Store::queue_provider_moves`); the drainer runs them as recreates.
+    pub async fn queue_provider_moves(
+        &self,
+        calendar_id: Option<&str>,
+        limit: i64,
+        now_ms: i64,
+    ) -> Result<Vec<confsync_store::QueuedMove>, EngineError> {
+        Ok(self
+            .store
+            .queue_provider_moves(
+                self.provider.name(),
+                &self.previous_providers(),
+                calendar_id,
+                limit,
+                now_ms,
+            )
+            .await?)
     }
 
     /// Reports progress after each page (the CLI's progress bar on full syncs).
@@ -273,6 +377,11 @@ impl Engine {
             recognizer: self.config.recognizer.clone(),
             capabilities: self.provider.capabilities(),
             provider: self.provider.name().to_owned(),
+            provider_capabilities: self
+                .previous
+                .iter()
+                .map(|(name, p)| (name.clone(), p.capabilities()))
+                .collect(),
         }
     }
 

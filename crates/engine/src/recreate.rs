@@ -23,7 +23,9 @@
 
 use confsync_core::model::{MeetingSpec, Snapshot};
 use confsync_core::plan::{Action, Link, Replacement, replacement};
-use confsync_providers::{Meeting, ProviderError};
+use std::sync::Arc;
+
+use confsync_providers::{ConferenceProvider, Meeting, ProviderError};
 use confsync_store::OutboxItem;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -62,7 +64,10 @@ impl Engine {
                 &link.calendar_id,
                 &link.event_id,
                 item.id,
-                &[Action::Recreate { spec: link.spec }],
+                &[Action::Recreate {
+                    spec: link.spec,
+                    provider: Some(self.provider.name().to_owned()),
+                }],
                 now_ms,
             )
             .await?;
@@ -76,6 +81,7 @@ impl Engine {
         &self,
         item: &OutboxItem,
         spec: &MeetingSpec,
+        maker: &Arc<dyn ConferenceProvider>,
         link: Option<&Link>,
         now_ms: i64,
         summary: &mut DrainSummary,
@@ -87,7 +93,7 @@ impl Engine {
         // Always made, even when the old link is deleted by now: a crash after an earlier
         // attempt's create must find that meeting again to clean it up (never two live ones).
         summary.provider_calls += 1;
-        let meeting = match self.provider.create(spec, &item.idempotency_key).await {
+        let meeting = match maker.create(spec, &item.idempotency_key).await {
             Ok(meeting) => meeting,
             Err(e) => return Ok(Err(RecreateFailure::Provider(e))),
         };
@@ -111,7 +117,7 @@ impl Engine {
             return Ok(Ok(Recreated::Swapped));
         }
         let e = match self
-            .repoint(item, old, spec, &meeting, now_ms, summary)
+            .repoint(item, old, spec, maker, &meeting, now_ms, summary)
             .await?
         {
             Ok(done) => return Ok(Ok(done)),
@@ -134,7 +140,7 @@ impl Engine {
         }
         Ok(
             match self
-                .abandon(item, old, spec, &meeting, now_ms, summary)
+                .abandon(item, old, spec, maker, &meeting, now_ms, summary)
                 .await?
             {
                 Abandoned::Swapped => Ok(Recreated::Swapped),
@@ -147,11 +153,13 @@ impl Engine {
 
     /// Points the event at the new meeting and swaps the links; deletes the new meeting if the
     /// event no longer wants it.
+    #[allow(clippy::too_many_arguments)]
     async fn repoint(
         &self,
         item: &OutboxItem,
         old: &Link,
         spec: &MeetingSpec,
+        maker: &Arc<dyn ConferenceProvider>,
         meeting: &Meeting,
         now_ms: i64,
         summary: &mut DrainSummary,
@@ -170,7 +178,7 @@ impl Engine {
                 // wanted. The old link's fate is the normal sync's business.
                 summary.provider_calls += 1;
                 let key = format!("{}:abandoned", item.idempotency_key);
-                return Ok(match self.provider.delete(new_id, &key).await {
+                return Ok(match maker.delete(new_id, &key).await {
                     Ok(()) | Err(ProviderError::NotFound { .. }) => {
                         info!(conference_id = %old.conference_id, new_conference_id = new_id, "event no longer shows the meeting: the new meeting was deleted");
                         Ok(Recreated::Abandoned)
@@ -180,7 +188,7 @@ impl Engine {
             };
             if found.shows(new_id) {
                 // A crash after an earlier attempt's PATCH: only the swap is left.
-                self.swap(item, old, spec, meeting, &found, None, now_ms)
+                self.swap(item, old, spec, maker, meeting, &found, None, now_ms)
                     .await?;
                 return Ok(Ok(Recreated::Swapped));
             }
@@ -213,8 +221,17 @@ impl Engine {
                         },
                         Err(_) => found,
                     };
-                    self.swap(item, old, spec, meeting, &found, written_etag, now_ms)
-                        .await?;
+                    self.swap(
+                        item,
+                        old,
+                        spec,
+                        maker,
+                        meeting,
+                        &found,
+                        written_etag,
+                        now_ms,
+                    )
+                    .await?;
                     return Ok(Ok(Recreated::Swapped));
                 }
                 // The user edited the event since our read: read it again, never overwrite.
@@ -238,11 +255,13 @@ impl Engine {
     /// kept, and the row stays (parked, retried without using attempts) until it can tell: two
     /// live meetings can be cleaned up, an event whose meeting is gone cannot, and a meeting no
     /// row owns would never be.
+    #[allow(clippy::too_many_arguments)]
     async fn abandon(
         &self,
         item: &OutboxItem,
         old: &Link,
         spec: &MeetingSpec,
+        maker: &Arc<dyn ConferenceProvider>,
         meeting: &Meeting,
         now_ms: i64,
         summary: &mut DrainSummary,
@@ -250,14 +269,14 @@ impl Engine {
         let new_id = meeting.meeting_id.as_str();
         match self.find_replaced(item, old, new_id).await {
             Ok(Some(found)) if found.shows(new_id) => {
-                self.swap(item, old, spec, meeting, &found, None, now_ms)
+                self.swap(item, old, spec, maker, meeting, &found, None, now_ms)
                     .await?;
                 Ok(Abandoned::Swapped)
             }
             Ok(_) => {
                 summary.provider_calls += 1;
                 let key = format!("{}:abandoned", item.idempotency_key);
-                match self.provider.delete(new_id, &key).await {
+                match maker.delete(new_id, &key).await {
                     Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(Abandoned::Deleted),
                     Err(e) => {
                         warn!(new_conference_id = new_id, error = %e, "recreate given up; the new meeting could not be deleted yet");
@@ -285,12 +304,13 @@ impl Engine {
         item: &OutboxItem,
         old: &Link,
         spec: &MeetingSpec,
+        maker: &Arc<dyn ConferenceProvider>,
         meeting: &Meeting,
         found: &Found,
         written_etag: Option<&str>,
         now_ms: i64,
     ) -> Result<(), EngineError> {
-        let capabilities = self.capabilities();
+        let capabilities = maker.capabilities();
         let r = Replacement {
             conference_id: &meeting.meeting_id,
             join_url: &meeting.join_url,
@@ -308,7 +328,10 @@ impl Engine {
                 item.id,
                 now_ms,
                 |now, existing| {
-                    let (link, mut actions) = replacement(now, existing, &r);
+                    let (mut link, mut actions) = replacement(now, existing, &r);
+                    // The new meeting is its maker's (the old one may have been made by another
+                    // provider: a move to another provider).
+                    link.provider = maker.name().to_owned();
                     // The event shows the new conference with another join link than the
                     // meeting has now (the create ran again after a lost answer, and the
                     // provider answered the meeting's current link): write the current one.

@@ -58,20 +58,33 @@ impl Engine {
     /// the lease (its pass covers what is recorded as dirty by then; see
     /// [`confsync_store::Store::sync_succeeded`]). The lease is renewed while the pass runs and
     /// released after it; a worker that dies loses it after `lease_ms`.
+    ///
+    /// `answers`: the calendar's trigger generation read before the pass (its `dirty_gen`).
+    /// When the pass completes, the release also records that it answered those triggers (one
+    /// statement, [`confsync_store::Store::finish_sync`]), and the summary's `still_dirty`
+    /// says whether one arrived since.
     pub async fn sync_leased(
         &self,
         calendar_id: &str,
         force_full: bool,
         now_ms: i64,
+        answers: Option<i64>,
     ) -> Result<Option<SyncSummary>, EngineError> {
         let worker = self.config.worker.as_str();
         let lease_ms = self.config.lease_ms.max(1_000);
-        self.store.ensure_calendar(calendar_id).await?;
-        let Some(fence) = self
+        let mut lease = self
             .store
             .lease_calendar(calendar_id, worker, self.store.clock_ms(), lease_ms)
-            .await?
-        else {
+            .await?;
+        if lease.is_none() && self.store.calendar(calendar_id).await?.is_none() {
+            // Not registered yet (its first pass): register it and take the lease.
+            self.store.ensure_calendar(calendar_id).await?;
+            lease = self
+                .store
+                .lease_calendar(calendar_id, worker, self.store.clock_ms(), lease_ms)
+                .await?;
+        }
+        let Some(fence) = lease else {
             return Ok(None);
         };
         let ids = [calendar_id.to_owned()];
@@ -87,16 +100,27 @@ impl Engine {
                 }
             }
         };
-        let result = tokio::select! {
+        let mut result = tokio::select! {
             result = self.sync(calendar_id, force_full, now_ms) => result,
             never = renew => never,
         };
-        if let Err(e) = self
-            .store
-            .release_calendar(calendar_id, worker, fence)
-            .await
-        {
-            tracing::warn!(calendar_id, error = %e, "could not release the calendar's sync lease; it expires");
+        let released = match (&mut result, answers) {
+            (Ok(summary), Some(generation)) => self
+                .store
+                .finish_sync(calendar_id, worker, fence, generation)
+                .await
+                .map(|still_dirty| summary.still_dirty |= still_dirty),
+            _ => {
+                self.store
+                    .release_calendar(calendar_id, worker, fence)
+                    .await
+            }
+        };
+        if let Err(e) = released {
+            tracing::warn!(calendar_id, error = %e, "could not release the calendar's sync lease (or record the pass); it expires, and the calendar is synced again");
+            if let Ok(summary) = &mut result {
+                summary.still_dirty = true;
+            }
         }
         result.map(Some)
     }
@@ -253,6 +277,7 @@ impl Engine {
             verifications,
             replans: 0,
             resync,
+            still_dirty: false,
         })
     }
 

@@ -1407,3 +1407,239 @@ async fn a_recreate_interrupted_after_the_event_was_repointed_ends_with_one_meet
         "New agenda"
     );
 }
+
+/// A deployment moving from one provider to another (`confsync admin migrate-provider`): every
+/// future meeting (a single event, a weekly series with a moved instance, an event the user
+/// edits during the move) is recreated on the new provider through the recreate path, each
+/// event repointed with If-Match (the user's edit kept), the old meetings deleted at the OLD
+/// provider; a past meeting stays there and still gets its event's changes. A crash right after
+/// one event's PATCH landed, and a restart (a new engine over the same store), converge with no
+/// duplicate meeting and no orphan; a rerun queues nothing. Once the old provider's config is
+/// gone, its links' actions fail clearly (never sent to the new provider, never dropped).
+#[tokio::test]
+async fn every_future_meeting_moves_to_the_new_provider() {
+    use confsync_providers::ConferenceProvider;
+    let (mut h, _, calendar) = Harness::recreating().await;
+    let old = Arc::new(MemoryProvider::new("zoom", Capabilities::ALL));
+    let new = Arc::new(MemoryProvider::new("teams", Capabilities::ALL));
+    // One row at a time: the user's edit and the crash below meet the first move.
+    let config = || EngineConfig {
+        drain_concurrency: 1,
+        ..EngineConfig::default()
+    };
+    h.engine = Engine::new(h.store.clone(), calendar.clone(), old.clone(), config());
+    let (single, single_old) = h
+        .conferenced_event(ALICE, event_body("Planning", day_at_ten(3), 60))
+        .await;
+    let first = day_at_ten(4);
+    let mut body = event_body("Weekly", first, 30);
+    body["recurrence"] = json!(["RRULE:FREQ=WEEKLY;COUNT=4"]);
+    let (series, series_old) = h.conferenced_event(ALICE, body).await;
+    let (past, past_old) = h
+        .conferenced_event(ALICE, event_body("Retro", day_at_ten(-2), 60))
+        .await;
+    let (review, review_old) = h
+        .conferenced_event(ALICE, event_body("Review", day_at_ten(5), 45))
+        .await;
+    h.settle(&[ALICE]).await;
+    let series_id = id_of(&series);
+    // An exception of the series, recorded at the old provider.
+    let original = first + chrono::Duration::weeks(1);
+    let moved_start = original + chrono::Duration::hours(2);
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &instance_id(&series_id, original)),
+        Some(json!({
+            "start": {"dateTime": rfc3339(moved_start), "timeZone": "UTC"},
+            "end": {"dateTime": rfc3339(moved_start + chrono::Duration::minutes(30)), "timeZone": "UTC"},
+        })),
+    )
+    .await;
+    h.settle(&[ALICE]).await;
+    assert_eq!(old.meeting(&series_old).unwrap().occurrences.len(), 1);
+
+    // The switch: the new provider is current, the old one still configured as previous.
+    let engine_after_switch = || {
+        Engine::new(h.store.clone(), calendar.clone(), new.clone(), config())
+            .with_previous_providers([old.clone() as Arc<dyn ConferenceProvider>])
+    };
+    h.engine = engine_after_switch();
+    let before = h.engine.provider_moves(None, now_ms()).await.unwrap();
+    assert_eq!(
+        (before.to_move, before.ended, before.queued),
+        (3, 1, 0),
+        "{before:?}"
+    );
+    let queued = h
+        .engine
+        .queue_provider_moves(None, 100, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 3, "{queued:?}");
+    assert!(
+        h.engine
+            .queue_provider_moves(None, 100, now_ms())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a rerun queues nothing already queued"
+    );
+
+    // The first move meets a user's edit (412: re-read, patch again), and the process
+    // "crashes" right after its PATCH landed: that row is retried later.
+    *calendar.edit_before_next_patch.lock().unwrap() =
+        Some(json!({"description": "Edited during the move"}));
+    calendar
+        .crash_after_next_patch
+        .store(true, Ordering::Relaxed);
+    let interrupted = h.drain().await;
+    assert_eq!(interrupted.retried, 1, "{interrupted:?}");
+    assert_eq!(kind(&interrupted, "recreate"), 2, "{interrupted:?}");
+    let during = h.engine.provider_moves(None, now_ms()).await.unwrap();
+    assert_eq!((during.moved, during.queued), (2, 1), "{during:?}");
+
+    // A restart: a new engine over the same store resumes the interrupted move.
+    h.engine = engine_after_switch();
+    let resumed = h.engine.drain(now_ms() + 3_600_000).await.unwrap();
+    assert_eq!(kind(&resumed, "recreate"), 1, "{resumed:?}");
+    h.settle(&[ALICE]).await;
+    h.engine.drain(now_ms() + 3_600_000).await.unwrap();
+
+    // Exactly one live meeting per moved event, at the new provider; none made twice.
+    let mut live_new = live_meetings(&new);
+    live_new.sort();
+    assert_eq!(live_new.len(), 3, "{live_new:?}");
+    let creates = new.calls().iter().filter(|c| c.op == "create").count();
+    let distinct: std::collections::BTreeSet<_> = new
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "create")
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "one create key per move ({creates} calls)"
+    );
+    for (event, old_id) in [
+        (&single, &single_old),
+        (&series, &series_old),
+        (&review, &review_old),
+    ] {
+        let id = id_of(event);
+        let now = h.get_event(&id).await;
+        let new_id = now["conferenceData"]["conferenceId"]
+            .as_str()
+            .expect("a conference")
+            .to_owned();
+        assert!(live_new.contains(&new_id), "{id} shows {new_id}");
+        assert_shows(&now, &new, &new_id);
+        assert!(
+            old.meeting(old_id).unwrap().deleted,
+            "the old meeting of {id} is deleted at the old provider"
+        );
+        let old_link = h.store.link(old_id).await.unwrap().unwrap();
+        let new_link = h.store.link(&new_id).await.unwrap().unwrap();
+        assert!(old_link.deleted && !new_link.deleted);
+        assert_eq!(
+            (old_link.provider.as_str(), new_link.provider.as_str()),
+            ("zoom", "teams")
+        );
+        // The user's edit is kept, and the new meeting follows it.
+        let description = now["description"].as_str().unwrap_or_default();
+        assert_eq!(
+            new.meeting(&new_id).unwrap().spec.description,
+            description,
+            "{id}"
+        );
+    }
+    let edited: Vec<_> = {
+        let mut found = Vec::new();
+        for event in [&single, &series, &review] {
+            let now = h.get_event(&id_of(event)).await;
+            if now["description"] == "Edited during the move" {
+                found.push(now["summary"].clone());
+            }
+        }
+        found
+    };
+    assert_eq!(edited.len(), 1, "the racing edit landed once and was kept");
+    // The series' exception was replayed on its new meeting.
+    let series_new = h.get_event(&series_id).await["conferenceData"]["conferenceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        new.meeting(&series_new).unwrap().occurrences.len(),
+        1,
+        "the moved instance is replayed on the new meeting"
+    );
+    // The past meeting stays at the old provider, and its event's edits still reach it.
+    assert!(!old.meeting(&past_old).unwrap().deleted);
+    assert_eq!(
+        h.get_event(&id_of(&past)).await["conferenceData"]["conferenceId"],
+        json!(past_old)
+    );
+    let after = h.engine.provider_moves(None, now_ms()).await.unwrap();
+    assert_eq!(
+        (
+            after.to_move,
+            after.queued,
+            after.moved,
+            after.failed,
+            after.ended
+        ),
+        (0, 0, 3, 0, 1),
+        "{after:?}"
+    );
+    assert!(
+        h.engine
+            .queue_provider_moves(None, 100, now_ms())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a rerun after the move queues nothing"
+    );
+    h.ok(
+        ALICE,
+        Method::PATCH,
+        &Harness::event_path(ALICE, &id_of(&past)),
+        Some(json!({"summary": "Retro (notes)"})),
+    )
+    .await;
+    let (_, drained) = h.settle(&[ALICE]).await;
+    assert_eq!(kind(&drained, "update"), 1, "{drained:?}");
+    assert_eq!(old.meeting(&past_old).unwrap().spec.title, "Retro (notes)");
+
+    // The old provider's config is removed: its link's actions wait (parked, no attempt used),
+    // visibly, naming it; never sent to the new provider, never dropped.
+    h.engine = Engine::new(h.store.clone(), calendar.clone(), new.clone(), config());
+    let new_calls = new.calls().len();
+    h.ok(
+        ALICE,
+        Method::DELETE,
+        &Harness::event_path(ALICE, &id_of(&past)),
+        None,
+    )
+    .await;
+    let (_, drained) = h.settle(&[ALICE]).await;
+    assert_eq!((drained.failed, drained.retried), (0, 1), "{drained:?}");
+    let waiting = h.store.outbox_of(&past_old).await.unwrap();
+    let delete = waiting.last().unwrap();
+    assert_eq!(delete.state, confsync_store::OutboxState::Pending);
+    assert_eq!(delete.attempts, 0, "no attempt used");
+    assert!(
+        delete
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("\"zoom\"")),
+        "{delete:?}"
+    );
+    assert_eq!(
+        new.calls().len(),
+        new_calls,
+        "nothing sent to the new provider"
+    );
+    assert!(!old.meeting(&past_old).unwrap().deleted);
+}

@@ -171,6 +171,8 @@ struct GateStats {
 /// answer may be lost), checks "never delete a live event's meeting" at the moment of the call,
 /// and can crash after a call succeeded (the outbox must repeat it safely).
 struct Watched {
+    /// The provider's name (links record it): `sim`, and `sim2` once the deployment moved.
+    name: &'static str,
     inner: MemoryProvider,
     shared: Arc<Shared>,
     ledger: Arc<Mutex<Ledger>>,
@@ -255,7 +257,7 @@ fn live_event_with(shared: &Shared, conference_id: &str) -> Option<(String, Valu
 
 impl ConferenceProvider for Watched {
     fn name(&self) -> &str {
-        "sim"
+        self.name
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -590,7 +592,13 @@ struct Sim {
     engine: Arc<Engine>,
     store: Store,
     config: EngineConfig,
+    /// The current provider: `sim`, then `sim2` once the deployment moves to it (a random step,
+    /// `migrate`), `sim` staying configured as the previous provider.
     provider: Arc<Watched>,
+    /// Both providers, the first one first (checks look at every meeting of either).
+    providers: [Arc<Watched>; 2],
+    /// The conferences whose move to `sim2` was queued.
+    moves: BTreeSet<String>,
     calendar: Arc<Flaky>,
     ledger: Arc<Mutex<Ledger>>,
     calendars: Vec<String>,
@@ -698,15 +706,20 @@ impl Sim {
             ..Triggers::default()
         }));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let provider = Arc::new(Watched {
-            inner: MemoryProvider::new("sim", Capabilities::ALL),
-            shared: shared.clone(),
-            ledger: ledger.clone(),
-            crash_after_call: Mutex::new(0),
-            baton: baton.clone(),
-            stats: stats.clone(),
-            created_by: Mutex::new(BTreeMap::new()),
-        });
+        let watched = |name: &'static str| {
+            Arc::new(Watched {
+                name,
+                inner: MemoryProvider::new(name, Capabilities::ALL),
+                shared: shared.clone(),
+                ledger: ledger.clone(),
+                crash_after_call: Mutex::new(0),
+                baton: baton.clone(),
+                stats: stats.clone(),
+                created_by: Mutex::new(BTreeMap::new()),
+            })
+        };
+        let provider = watched("sim");
+        let providers = [provider.clone(), watched("sim2")];
         let expected_summary = Arc::new(Mutex::new(BTreeMap::new()));
         let calendar = Arc::new(Flaky {
             inner: EmulatorCalendar::new(shared.clone(), None),
@@ -772,6 +785,8 @@ impl Sim {
             store,
             config,
             provider,
+            providers,
+            moves: BTreeSet::new(),
             calendar,
             ledger,
             calendars: vec![ALICE.to_owned(), team, BOB.to_owned()],
@@ -901,11 +916,12 @@ impl Sim {
         // The add-on made the meeting from the event as it was created.
         let spec = Snapshot::from_json(&created).unwrap().spec.unwrap();
         self.provider.inner.insert(&meeting_id, spec.clone());
+        let provider = self.provider.name.to_owned();
         let id = created["id"].as_str().unwrap().to_owned();
         // ... and linked it, as the add-on API does.
         let link = Link {
             conference_id: meeting_id.clone(),
-            provider: "sim".into(),
+            provider,
             calendar_id: cal.clone(),
             event_id: id.clone(),
             spec,
@@ -1281,12 +1297,7 @@ impl Sim {
         // The new process is a new worker: the dead one's claims expire by the clock.
         self.generation += 1;
         self.config.worker = format!("sim-worker-{}", self.generation);
-        self.engine = Arc::new(Engine::new(
-            self.store.clone(),
-            self.calendar.clone(),
-            self.provider.clone(),
-            self.config.clone(),
-        ));
+        self.engine = Arc::new(self.new_engine());
         self.startup_work().await;
     }
 
@@ -1322,13 +1333,61 @@ impl Sim {
         }
     }
 
+    /// The engine of this process: the current provider, and the first one as the previous
+    /// provider once the deployment moved.
+    fn new_engine(&self) -> Engine {
+        let engine = Engine::new(
+            self.store.clone(),
+            self.calendar.clone(),
+            self.provider.clone(),
+            self.config.clone(),
+        );
+        if self.provider.name == "sim" {
+            engine
+        } else {
+            engine
+                .with_previous_providers([self.providers[0].clone() as Arc<dyn ConferenceProvider>])
+        }
+    }
+
+    /// The operator moves the deployment to `sim2` (once: the process restarts with the new
+    /// configuration, a new worker) and queues a few moves (`confsync admin migrate-provider
+    /// --limit N`); later calls queue more, a rerun never queues one twice.
+    async fn migrate(&mut self) {
+        if self.provider.name == "sim" {
+            // A configuration reload: tasks already running finish on the engine they started
+            // with (as a worker still on the old configuration would); new ones use sim2.
+            self.provider = self.providers[1].clone();
+            self.engine = Arc::new(self.new_engine());
+            self.log("the deployment moved to provider sim2");
+        }
+        let limit = 1 + self.rng.below(3) as i64;
+        let queued = self
+            .engine
+            .queue_provider_moves(None, limit, self.now_ms)
+            .await
+            .unwrap();
+        for m in &queued {
+            if !self.moves.insert(m.conference_id.clone()) {
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .violations
+                    .push(format!("the move of {} was queued twice", m.conference_id));
+            }
+        }
+        self.log(&format!("migrate-provider: {} moves queued", queued.len()));
+        self.spawn_drain().await;
+    }
+
     async fn step(&mut self) {
         self.record_triggers().await;
         let live = self.live_events();
         let pick = |rng: &mut Rng, v: &Vec<(String, String, bool)>| {
             v.get(rng.below(v.len() as u64) as usize).cloned()
         };
-        match self.rng.below(26) {
+        match self.rng.below(27) {
+            26 => self.migrate().await,
             // The add-on API path is part of the concurrent model (SIM_CONCURRENT).
             24 | 25 if self.concurrent => self.addon_start().await,
             24 | 25 => self.create_event().await,
@@ -1611,7 +1670,9 @@ impl Sim {
         self.faults = false;
         *self.calendar.crash_after_lists.lock().unwrap() = None;
         *self.calendar.crash_after_patch.lock().unwrap() = false;
-        *self.provider.crash_after_call.lock().unwrap() = 0;
+        for p in &self.providers {
+            *p.crash_after_call.lock().unwrap() = 0;
+        }
         self.finish_all().await;
         // The service's periodic clean-up of creates whose meeting never showed up in an event
         // (the add-on gave up after a lost answer, or the user closed the event unsaved) runs
@@ -1667,7 +1728,9 @@ impl Sim {
     async fn quiesce(&mut self) {
         *self.calendar.crash_after_lists.lock().unwrap() = None;
         *self.calendar.crash_after_patch.lock().unwrap() = false;
-        *self.provider.crash_after_call.lock().unwrap() = 0;
+        for p in &self.providers {
+            *p.crash_after_call.lock().unwrap() = 0;
+        }
         for _ in 0..20 {
             self.set_now(self.now_ms + 3_600_000);
             for cal in self.calendars.clone() {
@@ -1702,7 +1765,8 @@ impl Sim {
     }
     async fn check(&self) -> Vec<String> {
         let mut violations = std::mem::take(&mut self.ledger.lock().unwrap().violations);
-        let meetings = self.provider.inner.meetings();
+        let mut meetings = self.providers[0].inner.meetings();
+        meetings.extend(self.providers[1].inner.meetings());
         if self.trace {
             for cal in &self.calendars {
                 for letter in self.store.dead_letters(cal).await.unwrap_or_default() {
@@ -1710,7 +1774,7 @@ impl Sim {
                 }
             }
             // The end state, for a replayed seed: each meeting, its link and its outbox.
-            for call in self.provider.inner.calls() {
+            for call in self.providers.iter().flat_map(|p| p.inner.calls()) {
                 if call.op == "create" {
                     eprintln!("create call {} succeeded={}", call.key, call.succeeded);
                 }
@@ -1851,13 +1915,13 @@ impl Sim {
             });
             // Made by the add-on API whose answer never reached the add-on (no link stored).
             let from_api = link.is_none()
-                && self
-                    .provider
-                    .created_by
-                    .lock()
-                    .unwrap()
-                    .get(meeting_id)
-                    .is_some_and(|key| key.starts_with("create:"));
+                && self.providers.iter().any(|p| {
+                    p.created_by
+                        .lock()
+                        .unwrap()
+                        .get(meeting_id)
+                        .is_some_and(|key| key.starts_with("create:"))
+                });
             let from_api = if from_api { " (add-on API create)" } else { "" };
             if !pending_delete {
                 violations.push(format!(
@@ -1868,6 +1932,36 @@ impl Sim {
                         .map(|r| (r.state, r.action.kind()))
                         .collect::<Vec<_>>()
                 ));
+            }
+        }
+        // Every queued move ended: the old link is deleted (moved, or its event is gone), and
+        // a live link names the provider that made its meeting.
+        for conference_id in &self.moves {
+            if let Some(link) = self.store.link(conference_id).await.unwrap()
+                && !link.deleted
+            {
+                let rows = self.store.outbox_of(conference_id).await.unwrap();
+                violations.push(format!(
+                    "the move of {conference_id} did not finish: its link is live on {} (outbox: {:?})",
+                    link.provider,
+                    rows.iter().map(|r| (r.state, r.action.kind())).collect::<Vec<_>>()
+                ));
+            }
+        }
+        for provider in &self.providers {
+            for (meeting_id, meeting) in provider.inner.meetings() {
+                if meeting.deleted {
+                    continue;
+                }
+                if let Some(link) = self.store.link(&meeting_id).await.unwrap()
+                    && !link.deleted
+                    && link.provider != provider.name
+                {
+                    violations.push(format!(
+                        "the link of {meeting_id} names provider {}, but {} made it",
+                        link.provider, provider.name
+                    ));
+                }
             }
         }
         let expected = self.expected_summary.lock().unwrap().clone();
@@ -1968,7 +2062,7 @@ async fn run_seed(seed: u64, trace: bool, postgres: bool) -> (Vec<String>, Cover
             .into_iter()
             .map(|v| format!("[after syncing every calendar] {v}")),
     );
-    let calls = sim.provider.inner.calls();
+    let calls: Vec<_> = sim.providers.iter().flat_map(|p| p.inner.calls()).collect();
     // Creates of the recreate path (the add-on's creates have keys of their own).
     let created: BTreeSet<&str> = calls
         .iter()
@@ -1978,7 +2072,9 @@ async fn run_seed(seed: u64, trace: bool, postgres: bool) -> (Vec<String>, Cover
     // Old meetings deleted because the event shows another conference: in this model, only
     // the recreate path replaces a conference.
     let mut replaced = 0;
-    for meeting_id in sim.provider.inner.meetings().keys() {
+    let mut all_meetings = sim.providers[0].inner.meetings();
+    all_meetings.extend(sim.providers[1].inner.meetings());
+    for meeting_id in all_meetings.keys() {
         let rows = sim.store.outbox_of(meeting_id).await.unwrap();
         if rows.iter().any(|r| {
             r.state == confsync_store::OutboxState::Done

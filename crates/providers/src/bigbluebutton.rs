@@ -507,6 +507,16 @@ impl ConferenceProvider for BigBlueButtonProvider {
         PROVIDER
     }
 
+    /// A signed `getMeetings` (it lists, never creates): the server answers SUCCESS only when
+    /// the checksum, made with the shared secret and the configured algorithm, is accepted.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            self.served.check_store().await?;
+            self.call("getMeetings", &[]).await?;
+            Ok("bigbluebutton: a signed getMeetings was accepted (shared secret and checksum algorithm); the meetings' store answers".to_owned())
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         served::CAPABILITIES
     }

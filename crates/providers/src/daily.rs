@@ -615,6 +615,34 @@ impl ConferenceProvider for DailyProvider {
         PROVIDER
     }
 
+    /// `GET /rooms?limit=1` with the API key: the key is accepted by the domain it belongs to.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let request = self
+                .client
+                .get(format!("{}/rooms", self.base_url))
+                .query(&[("limit", "1")])
+                .bearer_auth(self.api_key.expose());
+            let answer = http::send(PROVIDER, request).await?;
+            if !answer.is_success() {
+                return Err(answer.error());
+            }
+            #[derive(Deserialize)]
+            struct Listing {
+                data: Option<Vec<Value>>,
+            }
+            let listing: Listing = answer.json()?;
+            if listing.data.is_none() {
+                return Err(ProviderError::Transient {
+                    provider: PROVIDER.into(),
+                    detail: format!("{}: the room listing has no data", answer.describe()),
+                    retry_after: None,
+                });
+            }
+            Ok("daily: API key accepted (GET /rooms?limit=1)".to_owned())
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             title: false,

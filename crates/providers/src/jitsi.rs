@@ -616,6 +616,34 @@ impl ConferenceProvider for JitsiProvider {
         PROVIDER
     }
 
+    /// Jitsi has no API to ask: the meetings' store answers a read, and with JWT auth a token
+    /// is signed locally with the configured key (whether the Jitsi deployment accepts it can
+    /// only be seen by joining).
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            self.served.check_store().await?;
+            let Some(jwt) = &self.jwt else {
+                return Ok(
+                    "jitsi: no API to ask; the meetings' store answers; no JWT configured (open rooms)"
+                        .to_owned(),
+                );
+            };
+            let now = Utc::now().timestamp();
+            sign(
+                jwt,
+                &json!({"aud": jwt.audience, "iss": jwt.app_id, "sub": jwt.subject,
+                        "room": "confsync-doctor", "nbf": now, "exp": now + 60}),
+            )?;
+            let alg = match jwt.signer {
+                Signer::Hs256(_) => "HS256",
+                Signer::Rs256(_) => "RS256",
+            };
+            Ok(format!(
+                "jitsi: no API to ask; the meetings' store answers; a {alg} token was signed with the configured key (whether the deployment accepts it shows at the first join)"
+            ))
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         served::CAPABILITIES
     }
@@ -811,6 +839,15 @@ pub(crate) mod served {
                 meeting_id: made.meeting_id,
                 join_url: made.join_url,
             })
+        }
+
+        /// The store holding the meetings answers a read (`confsync doctor`).
+        pub async fn check_store(&self) -> Result<(), ProviderError> {
+            self.store
+                .meeting("confsync-doctor-check")
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(e))
         }
 
         /// The meeting, deleted or not; NotFound if unknown or another provider's.

@@ -161,6 +161,21 @@ pub trait ConferenceProvider: Send + Sync {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
+    /// A harmless read that proves the configuration works (`confsync doctor`): the
+    /// credentials are accepted and the account or user the adapter acts for is there. Answers
+    /// a short description of what was checked (no secret in it); a failure is classified like
+    /// any other call's (a refused credential is [`ProviderError::Reauth`] or
+    /// [`ProviderError::Permanent`]). Never creates, changes or deletes anything. The default,
+    /// for adapters with nothing to ask, says so.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            Ok(format!(
+                "{}: nothing to ask (no remote account to check)",
+                self.name()
+            ))
+        })
+    }
+
     /// For providers whose join link points at confsync (`{public_url}join/{meeting_id}`):
     /// what to do when someone opens it. `None` (the default): confsync does not serve this
     /// provider's links.

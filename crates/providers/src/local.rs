@@ -130,6 +130,17 @@ impl ConferenceProvider for LocalProvider {
         "local"
     }
 
+    /// Nothing remote: the meetings live in confsync's store, which must answer a read.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            self.store
+                .meeting("confsync-doctor-check")
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok("local: built in; its meetings' store answers".to_owned())
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }

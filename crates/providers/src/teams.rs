@@ -625,6 +625,34 @@ impl ConferenceProvider for TeamsProvider {
         NAME
     }
 
+    /// The client-credentials token, the organizer's object id (a UPN resolved as for every
+    /// call), then the organizer read from the directory (`GET /users/{id}?$select=id`). Without
+    /// `User.Read.All` the directory answers 403: the token is then all that was checked, and
+    /// the answer says so. The application access policy cannot be checked without making a
+    /// meeting.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let id = self.object_id().await?.to_owned();
+            match self.user_exists().await? {
+                Some(true) => Ok(format!(
+                    "teams: token for tenant {} accepted; organizer {id} found in the directory (the application access policy is not checked: that needs a meeting)",
+                    self.config.tenant_id
+                )),
+                Some(false) => Err(ProviderError::Permanent {
+                    provider: NAME.into(),
+                    detail: format!(
+                        "the organizer {:?} (user_id) does not exist in the tenant",
+                        self.config.user_id
+                    ),
+                }),
+                None => Ok(format!(
+                    "teams: token for tenant {} accepted; the organizer was not checked (the directory needs User.Read.All)",
+                    self.config.tenant_id
+                )),
+            }
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             title: true,

@@ -1045,6 +1045,37 @@ impl ConferenceProvider for WebexProvider {
         NAME
     }
 
+    /// `GET /people/me` with the configured token (refreshed first in the refresh-token mode,
+    /// as at every start of the service): the token is accepted and names a person.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let url = format!("{}/people/me", self.base_url);
+            let answer = self
+                .call(|token| self.client.get(&url).bearer_auth(token))
+                .await?;
+            if !answer.is_success() {
+                return Err(self.error(&answer));
+            }
+            #[derive(Deserialize)]
+            struct Person {
+                id: Option<String>,
+            }
+            let person: Person = answer.json_redacted()?;
+            if person.id.as_deref().is_none_or(str::is_empty) {
+                return Err(ProviderError::Transient {
+                    provider: NAME.into(),
+                    detail: format!("{}: /people/me has no id", answer.status_line()),
+                    retry_after: None,
+                });
+            }
+            let on_behalf = match &self.config.host_email {
+                Some(host) => format!(", scheduling on behalf of {host}"),
+                None => String::new(),
+            };
+            Ok(format!("webex: token accepted (GET /people/me){on_behalf}"))
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }

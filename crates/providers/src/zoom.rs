@@ -919,6 +919,48 @@ impl ConferenceProvider for ZoomProvider {
         NAME
     }
 
+    /// The Server-to-Server token, then one item of the host's meeting listing (`GET
+    /// /users/{user_id}/meetings?type=..&page_size=1`): the very route and scope every create
+    /// depends on (its reconciliation), where `GET /users/{id}` would need a `user:read` scope
+    /// the adapter otherwise never uses.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/users/{}/meetings",
+                self.base_url,
+                path_segment(&self.config.user_id)
+            );
+            let answer = self
+                .call(|token| {
+                    self.client
+                        .get(&url)
+                        .query(&[
+                            ("type", self.config.reconcile_list_type.as_str()),
+                            ("page_size", "1"),
+                        ])
+                        .bearer_auth(token)
+                })
+                .await?;
+            if answer.status == 404 {
+                return Err(ProviderError::Permanent {
+                    provider: NAME.into(),
+                    detail: format!(
+                        "the host user {:?} (user_id) does not exist: {}",
+                        self.config.user_id,
+                        answer.describe()
+                    ),
+                });
+            }
+            if !answer.is_success() {
+                return Err(zoom_error(&answer));
+            }
+            Ok(format!(
+                "zoom: token for account {} accepted; meetings of user {} listed",
+                self.config.account_id, self.config.user_id
+            ))
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }

@@ -145,6 +145,23 @@ async fn handle(
             );
         }
     };
+    // `getMeetings` (API reference): no parameters; SUCCESS with the running meetings, or an
+    // empty list with messageKey noMeetings.
+    if call == "getMeetings" {
+        if !params.is_empty() {
+            return app
+                .fake
+                .problem(format!("getMeetings with parameters {params:?}"));
+        }
+        let running = app.running.lock().unwrap().len();
+        return if running == 0 {
+            xml(
+                "<returncode>SUCCESS</returncode><meetings/><messageKey>noMeetings</messageKey><message>no meetings were found on this server</message>",
+            )
+        } else {
+            xml("<returncode>SUCCESS</returncode><meetings><meeting/></meetings>")
+        };
+    }
     let Some(meeting_id) = params.get("meetingID").cloned() else {
         return app.fake.problem(format!("{call} without meetingID"));
     };
@@ -663,5 +680,36 @@ async fn a_repeated_create_answered_id_not_unique_still_joins() {
         .filter(|l| l.ends_with("/getMeetingInfo"))
         .count();
     assert_eq!(infos, 1);
+    app.fake.assert_clean();
+}
+
+#[tokio::test]
+async fn the_doctor_check_is_a_signed_get_meetings_and_tells_a_wrong_secret() {
+    for sha in [Sha::One, Sha::Two56, Sha::Five12] {
+        let (app, _, p) = bbb(sha, json!({})).await;
+        let what = p.check().await.unwrap();
+        assert!(what.contains("getMeetings"), "{what}");
+        assert_eq!(
+            app.fake
+                .lines()
+                .iter()
+                .filter(|l| l.as_str() == "GET /bigbluebutton/api/getMeetings")
+                .count(),
+            1
+        );
+        app.fake.assert_clean();
+    }
+    let (app, _, wrong) = bbb(
+        Sha::Two56,
+        json!({"shared_secret": "not-the-secret-at-all"}),
+    )
+    .await;
+    let err = wrong.check().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(!err.to_string().contains("not-the-secret-at-all"), "{err}");
+    // A server that expects another algorithm refuses the same way.
+    let (_, _, other) = bbb(Sha::Two56, json!({"checksum": "sha1"})).await;
+    assert!(other.check().await.is_err());
     app.fake.assert_clean();
 }

@@ -122,6 +122,24 @@ async fn handle(
         return app.fake.problem("POST without JSON content type".into());
     }
     match (seen.method.as_str(), path) {
+        // "List rooms": `limit` 1..=100 (default 100), `{total_count, data}`.
+        ("GET", "") => {
+            let limit = seen
+                .query
+                .as_deref()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|p| p.strip_prefix("limit="))
+                .map(|l| l.parse::<usize>());
+            let limit = match limit {
+                None => 100,
+                Some(Ok(l)) if (1..=100).contains(&l) => l,
+                Some(_) => return app.fake.problem(format!("bad limit in {}", seen.line())),
+            };
+            let rooms = app.rooms.lock().unwrap();
+            let data: Vec<Value> = rooms.values().take(limit).cloned().collect();
+            Canned::json(200, json!({"total_count": rooms.len(), "data": data})).into_response()
+        }
         ("POST", "") => {
             let name = body["name"].as_str().unwrap_or_default().to_owned();
             if !valid_name(&name) {
@@ -664,5 +682,27 @@ async fn a_429_on_delete_holds_later_deletes_back() {
         "{:?}",
         second - first
     );
+    app.fake.assert_clean();
+}
+
+#[tokio::test]
+async fn the_doctor_check_lists_one_room_and_tells_a_refused_key() {
+    let (app, p) = daily(json!({})).await;
+    p.create(&meeting_spec(), "conf-1/create").await.unwrap();
+    let what = p.check().await.unwrap();
+    assert!(what.contains("API key accepted"), "{what}");
+    let listings: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.line() == "GET /v1/rooms")
+        .collect();
+    assert_eq!(listings.len(), 1, "{:?}", app.fake.lines());
+    assert_eq!(listings[0].query.as_deref(), Some("limit=1"));
+    let (_, wrong) = daily(json!({"api_key": "not-the-key"})).await;
+    let err = wrong.check().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Reauth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("not-the-key"), "{err}");
+    no_secret(&err);
     app.fake.assert_clean();
 }

@@ -611,3 +611,19 @@ async fn config_is_validated_without_quoting_secrets() {
     let p = JitsiProvider::new(make(None, json!({})).unwrap(), store.clone()).unwrap();
     assert_eq!(p.name(), "jitsi");
 }
+
+#[tokio::test]
+async fn the_doctor_check_signs_a_token_locally_and_reads_the_store() {
+    let (_, open) = jitsi(None).await;
+    let what = open.check().await.unwrap();
+    assert!(what.contains("no JWT"), "{what}");
+    let (store, p) = jitsi(hs256()).await;
+    let what = p.check().await.unwrap();
+    assert!(what.contains("HS256"), "{what}");
+    assert!(!what.contains(APP_SECRET), "{what}");
+    // A key that does not parse never gets this far: the adapter refuses it at start (tested
+    // above); a store that does not answer fails the check.
+    store.close().await;
+    let err = p.check().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+}

@@ -30,6 +30,8 @@ struct Graph {
     next_id: u32,
     /// The organizer was removed from the tenant.
     user_deleted: bool,
+    /// The app has no User.Read.All: the directory answers 403 (user-get.md, "Permissions").
+    no_user_read: bool,
 }
 
 fn is_guid(s: &str) -> bool {
@@ -71,6 +73,13 @@ fn handle(graph: &mut Graph, r: &Request, v: &mut Vec<String>) -> Reply {
             return bad_request(
                 v,
                 format!("{} {}: expected GET $select=id", r.method, r.path),
+            );
+        }
+        if graph.no_user_read {
+            return graph_error(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
             );
         }
         let known = !graph.user_deleted && (user == ORGANIZER || user == ORGANIZER_ID);
@@ -779,5 +788,40 @@ async fn a_cancelled_meetings_lobby_is_locked_before_the_delete() {
     fake.clear_requests();
     plain.delete(&m.meeting_id, "d").await.unwrap();
     assert_eq!(fake.count("PATCH", "/v1.0/"), 0);
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn the_doctor_check_reads_the_organizer_and_tells_refused_credentials() {
+    let fake = fake().await;
+    let what = provider(&fake).check().await.unwrap();
+    assert!(what.contains("found in the directory"), "{what}");
+    assert_eq!(fake.count("GET", &format!("/v1.0/users/{ORGANIZER_ID}")), 1);
+    // A UPN is resolved first, as for every call.
+    let mut by_upn = config(&fake);
+    by_upn.user_id = ORGANIZER.into();
+    assert!(TeamsProvider::new(by_upn).unwrap().check().await.is_ok());
+
+    let mut wrong = config(&fake);
+    wrong.client_secret = Secret::new("not-the-secret");
+    let err = TeamsProvider::new(wrong)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Reauth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+
+    fake.with(|g| g.user_deleted = true);
+    let err = provider(&fake).check().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+
+    // Without User.Read.All only the token is checked, and the answer says so.
+    fake.with(|g| {
+        g.user_deleted = false;
+        g.no_user_read = true;
+    });
+    let what = provider(&fake).check().await.unwrap();
+    assert!(what.contains("User.Read.All"), "{what}");
     fake.assert_no_violations();
 }

@@ -59,6 +59,14 @@ fn handle(w: &mut Webex, r: &Request, v: &mut Vec<String>) -> Reply {
             "The request requires a valid access token set in the Authorization request header.",
         );
     }
+    // "Get My Own Details" (people API): the token's person; takes no hostEmail.
+    if r.is("GET", "/v1/people/me") {
+        return Reply::json(
+            200,
+            json!({"id": "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9hbGljZQ", "emails": ["alice@example.com"],
+                   "displayName": "Alice", "type": "person"}),
+        );
+    }
     if let Some(host) = w.host_email.clone() {
         let sent = r
             .query("hostEmail")
@@ -1162,5 +1170,37 @@ async fn refused_creates_are_not_retried_and_attempts_are_capped() {
         posts,
         "no call past the cap"
     );
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn the_doctor_check_asks_who_the_token_is_and_tells_refused_credentials() {
+    let fake = fake().await;
+    let what = provider(&fake).check().await.unwrap();
+    assert!(what.contains("/people/me"), "{what}");
+    assert_eq!(fake.count("GET", "/v1/people/me"), 1);
+    // The refresh-token mode refreshes first, then asks.
+    oauth_provider(&fake).check().await.unwrap();
+    assert_eq!(fake.count("POST", "/v1/access_token"), 1);
+
+    let mut wrong = WebexConfig::with_token(Secret::new("expired-or-wrong"));
+    wrong.base_url = format!("{}/v1/", fake.url);
+    let err = WebexProvider::new(wrong)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Reauth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("expired-or-wrong"), "{err}");
+
+    let mut wrong =
+        WebexConfig::with_refresh(CLIENT_ID, Secret::new("wrong"), Secret::new(REFRESH));
+    wrong.base_url = format!("{}/v1", fake.url);
+    let err = WebexProvider::new(wrong)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Reauth { .. }), "{err:?}");
     fake.assert_no_violations();
 }

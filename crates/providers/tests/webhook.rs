@@ -467,3 +467,15 @@ async fn a_410_on_a_change_asks_for_a_new_meeting_and_a_410_on_delete_is_done() 
         .expect("a gone meeting is deleted");
     app.fake.assert_clean();
 }
+
+#[tokio::test]
+async fn the_doctor_check_sends_nothing_and_says_so() {
+    let (app, url) = receiver(&["s3cret-webhook-0123456789"]).await;
+    let what = provider(&url, "s3cret-webhook-0123456789")
+        .check()
+        .await
+        .unwrap();
+    assert!(what.starts_with("webhook: not checked"), "{what}");
+    assert!(!what.contains("s3cret"), "{what}");
+    assert!(app.fake.requests().is_empty(), "a check must not act");
+}

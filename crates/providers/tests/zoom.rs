@@ -59,6 +59,10 @@ fn handle(zoom: &mut Zoom, r: &Request, v: &mut Vec<String>) -> Reply {
     match (r.method.as_str(), segments.as_slice()) {
         ("POST", ["users", "me", "meetings"]) => create(zoom, r, v),
         ("GET", ["users", "me", "meetings"]) => list(zoom, r, v),
+        // Any other user: Zoom's "User does not exist" (code 1001).
+        ("GET", ["users", user, "meetings"]) => {
+            zoom_error(404, 1001, &format!("User does not exist: {user}."))
+        }
         (method, ["meetings", id]) => {
             let Ok(id) = id.parse::<u64>() else {
                 return zoom_error(404, 3001, "Meeting does not exist.");
@@ -966,4 +970,42 @@ fn config_is_validated_with_precise_messages() {
     assert!(with("default_time_zone", json!("Mars/Base")).contains("Mars/Base"));
     assert!(with("base_url", json!("api.zoom.us")).contains("base_url"));
     assert!(with("reconcile_list_type", json!("live")).contains("reconcile_list_type"));
+}
+
+#[tokio::test]
+async fn the_doctor_check_lists_one_meeting_and_tells_refused_credentials_and_a_missing_host() {
+    let fake = fake().await;
+    let what = provider(&fake).check().await.unwrap();
+    assert!(what.contains("account acc-1"), "{what}");
+    let listed = fake.requests_to("GET", "/v2/users/me/meetings");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].query("page_size"), Some("1"));
+    assert_eq!(listed[0].query("type"), Some("upcoming"));
+    assert!(!what.contains(CLIENT_SECRET));
+
+    let mut config = ZoomConfig::new(ACCOUNT, CLIENT_ID, Secret::new("wrong-secret"));
+    config.base_url = format!("{}/v2/", fake.url);
+    config.oauth_url = format!("{}/oauth/token", fake.url);
+    let err = ZoomProvider::new(config)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Reauth { .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid_client"), "{err}");
+
+    let mut config = ZoomConfig::new(ACCOUNT, CLIENT_ID, Secret::new(CLIENT_SECRET));
+    config.base_url = format!("{}/v2/", fake.url);
+    config.oauth_url = format!("{}/oauth/token", fake.url);
+    config.user_id = "nobody@example.com".into();
+    let err = ZoomProvider::new(config)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Permanent { detail, .. } if detail.contains("nobody@example.com")),
+        "{err:?}"
+    );
+    fake.assert_no_violations();
 }

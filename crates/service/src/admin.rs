@@ -6,6 +6,16 @@
 //! - `POST /v1/admin/actions/{id}/retry`: a failed (or put-off) action runs again now;
 //! - `POST /v1/admin/actions/{id}/drop`: a failed or pending action is given up;
 //! - `POST /v1/admin/calendars/{calendarId}/resync`: a full sync of the calendar, now;
+//! - `POST /v1/admin/calendars/{calendarId}/forget`: confsync stops syncing the calendar (its
+//!   push channels stopped at Google, its sync state, links, outbox rows and dead letters
+//!   removed, its create intents retired; see `confsync_store::Store::forget_calendar`). The
+//!   meetings stay at the provider: forgetting is not cancelling. 409 while one of its
+//!   actions runs at the provider under a worker's claim, or a worker syncs it;
+//! - `GET /v1/admin/provider/migration?calendarId=...`: where a move of every meeting to the
+//!   current provider stands (counts);
+//! - `POST /v1/admin/provider/migrate?dryRun=true&calendarId=...&limit=N` (N up to 10000, 1000
+//!   by default): queues moves of meetings made by a previous provider to the current one (the
+//!   recreate path), and answers the counts;
 //! - `GET /v1/admin/keys`, `DELETE /v1/admin/keys/{name}`: the API keys, revoked by name.
 
 use std::sync::Arc;
@@ -31,6 +41,9 @@ pub fn routes() -> Router<Arc<Service>> {
         .route("/actions/{id}/retry", post(retry_action))
         .route("/actions/{id}/drop", post(drop_action))
         .route("/calendars/{calendarId}/resync", post(resync))
+        .route("/calendars/{calendarId}/forget", post(forget))
+        .route("/provider/migration", get(migration))
+        .route("/provider/migrate", post(migrate))
         .route("/keys", get(list_keys))
         .route("/keys/{name}", delete(revoke_key))
 }
@@ -272,5 +285,193 @@ async fn revoke_key(
             axum::Json(json!({"name": name, "revoked": true})).into_response()
         }
         Err(e) => store_error(e),
+    }
+}
+
+async fn forget(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    Path(calendar_id): Path<String>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    if let Some(invalid) = crate::invalid_ids(&[(crate::IdKind::Calendar, &calendar_id)]) {
+        return invalid;
+    }
+    let forgotten = match service.store.forget_calendar(&calendar_id, now_ms()).await {
+        Ok(forgotten) => forgotten,
+        Err(StoreError::NotFound { .. }) => {
+            return conference_error(
+                StatusCode::NOT_FOUND,
+                "PERMANENT",
+                "confsync does not sync this calendar",
+            );
+        }
+        Err(StoreError::Conflict { detail, .. }) => {
+            return conference_error(
+                StatusCode::CONFLICT,
+                "TEMPORARY",
+                format!("calendar {calendar_id} not forgotten: {detail}"),
+            );
+        }
+        Err(e) => return store_error(e),
+    };
+    // Stopped at Google now; one that fails is stopped as an orphan when it next notifies
+    // (its record is gone), or expires by itself.
+    let stopped = match &service.channels {
+        Some(channels) => channels.stop_forgotten(&forgotten.live_channels).await,
+        None => 0,
+    };
+    info!(
+        key = %caller.name,
+        calendar_id,
+        links = forgotten.links,
+        pending = forgotten.pending_rows,
+        channels_stopped = stopped,
+        "admin: calendar forgotten (its meetings stay at the provider)"
+    );
+    axum::Json(json!({
+        "calendarId": calendar_id,
+        "forgotten": true,
+        "links": forgotten.links,
+        "meetingsKept": forgotten.live_links,
+        "outboxRows": forgotten.outbox_rows,
+        "pendingActionsDropped": forgotten.pending_rows,
+        "createIntentsRetired": forgotten.intents,
+        "deadLetters": forgotten.dead_letters,
+        "channelsStopped": stopped,
+        "channelsLeftToExpire": forgotten.live_channels.len() - stopped,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MigrateQuery {
+    dry_run: Option<bool>,
+    calendar_id: Option<String>,
+    limit: Option<i64>,
+}
+
+fn moves_json(
+    service: &Service,
+    moves: &confsync_store::ProviderMoves,
+    calendar_id: Option<&str>,
+) -> serde_json::Value {
+    let engine = service.scheduler.engine();
+    json!({
+        "provider": engine.provider.name(),
+        "previousProviders": engine.previous_providers(),
+        "calendarId": calendar_id,
+        "toMove": moves.to_move,
+        "notInCalendarYet": moves.not_in_calendar_yet,
+        "queued": moves.queued,
+        "moved": moves.moved,
+        "failed": moves.failed,
+        "ended": moves.ended,
+        "unreachable": moves.unreachable,
+    })
+}
+
+#[allow(clippy::result_large_err)] // as `allowed`: the refusal is the answer
+fn migrate_query(
+    query: Result<Query<MigrateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<MigrateQuery, Response> {
+    let Ok(Query(query)) = query else {
+        return Err(conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "query parameters: dryRun (true or false), calendarId, limit (1 to 10000)",
+        ));
+    };
+    if let Some(calendar_id) = &query.calendar_id
+        && let Some(invalid) = crate::invalid_ids(&[(crate::IdKind::Calendar, calendar_id)])
+    {
+        return Err(invalid);
+    }
+    if !(1..=10_000).contains(&query.limit.unwrap_or(1_000)) {
+        return Err(conference_error(
+            StatusCode::BAD_REQUEST,
+            "PERMANENT",
+            "limit must be 1 to 10000",
+        ));
+    }
+    Ok(query)
+}
+
+async fn migration(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    query: Result<Query<MigrateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, false) {
+        return refused;
+    }
+    let query = match migrate_query(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    let calendar_id = query.calendar_id.as_deref();
+    match service
+        .scheduler
+        .engine()
+        .provider_moves(calendar_id, now_ms())
+        .await
+    {
+        Ok(moves) => axum::Json(moves_json(&service, &moves, calendar_id)).into_response(),
+        Err(confsync_engine::EngineError::Store(e)) => store_error(e),
+        Err(e) => conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string()),
+    }
+}
+
+/// Queues moves of meetings made by a previous provider to the current one (none with
+/// `dryRun=true`), and answers where the move stands.
+async fn migrate(
+    State(service): Shared,
+    caller: axum::Extension<ApiCaller>,
+    query: Result<Query<MigrateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = allowed(&caller, true) {
+        return refused;
+    }
+    let query = match migrate_query(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    let calendar_id = query.calendar_id.as_deref();
+    let dry_run = query.dry_run.unwrap_or(false);
+    let engine = service.scheduler.engine();
+    let queued = if dry_run {
+        0
+    } else {
+        match engine
+            .queue_provider_moves(calendar_id, query.limit.unwrap_or(1_000), now_ms())
+            .await
+        {
+            Ok(queued) => queued.len(),
+            Err(confsync_engine::EngineError::Store(e)) => return store_error(e),
+            Err(e) => {
+                return conference_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TEMPORARY",
+                    e.to_string(),
+                );
+            }
+        }
+    };
+    if queued > 0 {
+        info!(key = %caller.name, queued, provider = engine.provider.name(), "admin: meetings queued to move to the current provider");
+        service.scheduler.drain_soon();
+    }
+    match engine.provider_moves(calendar_id, now_ms()).await {
+        Ok(moves) => {
+            let mut answer = moves_json(&service, &moves, calendar_id);
+            answer["dryRun"] = json!(dry_run);
+            answer["queuedNow"] = json!(queued);
+            axum::Json(answer).into_response()
+        }
+        Err(confsync_engine::EngineError::Store(e)) => store_error(e),
+        Err(e) => conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string()),
     }
 }

@@ -4,6 +4,11 @@
 //!
 //! Each budget is a token bucket holding at most one minute's allowance, refilled continuously.
 //! The user is the calendar's owner as the deployment sees it (see [`BudgetedCalendar::new`]).
+//!
+//! Several workers sharing a store share Google's quotas too: each takes an even share of
+//! every budget ([`Budgets::set_share`], the number of live workers, which `confsync serve`
+//! refreshes from the store). A worker that dies gives its share back to the others at the
+//! next refresh; until then the deployment runs below its quota, never above it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +65,8 @@ pub struct Budgets {
     /// Calls that had to wait, by budget.
     pub waited_user: AtomicU64,
     pub waited_project: AtomicU64,
+    /// The workers sharing the quotas (each budget is divided by it; at least 1).
+    share: std::sync::atomic::AtomicU32,
 }
 
 impl Budgets {
@@ -74,7 +81,23 @@ impl Budgets {
             users: Mutex::new(HashMap::new()),
             waited_user: AtomicU64::new(0),
             waited_project: AtomicU64::new(0),
+            share: std::sync::atomic::AtomicU32::new(1),
         }
+    }
+
+    /// This process is one of `workers` sharing the quotas: it takes 1/`workers` of each
+    /// budget (at least one request per minute) from now on.
+    pub fn set_share(&self, workers: u32) {
+        self.share.store(workers.max(1), Ordering::Relaxed);
+    }
+
+    /// The number of workers the budgets are divided among.
+    pub fn share(&self) -> u32 {
+        self.share.load(Ordering::Relaxed)
+    }
+
+    fn per_minute(&self, total: u32) -> u32 {
+        (total / self.share()).max(1)
     }
 
     /// Waits until `user` and the project may make one more request.
@@ -82,16 +105,17 @@ impl Budgets {
         let now = Instant::now();
         let mut wait = Duration::ZERO;
         if self.config.user_per_minute > 0 {
+            let user_per_minute = self.per_minute(self.config.user_per_minute);
             let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
             // Buckets of idle users are full again after a minute: forget them.
             if users.len() > 10_000 {
                 users.retain(|_, b| now - b.at < Duration::from_secs(60));
             }
             let bucket = users.entry(user.to_owned()).or_insert(Bucket {
-                tokens: f64::from(self.config.user_per_minute),
+                tokens: f64::from(user_per_minute),
                 at: now,
             });
-            let w = reserve(bucket, self.config.user_per_minute, now);
+            let w = reserve(bucket, user_per_minute, now);
             if !w.is_zero() {
                 self.waited_user.fetch_add(1, Ordering::Relaxed);
             }
@@ -99,7 +123,11 @@ impl Budgets {
         }
         if self.config.project_per_minute > 0 {
             let mut project = self.project.lock().unwrap_or_else(|p| p.into_inner());
-            let w = reserve(&mut project, self.config.project_per_minute, now);
+            let w = reserve(
+                &mut project,
+                self.per_minute(self.config.project_per_minute),
+                now,
+            );
             if !w.is_zero() {
                 self.waited_project.fetch_add(1, Ordering::Relaxed);
             }
@@ -193,6 +221,36 @@ mod tests {
         budgets.acquire("alice@example.com").await;
         assert_eq!(Instant::now() - start, Duration::from_secs(1));
         assert_eq!(budgets.waited_user.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_sharing_a_store_take_an_even_share_of_each_budget() {
+        let budgets = Budgets::new(BudgetConfig {
+            user_per_minute: 60,
+            project_per_minute: 90,
+        });
+        budgets.set_share(3);
+        let start = Instant::now();
+        for _ in 0..20 {
+            budgets.acquire("alice@example.com").await;
+        }
+        assert_eq!(Instant::now(), start, "a third of alice's minute at once");
+        budgets.acquire("alice@example.com").await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(3),
+            "then 20/min"
+        );
+        for i in 0..9 {
+            budgets.acquire(&format!("user{i}@example.com")).await;
+        }
+        assert_eq!(
+            budgets.waited_project.load(Ordering::Relaxed),
+            0,
+            "30 of the project's 90: 21 taken, 9 more"
+        );
+        budgets.set_share(0);
+        assert_eq!(budgets.share(), 1, "never below one");
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,9 +17,12 @@
 //! background, never through the rate budget syncs use.
 //!
 //! Push can fail silently (a channel Google dropped, a proxy eating requests), so silence is
-//! watched too: a channel whose `sync` handshake never arrives, or a calendar that usually hears
+//! watched too: a channel whose `sync` handshake never arrives, or a channel that usually hears
 //! from Google every few minutes and has been quiet for three of its usual gaps (at least
-//! [`ChannelConfig::silence_floor`]), is polled at once instead of waiting for the sweep.
+//! [`ChannelConfig::silence_floor`]), is polled at once instead of waiting for the sweep. What
+//! each channel heard is kept in the store with the message mark (no extra write), and the
+//! worker holding the channel duty watches it, so it does not matter which worker behind the
+//! load balancer received each notification.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +31,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use confsync_engine::CalendarApi;
-use confsync_store::{Channel, Store};
+use confsync_store::{Channel, Quiet, Store};
 use tracing::{info, warn};
 
 use crate::Scheduler;
@@ -235,45 +238,6 @@ fn channel_id_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)
 }
 
-/// What the webhook has heard from one calendar: when, how often, and whether its silence was
-/// already acted on.
-#[derive(Debug, Clone, Default)]
-pub struct Heard {
-    last_ms: Option<i64>,
-    /// Moving average of the gaps between notifications (ms).
-    gap_ms: Option<f64>,
-    polled: bool,
-}
-
-impl Heard {
-    /// A notification arrived.
-    pub fn observe(&mut self, now_ms: i64) {
-        if let Some(last) = self.last_ms {
-            let gap = (now_ms - last).max(0) as f64;
-            self.gap_ms = Some(match self.gap_ms {
-                Some(avg) => avg * 0.8 + gap * 0.2,
-                None => gap,
-            });
-        }
-        self.last_ms = Some(now_ms);
-        self.polled = false;
-    }
-
-    /// Whether the silence since the last notification is longer than expected; true once per
-    /// silence.
-    pub fn silent_too_long(&mut self, now_ms: i64, floor: Duration) -> bool {
-        let (Some(last), Some(gap)) = (self.last_ms, self.gap_ms) else {
-            return false; // no history: the sweep covers it
-        };
-        let expected = (gap * 3.0).max(floor.as_millis() as f64);
-        if !self.polled && (now_ms - last) as f64 > expected {
-            self.polled = true;
-            return true;
-        }
-        false
-    }
-}
-
 /// Outcome counters of the webhook, for status and metrics.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,10 +268,6 @@ pub struct Channels {
     /// (a read, nothing more). Updated at each renewal check.
     unverified_live: AtomicBool,
     counts: Mutex<WebhookCounts>,
-    /// Per calendar: what the webhook heard.
-    heard: Mutex<HashMap<String, Heard>>,
-    /// Channels opened and not yet confirmed by their `sync` message: id -> (calendar, opened).
-    handshakes: Mutex<HashMap<String, (String, i64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -363,15 +323,13 @@ impl Channels {
             orphan_budget: Mutex::new(OrphanBudget::new(options.orphan_stops_per_minute, now_ms())),
             unverified_live: AtomicBool::new(true),
             counts: Mutex::new(WebhookCounts::default()),
-            heard: Mutex::new(HashMap::new()),
-            handshakes: Mutex::new(HashMap::new()),
         })
     }
 
-    /// How many channel ids the manager keeps in memory (orphans stopped lately, channels
-    /// awaiting their handshake): bounded, and never grown by a made-up id.
+    /// How many channel ids the manager keeps in memory (orphans stopped lately; what channels
+    /// heard is in the store): bounded, and never grown by a made-up id.
     pub fn remembered_ids(&self) -> usize {
-        lock(&self.orphan_budget).recent.len() + lock(&self.handshakes).len()
+        lock(&self.orphan_budget).recent.len()
     }
 
     pub fn counts(&self) -> WebhookCounts {
@@ -431,10 +389,6 @@ impl Channels {
             .channel_create(&channel)
             .await
             .map_err(|e| e.to_string())?;
-        lock(&self.handshakes).insert(
-            channel.channel_id.clone(),
-            (calendar_id.to_owned(), channel.created_at),
-        );
         let watched = match self
             .calendar
             .watch(
@@ -487,9 +441,9 @@ impl Channels {
             let mut tick = tokio::time::interval(channels.config.renew_check);
             loop {
                 tick.tick().await;
-                // One worker renews at a time (the duty passes on when its holder dies);
-                // silence is watched by each worker over the notifications it receives.
-                channels.poll_silent(now_ms());
+                // One worker renews and watches for silence at a time (the duty passes on
+                // when its holder dies); what each channel heard is in the store, whichever
+                // worker heard it.
                 let engine = channels.scheduler.engine();
                 let ttl = (channels.config.renew_check * 3).as_millis() as i64;
                 match engine
@@ -509,6 +463,7 @@ impl Channels {
                         continue;
                     }
                 }
+                channels.poll_quiet(now_ms()).await;
                 if let Err(e) = channels.renew_due().await {
                     warn!(error = %e, "channel renewal failed; retried at the next check");
                 }
@@ -516,40 +471,44 @@ impl Channels {
         });
     }
 
-    /// Polls calendars whose push has gone quiet (see the module doc).
-    fn poll_silent(&self, now: i64) {
-        let grace = self.config.handshake_grace.as_millis() as i64;
-        let unconfirmed: Vec<(String, String)> = {
-            let mut handshakes = lock(&self.handshakes);
-            let late: Vec<(String, String)> = handshakes
-                .iter()
-                .filter(|(_, (_, opened))| now - opened > grace)
-                .map(|(id, (calendar, _))| (id.clone(), calendar.clone()))
-                .collect();
-            for (id, _) in &late {
-                handshakes.remove(id);
+    /// Polls calendars whose push has gone quiet (see the module doc): a channel that never
+    /// confirmed (no `sync` message), or one silent much longer than usual. Each silence is
+    /// answered once, by a trigger recorded in the store (any worker syncs it).
+    async fn poll_quiet(&self, now: i64) {
+        let quiet = match self
+            .store
+            .channels_gone_quiet(
+                now,
+                self.config.handshake_grace.as_millis() as i64,
+                self.config.silence_floor.as_millis() as i64,
+            )
+            .await
+        {
+            Ok(quiet) => quiet,
+            Err(e) => {
+                warn!(error = %e, "cannot look for quiet push channels; retried at the next check");
+                return;
             }
-            late
         };
-        let mut silent: Vec<String> = lock(&self.heard)
-            .iter_mut()
-            .filter_map(|(calendar, heard)| {
-                heard
-                    .silent_too_long(now, self.config.silence_floor)
-                    .then(|| calendar.clone())
-            })
-            .collect();
-        for (channel_id, calendar_id) in unconfirmed {
-            warn!(
-                channel_id,
-                calendar_id, "push channel never confirmed (no sync message): polling its calendar"
-            );
-            silent.push(calendar_id);
-        }
-        for calendar_id in silent {
-            info!(calendar_id, "push silent longer than expected: polling");
+        for (channel, why) in quiet {
+            let (channel_id, calendar_id) = (&channel.channel_id, &channel.calendar_id);
+            match why {
+                Quiet::NoHandshake => warn!(
+                    channel_id,
+                    calendar_id,
+                    "push channel never confirmed (no sync message): polling its calendar"
+                ),
+                Quiet::Silent => {
+                    info!(
+                        channel_id,
+                        calendar_id, "push silent longer than expected: polling"
+                    )
+                }
+            }
             lock(&self.counts).silent_polls += 1;
-            self.scheduler.mark_dirty(&calendar_id);
+            if let Err(e) = self.scheduler.request_sync(calendar_id).await {
+                warn!(calendar_id, error = %e, "cannot record the poll of a quiet calendar; the sweep covers it");
+            }
         }
     }
 
@@ -587,6 +546,31 @@ impl Channels {
             }
         }
         Ok(())
+    }
+
+    /// Stops a forgotten calendar's channels at Google (`channels.stop`), best effort, and
+    /// forgets what this worker watched of them; answers how many were stopped. Their records
+    /// are gone already, so one whose stop failed is stopped as an orphan when it next
+    /// notifies, or expires by itself.
+    pub async fn stop_forgotten(&self, channels: &[Channel]) -> usize {
+        let mut stopped = 0;
+        for channel in channels {
+            match self
+                .calendar
+                .stop_channel(
+                    Some(&channel.calendar_id),
+                    &channel.channel_id,
+                    &channel.resource_id,
+                )
+                .await
+            {
+                Ok(()) => stopped += 1,
+                Err(e) => {
+                    warn!(channel_id = %channel.channel_id, error = %e, "stopping a forgotten calendar's channel failed; it is stopped when it next notifies, or expires")
+                }
+            }
+        }
+        stopped
     }
 
     async fn stop(&self, channel: &Channel) {
@@ -709,7 +693,11 @@ impl Channels {
         }
         // Google numbers each channel's messages in increasing order; a number not above the
         // highest one accepted is a replay (or a redelivery): acknowledged, not acted on twice.
-        match self.store.channel_message_accept(channel_id, number).await {
+        match self
+            .store
+            .channel_message_accept(channel_id, number, now_ms())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 lock(&self.counts).duplicates += 1;
@@ -717,15 +705,8 @@ impl Channels {
             }
             Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
         }
-        lock(&self.heard)
-            .entry(channel.calendar_id.clone())
-            .or_default()
-            .observe(now_ms());
         match state {
-            "sync" => {
-                lock(&self.handshakes).remove(channel_id);
-                (StatusCode::OK, "sync acknowledged")
-            }
+            "sync" => (StatusCode::OK, "sync acknowledged"),
             // Recorded in the store before the 200: a notification acknowledged to Google is
             // never lost to a restart. If the store cannot record it, Google retries later.
             _ => match self.scheduler.request_sync(&channel.calendar_id).await {
@@ -812,39 +793,5 @@ mod tests {
         }
         assert!(budget.recent.len() <= ORPHAN_MEMORY);
         assert!(!OrphanBudget::new(0, 0).take("a", 0), "0: never");
-    }
-
-    #[test]
-    fn a_busy_calendar_gone_quiet_is_polled_once_per_silence() {
-        let floor = Duration::from_secs(60);
-        let mut heard = Heard::default();
-        assert!(
-            !heard.silent_too_long(1_000_000, floor),
-            "no history, no guess"
-        );
-        // Notified every 30 s.
-        for i in 0..10 {
-            heard.observe(i * 30_000);
-        }
-        let last = 9 * 30_000;
-        // 3 gaps = 90 s > the 60 s floor.
-        assert!(!heard.silent_too_long(last + 80_000, floor));
-        assert!(heard.silent_too_long(last + 100_000, floor));
-        assert!(
-            !heard.silent_too_long(last + 200_000, floor),
-            "once per silence"
-        );
-        heard.observe(last + 210_000);
-        assert!(!heard.silent_too_long(last + 220_000, floor));
-    }
-
-    #[test]
-    fn a_quiet_calendar_is_not_polled_before_the_floor() {
-        let floor = Duration::from_secs(600);
-        let mut heard = Heard::default();
-        heard.observe(0);
-        heard.observe(1_000); // two notifications a second apart
-        assert!(!heard.silent_too_long(300_000, floor));
-        assert!(heard.silent_too_long(602_000, floor));
     }
 }

@@ -4,10 +4,11 @@
 //! - `POST /v1/conferences` creates a meeting for an event (which may not exist yet), links it,
 //!   starts syncing the calendar, and answers in Calendar's conferenceData shape;
 //! - `POST /v1/calendars/{calendarId}/sync` is what the add-on's EventUpdated trigger calls;
-//! - `GET /v1/conferences/{id}`, `GET /v1/status`;
+//! - `GET /v1/conferences/{id}`, `GET /v1/status`; `GET /v1/openapi.json`: the API's contract
+//!   (see [`openapi`]);
 //! - `GET /join/{meetingId}`: the local provider's join page;
 //! - `GET /`: the status page; `POST /webhooks/google`: push notifications;
-//! - `/metrics`, `/healthz`, `/readyz`.
+//! - `/metrics`, `/healthz`, `/readyz`; `/healthz/identity` (see [`health`]).
 //!
 //! The /v1 API needs `Authorization: Bearer <api key>`; keys are stored as SHA-256 hashes. A
 //! wrong or missing key is the operator's mistake: 401 with conferenceErrorType PERMANENT (the
@@ -34,9 +35,11 @@
 pub mod admin;
 pub mod budget;
 pub mod channels;
+pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 pub mod scheduler;
 pub mod server;
 pub mod status_page;
@@ -151,10 +154,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/join/{meetingId}", get(join))
         .route("/oauth/google/start", get(oauth_start))
         .route("/oauth/google/callback", get(oauth_callback))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/webhooks/google", post(google_webhook))
         .route("/", get(status_page::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz/identity", get(health::identity))
         .route("/readyz", get(ready))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -273,6 +278,7 @@ async fn request_context(request: Request, next: Next) -> Response {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             )
         });
+    let v1 = is_v1(request.uri().path());
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = match tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -281,6 +287,12 @@ async fn request_context(request: Request, next: Next) -> Response {
     .await
     {
         Ok(response) => response,
+        // Under /v1 in the add-on's error shape, like every other /v1 error.
+        Err(_) if v1 => conference_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARY",
+            "the request timed out",
+        ),
         Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "the request timed out"),
     };
     if let Ok(value) = header::HeaderValue::from_str(&id) {
@@ -779,7 +791,7 @@ fn authentication_needed(
     );
     (
         StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": {"conferenceErrorType": "AUTHENTICATION", "message": message, "authenticationUrl": url}})),
+        axum::Json(json!({"error": {"code": 401, "conferenceErrorType": "AUTHENTICATION", "message": message, "authenticationUrl": url}})),
     )
         .into_response()
 }
@@ -976,7 +988,17 @@ async fn status(
         .map(|c| json!({"calendarId": c.calendar_id, "channelId": c.channel_id, "expiresAt": c.expiration_ms}))
         .collect();
     let webhooks = service.channels.as_ref().map(|c| json!(c.counts()));
+    // Postgres: the workers sharing the store (a handful); `pending` above is this worker's.
+    let workers: Vec<Value> = store
+        .live_workers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, started)| json!({"name": name, "startedAt": started}))
+        .collect();
     let body = json!({
+        "worker": service.scheduler.engine().config.worker,
+        "workers": workers,
         "summary": {
             "calendars": summary.calendars,
             "synced": summary.synced,

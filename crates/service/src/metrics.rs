@@ -382,6 +382,11 @@ impl ConferenceProvider for TimedProvider {
         self.inner.capabilities()
     }
 
+    /// Forwarded untimed: the doctor's read is not a sync's provider call.
+    fn check<'a>(&'a self) -> BoxFuture<'a, Result<String, ProviderError>> {
+        self.inner.check()
+    }
+
     fn create<'a>(
         &'a self,
         spec: &'a MeetingSpec,

@@ -336,7 +336,7 @@ impl Scheduler {
                     continue;
                 }
                 // History past its use goes once an hour (the first tick too: at startup).
-                if ticks % 6 == 0 {
+                if ticks.is_multiple_of(6) {
                     let now = now_ms();
                     let before = now - cleaning.inner.config.retention.as_millis() as i64;
                     match cleaning.inner.engine.store.prune_history(before, now).await {
@@ -615,7 +615,10 @@ impl Scheduler {
             .ok()
             .flatten()
             .map(|c| c.dirty_gen);
-        let result = match engine.sync_leased(calendar_id, false, now_ms()).await {
+        let result = match engine
+            .sync_leased(calendar_id, false, now_ms(), generation)
+            .await
+        {
             Ok(Some(summary)) => Ok(summary),
             Ok(None) => {
                 // Another worker is syncing it: its pass answers what is recorded dirty by now,
@@ -647,15 +650,10 @@ impl Scheduler {
                     self.mark_dirty(calendar_id);
                 }
                 self.inner.drain_wake.notify_one();
-                if let Some(generation) = generation {
-                    match engine.store.sync_succeeded(calendar_id, generation).await {
-                        // A trigger arrived during the pass (here or at another worker).
-                        Ok(true) => self.mark_dirty(calendar_id),
-                        Ok(false) => {}
-                        Err(e) => {
-                            warn!(calendar_id, error = %e, "could not record the completed pass; the calendar is synced again")
-                        }
-                    }
+                if summary.still_dirty {
+                    // A trigger arrived during the pass (here or at another worker), or the
+                    // pass could not be recorded.
+                    self.mark_dirty(calendar_id);
                 }
                 (None, None)
             }

@@ -227,3 +227,169 @@ async fn admin_routes_follow_key_scopes_and_change_what_they_say() {
             .is_err()
     );
 }
+
+/// `POST /v1/admin/calendars/{id}/forget`: refused (409) while one of the calendar's actions
+/// runs at the provider under a worker's claim; then the calendar's push channel is stopped at
+/// Google, its state removed, its meetings kept; the add-on's sync call gets a 404 (the add-on
+/// removes its trigger), and the add-on's next create registers it afresh. The provider-move
+/// routes answer their counts and follow key scopes.
+#[tokio::test]
+async fn a_forgotten_calendar_is_no_longer_synced_and_comes_back_with_a_create() {
+    let r = common::start(
+        ADDON,
+        Some(common::Push::new(None, std::time::Duration::from_secs(60))),
+    )
+    .await;
+    for (name, key, scope) in [("ops", ADMIN, "admin"), ("viewer", READER, "read-only")] {
+        r.store
+            .api_key_create_scoped(name, &hash_api_key(key), scope, 0)
+            .await
+            .unwrap();
+    }
+    let create = async |event_id: &str| -> Value {
+        r.http
+            .post(format!("{}v1/conferences", r.service))
+            .bearer_auth(ADDON)
+            .json(&serde_json::json!({"calendarId": ALICE, "eventId": event_id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let emulator_channels = async || -> Vec<Value> {
+        let v: Value = r
+            .http
+            .get(format!("{}emulator/channels", r.calendar))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    };
+    let conference = create("forget0001").await;
+    let meeting_id = conference["conferenceId"].as_str().unwrap().to_owned();
+    let mut active = 0;
+    for _ in 0..200 {
+        active = emulator_channels()
+            .await
+            .iter()
+            .filter(|c| c["active"] == true)
+            .count();
+        if active == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(active, 1, "the calendar is watched");
+
+    // An action of the calendar runs at the provider right now (another worker's claim).
+    failed_action(&r, "mtgbusy").await;
+    let busy = r.store.outbox_of("mtgbusy").await.unwrap()[0].id;
+    assert!(r.store.retry_action(busy, i64::MAX / 2).await.unwrap());
+    let claimed = r
+        .store
+        .claim_due("elsewhere", 100, i64::MAX / 2, 60_000)
+        .await
+        .unwrap();
+    let claimed = claimed.into_iter().find(|i| i.id == busy).expect("claimed");
+    let forget = format!("v1/admin/calendars/{ALICE}/forget");
+    let (status, _) = call(&r, reqwest::Method::POST, &forget, READER).await;
+    assert_eq!(status, 403, "an admin change");
+    let (status, refused) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(r.store.calendar(ALICE).await.unwrap().is_some());
+    // The worker reports; nothing runs any more.
+    assert!(
+        r.store
+            .retry_later(&claimed, i64::MAX / 2, "later", 3_000)
+            .await
+            .unwrap()
+    );
+
+    let (status, forgotten) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    assert_eq!(status, 200, "{forgotten}");
+    assert_eq!(forgotten["forgotten"], true);
+    assert_eq!(forgotten["meetingsKept"], 2, "{forgotten}");
+    assert_eq!(forgotten["pendingActionsDropped"], 1, "{forgotten}");
+    assert_eq!(forgotten["channelsStopped"], 1, "{forgotten}");
+    assert!(
+        emulator_channels()
+            .await
+            .iter()
+            .all(|c| c["active"] != true),
+        "the channel is stopped at Google"
+    );
+    assert!(r.store.calendar(ALICE).await.unwrap().is_none());
+    assert!(r.store.link(&meeting_id).await.unwrap().is_none());
+    let meeting = r.store.meeting(&meeting_id).await.unwrap().expect("kept");
+    assert!(!meeting.deleted, "forgetting is not cancelling");
+    // The add-on's trigger hears 404 for this calendar.
+    let (status, answer) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        ADDON,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["calendarId"], ALICE);
+    let (status, _) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    assert_eq!(status, 404, "forgotten already");
+
+    // A new conference on it registers it afresh.
+    let again = create("forget0002").await;
+    assert!(again["conferenceId"].is_string(), "{again}");
+    assert!(r.store.calendar(ALICE).await.unwrap().is_some());
+    let (status, _) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("v1/calendars/{ALICE}/sync"),
+        ADDON,
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // The provider-move routes: counts for readers, queueing for admins.
+    let (status, moves) = call(
+        &r,
+        reqwest::Method::GET,
+        "v1/admin/provider/migration",
+        READER,
+    )
+    .await;
+    assert_eq!(status, 200, "{moves}");
+    assert_eq!(moves["provider"], "local");
+    assert_eq!(moves["toMove"], 0, "one provider: nothing to move");
+    let (status, _) = call(
+        &r,
+        reqwest::Method::POST,
+        "v1/admin/provider/migrate",
+        READER,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &r,
+        reqwest::Method::POST,
+        "v1/admin/provider/migrate?limit=0",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, dry) = call(
+        &r,
+        reqwest::Method::POST,
+        "v1/admin/provider/migrate?dryRun=true",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        (dry["dryRun"].clone(), dry["queuedNow"].clone()),
+        (Value::Bool(true), 0.into())
+    );
+}

@@ -404,7 +404,7 @@ async fn message_numbers_are_strict_and_replays_are_caught_by_the_store() {
     // What the store accepted (another delivery, a previous run) counts, not memory.
     assert!(
         h.r.store
-            .channel_message_accept(id, highest + 1000)
+            .channel_message_accept(id, highest + 1000, 0)
             .await
             .unwrap()
     );

@@ -527,7 +527,8 @@ async fn tokens_that_do_not_verify_are_refused_and_store_nothing() {
 
 #[tokio::test]
 async fn a_rotated_key_is_fetched_once_the_floor_allows() {
-    let h = start(Duration::from_millis(300)).await;
+    // A floor long enough that the steps below fit in it on a loaded machine.
+    let h = start(Duration::from_secs(3)).await;
     let (status, answer) = h.sync(&h.token(ALICE).await, ALICE).await;
     assert_eq!(status, 404, "verified (the calendar is unknown): {answer}");
     assert_eq!(h.verifier.fetches(), 1);
@@ -546,7 +547,7 @@ async fn a_rotated_key_is_fetched_once_the_floor_allows() {
     // Just fetched: the new kid waits for the floor.
     let (status, answer) = h.sync(&fresh, ALICE).await;
     refused(status, &answer, "kid unknown within the floor");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     let (status, answer) = h.sync(&fresh, ALICE).await;
     assert_eq!(status, 404, "{answer}");
     assert_eq!(h.verifier.fetches(), 2);

@@ -164,8 +164,17 @@ impl Store {
         .ctx(|| format!("reading the sync state of calendar {calendar_id}"))
     }
 
-    /// Registers a calendar (no token: its first pass is a full sync). A no-op if it exists.
+    /// Registers a calendar (no token: its first pass is a full sync). A no-op if it exists
+    /// (found by a read, so a known calendar costs no write transaction).
     pub async fn ensure_calendar(&self, calendar_id: &str) -> Result<(), StoreError> {
+        let known: Option<i32> = on_read!(self, c => sqlx::query_scalar("SELECT 1 FROM calendars WHERE calendar_id = $1")
+            .bind(calendar_id)
+            .fetch_optional(c)
+            .await)
+        .ctx(|| format!("looking up calendar {calendar_id}"))?;
+        if known.is_some() {
+            return Ok(());
+        }
         let now = self.now();
         on_write!(self, c => sqlx::query(ENSURE).bind(calendar_id).bind(now).execute(c).await.map(|r| r.rows_affected()))
             .ctx(|| format!("registering calendar {calendar_id}"))?;
@@ -187,7 +196,9 @@ impl Store {
     /// calendar if needed.
     pub async fn mark_full_sync_needed(&self, calendar_id: &str) -> Result<(), StoreError> {
         let what = || format!("marking calendar {calendar_id} for a full sync");
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.calendar(calendar_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         ensure(&mut tx, calendar_id, self.now()).await?;
         on_tx!(&mut tx, c => sqlx::query("UPDATE calendars SET needs_full_sync = TRUE WHERE calendar_id = $1")
             .bind(calendar_id)
@@ -206,7 +217,9 @@ impl Store {
         message: &str,
     ) -> Result<(), StoreError> {
         let what = || format!("recording a sync error for calendar {calendar_id}");
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.calendar(calendar_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         ensure(&mut tx, calendar_id, self.now()).await?;
         on_tx!(&mut tx, c => sqlx::query("UPDATE calendars SET last_error = $2 WHERE calendar_id = $1")
             .bind(calendar_id)

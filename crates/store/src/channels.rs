@@ -23,6 +23,15 @@ pub struct Channel {
     pub stopped: bool,
 }
 
+/// Why a channel counts as gone quiet ([`Store::channels_gone_quiet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    /// It never heard from Google, not even the `sync` handshake.
+    NoHandshake,
+    /// It usually hears often and has been quiet for much longer than usual.
+    Silent,
+}
+
 const SELECT: &str = "SELECT channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped FROM channels";
 
 fn from_row(row: &impl Cols) -> Result<Channel, sqlx::Error> {
@@ -37,6 +46,15 @@ fn from_row(row: &impl Cols) -> Result<Channel, sqlx::Error> {
     })
 }
 
+fn quiet_row(row: &impl Cols) -> Result<(Channel, Quiet), sqlx::Error> {
+    let quiet = if row.col::<bool>("no_handshake")? {
+        Quiet::NoHandshake
+    } else {
+        Quiet::Silent
+    };
+    Ok((from_row(row)?, quiet))
+}
+
 impl Store {
     /// Records a new channel (its calendar is registered if needed).
     pub async fn channel_create(&self, channel: &Channel) -> Result<(), StoreError> {
@@ -46,7 +64,9 @@ impl Store {
                 channel.channel_id, channel.calendar_id
             )
         };
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.calendar(&channel.calendar_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         on_tx!(&mut tx, c => sqlx::query("INSERT INTO calendars (calendar_id, needs_full_sync, created_at) VALUES ($1, TRUE, $2) ON CONFLICT (calendar_id) DO NOTHING")
             .bind(&channel.calendar_id)
             .bind(channel.created_at)
@@ -168,26 +188,72 @@ impl Store {
 }
 
 impl Store {
-    /// Accepts message `number` of a channel if it is above every number accepted on that
-    /// channel before: answers true then (and remembers it), false for a replay, a redelivery
-    /// or an unknown channel. One conditional UPDATE, so of concurrent deliveries of one number
-    /// exactly one is accepted, and the mark survives restarts.
+    /// Accepts message `number` of a channel, arrived at `now_ms`, if it is above every number
+    /// accepted on that channel before: answers true then (and remembers it, with when it came
+    /// and the moving average of the gaps between messages, for
+    /// [`Store::channels_gone_quiet`]), false for a replay, a redelivery or an unknown channel.
+    /// One conditional UPDATE, so of concurrent deliveries of one number exactly one is
+    /// accepted, and the mark survives restarts.
     pub async fn channel_message_accept(
         &self,
         channel_id: &str,
         number: i64,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         let what = || format!("recording message {number} of channel {channel_id}");
         let done = on_write!(self, c => sqlx::query(
-            "UPDATE channels SET highest_message = $2 WHERE channel_id = $1 AND highest_message < $2",
+            // The gap since the last message (never negative: workers' clocks differ a
+            // little) enters the average with weight 1/5.
+            "UPDATE channels SET highest_message = $2, last_message_at = $3, \
+                 gap_ms = CASE WHEN last_message_at IS NULL THEN gap_ms \
+                     WHEN gap_ms IS NULL THEN CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END \
+                     ELSE (gap_ms * 4 + CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END) / 5 END \
+             WHERE channel_id = $1 AND highest_message < $2",
         )
         .bind(channel_id)
         .bind(number)
+        .bind(now_ms)
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
         .ctx(what)?;
         Ok(done > 0)
+    }
+
+    /// Live channels gone quiet at `now_ms`, each answered once (marked in the same statement,
+    /// so of several workers asking at once one gets it):
+    /// - `NoHandshake`: no message at all (not even the `sync` handshake Google sends when a
+    ///   channel opens) `grace_ms` after it was made;
+    /// - `Silent`: a channel that has heard at least two messages and has been quiet for three
+    ///   of its usual gaps, and at least `floor_ms`. Answered once per silence: the next
+    ///   message starts a new one.
+    ///
+    /// What was heard is in the store, so it does not matter which worker the load balancer
+    /// gave each notification to.
+    pub async fn channels_gone_quiet(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+        floor_ms: i64,
+    ) -> Result<Vec<(Channel, Quiet)>, StoreError> {
+        let what = || "finding push channels gone quiet".to_owned();
+        let rows = on_write!(self, c => sqlx::query(
+            "UPDATE channels SET quiet_polled_at = COALESCE(last_message_at, -1) \
+             WHERE NOT stopped AND expiration_ms > $1 AND quiet_polled_at <> COALESCE(last_message_at, -1) \
+               AND ((last_message_at IS NULL AND created_at < $1 - $2) \
+                 OR (gap_ms IS NOT NULL AND $1 - last_message_at > \
+                     CASE WHEN gap_ms * 3 > $3 THEN gap_ms * 3 ELSE $3 END)) \
+             RETURNING channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped, \
+                 last_message_at IS NULL AS no_handshake",
+        )
+        .bind(now_ms)
+        .bind(grace_ms)
+        .bind(floor_ms)
+        .fetch_all(c)
+        .await
+        .and_then(|rows| rows.iter().map(quiet_row).collect::<Result<Vec<_>, _>>()))
+        .ctx(what)?;
+        Ok(rows)
     }
 
     /// The highest message number accepted on a channel (0: none yet), None for an unknown
@@ -235,26 +301,26 @@ mod tests {
         let store = Store::memory().await.unwrap();
         store.channel_create(&channel("c1")).await.unwrap();
         assert_eq!(store.channel_highest_message("c1").await.unwrap(), Some(0));
-        assert!(store.channel_message_accept("c1", 1).await.unwrap());
+        assert!(store.channel_message_accept("c1", 1, 0).await.unwrap());
         assert!(
-            !store.channel_message_accept("c1", 1).await.unwrap(),
+            !store.channel_message_accept("c1", 1, 0).await.unwrap(),
             "a replay"
         );
         assert!(
-            store.channel_message_accept("c1", 5).await.unwrap(),
+            store.channel_message_accept("c1", 5, 0).await.unwrap(),
             "not contiguous"
         );
         assert!(
-            !store.channel_message_accept("c1", 3).await.unwrap(),
+            !store.channel_message_accept("c1", 3, 0).await.unwrap(),
             "older"
         );
         assert_eq!(store.channel_highest_message("c1").await.unwrap(), Some(5));
-        assert!(!store.channel_message_accept("nope", 1).await.unwrap());
+        assert!(!store.channel_message_accept("nope", 1, 0).await.unwrap());
         assert_eq!(store.channel_highest_message("nope").await.unwrap(), None);
         // Concurrent deliveries of one number: exactly one is accepted.
         let tries = (0..8).map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.channel_message_accept("c1", 9).await.unwrap() })
+            tokio::spawn(async move { store.channel_message_accept("c1", 9, 0).await.unwrap() })
         });
         let mut accepted = 0;
         for t in tries {

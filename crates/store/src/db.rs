@@ -12,12 +12,32 @@
 //!
 //! Rows are decoded by functions over [`Cols`], which both row types implement.
 //!
-//! Write transactions are serialized on both backends, so a transaction's reads and its writes
-//! see one state, as the conditional writes and the outbox's replay check assume: SQLite by
-//! `BEGIN IMMEDIATE` (one writer at a time), Postgres by a transaction-scoped advisory lock
-//! (write lock ([`lock_key`] "write")) taken first thing in every write transaction. Under Postgres's READ
-//! COMMITTED, each statement then sees every transaction committed before it got the lock:
-//! the same serial order SQLite gives, across every process sharing the database.
+//! Write transactions are serialized so that a transaction's reads and its writes see one state,
+//! as the conditional writes and the outbox's replay check assume. SQLite: `BEGIN IMMEDIATE`,
+//! one writer at a time. Postgres (several workers on one database): transaction-scoped
+//! advisory locks, in two tiers ([`Serial`]), so transactions of different conferences commit
+//! side by side (and Postgres groups their WAL flushes) instead of one after another:
+//! - [`Serial::All`]: the store's write lock ([`lock_key`] "write") taken exclusively. For
+//!   transactions that read across conferences or tables and write from what they read (the
+//!   recreate's swap, create intents, owners, OAuth requests, API keys, retention, admin
+//!   changes). Nothing else writes while one runs.
+//! - [`Serial::Keys`]: the write lock taken shared, then an exclusive lock per key the
+//!   transaction reads and writes by (a conference, an event, a calendar), sorted, so two such
+//!   transactions wait for each other only when they share a key, and never deadlock on these
+//!   locks (every transaction takes the shared lock first, then its keys in ascending order).
+//!   A page commit locks its calendar, each change's conference and each linked event (the
+//!   unique live link per event); queueing follow-ups locks the conference and its event.
+//! - [`on_write!`]: one statement, under the shared write lock and no key. A single UPDATE
+//!   or upsert is atomic on the rows it touches (Postgres re-checks its WHERE on the row's
+//!   latest version after waiting for a row lock), and no keyed transaction writes a column
+//!   from a value it read earlier that such a statement changes: keyed transactions write links
+//!   only on a version they read (a conflict is [`StoreError::Stale`](crate::StoreError)), and
+//!   the executor's columns (`applied_fingerprint`, `last_etag_written`, outbox states and
+//!   leases) are changed only by single conditional statements.
+//!
+//! Under READ COMMITTED, each statement then sees every transaction committed before it took
+//! its locks: for the rows it depends on, the serial order SQLite gives, across every process
+//! sharing the database.
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -112,17 +132,19 @@ macro_rules! on_read {
 }
 
 /// `on_write!(store, c => expr)`: `expr` (a `Result<_, sqlx::Error>`) with `c` the backend's
-/// write executor, for one statement that needs no transaction of its own. It is serialized with
-/// every write transaction all the same: SQLite runs it on the single writer connection;
-/// Postgres runs it in a transaction that takes write lock ([`lock_key`] "write") first (and commits it when
-/// `expr` is Ok).
+/// write executor, for ONE statement that needs no transaction of its own (atomic by itself:
+/// see the module's doc before using it for anything else). SQLite runs it on the single
+/// writer connection; Postgres in a transaction under the shared write lock, so no
+/// [`Serial::All`] transaction runs meanwhile (committed when `expr` is Ok).
 macro_rules! on_write {
     ($store:expr, $ex:ident => $body:expr) => {
         match &$store.db {
             $crate::db::Db::Sqlite { writer: $ex, .. } => $body,
             $crate::db::Db::Postgres {
                 pool, write_lock, ..
-            } => match $crate::db::pg_write_tx(pool, *write_lock).await {
+            } => match $crate::db::pg_write_tx(pool, *write_lock, $crate::db::Serial::Keys(&[]))
+                .await
+            {
                 Ok(mut t) => {
                     let result = {
                         let $ex = &mut *t;
@@ -139,17 +161,47 @@ macro_rules! on_write {
     };
 }
 
-/// A Postgres transaction holding the store's write lock, released when it ends (commit,
-/// rollback, or the connection's death).
+/// What a Postgres write transaction is serialized with (see the module's doc).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Serial<'a> {
+    /// Every other write: the write lock, exclusively.
+    All,
+    /// Writes sharing one of these keys (advisory lock keys, sorted and without duplicates):
+    /// the write lock shared, then each key exclusively. No keys: one atomic statement.
+    Keys(&'a [i64]),
+}
+
+/// A Postgres transaction holding the store's write lock (exclusive or shared, as `serial`
+/// says) and its keys, all released when it ends (commit, rollback, or the connection's death).
 pub(crate) async fn pg_write_tx(
     pool: &PgPool,
     write_lock: i64,
+    serial: Serial<'_>,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(write_lock)
-        .execute(&mut *tx)
-        .await?;
+    match serial {
+        Serial::All => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(write_lock)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Serial::Keys(keys) => {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(write_lock)
+                .execute(&mut *tx)
+                .await?;
+            if !keys.is_empty() {
+                debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+                // unnest yields the array in order, and the aggregate takes each lock as the
+                // row reaches it: ascending, as the deadlock freedom above needs.
+                sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k")
+                    .bind(keys)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
     Ok(tx)
 }
 

@@ -96,6 +96,26 @@ impl Store {
         let key = crate::db::lock_key(&format!("worker:{worker}"), schema);
         let connection = hold_lock(pool, key).await?;
         let _ = liveness.set((worker.to_owned(), key));
+        let now = self.now();
+        on_write!(self, c => sqlx::query(
+            "INSERT INTO workers (name, lock_key, started_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET lock_key = excluded.lock_key, started_at = excluded.started_at",
+        )
+        .bind(worker)
+        .bind(key)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(|| "registering the worker".to_owned())?;
+        on_write!(self, c => sqlx::query(concat!(
+            "DELETE FROM workers WHERE NOT ",
+            holder_alive!("workers.lock_key")
+        ))
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(|| "forgetting dead workers".to_owned())?;
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut connection = connection;
@@ -126,6 +146,22 @@ impl Store {
             }
         });
         Ok(())
+    }
+
+    /// The live workers sharing a Postgres store (name, when it started), oldest first: those
+    /// registered whose liveness lock is held. SQLite: none (one process owns the store).
+    pub async fn live_workers(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let Db::Postgres { pool, .. } = &self.db else {
+            return Ok(Vec::new());
+        };
+        sqlx::query_as(concat!(
+            "SELECT name, started_at FROM workers WHERE ",
+            holder_alive!("workers.lock_key"),
+            " ORDER BY started_at, name"
+        ))
+        .fetch_all(pool)
+        .await
+        .ctx(|| "listing live workers".to_owned())
     }
 
     /// The liveness key claims by `worker` record: its lock key when this process registered
@@ -236,6 +272,36 @@ impl Store {
         Ok(())
     }
 
+    /// Ends `worker`'s sync lease on `calendar_id` (taken with `fence`; another worker's lease
+    /// is left alone) after a pass that completed, and records it as
+    /// [`Store::sync_succeeded`] does for `answered_gen` (the trigger generation read before
+    /// the pass), in one statement: answers true when the calendar is still dirty (a trigger
+    /// arrived during the pass, here or at another worker).
+    pub async fn finish_sync(
+        &self,
+        calendar_id: &str,
+        worker: &str,
+        fence: i64,
+        answered_gen: i64,
+    ) -> Result<bool, StoreError> {
+        let still_dirty: Option<bool> = on_write!(self, c => sqlx::query_scalar(
+            "UPDATE calendars SET \
+                 sync_owner = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN NULL ELSE sync_owner END, \
+                 sync_until = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN 0 ELSE sync_until END, \
+                 dirty_at = CASE WHEN dirty_gen = $4 THEN NULL ELSE dirty_at END, \
+                 sync_failures = 0, retry_at = NULL, last_error = NULL \
+             WHERE calendar_id = $1 RETURNING dirty_at IS NOT NULL",
+        )
+        .bind(calendar_id)
+        .bind(worker)
+        .bind(fence)
+        .bind(answered_gen)
+        .fetch_optional(c)
+        .await)
+        .ctx(|| format!("recording a completed pass of calendar {calendar_id}"))?;
+        Ok(still_dirty.unwrap_or(false))
+    }
+
     /// Whether `worker` holds the singleton duty `name` until `now_ms + ttl_ms`: it does when
     /// nobody held it, when it held it already (renewed), or when the holder's time ran out
     /// (taken over). A holder keeps a duty by taking it again well before `ttl_ms` passes.
@@ -271,7 +337,8 @@ impl Store {
         let what = || "releasing leases".to_owned();
         let any = worker.is_none();
         let worker = worker.unwrap_or("");
-        let mut tx = self.write_tx(what).await?;
+        // Three single statements on lease columns only (see `crate::db`).
+        let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
         let mut released = 0;
         released += crate::db::on_tx!(&mut tx, c => sqlx::query(
             "UPDATE outbox SET lease_owner = NULL, lease_until = 0 \

@@ -32,31 +32,37 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod api_keys;
 mod calendars;
 mod channels;
 mod db;
 mod dead_letters;
+mod doctor;
 mod error;
 mod intents;
 mod leases;
 mod links;
 mod meetings;
+mod migration;
 mod outbox;
 mod page;
 mod store;
 pub mod testing;
 mod users;
 
+pub use admin::Forgotten;
 pub use api_keys::{ApiKey, SCOPES};
 pub use calendars::{CalendarState, CalendarSummary, Worst};
-pub use channels::Channel;
+pub use channels::{Channel, Quiet};
 pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};
+pub use doctor::{MigrationReport, inspect_migrations};
 pub use error::StoreError;
 pub use intents::{CreateIntent, CreateStart};
 pub use leases::{Listener, worker_id};
 pub use links::{LinkBase, StoredLink};
 pub use meetings::Meeting;
+pub use migration::{ProviderMoves, QueuedMove};
 pub use outbox::{Claimed, FailedAction, OutboxEntry, OutboxItem, OutboxState};
 pub use page::PlannedChange;
 pub use store::Store;

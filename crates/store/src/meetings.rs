@@ -54,7 +54,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<Meeting, StoreError> {
         let what = || format!("creating meeting {meeting_id} (idempotency key {idempotency_key})");
-        let mut tx = self.write_tx(what).await?;
+        // An upsert by key, then a read of what it left (a statement that sees every commit
+        // before it): no read-then-write, no key needed (see `crate::db`).
+        let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
         on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO meetings (meeting_id, idempotency_key, spec_json, join_url, occurrences_json, deleted, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, '{}', FALSE, $5, $5) ON CONFLICT (idempotency_key) DO NOTHING",

@@ -545,7 +545,9 @@ impl Store {
         let row = row.into();
         let id = row.id;
         let what = || format!("completing outbox update {id}");
-        let mut tx = self.write_tx(what).await?;
+        // Two statements, each atomic; the link's applied fingerprint is the executor's column,
+        // written only here and by `record_applied` (see `crate::db`): no key needed.
+        let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
         let done = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
                  lease_owner = NULL, lease_until = 0 \

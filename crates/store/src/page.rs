@@ -48,7 +48,14 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let what = || format!("committing a sync page of calendar {calendar_id}");
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.calendar(calendar_id);
+        for change in changes {
+            let link = &change.link;
+            keys.conference(&link.conference_id)
+                .event(&link.calendar_id, &link.event_id);
+        }
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         calendars::ensure(&mut tx, calendar_id, now_ms).await?;
         let mut queued = 0;
         let mut superseded = 0;
@@ -123,7 +130,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<usize, StoreError> {
         let what = || format!("queueing actions for conference {conference_id}");
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.conference(conference_id).event(calendar_id, event_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         let queued = outbox::append(
             &mut tx,
             conference_id,
@@ -153,7 +162,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<usize, StoreError> {
         let what = || format!("queueing actions for conference {conference_id}");
-        let mut tx = self.write_tx(what).await?;
+        let mut keys = self.lock_keys();
+        keys.conference(conference_id).event(calendar_id, event_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
         outbox::supersede_all_but_deletes(&mut tx, conference_id, running_row, now_ms).await?;
         let queued = outbox::append(
             &mut tx,

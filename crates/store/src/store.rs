@@ -25,7 +25,7 @@ const READERS: u32 = 4;
 /// The schema, embedded at compile time. `sqlx::migrate!` needs sqlx's `macros` feature, which
 /// the workspace does not enable, so the list is spelled out here; sqlx's migrator still does the
 /// bookkeeping (`_sqlx_migrations`, checksums). Add new files at the end, never edit old ones.
-fn sqlite_migrator() -> Migrator {
+pub(crate) fn sqlite_migrator() -> Migrator {
     let migrations = [
         (
             1,
@@ -82,12 +82,22 @@ fn sqlite_migrator() -> Migrator {
             "api key scopes",
             include_str!("../migrations/sqlite/0011_api_key_scopes.sql"),
         ),
+        (
+            12,
+            "store meta",
+            include_str!("../migrations/sqlite/0012_store_meta.sql"),
+        ),
+        (
+            13,
+            "channel silence",
+            include_str!("../migrations/sqlite/0013_channel_silence.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
 
 /// Postgres's own migrations (its first one builds what SQLite's 0001-0006 build).
-fn postgres_migrator() -> Migrator {
+pub(crate) fn postgres_migrator() -> Migrator {
     let migrations = [
         (
             1,
@@ -119,6 +129,16 @@ fn postgres_migrator() -> Migrator {
             "api key scopes",
             include_str!("../migrations/postgres/0006_api_key_scopes.sql"),
         ),
+        (
+            7,
+            "store meta",
+            include_str!("../migrations/postgres/0007_store_meta.sql"),
+        ),
+        (
+            8,
+            "channel silence",
+            include_str!("../migrations/postgres/0008_channel_silence.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -138,6 +158,51 @@ fn migrator_of(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
             })
             .collect(),
     )
+}
+
+/// The keys a keyed write transaction locks ([`Store::write_tx_keyed`]): the conferences,
+/// events and calendars whose rows it reads and writes by. Postgres only (SQLite serializes
+/// every write anyway).
+pub(crate) struct LockKeys {
+    schema: Option<Arc<str>>,
+    keys: Vec<i64>,
+}
+
+impl LockKeys {
+    fn add(&mut self, kind: &str, parts: &[&str]) {
+        if let Some(schema) = &self.schema {
+            let mut purpose = String::from(kind);
+            for part in parts {
+                purpose.push('\u{1f}');
+                purpose.push_str(part);
+            }
+            self.keys.push(crate::db::lock_key(&purpose, schema));
+        }
+    }
+
+    /// A conference: its link and outbox rows.
+    pub(crate) fn conference(&mut self, conference_id: &str) -> &mut Self {
+        self.add("conference", &[conference_id]);
+        self
+    }
+
+    /// An event: the one live link it may have (and the planned keys named after it).
+    pub(crate) fn event(&mut self, calendar_id: &str, event_id: &str) -> &mut Self {
+        self.add("event", &[calendar_id, event_id]);
+        self
+    }
+
+    /// A calendar: its sync token and page commits.
+    pub(crate) fn calendar(&mut self, calendar_id: &str) -> &mut Self {
+        self.add("calendar", &[calendar_id]);
+        self
+    }
+
+    fn finish(mut self) -> Vec<i64> {
+        self.keys.sort_unstable();
+        self.keys.dedup();
+        self.keys
+    }
 }
 
 /// Reads "now" in unix milliseconds.
@@ -358,6 +423,36 @@ impl Store {
     /// ROLLBACK fails too), and every later BEGIN is refused. That connection is closed and a
     /// fresh one opened, so the store recovers by itself once the cause is gone.
     pub(crate) async fn write_tx(&self, what: impl FnOnce() -> String) -> Result<Tx, StoreError> {
+        self.write_tx_in(crate::db::Serial::All, what).await
+    }
+
+    /// Starts a write transaction serialized only with those sharing one of `keys` (and with
+    /// [`Store::write_tx`]'s): see [`crate::db`] for what such a transaction may do.
+    pub(crate) async fn write_tx_keyed(
+        &self,
+        keys: LockKeys,
+        what: impl FnOnce() -> String,
+    ) -> Result<Tx, StoreError> {
+        let keys = keys.finish();
+        self.write_tx_in(crate::db::Serial::Keys(&keys), what).await
+    }
+
+    /// The lock keys of a keyed write transaction, to be filled in.
+    pub(crate) fn lock_keys(&self) -> LockKeys {
+        LockKeys {
+            schema: match &self.db {
+                Db::Postgres { schema, .. } => Some(schema.clone()),
+                Db::Sqlite { .. } => None,
+            },
+            keys: Vec::new(),
+        }
+    }
+
+    async fn write_tx_in(
+        &self,
+        serial: crate::db::Serial<'_>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Tx, StoreError> {
         let result = match &self.db {
             Db::Sqlite { writer, .. } => {
                 // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that
@@ -378,7 +473,7 @@ impl Store {
             }
             Db::Postgres {
                 pool, write_lock, ..
-            } => crate::db::pg_write_tx(pool, *write_lock)
+            } => crate::db::pg_write_tx(pool, *write_lock, serial)
                 .await
                 .map(Tx::Postgres),
         };

@@ -82,3 +82,27 @@ pub async fn stores() -> Vec<Store> {
     stores.extend(postgres().await);
     stores
 }
+
+/// Postgres: the URL the store was opened with is not kept; tests that need a connection of
+/// their own beside the store (to hold its locks) get the store's write lock key here. None
+/// for SQLite.
+pub fn write_lock_key(store: &Store) -> Option<i64> {
+    match &store.db {
+        crate::db::Db::Postgres { write_lock, .. } => Some(*write_lock),
+        crate::db::Db::Sqlite { .. } => None,
+    }
+}
+
+/// Postgres: a connection of the store's pool, detached from it (for tests that hold locks
+/// beside the store). None for SQLite.
+pub async fn raw_connection(store: &Store) -> Option<sqlx::PgConnection> {
+    match &store.db {
+        crate::db::Db::Postgres { pool, .. } => Some(
+            pool.acquire()
+                .await
+                .expect("a Postgres connection")
+                .detach(),
+        ),
+        crate::db::Db::Sqlite { .. } => None,
+    }
+}

@@ -988,6 +988,7 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
         // The executor queues the recreate; a sync then plans a newer spec for the old conference.
         let recreate = Action::Recreate {
             spec: spec("Planning"),
+            provider: None,
         };
         store
             .enqueue(
@@ -1147,6 +1148,7 @@ async fn a_take_over_supersedes_the_pending_work_it_replaces() {
         let running = store.due(10, 2_000).await.unwrap()[0].id;
         let recreate = Action::Recreate {
             spec: spec("Planning (2)"),
+            provider: None,
         };
         let queued = store
             .take_over("m1", ALICE, "e1", running, &[recreate], 3_000)
@@ -1862,6 +1864,11 @@ async fn a_dead_workers_claims_are_taken_over_at_once() {
     .join()
     .unwrap();
     assert_eq!(claimed, (1, true));
+    let names =
+        |workers: Vec<(String, i64)>| workers.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    let mut live = names(store.live_workers().await.unwrap());
+    live.sort();
+    assert_eq!(live, ["b", "c"], "a's liveness lock went with its runtime");
     // "a"'s runtime is gone: b takes its row and its calendar lease within moments, though the
     // leases had ten minutes left; c's row stays c's.
     let started = std::time::Instant::now();
@@ -1887,4 +1894,317 @@ async fn a_dead_workers_claims_are_taken_over_at_once() {
             .is_some(),
         "the dead worker's calendar lease is free"
     );
+}
+
+/// A completed pass releases its lease and records the triggers it answered in one statement;
+/// a trigger that arrived during the pass keeps the calendar dirty; a late finish after the
+/// lease passed on leaves the new holder's lease alone.
+#[tokio::test]
+async fn finishing_a_pass_releases_its_lease_and_says_whether_a_trigger_came_since() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store.ensure_calendar(ALICE).await.unwrap();
+        store.mark_dirty(ALICE, 1_000).await.unwrap();
+        let answered = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
+        let fence = store
+            .lease_calendar(ALICE, "a", 1_000, 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !store
+                .finish_sync(ALICE, "a", fence, answered)
+                .await
+                .unwrap()
+        );
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(state.dirty_at, None, "clean: nothing came since");
+        assert!(
+            store
+                .lease_calendar(ALICE, "b", 1_001, 5_000)
+                .await
+                .unwrap()
+                .is_some(),
+            "released"
+        );
+        // b's pass hears of a trigger that arrives while it runs.
+        let answered = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
+        store.mark_dirty(ALICE, 2_000).await.unwrap();
+        let b = store.calendar(ALICE).await.unwrap().unwrap();
+        // a's late finish (its fence is old) does not free b's lease.
+        assert!(
+            store
+                .finish_sync(ALICE, "a", fence, answered)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .lease_calendar(ALICE, "c", 2_001, 5_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "b still holds it"
+        );
+        assert!(
+            store
+                .finish_sync(ALICE, "b", fence + 1, answered)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.calendar(ALICE).await.unwrap().unwrap().dirty_at,
+            b.dirty_at,
+            "still dirty for the next pass"
+        );
+        assert!(
+            store
+                .lease_calendar(ALICE, "c", 2_002, 5_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+/// Postgres: page commits are serialized per conference, event and calendar, not store-wide.
+/// A writer holding the store's write lock shared (as every keyed commit does) blocks none of
+/// them; one holding it exclusively (as a cross-conference transaction does) blocks them all
+/// until it ends. Many workers committing pages at once, some of them on the same conference,
+/// lose no action and keep each conference's rows in commit order.
+#[tokio::test]
+async fn postgres_page_commits_wait_only_for_writes_they_share_a_key_with() {
+    let Some(store) = confsync_store::testing::postgres().await else {
+        eprintln!("Postgres skipped");
+        return;
+    };
+    let write_lock = confsync_store::testing::write_lock_key(&store).unwrap();
+    let mut other = confsync_store::testing::raw_connection(&store)
+        .await
+        .unwrap();
+    let commit = |store: Store, n: usize| async move {
+        let calendar = format!("cal{n}@example.com");
+        store
+            .commit_latest(
+                &calendar,
+                &[change(
+                    link(&format!("conf-{n}"), &calendar, &format!("ev{n}"), "t"),
+                    vec![update(&format!("t{n}"))],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+    };
+    let within = std::time::Duration::from_secs(5);
+    // Shared holders do not block keyed commits.
+    sqlx::query("SELECT pg_advisory_lock_shared($1)")
+        .bind(write_lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    tokio::time::timeout(within, commit(store.clone(), 1))
+        .await
+        .expect("a keyed commit does not wait for a shared holder")
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock_shared($1)")
+        .bind(write_lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // An exclusive holder blocks them until it lets go.
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(write_lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(commit(store.clone(), 2));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "waits for the exclusive holder");
+    assert!(store.link("conf-2").await.unwrap().is_none());
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(write_lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    tokio::time::timeout(within, waiting)
+        .await
+        .expect("runs once the exclusive holder lets go")
+        .unwrap()
+        .unwrap();
+
+    // Eight workers, 20 pages each: their own conference every time, and a shared one
+    // (`conf-shared`, queued through enqueue) in between.
+    store.ensure_calendar(ALICE).await.unwrap();
+    store
+        .commit_latest(
+            ALICE,
+            &[change(link("conf-shared", ALICE, "shared", "s"), vec![])],
+            &[],
+            None,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let calendar = format!("worker{w}@example.com");
+            for page in 0..20 {
+                let conference = format!("conf-w{w}");
+                let title = format!("w{w} p{page}");
+                loop {
+                    let result = store
+                        .commit_latest(
+                            &calendar,
+                            &[change(
+                                link(&conference, &calendar, &format!("ev{w}"), &title),
+                                vec![update(&title)],
+                            )],
+                            &[],
+                            Some(&format!("token-{page}")),
+                            1_000 + page,
+                        )
+                        .await;
+                    match result {
+                        Ok(()) => break,
+                        Err(StoreError::Stale { .. }) => continue,
+                        Err(e) => panic!("page commit failed: {e}"),
+                    }
+                }
+                store
+                    .enqueue(
+                        "conf-shared",
+                        ALICE,
+                        "shared",
+                        &[update(&format!("shared by w{w} p{page}"))],
+                        0,
+                        1_000,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    for w in 0..8 {
+        let rows = store.outbox_of(&format!("conf-w{w}")).await.unwrap();
+        let titles: Vec<String> = rows
+            .iter()
+            .map(|r| match &r.action {
+                Action::Update { spec, .. } => spec.title.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let expected: Vec<String> = (0..20).map(|p| format!("w{w} p{p}")).collect();
+        assert_eq!(titles, expected, "worker {w}'s rows in its commit order");
+        let calendar = store
+            .calendar(&format!("worker{w}@example.com"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(calendar.sync_token.as_deref(), Some("token-19"));
+    }
+    let shared = store.outbox_of("conf-shared").await.unwrap();
+    assert_eq!(shared.len(), 8 * 20, "every shared action queued once");
+    let mut ids: Vec<i64> = shared.iter().map(|r| r.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 160);
+}
+
+/// Silence is watched from the store: a channel that never heard its `sync` handshake is
+/// polled once after the grace; one that usually hears every 30 s is polled once it has been
+/// quiet for three gaps (and the floor), once per silence; a quiet channel is not polled before
+/// the floor. Whichever worker accepted each message.
+#[tokio::test]
+async fn quiet_push_channels_are_found_once_per_silence() {
+    use confsync_store::Quiet;
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let channel = |id: &str| confsync_store::Channel {
+            channel_id: id.to_owned(),
+            calendar_id: ALICE.to_owned(),
+            resource_id: "r".to_owned(),
+            token_hash: "h".to_owned(),
+            expiration_ms: 10_000_000,
+            created_at: 0,
+            stopped: false,
+        };
+        for id in ["mute", "busy"] {
+            store.channel_create(&channel(id)).await.unwrap();
+        }
+        let quiet = |now: i64, floor: i64| {
+            let store = store.clone();
+            async move {
+                let mut found: Vec<(String, Quiet)> = store
+                    .channels_gone_quiet(now, 120_000, floor)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(c, q)| (c.channel_id, q))
+                    .collect();
+                found.sort_by(|a, b| a.0.cmp(&b.0));
+                found
+            }
+        };
+        // "busy" hears a message every 30 s from 0 to 270 s (any worker); "mute" nothing.
+        for i in 0..10 {
+            assert!(
+                store
+                    .channel_message_accept("busy", i + 1, i * 30_000)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !store
+                .channel_message_accept("busy", 3, 300_000)
+                .await
+                .unwrap(),
+            "a replayed number is refused"
+        );
+        assert_eq!(quiet(100_000, 60_000).await, vec![], "within the grace");
+        let last = 9 * 30_000;
+        assert_eq!(
+            quiet(last + 80_000, 60_000).await,
+            vec![("mute".to_owned(), Quiet::NoHandshake)],
+            "the handshake is late; busy is within three gaps"
+        );
+        assert_eq!(
+            quiet(last + 100_000, 60_000).await,
+            vec![("busy".to_owned(), Quiet::Silent)],
+            "busy: quiet for more than three gaps; mute answered already"
+        );
+        assert_eq!(
+            quiet(last + 200_000, 60_000).await,
+            vec![],
+            "once per silence"
+        );
+        store
+            .channel_message_accept("busy", 11, last + 210_000)
+            .await
+            .unwrap();
+        assert_eq!(quiet(last + 220_000, 60_000).await, vec![], "heard again");
+        // A stopped channel is not watched.
+        store.channel_stop("busy").await.unwrap();
+        assert_eq!(quiet(5_000_000, 60_000).await, vec![]);
+        // "slow": two messages a second apart; three gaps are 3 s, but the floor is 600 s.
+        let t0 = 6_000_000;
+        store.channel_create(&channel("slow")).await.unwrap();
+        store.channel_message_accept("slow", 1, t0).await.unwrap();
+        store
+            .channel_message_accept("slow", 2, t0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(quiet(t0 + 300_000, 600_000).await, vec![]);
+        assert_eq!(
+            quiet(t0 + 602_000, 600_000).await,
+            vec![("slow".to_owned(), Quiet::Silent)]
+        );
+        store.channel_stop("slow").await.unwrap();
+    }
 }
