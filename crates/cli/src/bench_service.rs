@@ -76,6 +76,58 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds (user + system) of every process whose command is `postgres` (the database
+/// server's backends, on this machine), from /proc; 0 when there is none or no /proc.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (ticks(11) + ticks(12)) / 100.0;
+    }
+    total
+}
+
+/// The machine's busy and total CPU time so far (seconds over all cores), from /proc/stat.
+fn machine_cpu_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(line) = stat.lines().next() else {
+        return (0.0, 0.0);
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -526,6 +578,8 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let mut patched: Vec<Instant> = Vec::with_capacity(n);
     let cpu_before = cpu_seconds();
+    let postgres_before = postgres_cpu_seconds();
+    let machine_before = machine_cpu_seconds();
     let fire = Instant::now();
     for i in 0..n {
         if args.rate > 0.0 {
@@ -554,6 +608,12 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let waited = fire.elapsed();
     let cpu = cpu_seconds() - cpu_before;
+    let postgres_cpu = postgres_cpu_seconds() - postgres_before;
+    let machine_after = machine_cpu_seconds();
+    let (machine_busy, machine_total) = (
+        machine_after.0 - machine_before.0,
+        machine_after.1 - machine_before.1,
+    );
 
     // Receipts are per channel: map them to calendars through the store.
     let mut received: HashMap<String, Instant> = HashMap::new();
@@ -612,6 +672,19 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         cpu * 1000.0 / completed.max(1) as f64,
         load_average()
     );
+    if args.postgres {
+        println!(
+            "Postgres server CPU (this machine's postgres processes): {postgres_cpu:.2} s, {:.3} ms per calendar",
+            postgres_cpu * 1000.0 / completed.max(1) as f64
+        );
+    }
+    if machine_total > 0.0 {
+        println!(
+            "machine: {:.0}% of its {} cores busy during the measured phase (everything running here, this benchmark included)",
+            100.0 * machine_busy / machine_total,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     println!(
         "latency, notification received -> provider update done ({completed} calendars): {}",
         summary(&mut latency)

@@ -4,7 +4,9 @@
 //! 1. [`Store::begin_create`](confsync_store::Store::begin_create): a live link of the event
 //!    answers its conference; otherwise the event's create intent is stored (or resumed) and
 //!    its key becomes the provider's idempotency key;
-//! 2. `provider.create` with that key;
+//! 2. `create` with that key, at the provider the intent's first attempt recorded
+//!    ([`Store::claim_intent_provider`](confsync_store::Store::claim_intent_provider): the
+//!    current one then), so a retry after a move to another provider finds the same meeting;
 //! 3. [`Store::finish_create`](confsync_store::Store::finish_create): the link (never seen in
 //!    Calendar yet) and the intent's `linked` state in one transaction.
 //!
@@ -85,10 +87,28 @@ impl Engine {
             CreateStart::Existing(link) => return Ok(Created::Existing(*link)),
             CreateStart::Create { key } => key,
         };
-        let meeting = self.provider.create(spec, &key).await?;
+        // The provider the event's create started with (recorded by its first attempt): a
+        // retry after a move to another provider still finds the meeting made before it.
+        let recorded = self
+            .store
+            .claim_intent_provider(calendar_id, event_id, &key, self.provider.name())
+            .await?;
+        let maker = match recorded.as_deref() {
+            None => &self.provider,
+            Some(name) => self.provider_named(name).ok_or_else(|| {
+                ProviderError::Transient {
+                    provider: name.to_owned(),
+                    detail: format!(
+                        "the create of this event started with provider {name:?}, which is not configured here"
+                    ),
+                    retry_after: None,
+                }
+            })?,
+        };
+        let meeting = maker.create(spec, &key).await?;
         let link = Link {
             conference_id: meeting.meeting_id.clone(),
-            provider: self.provider.name().to_owned(),
+            provider: maker.name().to_owned(),
             calendar_id: calendar_id.to_owned(),
             event_id: event_id.to_owned(),
             spec: spec.clone(),
@@ -140,8 +160,22 @@ impl Engine {
         let conference_id = match &intent.conference_id {
             Some(id) => id.clone(),
             None => {
-                let meeting = match self
-                    .provider
+                // The provider its first attempt used (or, none recorded, the current one, now
+                // recorded so a late retry of the add-on agrees).
+                let Some(name) = self
+                    .store
+                    .claim_intent_provider(calendar_id, event_id, &intent.key, self.provider.name())
+                    .await?
+                else {
+                    return Ok(()); // linked or abandoned meanwhile
+                };
+                let Some(maker) = self.provider_named(&name) else {
+                    return Err(EngineError::Store(StoreError::Conflict {
+                        what: format!("cleaning up an abandoned create ({})", intent.key),
+                        detail: format!("its provider {name:?} is not configured"),
+                    }));
+                };
+                let meeting = match maker
                     .create(&placeholder(intent.created_at), &intent.key)
                     .await
                 {
@@ -158,7 +192,7 @@ impl Engine {
                 };
                 let link = Link {
                     conference_id: meeting.meeting_id.clone(),
-                    provider: self.provider.name().to_owned(),
+                    provider: maker.name().to_owned(),
                     calendar_id: calendar_id.to_owned(),
                     event_id: event_id.to_owned(),
                     spec: placeholder(intent.created_at),
@@ -171,7 +205,7 @@ impl Engine {
                 match self.store.finish_create(&link, now_ms).await {
                     Ok(CreateStart::Existing(_)) => {
                         // The event got another conference meanwhile: this meeting is nobody's.
-                        self.delete_unlinked(&meeting.meeting_id, &intent.key)
+                        self.delete_unlinked(maker, &meeting.meeting_id, &intent.key)
                             .await?;
                         self.store
                             .close_intent(calendar_id, event_id, intent.generation, true, now_ms)
@@ -238,12 +272,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn delete_unlinked(&self, meeting_id: &str, key: &str) -> Result<(), EngineError> {
-        match self
-            .provider
-            .delete(meeting_id, &format!("{key}:abandoned"))
-            .await
-        {
+    async fn delete_unlinked(
+        &self,
+        maker: &std::sync::Arc<dyn confsync_providers::ConferenceProvider>,
+        meeting_id: &str,
+        key: &str,
+    ) -> Result<(), EngineError> {
+        match maker.delete(meeting_id, &format!("{key}:abandoned")).await {
             Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(()),
             Err(e) => Err(EngineError::Store(StoreError::Conflict {
                 what: format!("deleting meeting {meeting_id} of an abandoned create"),

@@ -61,6 +61,22 @@ async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
     slots.into_iter().filter_map(|(_, out)| out).collect()
 }
 
+/// A report whose row is gone (its calendar was forgotten, `confsync admin forget`, after this
+/// worker's claim expired) is refused like one whose claim passed on: logged, not an error of
+/// the drain.
+fn gone(
+    item: &OutboxItem,
+    report: Result<bool, confsync_store::StoreError>,
+) -> Result<bool, confsync_store::StoreError> {
+    match report {
+        Err(e) if e.is_not_found() => {
+            warn!(outbox_id = item.id, conference_id = %item.conference_id, "outbox row removed while it ran (its calendar was forgotten): report ignored");
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
 impl Engine {
     /// Runs every outbox action due at `now_ms` (and those that become due as earlier actions of
     /// the same conference complete), until none is due.
@@ -155,12 +171,13 @@ impl Engine {
         match step {
             Step::Done { applied } => {
                 let accepted = match applied {
-                    Some(fingerprint) => {
+                    Some(fingerprint) => gone(
+                        &item,
                         self.store
                             .complete_update(&item, &fingerprint, now_ms)
-                            .await?
-                    }
-                    None => self.store.complete(&item, now_ms).await?,
+                            .await,
+                    )?,
+                    None => gone(&item, self.store.complete(&item, now_ms).await)?,
                 };
                 // Refused: another worker claimed the row since (this one stalled past its
                 // claim) and reports it itself.
@@ -170,7 +187,7 @@ impl Engine {
                 }
             }
             Step::Superseded => {
-                self.store.supersede(&item).await?;
+                gone(&item, self.store.supersede(&item).await)?;
                 summary.superseded += 1;
             }
             Step::Failed { failure, error } => {
@@ -180,9 +197,12 @@ impl Engine {
                         if self.should_warn_retry(&item.conference_id, now_ms) {
                             warn!(conference_id = %item.conference_id, action = kind, attempt = item.attempts + 1, retry_in_ms = not_before_ms - now_ms, %error, "action failed; retrying later");
                         }
-                        self.store
-                            .retry_later(&item, not_before_ms, &error, now_ms)
-                            .await?;
+                        gone(
+                            &item,
+                            self.store
+                                .retry_later(&item, not_before_ms, &error, now_ms)
+                                .await,
+                        )?;
                         summary.retried += 1;
                         *summary.retried_by_kind.entry(kind).or_default() += 1;
                     }
@@ -190,15 +210,16 @@ impl Engine {
                         if self.should_warn_retry(&item.conference_id, now_ms) {
                             warn!(conference_id = %item.conference_id, action = kind, %error, "action waits for credentials to be renewed");
                         }
-                        self.store
-                            .park(&item, not_before_ms, &error, now_ms)
-                            .await?;
+                        gone(
+                            &item,
+                            self.store.park(&item, not_before_ms, &error, now_ms).await,
+                        )?;
                         summary.retried += 1;
                         *summary.retried_by_kind.entry(kind).or_default() += 1;
                     }
                     Disposition::Fail => {
                         warn!(conference_id = %item.conference_id, action = kind, attempts = item.attempts + 1, %error, "action failed permanently");
-                        self.store.fail(&item, &error, now_ms).await?;
+                        gone(&item, self.store.fail(&item, &error, now_ms).await)?;
                         summary.failed += 1;
                     }
                 }

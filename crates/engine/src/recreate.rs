@@ -13,6 +13,14 @@
 //!    event) deleted, supersedes the old conference's pending rows and queues the old meeting's
 //!    delete (whose guard still checks the event).
 //!
+//! The new meeting is made by the provider the row names (`Action::Recreate::provider`: the
+//! current one where the row was queued), on every attempt and whichever worker runs it, so a
+//! rerun finds the same meeting even after the deployment moved to another provider; the new
+//! link records that provider. A move to another provider (`confsync admin migrate-provider`,
+//! [`Store::queue_provider_moves`](confsync_store::Store::queue_provider_moves)) is this path
+//! for every future meeting of a previous provider; the old meeting's delete goes to the
+//! provider its link names.
+//!
 //! Crash points (and lost answers): after 1, the rerun's create answers the same meeting; after
 //! 3 (or a PATCH whose answer was lost), the rerun reads the event showing the new conference
 //! and only swaps; after 4, the row is done or reruns into a swap that changes nothing. A row

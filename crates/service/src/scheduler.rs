@@ -118,6 +118,9 @@ const INTENT_CLEAN_UP_EVERY: Duration = Duration::from_secs(10 * 60);
 /// processes whose notification was missed are picked up.
 const DRAIN_IDLE_POLLS: u32 = 5;
 
+/// Other workers' notifications within this window wake the drainer once.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(100);
+
 /// How long a singleton duty is held without renewal: its holder renews it every period, so
 /// another worker takes it over within this many periods of the holder's death.
 const DUTY_PERIODS: u32 = 3;
@@ -221,7 +224,8 @@ impl Scheduler {
         }
     }
 
-    /// Wakes the drainer when another worker queued outbox rows (Postgres LISTEN/NOTIFY). A
+    /// Wakes the drainer when another worker queued outbox rows (Postgres LISTEN/NOTIFY), at
+    /// most once per [`NOTIFY_COALESCE`]. A
     /// store without notifications (SQLite) ends this task at once.
     async fn listen(self) {
         let mut listener = match self.inner.engine.store.listen().await {
@@ -237,7 +241,15 @@ impl Scheduler {
                 return;
             }
             match listener.recv().await {
-                Ok(_) => self.inner.drain_wake.notify_one(),
+                Ok(_) => {
+                    // Coalesced: the worker that queued a row drains it itself at once, so a
+                    // notification matters only for rows it cannot take soon. A burst of them
+                    // wakes this drainer once per window instead of once each (every worker
+                    // racing for every row cost more than the rows).
+                    let window = tokio::time::Instant::now() + NOTIFY_COALESCE;
+                    while let Ok(Ok(_)) = tokio::time::timeout_at(window, listener.recv()).await {}
+                    self.inner.drain_wake.notify_one();
+                }
                 Err(e) => {
                     warn!(error = %e, "notification listener failed; reconnecting (polling meanwhile)");
                     tokio::time::sleep(Duration::from_secs(1)).await;

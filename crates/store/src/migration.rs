@@ -17,7 +17,7 @@
 
 use confsync_core::plan::Action;
 
-use crate::db::{on_read, on_tx};
+use crate::db::{on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 use crate::{Store, links, outbox};
 
@@ -207,5 +207,41 @@ impl Store {
             );
         }
         Ok(queued)
+    }
+
+    /// The provider that makes the meeting of the create whose key is `key` (an intent of
+    /// [`Store::begin_create`]): the first caller records `provider`, and every caller gets the
+    /// one recorded (one conditional statement), so every retry of the create, on any worker,
+    /// before or after a move to another provider, reaches the provider that may have made the
+    /// meeting already. None when there is no such intent (linked or abandoned since).
+    pub async fn claim_intent_provider(
+        &self,
+        calendar_id: &str,
+        event_id: &str,
+        key: &str,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(generation) = key
+            .rsplit_once(':')
+            .and_then(|(_, g)| g.parse::<i64>().ok())
+        else {
+            return Ok(None);
+        };
+        on_write!(self, c => sqlx::query_scalar(
+            "UPDATE create_intents SET provider = COALESCE(provider, $4) \
+             WHERE calendar_id = $1 AND event_id = $2 AND generation = $3 RETURNING provider",
+        )
+        .bind(calendar_id)
+        .bind(event_id)
+        .bind(generation)
+        .bind(provider)
+        .fetch_optional(c)
+        .await)
+        .ctx(|| {
+            format!(
+                "recording the provider of the create of event {event_id} (calendar {calendar_id})"
+            )
+        })
+        .map(Option::flatten)
     }
 }

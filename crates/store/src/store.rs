@@ -92,6 +92,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "channel silence",
             include_str!("../migrations/sqlite/0013_channel_silence.sql"),
         ),
+        (
+            14,
+            "intent provider",
+            include_str!("../migrations/sqlite/0014_intent_provider.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -138,6 +143,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             8,
             "channel silence",
             include_str!("../migrations/postgres/0008_channel_silence.sql"),
+        ),
+        (
+            9,
+            "intent provider",
+            include_str!("../migrations/postgres/0009_intent_provider.sql"),
         ),
     ];
     migrator_of(&migrations)

@@ -422,7 +422,11 @@ async fn moves_to_another_provider_are_queued_once_for_future_meetings() {
             panic!()
         };
         assert_eq!(spec, &store.link("m1").await.unwrap().unwrap().spec);
-        assert_eq!(provider.as_deref(), Some("teams"), "made by the current provider");
+        assert_eq!(
+            provider.as_deref(),
+            Some("teams"),
+            "made by the current provider"
+        );
 
         let during = store
             .provider_moves("teams", &from, None, now)
@@ -463,6 +467,50 @@ async fn moves_to_another_provider_are_queued_once_for_future_meetings() {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+}
+
+/// A create intent's provider is recorded by its first attempt, and every later attempt (on
+/// any worker, before or after a move to another provider) gets that one.
+#[tokio::test]
+async fn a_create_keeps_the_provider_its_first_attempt_used() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let CreateStart::Create { key } = store.begin_create(ALICE, "e1", 1_000).await.unwrap()
+        else {
+            panic!("no link yet")
+        };
+        let first = store
+            .claim_intent_provider(ALICE, "e1", &key, "zoom")
+            .await
+            .unwrap();
+        assert_eq!(first.as_deref(), Some("zoom"));
+        let later = store
+            .claim_intent_provider(ALICE, "e1", &key, "teams")
+            .await
+            .unwrap();
+        assert_eq!(
+            later.as_deref(),
+            Some("zoom"),
+            "the first attempt's provider"
+        );
+        let stale = store.stale_intents(2_000, 10).await.unwrap();
+        assert_eq!(stale[0].provider.as_deref(), Some("zoom"));
+        assert_eq!(
+            store
+                .claim_intent_provider(ALICE, "e2", "create:x:e2:1", "teams")
+                .await
+                .unwrap(),
+            None,
+            "no such intent"
+        );
+        assert_eq!(
+            store
+                .claim_intent_provider(ALICE, "e1", "not-a-key", "teams")
+                .await
+                .unwrap(),
+            None
         );
     }
 }
