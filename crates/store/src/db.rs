@@ -26,7 +26,9 @@
 //!   transactions wait for each other only when they share a key, and never deadlock on these
 //!   locks (every transaction takes the shared lock first, then its keys in ascending order).
 //!   A page commit locks its calendar, each change's conference and each linked event (the
-//!   unique live link per event); queueing follow-ups locks the conference and its event.
+//!   unique live link per event); queueing follow-ups locks the conference and its event. A
+//!   transaction with more than `MAX_LOCK_KEYS` (128) keys (a full sync's page) takes
+//!   [`Serial::All`] instead: Postgres's shared lock table is small.
 //! - [`on_write!`]: one statement, under the shared write lock and no key. A single UPDATE
 //!   or upsert is atomic on the rows it touches (Postgres re-checks its WHERE on the row's
 //!   latest version after waiting for a row lock), and no keyed transaction writes a column

@@ -267,21 +267,36 @@ impl Store {
         let mut found: BTreeMap<String, StoredLink> = BTreeMap::new();
         let mut by_event: BTreeMap<String, StoredLink> = BTreeMap::new();
         for chunk in event_ids.chunks(CHUNK) {
-            let rows = on_read!(self, c => {
-                let mut query = QueryBuilder::new(SELECT);
-                query
-                    .push(" WHERE calendar_id = ")
-                    .push_bind(calendar_id)
-                    .push(" AND event_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
+            let rows = match &self.db {
+                // Postgres: one array parameter, so the lookup is an index scan of
+                // (calendar_id, event_id) per id; a list of hundreds of parameters is planned as
+                // a linear search of the list for every row.
+                crate::db::Db::Postgres { pool, .. } => {
+                    let sql = format!("{SELECT} WHERE calendar_id = $1 AND event_id = ANY($2)");
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(calendar_id)
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await;
+                    rows.ctx(what)
+                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
                 }
-                query.push(")");
-                let rows = query.build().fetch_all(c).await;
-                rows.ctx(what)
-                    .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
-            })?;
+                crate::db::Db::Sqlite { reader, .. } => {
+                    let mut query = QueryBuilder::new(SELECT);
+                    query
+                        .push(" WHERE calendar_id = ")
+                        .push_bind(calendar_id)
+                        .push(" AND event_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    let rows = query.build().fetch_all(reader).await;
+                    rows.ctx(what)
+                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                }
+            };
             for stored in rows {
                 // Live beats deleted; among equals the most recently updated wins.
                 let rank = |s: &StoredLink| (!s.link.deleted, s.updated_at);
@@ -297,18 +312,29 @@ impl Store {
             found.insert(stored.link.conference_id.clone(), stored);
         }
         for chunk in conference_ids.chunks(CHUNK) {
-            let rows = on_read!(self, c => {
-                let mut query = QueryBuilder::new(SELECT);
-                query.push(" WHERE conference_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
+            let rows = match &self.db {
+                crate::db::Db::Postgres { pool, .. } => {
+                    let sql = format!("{SELECT} WHERE conference_id = ANY($1)");
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await;
+                    rows.ctx(what)
+                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
                 }
-                query.push(")");
-                let rows = query.build().fetch_all(c).await;
-                rows.ctx(what)
-                    .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())
-            })?;
+                crate::db::Db::Sqlite { reader, .. } => {
+                    let mut query = QueryBuilder::new(SELECT);
+                    query.push(" WHERE conference_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    let rows = query.build().fetch_all(reader).await;
+                    rows.ctx(what)
+                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                }
+            };
             for stored in rows {
                 found
                     .entry(stored.link.conference_id.clone())

@@ -170,6 +170,12 @@ fn migrator_of(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
     )
 }
 
+/// The most keys a keyed write transaction locks; one with more takes the write lock
+/// exclusively instead. Postgres keeps advisory locks in its shared lock table (64 per
+/// connection by default, `max_locks_per_transaction`): a few concurrent commits of this size
+/// fit with room to spare.
+const MAX_LOCK_KEYS: usize = 128;
+
 /// The keys a keyed write transaction locks ([`Store::write_tx_keyed`]): the conferences,
 /// events and calendars whose rows it reads and writes by. Postgres only (SQLite serializes
 /// every write anyway).
@@ -444,6 +450,12 @@ impl Store {
         what: impl FnOnce() -> String,
     ) -> Result<Tx, StoreError> {
         let keys = keys.finish();
+        if keys.len() > MAX_LOCK_KEYS {
+            // A big page (a full sync's): one exclusive lock instead of thousands of keys,
+            // which would crowd Postgres's shared lock table (sized by
+            // max_locks_per_transaction) and cost more than they save.
+            return self.write_tx_in(crate::db::Serial::All, what).await;
+        }
         self.write_tx_in(crate::db::Serial::Keys(&keys), what).await
     }
 

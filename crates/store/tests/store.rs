@@ -2008,10 +2008,33 @@ async fn postgres_page_commits_wait_only_for_writes_they_share_a_key_with() {
         .await
         .expect("a keyed commit does not wait for a shared holder")
         .unwrap();
+    // A page too big to lock key by key (a full sync's) takes the write lock exclusively.
+    let big: Vec<PlannedChange> = (0..70)
+        .map(|i| {
+            change(
+                link(&format!("big-{i}"), TEAM, &format!("bigev{i}"), "t"),
+                vec![update("t")],
+            )
+        })
+        .collect();
+    let big_commit = {
+        let store = store.clone();
+        tokio::spawn(async move { store.commit_latest(TEAM, &big, &[], None, 1_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !big_commit.is_finished(),
+        "141 keys: waits for the shared holder like any exclusive writer"
+    );
     sqlx::query("SELECT pg_advisory_unlock_shared($1)")
         .bind(write_lock)
         .execute(&mut other)
         .await
+        .unwrap();
+    tokio::time::timeout(within, big_commit)
+        .await
+        .expect("the big page commits once the shared holder lets go")
+        .unwrap()
         .unwrap();
     // An exclusive holder blocks them until it lets go.
     sqlx::query("SELECT pg_advisory_lock($1)")
