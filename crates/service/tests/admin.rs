@@ -5,10 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use confsync_core::model::{MeetingSpec, When};
-use confsync_core::plan::{Action, Change, Link};
 use confsync_service::hash_api_key;
-use confsync_store::{LinkBase, OutboxState, PlannedChange};
+use confsync_store::OutboxState;
 use serde_json::Value;
 
 const ALICE: &str = "alice@example.com";
@@ -32,50 +30,6 @@ async fn call(r: &common::Running, method: reqwest::Method, path: &str, key: &st
     )
 }
 
-/// A failed update for a conference of Alice's calendar (its id).
-async fn failed_action(r: &common::Running, conference_id: &str) -> i64 {
-    let spec = MeetingSpec {
-        title: "Planning".into(),
-        description: String::new(),
-        start: When::from_key("2026-12-01T10:00:00Z").unwrap(),
-        end: When::from_key("2026-12-01T11:00:00Z").unwrap(),
-        time_zone: None,
-        recurrence: Vec::new(),
-        attendees: Vec::new(),
-        organizer: Some(ALICE.into()),
-    };
-    let link = Link {
-        conference_id: conference_id.into(),
-        provider: "local".into(),
-        calendar_id: ALICE.into(),
-        event_id: format!("ev{conference_id}"),
-        spec: spec.clone(),
-        last_etag_seen: None,
-        last_etag_written: None,
-        occurrences: BTreeMap::new(),
-        deleted: false,
-        join_url: None,
-    };
-    let change = PlannedChange {
-        link,
-        base: LinkBase::New,
-        actions: vec![Action::Update {
-            spec,
-            changes: vec![Change::Retitled],
-        }],
-        supersede_deletes: false,
-        // Far off, so the service's drainer leaves it alone until the test fails it.
-        not_before_ms: i64::MAX / 2,
-    };
-    r.store
-        .commit_page(ALICE, &[change], &[], None, 1_000)
-        .await
-        .unwrap();
-    let id = r.store.outbox_of(conference_id).await.unwrap()[0].id;
-    r.store.fail(id, "provider said no", 2_000).await.unwrap();
-    id
-}
-
 #[tokio::test]
 async fn admin_routes_follow_key_scopes_and_change_what_they_say() {
     let r = common::start(ADDON, None).await;
@@ -85,8 +39,8 @@ async fn admin_routes_follow_key_scopes_and_change_what_they_say() {
             .await
             .unwrap();
     }
-    let first = failed_action(&r, "mtgfirst").await;
-    let second = failed_action(&r, "mtgsecond").await;
+    let first = common::failed_action(&r, "mtgfirst").await;
+    let second = common::failed_action(&r, "mtgsecond").await;
 
     // Listing: admin and read-only keys; not the add-on's key.
     let (status, listed) = call(
@@ -287,7 +241,7 @@ async fn a_forgotten_calendar_is_no_longer_synced_and_comes_back_with_a_create()
     assert_eq!(active, 1, "the calendar is watched");
 
     // An action of the calendar runs at the provider right now (another worker's claim).
-    failed_action(&r, "mtgbusy").await;
+    common::failed_action(&r, "mtgbusy").await;
     let busy = r.store.outbox_of("mtgbusy").await.unwrap()[0].id;
     assert!(r.store.retry_action(busy, i64::MAX / 2).await.unwrap());
     let claimed = r

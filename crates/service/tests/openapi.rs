@@ -22,10 +22,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use confsync_core::model::{MeetingSpec, When};
-use confsync_core::plan::{Action, Change, Link};
 use confsync_service::hash_api_key;
-use confsync_store::{LinkBase, PlannedChange};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -812,50 +809,6 @@ async fn documented_routes_are_served_and_served_routes_are_documented() {
     }
 }
 
-/// A failed update for a conference of Alice's calendar (its outbox id).
-async fn failed_action(r: &common::Running, conference_id: &str) -> i64 {
-    let spec = MeetingSpec {
-        title: "Planning".into(),
-        description: String::new(),
-        start: When::from_key("2026-12-01T10:00:00Z").unwrap(),
-        end: When::from_key("2026-12-01T11:00:00Z").unwrap(),
-        time_zone: None,
-        recurrence: Vec::new(),
-        attendees: Vec::new(),
-        organizer: Some(ALICE.into()),
-    };
-    let link = Link {
-        conference_id: conference_id.into(),
-        provider: "local".into(),
-        calendar_id: ALICE.into(),
-        event_id: format!("ev{conference_id}"),
-        spec: spec.clone(),
-        last_etag_seen: None,
-        last_etag_written: None,
-        occurrences: BTreeMap::new(),
-        deleted: false,
-        join_url: None,
-    };
-    let change = PlannedChange {
-        link,
-        base: LinkBase::New,
-        actions: vec![Action::Update {
-            spec,
-            changes: vec![Change::Retitled],
-        }],
-        supersede_deletes: false,
-        // Far off, so the service's drainer leaves it alone.
-        not_before_ms: i64::MAX / 2,
-    };
-    r.store
-        .commit_page(ALICE, &[change], &[], None, 1_000)
-        .await
-        .unwrap();
-    let id = r.store.outbox_of(conference_id).await.unwrap()[0].id;
-    r.store.fail(id, "provider said no", 2_000).await.unwrap();
-    id
-}
-
 /// Drives a live service and checks every answer against the document.
 struct Driver<'a> {
     r: &'a common::Running,
@@ -1152,7 +1105,7 @@ async fn live_answers_match_the_document() {
     d.call(M::GET, "v1/status", None, None, 401).await;
 
     // Admin: listings, retry, drop, resync, keys.
-    let action = failed_action(&r, "openapimtg").await;
+    let action = common::failed_action(&r, "openapimtg").await;
     let listed = d
         .call(M::GET, "v1/admin/actions", Some(READER), None, 200)
         .await;

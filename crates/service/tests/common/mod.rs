@@ -149,3 +149,52 @@ pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits)
         channels,
     }
 }
+
+/// A failed update for a conference of Alice's calendar, queued far in the future (so the
+/// service's drainer leaves it alone) and failed: its outbox id. For the admin and contract
+/// tests.
+pub async fn failed_action(r: &Running, conference_id: &str) -> i64 {
+    use confsync_core::model::{MeetingSpec, When};
+    use confsync_core::plan::{Action, Change};
+    use confsync_store::{LinkBase, PlannedChange};
+    let spec = MeetingSpec {
+        title: "Planning".into(),
+        description: String::new(),
+        start: When::from_key("2026-12-01T10:00:00Z").unwrap(),
+        end: When::from_key("2026-12-01T11:00:00Z").unwrap(),
+        time_zone: None,
+        recurrence: Vec::new(),
+        attendees: Vec::new(),
+        organizer: Some(ALICE.into()),
+    };
+    let link = confsync_core::plan::Link {
+        conference_id: conference_id.into(),
+        provider: "local".into(),
+        calendar_id: ALICE.into(),
+        event_id: format!("ev{conference_id}"),
+        spec: spec.clone(),
+        last_etag_seen: None,
+        last_etag_written: None,
+        occurrences: std::collections::BTreeMap::new(),
+        deleted: false,
+        join_url: None,
+    };
+    let change = PlannedChange {
+        link,
+        base: LinkBase::New,
+        actions: vec![Action::Update {
+            spec,
+            changes: vec![Change::Retitled],
+        }],
+        supersede_deletes: false,
+        // Far off, so the service's drainer leaves it alone.
+        not_before_ms: i64::MAX / 2,
+    };
+    r.store
+        .commit_page(ALICE, &[change], &[], None, 1_000)
+        .await
+        .unwrap();
+    let id = r.store.outbox_of(conference_id).await.unwrap()[0].id;
+    r.store.fail(id, "provider said no", 2_000).await.unwrap();
+    id
+}
