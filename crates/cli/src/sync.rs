@@ -270,7 +270,7 @@ pub async fn run(config_path: &Path, calendar: Option<String>, full: bool) -> an
     let now = || chrono::Utc::now().timestamp_millis();
     let (mut events, mut skipped, mut failed_calendars) = (0u64, 0u64, 0u64);
     for calendar_id in &calendars {
-        match engine.sync_leased(calendar_id, full, now(), None).await {
+        match engine.sync_leased(calendar_id, full, now(), false).await {
             Ok(None) => {
                 println!("{calendar_id}: being synced by a `confsync serve` worker now; skipped");
             }

@@ -158,6 +158,9 @@ pub struct SyncSummary {
     /// and wants another pass. Set by [`Engine::sync_leased`] when told which triggers the pass
     /// answers.
     pub still_dirty: bool,
+    /// The calendar's trigger generation (`dirty_gen`) when the pass read its state, before it
+    /// listed anything: the triggers it answers.
+    pub answered_gen: i64,
 }
 
 /// The summary of one outbox drain.

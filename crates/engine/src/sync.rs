@@ -59,16 +59,16 @@ impl Engine {
     /// [`confsync_store::Store::sync_succeeded`]). The lease is renewed while the pass runs and
     /// released after it; a worker that dies loses it after `lease_ms`.
     ///
-    /// `answers`: the calendar's trigger generation read before the pass (its `dirty_gen`).
-    /// When the pass completes, the release also records that it answered those triggers (one
-    /// statement, [`confsync_store::Store::finish_sync`]), and the summary's `still_dirty`
-    /// says whether one arrived since.
+    /// `answer_triggers`: when the pass completes, the release also records that it answered
+    /// the triggers recorded before it read the calendar's state (its `dirty_gen` then, before
+    /// any listing; one statement, [`confsync_store::Store::finish_sync`]), and the summary's
+    /// `still_dirty` says whether one arrived since.
     pub async fn sync_leased(
         &self,
         calendar_id: &str,
         force_full: bool,
         now_ms: i64,
-        answers: Option<i64>,
+        answer_triggers: bool,
     ) -> Result<Option<SyncSummary>, EngineError> {
         let worker = self.config.worker.as_str();
         let lease_ms = self.config.lease_ms.max(1_000);
@@ -104,10 +104,10 @@ impl Engine {
             result = self.sync(calendar_id, force_full, now_ms) => result,
             never = renew => never,
         };
-        let released = match (&mut result, answers) {
-            (Ok(summary), Some(generation)) => self
+        let released = match &mut result {
+            Ok(summary) if answer_triggers => self
                 .store
-                .finish_sync(calendar_id, worker, fence, generation)
+                .finish_sync(calendar_id, worker, fence, summary.answered_gen)
                 .await
                 .map(|still_dirty| summary.still_dirty |= still_dirty),
             _ => {
@@ -131,8 +131,14 @@ impl Engine {
         force_full: bool,
         now_ms: i64,
     ) -> Result<SyncSummary, EngineError> {
-        self.store.ensure_calendar(calendar_id).await?;
-        let state = self.store.calendar(calendar_id).await?;
+        let mut state = self.store.calendar(calendar_id).await?;
+        if state.is_none() {
+            self.store.ensure_calendar(calendar_id).await?;
+            state = self.store.calendar(calendar_id).await?;
+        }
+        // The triggers this pass answers: those recorded before this read (the listing starts
+        // after it).
+        let answered_gen = state.as_ref().map_or(0, |s| s.dirty_gen);
         let (token, needs_full) = state
             .map(|s| (s.sync_token, s.needs_full_sync))
             .unwrap_or((None, true));
@@ -278,6 +284,7 @@ impl Engine {
             replans: 0,
             resync,
             still_dirty: false,
+            answered_gen,
         })
     }
 

@@ -618,19 +618,9 @@ impl Scheduler {
         }
         let engine = &self.inner.engine;
         let started = std::time::Instant::now();
-        // The trigger generation this pass answers: a trigger recorded after this read keeps
-        // the calendar dirty for another pass.
-        let generation = engine
-            .store
-            .calendar(calendar_id)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.dirty_gen);
-        let result = match engine
-            .sync_leased(calendar_id, false, now_ms(), generation)
-            .await
-        {
+        // The pass answers the triggers recorded before it read the calendar's state; one
+        // recorded after keeps the calendar dirty for another pass (`still_dirty`).
+        let result = match engine.sync_leased(calendar_id, false, now_ms(), true).await {
             Ok(Some(summary)) => Ok(summary),
             Ok(None) => {
                 // Another worker is syncing it: its pass answers what is recorded dirty by now,
