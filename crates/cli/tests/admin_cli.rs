@@ -1,8 +1,11 @@
 //! `confsync admin forget` and `confsync admin migrate-provider`, the real binary, on a SQLite
 //! store seeded through the store's API.
 
+mod common_tmp;
+use common_tmp::TempDir;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use confsync_core::model::{MeetingSpec, When};
@@ -11,30 +14,6 @@ use confsync_store::{Channel, LinkBase, OutboxState, PlannedChange, Store};
 
 const ALICE: &str = "alice@example.com";
 const UNSET_SECRET: &str = "CONFSYNC_TEST_ADMIN_CLI_UNSET_SECRET";
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "confsync-admin-cli-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The binary with `args` and `--config`, none of the machine's CONFSYNC_* variables.
 fn confsync(args: &[&str], config: &Path) -> Output {
@@ -120,7 +99,7 @@ async fn seed(db: &Path) -> Store {
 /// meetings kept), refuses an unknown one, and says how its channels are stopped.
 #[tokio::test]
 async fn migrate_provider_and_forget_work_on_the_store() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("admin-cli");
     let db = dir.0.join("admin.db");
     let store = seed(&db).await;
     let config = dir.0.join("confsync.toml");

@@ -4,35 +4,14 @@
 //! per-user OAuth, and a host key) whose secrets are not set, which `confsync config check` (and
 //! `serve`) refuse, naming the variable.
 
-use std::path::{Path, PathBuf};
+mod common_tmp;
+use common_tmp::TempDir;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 const UNSET_PROVIDER_SECRET: &str = "CONFSYNC_TEST_APIKEY_UNSET_ZOOM_SECRET";
 const UNSET_HOST_KEY: &str = "CONFSYNC_TEST_APIKEY_UNSET_HOST_KEY";
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "confsync-apikey-cli-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The binary with `args`, none of the CONFSYNC_* variables of the machine running the tests.
 fn confsync(args: &[&str], config: Option<&Path>) -> Output {
@@ -55,7 +34,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn apikey_commands_need_only_the_store() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("apikey-cli");
     let db = dir.0.join("data").join("keys.db");
     let config = dir.0.join("confsync.toml");
     std::fs::write(
@@ -179,7 +158,7 @@ fn config_example_shows_every_provider_key() {
         assert!(example.contains(&format!("[{table}]\n")), "[{table}]");
     }
 
-    let dir = TempDir::new();
+    let dir = TempDir::new("apikey-cli");
     let config = dir.0.join("example.toml");
     std::fs::write(&config, &example).unwrap();
     let check = confsync(&["config", "check"], Some(&config));
@@ -203,7 +182,7 @@ fn config_example_shows_every_provider_key() {
 /// listing, retry, drop and resync on the store alone.
 #[test]
 fn admin_commands_work_on_the_store_alone() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("apikey-cli");
     let db = dir.0.join("admin.db");
     let config = dir.0.join("confsync.toml");
     std::fs::write(

@@ -4,6 +4,9 @@
 //! passes on a sound deployment (exit 0), and each failure is reported with its hint and a
 //! non-zero exit.
 
+mod common_tmp;
+use common_tmp::TempDir;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,30 +24,6 @@ const SA_EMAIL: &str = "confsync@project.iam.gserviceaccount.com";
 const SA_CLIENT_ID: &str = "108765432109876543210";
 const CALENDAR_SCOPE: &str = "https://www.googleapis.com/auth/calendar";
 const DAILY_KEY: &str = "daily-api-key-0123456789abcdef";
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "confsync-doctor-cli-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -78,7 +57,7 @@ impl World {
         .spawn("127.0.0.1:0")
         .await
         .unwrap();
-        let dir = TempDir::new();
+        let dir = TempDir::new("doctor-cli");
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
         let key_file = dir.0.join("service-account.json");
         std::fs::write(

@@ -2,9 +2,11 @@
 //! summary it prints, incremental and forced full passes, and how it fails on a bad config or a
 //! missing token (naming the key or variable, never printing the token).
 
+mod common_tmp;
+use common_tmp::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{NaiveTime, SecondsFormat, Utc};
 use confsync_emulator::{Emulator, EmulatorConfig, RunningEmulator};
@@ -22,29 +24,6 @@ const CONFSYNC_ENV: &[&str] = &[
     "CONFSYNC_LOG",
     "CONFSYNC_LOG_FORMAT",
 ];
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "confsync-sync-cli-{}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&path).expect("a scratch directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Run {
     ok: bool,
@@ -110,7 +89,7 @@ impl Setup {
         let setup = Setup {
             emulator,
             http: reqwest::Client::new(),
-            dir: TempDir::new(),
+            dir: TempDir::new("sync-cli"),
         };
         setup
             .admin("users", json!({"email": ALICE, "displayName": "Alice"}))

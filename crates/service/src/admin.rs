@@ -48,6 +48,15 @@ pub fn routes() -> Router<Arc<Service>> {
         .route("/keys/{name}", delete(revoke_key))
 }
 
+/// An admin change to `calendar_id`: the caller's key may change things, and the id is one.
+fn calendar_change(caller: &ApiCaller, calendar_id: &str) -> Result<(), Response> {
+    allowed(caller, true)?;
+    match crate::invalid_ids(&[(crate::IdKind::Calendar, calendar_id)]) {
+        Some(invalid) => Err(invalid),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a key whose scope does not allow the call: reads need `read-only` or `admin`,
 /// changes need `admin`.
 fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Response> {
@@ -220,11 +229,8 @@ async fn resync(
     caller: axum::Extension<ApiCaller>,
     Path(calendar_id): Path<String>,
 ) -> Response {
-    if let Err(refused) = allowed(&caller, true) {
+    if let Err(refused) = calendar_change(&caller, &calendar_id) {
         return refused;
-    }
-    if let Some(invalid) = crate::invalid_ids(&[(crate::IdKind::Calendar, &calendar_id)]) {
-        return invalid;
     }
     match service.store.calendar(&calendar_id).await {
         Ok(Some(_)) => {}
@@ -293,11 +299,8 @@ async fn forget(
     caller: axum::Extension<ApiCaller>,
     Path(calendar_id): Path<String>,
 ) -> Response {
-    if let Err(refused) = allowed(&caller, true) {
+    if let Err(refused) = calendar_change(&caller, &calendar_id) {
         return refused;
-    }
-    if let Some(invalid) = crate::invalid_ids(&[(crate::IdKind::Calendar, &calendar_id)]) {
-        return invalid;
     }
     let forgotten = match service.store.forget_calendar(&calendar_id, now_ms()).await {
         Ok(forgotten) => forgotten,

@@ -264,7 +264,17 @@ async fn a_forgotten_calendar_is_no_longer_synced_and_comes_back_with_a_create()
             .unwrap()
     );
 
-    let (status, forgotten) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    // The service's own drainer may be running one of the calendar's actions (the new
+    // conference's first sync queued some) at this moment: that is a 409 too, to be tried
+    // again, as the answer says.
+    let (mut status, mut forgotten) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    for _ in 0..100 {
+        if status != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        (status, forgotten) = call(&r, reqwest::Method::POST, &forget, ADMIN).await;
+    }
     assert_eq!(status, 200, "{forgotten}");
     assert_eq!(forgotten["forgotten"], true);
     assert_eq!(forgotten["meetingsKept"], 2, "{forgotten}");

@@ -169,35 +169,9 @@ impl Verdict {
 
 // --- temporary directory ------------------------------------------------------------------
 
-/// A fresh directory under the system temp dir, removed on drop (kept with `CHAOS_KEEP=1`).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("confsync-{tag}-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("CHAOS_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
-            eprintln!("kept {}", self.0.display());
-        }
-    }
-}
+#[path = "../common_tmp/mod.rs"]
+mod common_tmp;
+pub use common_tmp::TempDir;
 
 /// A port nobody listens on right now (serve keeps it across restarts: push channels point
 /// at it).
