@@ -44,7 +44,7 @@ struct Page {
 }
 
 /// Resident memory of this process in bytes (Linux), 0 elsewhere.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -100,6 +100,9 @@ pub struct ServeConfig {
     /// Finished history is kept this many days.
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
+    /// Per-calendar metric series for this many calendars at most (0: aggregates only).
+    #[serde(default)]
+    pub metrics_per_calendar: usize,
     /// Verifies the add-on users' ID tokens; None: the API key speaks for every user.
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
@@ -197,6 +200,13 @@ pub const SERVE: Section = Section {
             1,
             3_650,
             "Finished history (dead letters, channel records, finished outbox rows, expired OAuth requests) is kept this many days.",
+        ),
+        Key::bounded(
+            "metrics_per_calendar",
+            "0",
+            0,
+            1_000,
+            "/metrics exports aggregates over every calendar (counts, the longest sync lag and counts over lag thresholds, the first channel expiry); with N above 0 it adds per-calendar series (`confsync_sync_lag_seconds{calendar_id}`, `confsync_channel_expiry_seconds{calendar_id}`) for the N calendars synced longest ago and the N whose push channel expires first.",
         ),
         Key::bounded(
             "orphan_stops_per_minute",
@@ -328,6 +338,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("create_deadline_ms", &self.create_deadline_ms)
             .field("shutdown_deadline_ms", &self.shutdown_deadline_ms)
             .field("lease_ms", &self.lease_ms)
+            .field("metrics_per_calendar", &self.metrics_per_calendar)
             .field("poll_ms", &self.poll_ms)
             .field("retention_days", &self.retention_days)
             .field("identity", &self.identity)
@@ -402,6 +413,7 @@ impl Default for ServeConfig {
             lease_ms: default_lease(),
             poll_ms: default_poll(),
             retention_days: default_retention_days(),
+            metrics_per_calendar: 0,
             identity: None,
         }
     }

@@ -3,6 +3,7 @@
 mod apikey;
 mod bench;
 mod bench_service;
+mod bench_status;
 mod config;
 mod demo;
 mod doctor;
@@ -242,6 +243,9 @@ enum BenchCommand {
     /// The service's push path: N calendars each changed once, latency from the webhook
     /// receiving the notification to the provider call done, and calendars/s.
     Service(bench_service::ServiceBenchArgs),
+    /// The operator's views with many calendars: /v1/status, the status page and /metrics
+    /// timed over HTTP (median, max, body bytes, CPU per request, resident memory).
+    Status(bench_status::StatusBenchArgs),
 }
 
 fn init_logging(format: &str, default: &str) {
@@ -282,6 +286,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Service(args),
         } => bench_service::run(args).await,
+        Command::Bench {
+            which: BenchCommand::Status(args),
+        } => bench_status::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,

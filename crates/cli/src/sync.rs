@@ -196,6 +196,7 @@ pub async fn engine_from(config: &Config) -> anyhow::Result<Built> {
         confsync_service::budget::BudgetedCalendar::new(calendar, budgets.clone(), user_of),
     ));
     let metrics = Arc::new(confsync_service::metrics::Metrics::default());
+    metrics.set_per_calendar(config.serve.metrics_per_calendar);
     let provider = Arc::new(confsync_service::metrics::TimedProvider::new(
         provider_from(config, &store)?,
         metrics.clone(),

@@ -905,15 +905,41 @@ async fn sync_calendar(
 /// id of the previous page; `search` a part of the id).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatusQuery {
+pub(crate) struct StatusQuery {
     limit: Option<i64>,
     after: Option<String>,
     search: Option<String>,
 }
 
-/// Status at any scale: counts over everything, the worst calendars (lagging, failing), the
-/// channels expiring first, and one page of calendars; every list bounded, whatever the number
-/// of calendars.
+/// A checked [`StatusQuery`] (the status page takes the same parameters).
+pub(crate) struct CalendarPage {
+    pub limit: i64,
+    pub after: String,
+    pub search: String,
+}
+
+impl StatusQuery {
+    /// What `limit`, `after` and `search` may be, for error answers.
+    pub(crate) const RULES: &str = "limit must be 1 to 1000 (default 100); after (a calendar id) and search at most 1024 and 256 bytes";
+
+    /// The page asked for, or None when a value is out of bounds ([`StatusQuery::RULES`]).
+    pub(crate) fn checked(self) -> Option<CalendarPage> {
+        let limit = self.limit.unwrap_or(100);
+        let after = self.after.unwrap_or_default();
+        let search = self.search.unwrap_or_default();
+        ((1..=1000).contains(&limit) && after.len() <= 1024 && search.len() <= 256).then_some(
+            CalendarPage {
+                limit,
+                after,
+                search,
+            },
+        )
+    }
+}
+
+/// Status at any scale: counts over everything, the worst calendars (lagging, failing, needing
+/// re-authorisation), the channels expiring first, and one page of calendars; every list
+/// bounded, whatever the number of calendars.
 async fn status(
     State(service): Shared,
     query: Result<axum::extract::Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
@@ -925,47 +951,64 @@ async fn status(
             "query parameters: limit (1 to 1000), after (a calendar id), search",
         );
     };
-    let limit = query.limit.unwrap_or(100);
-    let after = query.after.unwrap_or_default();
-    let search = query.search.unwrap_or_default();
-    if !(1..=1000).contains(&limit) || after.len() > 1024 || search.len() > 256 {
-        return conference_error(
-            StatusCode::BAD_REQUEST,
-            "PERMANENT",
-            "limit must be 1 to 1000; after and search at most 1024 and 256 bytes",
-        );
-    }
+    let Some(CalendarPage {
+        limit,
+        after,
+        search,
+    }) = query.checked()
+    else {
+        return conference_error(StatusCode::BAD_REQUEST, "PERMANENT", StatusQuery::RULES);
+    };
     let store = &service.store;
     let unavailable = |e: confsync_store::StoreError| {
         conference_error(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARY", e.to_string())
     };
-    let (summary, mut page, lagging, failing) = match tokio::try_join!(
-        store.calendar_summary(),
-        store.calendars_page(&after, &search, limit + 1),
-        store.calendars_ranked(confsync_store::Worst::Lagging, 10),
-        store.calendars_ranked(confsync_store::Worst::Failing, 10),
-    ) {
+    let now = chrono::Utc::now().timestamp_millis();
+    // Every query at once (each its own read connection); the ones the answer can do without
+    // fall back to -1 or empty.
+    let (essential, failures, depth, channels, workers) = tokio::join!(
+        async {
+            tokio::try_join!(
+                store.calendar_summary(),
+                store.calendars_page(&after, &search, limit + 1),
+                store.calendars_ranked(confsync_store::Worst::Lagging, 10),
+                store.calendars_ranked(confsync_store::Worst::Failing, 10),
+                store.calendars_ranked(confsync_store::Worst::NeedingReauth, 100),
+            )
+        },
+        store.failed_count(),
+        store.outbox_depth(),
+        store.channels_expiring_first(now, 20),
+        store.live_workers(),
+    );
+    let (summary, mut page, lagging, failing, needing_reauth) = match essential {
         Ok(all) => all,
         Err(e) => return unavailable(e),
     };
+    let failures = failures.unwrap_or(-1);
+    let depth = depth.unwrap_or(-1);
     let next_after = (page.len() as i64 > limit).then(|| {
         page.truncate(limit as usize);
         page.last().map(|c| c.calendar_id.clone())
     });
-    let activity = service.scheduler.activity_of(
-        page.iter()
-            .chain(&lagging)
-            .chain(&failing)
-            .map(|c| c.calendar_id.as_str()),
-    );
-    let failures = store.failed_count().await.unwrap_or(-1);
-    let depth = store.outbox_depth().await.unwrap_or(-1);
-    let reauth = store.calendars_needing_reauth().await.unwrap_or_default();
+    let shown: Vec<&str> = page
+        .iter()
+        .chain(&lagging)
+        .chain(&failing)
+        .chain(needing_reauth.iter().take(10))
+        .map(|c| c.calendar_id.as_str())
+        .collect();
+    let activity = service.scheduler.activity_of(shown.iter().copied());
+    // Only the calendars shown are checked (one query for all of them).
+    let reauth = store
+        .calendars_needing_reauth_among(&shown)
+        .await
+        .unwrap_or_default();
     let row = |c: &confsync_store::CalendarState| {
         let a = activity.iter().find(|a| a.calendar_id == c.calendar_id);
         json!({
             "calendarId": c.calendar_id,
-            "needsReauth": reauth.contains(&c.calendar_id),
+            "needsReauth": reauth.binary_search(&c.calendar_id).is_ok(),
             "synced": c.sync_token.is_some(),
             "needsFullSync": c.needs_full_sync,
             "lastSyncAt": c.last_sync_at,
@@ -978,20 +1021,14 @@ async fn status(
         })
     };
     let calendars: Vec<Value> = page.iter().map(row).collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    let (expiring, live_channels) = store
-        .channels_expiring_first(now, 20)
-        .await
-        .unwrap_or_default();
+    let (expiring, live_channels) = channels.unwrap_or_default();
     let channels: Vec<Value> = expiring
         .iter()
         .map(|c| json!({"calendarId": c.calendar_id, "channelId": c.channel_id, "expiresAt": c.expiration_ms}))
         .collect();
     let webhooks = service.channels.as_ref().map(|c| json!(c.counts()));
     // Postgres: the workers sharing the store (a handful); `pending` above is this worker's.
-    let workers: Vec<Value> = store
-        .live_workers()
-        .await
+    let workers: Vec<Value> = workers
         .unwrap_or_default()
         .into_iter()
         .map(|(name, started)| json!({"name": name, "startedAt": started}))
@@ -1004,7 +1041,7 @@ async fn status(
             "synced": summary.synced,
             "failing": summary.failing,
             "dirty": summary.dirty,
-            "needingReauth": reauth.len(),
+            "needingReauth": summary.needing_reauth,
             "liveChannels": live_channels,
             "outboxDepth": depth,
             "failedActions": failures,
@@ -1012,6 +1049,7 @@ async fn status(
         "worst": {
             "lagging": lagging.iter().map(row).collect::<Vec<_>>(),
             "failing": failing.iter().map(row).collect::<Vec<_>>(),
+            "needingReauth": needing_reauth.iter().take(10).map(row).collect::<Vec<_>>(),
         },
         "calendars": calendars,
         "nextAfter": next_after.flatten(),
@@ -1019,7 +1057,7 @@ async fn status(
         "webhooks": webhooks,
         "outboxDepth": depth,
         "failedActions": failures,
-        "calendarsNeedingReauth": reauth.iter().take(100).collect::<Vec<_>>(),
+        "calendarsNeedingReauth": needing_reauth.iter().map(|c| &c.calendar_id).collect::<Vec<_>>(),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }
@@ -1040,29 +1078,65 @@ async fn google_webhook(State(service): Shared, headers: axum::http::HeaderMap) 
     }
 }
 
-/// Prometheus metrics. No secrets: calendar ids only (the operator's own data).
+/// Prometheus metrics. No secrets: calendar ids only (the operator's own data). Bounded
+/// whatever the number of calendars: the calendar gauges are aggregates the store computes
+/// (COUNT, MIN, counts over lag thresholds), and the per-calendar series are opt-in and capped
+/// ([`metrics::Metrics::set_per_calendar`]).
 async fn metrics(State(service): Shared) -> Response {
     let now = chrono::Utc::now().timestamp_millis();
-    let depth = service.store.outbox_depth().await.unwrap_or(-1);
-    let failed = service.store.failed_count().await.unwrap_or(-1);
-    let calendars = service.store.calendars().await.unwrap_or_default();
-    let lag: Vec<(String, f64)> = calendars
+    let store = &service.store;
+    let cut_offs: Vec<i64> = metrics::LAG_THRESHOLDS
         .iter()
-        .filter_map(|c| {
-            c.last_sync_at
-                .map(|t| (c.calendar_id.clone(), (now - t) as f64 / 1000.0))
-        })
+        .map(|s| now - s * 1000)
         .collect();
-    let channels = service.store.live_channels(now).await.unwrap_or_default();
-    let expiry: Vec<(String, f64)> = channels
+    let per_calendar = service.scheduler.metrics().per_calendar() as i64;
+    let (summary, coverage, depth, failed, worst_lag, first_expiry) = tokio::join!(
+        store.calendar_summary_and_lag(&cut_offs),
+        store.channel_coverage(now),
+        store.outbox_depth(),
+        store.failed_count(),
+        async {
+            if per_calendar == 0 {
+                return Ok(Vec::new());
+            }
+            store
+                .calendars_ranked(confsync_store::Worst::SyncedLongestAgo, per_calendar)
+                .await
+        },
+        async {
+            if per_calendar == 0 {
+                return Ok(Vec::new());
+            }
+            store.calendars_by_channel_expiry(now, per_calendar).await
+        },
+    );
+    let seconds = |ms: i64| ms as f64 / 1000.0;
+    let (summary, lag) = match summary {
+        Ok((summary, lag)) => (Some(summary), lag),
+        Err(e) => {
+            warn!(error = %e, "metrics: cannot count calendars");
+            (None, confsync_store::CalendarLag::default())
+        }
+    };
+    let count = |f: fn(&confsync_store::CalendarSummary) -> i64| summary.as_ref().map_or(-1, f);
+    let lagging: Vec<(i64, i64)> = metrics::LAG_THRESHOLDS
         .iter()
-        .map(|c| {
-            (
-                c.calendar_id.clone(),
-                (c.expiration_ms - now) as f64 / 1000.0,
-            )
-        })
+        .copied()
+        .zip(lag.synced_before.iter().copied())
         .collect();
+    let (with_channel, first_channel_expiry) = coverage.unwrap_or((-1, None));
+    let lag_rows: Vec<(String, f64)> = worst_lag
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| Some((c.calendar_id, seconds(now - c.last_sync_at?))))
+        .collect();
+    let expiry: Vec<(String, f64)> = first_expiry
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(calendar_id, expires)| (calendar_id, seconds(expires - now)))
+        .collect();
+    let depth = depth.unwrap_or(-1);
+    let failed = failed.unwrap_or(-1);
     let counts = service
         .channels
         .as_ref()
@@ -1074,12 +1148,6 @@ async fn metrics(State(service): Shared) -> Response {
         ("orphan", counts.orphans),
         ("duplicate", counts.duplicates),
     ];
-    let reauth = service
-        .store
-        .calendars_needing_reauth()
-        .await
-        .map(|c| c.len())
-        .unwrap_or(0);
     let waits = service.budgets.as_ref().map_or([0, 0], |b| {
         [
             b.waited_user.load(std::sync::atomic::Ordering::Relaxed),
@@ -1110,15 +1178,21 @@ async fn metrics(State(service): Shared) -> Response {
         identity_tokens: &identity_tokens,
         calendar_access: &calendar_access,
         budget_waits: &budget_waits,
-        calendars_needing_reauth: reauth,
+        calendars: count(|s| s.calendars),
+        calendars_never_synced: count(|s| s.calendars - s.synced),
+        calendars_needing_reauth: count(|s| s.needing_reauth),
         outbox_depth: depth,
         failed_actions: failed,
-        sync_lag: &lag,
+        sync_lag_max: lag.oldest_sync_at.map(|t| seconds(now - t)),
+        calendars_lagging: &lagging,
+        calendars_with_channel: with_channel,
+        channel_expiry_min: first_channel_expiry.map(|t| seconds(t - now)),
+        sync_lag: &lag_rows,
         channel_expiry: &expiry,
         notifications: &notifications,
         silent_polls: counts.silent_polls,
-        calendars_sync_failing: calendars.iter().filter(|c| c.sync_failures > 0).count(),
-        calendars_dirty: calendars.iter().filter(|c| c.dirty_at.is_some()).count(),
+        calendars_sync_failing: count(|s| s.failing),
+        calendars_dirty: count(|s| s.dirty),
         store_writable: service.store.writable().await.is_none(),
     };
     let body = service.scheduler.metrics().render(&gauges);

@@ -1,10 +1,18 @@
 //! Prometheus metrics in the text exposition format, kept by hand: a handful of counters does
 //! not justify a metrics framework. Gauges (outbox depth, lag, channel expiry) are read from the
 //! store at scrape time, so they are never stale.
+//!
+//! A scrape stays small and fast whatever the number of calendars: the calendar gauges are
+//! aggregates computed by the store (counts, the longest lag and counts over lag thresholds, the
+//! earliest channel expiry), never one series per calendar. Per-calendar series
+//! (`confsync_sync_lag_seconds{calendar_id}`, `confsync_channel_expiry_seconds{calendar_id}`)
+//! are opt-in ([`Metrics::set_per_calendar`], `serve.metrics_per_calendar`) and even then
+//! capped: the N calendars synced longest ago, the N whose channel expires first.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
@@ -14,11 +22,20 @@ use confsync_providers::{
     ProviderError, When,
 };
 
-/// Counters the scheduler updates.
+/// Counters the scheduler updates, and how the exposition is rendered.
 #[derive(Default)]
 pub struct Metrics {
     state: Mutex<State>,
+    /// Per-calendar series for this many calendars at most (0: none, the default).
+    per_calendar: AtomicUsize,
 }
+
+/// The most per-calendar series [`Metrics::set_per_calendar`] allows (per family).
+pub const MAX_PER_CALENDAR: usize = 1000;
+
+/// Lag thresholds (seconds) of `confsync_calendars_lagging{over_seconds}`: 15 minutes (the
+/// default sweep), an hour (the alert), 6 hours, a day.
+pub const LAG_THRESHOLDS: [i64; 4] = [900, 3600, 21_600, 86_400];
 
 #[derive(Default)]
 struct State {
@@ -61,17 +78,30 @@ pub struct Counters {
     pub actions_done: BTreeMap<String, u64>,
 }
 
-/// What a scrape adds from elsewhere.
+/// What a scrape adds from elsewhere. Store counts are -1 when the store cannot be read.
 pub struct Gauges<'a> {
     /// (budget, calls that waited for it): `user` and `project` Calendar API budgets.
     pub budget_waits: &'a [(&'static str, u64)],
+    /// Calendars known.
+    pub calendars: i64,
+    /// Calendars never synced (no completed pass yet: no lag to measure).
+    pub calendars_never_synced: i64,
     /// Calendars whose owner must connect their Google account again.
-    pub calendars_needing_reauth: usize,
+    pub calendars_needing_reauth: i64,
     pub outbox_depth: i64,
     pub failed_actions: i64,
-    /// (calendar id, seconds since its last successful sync)
+    /// Seconds since the oldest last completed pass among calendars synced at least once.
+    pub sync_lag_max: Option<f64>,
+    /// (threshold in seconds, calendars whose last completed pass is older), for
+    /// [`LAG_THRESHOLDS`].
+    pub calendars_lagging: &'a [(i64, i64)],
+    /// Calendars with a live push channel.
+    pub calendars_with_channel: i64,
+    /// Seconds until the first calendar's push channel (its newest) expires.
+    pub channel_expiry_min: Option<f64>,
+    /// Opt-in, capped: (calendar id, seconds since its last successful sync).
     pub sync_lag: &'a [(String, f64)],
-    /// (calendar id, seconds until its push channel expires)
+    /// Opt-in, capped: (calendar id, seconds until its push channel expires).
     pub channel_expiry: &'a [(String, f64)],
     /// (outcome, count) of push notifications
     pub notifications: &'a [(&'static str, u64)],
@@ -79,8 +109,8 @@ pub struct Gauges<'a> {
     pub silent_polls: u64,
     /// Calendars whose last pass failed (retried with backoff), and those waiting for a pass
     /// (a trigger was acknowledged and no pass has completed since).
-    pub calendars_sync_failing: usize,
-    pub calendars_dirty: usize,
+    pub calendars_sync_failing: i64,
+    pub calendars_dirty: i64,
     /// Whether the store takes writes (0 while writes fail: /readyz answers 503).
     pub store_writable: bool,
     /// (outcome, count) of the add-on users' identity tokens: `verified`, `refused`,
@@ -91,6 +121,19 @@ pub struct Gauges<'a> {
 }
 
 impl Metrics {
+    /// Per-calendar series (sync lag, channel expiry) for at most `limit` calendars each (the
+    /// synced longest ago, the channels expiring first; capped at [`MAX_PER_CALENDAR`]); 0
+    /// turns them off (the default: aggregates only).
+    pub fn set_per_calendar(&self, limit: usize) {
+        self.per_calendar
+            .store(limit.min(MAX_PER_CALENDAR), Ordering::Relaxed);
+    }
+
+    /// See [`Metrics::set_per_calendar`].
+    pub fn per_calendar(&self) -> usize {
+        self.per_calendar.load(Ordering::Relaxed)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -246,20 +289,41 @@ impl Metrics {
                 "confsync_rate_budget_waits_total{{budget=\"{budget}\"}} {n}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP confsync_calendars_needing_reauth Calendars waiting for their owner to connect again (revoked grant).\n# TYPE confsync_calendars_needing_reauth gauge\nconfsync_calendars_needing_reauth {}",
-            gauges.calendars_needing_reauth
+        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "confsync_calendars",
+            "Calendars known (-1 when the store cannot be read).",
+            gauges.calendars,
         );
-        let _ = writeln!(
-            out,
-            "# HELP confsync_calendars_sync_failing Calendars whose last sync failed (retried with backoff).\n# TYPE confsync_calendars_sync_failing gauge\nconfsync_calendars_sync_failing {}",
-            gauges.calendars_sync_failing
+        gauge(
+            &mut out,
+            "confsync_calendars_never_synced",
+            "Calendars without a completed pass yet.",
+            gauges.calendars_never_synced,
         );
-        let _ = writeln!(
-            out,
-            "# HELP confsync_calendars_dirty Calendars with an acknowledged trigger not yet synced.\n# TYPE confsync_calendars_dirty gauge\nconfsync_calendars_dirty {}",
-            gauges.calendars_dirty
+        gauge(
+            &mut out,
+            "confsync_calendars_needing_reauth",
+            "Calendars waiting for their owner to connect again (revoked grant).",
+            gauges.calendars_needing_reauth,
+        );
+        gauge(
+            &mut out,
+            "confsync_calendars_sync_failing",
+            "Calendars whose last sync failed (retried with backoff).",
+            gauges.calendars_sync_failing,
+        );
+        gauge(
+            &mut out,
+            "confsync_calendars_dirty",
+            "Calendars with an acknowledged trigger not yet synced.",
+            gauges.calendars_dirty,
         );
         let _ = writeln!(
             out,
@@ -278,25 +342,58 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP confsync_sync_lag_seconds Seconds since a calendar's last successful sync.\n# TYPE confsync_sync_lag_seconds gauge"
+            "# HELP confsync_sync_lag_seconds_max Seconds since the oldest last successful sync among calendars synced at least once (no sample before the first).\n# TYPE confsync_sync_lag_seconds_max gauge"
         );
-        for (calendar, lag) in gauges.sync_lag {
-            let _ = writeln!(
-                out,
-                "confsync_sync_lag_seconds{{calendar_id=\"{}\"}} {lag:.3}",
-                esc(calendar)
-            );
+        if let Some(lag) = gauges.sync_lag_max {
+            let _ = writeln!(out, "confsync_sync_lag_seconds_max {lag:.3}");
         }
         let _ = writeln!(
             out,
-            "# HELP confsync_channel_expiry_seconds Seconds until a calendar's push channel expires.\n# TYPE confsync_channel_expiry_seconds gauge"
+            "# HELP confsync_calendars_lagging Calendars whose last successful sync is older than over_seconds (never synced ones not counted).\n# TYPE confsync_calendars_lagging gauge"
         );
-        for (calendar, left) in gauges.channel_expiry {
+        for (over, n) in gauges.calendars_lagging {
             let _ = writeln!(
                 out,
-                "confsync_channel_expiry_seconds{{calendar_id=\"{}\"}} {left:.3}",
-                esc(calendar)
+                "confsync_calendars_lagging{{over_seconds=\"{over}\"}} {n}"
             );
+        }
+        gauge(
+            &mut out,
+            "confsync_calendars_with_channel",
+            "Calendars with a live push channel.",
+            gauges.calendars_with_channel,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confsync_channel_expiry_seconds_min Seconds until the first calendar's push channel (its newest) expires (no sample without live channels).\n# TYPE confsync_channel_expiry_seconds_min gauge"
+        );
+        if let Some(left) = gauges.channel_expiry_min {
+            let _ = writeln!(out, "confsync_channel_expiry_seconds_min {left:.3}");
+        }
+        // Opt-in and capped: one series per calendar only for the worst few.
+        if self.per_calendar() > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP confsync_sync_lag_seconds Seconds since a calendar's last successful sync (opt-in: only the calendars synced longest ago, serve.metrics_per_calendar of them).\n# TYPE confsync_sync_lag_seconds gauge"
+            );
+            for (calendar, lag) in gauges.sync_lag {
+                let _ = writeln!(
+                    out,
+                    "confsync_sync_lag_seconds{{calendar_id=\"{}\"}} {lag:.3}",
+                    esc(calendar)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP confsync_channel_expiry_seconds Seconds until a calendar's push channel expires (opt-in: only the calendars whose channel expires first, serve.metrics_per_calendar of them).\n# TYPE confsync_channel_expiry_seconds gauge"
+            );
+            for (calendar, left) in gauges.channel_expiry {
+                let _ = writeln!(
+                    out,
+                    "confsync_channel_expiry_seconds{{calendar_id=\"{}\"}} {left:.3}",
+                    esc(calendar)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -459,9 +556,15 @@ mod tests {
     fn gauges() -> Gauges<'static> {
         Gauges {
             budget_waits: &[],
+            calendars: 0,
+            calendars_never_synced: 0,
             calendars_needing_reauth: 0,
             outbox_depth: 0,
             failed_actions: 0,
+            sync_lag_max: None,
+            calendars_lagging: &[],
+            calendars_with_channel: 0,
+            channel_expiry_min: None,
             sync_lag: &[],
             channel_expiry: &[],
             notifications: &[],

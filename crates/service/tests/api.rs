@@ -517,6 +517,15 @@ async fn status_pages_calendars_and_counts_them_all() {
         .sync_failed("cal007@example.com", "500", Some(1), 1)
         .await
         .unwrap();
+    // cal010's owner (the user its id names) lost their grant.
+    h.store
+        .user_connect("cal010@example.com", "sealed", None, 1)
+        .await
+        .unwrap();
+    h.store
+        .user_needs_reauth("cal010@example.com", "revoked", 2)
+        .await
+        .unwrap();
     let (status, first) = h
         .api(
             reqwest::Method::GET,
@@ -534,6 +543,23 @@ async fn status_pages_calendars_and_counts_them_all() {
         "cal007@example.com"
     );
     assert!(first["worst"]["lagging"].as_array().unwrap().len() <= 10);
+    // Re-authorisation: counted over all, listed among the worst, flagged on its row only.
+    assert_eq!(first["summary"]["needingReauth"], 1);
+    assert_eq!(
+        first["worst"]["needingReauth"][0]["calendarId"],
+        "cal010@example.com"
+    );
+    assert_eq!(
+        first["calendarsNeedingReauth"],
+        json!(["cal010@example.com"])
+    );
+    for row in first["calendars"].as_array().unwrap() {
+        assert_eq!(
+            row["needsReauth"],
+            row["calendarId"] == "cal010@example.com",
+            "{row}"
+        );
+    }
     // Following the cursor visits every calendar once.
     let mut seen = Vec::new();
     let mut after: Option<String> = None;

@@ -3,9 +3,14 @@
 //! a little work (a conference, a push channel, a sync) is scraped, and every metric name in
 //! their PromQL must be in the scrape, by its TYPE line or a sample, with the suffix its type
 //! allows (`_bucket` of a histogram; `_sum` and `_count` of a histogram or a summary). Label
-//! names in selectors are checked against the samples where the scrape has some. The rules'
-//! syntax and behaviour are promtool's to check (`promtool check rules` and `promtool test
-//! rules` in .ci/run).
+//! names in selectors are checked against the samples where the scrape has some. The alert
+//! rules are checked against the default scrape (aggregates only: an alert must not depend on
+//! the opt-in per-calendar series), the dashboard against a scrape with the per-calendar series
+//! turned on. The rules' syntax and behaviour are promtool's to check (`promtool check rules`
+//! and `promtool test rules` in .ci/run).
+//!
+//! The calendar gauges are aggregates whatever the number of calendars: their values over a
+//! few hundred calendars, and per-calendar series only when opted in, capped.
 
 mod common;
 
@@ -263,8 +268,9 @@ fn dashboard_exprs(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
 }
 
 /// A service with something to report: a conference created, its calendar watched by a push
-/// channel, the event saved in Calendar and synced, the outbox drained.
-async fn scrape_after_some_work() -> String {
+/// channel, the event saved in Calendar and synced, the outbox drained. Scraped as configured
+/// by default, then with per-calendar series.
+async fn scrape_after_some_work() -> (String, String) {
     let r = common::start(
         KEY,
         Some(common::Push {
@@ -321,10 +327,20 @@ async fn scrape_after_some_work() -> String {
         // A sync done, the outbox drained, the channel open.
         if !last.contains("confsync_sync_runs_total{outcome=\"ok\"} 0")
             && last.contains("confsync_outbox_depth 0")
-            && last.contains("confsync_channel_expiry_seconds{")
+            && last.contains("confsync_calendars_with_channel 1")
             && last.contains("confsync_actions_total{")
         {
-            return last;
+            r.metrics.set_per_calendar(10);
+            let opted_in = r
+                .http
+                .get(format!("{}metrics", r.service))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            return (last, opted_in);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -333,32 +349,50 @@ async fn scrape_after_some_work() -> String {
 
 #[tokio::test]
 async fn dashboards_and_alerts_use_only_exported_metrics() {
-    let scrape = scrape_after_some_work().await;
-    let exported = Exposition::parse(&scrape);
-    for family in exported.types.keys() {
-        assert!(exported.helps.contains(family), "{family} has no # HELP");
+    let (scrape, opted_in) = scrape_after_some_work().await;
+    let default = Exposition::parse(&scrape);
+    let all = Exposition::parse(&opted_in);
+    for exported in [&default, &all] {
+        for family in exported.types.keys() {
+            assert!(exported.helps.contains(family), "{family} has no # HELP");
+        }
     }
+    assert!(
+        !scrape.contains("confsync_sync_lag_seconds{") && !scrape.contains("calendar_id="),
+        "no per-calendar series by default:\n{scrape}"
+    );
+    assert!(
+        opted_in.contains("confsync_sync_lag_seconds{calendar_id=\"alice@example.com\"}")
+            && opted_in
+                .contains("confsync_channel_expiry_seconds{calendar_id=\"alice@example.com\"}"),
+        "per-calendar series when opted in:\n{opted_in}"
+    );
 
-    let mut sources: Vec<(String, String)> = alert_exprs(&deploy_file("prometheus/alerts.yml"))
+    // Alerts against what every deployment exports; the dashboard may show the opt-in series.
+    let alerts: Vec<(String, String)> = alert_exprs(&deploy_file("prometheus/alerts.yml"))
         .into_iter()
         .map(|(alert, expr)| (format!("alerts.yml {alert}"), expr))
         .collect();
-    let alert_count = sources.len();
+    let alert_count = alerts.len();
     let dashboard: Value =
         serde_json::from_str(&deploy_file("grafana/confsync.json")).expect("the dashboard is JSON");
     let mut panels = Vec::new();
     dashboard_exprs(&dashboard, "confsync.json", &mut panels);
     let panel_count = panels.len();
-    sources.extend(panels);
     assert!(alert_count >= 6, "alert expressions found: {alert_count}");
     assert!(
         panel_count >= 20,
         "dashboard expressions found: {panel_count}"
     );
+    let sources: Vec<(String, String, &Exposition)> = alerts
+        .into_iter()
+        .map(|(place, expr)| (place, expr, &default))
+        .chain(panels.into_iter().map(|(place, expr)| (place, expr, &all)))
+        .collect();
 
     let mut problems = BTreeSet::new();
     let mut used = BTreeSet::new();
-    for (place, expr) in &sources {
+    for (place, expr, exported) in &sources {
         let metrics = metrics_in(expr);
         if metrics.is_empty() {
             problems.insert(format!("{place}: no confsync metric in `{expr}`"));
@@ -383,15 +417,17 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     }
     assert!(
         problems.is_empty(),
-        "not exported by the service:\n{}\n\nthe scrape:\n{scrape}",
+        "not exported by the service:\n{}\n\nthe scrape (per-calendar series on):\n{opted_in}",
         problems.into_iter().collect::<Vec<_>>().join("\n")
     );
     // The metrics the issue's alerts need are among those used.
     for metric in [
-        "confsync_sync_lag_seconds",
+        "confsync_sync_lag_seconds_max",
+        "confsync_calendars_lagging",
         "confsync_calendars_sync_failing",
         "confsync_outbox_depth",
-        "confsync_channel_expiry_seconds",
+        "confsync_channel_expiry_seconds_min",
+        "confsync_calendars_with_channel",
         "confsync_calendars_needing_reauth",
         "confsync_provider_request_duration_seconds_count",
     ] {
@@ -473,4 +509,172 @@ fn the_tokenizer_finds_whole_metric_names_outside_strings() {
         e.labels_of("h_seconds_bucket"),
         Some(&BTreeSet::from(["le".to_owned()]))
     );
+}
+
+/// The samples of a scrape: series (name and labels as written) -> value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("series value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The calendar gauges are computed over every calendar by the store: counts, the longest lag
+/// and counts over lag thresholds, push coverage and the first expiry; the scrape has the same
+/// series whatever the number of calendars. Per-calendar series appear only when opted in, for
+/// at most that many calendars: those synced longest ago and those whose channel expires first.
+#[tokio::test]
+async fn calendar_gauges_are_aggregates_and_per_calendar_series_are_opt_in_and_capped() {
+    use confsync_store::testing::{CalendarFixture, insert_calendars};
+    let r = common::start(KEY, None).await;
+    let scrape = async || {
+        r.http
+            .get(format!("{}metrics", r.service))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let empty = samples(&scrape().await);
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let minute = 60_000;
+    // Lags are whole minutes plus 30 s: never within a test's duration of a threshold.
+    let calendars: Vec<CalendarFixture> = (0..250i64)
+        .map(|i| CalendarFixture {
+            calendar_id: format!("cal{i:03}@example.com"),
+            owner: (i % 40 == 3).then(|| "revoked@example.com".to_owned()),
+            last_sync_at: (i % 25 != 0).then(|| now - (i * 397 % 3000) * minute - 30_000),
+            sync_failures: if i % 30 == 1 { 2 } else { 0 },
+            last_error: (i % 30 == 1).then(|| "503".to_owned()),
+            // No retry time and no trigger: the test's scheduler leaves them alone.
+            retry_at: None,
+            dirty_at: None,
+            channel_expires_at: (i % 3 != 0)
+                .then(|| now + (i * 131 % 10_000) * minute + 30 * minute),
+            stopped_channels: 1,
+        })
+        .collect();
+    insert_calendars(&r.store, &calendars).await.unwrap();
+    r.store
+        .user_connect("revoked@example.com", "sealed", None, now)
+        .await
+        .unwrap();
+    r.store
+        .user_needs_reauth("revoked@example.com", "revoked", now)
+        .await
+        .unwrap();
+
+    let text = scrape().await;
+    let got = samples(&text);
+    let count =
+        |f: &dyn Fn(&CalendarFixture) -> bool| calendars.iter().filter(|c| f(c)).count() as f64;
+    assert_eq!(got["confsync_calendars"], 250.0);
+    assert_eq!(
+        got["confsync_calendars_never_synced"],
+        count(&|c| c.last_sync_at.is_none())
+    );
+    assert_eq!(
+        got["confsync_calendars_sync_failing"],
+        count(&|c| c.sync_failures > 0)
+    );
+    assert_eq!(
+        got["confsync_calendars_needing_reauth"],
+        count(&|c| c.owner.is_some())
+    );
+    assert_eq!(
+        got["confsync_calendars_with_channel"],
+        count(&|c| c.channel_expires_at.is_some())
+    );
+    for over in [900, 3600, 21_600, 86_400] {
+        let expected = count(&|c| c.last_sync_at.is_some_and(|t| now - t > over * 1000));
+        assert_eq!(
+            got[&format!("confsync_calendars_lagging{{over_seconds=\"{over}\"}}")],
+            expected,
+            "over {over} s"
+        );
+    }
+    let oldest = calendars
+        .iter()
+        .filter_map(|c| c.last_sync_at)
+        .min()
+        .unwrap();
+    let lag_max = got["confsync_sync_lag_seconds_max"];
+    let expected = (now - oldest) as f64 / 1000.0;
+    assert!(
+        (expected..expected + 60.0).contains(&lag_max),
+        "{lag_max} for {expected}"
+    );
+    let first = calendars
+        .iter()
+        .filter_map(|c| c.channel_expires_at)
+        .min()
+        .unwrap();
+    let expiry_min = got["confsync_channel_expiry_seconds_min"];
+    let expected = (first - now) as f64 / 1000.0;
+    assert!(
+        (expected - 60.0..=expected).contains(&expiry_min),
+        "{expiry_min} for {expected}"
+    );
+    // The same series as with no calendars at all (plus the two that need one to exist).
+    let extra: Vec<&String> = got.keys().filter(|k| !empty.contains_key(*k)).collect();
+    assert_eq!(
+        extra,
+        vec![
+            "confsync_channel_expiry_seconds_min",
+            "confsync_sync_lag_seconds_max"
+        ],
+        "{text}"
+    );
+    assert!(
+        !text.contains("calendar_id="),
+        "no per-calendar series by default"
+    );
+
+    // Opted in: seven of each, the worst.
+    r.metrics.set_per_calendar(7);
+    let text = scrape().await;
+    let per_calendar = |family: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{family}{{calendar_id=\"")))
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect()
+    };
+    let mut synced: Vec<&CalendarFixture> = calendars
+        .iter()
+        .filter(|c| c.last_sync_at.is_some())
+        .collect();
+    synced.sort_by_key(|c| (c.last_sync_at, c.calendar_id.clone()));
+    assert_eq!(
+        per_calendar("confsync_sync_lag_seconds"),
+        synced[..7]
+            .iter()
+            .map(|c| c.calendar_id.clone())
+            .collect::<Vec<_>>()
+    );
+    let mut expiring: Vec<&CalendarFixture> = calendars
+        .iter()
+        .filter(|c| c.channel_expires_at.is_some())
+        .collect();
+    expiring.sort_by_key(|c| (c.channel_expires_at, c.calendar_id.clone()));
+    assert_eq!(
+        per_calendar("confsync_channel_expiry_seconds"),
+        expiring[..7]
+            .iter()
+            .map(|c| c.calendar_id.clone())
+            .collect::<Vec<_>>()
+    );
+    // The cap holds whatever is asked.
+    r.metrics.set_per_calendar(usize::MAX);
+    assert_eq!(
+        r.metrics.per_calendar(),
+        confsync_service::metrics::MAX_PER_CALENDAR
+    );
+    r.metrics.set_per_calendar(0);
+    assert!(!scrape().await.contains("calendar_id="));
 }

@@ -304,9 +304,21 @@ async fn metrics_report_syncs_channels_and_notifications_without_secrets() {
         metrics.contains("confsync_notifications_total{outcome=\"orphan\"} 1"),
         "{metrics}"
     );
+    // Push coverage as aggregates: the calendar has its channel, expiring in about a week.
     assert!(
-        metrics.contains("confsync_channel_expiry_seconds{calendar_id=\"alice@example.com\"}"),
+        metrics.contains("confsync_calendars_with_channel 1"),
         "{metrics}"
+    );
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("confsync_channel_expiry_seconds_min "))
+        .expect("the first channel's expiry")
+        .parse()
+        .unwrap();
+    assert!(expiry > 3600.0, "{metrics}");
+    assert!(
+        !metrics.contains("calendar_id="),
+        "no per-calendar series unless opted in: {metrics}"
     );
     assert!(metrics.contains("confsync_outbox_depth 0"), "{metrics}");
     assert!(!metrics.contains(KEY), "no secrets in metrics");

@@ -1,5 +1,7 @@
 //! The `calendars` table: where each calendar's incremental sync stands.
 
+use std::fmt::Write as _;
+
 use crate::Store;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
@@ -66,6 +68,20 @@ pub struct CalendarSummary {
     pub failing: i64,
     /// With a trigger not yet answered by a pass.
     pub dirty: i64,
+    /// Whose owner must connect their Google account again (the recorded owner, else the user
+    /// the calendar's id names, is marked as needing re-authorisation).
+    pub needing_reauth: i64,
+}
+
+/// How long ago calendars last completed a pass ([`Store::calendar_summary_and_lag`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CalendarLag {
+    /// The oldest last completed pass among the calendars synced at least once (unix ms);
+    /// None when none was.
+    pub oldest_sync_at: Option<i64>,
+    /// For each cut-off asked for (unix ms), the calendars synced at least once whose last
+    /// completed pass is older than it.
+    pub synced_before: Vec<i64>,
 }
 
 /// Which calendars a [`Store::calendars_ranked`] call answers first.
@@ -75,27 +91,76 @@ pub enum Worst {
     Lagging,
     /// Most failed passes in a row (failing ones only).
     Failing,
+    /// Whose owner must connect their Google account again, by id.
+    NeedingReauth,
+    /// Synced at least once, longest ago first (never synced ones left out): what the
+    /// per-calendar lag metric shows.
+    SyncedLongestAgo,
 }
 
 impl Store {
-    /// Counts over every calendar (no rows loaded).
+    /// Counts over every calendar (no rows loaded): one scan, and the re-authorisation count
+    /// beside it ([`Store::calendars_needing_reauth_count`], no scan while no user needs it).
     pub async fn calendar_summary(&self) -> Result<CalendarSummary, StoreError> {
-        let row: (i64, i64, i64, i64) = on_read!(self, c => sqlx::query_as(
+        Ok(self.calendar_summary_and_lag(&[]).await?.0)
+    }
+
+    /// [`Store::calendar_summary`], plus in the same single scan the oldest last completed pass
+    /// and how many calendars last completed one before each of `cut_offs` (unix ms; at most a
+    /// handful): sync lag over every calendar, without loading a row.
+    pub async fn calendar_summary_and_lag(
+        &self,
+        cut_offs: &[i64],
+    ) -> Result<(CalendarSummary, CalendarLag), StoreError> {
+        let mut sql = String::from(
             "SELECT COUNT(*), \
                  COALESCE(SUM(CASE WHEN sync_token IS NOT NULL THEN 1 ELSE 0 END), 0), \
                  COALESCE(SUM(CASE WHEN sync_failures > 0 THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN dirty_at IS NOT NULL THEN 1 ELSE 0 END), 0) \
-             FROM calendars",
-        )
-        .fetch_one(c)
-        .await)
-        .ctx(|| "counting calendars".to_owned())?;
-        Ok(CalendarSummary {
-            calendars: row.0,
-            synced: row.1,
-            failing: row.2,
-            dirty: row.3,
-        })
+                 COALESCE(SUM(CASE WHEN dirty_at IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                 MIN(last_sync_at)",
+        );
+        for i in 0..cut_offs.len() {
+            let _ = write!(
+                sql,
+                ", COALESCE(SUM(CASE WHEN last_sync_at < ${} THEN 1 ELSE 0 END), 0)",
+                i + 1
+            );
+        }
+        sql.push_str(" FROM calendars");
+        let what = || "counting calendars".to_owned();
+        let scan = async {
+            on_read!(self, c => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for cut_off in cut_offs {
+                    query = query.bind(*cut_off);
+                }
+                let row = query.fetch_one(c).await;
+                row.and_then(|row| {
+                    let count = |i: usize| sqlx::Row::try_get::<i64, _>(&row, i);
+                    let summary = CalendarSummary {
+                        calendars: count(0)?,
+                        synced: count(1)?,
+                        failing: count(2)?,
+                        dirty: count(3)?,
+                        needing_reauth: 0,
+                    };
+                    let lag = CalendarLag {
+                        oldest_sync_at: sqlx::Row::try_get(&row, 4)?,
+                        synced_before: (5..5 + cut_offs.len())
+                            .map(count)
+                            .collect::<Result<Vec<_>, _>>()?,
+                    };
+                    Ok((summary, lag))
+                })
+            })
+            .ctx(what)
+        };
+        // Counted apart (at the same time, on another read connection): with no user to
+        // re-authorise it costs no scan.
+        let ((mut summary, lag), needing_reauth) =
+            tokio::try_join!(scan, self.calendars_needing_reauth_count())?;
+        summary.needing_reauth = needing_reauth;
+        Ok((summary, lag))
     }
 
     /// A page of calendars in id order: those after `after`, whose id contains `search` (any
@@ -139,6 +204,20 @@ impl Store {
         let clause = match worst {
             Worst::Lagging => "ORDER BY COALESCE(last_sync_at, 0), calendar_id",
             Worst::Failing => "WHERE sync_failures > 0 ORDER BY sync_failures DESC, calendar_id",
+            Worst::NeedingReauth => {
+                // The usual case, nobody to re-authorise, costs no scan of the calendars.
+                if !self.any_user_needs_reauth().await? {
+                    return Ok(Vec::new());
+                }
+                concat!(
+                    "WHERE ",
+                    crate::users::needs_reauth!(),
+                    " ORDER BY calendar_id"
+                )
+            }
+            Worst::SyncedLongestAgo => {
+                "WHERE last_sync_at IS NOT NULL ORDER BY last_sync_at, calendar_id"
+            }
         };
         let sql = format!("SELECT {COLUMNS} FROM calendars {clause} LIMIT $1");
         on_read!(self, c => {

@@ -32,6 +32,17 @@ pub enum Quiet {
     Silent,
 }
 
+/// Ids per `IN (...)` list: far below either backend's bind limit.
+pub(crate) const IN_CHUNK: usize = 500;
+
+/// `$first, $first+1, ...`: `n` placeholders for an `IN (...)` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const SELECT: &str = "SELECT channel_id, calendar_id, resource_id, token_hash, expiration_ms, created_at, stopped FROM channels";
 
 fn from_row(row: &impl Cols) -> Result<Channel, sqlx::Error> {
@@ -149,6 +160,68 @@ impl Store {
         .await)
         .ctx(what)?;
         Ok((first, live))
+    }
+
+    /// Per calendar with a live channel, its newest one's expiry (unix ms); the count of such
+    /// calendars and the earliest of those expiries: push coverage at any scale, no rows loaded
+    /// (one query).
+    pub async fn channel_coverage(&self, now_ms: i64) -> Result<(i64, Option<i64>), StoreError> {
+        on_read!(self, c => sqlx::query_as(
+            "SELECT COUNT(*), MIN(newest) FROM (SELECT MAX(expiration_ms) AS newest FROM channels \
+             WHERE NOT stopped AND expiration_ms > $1 GROUP BY calendar_id) AS live",
+        )
+        .bind(now_ms)
+        .fetch_one(c)
+        .await)
+        .ctx(|| "measuring push channel coverage".to_owned())
+    }
+
+    /// The `limit` calendars whose newest live channel expires first, with that expiry (unix
+    /// ms): what the per-calendar expiry metric shows.
+    pub async fn calendars_by_channel_expiry(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        on_read!(self, c => sqlx::query_as(
+            "SELECT calendar_id, MAX(expiration_ms) AS newest FROM channels \
+             WHERE NOT stopped AND expiration_ms > $1 GROUP BY calendar_id \
+             ORDER BY newest, calendar_id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(c)
+        .await)
+        .ctx(|| "listing the calendars whose push channel expires first".to_owned())
+    }
+
+    /// Of `calendar_ids`, those with a live channel, each with its newest one's expiry (unix
+    /// ms), by id: for the calendars a status page shows.
+    pub async fn channels_newest_among(
+        &self,
+        now_ms: i64,
+        calendar_ids: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in calendar_ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT calendar_id, MAX(expiration_ms) AS newest FROM channels \
+                 WHERE NOT stopped AND expiration_ms > $1 AND calendar_id IN ({}) \
+                 GROUP BY calendar_id ORDER BY calendar_id",
+                placeholders(2, chunk.len())
+            );
+            let rows: Vec<(String, i64)> = on_read!(self, c => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(c).await
+            })
+            .ctx(|| "reading the push channels of a page of calendars".to_owned())?;
+            found.extend(rows);
+        }
+        found.sort();
+        Ok(found)
     }
 
     /// Marks a channel stopped.

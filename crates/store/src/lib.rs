@@ -53,7 +53,7 @@ mod users;
 
 pub use admin::Forgotten;
 pub use api_keys::{ApiKey, SCOPES};
-pub use calendars::{CalendarState, CalendarSummary, Worst};
+pub use calendars::{CalendarLag, CalendarState, CalendarSummary, Worst};
 pub use channels::{Channel, Quiet};
 pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};
 pub use doctor::{MigrationReport, inspect_migrations};

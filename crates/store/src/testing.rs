@@ -106,3 +106,170 @@ pub async fn raw_connection(store: &Store) -> Option<sqlx::PgConnection> {
         crate::db::Db::Sqlite { .. } => None,
     }
 }
+
+/// One calendar for [`insert_calendars`]: a row of `calendars` as the service would have left
+/// it, and optionally its push channels.
+#[derive(Debug, Clone, Default)]
+pub struct CalendarFixture {
+    /// The calendar.
+    pub calendar_id: String,
+    /// Whose grant reaches it (None: the user its id names).
+    pub owner: Option<String>,
+    /// Synced at least once: a token and when its last pass completed (unix ms).
+    pub last_sync_at: Option<i64>,
+    /// Passes failed in a row, with the last error.
+    pub sync_failures: i64,
+    /// The last pass's error.
+    pub last_error: Option<String>,
+    /// When a failed pass is tried again (unix ms).
+    pub retry_at: Option<i64>,
+    /// An unanswered trigger (unix ms).
+    pub dirty_at: Option<i64>,
+    /// A live push channel expiring then (unix ms).
+    pub channel_expires_at: Option<i64>,
+    /// Stopped channels kept as history (renewals within the retention period).
+    pub stopped_channels: usize,
+}
+
+/// Inserts calendars (and their channels) in bulk, a few hundred rows per statement in one
+/// transaction: status at scale for tests and `confsync bench status`, where registering
+/// 100,000 calendars one by one would take minutes. Not for production data: it writes the
+/// rows as given, with none of the checks the store's own writes make.
+#[doc(hidden)]
+pub async fn insert_calendars(
+    store: &Store,
+    calendars: &[CalendarFixture],
+) -> Result<(), crate::StoreError> {
+    use crate::db::on_tx;
+    use crate::error::Context;
+    const ROWS: usize = 400;
+    let what = || format!("inserting {} calendar fixtures", calendars.len());
+    let mut tx = store.write_tx(what).await?;
+    for chunk in calendars.chunks(ROWS) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 0)",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO calendars (calendar_id, owner, sync_token, last_sync_at, sync_failures, \
+             last_error, retry_at, dirty_at, created_at) VALUES {values}"
+        );
+        on_tx!(&mut tx, c => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for f in chunk {
+                query = query
+                    .bind(&f.calendar_id)
+                    .bind(&f.owner)
+                    .bind(f.last_sync_at.map(|t| format!("fixture-token-{t}")))
+                    .bind(f.last_sync_at)
+                    .bind(f.sync_failures)
+                    .bind(&f.last_error)
+                    .bind(f.retry_at)
+                    .bind(f.dirty_at);
+            }
+            query.execute(c).await.map(|r| r.rows_affected())
+        })
+        .ctx(what)?;
+    }
+    channels(&mut tx, calendars, "", what).await?;
+    store.commit(tx, what).await
+}
+
+/// Inserts the channels of `calendars` (their calendars must exist): each one's live channel
+/// (`channel_expires_at`) and its stopped history, with ids made of `tag` and the calendar id
+/// (a new tag adds channels beside those inserted before).
+#[doc(hidden)]
+pub async fn insert_channels(
+    store: &Store,
+    calendars: &[CalendarFixture],
+    tag: &str,
+) -> Result<(), crate::StoreError> {
+    let what = || {
+        format!(
+            "inserting the channels of {} calendar fixtures",
+            calendars.len()
+        )
+    };
+    let mut tx = store.write_tx(what).await?;
+    channels(&mut tx, calendars, tag, what).await?;
+    store.commit(tx, what).await
+}
+
+async fn channels(
+    tx: &mut crate::db::Tx,
+    calendars: &[CalendarFixture],
+    tag: &str,
+    what: impl Fn() -> String + Copy,
+) -> Result<(), crate::StoreError> {
+    use crate::db::on_tx;
+    use crate::error::Context;
+    const ROWS: usize = 400;
+    // The live one, then the stopped history (expired long ago).
+    let channels: Vec<(String, &str, i64, bool)> = calendars
+        .iter()
+        .flat_map(|f| {
+            let live = f.channel_expires_at.map(|exp| {
+                (
+                    format!("fixture{tag}-{}", f.calendar_id),
+                    f.calendar_id.as_str(),
+                    exp,
+                    false,
+                )
+            });
+            let stopped = (0..f.stopped_channels).map(move |k| {
+                (
+                    format!("fixture{tag}-{}-stopped-{k}", f.calendar_id),
+                    f.calendar_id.as_str(),
+                    k as i64,
+                    true,
+                )
+            });
+            live.into_iter().chain(stopped)
+        })
+        .collect();
+    for chunk in channels.chunks(ROWS) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = i * 4;
+                format!(
+                    "(${}, ${}, 'fixture', 'fixture', ${}, 0, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO channels (channel_id, calendar_id, resource_id, token_hash, expiration_ms, \
+             created_at, stopped) VALUES {values}"
+        );
+        on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (channel_id, calendar_id, expires, stopped) in chunk {
+                query = query
+                    .bind(channel_id)
+                    .bind(*calendar_id)
+                    .bind(*expires)
+                    .bind(*stopped);
+            }
+            query.execute(c).await.map(|r| r.rows_affected())
+        })
+        .ctx(what)?;
+    }
+    Ok(())
+}

@@ -53,6 +53,15 @@ fn request_from_row(row: &impl Cols) -> Result<OAuthRequest, sqlx::Error> {
     })
 }
 
+/// The condition (on a `calendars` row) that its owner must connect their Google account
+/// again: the recorded owner, or with none recorded the user the calendar's id names, is marked.
+macro_rules! needs_reauth {
+    () => {
+        "COALESCE(owner, lower(calendar_id)) IN (SELECT user_id FROM google_users WHERE needs_reauth)"
+    };
+}
+pub(crate) use needs_reauth;
+
 macro_rules! user_select {
     ($rest:literal) => {
         concat!(
@@ -202,17 +211,69 @@ impl Store {
         .ctx(|| format!("loading the owner of calendar {calendar_id}"))
     }
 
-    /// Calendars whose recorded owner (or, with none recorded, whose id) is a user marked as
-    /// needing re-authorisation, by id.
-    pub async fn calendars_needing_reauth(&self) -> Result<Vec<String>, StoreError> {
-        on_read!(self, c => sqlx::query_scalar(
-            "SELECT c.calendar_id FROM calendars c JOIN google_users u \
-             ON u.user_id = COALESCE(c.owner, lower(c.calendar_id)) \
-             WHERE u.needs_reauth ORDER BY c.calendar_id",
+    /// Whether any user is marked as needing re-authorisation (one indexed read): when none
+    /// is, no calendar needs it, and the queries below skip their scan.
+    pub async fn any_user_needs_reauth(&self) -> Result<bool, StoreError> {
+        let found: Option<i32> = on_read!(self, c => sqlx::query_scalar(
+            "SELECT 1 FROM google_users WHERE needs_reauth LIMIT 1",
         )
-        .fetch_all(c)
+        .fetch_optional(c)
         .await)
-        .ctx(|| "listing calendars needing re-authorisation".to_owned())
+        .ctx(|| "looking for users needing re-authorisation".to_owned())?;
+        Ok(found.is_some())
+    }
+
+    /// How many calendars need re-authorisation: their recorded owner (or, with none recorded,
+    /// the user their id names) is marked as needing it. One COUNT, no rows loaded, and no scan
+    /// at all while no user is marked.
+    pub async fn calendars_needing_reauth_count(&self) -> Result<i64, StoreError> {
+        if !self.any_user_needs_reauth().await? {
+            return Ok(0);
+        }
+        on_read!(self, c => sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM calendars WHERE ",
+            needs_reauth!()
+        ))
+        .fetch_one(c)
+        .await)
+        .ctx(|| "counting calendars needing re-authorisation".to_owned())
+    }
+
+    /// Which of `calendar_ids` need re-authorisation: their recorded owner (or, with none
+    /// recorded, the user their id names) is marked as needing it. For the calendars a status
+    /// page shows, by id: bounded by the ids asked about, whatever the number of calendars
+    /// (counted by [`Store::calendar_summary`], listed by [`Store::calendars_ranked`] with
+    /// [`crate::Worst::NeedingReauth`]).
+    pub async fn calendars_needing_reauth_among(
+        &self,
+        calendar_ids: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        if calendar_ids.is_empty() || !self.any_user_needs_reauth().await? {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        for chunk in calendar_ids.chunks(crate::channels::IN_CHUNK) {
+            let sql = format!(
+                concat!(
+                    "SELECT calendar_id FROM calendars WHERE calendar_id IN ({}) AND ",
+                    needs_reauth!(),
+                    " ORDER BY calendar_id"
+                ),
+                crate::channels::placeholders(1, chunk.len())
+            );
+            let rows: Vec<String> = on_read!(self, c => {
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(c).await
+            })
+            .ctx(|| "checking calendars for re-authorisation".to_owned())?;
+            found.extend(rows);
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// Keeps an authorization request until its callback, unless `max_pending` requests are

@@ -51,6 +51,8 @@ pub struct Running {
     pub service: String,
     pub store: Store,
     pub channels: Option<Arc<Channels>>,
+    /// The scrape's counters and options (per-calendar series).
+    pub metrics: Arc<confsync_service::metrics::Metrics>,
 }
 
 /// Starts everything; `api_key` is accepted by the /v1 API. Served as `confsync serve` does
@@ -123,6 +125,7 @@ pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits)
         channels.start_renewal();
         channels
     });
+    let metrics = scheduler.metrics().clone();
     let service = Arc::new(Service {
         store: store.clone(),
         provider,
@@ -147,6 +150,7 @@ pub async fn start_with(api_key: &str, push: Option<Push>, limits: ServerLimits)
         service: service_url,
         store,
         channels,
+        metrics,
     }
 }
 
