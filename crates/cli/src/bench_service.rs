@@ -57,7 +57,7 @@ pub struct ServiceBenchArgs {
 }
 
 /// This process's CPU time so far (user + system), from /proc (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -78,7 +78,7 @@ fn cpu_seconds() -> f64 {
 
 /// CPU seconds (user + system) of every process whose command is `postgres` (the database
 /// server's backends, on this machine), from /proc; 0 when there is none or no /proc.
-fn postgres_cpu_seconds() -> f64 {
+pub(crate) fn postgres_cpu_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
@@ -128,7 +128,7 @@ fn machine_cpu_seconds() -> (f64, f64) {
     ((total - idle) / 100.0, total / 100.0)
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_owned())

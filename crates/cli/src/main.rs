@@ -2,6 +2,7 @@
 
 mod apikey;
 mod bench;
+mod bench_adopt;
 mod bench_service;
 mod config;
 mod demo;
@@ -14,6 +15,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use confsync_emulator::{Emulator, EmulatorConfig};
+
+/// mimalloc instead of the system allocator: a sync allocates many small, short-lived values
+/// (decoded events, rows, futures) next to long-lived ones (the store's caches, the emulator's
+/// calendars), and glibc's malloc spent a third of a full sync's CPU consolidating and
+/// unlinking free chunks (`bench engine` under perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -242,6 +250,9 @@ enum BenchCommand {
     /// The service's push path: N calendars each changed once, latency from the webhook
     /// receiving the notification to the provider call done, and calendars/s.
     Service(bench_service::ServiceBenchArgs),
+    /// A first full sync adopting conferences the store has never seen: time from the first
+    /// page to the last provider call, CPU per conference, store bytes written per action.
+    Adopt(bench_adopt::AdoptBenchArgs),
 }
 
 fn init_logging(format: &str, default: &str) {
@@ -282,6 +293,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Service(args),
         } => bench_service::run(args).await,
+        Command::Bench {
+            which: BenchCommand::Adopt(args),
+        } => bench_adopt::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sync(args) => sync::run(&args.config, args.calendar, args.full).await,
         Command::Serve { config } => sync::serve(&config).await,
