@@ -593,7 +593,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let row = row.into();
         let id = row.id;
-        let done = self.complete_grouped(row, Some(fingerprint), now_ms).await?;
+        let done = self
+            .complete_grouped(row, Some(fingerprint), now_ms)
+            .await?;
         self.report(done, row, || format!("completing outbox update {id}"))
             .await
     }

@@ -1727,7 +1727,11 @@ async fn reports_made_at_once_are_each_answered_as_if_made_alone() {
                 assert_eq!((stored.state, stored.attempts), (OutboxState::Pending, 0));
                 assert_eq!(fingerprint, None);
             } else {
-                assert_eq!((stored.state, stored.attempts), (OutboxState::Done, 1), "row {i}");
+                assert_eq!(
+                    (stored.state, stored.attempts),
+                    (OutboxState::Done, 1),
+                    "row {i}"
+                );
                 let expected = (i != 2).then(|| format!("fp-{i}"));
                 assert_eq!(fingerprint, expected, "row {i}");
             }
