@@ -157,6 +157,8 @@ impl Engine {
         let mut linked: Option<HashSet<String>> = None;
         // A series link moved here during this pass (see `commit_page`).
         let mut moved_here = false;
+        // The live links this pass's own pages wrote here: event id -> conference id.
+        let mut written_here: HashMap<String, String> = HashMap::new();
         while !session.is_done() {
             if session.is_full() && linked.is_none() {
                 linked = Some(
@@ -191,7 +193,9 @@ impl Engine {
             } else {
                 None
             };
-            moved_here |= self.commit_page(&mut session, page, filter, now_ms).await?;
+            moved_here |= self
+                .commit_page(&mut session, page, filter, &mut written_here, now_ms)
+                .await?;
             if let Some(progress) = &self.progress {
                 progress(
                     calendar_id,
@@ -228,12 +232,16 @@ impl Engine {
             // Links made while this pass listed (the add-on's create, an executor's relink)
             // were not in the set its pages loaded: their events may have been listed and
             // skipped (a tombstone carries no conference to find the link by), so each is
-            // verified with an events.get.
+            // verified with an events.get. Links this pass's own pages wrote were planned from
+            // their event as listed: nothing to verify unless another writer replaced them
+            // since (checked below, on the stored links).
+            let mut made_meanwhile: HashSet<String> = HashSet::new();
             if let Some(at_start) = &linked {
                 let listed_unseen: HashSet<String> =
                     unseen.iter().map(|(id, _)| id.clone()).collect();
                 for event_id in now_linked {
                     if !at_start.contains(&event_id) && !listed_unseen.contains(&event_id) {
+                        made_meanwhile.insert(event_id.clone());
                         unseen.push((event_id, Action::Verify));
                     }
                 }
@@ -254,6 +262,10 @@ impl Engine {
                     .into_iter()
                     .filter_map(|(event_id, action)| {
                         let record = by_event.get(event_id.as_str())?;
+                        let ours = written_here.get(&event_id) == Some(&record.link.conference_id);
+                        if ours && made_meanwhile.contains(&event_id) {
+                            return None;
+                        }
                         Some(PlannedChange {
                             link: record.link.clone(),
                             base: LinkBase::Version(record.version),
@@ -293,6 +305,7 @@ impl Engine {
         session: &mut Session,
         page: Page,
         linked: Option<&HashSet<String>>,
+        written_here: &mut HashMap<String, String>,
         now_ms: i64,
     ) -> Result<bool, EngineError> {
         let calendar_id = session.calendar_id().to_owned();
@@ -410,6 +423,12 @@ impl Engine {
                 now_ms,
             )
             .await?;
+        for change in &changes {
+            let link = &change.link;
+            if link.calendar_id == calendar_id && !link.deleted {
+                written_here.insert(link.event_id.clone(), link.conference_id.clone());
+            }
+        }
         Ok(moved_here)
     }
 

@@ -558,6 +558,69 @@ async fn meet_events_and_events_without_conference_are_skipped() {
 }
 
 #[tokio::test]
+async fn a_first_full_sync_adopts_our_conferences_without_reading_them_again() {
+    let h = Harness::start().await;
+    // Events carrying meetings of ours that the store has never linked (a store restored from
+    // nothing): the add-on's steps without the link.
+    let mut meetings = Vec::new();
+    for n in 0..3 {
+        let mut body = event_body(&format!("Review {n}"), day_at_ten(n + 1), 30);
+        let mut draft = body.clone();
+        draft["id"] = json!("draft");
+        draft["organizer"] = json!({"email": ALICE, "self": true});
+        let spec = Snapshot::from_json(&draft)
+            .expect("a well-formed draft")
+            .spec
+            .expect("a live draft has a spec");
+        let meeting = h
+            .engine
+            .provider
+            .create(&spec, &format!("adopt-{n}"))
+            .await
+            .expect("the provider creates the meeting");
+        body["conferenceData"] = json!({
+            "conferenceId": meeting.meeting_id,
+            "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
+            "entryPoints": [{"entryPointType": "video", "uri": meeting.join_url}],
+            "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting.meeting_id}}},
+        });
+        h.insert(ALICE, body).await;
+        meetings.push(meeting.meeting_id);
+    }
+    h.insert(ALICE, event_body("No conference", day_at_ten(5), 30))
+        .await;
+    let gets = h.client.request_count(ApiMethod::EventsGet);
+
+    let (summaries, drained) = h.settle(&[ALICE]).await;
+
+    assert!(summaries[0].full);
+    assert_eq!(
+        summaries[0].verifications, 0,
+        "links this pass made itself, from the events it listed, are not read again: {:?}",
+        summaries[0]
+    );
+    assert_eq!(
+        h.client.request_count(ApiMethod::EventsGet) - gets,
+        0,
+        "no events.get during the pass or its drain"
+    );
+    assert_eq!(kind(&drained, "verify"), 0, "{drained:?}");
+    for id in &meetings {
+        let link = h
+            .store
+            .link(id)
+            .await
+            .expect("the store answers")
+            .unwrap_or_else(|| panic!("meeting {id} is linked"));
+        assert!(!link.deleted);
+        assert!(!h.meeting(id).await.deleted);
+    }
+    let (again, drained) = h.settle(&[ALICE]).await;
+    assert_eq!(actions(&again[0]), 0, "{:?}", again[0]);
+    assert_eq!(drained.done, 0);
+}
+
+#[tokio::test]
 async fn an_expired_sync_token_full_syncs_that_calendar_only_and_deletes_nothing() {
     let h = Harness::start().await;
     let team = h.secondary_calendar("Team").await;

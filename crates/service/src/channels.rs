@@ -341,12 +341,12 @@ impl Channels {
 
     /// Makes sure the calendar has a live channel; concurrent calls open at most one.
     pub async fn ensure(&self, calendar_id: &str) -> Result<(), String> {
-        let live = self
+        if self
             .store
-            .live_channels(now_ms())
+            .has_live_channel(calendar_id, now_ms())
             .await
-            .map_err(|e| e.to_string())?;
-        if live.iter().any(|c| c.calendar_id == calendar_id) {
+            .map_err(|e| e.to_string())?
+        {
             return Ok(());
         }
         if !self

@@ -20,7 +20,7 @@
 //! and waits (up to a deadline) for running syncs and the drain; what did not run stays dirty or
 //! pending in the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,44 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The calendars the scheduler knows, and which of them want a sync: finding the due ones
+/// walks those, not every calendar known (a deployment knows 100,000 and has a few dirty; the
+/// loop runs after every sync).
+#[derive(Default)]
+struct Calendars {
+    states: HashMap<String, CalendarState>,
+    /// Ids whose state is `dirty` (a superset while a sync of one runs; checked when walked).
+    wanted: HashSet<String>,
+}
+
+impl std::ops::Deref for Calendars {
+    type Target = HashMap<String, CalendarState>;
+    fn deref(&self) -> &Self::Target {
+        &self.states
+    }
+}
+
+impl std::ops::DerefMut for Calendars {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.states
+    }
+}
+
+impl Calendars {
+    /// Marks `calendar_id` dirty, due at `due`, unless it is already (or, with `skip_running`,
+    /// its sync runs): answers whether it was marked.
+    fn want(&mut self, calendar_id: &str, due: Instant, skip_running: bool) -> bool {
+        let state = self.states.entry(calendar_id.to_owned()).or_default();
+        if state.dirty || (skip_running && state.running) {
+            return false;
+        }
+        state.dirty = true;
+        state.due = Some(due);
+        self.wanted.insert(calendar_id.to_owned());
+        true
+    }
+}
+
 #[derive(Default)]
 struct CalendarState {
     /// A sync is wanted (not before `due`).
@@ -85,7 +123,7 @@ struct Inner {
     engine: Arc<Engine>,
     metrics: Arc<crate::metrics::Metrics>,
     config: SchedulerConfig,
-    calendars: Mutex<HashMap<String, CalendarState>>,
+    calendars: Mutex<Calendars>,
     wake: Notify,
     workers: Semaphore,
     /// Wakes the drainer.
@@ -153,7 +191,7 @@ impl Scheduler {
             metrics,
             workers: Semaphore::new(config.workers.max(1)),
             config,
-            calendars: Mutex::new(HashMap::new()),
+            calendars: Mutex::new(Calendars::default()),
             wake: Notify::new(),
             drain_wake: Notify::new(),
             stopping: Default::default(),
@@ -202,14 +240,9 @@ impl Scheduler {
                     let mut scheduled = false;
                     let mut calendars = self.calendars();
                     for (calendar_id, due_ms) in waiting {
-                        let state = calendars.entry(calendar_id).or_default();
-                        if state.dirty || state.running {
-                            continue;
-                        }
                         let wait = Duration::from_millis((due_ms - now).clamp(0, 3_600_000) as u64);
-                        state.dirty = true;
-                        state.due = Some(Instant::now() + wait.max(self.inner.config.debounce));
-                        scheduled = true;
+                        let due = Instant::now() + wait.max(self.inner.config.debounce);
+                        scheduled |= calendars.want(&calendar_id, due, true);
                     }
                     drop(calendars);
                     if scheduled {
@@ -310,7 +343,7 @@ impl Scheduler {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn calendars(&self) -> std::sync::MutexGuard<'_, HashMap<String, CalendarState>> {
+    fn calendars(&self) -> std::sync::MutexGuard<'_, Calendars> {
         self.inner
             .calendars
             .lock()
@@ -321,12 +354,7 @@ impl Scheduler {
     pub fn mark_dirty(&self, calendar_id: &str) {
         let due = Instant::now() + self.inner.config.debounce;
         {
-            let mut calendars = self.calendars();
-            let state = calendars.entry(calendar_id.to_owned()).or_default();
-            if !state.dirty {
-                state.dirty = true;
-                state.due = Some(due);
-            }
+            self.calendars().want(calendar_id, due, false);
         }
         self.inner.wake.notify_one();
     }
@@ -489,25 +517,31 @@ impl Scheduler {
             }
             let (ready, next_due) = {
                 let mut calendars = self.calendars();
+                let Calendars { states, wanted } = &mut *calendars;
                 let now = Instant::now();
                 let mut ready = Vec::new();
                 let mut next_due: Option<Instant> = None;
-                for (id, state) in calendars.iter_mut() {
-                    if !state.dirty || state.running {
-                        continue;
+                wanted.retain(|id| {
+                    let Some(state) = states.get_mut(id).filter(|s| s.dirty) else {
+                        return false;
+                    };
+                    if state.running {
+                        return true;
                     }
                     match state.due {
                         Some(due) if due > now => {
-                            next_due = Some(next_due.map_or(due, |n| n.min(due)))
+                            next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                            true
                         }
                         _ => {
                             state.dirty = false;
                             state.due = None;
                             state.running = true;
                             ready.push(id.clone());
+                            false
                         }
                     }
-                }
+                });
                 (ready, next_due)
             };
             for calendar_id in ready {
@@ -693,11 +727,8 @@ impl Scheduler {
             Some(_) => state.failures = state.failures.saturating_add(1),
         }
         state.last_error = error;
-        if let Some(wait) = retry_in
-            && !state.dirty
-        {
-            state.dirty = true;
-            state.due = Some(Instant::now() + wait);
+        if let Some(wait) = retry_in {
+            calendars.want(calendar_id, Instant::now() + wait, false);
         }
     }
 }

@@ -132,6 +132,27 @@ impl Store {
         .ctx(what)
     }
 
+    /// Whether `calendar_id` has a live channel: one indexed lookup (opening a conference asks
+    /// this on every create; reading every live channel for it grew with the deployment).
+    pub async fn has_live_channel(
+        &self,
+        calendar_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let what = || format!("looking for a live channel of calendar {calendar_id}");
+        on_read!(self, c => {
+            let row: Result<Option<String>, _> = sqlx::query_scalar(
+                "SELECT channel_id FROM channels WHERE calendar_id = $1 AND NOT stopped AND expiration_ms > $2 LIMIT 1",
+            )
+            .bind(calendar_id)
+            .bind(now_ms)
+            .fetch_optional(c)
+            .await;
+            row.map(|r| r.is_some())
+        })
+        .ctx(what)
+    }
+
     /// Live channels expiring first (at most `limit`), and how many are live: status at any
     /// scale.
     pub async fn channels_expiring_first(

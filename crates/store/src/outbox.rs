@@ -77,6 +77,66 @@ pub struct OutboxItem {
     pub fence: i64,
 }
 
+/// Successes waiting for the next group commit ([`Store::complete`]).
+#[derive(Default)]
+pub(crate) struct Completions {
+    queue: std::sync::Mutex<Vec<Completion>>,
+    flush: tokio::sync::Mutex<()>,
+}
+
+/// One queued success and where its answer goes.
+struct Completion {
+    row: Claimed,
+    /// For an update: the spec fingerprint that landed.
+    fingerprint: Option<String>,
+    now_ms: i64,
+    answer: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks a row done if it is still pending under this claim (1) or not (0); for an update,
+/// the link records the fingerprint that landed.
+async fn complete_in(
+    tx: &mut Tx,
+    row: Claimed,
+    fingerprint: Option<&str>,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let id = row.id;
+    let what = || format!("completing outbox row {id}");
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
+             lease_owner = NULL, lease_until = 0 \
+         WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .bind(row.fence_param())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .ctx(what)?;
+    if let Some(fingerprint) = fingerprint
+        && done > 0
+    {
+        on_tx!(tx, c => sqlx::query(
+            "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
+             WHERE conference_id = (SELECT conference_id FROM outbox WHERE id = $1)",
+        )
+        .bind(id)
+        .bind(fingerprint)
+        .bind(now_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+    }
+    Ok(done)
+}
+
 /// Which attempt a report answers: an outbox row, and for a claimed row the fence of its claim.
 /// A bare row id (tests, admin tools) reports without a fence check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,18 +576,7 @@ impl Store {
     pub async fn complete(&self, row: impl Into<Claimed>, now_ms: i64) -> Result<bool, StoreError> {
         let row = row.into();
         let id = row.id;
-        let done = on_write!(self, c => sqlx::query(
-            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
-                 lease_owner = NULL, lease_until = 0 \
-             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
-        )
-        .bind(id)
-        .bind(now_ms)
-        .bind(row.fence_param())
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
-        .ctx(|| format!("completing outbox row {id}"))?;
+        let done = self.complete_grouped(row, None, now_ms).await?;
         self.report(done, row, || format!("completing outbox row {id}"))
             .await
     }
@@ -544,37 +593,114 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let row = row.into();
         let id = row.id;
-        let what = || format!("completing outbox update {id}");
-        // Two statements, each atomic; the link's applied fingerprint is the executor's column,
+        let done = self
+            .complete_grouped(row, Some(fingerprint), now_ms)
+            .await?;
+        self.report(done, row, || format!("completing outbox update {id}"))
+            .await
+    }
+
+    /// Records one success, grouped with the others arriving meanwhile (SQLite): the
+    /// drain reports up to `drain_concurrency` rows at once, and one transaction per row wrote
+    /// each touched page of the outbox, its indexes and the links once per row (tens of KB of
+    /// WAL per action). Every caller queues its report, then waits for the flush lock; whoever
+    /// holds it commits everything queued by then in ONE transaction and answers each. A
+    /// caller whose report a previous holder committed returns at once. The reports are
+    /// independent conditional statements, so committing them together changes no outcome;
+    /// a crash before the commit loses them all, as it would lose a report not yet made (the
+    /// rows stay claimed and run again, with the same idempotency keys). Postgres groups WAL
+    /// flushes itself: each report is its own transaction there.
+    async fn complete_grouped(
+        &self,
+        row: Claimed,
+        fingerprint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if self.backend() == "postgres" {
+            return self.complete_alone(row, fingerprint, now_ms).await;
+        }
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        lock(&self.completions.queue).push(Completion {
+            row,
+            fingerprint: fingerprint.map(str::to_owned),
+            now_ms,
+            answer,
+        });
+        let flushing = self.completions.flush.lock().await;
+        match answered.try_recv() {
+            Ok(result) => return result,
+            // Queued before this caller took the lock: the batch below holds it.
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                let batch = std::mem::take(&mut *lock(&self.completions.queue));
+                self.commit_completions(batch).await;
+            }
+            // Taken by a holder that was cancelled before it answered.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
+        }
+        drop(flushing);
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Database {
+                what: format!("completing outbox row {}", row.id),
+                source: sqlx::Error::Protocol(
+                    "the group commit holding this report was abandoned; the row runs again once its claim expires".into(),
+                ),
+            })
+        })
+    }
+
+    /// Commits `batch` in one transaction and answers each report; if that fails, commits
+    /// each alone, so each gets its own answer (one bad row fails no other).
+    async fn commit_completions(&self, batch: Vec<Completion>) {
+        if batch.is_empty() {
+            return;
+        }
+        let what = || format!("completing {} outbox rows", batch.len());
+        let together = async {
+            let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
+            let mut done = Vec::with_capacity(batch.len());
+            for c in &batch {
+                done.push(complete_in(&mut tx, c.row, c.fingerprint.as_deref(), c.now_ms).await?);
+            }
+            self.commit(tx, what).await?;
+            Ok::<_, StoreError>(done)
+        };
+        match together.await {
+            Ok(done) => {
+                for (c, done) in batch.into_iter().zip(done) {
+                    let _ = c.answer.send(Ok(done));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(c) = batch.into_iter().next() {
+                    let _ = c.answer.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(rows = batch.len(), error = %e, "a group commit of outbox reports failed; committing each alone");
+                for c in batch {
+                    let result = self
+                        .complete_alone(c.row, c.fingerprint.as_deref(), c.now_ms)
+                        .await;
+                    let _ = c.answer.send(result);
+                }
+            }
+        }
+    }
+
+    /// One success in its own transaction.
+    async fn complete_alone(
+        &self,
+        row: Claimed,
+        fingerprint: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let what = || format!("completing outbox row {}", row.id);
+        // Each statement is atomic; the link's applied fingerprint is the executor's column,
         // written only here and by `record_applied` (see `crate::db`): no key needed.
         let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
-        let done = on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
-                 lease_owner = NULL, lease_until = 0 \
-             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
-        )
-        .bind(id)
-        .bind(now_ms)
-        .bind(row.fence_param())
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
-        .ctx(what)?;
-        if done > 0 {
-            on_tx!(&mut tx, c => sqlx::query(
-                "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
-                 WHERE conference_id = (SELECT conference_id FROM outbox WHERE id = $1)",
-            )
-            .bind(id)
-            .bind(fingerprint)
-            .bind(now_ms)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))
-            .ctx(what)?;
-        }
+        let done = complete_in(&mut tx, row, fingerprint, now_ms).await?;
         self.commit(tx, what).await?;
-        self.report(done, row, what).await
+        Ok(done)
     }
 
     /// Reports a transient failure: the row stays pending, hidden from [`Store::due`] until

@@ -249,6 +249,8 @@ pub struct Store {
     claim: Arc<std::sync::OnceLock<Claim>>,
     /// A file store (its writer connection can be replaced; an in-memory one cannot).
     file_backed: bool,
+    /// Successes of the drain waiting to be committed together (SQLite).
+    pub(crate) completions: Arc<crate::outbox::Completions>,
 }
 
 impl fmt::Debug for Store {
@@ -290,8 +292,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // No ping before each use: an embedded connection cannot be lost the way a network one
+        // can, and the ping was a round trip to the connection's thread per statement.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
@@ -300,6 +305,7 @@ impl Store {
         // second writer.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .connect_with(options.pragma("query_only", "ON"))
             .await
             .map_err(open_error)?;
@@ -309,6 +315,7 @@ impl Store {
             clock: Arc::new(system_clock),
             location: url_or_path.into(),
             write_failing_since: Arc::default(),
+            completions: Arc::default(),
             claim: Arc::default(),
             file_backed: true,
         })
@@ -324,6 +331,7 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT))
@@ -341,6 +349,7 @@ impl Store {
             clock: Arc::new(system_clock),
             location: location.into(),
             write_failing_since: Arc::default(),
+            completions: Arc::default(),
             claim: Arc::default(),
             file_backed: false,
         })
@@ -392,6 +401,7 @@ impl Store {
             clock: Arc::new(system_clock),
             location: location.into(),
             write_failing_since: Arc::default(),
+            completions: Arc::default(),
             claim: Arc::default(),
             file_backed: false,
         })

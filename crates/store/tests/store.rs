@@ -1673,6 +1673,73 @@ async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
 }
 
 #[tokio::test]
+async fn reports_made_at_once_are_each_answered_as_if_made_alone() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        queue_updates(&store, 40, 1_000).await;
+        let rows = store.claim_due("a", 64, 1_000, 60_000).await.unwrap();
+        assert_eq!(rows.len(), 40);
+        // Every row reported at once (SQLite commits them in a few transactions): each with
+        // its fingerprint; row 0 twice (one report lands, the other finds it done); row 1
+        // under a claim that is not its own (refused); row 2 with no fence (admin tools).
+        let mut tasks = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let (store, row) = (store.clone(), row.clone());
+            tasks.push(tokio::spawn(async move {
+                match i {
+                    1 => {
+                        let forged = confsync_store::Claimed {
+                            id: row.id,
+                            fence: Some(row.fence + 1),
+                        };
+                        store.complete_update(forged, "fp-forged", 2_000).await
+                    }
+                    2 => store.complete(row.id, 2_000).await,
+                    _ => store.complete_update(&row, &format!("fp-{i}"), 2_000).await,
+                }
+            }));
+        }
+        let again = {
+            let (store, row) = (store.clone(), rows[0].clone());
+            tokio::spawn(async move { store.complete_update(&row, "fp-0", 2_000).await })
+        };
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap().unwrap());
+        }
+        let again = again.await.unwrap().unwrap();
+        assert!(!answers[1], "a report under another claim is refused");
+        assert!(
+            answers[0] ^ again,
+            "one of row 0's two reports lands: {} and {again}",
+            answers[0]
+        );
+        assert!(answers.iter().enumerate().all(|(i, a)| *a || i <= 1));
+        for (i, row) in rows.iter().enumerate() {
+            let stored = store.outbox_of(&row.conference_id).await.unwrap().remove(0);
+            let fingerprint = store
+                .link_record(&row.conference_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .applied_fingerprint;
+            if i == 1 {
+                assert_eq!((stored.state, stored.attempts), (OutboxState::Pending, 0));
+                assert_eq!(fingerprint, None);
+            } else {
+                assert_eq!(
+                    (stored.state, stored.attempts),
+                    (OutboxState::Done, 1),
+                    "row {i}"
+                );
+                let expected = (i != 2).then(|| format!("fp-{i}"));
+                assert_eq!(fingerprint, expected, "row {i}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn workers_claiming_at_once_take_every_row_exactly_once() {
     for store in stores().await {
         eprintln!("on {}", store.backend());
