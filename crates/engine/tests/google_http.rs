@@ -206,9 +206,14 @@ impl Harness {
         .await
     }
 
-    /// What the add-on does: create the meeting from the event being drafted, insert the event
-    /// with our conference data, register the link. Returns the created event and meeting id.
-    async fn conferenced_event(&self, calendar_id: &str, mut body: Value) -> (Value, String) {
+    /// The add-on's first steps: create the meeting from the event being drafted and insert the
+    /// event with our conference data (no link registered). Returns the created event, the
+    /// meeting id and the spec the meeting was made with.
+    async fn event_with_our_meeting(
+        &self,
+        calendar_id: &str,
+        mut body: Value,
+    ) -> (Value, String, MeetingSpec) {
         // The drafted event as Calendar will describe it (the calendar is the organizer).
         let mut draft = body.clone();
         draft["id"] = json!("draft");
@@ -230,10 +235,20 @@ impl Harness {
             "entryPoints": [{"entryPointType": "video", "uri": meeting.join_url}],
             "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting.meeting_id}}},
         });
-        let created = self.insert(calendar_id, body).await;
+        (
+            self.insert(calendar_id, body).await,
+            meeting.meeting_id,
+            spec,
+        )
+    }
+
+    /// What the add-on does: [`Harness::event_with_our_meeting`], then register the link.
+    /// Returns the created event and meeting id.
+    async fn conferenced_event(&self, calendar_id: &str, body: Value) -> (Value, String) {
+        let (created, meeting_id, spec) = self.event_with_our_meeting(calendar_id, body).await;
         let snapshot = Snapshot::from_json(&created).expect("the emulator's event parses");
         let link = Link {
-            conference_id: meeting.meeting_id.clone(),
+            conference_id: meeting_id.clone(),
             provider: self.engine.provider.name().to_owned(),
             calendar_id: calendar_id.to_owned(),
             event_id: snapshot.event_id.clone(),
@@ -259,7 +274,7 @@ impl Harness {
             .commit_page(calendar_id, &[change], &[], None, now_ms())
             .await
             .expect("the link is registered");
-        (created, meeting.meeting_id)
+        (created, meeting_id)
     }
 
     async fn sync(&self, calendar_id: &str) -> SyncSummary {
@@ -564,28 +579,9 @@ async fn a_first_full_sync_adopts_our_conferences_without_reading_them_again() {
     // nothing): the add-on's steps without the link.
     let mut meetings = Vec::new();
     for n in 0..3 {
-        let mut body = event_body(&format!("Review {n}"), day_at_ten(n + 1), 30);
-        let mut draft = body.clone();
-        draft["id"] = json!("draft");
-        draft["organizer"] = json!({"email": ALICE, "self": true});
-        let spec = Snapshot::from_json(&draft)
-            .expect("a well-formed draft")
-            .spec
-            .expect("a live draft has a spec");
-        let meeting = h
-            .engine
-            .provider
-            .create(&spec, &format!("adopt-{n}"))
-            .await
-            .expect("the provider creates the meeting");
-        body["conferenceData"] = json!({
-            "conferenceId": meeting.meeting_id,
-            "conferenceSolution": {"key": {"type": "addOn"}, "name": "confsync"},
-            "entryPoints": [{"entryPointType": "video", "uri": meeting.join_url}],
-            "parameters": {"addOnParameters": {"parameters": {"confsyncConferenceId": meeting.meeting_id}}},
-        });
-        h.insert(ALICE, body).await;
-        meetings.push(meeting.meeting_id);
+        let body = event_body(&format!("Review {n}"), day_at_ten(n + 1), 30);
+        let (_, meeting_id, _) = h.event_with_our_meeting(ALICE, body).await;
+        meetings.push(meeting_id);
     }
     h.insert(ALICE, event_body("No conference", day_at_ten(5), 30))
         .await;
