@@ -97,6 +97,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "intent provider",
             include_str!("../migrations/sqlite/0014_intent_provider.sql"),
         ),
+        (
+            15,
+            "status indexes",
+            include_str!("../migrations/sqlite/0015_status_indexes.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -148,6 +153,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             9,
             "intent provider",
             include_str!("../migrations/postgres/0009_intent_provider.sql"),
+        ),
+        (
+            10,
+            "status indexes",
+            include_str!("../migrations/postgres/0010_status_indexes.sql"),
         ),
     ];
     migrator_of(&migrations)
