@@ -165,6 +165,161 @@ pub(crate) async fn write(
     Ok(written)
 }
 
+/// Links per batched statement of [`write_many`] (15 bind parameters each).
+const WRITE_CHUNK: usize = 200;
+
+/// Statements with at most this many rows keep a prepared statement (a sync of one change runs
+/// the same statement every time); larger ones would crowd the connection's statement cache.
+pub(crate) const PERSIST_ROWS: usize = 4;
+
+/// A link with its encoded columns, for [`write_many`].
+struct Encoded<'a> {
+    link: &'a Link,
+    spec_json: String,
+    occurrences_json: String,
+    fingerprint: String,
+    ends_at: Option<i64>,
+}
+
+/// [`write`] for links of DIFFERENT conferences, a few statements for all of them: the whole
+/// batch fails with [`StoreError::Stale`] if any one's `base` no longer holds (the caller's
+/// transaction is then rolled back, as with [`write`]). Deleted links are written first, then
+/// live ones, then new ones, so an event whose conference was replaced within the batch never
+/// holds two live links in between (the `links_live_event` index).
+pub(crate) async fn write_many(
+    tx: &mut Tx,
+    calendar_id: &str,
+    links: &[(&Link, LinkBase)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let what = || {
+        format!(
+            "storing {} links of a sync page of calendar {calendar_id}",
+            links.len()
+        )
+    };
+    let mut deleted = Vec::new();
+    let mut live = Vec::new();
+    let mut new = Vec::new();
+    for (link, base) in links {
+        let encoded = Encoded {
+            link,
+            spec_json: serde_json::to_string(&link.spec).ctx(what)?,
+            occurrences_json: serde_json::to_string(&link.occurrences).ctx(what)?,
+            fingerprint: link.spec.fingerprint(),
+            ends_at: ends_at(&link.spec),
+        };
+        match base {
+            LinkBase::Version(version) if link.deleted => deleted.push((encoded, *version)),
+            LinkBase::Version(version) => live.push((encoded, *version)),
+            LinkBase::New => new.push(encoded),
+        }
+    }
+    for group in [&deleted, &live] {
+        for chunk in group.chunks(WRITE_CHUNK) {
+            let done = on_tx!(tx, c => {
+                let mut query = QueryBuilder::new(
+                    "UPDATE links SET provider = v.column2, calendar_id = v.column3, event_id = v.column4, \
+                         spec_json = v.column5, fingerprint = v.column6, last_etag_seen = v.column7, \
+                         last_etag_written = COALESCE(links.last_etag_written, v.column8), \
+                         occurrences_json = v.column9, deleted = v.column10, updated_at = ",
+                );
+                query
+                    .push_bind(now_ms)
+                    .push(
+                        ", join_url = v.column11, version = links.version + 1, ends_at = v.column13 \
+                         FROM (",
+                    )
+                    .push_values(chunk, |mut row, (e, version)| {
+                        row.push_bind(&e.link.conference_id)
+                            .push_bind(&e.link.provider)
+                            .push_bind(&e.link.calendar_id)
+                            .push_bind(&e.link.event_id)
+                            .push_bind(&e.spec_json)
+                            .push_bind(&e.fingerprint)
+                            .push_bind(&e.link.last_etag_seen)
+                            .push_bind(&e.link.last_etag_written)
+                            .push_bind(&e.occurrences_json)
+                            .push("CAST(")
+                            .push_bind_unseparated(e.link.deleted)
+                            .push_unseparated(" AS BOOLEAN)")
+                            .push_bind(&e.link.join_url)
+                            .push("CAST(")
+                            .push_bind_unseparated(*version)
+                            .push_unseparated(" AS BIGINT)")
+                            .push("CAST(")
+                            .push_bind_unseparated(e.ends_at)
+                            .push_unseparated(" AS BIGINT)");
+                    })
+                    .push(") AS v WHERE links.conference_id = v.column1 AND links.version = v.column12");
+                query
+                    .build()
+                    .persistent(chunk.len() <= PERSIST_ROWS)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+            .ctx(what)?;
+            if done < chunk.len() as u64 {
+                return Err(StoreError::Stale {
+                    what: what(),
+                    detail: format!(
+                        "{} of {} links changed since they were read",
+                        chunk.len() as u64 - done,
+                        chunk.len()
+                    ),
+                });
+            }
+        }
+    }
+    for chunk in new.chunks(WRITE_CHUNK) {
+        let done = on_tx!(tx, c => {
+            let mut query = QueryBuilder::new(
+                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
+                     last_etag_seen, last_etag_written, occurrences_json, deleted, created_at, updated_at, join_url, \
+                     version, ends_at) ",
+            );
+            query
+                .push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.link.conference_id)
+                        .push_bind(&e.link.provider)
+                        .push_bind(&e.link.calendar_id)
+                        .push_bind(&e.link.event_id)
+                        .push_bind(&e.spec_json)
+                        .push_bind(&e.fingerprint)
+                        .push_bind(&e.link.last_etag_seen)
+                        .push_bind(&e.link.last_etag_written)
+                        .push_bind(&e.occurrences_json)
+                        .push_bind(e.link.deleted)
+                        .push_bind(now_ms)
+                        .push_bind(now_ms)
+                        .push_bind(&e.link.join_url)
+                        .push("1")
+                        .push_bind(e.ends_at);
+                })
+                .push(" ON CONFLICT (conference_id) DO NOTHING");
+            query
+                .build()
+                .persistent(chunk.len() <= PERSIST_ROWS)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .ctx(what)?;
+        if done < chunk.len() as u64 {
+            return Err(StoreError::Stale {
+                what: what(),
+                detail: format!(
+                    "{} of {} new links' conferences have a link already",
+                    chunk.len() as u64 - done,
+                    chunk.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The link of a conference, read inside a transaction.
 pub(crate) async fn get(
     tx: &mut Tx,
@@ -311,6 +466,25 @@ impl Store {
         for stored in by_event.into_values() {
             found.insert(stored.link.conference_id.clone(), stored);
         }
+        // Conferences whose link the event lookup found need no second read.
+        let conference_ids: Vec<&String> = conference_ids
+            .iter()
+            .filter(|id| !found.contains_key(id.as_str()))
+            .collect();
+        for stored in self.by_conference(&conference_ids, what).await? {
+            found
+                .entry(stored.link.conference_id.clone())
+                .or_insert(stored);
+        }
+        Ok(found.into_values().collect())
+    }
+
+    async fn by_conference(
+        &self,
+        conference_ids: &[&String],
+        what: impl Fn() -> String + Copy,
+    ) -> Result<Vec<StoredLink>, StoreError> {
+        let mut found = Vec::with_capacity(conference_ids.len());
         for chunk in conference_ids.chunks(CHUNK) {
             let rows = match &self.db {
                 crate::db::Db::Postgres { pool, .. } => {
@@ -327,7 +501,7 @@ impl Store {
                     query.push(" WHERE conference_id IN (");
                     let mut list = query.separated(", ");
                     for id in chunk {
-                        list.push_bind(id);
+                        list.push_bind(*id);
                     }
                     query.push(")");
                     let rows = query.build().fetch_all(reader).await;
@@ -335,13 +509,9 @@ impl Store {
                         .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
                 }
             };
-            for stored in rows {
-                found
-                    .entry(stored.link.conference_id.clone())
-                    .or_insert(stored);
-            }
+            found.extend(rows);
         }
-        Ok(found.into_values().collect())
+        Ok(found)
     }
 
     /// The link of a conference, wherever it is.

@@ -137,6 +137,101 @@ async fn complete_in(
     Ok(done)
 }
 
+/// [`complete_in`] for a group of reports, in a few statements whatever their number: one
+/// update of the rows, one of their links' applied fingerprints. Answers each report's count
+/// in order, as if each had been made alone in turn: a row reported twice lands once, for the
+/// first report that holds its claim.
+async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, StoreError> {
+    let what = || format!("completing {} outbox rows", batch.len());
+    let mut answers = vec![0_u64; batch.len()];
+    // Rounds of distinct rows: a row's second report is made after its first.
+    let mut rest: Vec<usize> = (0..batch.len()).collect();
+    while !rest.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = rest
+            .into_iter()
+            .partition(|&i| seen.insert(batch[i].row.id));
+        rest = later;
+        let mut landed: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        for chunk in round.chunks(APPEND_CHUNK) {
+            let rows: Vec<(i64, String)> = on_tx!(tx, c => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, \
+                         updated_at = v.column3, lease_owner = NULL, lease_until = 0 FROM (",
+                );
+                query
+                    .push_values(chunk, |mut row, &i| {
+                        let c = &batch[i];
+                        row.push("CAST(")
+                            .push_bind_unseparated(c.row.id)
+                            .push_unseparated(" AS BIGINT)")
+                            .push("CAST(")
+                            .push_bind_unseparated(c.row.fence_param())
+                            .push_unseparated(" AS BIGINT)")
+                            .push("CAST(")
+                            .push_bind_unseparated(c.now_ms)
+                            .push_unseparated(" AS BIGINT)");
+                    })
+                    .push(
+                        ") AS v WHERE outbox.id = v.column1 AND outbox.state = 'pending' \
+                         AND (v.column2 < 0 OR outbox.lease_fence = v.column2) \
+                         RETURNING outbox.id, outbox.conference_id",
+                    );
+                query
+                    .build_query_as()
+                    .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
+                    .fetch_all(c)
+                    .await
+            })
+            .ctx(what)?;
+            landed.extend(rows);
+        }
+        // The fingerprints that landed, the last one per conference (in report order).
+        let mut applied: Vec<(&str, &str, i64)> = Vec::new();
+        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for &i in &round {
+            let c = &batch[i];
+            let Some(conference_id) = landed.get(&c.row.id) else {
+                continue;
+            };
+            answers[i] = 1;
+            if let Some(fingerprint) = c.fingerprint.as_deref() {
+                match at.get(conference_id.as_str()) {
+                    Some(&j) => applied[j] = (conference_id, fingerprint, c.now_ms),
+                    None => {
+                        at.insert(conference_id, applied.len());
+                        applied.push((conference_id, fingerprint, c.now_ms));
+                    }
+                }
+            }
+        }
+        for chunk in applied.chunks(APPEND_CHUNK) {
+            on_tx!(tx, c => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "UPDATE links SET applied_fingerprint = v.column2, updated_at = v.column3 FROM (",
+                );
+                query
+                    .push_values(chunk, |mut row, (conference_id, fingerprint, now_ms)| {
+                        row.push_bind(*conference_id)
+                            .push_bind(*fingerprint)
+                            .push("CAST(")
+                            .push_bind_unseparated(*now_ms)
+                            .push_unseparated(" AS BIGINT)");
+                    })
+                    .push(") AS v WHERE links.conference_id = v.column1");
+                query
+                    .build()
+                    .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+            .ctx(what)?;
+        }
+    }
+    Ok(answers)
+}
+
 /// Which attempt a report answers: an outbox row, and for a claimed row the fence of its claim.
 /// A bare row id (tests, admin tools) reports without a fence check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +436,206 @@ pub(crate) async fn append(
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        inserted += done as usize;
+    }
+    Ok(inserted)
+}
+
+/// Actions to queue for one conference ([`append_many`]).
+pub(crate) struct Append<'a> {
+    pub conference_id: &'a str,
+    pub calendar_id: &'a str,
+    pub event_id: &'a str,
+    pub actions: &'a [Action],
+    pub not_before_ms: i64,
+}
+
+/// Conferences per tail query and rows per insert of [`append_many`].
+const APPEND_CHUNK: usize = 200;
+
+/// [`append`] for DIFFERENT conferences, in a few statements for all of them: each
+/// conference's replay check reads its own tail (one query for all), the planned keys' use
+/// counts are taken in one upsert (a key planned k times here takes its next k uses, in order),
+/// and the rows are inserted together, in the order given. The same rows, keys and replays as
+/// calling [`append`] for each in turn.
+pub(crate) async fn append_many(
+    tx: &mut Tx,
+    calendar_id: &str,
+    appends: &[Append<'_>],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let what = || {
+        format!(
+            "queueing actions for {} conferences of a sync page of calendar {calendar_id}",
+            appends.len()
+        )
+    };
+    let appends: Vec<&Append<'_>> = appends.iter().filter(|a| !a.actions.is_empty()).collect();
+    if appends.is_empty() {
+        return Ok(0);
+    }
+    // Each conference's last non-superseded rows, newest first, as many as it plans now.
+    let mut tails: std::collections::HashMap<String, Vec<(i64, String, String)>> =
+        std::collections::HashMap::new();
+    for chunk in appends.chunks(APPEND_CHUNK) {
+        let depth = chunk.iter().map(|a| a.actions.len()).max().unwrap_or(0) as i64;
+        let rows: Vec<(String, String, String, i64)> = on_tx!(tx, c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT conference_id, planned_key, state, rn FROM (\
+                 SELECT conference_id, planned_key, state, \
+                 ROW_NUMBER() OVER (PARTITION BY conference_id ORDER BY id DESC) AS rn \
+                 FROM outbox WHERE state <> 'superseded' AND conference_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for append in chunk {
+                list.push_bind(append.conference_id);
+            }
+            query.push(")) AS t WHERE rn <= ").push_bind(depth);
+            query
+                .build_query_as()
+                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
+                .fetch_all(c)
+                .await
+        })
+        .ctx(what)?;
+        for (conference_id, planned_key, state, rn) in rows {
+            tails
+                .entry(conference_id)
+                .or_default()
+                .push((rn, planned_key, state));
+        }
+    }
+    // What is new, with its planned keys (in order).
+    let mut rows: Vec<(&Append<'_>, &Action, String)> = Vec::new();
+    for append in appends {
+        let planned: Vec<String> = append
+            .actions
+            .iter()
+            .map(|a| idempotency_key(append.calendar_id, append.event_id, a))
+            .collect();
+        let mut tail: Vec<(i64, String, String)> = tails
+            .remove(append.conference_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(rn, _, _)| *rn <= planned.len() as i64)
+            .collect();
+        tail.sort_by_key(|(rn, _, _)| std::cmp::Reverse(*rn));
+        let replay = tail.len() == planned.len()
+            && tail
+                .iter()
+                .zip(&planned)
+                .all(|((_, key, state), planned_key)| key == planned_key && state == "pending");
+        if replay {
+            tracing::debug!(
+                conference_id = append.conference_id,
+                calendar_id = append.calendar_id,
+                event_id = append.event_id,
+                "replayed actions still pending; nothing queued"
+            );
+            continue;
+        }
+        rows.extend(
+            append
+                .actions
+                .iter()
+                .zip(planned)
+                .map(|(a, k)| (append, a, k)),
+        );
+    }
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Each planned key's uses, taken k at a time for a key planned k times here.
+    let mut counts: Vec<(&str, i64)> = Vec::new();
+    let mut position: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (_, _, key) in &rows {
+        match position.get(key.as_str()) {
+            Some(&i) => counts[i].1 += 1,
+            None => {
+                position.insert(key, counts.len());
+                counts.push((key, 1));
+            }
+        }
+    }
+    let mut next_use: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for chunk in counts.chunks(APPEND_CHUNK) {
+        let used: Vec<(String, i64)> = on_tx!(tx, c => {
+            let mut query = sqlx::QueryBuilder::new("INSERT INTO planned_keys (planned_key, uses) ");
+            query
+                .push_values(chunk, |mut row, (key, count)| {
+                    row.push_bind(*key).push_bind(*count);
+                })
+                .push(
+                    " ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + excluded.uses \
+                     RETURNING planned_key, uses",
+                );
+            query
+                .build_query_as()
+                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
+                .fetch_all(c)
+                .await
+        })
+        .ctx(what)?;
+        for (key, uses) in used {
+            let count = position.get(key.as_str()).map_or(1, |&i| counts[i].1);
+            next_use.insert(key, uses - count + 1);
+        }
+    }
+    let mut keyed = Vec::with_capacity(rows.len());
+    for (append, action, planned_key) in &rows {
+        let uses = next_use
+            .get_mut(planned_key.as_str())
+            .ok_or_else(|| StoreError::Conflict {
+                what: what(),
+                detail: format!("no use count came back for planned key {planned_key}"),
+            })?;
+        // The key's use count survives pruning (see `planned_keys`), so an `#N` is never given
+        // twice.
+        let key = if *uses <= 1 {
+            planned_key.clone()
+        } else {
+            format!("{planned_key}#{uses}")
+        };
+        *uses += 1;
+        keyed.push((
+            *append,
+            *action,
+            planned_key,
+            key,
+            serde_json::to_string(action).ctx(what)?,
+        ));
+    }
+    let mut inserted = 0;
+    for chunk in keyed.chunks(APPEND_CHUNK) {
+        let done = on_tx!(tx, c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, \
+                     idempotency_key, state, attempts, not_before, created_at, updated_at) ",
+            );
+            query
+                .push_values(chunk, |mut row, (append, action, planned_key, key, json)| {
+                    row.push_bind(append.conference_id)
+                        .push_bind(append.calendar_id)
+                        .push_bind(append.event_id)
+                        .push_bind(action.kind())
+                        .push_bind(json)
+                        .push_bind(*planned_key)
+                        .push_bind(key)
+                        .push("'pending'")
+                        .push("0")
+                        .push_bind(append.not_before_ms)
+                        .push_bind(now_ms)
+                        .push_bind(now_ms);
+                })
+                .push(" ON CONFLICT (idempotency_key) DO NOTHING");
+            query
+                .build()
+                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })
         .ctx(what)?;
         inserted += done as usize;
     }
@@ -626,6 +921,9 @@ impl Store {
             now_ms,
             answer,
         });
+        // Reports made at the same moment (a drain's window finishing together) queue first,
+        // so the holder below commits them together rather than its own alone.
+        tokio::task::yield_now().await;
         let flushing = self.completions.flush.lock().await;
         match answered.try_recv() {
             Ok(result) => return result,
@@ -657,10 +955,7 @@ impl Store {
         let what = || format!("completing {} outbox rows", batch.len());
         let together = async {
             let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
-            let mut done = Vec::with_capacity(batch.len());
-            for c in &batch {
-                done.push(complete_in(&mut tx, c.row, c.fingerprint.as_deref(), c.now_ms).await?);
-            }
+            let done = complete_many(&mut tx, &batch).await?;
             self.commit(tx, what).await?;
             Ok::<_, StoreError>(done)
         };

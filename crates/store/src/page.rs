@@ -2,7 +2,7 @@
 
 use confsync_core::plan::{Action, Change, Link};
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::db::on_tx;
 use crate::error::{Context, StoreError};
@@ -59,32 +59,68 @@ impl Store {
         calendars::ensure(&mut tx, calendar_id, now_ms).await?;
         let mut queued = 0;
         let mut superseded = 0;
-        let mut written: HashMap<&str, i64> = HashMap::new();
-        for change in changes {
-            let link = &change.link;
-            if link.calendar_id != calendar_id {
-                calendars::ensure(&mut tx, &link.calendar_id, now_ms).await?;
+        let mut seen: HashSet<&str> = HashSet::with_capacity(changes.len());
+        let distinct = changes
+            .iter()
+            .all(|c| seen.insert(c.link.conference_id.as_str()));
+        if distinct && changes.len() > 1 {
+            // Changes of different conferences are independent: a few statements for the page.
+            let elsewhere: BTreeSet<&str> = changes
+                .iter()
+                .map(|c| c.link.calendar_id.as_str())
+                .filter(|id| *id != calendar_id)
+                .collect();
+            for other in elsewhere {
+                calendars::ensure(&mut tx, other, now_ms).await?;
             }
-            let base = match written.get(link.conference_id.as_str()) {
-                Some(version) => LinkBase::Version(*version),
-                None => change.base,
-            };
-            let version = links::write(&mut tx, link, base, now_ms).await?;
-            written.insert(&link.conference_id, version);
-            if change.supersede_deletes {
+            let writes: Vec<(&Link, LinkBase)> =
+                changes.iter().map(|c| (&c.link, c.base)).collect();
+            links::write_many(&mut tx, calendar_id, &writes, now_ms).await?;
+            for change in changes.iter().filter(|c| c.supersede_deletes) {
                 superseded +=
-                    outbox::supersede_deletes(&mut tx, &link.conference_id, now_ms).await?;
+                    outbox::supersede_deletes(&mut tx, &change.link.conference_id, now_ms).await?;
             }
-            queued += outbox::append(
-                &mut tx,
-                &link.conference_id,
-                &link.calendar_id,
-                &link.event_id,
-                &change.actions,
-                change.not_before_ms,
-                now_ms,
-            )
-            .await?;
+            let appends: Vec<outbox::Append<'_>> = changes
+                .iter()
+                .map(|c| outbox::Append {
+                    conference_id: &c.link.conference_id,
+                    calendar_id: &c.link.calendar_id,
+                    event_id: &c.link.event_id,
+                    actions: &c.actions,
+                    not_before_ms: c.not_before_ms,
+                })
+                .collect();
+            queued += outbox::append_many(&mut tx, calendar_id, &appends, now_ms).await?;
+        } else {
+            // One conference twice (a series and its instances): the second change is based on
+            // the first, in order.
+            let mut written: HashMap<&str, i64> = HashMap::new();
+            for change in changes {
+                let link = &change.link;
+                if link.calendar_id != calendar_id {
+                    calendars::ensure(&mut tx, &link.calendar_id, now_ms).await?;
+                }
+                let base = match written.get(link.conference_id.as_str()) {
+                    Some(version) => LinkBase::Version(*version),
+                    None => change.base,
+                };
+                let version = links::write(&mut tx, link, base, now_ms).await?;
+                written.insert(&link.conference_id, version);
+                if change.supersede_deletes {
+                    superseded +=
+                        outbox::supersede_deletes(&mut tx, &link.conference_id, now_ms).await?;
+                }
+                queued += outbox::append(
+                    &mut tx,
+                    &link.conference_id,
+                    &link.calendar_id,
+                    &link.event_id,
+                    &change.actions,
+                    change.not_before_ms,
+                    now_ms,
+                )
+                .await?;
+            }
         }
         for letter in dead_letters {
             dead_letters::upsert(&mut tx, calendar_id, letter, now_ms).await?;

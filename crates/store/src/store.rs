@@ -301,7 +301,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // A page commit's multi-row statements and the replay check's window sort in
+            // temporary b-trees: in memory (at most a page's rows), not in files written out.
+            .pragma("temp_store", "MEMORY");
         // No ping before each use: an embedded connection cannot be lost the way a network one
         // can, and the ping was a round trip to the connection's thread per statement.
         let writer = SqlitePoolOptions::new()
@@ -735,6 +738,7 @@ mod tests {
                 int(pool, "PRAGMA busy_timeout").await,
                 BUSY_TIMEOUT.as_millis() as i64
             );
+            assert_eq!(int(pool, "PRAGMA temp_store").await, 2, "MEMORY");
         }
         assert_eq!(int(reader(&store), "PRAGMA query_only").await, 1);
         let write = sqlx::query("INSERT INTO calendars (calendar_id, created_at) VALUES ('x', 0)")

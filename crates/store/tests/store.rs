@@ -2298,3 +2298,200 @@ async fn quiet_push_channels_are_found_once_per_silence() {
         store.channel_stop("slow").await.unwrap();
     }
 }
+
+/// Everything a store holds of some conferences: each link with its version, and each
+/// conference's outbox rows (ids aside).
+async fn holdings(store: &Store, conferences: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in conferences {
+        let record = store.link_record(id).await.unwrap();
+        out.push(format!("{id}: {:?}", record.map(|r| (r.link, r.version))));
+        for row in store.outbox_of(id).await.unwrap() {
+            out.push(format!(
+                "  {} {} {:?} {} {:?} not before {}",
+                row.calendar_id,
+                row.event_id,
+                row.action,
+                row.idempotency_key,
+                row.state,
+                row.not_before
+            ));
+        }
+    }
+    out
+}
+
+/// A page of changes to different conferences is committed in a few statements for all of them
+/// (links, replay checks, key uses, rows): it must store exactly what committing its changes
+/// one at a time stores: the same links and versions, the same rows with the same keys (a key
+/// planned twice in one page takes two uses, in order), the same replays skipped, the same
+/// deletes superseded. Pages of random changes, replays of earlier pages, and reports between
+/// them, on both stores alike.
+#[tokio::test]
+async fn a_page_of_many_conferences_stores_what_its_changes_one_at_a_time_store() {
+    let backends: Vec<(Store, Store)> = stores().await.into_iter().zip(stores().await).collect();
+    for (paged, single) in backends {
+        eprintln!("on {}", paged.backend());
+        let conferences: Vec<String> = (0..24).map(|i| format!("m{i}")).collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut deleted = vec![false; conferences.len()];
+        let mut moved = vec![false; conferences.len()];
+        let mut pages: Vec<Vec<PlannedChange>> = Vec::new();
+        for round in 0..14_i64 {
+            let now = 1_000 * (round + 1);
+            let page: Vec<PlannedChange> = if round > 1 && next(4) == 0 {
+                // A replay of an earlier page (a pass redone after a crash).
+                pages[next(pages.len() as u64) as usize].clone()
+            } else {
+                let mut page = Vec::new();
+                for (i, id) in conferences.iter().enumerate() {
+                    if next(3) == 0 {
+                        continue;
+                    }
+                    let event = format!("e{i}");
+                    let title = ["A", "B", "C"][next(3) as usize];
+                    let calendar = if moved[i] { TEAM } else { ALICE };
+                    let mut l = link(id, calendar, &event, title);
+                    let mut supersede_deletes = false;
+                    let actions = if deleted[i] && next(2) == 0 {
+                        // The event turned up on the team calendar: its delete is superseded.
+                        deleted[i] = false;
+                        moved[i] = true;
+                        l.calendar_id = TEAM.to_owned();
+                        supersede_deletes = true;
+                        vec![]
+                    } else if !deleted[i] && next(5) == 0 {
+                        deleted[i] = true;
+                        l.deleted = true;
+                        vec![Action::Delete {
+                            reason: Change::EventCancelled,
+                        }]
+                    } else {
+                        l.deleted = deleted[i];
+                        match next(4) {
+                            0 => vec![],
+                            1 => vec![update(title)],
+                            2 => vec![Action::Verify],
+                            _ => vec![
+                                update(title),
+                                Action::CancelOccurrence {
+                                    occurrence: When::At("2026-12-08T10:00:00Z".parse().unwrap()),
+                                },
+                            ],
+                        }
+                    };
+                    page.push(PlannedChange {
+                        link: l,
+                        base: LinkBase::New,
+                        actions,
+                        supersede_deletes,
+                        not_before_ms: now + next(3) as i64,
+                    });
+                }
+                page
+            };
+            let token = format!("t{round}");
+            paged
+                .commit_latest(ALICE, &page, &[], Some(&token), now)
+                .await
+                .unwrap();
+            for change in &page {
+                single
+                    .commit_latest(ALICE, std::slice::from_ref(change), &[], None, now)
+                    .await
+                    .unwrap();
+            }
+            single
+                .commit_latest(ALICE, &[], &[], Some(&token), now)
+                .await
+                .unwrap();
+            // Some rows run in between, on both stores alike (a replay of a page whose rows
+            // ran is queued again).
+            let due = paged.due(100, now + 10).await.unwrap();
+            let due_single = single.due(100, now + 10).await.unwrap();
+            let keys = |rows: &[confsync_store::OutboxItem]| -> Vec<String> {
+                rows.iter().map(|r| r.idempotency_key.clone()).collect()
+            };
+            assert_eq!(
+                keys(&due),
+                keys(&due_single),
+                "round {round}: the same rows are due"
+            );
+            for (a, b) in due.iter().zip(&due_single).filter(|_| next(2) == 0) {
+                paged.complete(a.id, now + 20).await.unwrap();
+                single.complete(b.id, now + 20).await.unwrap();
+            }
+            pages.push(page);
+            assert_eq!(
+                holdings(&paged, &conferences).await,
+                holdings(&single, &conferences).await,
+                "round {round}: a page stores what its changes store one at a time"
+            );
+        }
+        // The runs above must have met what the batch has to get right.
+        let all = holdings(&paged, &conferences).await.join("\n");
+        for expected in ["Superseded", "Done", "#2", "Verify", "deleted: true"] {
+            assert!(
+                all.contains(expected),
+                "the runs never produced {expected}:\n{all}"
+            );
+        }
+
+        // One key planned for two conferences in one page (a replaced conference and its
+        // successor on one event): two uses, in page order.
+        let mut old = link("r1", ALICE, "shared", "Old");
+        old.deleted = true;
+        let page = [
+            change(old, vec![Action::Verify]),
+            change(link("r2", ALICE, "shared", "New"), vec![Action::Verify]),
+        ];
+        paged
+            .commit_latest(ALICE, &page, &[], None, 100_000)
+            .await
+            .unwrap();
+        let key = idempotency_key(ALICE, "shared", &Action::Verify);
+        assert_eq!(paged.outbox_of("r1").await.unwrap()[0].idempotency_key, key);
+        assert_eq!(
+            paged.outbox_of("r2").await.unwrap()[0].idempotency_key,
+            format!("{key}#2")
+        );
+
+        // One stale link among many: nothing of the page is stored.
+        let before = holdings(&paged, &conferences).await;
+        let mut page = Vec::new();
+        for (i, id) in conferences.iter().enumerate() {
+            let stored = paged.link_record(id).await.unwrap().unwrap();
+            let mut l = stored.link.clone();
+            l.spec.title = "Stale page".into();
+            page.push(PlannedChange {
+                link: l,
+                base: LinkBase::Version(stored.version - i64::from(i == 17)),
+                actions: vec![update("Stale page")],
+                supersede_deletes: false,
+                not_before_ms: 0,
+            });
+        }
+        let error = paged
+            .commit_page(ALICE, &page, &[], Some("never"), 200_000)
+            .await
+            .unwrap_err();
+        assert!(error.is_stale(), "{error}");
+        assert_eq!(holdings(&paged, &conferences).await, before);
+        assert_ne!(
+            paged
+                .calendar(ALICE)
+                .await
+                .unwrap()
+                .unwrap()
+                .sync_token
+                .as_deref(),
+            Some("never")
+        );
+    }
+}
