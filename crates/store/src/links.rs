@@ -260,16 +260,12 @@ pub(crate) async fn write_many(
                     .map(|r| r.rows_affected())
             })
             .ctx(what)?;
-            if done < chunk.len() as u64 {
-                return Err(StoreError::Stale {
-                    what: what(),
-                    detail: format!(
-                        "{} of {} links changed since they were read",
-                        chunk.len() as u64 - done,
-                        chunk.len()
-                    ),
-                });
-            }
+            all_written(
+                done,
+                chunk.len(),
+                what,
+                "links changed since they were read",
+            )?;
         }
     }
     for chunk in new.chunks(WRITE_CHUNK) {
@@ -306,16 +302,29 @@ pub(crate) async fn write_many(
                 .map(|r| r.rows_affected())
         })
         .ctx(what)?;
-        if done < chunk.len() as u64 {
-            return Err(StoreError::Stale {
-                what: what(),
-                detail: format!(
-                    "{} of {} new links' conferences have a link already",
-                    chunk.len() as u64 - done,
-                    chunk.len()
-                ),
-            });
-        }
+        all_written(
+            done,
+            chunk.len(),
+            what,
+            "new links' conferences have a link already",
+        )?;
+    }
+    Ok(())
+}
+
+/// [`StoreError::Stale`] unless a batched write of `rows` links wrote each (`done` of them did):
+/// the others were not what their writer read (`why`).
+fn all_written(
+    done: u64,
+    rows: usize,
+    what: impl Fn() -> String,
+    why: &str,
+) -> Result<(), StoreError> {
+    if done < rows as u64 {
+        return Err(StoreError::Stale {
+            what: what(),
+            detail: format!("{} of {rows} {why}", rows as u64 - done),
+        });
     }
     Ok(())
 }

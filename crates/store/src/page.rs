@@ -92,8 +92,8 @@ impl Store {
                 .collect();
             queued += outbox::append_many(&mut tx, calendar_id, &appends, now_ms).await?;
         } else {
-            // One conference twice (a series and its instances): the second change is based on
-            // the first, in order.
+            // One change, or one conference twice (a series and its instances): change by
+            // change, the second change of a conference based on the first.
             let mut written: HashMap<&str, i64> = HashMap::new();
             for change in changes {
                 let link = &change.link;
