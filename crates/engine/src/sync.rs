@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use confsync_core::plan::{Action, Decision};
 use confsync_core::session::{LinkSet, Page, Session};
-use confsync_store::{DeadLetter, LinkBase, PlannedChange};
+use confsync_store::{CalendarState, DeadLetter, LinkBase, PlannedChange};
 use tracing::{info, warn};
 
 use crate::{CalendarError, Engine, EngineError, SyncSummary, now_utc};
@@ -33,9 +33,24 @@ impl Engine {
         force_full: bool,
         now_ms: i64,
     ) -> Result<SyncSummary, EngineError> {
+        self.sync_from(calendar_id, force_full, now_ms, None).await
+    }
+
+    /// [`Engine::sync`], its first pass starting from `state` when given (the calendar's state
+    /// as its lease was taken, read by the same statement); a pass planned again reads it anew.
+    async fn sync_from(
+        &self,
+        calendar_id: &str,
+        force_full: bool,
+        now_ms: i64,
+        mut state: Option<CalendarState>,
+    ) -> Result<SyncSummary, EngineError> {
         let mut replans = 0;
         loop {
-            match self.pass(calendar_id, force_full, now_ms).await {
+            match self
+                .pass(calendar_id, force_full, now_ms, state.take())
+                .await
+            {
                 Err(EngineError::Store(e)) if e.is_stale() && replans < REPLANS => {
                     replans += 1;
                     info!(calendar_id, replans, reason = %e, "a link changed during the pass: planning it again");
@@ -74,17 +89,17 @@ impl Engine {
         let lease_ms = self.config.lease_ms.max(1_000);
         let mut lease = self
             .store
-            .lease_calendar(calendar_id, worker, self.store.clock_ms(), lease_ms)
+            .lease_calendar_with_state(calendar_id, worker, self.store.clock_ms(), lease_ms)
             .await?;
         if lease.is_none() && self.store.calendar(calendar_id).await?.is_none() {
             // Not registered yet (its first pass): register it and take the lease.
             self.store.ensure_calendar(calendar_id).await?;
             lease = self
                 .store
-                .lease_calendar(calendar_id, worker, self.store.clock_ms(), lease_ms)
+                .lease_calendar_with_state(calendar_id, worker, self.store.clock_ms(), lease_ms)
                 .await?;
         }
-        let Some(fence) = lease else {
+        let Some((fence, state)) = lease else {
             return Ok(None);
         };
         let ids = [calendar_id.to_owned()];
@@ -101,7 +116,7 @@ impl Engine {
             }
         };
         let mut result = tokio::select! {
-            result = self.sync(calendar_id, force_full, now_ms) => result,
+            result = self.sync_from(calendar_id, force_full, now_ms, Some(state)) => result,
             never = renew => never,
         };
         let released = match &mut result {
@@ -130,8 +145,12 @@ impl Engine {
         calendar_id: &str,
         force_full: bool,
         now_ms: i64,
+        leased: Option<CalendarState>,
     ) -> Result<SyncSummary, EngineError> {
-        let mut state = self.store.calendar(calendar_id).await?;
+        let mut state = match leased {
+            Some(state) => Some(state),
+            None => self.store.calendar(calendar_id).await?,
+        };
         if state.is_none() {
             self.store.ensure_calendar(calendar_id).await?;
             state = self.store.calendar(calendar_id).await?;
@@ -321,9 +340,11 @@ impl Engine {
         if page.next_page_token.is_none() {
             event_ids.extend(session.deferred_series());
         }
-        let loaded = self
+        // The links, and which of their meetings are being recreated (their event may already
+        // show the new conference, which is not a replacement to delete for): one read.
+        let (loaded, recreating) = self
             .store
-            .link_records(&calendar_id, &event_ids, &page.conference_ids())
+            .page_links(&calendar_id, &event_ids, &page.conference_ids())
             .await?;
         // What each link was when read: its write is conditional on it.
         let versions: HashMap<String, i64> = loaded
@@ -334,14 +355,6 @@ impl Engine {
             .iter()
             .map(|s| (s.link.conference_id.clone(), s.link.clone()))
             .collect();
-        // Links whose meeting is being recreated: their event may already show the new
-        // conference, which is not a replacement to delete for.
-        let recreating = if loaded.is_empty() {
-            HashSet::new()
-        } else {
-            let ids: Vec<String> = before.keys().cloned().collect();
-            self.store.recreating(&ids).await?
-        };
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
         links.set_recreating(recreating);
         let outcome = session

@@ -30,10 +30,10 @@ pub struct CalendarState {
     pub retry_at: Option<i64>,
 }
 
-const COLUMNS: &str = "calendar_id, sync_token, needs_full_sync, last_sync_at, last_error, dirty_at, dirty_gen, \
+pub(crate) const COLUMNS: &str = "calendar_id, sync_token, needs_full_sync, last_sync_at, last_error, dirty_at, dirty_gen, \
      sync_failures, retry_at";
 
-fn from_row(row: &impl Cols) -> Result<CalendarState, sqlx::Error> {
+pub(crate) fn from_row(row: &impl Cols) -> Result<CalendarState, sqlx::Error> {
     Ok(CalendarState {
         calendar_id: row.col("calendar_id")?,
         sync_token: row.col("sync_token")?,
@@ -51,6 +51,30 @@ fn from_row(row: &impl Cols) -> Result<CalendarState, sqlx::Error> {
 pub(crate) async fn ensure(tx: &mut Tx, calendar_id: &str, now_ms: i64) -> Result<(), StoreError> {
     on_tx!(tx, c => sqlx::query(ENSURE).bind(calendar_id).bind(now_ms).execute(c).await.map(|r| r.rows_affected()))
         .ctx(|| format!("registering calendar {calendar_id}"))?;
+    Ok(())
+}
+
+/// Stores a calendar's new sync token (registering the calendar if it was not), clears its
+/// full-sync flag and last error, and sets `last_sync_at` (inside a page's transaction).
+pub(crate) async fn store_token(
+    tx: &mut Tx,
+    calendar_id: &str,
+    token: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO calendars (calendar_id, created_at, sync_token, needs_full_sync, last_sync_at) \
+         VALUES ($1, $3, $2, FALSE, $3) \
+         ON CONFLICT (calendar_id) DO UPDATE SET sync_token = excluded.sync_token, \
+           needs_full_sync = FALSE, last_sync_at = excluded.last_sync_at, last_error = NULL",
+    )
+    .bind(calendar_id)
+    .bind(token)
+    .bind(now_ms)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .ctx(|| format!("storing the sync token of calendar {calendar_id}"))?;
     Ok(())
 }
 

@@ -43,7 +43,9 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Postgres, Row, Sqlite, Transaction};
+
+use crate::conns::{Conns, SqliteTx};
 
 /// Advisory lock keys are per schema: stores in different schemas of one database (tests,
 /// several deployments) do not wait for each other. A key is FNV-1a of `purpose` and the
@@ -63,9 +65,9 @@ pub(crate) enum Db {
     /// SQLite: writes through one connection, reads through read-only ones (WAL).
     Sqlite {
         /// The single write connection.
-        writer: SqlitePool,
+        writer: Conns,
         /// Read-only connections (the writer itself for in-memory stores).
-        reader: SqlitePool,
+        reader: Conns,
     },
     /// Postgres: one pool for reads and writes.
     Postgres {
@@ -85,7 +87,7 @@ pub(crate) enum Db {
 
 /// A write transaction on either backend.
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 

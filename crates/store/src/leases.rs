@@ -16,8 +16,8 @@
 //! Every lease has an expiry in unix ms compared with the caller's `now_ms`: workers' clocks
 //! must agree to well within a lease (NTP does this).
 
-use crate::Store;
-use crate::db::{Db, on_write};
+use crate::db::{Cols, Db, on_write};
+use crate::{CalendarState, Store, calendars};
 
 /// Takes the session advisory lock `key` on a connection of its own, kept out of the pool.
 async fn hold_lock(pool: &sqlx::PgPool, key: i64) -> Result<sqlx::PgConnection, StoreError> {
@@ -186,34 +186,56 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .lease_calendar_with_state(calendar_id, worker, now_ms, lease_ms)
+            .await?
+            .map(|(fence, _)| fence))
+    }
+
+    /// [`Store::lease_calendar`], answering with the fence the calendar's sync state as the
+    /// lease found it ([`Store::calendar`]), read by the same statement.
+    pub async fn lease_calendar_with_state(
+        &self,
+        calendar_id: &str,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<(i64, CalendarState)>, StoreError> {
         let what = || format!("taking the sync lease of calendar {calendar_id}");
         let result = match &self.db {
-            Db::Sqlite { writer, .. } => sqlx::query_scalar(
+            Db::Sqlite { writer, .. } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1 \
-                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) RETURNING sync_fence",
-            )
+                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) \
+                 RETURNING sync_fence, {}",
+                calendars::COLUMNS
+            )))
             .bind(calendar_id)
             .bind(worker)
             .bind(now_ms)
             .bind(now_ms + lease_ms)
             .fetch_optional(writer)
             .await
+            .and_then(|row| leased(row.as_ref()))
             .ctx(what),
             // A lease whose holder died (its liveness lock is gone) is taken at once.
-            Db::Postgres { .. } => on_write!(self, c => sqlx::query_scalar(concat!(
-                "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1, sync_key = $5 \
-                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2 \
-                   OR (sync_key <> 0 AND NOT ",
-                holder_alive!("calendars.sync_key"),
-                ")) RETURNING sync_fence"
-            ))
+            Db::Postgres { .. } => on_write!(self, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+                concat!(
+                    "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1, sync_key = $5 \
+                     WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2 \
+                       OR (sync_key <> 0 AND NOT ",
+                    holder_alive!("calendars.sync_key"),
+                    ")) RETURNING sync_fence, {}"
+                ),
+                calendars::COLUMNS
+            )))
             .bind(calendar_id)
             .bind(worker)
             .bind(now_ms)
             .bind(now_ms + lease_ms)
             .bind(self.liveness_key(worker))
             .fetch_optional(c)
-            .await)
+            .await
+            .and_then(|row| leased(row.as_ref())))
             .ctx(what),
         };
         self.note_write(&result);
@@ -425,4 +447,10 @@ impl Listener {
             .map(|n| n.payload().to_owned())
             .ctx(|| "receiving a notification".to_owned())
     }
+}
+
+/// A taken lease's fence and the calendar's state, from the lease's RETURNING row.
+fn leased(row: Option<&impl Cols>) -> Result<Option<(i64, CalendarState)>, sqlx::Error> {
+    row.map(|row| Ok((row.col("sync_fence")?, calendars::from_row(row)?)))
+        .transpose()
 }

@@ -36,6 +36,7 @@ mod admin;
 mod api_keys;
 mod calendars;
 mod channels;
+mod conns;
 mod db;
 mod dead_letters;
 mod doctor;

@@ -5,7 +5,7 @@
 //! [`Store::record_written_etag`], so a sync pass that read a link before the executor wrote
 //! them cannot roll them back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use confsync_core::model::MeetingSpec;
 use confsync_core::plan::{Link, Occurrence};
@@ -35,6 +35,13 @@ const CHUNK: usize = 500;
 
 const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
      applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at, version FROM links";
+
+/// [`SELECT`] with whether each link's conference has a recreate pending
+/// ([`Store::recreating`]), read in the same statement.
+const SELECT_WITH_RECREATING: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
+     applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at, version, \
+     EXISTS (SELECT 1 FROM outbox o WHERE o.conference_id = links.conference_id AND o.state = 'pending' \
+       AND o.kind = 'recreate') AS recreating FROM links";
 
 /// A link with the bookkeeping the planner does not see.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +97,15 @@ fn from_row(row: &impl Cols) -> Result<StoredLink, StoreError> {
         updated_at: row.col("updated_at").map_err(decode)?,
         version: row.col("version").map_err(decode)?,
     })
+}
+
+/// A link row, and its `recreating` column when `flagged` (else false).
+fn flagged_row(row: &impl Cols, flagged: bool) -> Result<(StoredLink, bool), StoreError> {
+    let recreating = flagged
+        && row
+            .col::<bool>("recreating")
+            .map_err(|e| StoreError::from_sqlx("reading a link row".to_owned(), e))?;
+    Ok((from_row(row)?, recreating))
 }
 
 /// Writes a link, keyed by conference id (a link that moved calendars changes its calendar and
@@ -427,26 +443,72 @@ impl Store {
         event_ids: &[String],
         conference_ids: &[String],
     ) -> Result<Vec<StoredLink>, StoreError> {
+        let rows = self
+            .flagged_link_records(calendar_id, event_ids, conference_ids, SELECT)
+            .await?;
+        Ok(rows.into_iter().map(|(stored, _)| stored).collect())
+    }
+
+    /// What a sync page plans from, in one read per chunk of ids: [`Store::link_records`], and
+    /// which of those links' conferences have a recreate pending ([`Store::recreating`]).
+    pub async fn page_links(
+        &self,
+        calendar_id: &str,
+        event_ids: &[String],
+        conference_ids: &[String],
+    ) -> Result<(Vec<StoredLink>, HashSet<String>), StoreError> {
+        let rows = self
+            .flagged_link_records(
+                calendar_id,
+                event_ids,
+                conference_ids,
+                SELECT_WITH_RECREATING,
+            )
+            .await?;
+        let recreating = rows
+            .iter()
+            .filter(|(_, recreating)| *recreating)
+            .map(|(stored, _)| stored.link.conference_id.clone())
+            .collect();
+        Ok((
+            rows.into_iter().map(|(stored, _)| stored).collect(),
+            recreating,
+        ))
+    }
+
+    /// [`Store::link_records`] read with `select` ([`SELECT`], or [`SELECT_WITH_RECREATING`]
+    /// whose flag comes with each link).
+    async fn flagged_link_records(
+        &self,
+        calendar_id: &str,
+        event_ids: &[String],
+        conference_ids: &[String],
+        select: &'static str,
+    ) -> Result<Vec<(StoredLink, bool)>, StoreError> {
         let what = || format!("loading links of calendar {calendar_id}");
-        let mut found: BTreeMap<String, StoredLink> = BTreeMap::new();
-        let mut by_event: BTreeMap<String, StoredLink> = BTreeMap::new();
+        let flagged = select == SELECT_WITH_RECREATING;
+        let mut found: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
+        let mut by_event: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
         for chunk in event_ids.chunks(CHUNK) {
             let rows = match &self.db {
                 // Postgres: one array parameter, so the lookup is an index scan of
                 // (calendar_id, event_id) per id; a list of hundreds of parameters is planned as
                 // a linear search of the list for every row.
                 crate::db::Db::Postgres { pool, .. } => {
-                    let sql = format!("{SELECT} WHERE calendar_id = $1 AND event_id = ANY($2)");
+                    let sql = format!("{select} WHERE calendar_id = $1 AND event_id = ANY($2)");
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(calendar_id)
                         .bind(chunk)
                         .fetch_all(pool)
                         .await;
-                    rows.ctx(what)
-                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                    rows.ctx(what).and_then(|rows| {
+                        rows.iter()
+                            .map(|r| flagged_row(r, flagged))
+                            .collect::<Result<Vec<_>, _>>()
+                    })?
                 }
                 crate::db::Db::Sqlite { reader, .. } => {
-                    let mut query = QueryBuilder::new(SELECT);
+                    let mut query = QueryBuilder::new(select);
                     query
                         .push(" WHERE calendar_id = ")
                         .push_bind(calendar_id)
@@ -457,32 +519,35 @@ impl Store {
                     }
                     query.push(")");
                     let rows = query.build().fetch_all(reader).await;
-                    rows.ctx(what)
-                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                    rows.ctx(what).and_then(|rows| {
+                        rows.iter()
+                            .map(|r| flagged_row(r, flagged))
+                            .collect::<Result<Vec<_>, _>>()
+                    })?
                 }
             };
             for stored in rows {
                 // Live beats deleted; among equals the most recently updated wins.
-                let rank = |s: &StoredLink| (!s.link.deleted, s.updated_at);
+                let rank = |(s, _): &(StoredLink, bool)| (!s.link.deleted, s.updated_at);
                 let better = by_event
-                    .get(&stored.link.event_id)
+                    .get(&stored.0.link.event_id)
                     .is_none_or(|held| rank(&stored) > rank(held));
                 if better {
-                    by_event.insert(stored.link.event_id.clone(), stored);
+                    by_event.insert(stored.0.link.event_id.clone(), stored);
                 }
             }
         }
         for stored in by_event.into_values() {
-            found.insert(stored.link.conference_id.clone(), stored);
+            found.insert(stored.0.link.conference_id.clone(), stored);
         }
         // Conferences whose link the event lookup found need no second read.
         let conference_ids: Vec<&String> = conference_ids
             .iter()
             .filter(|id| !found.contains_key(id.as_str()))
             .collect();
-        for stored in self.by_conference(&conference_ids, what).await? {
+        for stored in self.by_conference(&conference_ids, select, what).await? {
             found
-                .entry(stored.link.conference_id.clone())
+                .entry(stored.0.link.conference_id.clone())
                 .or_insert(stored);
         }
         Ok(found.into_values().collect())
@@ -491,22 +556,27 @@ impl Store {
     async fn by_conference(
         &self,
         conference_ids: &[&String],
+        select: &'static str,
         what: impl Fn() -> String + Copy,
-    ) -> Result<Vec<StoredLink>, StoreError> {
+    ) -> Result<Vec<(StoredLink, bool)>, StoreError> {
+        let flagged = select == SELECT_WITH_RECREATING;
         let mut found = Vec::with_capacity(conference_ids.len());
         for chunk in conference_ids.chunks(CHUNK) {
             let rows = match &self.db {
                 crate::db::Db::Postgres { pool, .. } => {
-                    let sql = format!("{SELECT} WHERE conference_id = ANY($1)");
+                    let sql = format!("{select} WHERE conference_id = ANY($1)");
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(chunk)
                         .fetch_all(pool)
                         .await;
-                    rows.ctx(what)
-                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                    rows.ctx(what).and_then(|rows| {
+                        rows.iter()
+                            .map(|r| flagged_row(r, flagged))
+                            .collect::<Result<Vec<_>, _>>()
+                    })?
                 }
                 crate::db::Db::Sqlite { reader, .. } => {
-                    let mut query = QueryBuilder::new(SELECT);
+                    let mut query = QueryBuilder::new(select);
                     query.push(" WHERE conference_id IN (");
                     let mut list = query.separated(", ");
                     for id in chunk {
@@ -514,8 +584,11 @@ impl Store {
                     }
                     query.push(")");
                     let rows = query.build().fetch_all(reader).await;
-                    rows.ctx(what)
-                        .and_then(|rows| rows.iter().map(from_row).collect::<Result<Vec<_>, _>>())?
+                    rows.ctx(what).and_then(|rows| {
+                        rows.iter()
+                            .map(|r| flagged_row(r, flagged))
+                            .collect::<Result<Vec<_>, _>>()
+                    })?
                 }
             };
             found.extend(rows);

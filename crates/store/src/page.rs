@@ -4,8 +4,7 @@ use confsync_core::plan::{Action, Change, Link};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::db::on_tx;
-use crate::error::{Context, StoreError};
+use crate::error::StoreError;
 use crate::links::LinkBase;
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
 
@@ -56,7 +55,12 @@ impl Store {
                 .event(&link.calendar_id, &link.event_id);
         }
         let mut tx = self.write_tx_keyed(keys, what).await?;
-        calendars::ensure(&mut tx, calendar_id, now_ms).await?;
+        match sync_token {
+            // The pass's last page: the calendar (registered if it was not) takes its new token,
+            // first in the transaction, since links name their calendar.
+            Some(token) => calendars::store_token(&mut tx, calendar_id, token, now_ms).await?,
+            None => calendars::ensure(&mut tx, calendar_id, now_ms).await?,
+        }
         let mut queued = 0;
         let mut superseded = 0;
         let mut seen: HashSet<&str> = HashSet::with_capacity(changes.len());
@@ -124,19 +128,6 @@ impl Store {
         }
         for letter in dead_letters {
             dead_letters::upsert(&mut tx, calendar_id, letter, now_ms).await?;
-        }
-        if let Some(token) = sync_token {
-            on_tx!(&mut tx, c => sqlx::query(
-                "UPDATE calendars SET sync_token = $2, needs_full_sync = FALSE, last_sync_at = $3, last_error = NULL \
-                 WHERE calendar_id = $1",
-            )
-            .bind(calendar_id)
-            .bind(token)
-            .bind(now_ms)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))
-            .ctx(|| format!("storing the sync token of calendar {calendar_id}"))?;
         }
         self.commit(tx, what).await?;
         tracing::debug!(

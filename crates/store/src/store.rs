@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+use crate::conns::Conns;
 
 use crate::db::{Db, Tx, on_write};
 use crate::error::{Context, StoreError};
@@ -305,21 +305,13 @@ impl Store {
             // A page commit's multi-row statements and the replay check's window sort in
             // temporary b-trees: in memory (at most a page's rows), not in files written out.
             .pragma("temp_store", "MEMORY");
-        // No ping before each use: an embedded connection cannot be lost the way a network one
-        // can, and the ping was a round trip to the connection's thread per statement.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .map_err(open_error)?;
+        // One write connection; read-only connections beside it (WAL). Not sqlx's pool: see
+        // `crate::conns` (no round trip to test each connection as it comes back).
+        let writer = Conns::open(options.clone(), 1).await.map_err(open_error)?;
         migrate_sqlite(&writer, url_or_path).await?;
         // SQLite: `query_only` makes a stray write on a read connection an error instead of a
         // second writer.
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .test_before_acquire(false)
-            .connect_with(options.pragma("query_only", "ON"))
+        let reader = Conns::open(options.pragma("query_only", "ON"), READERS)
             .await
             .map_err(open_error)?;
         tracing::debug!(location = url_or_path, "store opened");
@@ -341,13 +333,8 @@ impl Store {
     }
 
     async fn single(options: SqliteConnectOptions, location: &str) -> Result<Store, StoreError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT))
+        // One connection, never closed before the store is: the database lives in it.
+        let pool = Conns::open(options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT), 1)
             .await
             .map_err(|source| StoreError::Open {
                 location: location.to_owned(),
@@ -457,10 +444,10 @@ impl Store {
 
     /// Starts a write transaction.
     ///
-    /// A write that failed at COMMIT (disk full, I/O error) can leave the writer connection
-    /// believing it is still inside a transaction (SQLite rolled back by itself, so sqlx's
-    /// ROLLBACK fails too), and every later BEGIN is refused. That connection is closed and a
-    /// fresh one opened, so the store recovers by itself once the cause is gone.
+    /// A write that failed at COMMIT (disk full, I/O error) leaves the writer connection to be
+    /// rolled back before its next use; one still found inside a transaction then (the
+    /// rollback failed too) is closed and a fresh one opened, so the store recovers by itself
+    /// once the cause is gone.
     pub(crate) async fn write_tx(&self, what: impl FnOnce() -> String) -> Result<Tx, StoreError> {
         self.write_tx_in(crate::db::Serial::All, what).await
     }
@@ -502,19 +489,12 @@ impl Store {
             Db::Sqlite { writer, .. } => {
                 // SQLite: BEGIN IMMEDIATE takes the write lock up front, so a transaction that
                 // reads before it writes cannot fail with SQLITE_BUSY when upgrading its lock
-                // (the busy timeout does not apply to upgrades).
-                let mut result = writer.begin_with("BEGIN IMMEDIATE").await;
-                if matches!(result, Err(sqlx::Error::InvalidSavePointStatement)) && self.file_backed
-                {
-                    tracing::warn!(
-                        "the store's write connection was left inside a failed transaction; reopening it"
-                    );
-                    if let Ok(connection) = writer.acquire().await {
-                        let _ = connection.close().await;
-                    }
-                    result = writer.begin_with("BEGIN IMMEDIATE").await;
-                }
-                result.map(Tx::Sqlite)
+                // (the busy timeout does not apply to upgrades). A write connection left inside
+                // a failed transaction is reopened (file stores; an in-memory database lives in
+                // its connection).
+                crate::conns::SqliteTx::begin(writer, self.file_backed)
+                    .await
+                    .map(Tx::Sqlite)
             }
             Db::Postgres {
                 pool, write_lock, ..
@@ -686,9 +666,17 @@ pub fn redact(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-async fn migrate_sqlite(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
+async fn migrate_sqlite(conns: &Conns, location: &str) -> Result<(), StoreError> {
+    let migrate_error = |source| StoreError::Migrate {
+        location: location.to_owned(),
+        source,
+    };
+    let mut conn = conns
+        .acquire()
+        .await
+        .map_err(|e| migrate_error(sqlx::migrate::MigrateError::Execute(e)))?;
     sqlite_migrator()
-        .run(pool)
+        .run(&mut *conn)
         .await
         .map_err(|source| StoreError::Migrate {
             location: location.to_owned(),
@@ -700,21 +688,21 @@ async fn migrate_sqlite(pool: &SqlitePool, location: &str) -> Result<(), StoreEr
 mod tests {
     use super::*;
 
-    fn writer(store: &Store) -> &SqlitePool {
+    fn writer(store: &Store) -> &Conns {
         match &store.db {
             Db::Sqlite { writer, .. } => writer,
             Db::Postgres { .. } => unreachable!("a SQLite store"),
         }
     }
 
-    fn reader(store: &Store) -> &SqlitePool {
+    fn reader(store: &Store) -> &Conns {
         match &store.db {
             Db::Sqlite { reader, .. } => reader,
             Db::Postgres { .. } => unreachable!("a SQLite store"),
         }
     }
 
-    async fn int(pool: &SqlitePool, sql: &'static str) -> i64 {
+    async fn int(pool: &Conns, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
     }
 

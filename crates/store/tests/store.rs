@@ -1022,6 +1022,16 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
             ["m1".to_owned()].into_iter().collect(),
             "the planner learns which meetings are being recreated"
         );
+        // And with the links a page loads, by event and by conference id, in the same read.
+        for (event_ids, conference_ids) in [(strings(&["e1"]), vec![]), (vec![], strings(&["m1"]))]
+        {
+            let (links, recreating) = store
+                .page_links(ALICE, &event_ids, &conference_ids)
+                .await
+                .unwrap();
+            assert_eq!(links.len(), 1);
+            assert_eq!(recreating, ["m1".to_owned()].into_iter().collect());
+        }
         let mut renamed = old.clone();
         renamed.spec = spec("Planning (renamed)");
         store
@@ -1102,6 +1112,12 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
                 .unwrap()
                 .is_empty()
         );
+        let (links, recreating) = store
+            .page_links(ALICE, &strings(&["e1"]), &strings(&["m1", "m2"]))
+            .await
+            .unwrap();
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert!(recreating.is_empty(), "{recreating:?}");
 
         let itself = store
             .swap_link("m2", "m2", running, 4_000, |old, _| (old.clone(), vec![]))
@@ -1827,12 +1843,27 @@ async fn a_calendar_is_synced_under_one_lease_at_a_time() {
             None
         );
         store.release_calendar(ALICE, "b", 2).await.unwrap();
+        // The lease answers the calendar's state as it found it, read by the same statement.
+        store
+            .commit_page(ALICE, &[], &[], Some("token-1"), 9_400)
+            .await
+            .unwrap();
+        store.mark_dirty(ALICE, 9_450).await.unwrap();
+        let (fence, state) = store
+            .lease_calendar_with_state(ALICE, "c", 9_500, 5_000)
+            .await
+            .unwrap()
+            .expect("free again");
+        assert_eq!(fence, 3);
+        assert_eq!(Some(state.clone()), store.calendar(ALICE).await.unwrap());
+        assert_eq!(state.sync_token.as_deref(), Some("token-1"));
+        assert!(state.dirty_gen > 0 && !state.needs_full_sync, "{state:?}");
         assert_eq!(
             store
-                .lease_calendar(ALICE, "c", 9_500, 5_000)
+                .lease_calendar_with_state(ALICE, "d", 9_600, 5_000)
                 .await
                 .unwrap(),
-            Some(3)
+            None
         );
     }
 }
