@@ -49,17 +49,18 @@ pub fn routes() -> Router<Arc<Service>> {
 }
 
 /// An admin change to `calendar_id`: the caller's key may change things, and the id is one.
-fn calendar_change(caller: &ApiCaller, calendar_id: &str) -> Result<(), Response> {
+fn calendar_change(caller: &ApiCaller, calendar_id: &str) -> Result<(), Box<Response>> {
     allowed(caller, true)?;
     match crate::invalid_ids(&[(crate::IdKind::Calendar, calendar_id)]) {
-        Some(invalid) => Err(invalid),
+        Some(invalid) => Err(Box::new(invalid)),
         None => Ok(()),
     }
 }
 
 /// Refuses a key whose scope does not allow the call: reads need `read-only` or `admin`,
-/// changes need `admin`.
-fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Response> {
+/// changes need `admin`. (Boxed: the refusal is the rare path, and a bare `Response` makes the
+/// `Result` large.)
+fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Box<Response>> {
     let ok = match caller.scope.as_str() {
         "admin" => true,
         "read-only" => !change,
@@ -68,7 +69,7 @@ fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(conference_error(
+        Err(Box::new(conference_error(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
             format!(
@@ -86,7 +87,7 @@ fn allowed(caller: &ApiCaller, change: bool) -> Result<(), Response> {
                     "admin or read-only"
                 }
             ),
-        ))
+        )))
     }
 }
 
@@ -119,7 +120,7 @@ async fn list_actions(
     query: Result<Query<ActionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(refused) = allowed(&caller, false) {
-        return refused;
+        return *refused;
     }
     let Ok(Query(query)) = query else {
         return conference_error(
@@ -196,7 +197,7 @@ async fn drop_action(
 /// or dropped already, 404 when there is no such action.
 async fn change_action(service: &Service, caller: &ApiCaller, id: i64, retry: bool) -> Response {
     if let Err(refused) = allowed(caller, true) {
-        return refused;
+        return *refused;
     }
     let changed = if retry {
         service.store.retry_action(id, now_ms()).await
@@ -230,7 +231,7 @@ async fn resync(
     Path(calendar_id): Path<String>,
 ) -> Response {
     if let Err(refused) = calendar_change(&caller, &calendar_id) {
-        return refused;
+        return *refused;
     }
     match service.store.calendar(&calendar_id).await {
         Ok(Some(_)) => {}
@@ -261,7 +262,7 @@ async fn resync(
 
 async fn list_keys(State(service): Shared, caller: axum::Extension<ApiCaller>) -> Response {
     if let Err(refused) = allowed(&caller, false) {
-        return refused;
+        return *refused;
     }
     match service.store.api_keys().await {
         Ok(keys) => {
@@ -283,7 +284,7 @@ async fn revoke_key(
     Path(name): Path<String>,
 ) -> Response {
     if let Err(refused) = allowed(&caller, true) {
-        return refused;
+        return *refused;
     }
     match service.store.api_key_revoke(&name).await {
         Ok(()) => {
@@ -300,7 +301,7 @@ async fn forget(
     Path(calendar_id): Path<String>,
 ) -> Response {
     if let Err(refused) = calendar_change(&caller, &calendar_id) {
-        return refused;
+        return *refused;
     }
     let forgotten = match service.store.forget_calendar(&calendar_id, now_ms()).await {
         Ok(forgotten) => forgotten,
@@ -409,7 +410,7 @@ async fn migration(
     query: Result<Query<MigrateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(refused) = allowed(&caller, false) {
-        return refused;
+        return *refused;
     }
     let query = match migrate_query(query) {
         Ok(query) => query,
@@ -436,7 +437,7 @@ async fn migrate(
     query: Result<Query<MigrateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(refused) = allowed(&caller, true) {
-        return refused;
+        return *refused;
     }
     let query = match migrate_query(query) {
         Ok(query) => query,
