@@ -2358,6 +2358,17 @@ async fn holdings(store: &Store, conferences: &[String]) -> Vec<String> {
             ));
         }
     }
+    // What the links' stored ends answer (the full sync's window check).
+    for calendar in [ALICE, TEAM] {
+        // 2026-12-01 at 11:30 and at 10:30 UTC.
+        for after in [1_796_124_600_000_i64, 1_796_121_000_000] {
+            let ids = store
+                .link_event_ids_ending_after(calendar, after)
+                .await
+                .unwrap();
+            out.push(format!("{calendar} ending after {after}: {ids:?}"));
+        }
+    }
     out
 }
 
@@ -2398,6 +2409,9 @@ async fn a_page_of_many_conferences_stores_what_its_changes_one_at_a_time_store(
                     let title = ["A", "B", "C"][next(3) as usize];
                     let calendar = if moved[i] { TEAM } else { ALICE };
                     let mut l = link(id, calendar, &event, title);
+                    // The meeting's end moves now and then (the `ends_at` column follows it).
+                    let end = ["2026-12-01T11:00:00Z", "2026-12-01T12:00:00Z"][next(2) as usize];
+                    l.spec.end = When::At(end.parse().unwrap());
                     let mut supersede_deletes = false;
                     let actions = if deleted[i] && next(2) == 0 {
                         // The event turned up on the team calendar: its delete is superseded.
