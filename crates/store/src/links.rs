@@ -181,71 +181,6 @@ pub(crate) async fn write(
     Ok(written)
 }
 
-/// One `UPDATE links ... FROM (VALUES ...)` of [`write_many`] for `chunk` (each link with the
-/// version it was read at). `in_place`: only links still on the same calendar, event, deleted
-/// flag and end are written, and none of those (indexed) columns is set. Answers how many
-/// were written.
-async fn update_chunk(
-    tx: &mut Tx,
-    chunk: &[(Encoded<'_>, i64)],
-    in_place: bool,
-    now_ms: i64,
-) -> Result<u64, sqlx::Error> {
-    let (set, placed) = if in_place {
-        (
-            "",
-            " AND links.calendar_id = v.column3 AND links.event_id = v.column4 \
-             AND links.deleted = v.column10 AND links.ends_at IS NOT DISTINCT FROM v.column13",
-        )
-    } else {
-        (
-            "calendar_id = v.column3, event_id = v.column4, deleted = v.column10, ends_at = v.column13, ",
-            "",
-        )
-    };
-    on_tx!(tx, c => {
-        let mut query = QueryBuilder::new("UPDATE links SET ");
-        query
-            .push(set)
-            .push(
-                "provider = v.column2, spec_json = v.column5, fingerprint = v.column6, \
-                 last_etag_seen = v.column7, last_etag_written = COALESCE(links.last_etag_written, v.column8), \
-                 occurrences_json = v.column9, updated_at = ",
-            )
-            .push_bind(now_ms)
-            .push(", join_url = v.column11, version = links.version + 1 FROM (")
-            .push_values(chunk, |mut row, (e, version)| {
-                row.push_bind(&e.link.conference_id)
-                    .push_bind(&e.link.provider)
-                    .push_bind(&e.link.calendar_id)
-                    .push_bind(&e.link.event_id)
-                    .push_bind(&e.spec_json)
-                    .push_bind(&e.fingerprint)
-                    .push_bind(&e.link.last_etag_seen)
-                    .push_bind(&e.link.last_etag_written)
-                    .push_bind(&e.occurrences_json)
-                    .push("CAST(")
-                    .push_bind_unseparated(e.link.deleted)
-                    .push_unseparated(" AS BOOLEAN)")
-                    .push_bind(&e.link.join_url)
-                    .push("CAST(")
-                    .push_bind_unseparated(*version)
-                    .push_unseparated(" AS BIGINT)")
-                    .push("CAST(")
-                    .push_bind_unseparated(e.ends_at)
-                    .push_unseparated(" AS BIGINT)");
-            })
-            .push(") AS v WHERE links.conference_id = v.column1 AND links.version = v.column12")
-            .push(placed);
-        query
-            .build()
-            .persistent(chunk.len() <= PERSIST_ROWS)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-    })
-}
-
 /// Links per batched statement of [`write_many`] (15 bind parameters each).
 const WRITE_CHUNK: usize = 200;
 
@@ -296,22 +231,51 @@ pub(crate) async fn write_many(
             LinkBase::New => new.push(encoded),
         }
     }
-    // SQLite rewrites an index's entry for every row an UPDATE touches when the statement
-    // sets one of the index's columns, whatever the values: links that stay where they are
-    // (same calendar, event, deleted flag and end; most of an incremental page) are written
-    // first by a statement that sets none of the indexed columns, the others by the full one.
-    // Postgres decides by the values themselves (HOT updates): one statement.
-    let sqlite = matches!(tx, Tx::Sqlite(_));
     for group in [&deleted, &live] {
         for chunk in group.chunks(WRITE_CHUNK) {
-            let passes: &[bool] = if sqlite { &[true, false] } else { &[false] };
-            let mut done = 0;
-            for &in_place in passes {
-                done += update_chunk(tx, chunk, in_place, now_ms).await.ctx(what)?;
-                if done == chunk.len() as u64 {
-                    break;
-                }
-            }
+            let done = on_tx!(tx, c => {
+                let mut query = QueryBuilder::new(
+                    "UPDATE links SET provider = v.column2, calendar_id = v.column3, event_id = v.column4, \
+                         spec_json = v.column5, fingerprint = v.column6, last_etag_seen = v.column7, \
+                         last_etag_written = COALESCE(links.last_etag_written, v.column8), \
+                         occurrences_json = v.column9, deleted = v.column10, updated_at = ",
+                );
+                query
+                    .push_bind(now_ms)
+                    .push(
+                        ", join_url = v.column11, version = links.version + 1, ends_at = v.column13 \
+                         FROM (",
+                    )
+                    .push_values(chunk, |mut row, (e, version)| {
+                        row.push_bind(&e.link.conference_id)
+                            .push_bind(&e.link.provider)
+                            .push_bind(&e.link.calendar_id)
+                            .push_bind(&e.link.event_id)
+                            .push_bind(&e.spec_json)
+                            .push_bind(&e.fingerprint)
+                            .push_bind(&e.link.last_etag_seen)
+                            .push_bind(&e.link.last_etag_written)
+                            .push_bind(&e.occurrences_json)
+                            .push("CAST(")
+                            .push_bind_unseparated(e.link.deleted)
+                            .push_unseparated(" AS BOOLEAN)")
+                            .push_bind(&e.link.join_url)
+                            .push("CAST(")
+                            .push_bind_unseparated(*version)
+                            .push_unseparated(" AS BIGINT)")
+                            .push("CAST(")
+                            .push_bind_unseparated(e.ends_at)
+                            .push_unseparated(" AS BIGINT)");
+                    })
+                    .push(") AS v WHERE links.conference_id = v.column1 AND links.version = v.column12");
+                query
+                    .build()
+                    .persistent(chunk.len() <= PERSIST_ROWS)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+            .ctx(what)?;
             all_written(
                 done,
                 chunk.len(),
