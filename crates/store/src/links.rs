@@ -99,13 +99,20 @@ fn from_row(row: &impl Cols) -> Result<StoredLink, StoreError> {
     })
 }
 
-/// A link row, and its `recreating` column when `flagged` (else false).
-fn flagged_row(row: &impl Cols, flagged: bool) -> Result<(StoredLink, bool), StoreError> {
-    let recreating = flagged
-        && row
-            .col::<bool>("recreating")
-            .map_err(|e| StoreError::from_sqlx("reading a link row".to_owned(), e))?;
-    Ok((from_row(row)?, recreating))
+/// Link rows, each with its `recreating` column when read with [`SELECT_WITH_RECREATING`]
+/// (`recreating`; else false).
+fn flagged_rows<'r, R: Cols + 'r>(
+    rows: impl Iterator<Item = &'r R>,
+    recreating: bool,
+) -> Result<Vec<(StoredLink, bool)>, StoreError> {
+    rows.map(|row| {
+        let flag = recreating
+            && row
+                .col::<bool>("recreating")
+                .map_err(|e| StoreError::from_sqlx("reading a link row".to_owned(), e))?;
+        Ok((from_row(row)?, flag))
+    })
+    .collect()
 }
 
 /// Writes a link, keyed by conference id (a link that moved calendars changes its calendar and
@@ -444,7 +451,7 @@ impl Store {
         conference_ids: &[String],
     ) -> Result<Vec<StoredLink>, StoreError> {
         let rows = self
-            .flagged_link_records(calendar_id, event_ids, conference_ids, SELECT)
+            .flagged_link_records(calendar_id, event_ids, conference_ids, false)
             .await?;
         Ok(rows.into_iter().map(|(stored, _)| stored).collect())
     }
@@ -458,12 +465,7 @@ impl Store {
         conference_ids: &[String],
     ) -> Result<(Vec<StoredLink>, HashSet<String>), StoreError> {
         let rows = self
-            .flagged_link_records(
-                calendar_id,
-                event_ids,
-                conference_ids,
-                SELECT_WITH_RECREATING,
-            )
+            .flagged_link_records(calendar_id, event_ids, conference_ids, true)
             .await?;
         let recreating = rows
             .iter()
@@ -476,17 +478,21 @@ impl Store {
         ))
     }
 
-    /// [`Store::link_records`] read with `select` ([`SELECT`], or [`SELECT_WITH_RECREATING`]
-    /// whose flag comes with each link).
+    /// [`Store::link_records`], each link with whether its conference has a recreate pending
+    /// when `recreating` asks for it (read by the same statement; else false).
     async fn flagged_link_records(
         &self,
         calendar_id: &str,
         event_ids: &[String],
         conference_ids: &[String],
-        select: &'static str,
+        recreating: bool,
     ) -> Result<Vec<(StoredLink, bool)>, StoreError> {
         let what = || format!("loading links of calendar {calendar_id}");
-        let flagged = select == SELECT_WITH_RECREATING;
+        let select = if recreating {
+            SELECT_WITH_RECREATING
+        } else {
+            SELECT
+        };
         let mut found: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
         let mut by_event: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
         for chunk in event_ids.chunks(CHUNK) {
@@ -501,11 +507,7 @@ impl Store {
                         .bind(chunk)
                         .fetch_all(pool)
                         .await;
-                    rows.ctx(what).and_then(|rows| {
-                        rows.iter()
-                            .map(|r| flagged_row(r, flagged))
-                            .collect::<Result<Vec<_>, _>>()
-                    })?
+                    flagged_rows(rows.ctx(what)?.iter(), recreating)?
                 }
                 crate::db::Db::Sqlite { reader, .. } => {
                     let mut query = QueryBuilder::new(select);
@@ -519,11 +521,7 @@ impl Store {
                     }
                     query.push(")");
                     let rows = query.build().fetch_all(reader).await;
-                    rows.ctx(what).and_then(|rows| {
-                        rows.iter()
-                            .map(|r| flagged_row(r, flagged))
-                            .collect::<Result<Vec<_>, _>>()
-                    })?
+                    flagged_rows(rows.ctx(what)?.iter(), recreating)?
                 }
             };
             for stored in rows {
@@ -545,7 +543,10 @@ impl Store {
             .iter()
             .filter(|id| !found.contains_key(id.as_str()))
             .collect();
-        for stored in self.by_conference(&conference_ids, select, what).await? {
+        for stored in self
+            .by_conference(&conference_ids, recreating, what)
+            .await?
+        {
             found
                 .entry(stored.0.link.conference_id.clone())
                 .or_insert(stored);
@@ -556,10 +557,14 @@ impl Store {
     async fn by_conference(
         &self,
         conference_ids: &[&String],
-        select: &'static str,
+        recreating: bool,
         what: impl Fn() -> String + Copy,
     ) -> Result<Vec<(StoredLink, bool)>, StoreError> {
-        let flagged = select == SELECT_WITH_RECREATING;
+        let select = if recreating {
+            SELECT_WITH_RECREATING
+        } else {
+            SELECT
+        };
         let mut found = Vec::with_capacity(conference_ids.len());
         for chunk in conference_ids.chunks(CHUNK) {
             let rows = match &self.db {
@@ -569,11 +574,7 @@ impl Store {
                         .bind(chunk)
                         .fetch_all(pool)
                         .await;
-                    rows.ctx(what).and_then(|rows| {
-                        rows.iter()
-                            .map(|r| flagged_row(r, flagged))
-                            .collect::<Result<Vec<_>, _>>()
-                    })?
+                    flagged_rows(rows.ctx(what)?.iter(), recreating)?
                 }
                 crate::db::Db::Sqlite { reader, .. } => {
                     let mut query = QueryBuilder::new(select);
@@ -584,11 +585,7 @@ impl Store {
                     }
                     query.push(")");
                     let rows = query.build().fetch_all(reader).await;
-                    rows.ctx(what).and_then(|rows| {
-                        rows.iter()
-                            .map(|r| flagged_row(r, flagged))
-                            .collect::<Result<Vec<_>, _>>()
-                    })?
+                    flagged_rows(rows.ctx(what)?.iter(), recreating)?
                 }
             };
             found.extend(rows);
