@@ -103,6 +103,10 @@ pub struct WatchRequest {
 /// All channels and the delivery log.
 pub struct PushHub {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Calendar id -> the ids of the channels ever opened on it (a superset of its live ones:
+    /// each is checked when used), so a change notifies without looking at every channel.
+    /// Locked after `channels`, never alone.
+    watching: Mutex<HashMap<String, Vec<String>>>,
     log: Arc<Mutex<VecDeque<Delivery>>>,
     client: reqwest::Client,
     settings: PushSettings,
@@ -117,6 +121,7 @@ impl PushHub {
             .expect("an HTTP client can be built");
         PushHub {
             channels: Mutex::new(HashMap::new()),
+            watching: Mutex::new(HashMap::new()),
             log: Arc::new(Mutex::new(VecDeque::new())),
             client,
             settings,
@@ -240,6 +245,11 @@ impl PushHub {
             number: 1,
             state: "sync",
         });
+        let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = watching.entry(calendar_id.to_owned()).or_default();
+        if !ids.contains(&req.id) {
+            ids.push(req.id.clone());
+        }
         channels.insert(req.id, channel);
         Ok(body)
     }
@@ -331,10 +341,15 @@ impl PushHub {
     /// A calendar changed: every live channel on it gets an `exists` message.
     pub fn notify(&self, calendar_id: &str, now: DateTime<Utc>) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        for channel in channels
-            .values_mut()
-            .filter(|c| c.calendar_id == calendar_id && !c.stopped)
-        {
+        let watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = watching.get(calendar_id).map_or(&[][..], Vec::as_slice);
+        for id in ids {
+            let Some(channel) = channels
+                .get_mut(id)
+                .filter(|c| c.calendar_id == calendar_id && !c.stopped)
+            else {
+                continue;
+            };
             if channel.expiration_ms <= now.timestamp_millis() {
                 channel.stopped = true;
                 channel.tx = None;
@@ -393,10 +408,13 @@ impl PushHub {
     }
 
     pub fn reset(&self) {
-        self.channels
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.clear();
+        self.watching
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        drop(channels);
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }

@@ -182,6 +182,10 @@ pub struct World {
     pub signer: TokenSigner,
     /// Calendars changed since the last drain (push channels are notified for them).
     pub dirty: Vec<String>,
+    /// Organizer calendar -> event id -> the calendars that were ever given a copy of it (a
+    /// superset of those holding one now: each is checked when used). A write then finds the
+    /// copies to withdraw without looking at every calendar.
+    copies: HashMap<String, HashMap<String, Vec<String>>>,
     /// A Meet `createRequest` stays `pending` until [`World::resolve_conference_requests`]
     /// (mirrors `EmulatorConfig::conference_create_pending`).
     pub conference_create_pending: bool,
@@ -198,6 +202,7 @@ impl World {
             ids: IdGen::new(seed),
             signer: TokenSigner::new(token_key),
             dirty: Vec::new(),
+            copies: HashMap::new(),
             conference_create_pending: false,
         }
     }
@@ -415,6 +420,17 @@ impl World {
         let Some(cal) = self.calendars.get_mut(cal_id) else {
             return;
         };
+        if let Some(origin) = &event.origin {
+            let holders = self
+                .copies
+                .entry(origin.clone())
+                .or_default()
+                .entry(id.to_owned())
+                .or_default();
+            if !holders.iter().any(|h| h == cal_id) {
+                holders.push(cal_id.to_owned());
+            }
+        }
         cal.seq += 1;
         event.seq = cal.seq;
         cal.updated = cal.updated.max(event.updated);
@@ -738,8 +754,12 @@ impl World {
         };
         // Copies that exist now but whose user is no longer invited.
         let stale: Vec<String> = self
-            .calendars
-            .values()
+            .copies
+            .get(cal_id)
+            .and_then(|events| events.get(event_id))
+            .into_iter()
+            .flatten()
+            .filter_map(|holder| self.calendars.get(holder))
             .filter(|c| c.id != cal_id && !invited.contains(&c.id))
             .filter(|c| {
                 c.events

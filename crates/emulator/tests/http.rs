@@ -3946,8 +3946,13 @@ async fn gzip_needs_accept_encoding_and_gzip_in_the_user_agent() {
         body.len(),
         plain.len()
     );
-    let decoded: Value = serde_json::from_slice(&gunzip(&body)).unwrap();
-    assert_eq!(decoded, serde_json::from_slice::<Value>(&plain).unwrap());
+    // Two listings differ at most in their sync token, which carries the second it was issued.
+    let listing = |bytes: &[u8]| {
+        let mut value: Value = serde_json::from_slice(bytes).unwrap();
+        value.as_object_mut().unwrap().remove("nextSyncToken");
+        value
+    };
+    assert_eq!(listing(&gunzip(&body)), listing(&plain));
     if let Some(length) = header(&headers, "content-length").first() {
         assert_eq!(length.parse::<usize>().unwrap(), body.len());
     }
@@ -3969,7 +3974,7 @@ async fn gzip_needs_accept_encoding_and_gzip_in_the_user_agent() {
             header(&answered, "content-encoding").is_empty(),
             "{headers:?}"
         );
-        assert_eq!(body, plain, "{headers:?}");
+        assert_eq!(listing(&body), listing(&plain), "{headers:?}");
     }
 
     // With a mask: masked, then compressed.
