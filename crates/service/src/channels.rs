@@ -652,6 +652,29 @@ impl Channels {
         if !verified && !self.unverified_live.load(Ordering::Relaxed) {
             return reject("unknown channel");
         }
+        // A live channel's next message with the right token and resource: accepted, and its
+        // trigger recorded, in one store step. Anything else goes the long way below, which
+        // tells a stopped, unknown, forged or repeated message apart.
+        let record_trigger = state != "sync";
+        if let Some(token) = token {
+            let token_hash = crate::hash_api_key(token);
+            let push = confsync_store::PushMessage {
+                channel_id,
+                resource_id,
+                token_hash: &token_hash,
+                number,
+                now_ms: now_ms(),
+                record_trigger,
+            };
+            match self.store.accept_push(&push).await {
+                Ok(Some((calendar_id, recorded))) => {
+                    lock(&self.counts).received += 1;
+                    return self.accepted(&calendar_id, record_trigger, recorded);
+                }
+                Ok(None) => {}
+                Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
+            }
+        }
         let channel = match self.store.channel(channel_id).await {
             Ok(c) => c,
             Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
@@ -693,30 +716,55 @@ impl Channels {
         }
         // Google numbers each channel's messages in increasing order; a number not above the
         // highest one accepted is a replay (or a redelivery): acknowledged, not acted on twice.
-        match self
-            .store
-            .channel_message_accept(channel_id, number, now_ms())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                lock(&self.counts).duplicates += 1;
-                return (StatusCode::OK, "duplicate message: ignored");
+        // (Checked and accepted again in the store, with the trigger: the channel may have
+        // changed since it was read.)
+        let Some(token) = token else {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "channel token or resource id does not match",
+            );
+        };
+        let token_hash = crate::hash_api_key(token);
+        let push = confsync_store::PushMessage {
+            channel_id,
+            resource_id,
+            token_hash: &token_hash,
+            number,
+            now_ms: now_ms(),
+            record_trigger,
+        };
+        match self.store.accept_push(&push).await {
+            Ok(Some((calendar_id, recorded))) => {
+                self.accepted(&calendar_id, record_trigger, recorded)
             }
-            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry"),
+            Ok(None) => {
+                lock(&self.counts).duplicates += 1;
+                (StatusCode::OK, "duplicate message: ignored")
+            }
+            // If the store cannot record it, Google retries later.
+            Err(e) => {
+                warn!(calendar_id = %channel.calendar_id, error = %e, "could not record a notification; asking Google to retry");
+                (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry")
+            }
         }
-        match state {
-            "sync" => (StatusCode::OK, "sync acknowledged"),
-            // Recorded in the store before the 200: a notification acknowledged to Google is
-            // never lost to a restart. If the store cannot record it, Google retries later.
-            _ => match self.scheduler.request_sync(&channel.calendar_id).await {
-                Ok(_) => (StatusCode::OK, "calendar scheduled"),
-                Err(e) => {
-                    warn!(calendar_id = %channel.calendar_id, error = %e, "could not record a notification; asking Google to retry");
-                    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry")
-                }
-            },
+    }
+
+    /// The answer to a message the store accepted (and, for an `exists` message, whose trigger
+    /// it recorded before the 200: a notification acknowledged to Google is never lost to a
+    /// restart): the calendar is scheduled.
+    fn accepted(
+        &self,
+        calendar_id: &str,
+        record_trigger: bool,
+        recorded: bool,
+    ) -> (StatusCode, &'static str) {
+        if !record_trigger {
+            return (StatusCode::OK, "sync acknowledged");
         }
+        if recorded {
+            self.scheduler.mark_dirty(calendar_id);
+        }
+        (StatusCode::OK, "calendar scheduled")
     }
 }
 

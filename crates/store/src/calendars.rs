@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::Store;
+use crate::conns::Arg;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
@@ -49,9 +50,12 @@ pub(crate) fn from_row(row: &impl Cols) -> Result<CalendarState, sqlx::Error> {
 
 /// Inserts the calendar's row if it is missing (inside a caller's transaction or not).
 pub(crate) async fn ensure(tx: &mut Tx, calendar_id: &str, now_ms: i64) -> Result<(), StoreError> {
-    on_tx!(tx, c => sqlx::query(ENSURE).bind(calendar_id).bind(now_ms).execute(c).await.map(|r| r.rows_affected()))
-        .ctx(|| format!("registering calendar {calendar_id}"))?;
-    Ok(())
+    tx.defer(
+        ENSURE,
+        vec![Arg::Text(calendar_id.to_owned()), Arg::Int(now_ms)],
+    )
+    .await
+    .ctx(|| format!("registering calendar {calendar_id}"))
 }
 
 /// Stores a calendar's new sync token (registering the calendar if it was not), clears its
@@ -62,20 +66,19 @@ pub(crate) async fn store_token(
     token: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    on_tx!(tx, c => sqlx::query(
+    tx.defer(
         "INSERT INTO calendars (calendar_id, created_at, sync_token, needs_full_sync, last_sync_at) \
          VALUES ($1, $3, $2, FALSE, $3) \
          ON CONFLICT (calendar_id) DO UPDATE SET sync_token = excluded.sync_token, \
            needs_full_sync = FALSE, last_sync_at = excluded.last_sync_at, last_error = NULL",
+        vec![
+            Arg::Text(calendar_id.to_owned()),
+            Arg::Text(token.to_owned()),
+            Arg::Int(now_ms),
+        ],
     )
-    .bind(calendar_id)
-    .bind(token)
-    .bind(now_ms)
-    .execute(c)
     .await
-    .map(|r| r.rows_affected()))
-    .ctx(|| format!("storing the sync token of calendar {calendar_id}"))?;
-    Ok(())
+    .ctx(|| format!("storing the sync token of calendar {calendar_id}"))
 }
 
 const ENSURE: &str = "INSERT INTO calendars (calendar_id, created_at) VALUES ($1, $2) ON CONFLICT (calendar_id) DO NOTHING";

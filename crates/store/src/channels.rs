@@ -32,6 +32,32 @@ pub enum Quiet {
     Silent,
 }
 
+/// A push notification as [`Store::accept_push`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct PushMessage<'a> {
+    /// `X-Goog-Channel-ID`.
+    pub channel_id: &'a str,
+    /// `X-Goog-Resource-ID`.
+    pub resource_id: &'a str,
+    /// SHA-256 (hex) of `X-Goog-Channel-Token`, as stored.
+    pub token_hash: &'a str,
+    /// `X-Goog-Message-Number`.
+    pub number: i64,
+    /// When it arrived (unix ms).
+    pub now_ms: i64,
+    /// Record a sync trigger for the channel's calendar (an `exists` message; not the `sync`
+    /// handshake).
+    pub record_trigger: bool,
+}
+
+/// Accepting a channel's message: its number, when it came, and the moving average of the
+/// gaps between messages (the gap since the last one, never negative since workers' clocks
+/// differ a little, enters with weight 1/5). Followed by the conditions.
+const ACCEPT: &str = "UPDATE channels SET highest_message = $2, last_message_at = $3, \
+     gap_ms = CASE WHEN last_message_at IS NULL THEN gap_ms \
+         WHEN gap_ms IS NULL THEN CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END \
+         ELSE (gap_ms * 4 + CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END) / 5 END";
+
 /// Ids per `IN (...)` list: far below either backend's bind limit.
 pub(crate) const IN_CHUNK: usize = 500;
 
@@ -295,15 +321,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let what = || format!("recording message {number} of channel {channel_id}");
-        let done = on_write!(self, c => sqlx::query(
-            // The gap since the last message (never negative: workers' clocks differ a
-            // little) enters the average with weight 1/5.
-            "UPDATE channels SET highest_message = $2, last_message_at = $3, \
-                 gap_ms = CASE WHEN last_message_at IS NULL THEN gap_ms \
-                     WHEN gap_ms IS NULL THEN CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END \
-                     ELSE (gap_ms * 4 + CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END) / 5 END \
-             WHERE channel_id = $1 AND highest_message < $2",
-        )
+        let sql = format!("{ACCEPT} WHERE channel_id = $1 AND highest_message < $2");
+        let done = on_write!(self, c => sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(channel_id)
         .bind(number)
         .bind(now_ms)
@@ -312,6 +331,92 @@ impl Store {
         .map(|r| r.rows_affected()))
         .ctx(what)?;
         Ok(done > 0)
+    }
+
+    /// A push notification's whole store work in one atomic step: message `number` of
+    /// `channel_id` is accepted as [`Store::channel_message_accept`] does, but only if the
+    /// channel is live (not stopped), `token_hash` is its token's and `resource_id` its
+    /// resource (or it has none yet); and when `record_trigger`, the channel's calendar is
+    /// marked dirty as [`Store::mark_dirty`] does, in the same transaction: a crash cannot
+    /// leave a message accepted (so its redelivery is ignored as a duplicate) without its
+    /// trigger recorded.
+    ///
+    /// Answers the channel's calendar and whether a trigger was recorded (false when not asked
+    /// for, or the calendar is not registered), or None when nothing was accepted: an unknown,
+    /// stopped or mismatched channel, or a number not above the highest accepted. The caller
+    /// then tells those apart the long way ([`Store::channel`]).
+    ///
+    /// SQLite: one batch of statements (one hand-off to the connection's thread); Postgres: one
+    /// statement.
+    pub async fn accept_push(
+        &self,
+        push: &PushMessage<'_>,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        let what = || {
+            format!(
+                "recording message {} of channel {}",
+                push.number, push.channel_id
+            )
+        };
+        // The message's own conditions, beyond the number's.
+        const LIVE: &str =
+            "NOT stopped AND token_hash = $4 AND (resource_id = '' OR resource_id = $5)";
+        let accepted = match &self.db {
+            crate::db::Db::Sqlite { writer, .. } => {
+                // `changes()` in the second UPDATE is the first one's count: the trigger is
+                // recorded only for an accepted message.
+                let sql = format!(
+                    "BEGIN IMMEDIATE; \
+                     {ACCEPT} WHERE channel_id = $1 AND highest_message < $2 AND {LIVE} RETURNING calendar_id; \
+                     UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $3) \
+                       WHERE $6 AND changes() > 0 \
+                         AND calendar_id = (SELECT calendar_id FROM channels WHERE channel_id = $1) \
+                       RETURNING TRUE AS recorded; \
+                     COMMIT"
+                );
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(push.channel_id)
+                    .bind(push.number)
+                    .bind(push.now_ms)
+                    .bind(push.token_hash)
+                    .bind(push.resource_id)
+                    .bind(push.record_trigger);
+                writer.transaction_batch(query).await.and_then(|rows| {
+                    let mut calendar = None;
+                    let mut recorded = false;
+                    for row in &rows {
+                        match sqlx::Row::columns(row).first().map(sqlx::Column::name) {
+                            Some("calendar_id") => {
+                                calendar = Some(row.col::<String>("calendar_id")?)
+                            }
+                            Some("recorded") => recorded = true,
+                            _ => {}
+                        }
+                    }
+                    Ok(calendar.map(|c| (c, recorded)))
+                })
+            }
+            crate::db::Db::Postgres { .. } => {
+                on_write!(self, c => sqlx::query_as::<_, (String, bool)>(
+                sqlx::AssertSqlSafe(format!(
+                    "WITH accepted AS ({ACCEPT} WHERE channel_id = $1 AND highest_message < $2 AND {LIVE} \
+                         RETURNING calendar_id), \
+                     recorded AS (UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $3) \
+                         WHERE $6 AND calendar_id IN (SELECT calendar_id FROM accepted) RETURNING calendar_id) \
+                     SELECT calendar_id, EXISTS (SELECT 1 FROM recorded) FROM accepted"
+                )),
+            )
+            .bind(push.channel_id)
+            .bind(push.number)
+            .bind(push.now_ms)
+            .bind(push.token_hash)
+            .bind(push.resource_id)
+            .bind(push.record_trigger)
+            .fetch_optional(c)
+            .await)
+            }
+        };
+        accepted.ctx(what)
     }
 
     /// Live channels gone quiet at `now_ms`, each answered once (marked in the same statement,

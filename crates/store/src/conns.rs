@@ -22,8 +22,10 @@ use std::time::Duration;
 use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteQueryResult, SqliteRow, SqliteStatement};
-use sqlx::{ConnectOptions, Connection, Either, Execute, Executor, SqlStr, Sqlite};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteQueryResult, SqliteRow, SqliteStatement,
+};
+use sqlx::{Arguments, ConnectOptions, Connection, Either, Execute, Executor, SqlStr, Sqlite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a caller waits for a free connection before the store answers an error (as
@@ -83,19 +85,38 @@ impl Conns {
             Some(idle) => idle,
             None => (self.0.options.connect().await?, false),
         };
+        let mut stuck = false;
         if needs_rollback {
             // Its last holder let go inside a transaction. SQLite may have ended it already
             // (a failed COMMIT can roll back by itself): "no transaction is active" is fine.
             if let Err(e) = sqlx::query("ROLLBACK").execute(&mut conn).await {
                 tracing::debug!(error = %e, "rolling back a transaction left open");
+                stuck = !matches!(&e, sqlx::Error::Database(d) if d.message().contains("no transaction is active"));
             }
         }
         Ok(Conn {
             conn: Some(conn),
             needs_rollback: false,
+            stuck,
             home: self.0.clone(),
             _permit: permit,
         })
+    }
+
+    /// Runs `query`, a batch of statements that begins its own transaction and commits it
+    /// (`BEGIN IMMEDIATE; ...; COMMIT`), on one connection in ONE hand-off to its thread;
+    /// answers the rows its statements returned, in order. A batch that fails part way leaves
+    /// its transaction open: the connection is rolled back before its next use, as a
+    /// [`SqliteTx`] dropped uncommitted is.
+    pub(crate) async fn transaction_batch<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut conn = self.acquire().await?;
+        conn.needs_rollback = true;
+        let rows = query.fetch_all(&mut *conn).await?;
+        conn.needs_rollback = false;
+        Ok(rows)
     }
 
     /// Waits until every connection is let go of, then closes them all; later acquires fail.
@@ -117,6 +138,8 @@ pub(crate) struct Conn {
     conn: Option<sqlx::SqliteConnection>,
     /// Inside a transaction this holder has not ended: rolled back before the next use.
     needs_rollback: bool,
+    /// Its rollback before this use failed: it may still be inside that transaction.
+    stuck: bool,
     home: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
 }
@@ -166,58 +189,223 @@ impl Drop for Conn {
 
 /// A write transaction (`BEGIN IMMEDIATE`) on a connection of the writer set. Dropped without
 /// [`SqliteTx::commit`], it is rolled back before the connection's next use.
+///
+/// Each round trip to the connection's thread is a thread wake-up on each side, which costs
+/// more than the short statements of a sync. So the transaction sends as few as it can:
+/// - its `BEGIN IMMEDIATE` goes with its first statement (the connection is this
+///   transaction's alone from [`SqliteTx::begin`], so nothing else runs in between);
+/// - statements whose outcome the caller does not need ([`SqliteTx::defer`]) go with the
+///   next statement or the COMMIT. An error of a deferred statement is the error of the
+///   statement it went with, and fails the transaction all the same.
+///
+/// Statements run through `&mut SqliteTx` as an sqlx [`Executor`]; the connection itself is
+/// not handed out, so nothing can bypass the BEGIN.
 pub(crate) struct SqliteTx {
     conn: Conn,
+    /// `BEGIN IMMEDIATE` has been sent.
+    begun: bool,
+    /// Statements to send with the next one.
+    pending: Vec<(&'static str, Vec<Arg>)>,
 }
 
-/// SQLite's answer to a BEGIN on a connection already inside a transaction.
-fn is_nested_begin(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.message().contains("within a transaction"))
+/// A value bound to a deferred statement ([`SqliteTx::defer`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+impl Arg {
+    fn add_to(self, args: &mut SqliteArguments) -> Result<(), sqlx::Error> {
+        match self {
+            Arg::Text(v) => args.add(v),
+            Arg::Int(v) => args.add(v),
+        }
+        .map_err(sqlx::Error::Encode)
+    }
+}
+
+/// `sql` with each `$N` placeholder outside quotes shifted by `offset` (`$1` -> `$(1+offset)`):
+/// a statement sent after others in one batch takes its values after theirs.
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    chars.next();
+                }
+                out.push('$');
+                out.push_str(&(n + offset).to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Debug for SqliteTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteTx")
+            .field("begun", &self.begun)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteTx {
-    /// Begins a write transaction on a connection of `writer`. A connection found still inside
-    /// a transaction (its rollback failed) is closed when `reopen` allows (file stores), and the
-    /// transaction begun on a fresh one.
+    /// A write transaction on a connection of `writer` (its BEGIN is sent with its first
+    /// statement). A connection that may still be inside an earlier transaction (its rollback
+    /// failed) is closed when `reopen` allows (file stores), and a fresh one taken.
     pub(crate) async fn begin(writer: &Conns, reopen: bool) -> Result<SqliteTx, sqlx::Error> {
         let mut conn = writer.acquire().await?;
-        match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-            Ok(_) => {}
-            Err(e) if reopen && is_nested_begin(&e) => {
-                tracing::warn!(
-                    "the store's write connection was left inside a failed transaction; reopening it"
-                );
-                conn.discard().await;
-                conn = writer.acquire().await?;
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            }
-            Err(e) => {
-                // BEGIN IMMEDIATE failed (busy, I/O): no transaction to end.
-                return Err(e);
-            }
+        if conn.stuck && reopen {
+            tracing::warn!(
+                "the store's write connection was left inside a failed transaction; reopening it"
+            );
+            conn.discard().await;
+            conn = writer.acquire().await?;
         }
+        // From here on, a holder letting go rolls back (harmless if nothing was begun).
         conn.needs_rollback = true;
-        Ok(SqliteTx { conn })
+        Ok(SqliteTx {
+            conn,
+            begun: false,
+            pending: Vec::new(),
+        })
     }
 
-    /// Commits. A failed COMMIT leaves the connection to be rolled back before its next use.
+    /// Queues `sql` (its `$N` bound to `args`) to be sent with the transaction's next
+    /// statement or its COMMIT: for statements whose outcome the caller does not look at.
+    pub(crate) fn defer(&mut self, sql: &'static str, args: Vec<Arg>) {
+        self.pending.push((sql, args));
+    }
+
+    /// `sql` with what must go before it (the BEGIN, deferred statements) and their values
+    /// after `args`; and how many statements go before it.
+    fn batch(
+        &mut self,
+        sql: &str,
+        mut args: SqliteArguments,
+    ) -> Result<(String, SqliteArguments, usize), sqlx::Error> {
+        let mut before = 0;
+        let mut batch = String::new();
+        if !self.begun {
+            batch.push_str("BEGIN IMMEDIATE; ");
+            before += 1;
+            self.begun = true;
+        }
+        for (deferred, values) in std::mem::take(&mut self.pending) {
+            batch.push_str(&shift_placeholders(deferred, args.len()));
+            batch.push_str("; ");
+            for value in values {
+                value.add_to(&mut args)?;
+            }
+            before += 1;
+        }
+        batch.push_str(sql);
+        Ok((batch, args, before))
+    }
+
+    /// Commits (with whatever is still to send). A failed COMMIT leaves the connection to be
+    /// rolled back before its next use. A transaction that sent nothing has nothing to commit.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        if self.begun || !self.pending.is_empty() {
+            let (sql, args, _) = self.batch("COMMIT", SqliteArguments::default())?;
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute(&mut *self.conn)
+                .await?;
+        }
         self.conn.needs_rollback = false;
         Ok(())
     }
 }
 
-impl std::ops::Deref for SqliteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.conn
-    }
-}
+/// A statement inside the transaction: sent with the BEGIN and deferred statements still to
+/// send, in ONE round trip; the caller sees its own statement's results only.
+impl<'c> Executor<'c> for &'c mut SqliteTx {
+    type Database = Sqlite;
 
-impl std::ops::DerefMut for SqliteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        mut query: E,
+    ) -> BoxStream<'e, Result<Either<SqliteQueryResult, SqliteRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Sqlite>,
+    {
+        let persistent = query.persistent();
+        let args = query.take_arguments();
+        let sql = query.sql();
+        futures_util::stream::once(async move {
+            let args = match args {
+                Ok(args) => args.unwrap_or_default(),
+                Err(e) => return vec![Err(sqlx::Error::Encode(e))],
+            };
+            let (batch, args, mut before) = match self.batch(sql.as_str(), args) {
+                Ok(batch) => batch,
+                Err(e) => return vec![Err(e)],
+            };
+            let results: Vec<_> = self
+                .conn
+                .fetch_many(
+                    sqlx::query_with(sqlx::AssertSqlSafe(batch), args).persistent(persistent),
+                )
+                .collect()
+                .await;
+            // The statements sent before the caller's return no rows: one result each.
+            results
+                .into_iter()
+                .filter(|r| match r {
+                    Ok(Either::Left(_)) if before > 0 => {
+                        before -= 1;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        })
+        .flat_map(futures_util::stream::iter)
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<SqliteRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Sqlite>,
+    {
+        Box::pin(async move {
+            let mut results = self.fetch_many(query);
+            while let Some(result) = results.next().await {
+                if let Either::Right(row) = result? {
+                    return Ok(Some(row));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [sqlx::sqlite::SqliteTypeInfo],
+    ) -> BoxFuture<'e, Result<SqliteStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move { self.conn.prepare_with(sql, parameters).await })
     }
 }
 
@@ -297,14 +485,14 @@ mod tests {
             .unwrap();
         let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
         sqlx::query("INSERT INTO t VALUES (1)")
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
         // Dropped inside its transaction (its holder cancelled, say).
         let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
         sqlx::query("INSERT INTO t VALUES (2)")
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .unwrap();
         drop(tx);
@@ -312,7 +500,7 @@ mod tests {
         // And the connection begins again (it is not still inside the old transaction).
         let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
         sqlx::query("INSERT INTO t VALUES (3)")
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -321,7 +509,7 @@ mod tests {
         let cancelled = tokio::time::timeout(Duration::from_millis(50), async {
             let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
             sqlx::query("INSERT INTO t VALUES (4)")
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .unwrap();
             std::future::pending::<()>().await;
@@ -329,6 +517,113 @@ mod tests {
         .await;
         assert!(cancelled.is_err());
         assert_eq!(count(&conns).await, 2);
+    }
+
+    #[test]
+    fn placeholders_shift_outside_quotes_only() {
+        assert_eq!(
+            shift_placeholders(
+                "UPDATE t SET a = $1, b = '$2', \"$3\" = $10 WHERE c = $2",
+                3
+            ),
+            "UPDATE t SET a = $4, b = '$2', \"$3\" = $13 WHERE c = $5"
+        );
+        assert_eq!(
+            shift_placeholders("SELECT 'it''s $1', $1", 1),
+            "SELECT 'it''s $1', $2"
+        );
+        assert_eq!(shift_placeholders("SELECT $1", 0), "SELECT $1");
+    }
+
+    #[tokio::test]
+    async fn deferred_statements_run_in_order_with_the_next_statement_or_the_commit() {
+        let conns = memory().await;
+        sqlx::query("CREATE TABLE t (x INTEGER, y TEXT)")
+            .execute(&conns)
+            .await
+            .unwrap();
+        let rows = |conns: &Conns| {
+            let conns = conns.clone();
+            async move {
+                sqlx::query_as::<_, (i64, String)>("SELECT x, y FROM t ORDER BY x")
+                    .fetch_all(&conns)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Deferred before a statement with values of its own: each takes its own values.
+        let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
+        tx.defer(
+            "INSERT INTO t VALUES ($1, $2)",
+            vec![Arg::Int(1), Arg::Text("one".into())],
+        );
+        tx.defer(
+            "INSERT INTO t VALUES ($2, $1)",
+            vec![Arg::Text("two".into()), Arg::Int(2)],
+        );
+        let seen: Vec<(i64, String)> =
+            sqlx::query_as("SELECT x, y FROM t WHERE x >= $1 ORDER BY x")
+                .bind(0)
+                .fetch_all(&mut tx)
+                .await
+                .unwrap();
+        assert_eq!(
+            seen,
+            vec![(1, "one".into()), (2, "two".into())],
+            "run before it, in order"
+        );
+        let done = sqlx::query("UPDATE t SET y = $1 WHERE x = 2")
+            .bind("deux")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            done.rows_affected(),
+            1,
+            "the caller sees its own statement's count"
+        );
+        tx.defer(
+            "INSERT INTO t VALUES ($1, $2)",
+            vec![Arg::Int(3), Arg::Text("three".into())],
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(
+            rows(&conns).await,
+            vec![(1, "one".into()), (2, "deux".into()), (3, "three".into())],
+            "the last one went with the COMMIT"
+        );
+        // A deferred statement that fails fails the statement it went with, and the
+        // transaction comes to nothing.
+        let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
+        tx.defer(
+            "INSERT INTO t VALUES ($1, $2)",
+            vec![Arg::Int(4), Arg::Text("four".into())],
+        );
+        tx.defer("INSERT INTO nowhere VALUES ($1)", vec![Arg::Int(5)]);
+        assert!(sqlx::query("DELETE FROM t").execute(&mut tx).await.is_err());
+        drop(tx);
+        assert_eq!(rows(&conns).await.len(), 3);
+        // Nor when it goes with the COMMIT.
+        let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
+        sqlx::query("DELETE FROM t").execute(&mut tx).await.unwrap();
+        tx.defer("INSERT INTO nowhere VALUES ($1)", vec![Arg::Int(5)]);
+        assert!(tx.commit().await.is_err());
+        assert_eq!(
+            rows(&conns).await.len(),
+            3,
+            "the failed commit's delete is rolled back"
+        );
+        // A transaction that sent nothing commits nothing, and the connection goes on.
+        SqliteTx::begin(&conns, false)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        let mut tx = SqliteTx::begin(&conns, false).await.unwrap();
+        sqlx::query("DELETE FROM t").execute(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rows(&conns).await.len(), 0);
     }
 
     #[tokio::test]

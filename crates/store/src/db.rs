@@ -91,6 +91,35 @@ pub(crate) enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
+impl Tx {
+    /// Runs `sql` (its `$N` bound to `args`) in the transaction for its effect alone: SQLite
+    /// sends it with the transaction's next statement or its COMMIT, in the same round trip
+    /// ([`SqliteTx::defer`]); Postgres runs it now. Either way it runs in order with the
+    /// transaction's other statements, and a failure fails the transaction.
+    pub(crate) async fn defer(
+        &mut self,
+        sql: &'static str,
+        args: Vec<crate::conns::Arg>,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                t.defer(sql, args);
+                Ok(())
+            }
+            Tx::Postgres(t) => {
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = match arg {
+                        crate::conns::Arg::Text(v) => query.bind(v),
+                        crate::conns::Arg::Int(v) => query.bind(v),
+                    };
+                }
+                query.execute(&mut **t).await.map(|_| ())
+            }
+        }
+    }
+}
+
 /// A column type both backends decode.
 pub(crate) trait Col:
     for<'r> sqlx::Decode<'r, Sqlite>
@@ -214,7 +243,7 @@ macro_rules! on_tx {
     ($tx:expr, $ex:ident => $body:expr) => {
         match $tx {
             $crate::db::Tx::Sqlite(t) => {
-                let $ex = &mut **t;
+                let $ex = &mut *t;
                 $body
             }
             $crate::db::Tx::Postgres(t) => {

@@ -55,7 +55,7 @@ mod users;
 pub use admin::Forgotten;
 pub use api_keys::{ApiKey, SCOPES};
 pub use calendars::{CalendarLag, CalendarState, CalendarSummary, Worst};
-pub use channels::{Channel, Quiet};
+pub use channels::{Channel, PushMessage, Quiet};
 pub use dead_letters::{DeadLetter, DeadLetterRecord, Pruned};
 pub use doctor::{MigrationReport, inspect_migrations};
 pub use error::StoreError;

@@ -2549,3 +2549,123 @@ async fn a_page_of_many_conferences_stores_what_its_changes_one_at_a_time_store(
         );
     }
 }
+
+/// A push message is accepted, with its calendar's trigger, in one step, and only when the
+/// channel is live and the message carries its token and resource: nothing is recorded for a
+/// forged, stopped, unknown or repeated one. Of concurrent deliveries of one number, exactly
+/// one is accepted and records one trigger.
+#[tokio::test]
+async fn a_push_message_is_accepted_with_its_trigger_in_one_step() {
+    use confsync_store::PushMessage;
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let channel = |id: &str, calendar: &str, resource: &str| confsync_store::Channel {
+            channel_id: id.to_owned(),
+            calendar_id: calendar.to_owned(),
+            resource_id: resource.to_owned(),
+            token_hash: "h".to_owned(),
+            expiration_ms: 10_000_000,
+            created_at: 0,
+            stopped: false,
+        };
+        store.ensure_calendar(ALICE).await.unwrap();
+        store
+            .channel_create(&channel("c", ALICE, "r"))
+            .await
+            .unwrap();
+        let push = |channel_id: &'static str, number: i64| PushMessage {
+            channel_id,
+            resource_id: "r",
+            token_hash: "h",
+            number,
+            now_ms: 1_000 * number,
+            record_trigger: true,
+        };
+        let dirty_gen = || {
+            let store = store.clone();
+            async move { store.calendar(ALICE).await.unwrap().unwrap().dirty_gen }
+        };
+        let gen0 = dirty_gen().await;
+        let forged = [
+            PushMessage {
+                token_hash: "x",
+                ..push("c", 1)
+            },
+            PushMessage {
+                resource_id: "other",
+                ..push("c", 1)
+            },
+            push("unknown", 1),
+        ];
+        for message in &forged {
+            assert_eq!(
+                store.accept_push(message).await.unwrap(),
+                None,
+                "{message:?}"
+            );
+        }
+        assert_eq!(store.channel_highest_message("c").await.unwrap(), Some(0));
+        assert_eq!(
+            dirty_gen().await,
+            gen0,
+            "nothing recorded for a refused message"
+        );
+        // The `sync` handshake: accepted, no trigger.
+        let handshake = PushMessage {
+            record_trigger: false,
+            ..push("c", 1)
+        };
+        assert_eq!(
+            store.accept_push(&handshake).await.unwrap(),
+            Some((ALICE.to_owned(), false))
+        );
+        assert_eq!(dirty_gen().await, gen0);
+        assert_eq!(store.calendar(ALICE).await.unwrap().unwrap().dirty_at, None);
+        // An `exists` message: accepted with its trigger.
+        assert_eq!(
+            store.accept_push(&push("c", 2)).await.unwrap(),
+            Some((ALICE.to_owned(), true))
+        );
+        assert_eq!(dirty_gen().await, gen0 + 1);
+        assert_eq!(
+            store.calendar(ALICE).await.unwrap().unwrap().dirty_at,
+            Some(2_000)
+        );
+        assert_eq!(
+            store.accept_push(&push("c", 2)).await.unwrap(),
+            None,
+            "a replay"
+        );
+        assert_eq!(
+            store.accept_push(&push("c", 1)).await.unwrap(),
+            None,
+            "an older one"
+        );
+        assert_eq!(dirty_gen().await, gen0 + 1, "no trigger for a replay");
+        // Concurrent deliveries of one number.
+        let tries = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.accept_push(&push("c", 9)).await.unwrap() })
+        });
+        let mut accepted = 0;
+        for t in tries {
+            accepted += usize::from(t.await.unwrap().is_some());
+        }
+        assert_eq!(accepted, 1);
+        assert_eq!(dirty_gen().await, gen0 + 2);
+        // A channel whose watch answer has not come yet has no resource id: any is taken.
+        store
+            .channel_create(&channel("new", ALICE, ""))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.accept_push(&push("new", 1)).await.unwrap(),
+            Some((ALICE.to_owned(), true))
+        );
+        // A stopped channel accepts nothing.
+        store.channel_stop("c").await.unwrap();
+        assert_eq!(store.accept_push(&push("c", 10)).await.unwrap(), None);
+        assert_eq!(store.channel_highest_message("c").await.unwrap(), Some(9));
+        assert_eq!(dirty_gen().await, gen0 + 3);
+    }
+}
