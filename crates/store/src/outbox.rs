@@ -10,6 +10,7 @@ use std::fmt;
 use confsync_core::plan::{Action, idempotency_key};
 
 use crate::Store;
+use crate::conns::Arg;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
@@ -355,6 +356,7 @@ fn entry(row: &impl Cols) -> Result<OutboxEntry, StoreError> {
 /// ran (a later full sync verifying the same event), gets a new row whose idempotency key is
 /// suffixed `#N`, and neither the outbox nor the provider mistakes it for the first one. A page
 /// replayed after its actions ran therefore runs them again: at least once, never lost.
+/// Answers how many rows it queued.
 pub(crate) async fn append(
     tx: &mut Tx,
     conference_id: &str,
@@ -400,7 +402,7 @@ pub(crate) async fn append(
         );
         return Ok(0);
     }
-    let mut inserted = 0;
+    let mut queued = 0;
     for (action, planned_key) in actions.iter().zip(&planned) {
         // The key's use count survives pruning (see `planned_keys`), so an `#N` is never given
         // twice.
@@ -418,28 +420,31 @@ pub(crate) async fn append(
             format!("{planned_key}#{uses}")
         };
         let action_json = serde_json::to_string(action).ctx(what)?;
-        let done = on_tx!(tx, c => sqlx::query(
+        // Nothing here looks at the insert's outcome (the key is new: its use count was just
+        // taken), so SQLite sends it with the transaction's next statement or its COMMIT; a
+        // later replay check in the same transaction runs after it all the same.
+        tx.defer(
             "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
                  state, attempts, not_before, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $9) \
              ON CONFLICT (idempotency_key) DO NOTHING",
+            vec![
+                Arg::Text(conference_id.to_owned()),
+                Arg::Text(calendar_id.to_owned()),
+                Arg::Text(event_id.to_owned()),
+                Arg::Text(action.kind().to_owned()),
+                Arg::Text(action_json),
+                Arg::Text(planned_key.clone()),
+                Arg::Text(key),
+                Arg::Int(not_before_ms),
+                Arg::Int(now_ms),
+            ],
         )
-        .bind(conference_id)
-        .bind(calendar_id)
-        .bind(event_id)
-        .bind(action.kind())
-        .bind(&action_json)
-        .bind(planned_key)
-        .bind(&key)
-        .bind(not_before_ms)
-        .bind(now_ms)
-        .execute(c)
         .await
-        .map(|r| r.rows_affected()))
         .ctx(what)?;
-        inserted += done as usize;
+        queued += 1;
     }
-    Ok(inserted)
+    Ok(queued)
 }
 
 /// Actions to queue for one conference ([`append_many`]).
