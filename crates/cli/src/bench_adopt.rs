@@ -25,7 +25,7 @@ use confsync_store::Store;
 use serde_json::json;
 
 use crate::bench::{event_body, median, sqlite_bytes_written};
-use crate::bench_service::{cpu_seconds, load_average};
+use crate::bench_service::{cpu_seconds, load_average, sqlite_cpu_seconds};
 
 #[derive(clap::Args)]
 pub struct AdoptBenchArgs {
@@ -50,6 +50,8 @@ struct Round {
     sync_secs: f64,
     drain_secs: f64,
     cpu_secs: f64,
+    /// SQLite only: CPU of the store's connection threads.
+    sqlite_cpu_secs: f64,
     /// SQLite only: bytes written by the store's connection threads.
     bytes: Option<u64>,
     actions: u64,
@@ -151,6 +153,7 @@ pub async fn run(args: AdoptBenchArgs) -> anyhow::Result<()> {
             },
         );
         let (cpu_before, bytes_before) = (cpu_seconds(), sqlite_bytes_written());
+        let sqlite_cpu_before = sqlite_cpu_seconds();
         let started = Instant::now();
         let summary = engine.sync(calendar, true, crate::bench::now_ms()).await?;
         let sync_secs = started.elapsed().as_secs_f64();
@@ -159,6 +162,7 @@ pub async fn run(args: AdoptBenchArgs) -> anyhow::Result<()> {
         let drained = engine.drain(crate::bench::now_ms()).await?;
         let drain_secs = started_drain.elapsed().as_secs_f64();
         let cpu_secs = cpu_seconds() - cpu_before;
+        let sqlite_cpu_secs = sqlite_cpu_seconds() - sqlite_cpu_before;
         let bytes = (!args.postgres).then(|| sqlite_bytes_written() - bytes_before);
         let planned: u64 = summary.actions.values().sum();
         let calls = provider.calls().len() as u64;
@@ -194,6 +198,7 @@ pub async fn run(args: AdoptBenchArgs) -> anyhow::Result<()> {
             sync_secs,
             drain_secs,
             cpu_secs,
+            sqlite_cpu_secs,
             bytes,
             actions: planned,
         });
@@ -213,6 +218,10 @@ pub async fn run(args: AdoptBenchArgs) -> anyhow::Result<()> {
         load_average()
     );
     if !args.postgres {
+        println!(
+            "  of which SQLite's connection threads: median {:.1} us per adopted conference",
+            of(|r| r.sqlite_cpu_secs) * 1e6 / args.ours.max(1) as f64
+        );
         println!(
             "store writes: median {:.0} bytes per action (target < 2048): WAL frames and checkpoints, from the SQLite threads' I/O counters",
             of(|r| r.bytes.unwrap_or(0) as f64 / r.actions.max(1) as f64)

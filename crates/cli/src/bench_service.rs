@@ -56,15 +56,11 @@ pub struct ServiceBenchArgs {
     instances: usize,
 }
 
-/// This process's CPU time so far (user + system), from /proc (Linux; 0 elsewhere).
-pub(crate) fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+/// The command name and CPU seconds (user + system) of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
     // Fields after the command name (which may hold spaces) end at its closing parenthesis.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -73,40 +69,51 @@ pub(crate) fn cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; USER_HZ 100.
-    (ticks(11) + ticks(12)) / 100.0
+    Some((name, (ticks(11) + ticks(12)) / 100.0))
+}
+
+/// CPU seconds of each `stat` file under `dir`'s numbered entries whose command name passes
+/// `wanted`, summed.
+fn cpu_of(dir: &str, wanted: impl Fn(&str) -> bool) -> f64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            stat_cpu(&stat)
+                .filter(|(name, _)| wanted(name))
+                .map(|(_, s)| s)
+        })
+        .sum()
+}
+
+/// This process's CPU time so far (user + system), from /proc (Linux; 0 elsewhere).
+pub(crate) fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat).map(|(_, s)| s))
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of this process's SQLite connection threads (sqlx names them
+/// `sqlx-sqlite-worker-N`; the name is cut to 15 bytes), from /proc; threads gone since are not
+/// counted, so take differences while one store stays open.
+pub(crate) fn sqlite_cpu_seconds() -> f64 {
+    cpu_of("/proc/self/task", |name| name.starts_with("sqlx-sqlite"))
 }
 
 /// CPU seconds (user + system) of every process whose command is `postgres` (the database
 /// server's backends, on this machine), from /proc; 0 when there is none or no /proc.
 pub(crate) fn postgres_cpu_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let mut total = 0.0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.ends_with("(postgres") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        total += (ticks(11) + ticks(12)) / 100.0;
-    }
-    total
+    cpu_of("/proc", |name| name == "postgres")
 }
 
 /// The machine's busy and total CPU time so far (seconds over all cores), from /proc/stat.
@@ -578,6 +585,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let mut patched: Vec<Instant> = Vec::with_capacity(n);
     let cpu_before = cpu_seconds();
+    let sqlite_before = sqlite_cpu_seconds();
     let postgres_before = postgres_cpu_seconds();
     let machine_before = machine_cpu_seconds();
     let fire = Instant::now();
@@ -608,6 +616,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let waited = fire.elapsed();
     let cpu = cpu_seconds() - cpu_before;
+    let sqlite_cpu = sqlite_cpu_seconds() - sqlite_before;
     let postgres_cpu = postgres_cpu_seconds() - postgres_before;
     let machine_after = machine_cpu_seconds();
     let (machine_busy, machine_total) = (
@@ -672,6 +681,12 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         cpu * 1000.0 / completed.max(1) as f64,
         load_average()
     );
+    if !args.postgres {
+        println!(
+            "  of which SQLite's connection threads: {sqlite_cpu:.2} s, {:.3} ms per calendar (statements, commits, and waiting for and waking the callers)",
+            sqlite_cpu * 1000.0 / completed.max(1) as f64
+        );
+    }
     if args.postgres {
         println!(
             "Postgres server CPU (this machine's postgres processes): {postgres_cpu:.2} s, {:.3} ms per calendar",
