@@ -656,17 +656,19 @@ impl Channels {
         // trigger recorded, in one store step. Anything else goes the long way below, which
         // tells a stopped, unknown, forged or repeated message apart.
         let record_trigger = state != "sync";
-        if let Some(token) = token {
-            let token_hash = crate::hash_api_key(token);
-            let push = confsync_store::PushMessage {
+        let token_hash = token.map(crate::hash_api_key);
+        let push = token_hash
+            .as_deref()
+            .map(|token_hash| confsync_store::PushMessage {
                 channel_id,
                 resource_id,
-                token_hash: &token_hash,
+                token_hash,
                 number,
                 now_ms: now_ms(),
                 record_trigger,
-            };
-            match self.store.accept_push(&push).await {
+            });
+        if let Some(push) = &push {
+            match self.store.accept_push(push).await {
                 Ok(Some((calendar_id, recorded))) => {
                     lock(&self.counts).received += 1;
                     return self.accepted(&calendar_id, record_trigger, recorded);
@@ -718,22 +720,13 @@ impl Channels {
         // highest one accepted is a replay (or a redelivery): acknowledged, not acted on twice.
         // (Checked and accepted again in the store, with the trigger: the channel may have
         // changed since it was read.)
-        let Some(token) = token else {
+        let Some(push) = &push else {
             return (
                 StatusCode::UNAUTHORIZED,
                 "channel token or resource id does not match",
             );
         };
-        let token_hash = crate::hash_api_key(token);
-        let push = confsync_store::PushMessage {
-            channel_id,
-            resource_id,
-            token_hash: &token_hash,
-            number,
-            now_ms: now_ms(),
-            record_trigger,
-        };
-        match self.store.accept_push(&push).await {
+        match self.store.accept_push(push).await {
             Ok(Some((calendar_id, recorded))) => {
                 self.accepted(&calendar_id, record_trigger, recorded)
             }
