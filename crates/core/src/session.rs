@@ -60,6 +60,13 @@ pub enum Item {
     Event(Snapshot),
     /// (event id if one could be read, reason, the raw item)
     Malformed(Option<String>, String, Value),
+    /// An event that cannot concern us, left undecoded ([`ScannedPage::decode`]): it carries no
+    /// conference, is not an instance of a series, and no link names it. Planned, it would be
+    /// skipped (`no_conference`, or `not_linked` for a tombstone), which is what it counts as.
+    Unrelated {
+        event_id: String,
+        cancelled: bool,
+    },
 }
 
 /// A decoded page.
@@ -90,23 +97,144 @@ impl Page {
 
     /// Decodes every item.
     pub fn parse(self) -> ParsedPage {
+        self.scan().decode(|_| true)
+    }
+
+    /// Reads of each item only what tells whether it can concern us (its id, status, series
+    /// and conference id), borrowing the text: a full sync lists every event of a calendar,
+    /// and most carry no conference of ours. [`ScannedPage::decode`] then decodes the rest.
+    pub fn scan(self) -> ScannedPage {
+        let items = self
+            .items
+            .into_iter()
+            .map(|raw| {
+                let brief = serde_json::from_str::<WireBrief>(raw.get())
+                    .ok()
+                    .and_then(Brief::of);
+                (raw, brief)
+            })
+            .collect();
+        ScannedPage {
+            items,
+            next_page_token: self.next_page_token,
+            next_sync_token: self.next_sync_token,
+        }
+    }
+}
+
+/// The few fields of an item that say whether it may concern us, as on the wire. Each has the
+/// type [`Snapshot`]'s decoding gives it, so an item whose brief does not read does not decode
+/// either (and is decoded, to be dead-lettered with the reason).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBrief<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    recurring_event_id: Option<String>,
+    conference_data: Option<WireBriefConference>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBriefConference {
+    conference_id: Option<String>,
+}
+
+/// What [`Page::scan`] read of an item.
+#[derive(Debug, Clone)]
+struct Brief {
+    event_id: String,
+    cancelled: bool,
+    recurring_event_id: Option<String>,
+    /// Present when the item carries conference data: its conference id, if any.
+    conference: Option<Option<String>>,
+}
+
+impl Brief {
+    /// None for an item without a usable id (decoded, to be dead-lettered).
+    fn of(wire: WireBrief<'_>) -> Option<Brief> {
+        let event_id = wire.id.filter(|id| !id.is_empty())?.into_owned();
+        Some(Brief {
+            event_id,
+            cancelled: wire.status.as_deref() == Some("cancelled"),
+            recurring_event_id: wire.recurring_event_id,
+            conference: wire.conference_data.map(|c| c.conference_id),
+        })
+    }
+
+    /// The id its link would be found by: the series' for an instance.
+    fn link_key(&self) -> &str {
+        self.recurring_event_id.as_deref().unwrap_or(&self.event_id)
+    }
+}
+
+/// A page whose items have been scanned ([`Page::scan`]) but not yet decoded.
+#[derive(Debug, Clone, Default)]
+pub struct ScannedPage {
+    items: Vec<(Box<RawValue>, Option<Brief>)>,
+    pub next_page_token: Option<String>,
+    pub next_sync_token: Option<String>,
+}
+
+impl ScannedPage {
+    /// The event ids whose links planning this page needs (series ids for instances).
+    pub fn event_ids(&self) -> Vec<String> {
+        self.briefs().map(|b| b.link_key().to_owned()).collect()
+    }
+
+    /// The series ids of the page's instances.
+    pub fn series_ids(&self) -> HashSet<String> {
+        self.briefs()
+            .filter_map(|b| b.recurring_event_id.clone())
+            .collect()
+    }
+
+    /// The conference ids the page's events carry (links elsewhere: moved events).
+    pub fn conference_ids(&self) -> Vec<String> {
+        self.briefs()
+            .filter_map(|b| b.conference.clone().flatten())
+            .collect()
+    }
+
+    fn briefs(&self) -> impl Iterator<Item = &Brief> {
+        self.items.iter().filter_map(|(_, brief)| brief.as_ref())
+    }
+
+    /// Decodes the items that may concern us: those `linked(event id)` says a link names, those
+    /// carrying conference data, instances, and any whose brief did not read. The others become
+    /// [`Item::Unrelated`]: nothing of theirs is planned, so their shape is not checked either.
+    pub fn decode(self, linked: impl Fn(&str) -> bool) -> ParsedPage {
         #[derive(serde::Deserialize)]
         struct IdOnly {
             id: Option<String>,
         }
         let items = self
             .items
-            .iter()
-            .map(|raw| match Snapshot::from_json_str(raw.get()) {
-                Ok(s) => Item::Event(s),
-                Err(e) => {
-                    let id = serde_json::from_str::<IdOnly>(raw.get())
-                        .ok()
-                        .and_then(|i| i.id);
-                    let value = serde_json::from_str(raw.get())
-                        .unwrap_or_else(|_| Value::String(raw.get().to_owned()));
-                    Item::Malformed(id, e.reason, value)
+            .into_iter()
+            .map(|(raw, brief)| match brief {
+                Some(brief)
+                    if brief.conference.is_none()
+                        && brief.recurring_event_id.is_none()
+                        && !linked(&brief.event_id) =>
+                {
+                    Item::Unrelated {
+                        event_id: brief.event_id,
+                        cancelled: brief.cancelled,
+                    }
                 }
+                _ => match Snapshot::from_json_str(raw.get()) {
+                    Ok(s) => Item::Event(s),
+                    Err(e) => {
+                        let id = serde_json::from_str::<IdOnly>(raw.get())
+                            .ok()
+                            .and_then(|i| i.id);
+                        let value = serde_json::from_str(raw.get())
+                            .unwrap_or_else(|_| Value::String(raw.get().to_owned()));
+                        Item::Malformed(id, e.reason, value)
+                    }
+                },
             })
             .collect();
         ParsedPage {
@@ -146,7 +274,7 @@ impl ParsedPage {
     fn events(&self) -> impl Iterator<Item = &Snapshot> {
         self.items.iter().filter_map(|i| match i {
             Item::Event(s) => Some(s),
-            Item::Malformed(..) => None,
+            Item::Malformed(..) | Item::Unrelated { .. } => None,
         })
     }
 }
@@ -154,8 +282,10 @@ impl ParsedPage {
 /// The links the session may consult and update, keyed by event id and by conference id.
 #[derive(Debug, Default, Clone)]
 pub struct LinkSet {
-    by_event: HashMap<String, Link>,
-    by_conference: HashMap<String, String>,
+    /// calendar id -> event id -> link
+    by_event: HashMap<String, HashMap<String, Link>>,
+    /// conference id -> (calendar id, event id)
+    by_conference: HashMap<String, (String, String)>,
     /// Conferences whose meeting is being recreated (a pending `Action::Recreate`).
     recreating: HashSet<String>,
 }
@@ -172,20 +302,21 @@ impl LinkSet {
     pub fn put(&mut self, link: Link) {
         self.by_conference.insert(
             link.conference_id.clone(),
-            format!("{}\u{0}{}", link.calendar_id, link.event_id),
+            (link.calendar_id.clone(), link.event_id.clone()),
         );
         self.by_event
-            .insert(format!("{}\u{0}{}", link.calendar_id, link.event_id), link);
+            .entry(link.calendar_id.clone())
+            .or_default()
+            .insert(link.event_id.clone(), link);
     }
 
     pub fn get(&self, calendar_id: &str, event_id: &str) -> Option<&Link> {
-        self.by_event.get(&format!("{calendar_id}\u{0}{event_id}"))
+        self.by_event.get(calendar_id)?.get(event_id)
     }
 
     pub fn by_conference(&self, conference_id: &str) -> Option<&Link> {
-        self.by_conference
-            .get(conference_id)
-            .and_then(|k| self.by_event.get(k))
+        let (calendar_id, event_id) = self.by_conference.get(conference_id)?;
+        self.get(calendar_id, event_id)
     }
 
     /// Marks conferences whose meeting is being recreated (see [`PlanInput::recreating`]).
@@ -353,6 +484,22 @@ impl Session {
                     outcome.dead_letters.push((id, reason, raw));
                     continue;
                 }
+                Item::Unrelated {
+                    event_id,
+                    cancelled,
+                } => {
+                    // As `plan` would skip it, unlinked and without a conference.
+                    let skip = if cancelled {
+                        Skip::NotLinked
+                    } else {
+                        Skip::NoConference
+                    };
+                    *self.tally.skipped.entry(skip_name(skip)).or_default() += 1;
+                    if self.full {
+                        self.seen.insert(event_id);
+                    }
+                    continue;
+                }
             };
             if self.full {
                 self.seen.insert(
@@ -490,6 +637,74 @@ mod tests {
         json!({"id": id, "etag": "\"1\"", "summary": id, "start": {"dateTime": "2026-12-01T10:00:00Z"}, "end": {"dateTime": "2026-12-01T11:00:00Z"},
             "organizer": {"email": "a@x.io", "self": true},
             "conferenceData": {"conferenceId": conf, "conferenceSolution": {"key": {"type": "addOn"}, "name": "Confsync"}, "entryPoints": [{"entryPointType": "video", "uri": "https://m"}]}})
+    }
+
+    #[test]
+    fn only_items_that_may_concern_us_are_decoded() {
+        let page = Page::from_values(
+            vec![
+                ours("e1", "m1"),
+                // Malformed, but without a conference or a link: not decoded, so not caught.
+                json!({"id": "plain", "start": {"dateTime": "bad"}, "end": {"dateTime": "bad"}}),
+                json!({"id": "gone", "status": "cancelled"}),
+                // The same shapes, once a link names the event or it is an instance: decoded.
+                json!({"id": "linked", "start": {"dateTime": "bad"}}),
+                json!({"id": "inst", "recurringEventId": "series", "start": {"dateTime": "2026-12-01T10:00:00Z"}}),
+                // No usable id, or a brief that does not read: decoded (and dead-lettered).
+                json!({"summary": "no id"}),
+                json!({"id": "", "summary": "empty id"}),
+                json!({"id": 7}),
+                json!({"id": "odd", "conferenceData": "not an object"}),
+            ],
+            None,
+            Some("t".into()),
+        )
+        .scan();
+        assert_eq!(
+            page.event_ids(),
+            ["e1", "plain", "gone", "linked", "series"]
+        );
+        assert_eq!(page.conference_ids(), ["m1"]);
+        let parsed = page.decode(|id| id == "linked");
+        let kinds: Vec<String> = parsed
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Event(s) => format!("event {}", s.event_id),
+                Item::Malformed(id, ..) => format!("malformed {}", id.as_deref().unwrap_or("?")),
+                Item::Unrelated {
+                    event_id,
+                    cancelled,
+                } => format!("unrelated {event_id} {cancelled}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "event e1",
+                "unrelated plain false",
+                "unrelated gone true",
+                "malformed linked",
+                "malformed inst",
+                "malformed ?",
+                "malformed ",
+                "malformed ?",
+                "malformed odd",
+            ]
+        );
+
+        // Unrelated items count as the skips planning them would have been.
+        let now: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+        let mut s = Session::new("cal", None, false, now, config());
+        let outcome = s.on_page(parsed, &mut LinkSet::default()).unwrap();
+        assert_eq!(outcome.dead_letters.len(), 6);
+        assert_eq!(s.tally().events, 9);
+        assert_eq!(s.tally().skipped.get("no_conference"), Some(&1));
+        assert_eq!(s.tally().skipped.get("not_linked"), Some(&1));
+        assert_eq!(
+            s.unseen(["plain", "gone", "elsewhere"]),
+            [("elsewhere".to_owned(), Action::Verify)]
+        );
     }
 
     #[test]

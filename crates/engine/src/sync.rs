@@ -328,7 +328,9 @@ impl Engine {
         now_ms: i64,
     ) -> Result<bool, EngineError> {
         let calendar_id = session.calendar_id().to_owned();
-        let page = page.parse();
+        // Only what says whether an item may concern us is read first; the items that may are
+        // decoded once their links are known (most of a full sync's events are not ours).
+        let page = page.scan();
         let mut event_ids = page.event_ids();
         if let Some(linked) = linked {
             // A full sync lists every event; only the linked ones have anything to load. Series
@@ -357,6 +359,7 @@ impl Engine {
             .collect();
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
         links.set_recreating(recreating);
+        let page = page.decode(|event_id| links.get(&calendar_id, event_id).is_some());
         let outcome = session
             .on_page(page, &mut links)
             .map_err(|source| EngineError::Session {

@@ -954,6 +954,13 @@ impl CalendarApi for MalformedCalendar {
                 Page::from_values(
                     vec![
                         self.broken.clone(),
+                        // Broken too, but no conference and no link: nothing of it is planned,
+                        // so it is not decoded, and not dead-lettered.
+                        json!({
+                            "kind": "calendar#event", "etag": "\"3\"", "id": "unrelated", "status": "confirmed",
+                            "start": {"dateTime": "later"},
+                            "end": {"dateTime": "2026-12-01T11:00:00Z"},
+                        }),
                         json!({
                             "kind": "calendar#event", "etag": "\"2\"", "id": "fine", "status": "confirmed",
                             "summary": "Lunch",
@@ -998,11 +1005,13 @@ impl CalendarApi for MalformedCalendar {
 #[tokio::test]
 async fn a_malformed_event_is_dead_lettered_and_the_sync_token_still_advances() {
     let store = Store::memory().await.unwrap();
+    // It carries a conference, so it may be ours: it is decoded, and cannot be.
     let broken = json!({
         "kind": "calendar#event", "etag": "\"1\"", "id": "broken", "status": "confirmed",
         "summary": "Broken",
         "start": {"dateTime": "soon"},
         "end": {"dateTime": "2026-12-01T11:00:00Z"},
+        "conferenceData": {"conferenceId": "m-1", "conferenceSolution": {"name": "Confsync"}},
     });
     let calendar = Arc::new(MalformedCalendar {
         requests: Mutex::new(Vec::new()),
@@ -1018,8 +1027,13 @@ async fn a_malformed_event_is_dead_lettered_and_the_sync_token_still_advances() 
     let summary = engine.sync(ALICE, false, now_ms()).await.unwrap();
     assert_eq!(
         (summary.events, summary.dead_letters),
-        (2, 1),
+        (3, 1),
         "{summary:?}"
+    );
+    assert_eq!(
+        summary.skipped.get("no_conference"),
+        Some(&2),
+        "the unrelated items count as skipped: {summary:?}"
     );
 
     let letters = store.dead_letters(ALICE).await.unwrap();
