@@ -255,3 +255,68 @@ macro_rules! on_tx {
 }
 
 pub(crate) use {on_read, on_tx, on_write};
+
+/// Statements a connection keeps prepared. Every statement the store sends is kept prepared
+/// (preparing a many-row statement costs more than running it), and [`chunks`] bounds the
+/// shapes a many-row statement comes in, so they all fit.
+pub(crate) const STATEMENT_CACHE: usize = 512;
+
+/// Up to this many items go in one statement of their exact count (see [`chunks`]).
+const EXACT: usize = 16;
+
+/// `items` in chunks of at most `max`. The rest after the full chunks goes in one chunk when it
+/// is at most [`EXACT`] items (a sync page's or a group commit's usual count), else in chunks of
+/// power-of-two sizes (e.g. 200 + 32 + 16 + 2 for 250 with `max` 200). A statement with a row
+/// or a value per item therefore comes in a few shapes only (at most 16 + 4 + 1 for `max`
+/// 200), each prepared once per connection and then reused, instead of a new statement for
+/// every count.
+pub(crate) fn chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let max = max.max(1);
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = if rest.len() >= max {
+            max
+        } else if rest.len() <= EXACT {
+            rest.len()
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_come_in_few_sizes_and_keep_every_item_once_in_order() {
+        let sizes = |n: usize, max: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = chunks(&items, max).collect();
+            let flat: Vec<usize> = parts.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(flat, items, "{n} items, max {max}");
+            parts.iter().map(|c| c.len()).collect()
+        };
+        assert_eq!(sizes(0, 200), Vec::<usize>::new());
+        assert_eq!(sizes(1, 200), [1]);
+        assert_eq!(sizes(7, 200), [7]);
+        assert_eq!(sizes(16, 200), [16]);
+        assert_eq!(sizes(17, 200), [16, 1]);
+        assert_eq!(sizes(250, 200), [200, 32, 16, 2]);
+        assert_eq!(sizes(400, 200), [200, 200]);
+        assert_eq!(sizes(7, 4), [4, 3]);
+        assert_eq!(sizes(3, 0), [1, 1, 1]);
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..=1000 {
+            shapes.extend(sizes(n, 200));
+        }
+        // 1..=16, 32, 64, 128, 200
+        assert_eq!(shapes.len(), 20, "{shapes:?}");
+    }
+}

@@ -191,10 +191,6 @@ pub(crate) async fn write(
 /// Links per batched statement of [`write_many`] (15 bind parameters each).
 const WRITE_CHUNK: usize = 200;
 
-/// Statements with at most this many rows keep a prepared statement (a sync of one change runs
-/// the same statement every time); larger ones would crowd the connection's statement cache.
-pub(crate) const PERSIST_ROWS: usize = 4;
-
 /// A link with its encoded columns, for [`write_many`].
 struct Encoded<'a> {
     link: &'a Link,
@@ -239,7 +235,7 @@ pub(crate) async fn write_many(
         }
     }
     for group in [&deleted, &live] {
-        for chunk in group.chunks(WRITE_CHUNK) {
+        for chunk in crate::db::chunks(&group[..], WRITE_CHUNK) {
             let done = on_tx!(tx, c => {
                 let mut query = QueryBuilder::new(
                     "UPDATE links SET provider = v.column2, calendar_id = v.column3, event_id = v.column4, \
@@ -277,8 +273,7 @@ pub(crate) async fn write_many(
                     .push(") AS v WHERE links.conference_id = v.column1 AND links.version = v.column12");
                 query
                     .build()
-                    .persistent(chunk.len() <= PERSIST_ROWS)
-                    .execute(c)
+                                        .execute(c)
                     .await
                     .map(|r| r.rows_affected())
             })
@@ -291,7 +286,7 @@ pub(crate) async fn write_many(
             )?;
         }
     }
-    for chunk in new.chunks(WRITE_CHUNK) {
+    for chunk in crate::db::chunks(&new[..], WRITE_CHUNK) {
         let done = on_tx!(tx, c => {
             let mut query = QueryBuilder::new(
                 "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
@@ -319,8 +314,7 @@ pub(crate) async fn write_many(
                 .push(" ON CONFLICT (conference_id) DO NOTHING");
             query
                 .build()
-                .persistent(chunk.len() <= PERSIST_ROWS)
-                .execute(c)
+                                .execute(c)
                 .await
                 .map(|r| r.rows_affected())
         })
@@ -495,7 +489,7 @@ impl Store {
         };
         let mut found: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
         let mut by_event: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
-        for chunk in event_ids.chunks(CHUNK) {
+        for chunk in crate::db::chunks(&event_ids[..], CHUNK) {
             let rows = match &self.db {
                 // Postgres: one array parameter, so the lookup is an index scan of
                 // (calendar_id, event_id) per id; a list of hundreds of parameters is planned as
@@ -566,7 +560,7 @@ impl Store {
             SELECT
         };
         let mut found = Vec::with_capacity(conference_ids.len());
-        for chunk in conference_ids.chunks(CHUNK) {
+        for chunk in crate::db::chunks(&conference_ids[..], CHUNK) {
             let rows = match &self.db {
                 crate::db::Db::Postgres { pool, .. } => {
                     let sql = format!("{select} WHERE conference_id = ANY($1)");

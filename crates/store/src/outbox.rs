@@ -154,7 +154,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
             .partition(|&i| seen.insert(batch[i].row.id));
         rest = later;
         let mut landed: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-        for chunk in round.chunks(APPEND_CHUNK) {
+        for chunk in crate::db::chunks(&round[..], APPEND_CHUNK) {
             let rows: Vec<(i64, String)> = on_tx!(tx, c => {
                 let mut query = sqlx::QueryBuilder::new(
                     "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, \
@@ -180,8 +180,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     );
                 query
                     .build_query_as()
-                    .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
-                    .fetch_all(c)
+                                        .fetch_all(c)
                     .await
             })
             .ctx(what)?;
@@ -206,7 +205,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                 }
             }
         }
-        for chunk in applied.chunks(APPEND_CHUNK) {
+        for chunk in crate::db::chunks(&applied[..], APPEND_CHUNK) {
             on_tx!(tx, c => {
                 let mut query = sqlx::QueryBuilder::new(
                     "UPDATE links SET applied_fingerprint = v.column2, updated_at = v.column3 FROM (",
@@ -222,8 +221,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     .push(") AS v WHERE links.conference_id = v.column1");
                 query
                     .build()
-                    .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
-                    .execute(c)
+                                        .execute(c)
                     .await
                     .map(|r| r.rows_affected())
             })
@@ -483,7 +481,7 @@ pub(crate) async fn append_many(
     // Each conference's last non-superseded rows, newest first, as many as it plans now.
     let mut tails: std::collections::HashMap<String, Vec<(i64, String, String)>> =
         std::collections::HashMap::new();
-    for chunk in appends.chunks(APPEND_CHUNK) {
+    for chunk in crate::db::chunks(&appends[..], APPEND_CHUNK) {
         let depth = chunk.iter().map(|a| a.actions.len()).max().unwrap_or(0) as i64;
         let rows: Vec<(String, String, String, i64)> = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
@@ -499,8 +497,7 @@ pub(crate) async fn append_many(
             query.push(")) AS t WHERE rn <= ").push_bind(depth);
             query
                 .build_query_as()
-                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
-                .fetch_all(c)
+                                .fetch_all(c)
                 .await
         })
         .ctx(what)?;
@@ -564,7 +561,7 @@ pub(crate) async fn append_many(
         }
     }
     let mut next_use: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for chunk in counts.chunks(APPEND_CHUNK) {
+    for chunk in crate::db::chunks(&counts[..], APPEND_CHUNK) {
         let used: Vec<(String, i64)> = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new("INSERT INTO planned_keys (planned_key, uses) ");
             query
@@ -577,8 +574,7 @@ pub(crate) async fn append_many(
                 );
             query
                 .build_query_as()
-                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
-                .fetch_all(c)
+                                .fetch_all(c)
                 .await
         })
         .ctx(what)?;
@@ -612,7 +608,7 @@ pub(crate) async fn append_many(
         ));
     }
     let mut inserted = 0;
-    for chunk in keyed.chunks(APPEND_CHUNK) {
+    for chunk in crate::db::chunks(&keyed[..], APPEND_CHUNK) {
         let done = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, \
@@ -636,8 +632,7 @@ pub(crate) async fn append_many(
                 .push(" ON CONFLICT (idempotency_key) DO NOTHING");
             query
                 .build()
-                .persistent(chunk.len() <= crate::links::PERSIST_ROWS)
-                .execute(c)
+                                .execute(c)
                 .await
                 .map(|r| r.rows_affected())
         })
@@ -834,7 +829,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let now_ms = self.now();
         let mut renewed = 0;
-        for chunk in ids.chunks(500) {
+        for chunk in crate::db::chunks(&ids[..], 500) {
             renewed += on_write!(self, c => {
                 let mut query = sqlx::QueryBuilder::new("UPDATE outbox SET lease_until = ");
                 query
@@ -1157,7 +1152,7 @@ impl Store {
         conference_ids: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut found = std::collections::HashSet::new();
-        for chunk in conference_ids.chunks(500) {
+        for chunk in crate::db::chunks(&conference_ids[..], 500) {
             let rows: Vec<String> = on_read!(self, c => {
                 let mut query = sqlx::QueryBuilder::new(
                     "SELECT DISTINCT conference_id FROM outbox WHERE state = 'pending' AND kind = 'recreate' \

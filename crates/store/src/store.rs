@@ -102,6 +102,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "status indexes",
             include_str!("../migrations/sqlite/0015_status_indexes.sql"),
         ),
+        (
+            16,
+            "outbox write cost",
+            include_str!("../migrations/sqlite/0016_outbox_write_cost.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -158,6 +163,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             10,
             "status indexes",
             include_str!("../migrations/postgres/0010_status_indexes.sql"),
+        ),
+        (
+            11,
+            "outbox write cost",
+            include_str!("../migrations/postgres/0011_outbox_write_cost.sql"),
         ),
     ];
     migrator_of(&migrations)
@@ -304,7 +314,8 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             // A page commit's multi-row statements and the replay check's window sort in
             // temporary b-trees: in memory (at most a page's rows), not in files written out.
-            .pragma("temp_store", "MEMORY");
+            .pragma("temp_store", "MEMORY")
+            .statement_cache_capacity(crate::db::STATEMENT_CACHE);
         // One write connection; read-only connections beside it (WAL). Not sqlx's pool: see
         // `crate::conns` (no round trip to test each connection as it comes back).
         let writer = Conns::open(options.clone(), 1).await.map_err(open_error)?;
@@ -334,7 +345,11 @@ impl Store {
 
     async fn single(options: SqliteConnectOptions, location: &str) -> Result<Store, StoreError> {
         // One connection, never closed before the store is: the database lives in it.
-        let pool = Conns::open(options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT), 1)
+        let options = options
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .statement_cache_capacity(crate::db::STATEMENT_CACHE);
+        let pool = Conns::open(options, 1)
             .await
             .map_err(|source| StoreError::Open {
                 location: location.to_owned(),
@@ -371,7 +386,9 @@ impl Store {
             location: location.clone(),
             source,
         };
-        let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open_error)?
+            .statement_cache_capacity(crate::db::STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
