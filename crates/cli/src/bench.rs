@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+
+use crate::bench_service::cpu_seconds;
 use confsync_core::model::Snapshot;
 use confsync_core::plan::{Capabilities, Link};
 use confsync_core::session::{ListRequest, Page as SessionPage};
@@ -700,7 +702,9 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         ("fields", confsync_gcal::EVENTS_SYNC_FIELDS),
     ];
     let mut http_times = Vec::new();
+    let mut http_cpu = Vec::new();
     for _ in 0..args.rounds.max(1) {
+        let cpu = cpu_seconds();
         let started = Instant::now();
         let (items, requests, _) = list_all(&http, &url, None, &full_sync_query)
             .await
@@ -711,19 +715,23 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             items as f64 / secs
         );
         http_times.push(secs);
+        http_cpu.push(cpu_seconds() - cpu);
     }
     let http_secs = median(&http_times);
     println!(
-        "raw HTTP listing (the emulator's pages with the full sync's mask and gzip, items counted, not decoded): median {:.0} events/s, {http_secs:.3} s",
-        args.events as f64 / http_secs
+        "raw HTTP listing (the emulator's pages with the full sync's mask and gzip, items counted, not decoded): median {:.0} events/s, {http_secs:.3} s; CPU {:.2} us per event (the emulator's and the client's)",
+        args.events as f64 / http_secs,
+        median(&http_cpu) * 1e6 / args.events.max(1) as f64
     );
 
     // (2) Full syncs: every event listed and planned, links compared, nothing to call.
     let mut sync_times = Vec::new();
     let mut list_times = Vec::new();
+    let mut sync_cpu = Vec::new();
     let mut requests_per_sync = 0;
     for _ in 0..args.rounds.max(1) {
         let (lists, gets) = (events_list_count(&client), events_get_count(&client));
+        let cpu = cpu_seconds();
         let listing_before = timed.list_secs();
         let started = Instant::now();
         let summary = engine.sync(calendar, true, now_ms()).await?;
@@ -751,15 +759,17 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             ));
         }
         requests_per_sync = lists + gets;
+        sync_cpu.push(cpu_seconds() - cpu);
         sync_times.push(secs);
         list_times.push(list_secs);
     }
     let full_secs = median(&sync_times);
     let full_list_secs = median(&list_times);
     println!(
-        "full sync: median {:.0} events/s, {full_secs:.3} s (target >= 100000); {:.2}x the raw HTTP listing's time (target <= 2.5x)",
+        "full sync: median {:.0} events/s, {full_secs:.3} s (target >= 100000); {:.2}x the raw HTTP listing's time (target <= 2.5x); CPU {:.2} us per event (the emulator's included)",
         args.events as f64 / full_secs,
-        full_secs / http_secs
+        full_secs / http_secs,
+        median(&sync_cpu) * 1e6 / args.events.max(1) as f64
     );
     println!(
         "full sync calendar requests: {requests_per_sync} per sync, {:.0} events per request (target 1 events.list per 2500 events)",
@@ -785,7 +795,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     // (3) Incremental bursts: changes straight into the world, then one sync and one drain.
     let mut cursors = (0, 0);
     let (mut total_changes, mut total_relevant, mut total_calls, mut total_lists) = (0, 0, 0, 0);
-    let (mut total_sync_secs, mut total_events) = (0.0, 0);
+    let (mut total_sync_secs, mut total_events, mut total_sync_cpu) = (0.0, 0, 0.0);
     let mut depth = 0;
     for number in 1..=args.bursts {
         let burst = apply_burst(
@@ -800,9 +810,11 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         let lists = events_list_count(&client);
         let gets = events_get_count(&client);
         let listing_before = timed.list_secs();
+        let cpu = cpu_seconds();
         let started = Instant::now();
         let summary = engine.sync(calendar, false, now_ms()).await?;
         let sync_secs = started.elapsed().as_secs_f64();
+        total_sync_cpu += cpu_seconds() - cpu;
         let list_secs = timed.list_secs() - listing_before;
         let lists = events_list_count(&client) - lists;
         let gets = events_get_count(&client) - gets;
@@ -849,9 +861,10 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let wasted = provider.wasted_updates();
     if args.bursts > 0 {
         println!(
-            "incremental sync: {:.0} events/s ({total_events} events in {total_sync_secs:.3} s over {} bursts; target >= 30000)",
+            "incremental sync: {:.0} events/s ({total_events} events in {total_sync_secs:.3} s over {} bursts; target >= 30000); CPU {:.1} us per event (the emulator's included)",
             total_events as f64 / total_sync_secs,
-            args.bursts
+            args.bursts,
+            total_sync_cpu * 1e6 / total_events.max(1) as f64
         );
         println!(
             "events.list requests per burst: {:.1} (target {} = one per 2500 changes)",
