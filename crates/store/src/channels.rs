@@ -250,7 +250,7 @@ impl Store {
         calendar_ids: &[&str],
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut found = Vec::new();
-        for chunk in crate::db::chunks(&calendar_ids[..], IN_CHUNK) {
+        for chunk in crate::db::chunks(calendar_ids, IN_CHUNK) {
             let sql = format!(
                 "SELECT calendar_id, MAX(expiration_ms) AS newest FROM channels \
                  WHERE NOT stopped AND expiration_ms > $1 AND calendar_id IN ({}) \

@@ -252,7 +252,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<u64, StoreError> {
         let mut renewed = 0;
-        for chunk in crate::db::chunks(&calendar_ids[..], 500) {
+        for chunk in crate::db::chunks(calendar_ids, 500) {
             renewed += on_write!(self, c => {
                 let mut query = sqlx::QueryBuilder::new("UPDATE calendars SET sync_until = ");
                 query

@@ -489,7 +489,7 @@ impl Store {
         };
         let mut found: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
         let mut by_event: BTreeMap<String, (StoredLink, bool)> = BTreeMap::new();
-        for chunk in crate::db::chunks(&event_ids[..], CHUNK) {
+        for chunk in crate::db::chunks(event_ids, CHUNK) {
             let rows = match &self.db {
                 // Postgres: one array parameter, so the lookup is an index scan of
                 // (calendar_id, event_id) per id; a list of hundreds of parameters is planned as
@@ -560,7 +560,7 @@ impl Store {
             SELECT
         };
         let mut found = Vec::with_capacity(conference_ids.len());
-        for chunk in crate::db::chunks(&conference_ids[..], CHUNK) {
+        for chunk in crate::db::chunks(conference_ids, CHUNK) {
             let rows = match &self.db {
                 crate::db::Db::Postgres { pool, .. } => {
                     let sql = format!("{select} WHERE conference_id = ANY($1)");

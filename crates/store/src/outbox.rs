@@ -829,7 +829,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let now_ms = self.now();
         let mut renewed = 0;
-        for chunk in crate::db::chunks(&ids[..], 500) {
+        for chunk in crate::db::chunks(ids, 500) {
             renewed += on_write!(self, c => {
                 let mut query = sqlx::QueryBuilder::new("UPDATE outbox SET lease_until = ");
                 query
@@ -1152,7 +1152,7 @@ impl Store {
         conference_ids: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut found = std::collections::HashSet::new();
-        for chunk in crate::db::chunks(&conference_ids[..], 500) {
+        for chunk in crate::db::chunks(conference_ids, 500) {
             let rows: Vec<String> = on_read!(self, c => {
                 let mut query = sqlx::QueryBuilder::new(
                     "SELECT DISTINCT conference_id FROM outbox WHERE state = 'pending' AND kind = 'recreate' \

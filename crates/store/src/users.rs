@@ -252,7 +252,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut found = Vec::new();
-        for chunk in crate::db::chunks(&calendar_ids[..], crate::channels::IN_CHUNK) {
+        for chunk in crate::db::chunks(calendar_ids, crate::channels::IN_CHUNK) {
             let sql = format!(
                 concat!(
                     "SELECT calendar_id FROM calendars WHERE calendar_id IN ({}) AND ",
