@@ -273,7 +273,7 @@ pub(crate) async fn write_many(
                     .push(") AS v WHERE links.conference_id = v.column1 AND links.version = v.column12");
                 query
                     .build()
-                                        .execute(c)
+                    .execute(c)
                     .await
                     .map(|r| r.rows_affected())
             })
@@ -314,7 +314,7 @@ pub(crate) async fn write_many(
                 .push(" ON CONFLICT (conference_id) DO NOTHING");
             query
                 .build()
-                                .execute(c)
+                .execute(c)
                 .await
                 .map(|r| r.rows_affected())
         })

@@ -180,7 +180,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     );
                 query
                     .build_query_as()
-                                        .fetch_all(c)
+                    .fetch_all(c)
                     .await
             })
             .ctx(what)?;
@@ -221,7 +221,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     .push(") AS v WHERE links.conference_id = v.column1");
                 query
                     .build()
-                                        .execute(c)
+                    .execute(c)
                     .await
                     .map(|r| r.rows_affected())
             })
@@ -497,7 +497,7 @@ pub(crate) async fn append_many(
             query.push(")) AS t WHERE rn <= ").push_bind(depth);
             query
                 .build_query_as()
-                                .fetch_all(c)
+                .fetch_all(c)
                 .await
         })
         .ctx(what)?;
@@ -574,7 +574,7 @@ pub(crate) async fn append_many(
                 );
             query
                 .build_query_as()
-                                .fetch_all(c)
+                .fetch_all(c)
                 .await
         })
         .ctx(what)?;
@@ -632,7 +632,7 @@ pub(crate) async fn append_many(
                 .push(" ON CONFLICT (idempotency_key) DO NOTHING");
             query
                 .build()
-                                .execute(c)
+                .execute(c)
                 .await
                 .map(|r| r.rows_affected())
         })
