@@ -117,7 +117,9 @@ impl Engine {
                             );
                             return Ok(DrainSummary::default());
                         }
-                        self.run_one(item, now_ms).await
+                        // Boxed once it has a slot: all the claimed rows' futures exist at
+                        // once, and a row's run is large.
+                        Box::pin(self.run_one(item, now_ms)).await
                     })
                 })
                 .collect();

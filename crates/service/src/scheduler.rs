@@ -654,7 +654,11 @@ impl Scheduler {
         let started = std::time::Instant::now();
         // The pass answers the triggers recorded before it read the calendar's state; one
         // recorded after keeps the calendar dirty for another pass (`still_dirty`).
-        let result = match engine.sync_leased(calendar_id, false, now_ms(), true).await {
+        // Boxed: a pass's future is large, and every calendar made ready gets a task at once
+        // (most of them waiting for a permit above); unboxed, each task would carry the whole
+        // pass, and a burst of thousands would fault in fresh memory for each.
+        let pass = Box::pin(engine.sync_leased(calendar_id, false, now_ms(), true));
+        let result = match pass.await {
             Ok(Some(summary)) => Ok(summary),
             Ok(None) => {
                 // Another worker is syncing it: its pass answers what is recorded dirty by now,
