@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use confsync_core::plan::{Action, Decision};
 use confsync_core::session::{LinkSet, Page, Session};
-use confsync_store::{CalendarState, DeadLetter, LinkBase, PlannedChange};
+use confsync_store::{CalendarState, DeadLetter, LinkBase, PassEnd, PlannedChange};
 use tracing::{info, warn};
 
 use crate::{CalendarError, Engine, EngineError, SyncSummary, now_utc};
@@ -33,35 +33,44 @@ impl Engine {
         force_full: bool,
         now_ms: i64,
     ) -> Result<SyncSummary, EngineError> {
-        self.sync_from(calendar_id, force_full, now_ms, None).await
+        self.sync_from(calendar_id, force_full, now_ms, None, None)
+            .await
+            .map(|(summary, _)| summary)
     }
 
     /// [`Engine::sync`], its first pass starting from `state` when given (the calendar's state
     /// as its lease was taken, read by the same statement); a pass planned again reads it anew.
+    ///
+    /// `lease` (the worker and fence of the calendar's sync lease, when the pass is to answer
+    /// its triggers): a pass that ends with its last page records its end in that page's
+    /// transaction ([`confsync_store::Store::commit_last_page`]), and answers `Some(still
+    /// dirty)`; None when the end is left to the caller (a full pass verifies after its last
+    /// page, and a pass that moved a series here marks the calendar after it).
     async fn sync_from(
         &self,
         calendar_id: &str,
         force_full: bool,
         now_ms: i64,
         mut state: Option<CalendarState>,
-    ) -> Result<SyncSummary, EngineError> {
+        lease: Option<(&str, i64)>,
+    ) -> Result<(SyncSummary, Option<bool>), EngineError> {
         let mut replans = 0;
         loop {
             match self
-                .pass(calendar_id, force_full, now_ms, state.take())
+                .pass(calendar_id, force_full, now_ms, state.take(), lease)
                 .await
             {
                 Err(EngineError::Store(e)) if e.is_stale() && replans < REPLANS => {
                     replans += 1;
                     info!(calendar_id, replans, reason = %e, "a link changed during the pass: planning it again");
                 }
-                Ok(mut summary) => {
+                Ok((mut summary, ended)) => {
                     summary.replans = replans;
                     if summary.actions.values().any(|n| *n > 0) {
                         // Other workers drain too: wake them (Postgres; best effort).
                         self.store.notify_outbox().await;
                     }
-                    return Ok(summary);
+                    return Ok((summary, ended));
                 }
                 Err(e) => return Err(e),
             }
@@ -77,7 +86,9 @@ impl Engine {
     /// `answer_triggers`: when the pass completes, the release also records that it answered
     /// the triggers recorded before it read the calendar's state (its `dirty_gen` then, before
     /// any listing; one statement, [`confsync_store::Store::finish_sync`]), and the summary's
-    /// `still_dirty` says whether one arrived since.
+    /// `still_dirty` says whether one arrived since. A pass that ends with its last page (an
+    /// incremental one that moved no series here) records that in the page's own transaction
+    /// instead ([`confsync_store::Store::commit_last_page`]): one commit fewer per pass.
     pub async fn sync_leased(
         &self,
         calendar_id: &str,
@@ -115,12 +126,18 @@ impl Engine {
                 }
             }
         };
+        let lease = answer_triggers.then_some((worker, fence));
         let mut result = tokio::select! {
-            result = self.sync_from(calendar_id, force_full, now_ms, Some(state)) => result,
+            result = self.sync_from(calendar_id, force_full, now_ms, Some(state), lease) => result,
             never = renew => never,
         };
         let released = match &mut result {
-            Ok(summary) if answer_triggers => self
+            // Ended (lease released, triggers answered) with the last page's commit.
+            Ok((summary, Some(still_dirty))) => {
+                summary.still_dirty |= *still_dirty;
+                Ok(())
+            }
+            Ok((summary, None)) if answer_triggers => self
                 .store
                 .finish_sync(calendar_id, worker, fence, summary.answered_gen)
                 .await
@@ -133,11 +150,11 @@ impl Engine {
         };
         if let Err(e) = released {
             tracing::warn!(calendar_id, error = %e, "could not release the calendar's sync lease (or record the pass); it expires, and the calendar is synced again");
-            if let Ok(summary) = &mut result {
+            if let Ok((summary, _)) = &mut result {
                 summary.still_dirty = true;
             }
         }
-        result.map(Some)
+        result.map(|(summary, _)| Some(summary))
     }
 
     async fn pass(
@@ -146,7 +163,8 @@ impl Engine {
         force_full: bool,
         now_ms: i64,
         leased: Option<CalendarState>,
-    ) -> Result<SyncSummary, EngineError> {
+        lease: Option<(&str, i64)>,
+    ) -> Result<(SyncSummary, Option<bool>), EngineError> {
         let mut state = match leased {
             Some(state) => Some(state),
             None => self.store.calendar(calendar_id).await?,
@@ -158,6 +176,13 @@ impl Engine {
         // The triggers this pass answers: those recorded before this read (the listing starts
         // after it).
         let answered_gen = state.as_ref().map_or(0, |s| s.dirty_gen);
+        let end = lease.map(|(worker, fence)| PassEnd {
+            worker,
+            fence,
+            answered_gen,
+        });
+        // Some(still dirty) once the last page's commit ended the pass.
+        let mut ended: Option<bool> = None;
         let (token, needs_full) = state
             .map(|s| (s.sync_token, s.needs_full_sync))
             .unwrap_or((None, true));
@@ -212,9 +237,14 @@ impl Engine {
             } else {
                 None
             };
-            moved_here |= self
-                .commit_page(&mut session, page, filter, &mut written_here, now_ms)
+            // The pass may end with this page's commit only if nothing follows its last page:
+            // an incremental pass that moved no series here.
+            let end = end.as_ref().filter(|_| !session.is_full() && !moved_here);
+            let (moved, still_dirty) = self
+                .commit_page(&mut session, page, filter, &mut written_here, end, now_ms)
                 .await?;
+            moved_here |= moved;
+            ended = ended.or(still_dirty);
             if let Some(progress) = &self.progress {
                 progress(
                     calendar_id,
@@ -303,7 +333,7 @@ impl Engine {
             }
         }
         let tally = session.tally();
-        Ok(SyncSummary {
+        let summary = SyncSummary {
             calendar_id: calendar_id.to_owned(),
             full: session.is_full(),
             pages: tally.pages,
@@ -316,7 +346,8 @@ impl Engine {
             resync,
             still_dirty: false,
             answered_gen,
-        })
+        };
+        Ok((summary, ended))
     }
 
     async fn commit_page(
@@ -325,8 +356,9 @@ impl Engine {
         page: Page,
         linked: Option<&HashSet<String>>,
         written_here: &mut HashMap<String, String>,
+        end: Option<&PassEnd<'_>>,
         now_ms: i64,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<(bool, Option<bool>), EngineError> {
         let calendar_id = session.calendar_id().to_owned();
         // Only what says whether an item may concern us is read first; the items that may are
         // decoded once their links are known (most of a full sync's events are not ours).
@@ -430,22 +462,27 @@ impl Engine {
                     .is_some_and(|b| b.calendar_id != calendar_id)
                 && !c.link.spec.recurrence.is_empty()
         });
-        self.store
-            .commit_page(
-                &calendar_id,
-                &changes,
-                &dead,
-                outcome.sync_token.as_deref(),
-                now_ms,
-            )
-            .await?;
+        // The last page of a pass that ends with it also records the pass's end.
+        let still_dirty = match (outcome.sync_token.as_deref(), end) {
+            (Some(token), Some(end)) if !moved_here => Some(
+                self.store
+                    .commit_last_page(&calendar_id, &changes, &dead, token, end, now_ms)
+                    .await?,
+            ),
+            (token, _) => {
+                self.store
+                    .commit_page(&calendar_id, &changes, &dead, token, now_ms)
+                    .await?;
+                None
+            }
+        };
         for change in &changes {
             let link = &change.link;
             if link.calendar_id == calendar_id && !link.deleted {
                 written_here.insert(link.event_id.clone(), link.conference_id.clone());
             }
         }
-        Ok(moved_here)
+        Ok((moved_here, still_dirty))
     }
 
     /// When planned actions may run: deletes wait the grace period (an event moved to another

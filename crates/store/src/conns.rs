@@ -328,6 +328,39 @@ impl SqliteTx {
         self.conn.needs_rollback = false;
         Ok(())
     }
+
+    /// Commits with `sql` (its `$N` bound to `args`) run last before the COMMIT, in the same
+    /// round trip as whatever is still to send; answers `sql`'s rows. For a statement whose
+    /// answer the caller wants once the transaction is done (a pass's last page records the
+    /// pass and learns whether a trigger came since).
+    pub(crate) async fn commit_with(
+        mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut values = SqliteArguments::default();
+        for arg in args {
+            arg.add_to(&mut values)?;
+        }
+        let (mut batch, values, mut before) = self.batch(sql, values)?;
+        batch.push_str("; COMMIT");
+        let results: Vec<_> = self
+            .conn
+            .fetch_many(sqlx::query_with(sqlx::AssertSqlSafe(batch), values))
+            .collect()
+            .await;
+        let mut rows = Vec::new();
+        for result in results {
+            match result? {
+                // The statements sent before `sql` return no rows: one result each.
+                Either::Left(_) if before > 0 => before -= 1,
+                Either::Left(_) => {}
+                Either::Right(row) => rows.push(row),
+            }
+        }
+        self.conn.needs_rollback = false;
+        Ok(rows)
+    }
 }
 
 /// A statement inside the transaction: sent with the BEGIN and deferred statements still to

@@ -72,6 +72,17 @@ pub(crate) use holder_alive;
 /// How often the liveness connection is checked.
 const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A completed pass: its lease ends (`$2` the worker, `$3` the fence; another worker's lease
+/// is left alone) and the triggers recorded by generation `$4` are answered; answers whether
+/// the calendar is still dirty. [`Store::finish_sync`], and a pass's last page
+/// ([`Store::commit_last_page`]).
+pub(crate) const FINISH_SYNC: &str = "UPDATE calendars SET \
+     sync_owner = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN NULL ELSE sync_owner END, \
+     sync_until = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN 0 ELSE sync_until END, \
+     dirty_at = CASE WHEN dirty_gen = $4 THEN NULL ELSE dirty_at END, \
+     sync_failures = 0, retry_at = NULL, last_error = NULL \
+     WHERE calendar_id = $1 RETURNING dirty_at IS NOT NULL";
+
 impl Store {
     /// Postgres: makes `worker`'s liveness visible to the other workers. The process holds a
     /// session advisory lock (keyed by the worker's name and the schema) on a connection of its
@@ -306,14 +317,7 @@ impl Store {
         fence: i64,
         answered_gen: i64,
     ) -> Result<bool, StoreError> {
-        let still_dirty: Option<bool> = on_write!(self, c => sqlx::query_scalar(
-            "UPDATE calendars SET \
-                 sync_owner = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN NULL ELSE sync_owner END, \
-                 sync_until = CASE WHEN sync_owner = $2 AND sync_fence = $3 THEN 0 ELSE sync_until END, \
-                 dirty_at = CASE WHEN dirty_gen = $4 THEN NULL ELSE dirty_at END, \
-                 sync_failures = 0, retry_at = NULL, last_error = NULL \
-             WHERE calendar_id = $1 RETURNING dirty_at IS NOT NULL",
-        )
+        let still_dirty: Option<bool> = on_write!(self, c => sqlx::query_scalar(FINISH_SYNC)
         .bind(calendar_id)
         .bind(worker)
         .bind(fence)

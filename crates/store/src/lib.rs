@@ -65,7 +65,7 @@ pub use links::{LinkBase, StoredLink};
 pub use meetings::Meeting;
 pub use migration::{ProviderMoves, QueuedMove};
 pub use outbox::{Claimed, FailedAction, OutboxEntry, OutboxItem, OutboxState};
-pub use page::PlannedChange;
+pub use page::{PassEnd, PlannedChange};
 pub use store::Store;
 pub use store::redact as redact_location;
 pub use users::{GoogleUser, OAuthRequest};

@@ -4,7 +4,11 @@ use confsync_core::plan::{Action, Change, Link};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::error::StoreError;
+use sqlx::Row;
+
+use crate::conns::Arg;
+use crate::db::Tx;
+use crate::error::{Context, StoreError};
 use crate::links::LinkBase;
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
 
@@ -21,6 +25,18 @@ pub struct PlannedChange {
     pub supersede_deletes: bool,
     /// The actions are not due before this time (unix ms; 0 for "now").
     pub not_before_ms: i64,
+}
+
+/// A pass that ends with the page being committed, recorded in the page's transaction as
+/// [`Store::finish_sync`] would record it after: see [`Store::commit_last_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassEnd<'a> {
+    /// The worker holding the calendar's sync lease.
+    pub worker: &'a str,
+    /// The lease's fence.
+    pub fence: i64,
+    /// The trigger generation the pass read before listing: the triggers it answers.
+    pub answered_gen: i64,
 }
 
 impl Store {
@@ -46,6 +62,48 @@ impl Store {
         sync_token: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.commit_page_ending(calendar_id, changes, dead_letters, sync_token, None, now_ms)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::commit_page`] for the last page of a pass that ends with it (nothing to verify
+    /// or to run again after it): the same transaction also ends the pass as
+    /// [`Store::finish_sync`] does (the lease released, the triggers recorded by
+    /// `end.answered_gen` answered, the failure count reset), so a pass makes one commit fewer;
+    /// on SQLite that statement goes with the COMMIT, in the same round trip. Answers whether
+    /// the calendar is still dirty (a trigger arrived during the pass). Either all of it is
+    /// stored or none of it: a page that fails leaves the pass to be released as a failed one.
+    pub async fn commit_last_page(
+        &self,
+        calendar_id: &str,
+        changes: &[PlannedChange],
+        dead_letters: &[DeadLetter],
+        sync_token: &str,
+        end: &PassEnd<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.commit_page_ending(
+            calendar_id,
+            changes,
+            dead_letters,
+            Some(sync_token),
+            Some(end),
+            now_ms,
+        )
+        .await
+        .map(|still_dirty| still_dirty.unwrap_or(false))
+    }
+
+    async fn commit_page_ending(
+        &self,
+        calendar_id: &str,
+        changes: &[PlannedChange],
+        dead_letters: &[DeadLetter],
+        sync_token: Option<&str>,
+        end: Option<&PassEnd<'_>>,
+        now_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
         let what = || format!("committing a sync page of calendar {calendar_id}");
         let mut keys = self.lock_keys();
         keys.calendar(calendar_id);
@@ -129,7 +187,13 @@ impl Store {
         for letter in dead_letters {
             dead_letters::upsert(&mut tx, calendar_id, letter, now_ms).await?;
         }
-        self.commit(tx, what).await?;
+        let still_dirty = match end {
+            Some(end) => Some(self.commit_finishing(tx, calendar_id, end, what).await?),
+            None => {
+                self.commit(tx, what).await?;
+                None
+            }
+        };
         tracing::debug!(
             calendar_id,
             links = changes.len(),
@@ -137,9 +201,55 @@ impl Store {
             superseded,
             dead_letters = dead_letters.len(),
             token_advanced = sync_token.is_some(),
+            pass_ended = end.is_some(),
             "sync page committed"
         );
-        Ok(())
+        Ok(still_dirty)
+    }
+
+    /// Commits `tx` with the pass's end ([`crate::leases::FINISH_SYNC`]) as its last statement;
+    /// answers whether the calendar is still dirty.
+    async fn commit_finishing(
+        &self,
+        tx: Tx,
+        calendar_id: &str,
+        end: &PassEnd<'_>,
+        what: impl Fn() -> String,
+    ) -> Result<bool, StoreError> {
+        let result = match tx {
+            Tx::Sqlite(tx) => tx
+                .commit_with(
+                    crate::leases::FINISH_SYNC,
+                    vec![
+                        Arg::Text(calendar_id.to_owned()),
+                        Arg::Text(end.worker.to_owned()),
+                        Arg::Int(end.fence),
+                        Arg::Int(end.answered_gen),
+                    ],
+                )
+                .await
+                .and_then(|rows| match rows.first() {
+                    Some(row) => row.try_get::<bool, _>(0).map(Some),
+                    None => Ok(None),
+                }),
+            Tx::Postgres(mut tx) => {
+                let still_dirty: Result<Option<bool>, sqlx::Error> =
+                    sqlx::query_scalar(crate::leases::FINISH_SYNC)
+                        .bind(calendar_id)
+                        .bind(end.worker)
+                        .bind(end.fence)
+                        .bind(end.answered_gen)
+                        .fetch_optional(&mut *tx)
+                        .await;
+                match still_dirty {
+                    Ok(still_dirty) => tx.commit().await.map(|()| still_dirty),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .ctx(what);
+        self.note_write(&result);
+        Ok(result?.unwrap_or(false))
     }
 
     /// Queues actions for a conference without touching its link (the executor's follow-ups,
