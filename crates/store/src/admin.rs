@@ -71,7 +71,8 @@ impl Store {
                 what()
             )));
         };
-        if sync_until > clock {
+        // SQLite's sync leases are in this process (`crate::leases::LocalLeases`).
+        if sync_until > clock || self.local_leases.held(calendar_id, clock) {
             return Err(StoreError::Conflict {
                 what: what(),
                 detail: "a worker is syncing it right now (its sync lease is held): try again in a few seconds".into(),

@@ -365,16 +365,18 @@ impl Store {
     pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let now = self.now();
         match &self.db {
-            crate::db::Db::Sqlite { reader, .. } => {
-                sqlx::query_as(
-                    "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
-                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) AND sync_until <= $1 \
+            // SQLite's sync leases are in this process (`crate::leases::LocalLeases`).
+            crate::db::Db::Sqlite { reader, .. } => sqlx::query_as(
+                "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
+                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) \
                    AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id",
-                )
-                .bind(now)
-                .fetch_all(reader)
-                .await
-            }
+            )
+            .fetch_all(reader)
+            .await
+            .map(|mut due: Vec<(String, i64)>| {
+                due.retain(|(id, _)| !self.local_leases.held(id, now));
+                due
+            }),
             // Postgres: a lease whose holder died (its liveness lock is gone) does not count.
             crate::db::Db::Postgres { pool, .. } => {
                 sqlx::query_as(concat!(

@@ -3,8 +3,10 @@
 //!
 //! - Outbox rows are claimed with a lease and a fence ([`Store::claim_due`] in `outbox.rs`).
 //! - A calendar is synced by one worker at a time: [`Store::lease_calendar`] takes its sync
-//!   lease (the `sync_*` columns of `calendars`), renewed while the pass runs
-//!   ([`Store::renew_calendar_leases`]) and released at its end; a dead worker's lease expires.
+//!   lease (Postgres: the `sync_*` columns of `calendars`; SQLite, which one process holds
+//!   alone: [`LocalLeases`], in memory, so taking one costs a read and no write), renewed while
+//!   the pass runs ([`Store::renew_calendar_leases`]) and released at its end; a dead worker's
+//!   lease expires.
 //! - Singleton duties (the sweep, channel renewal, clean-ups, retention) are rows of `duties`:
 //!   [`Store::take_duty`] answers whether this worker holds the duty now; the holder keeps it by
 //!   taking it again before it expires, and another worker gets it once it has.
@@ -71,6 +73,127 @@ pub(crate) use holder_alive;
 
 /// How often the liveness connection is checked.
 const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// SQLite's calendar sync leases. An SQLite store is one process's alone
+/// ([`Store::claim_single_process`]), so its leases need not be in the database: a lease there
+/// cost a write transaction (and a WAL commit) per pass, here it costs nothing, and a process
+/// that dies takes its leases with it. The semantics are the columns': one holder at a time
+/// until the lease's expiry by the caller's clock (a holder that stops renewing loses it), the
+/// same worker may take its own lease again, every take bumps the fence, and a release or a
+/// renewal by anyone but the holder (by worker and fence) changes nothing.
+#[derive(Debug, Default)]
+pub(crate) struct LocalLeases(std::sync::Mutex<Local>);
+
+#[derive(Debug, Default)]
+struct Local {
+    /// The last fence handed out (fences are unique in the process, so per calendar too).
+    fence: i64,
+    /// Calendar id -> its lease; released ones are removed.
+    held: std::collections::HashMap<String, Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    owner: String,
+    until: i64,
+    /// 0 while being taken (the calendar's state is being read).
+    fence: i64,
+}
+
+impl LocalLeases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts taking `calendar_id`'s lease for `worker`: false when another worker holds it.
+    fn begin_take(&self, calendar_id: &str, worker: &str, now_ms: i64, lease_ms: i64) -> bool {
+        let mut local = self.lock();
+        if let Some(held) = local.held.get(calendar_id)
+            && held.until > now_ms
+            && held.owner != worker
+        {
+            return false;
+        }
+        local.held.insert(
+            calendar_id.to_owned(),
+            Held {
+                owner: worker.to_owned(),
+                until: now_ms + lease_ms,
+                fence: 0,
+            },
+        );
+        true
+    }
+
+    /// Ends a take [`LocalLeases::begin_take`] started: the lease's fence, or None (and no
+    /// lease) when the calendar is not known or someone took the lease meanwhile.
+    fn finish_take(&self, calendar_id: &str, worker: &str, known: bool) -> Option<i64> {
+        let mut local = self.lock();
+        let ours = local
+            .held
+            .get(calendar_id)
+            .is_some_and(|held| held.owner == worker && held.fence == 0);
+        if !ours {
+            return None;
+        }
+        if !known {
+            local.held.remove(calendar_id);
+            return None;
+        }
+        local.fence += 1;
+        let fence = local.fence;
+        if let Some(held) = local.held.get_mut(calendar_id) {
+            held.fence = fence;
+        }
+        Some(fence)
+    }
+
+    fn renew(&self, worker: &str, calendar_ids: &[String], until: i64) -> u64 {
+        let mut local = self.lock();
+        let mut renewed = 0;
+        for id in calendar_ids {
+            if let Some(held) = local.held.get_mut(id)
+                && held.owner == worker
+            {
+                held.until = until;
+                renewed += 1;
+            }
+        }
+        renewed
+    }
+
+    /// Ends `worker`'s lease taken with `fence`; another's is left alone.
+    pub(crate) fn release(&self, calendar_id: &str, worker: &str, fence: i64) {
+        let mut local = self.lock();
+        if local
+            .held
+            .get(calendar_id)
+            .is_some_and(|held| held.owner == worker && held.fence == fence)
+        {
+            local.held.remove(calendar_id);
+        }
+    }
+
+    /// Ends every lease of `worker` (of everyone with None); answers how many.
+    fn release_all(&self, worker: Option<&str>) -> u64 {
+        let mut local = self.lock();
+        let before = local.held.len();
+        local
+            .held
+            .retain(|_, held| worker.is_some_and(|w| held.owner != w));
+        (before - local.held.len()) as u64
+    }
+
+    /// Whether someone holds `calendar_id`'s lease at `now_ms`.
+    pub(crate) fn held(&self, calendar_id: &str, now_ms: i64) -> bool {
+        self.lock()
+            .held
+            .get(calendar_id)
+            .is_some_and(|held| held.until > now_ms)
+    }
+}
 
 /// A completed pass: its lease ends (`$2` the worker, `$3` the fence; another worker's lease
 /// is left alone) and the triggers recorded by generation `$4` are answered; answers whether
@@ -204,7 +327,8 @@ impl Store {
     }
 
     /// [`Store::lease_calendar`], answering with the fence the calendar's sync state as the
-    /// lease found it ([`Store::calendar`]), read by the same statement.
+    /// lease found it ([`Store::calendar`]): on Postgres read by the same statement, on SQLite
+    /// read once the lease is held ([`LocalLeases`]).
     pub async fn lease_calendar_with_state(
         &self,
         calendar_id: &str,
@@ -214,20 +338,19 @@ impl Store {
     ) -> Result<Option<(i64, CalendarState)>, StoreError> {
         let what = || format!("taking the sync lease of calendar {calendar_id}");
         let result = match &self.db {
-            Db::Sqlite { writer, .. } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE calendars SET sync_owner = $2, sync_until = $4, sync_fence = sync_fence + 1 \
-                 WHERE calendar_id = $1 AND (sync_until <= $3 OR sync_owner = $2) \
-                 RETURNING sync_fence, {}",
-                calendars::COLUMNS
-            )))
-            .bind(calendar_id)
-            .bind(worker)
-            .bind(now_ms)
-            .bind(now_ms + lease_ms)
-            .fetch_optional(writer)
-            .await
-            .and_then(|row| leased(row.as_ref()))
-            .ctx(what),
+            // In this process, and the calendar's state read on a read connection: no write.
+            // The lease is taken before the read, so the state read is at least as new as the
+            // last pass's commit (its holder released the lease after its commit).
+            Db::Sqlite { .. } => {
+                let leases = &self.local_leases;
+                if !leases.begin_take(calendar_id, worker, now_ms, lease_ms) {
+                    return Ok(None);
+                }
+                let state = self.calendar(calendar_id).await;
+                let known = matches!(state, Ok(Some(_)));
+                let fence = leases.finish_take(calendar_id, worker, known);
+                return Ok(fence.zip(state?));
+            }
             // A lease whose holder died (its liveness lock is gone) is taken at once.
             Db::Postgres { .. } => on_write!(self, c => sqlx::query(sqlx::AssertSqlSafe(format!(
                 concat!(
@@ -262,6 +385,11 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<u64, StoreError> {
+        if let Db::Sqlite { .. } = &self.db {
+            return Ok(self
+                .local_leases
+                .renew(worker, calendar_ids, now_ms + lease_ms));
+        }
         let mut renewed = 0;
         for chunk in crate::db::chunks(calendar_ids, 500) {
             renewed += on_write!(self, c => {
@@ -291,6 +419,10 @@ impl Store {
         worker: &str,
         fence: i64,
     ) -> Result<(), StoreError> {
+        if let Db::Sqlite { .. } = &self.db {
+            self.local_leases.release(calendar_id, worker, fence);
+            return Ok(());
+        }
         on_write!(self, c => sqlx::query(
             "UPDATE calendars SET sync_owner = NULL, sync_until = 0 \
              WHERE calendar_id = $1 AND sync_owner = $2 AND sync_fence = $3",
@@ -325,6 +457,7 @@ impl Store {
         .fetch_optional(c)
         .await)
         .ctx(|| format!("recording a completed pass of calendar {calendar_id}"))?;
+        self.local_leases.release(calendar_id, worker, fence);
         Ok(still_dirty.unwrap_or(false))
     }
 
@@ -362,10 +495,11 @@ impl Store {
     pub async fn release_leases(&self, worker: Option<&str>) -> Result<u64, StoreError> {
         let what = || "releasing leases".to_owned();
         let any = worker.is_none();
+        let worker_name = worker;
         let worker = worker.unwrap_or("");
         // Three single statements on lease columns only (see `crate::db`).
         let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
-        let mut released = 0;
+        let mut released = self.local_leases.release_all(worker_name);
         released += crate::db::on_tx!(&mut tx, c => sqlx::query(
             "UPDATE outbox SET lease_owner = NULL, lease_until = 0 \
              WHERE lease_owner IS NOT NULL AND state = 'pending' AND ($1 OR lease_owner = $2)",

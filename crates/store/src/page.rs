@@ -249,7 +249,11 @@ impl Store {
         }
         .ctx(what);
         self.note_write(&result);
-        Ok(result?.unwrap_or(false))
+        let still_dirty = result?.unwrap_or(false);
+        // SQLite's leases are in this process (Postgres': released by the statement above).
+        self.local_leases
+            .release(calendar_id, end.worker, end.fence);
+        Ok(still_dirty)
     }
 
     /// Queues actions for a conference without touching its link (the executor's follow-ups,

@@ -271,6 +271,8 @@ pub struct Store {
     file_backed: bool,
     /// Successes of the drain waiting to be committed together (SQLite).
     pub(crate) completions: Arc<crate::outbox::Completions>,
+    /// SQLite's calendar sync leases, held in this process ([`crate::leases::LocalLeases`]).
+    pub(crate) local_leases: Arc<crate::leases::LocalLeases>,
 }
 
 impl fmt::Debug for Store {
@@ -332,6 +334,7 @@ impl Store {
             location: url_or_path.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: true,
         })
@@ -365,6 +368,7 @@ impl Store {
             location: location.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: false,
         })
@@ -419,6 +423,7 @@ impl Store {
             location: location.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: false,
         })
