@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use confsync_core::model::{MeetingSpec, When};
 use confsync_core::plan::{Action, Change, Link, Occurrence, idempotency_key};
 use confsync_store::testing::stores;
-use confsync_store::{DeadLetter, LinkBase, OutboxState, PlannedChange, Store, StoreError};
+use confsync_store::{
+    DeadLetter, LinkBase, OutboxState, PassEnd, PlannedChange, Store, StoreError,
+};
 use serde_json::json;
 
 const ALICE: &str = "alice@example.com";
@@ -2070,6 +2072,102 @@ async fn finishing_a_pass_releases_its_lease_and_says_whether_a_trigger_came_sin
                 .await
                 .unwrap()
                 .is_some()
+        );
+    }
+}
+
+/// The last page of a pass that ends with it records the pass's end in its own transaction,
+/// as `finish_sync` would after it: the lease released, the triggers it answered cleared, and
+/// whether one came since. A page that fails stores none of it: the token does not move, the
+/// calendar stays dirty and the lease stays its holder's (released by the failed pass itself).
+#[tokio::test]
+async fn the_last_page_of_a_pass_ends_the_pass_in_its_own_transaction() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        store.ensure_calendar(ALICE).await.unwrap();
+        store.mark_dirty(ALICE, 1_000).await.unwrap();
+        store
+            .sync_failed(ALICE, "earlier failure", Some(1_500), 1_000)
+            .await
+            .unwrap();
+        let answered = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
+        let fence = store
+            .lease_calendar(ALICE, "a", 1_000, 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let end = PassEnd {
+            worker: "a",
+            fence,
+            answered_gen: answered,
+        };
+        let page = [change(
+            link("m1", ALICE, "e1", "Planning"),
+            vec![update("Planning")],
+        )];
+        let still_dirty = store
+            .commit_last_page(ALICE, &page, &[], "token-1", &end, 1_100)
+            .await
+            .unwrap();
+        assert!(!still_dirty, "nothing came since");
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(state.sync_token.as_deref(), Some("token-1"));
+        assert_eq!(state.dirty_at, None, "the triggers it answered are cleared");
+        assert_eq!((state.sync_failures, state.retry_at), (0, None));
+        assert_eq!(store.outbox_of("m1").await.unwrap().len(), 1);
+        let fence = store
+            .lease_calendar(ALICE, "b", 1_200, 5_000)
+            .await
+            .unwrap()
+            .expect("a's lease went with the page");
+
+        // b's pass: a trigger arrives while it lists.
+        let answered = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
+        store.mark_dirty(ALICE, 1_300).await.unwrap();
+        let end = PassEnd {
+            worker: "b",
+            fence,
+            answered_gen: answered,
+        };
+        // Its page was planned from a link that changed since: nothing of it is stored.
+        let read = store.link_record("m1").await.unwrap().unwrap();
+        let mut stale = change(link("m1", ALICE, "e1", "Retro"), vec![update("Retro")]);
+        stale.base = LinkBase::Version(read.version - 1);
+        let error = store
+            .commit_last_page(ALICE, &[stale], &[], "token-2", &end, 1_400)
+            .await
+            .unwrap_err();
+        assert!(error.is_stale(), "{error}");
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(state.sync_token.as_deref(), Some("token-1"));
+        assert!(state.dirty_at.is_some(), "still dirty");
+        assert_eq!(
+            store
+                .lease_calendar(ALICE, "c", 1_500, 5_000)
+                .await
+                .unwrap(),
+            None,
+            "still b's"
+        );
+        // Planned again, it commits, and says a trigger came since.
+        let mut fresh = change(link("m1", ALICE, "e1", "Retro"), vec![update("Retro")]);
+        fresh.base = LinkBase::Version(read.version);
+        assert!(
+            store
+                .commit_last_page(ALICE, &[fresh], &[], "token-2", &end, 1_600)
+                .await
+                .unwrap()
+        );
+        let state = store.calendar(ALICE).await.unwrap().unwrap();
+        assert_eq!(state.sync_token.as_deref(), Some("token-2"));
+        assert!(state.dirty_at.is_some(), "still dirty for the next pass");
+        assert!(
+            store
+                .lease_calendar(ALICE, "c", 1_700, 5_000)
+                .await
+                .unwrap()
+                .is_some(),
+            "released"
         );
     }
 }
