@@ -5,6 +5,11 @@
 //! setup settles, every calendar's event is changed once and the emulator POSTs a real `exists`
 //! notification to the webhook. Latency is from the webhook receiving the notification to the
 //! provider's `update` returning.
+//!
+//! The emulator stands for Google: it serves on a runtime of its own whose threads are named
+//! `emulator`, so the CPU of its HTTP server and push deliveries is told apart from confsync's.
+//! Its listings are called in process (`EmulatorCalendar`) and run on the service's threads:
+//! they count as confsync's.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -263,6 +268,23 @@ async fn record_receipt(
 /// The benchmark's SQLite file (and its WAL files), removed when dropped.
 struct TempDb(PathBuf);
 
+/// The emulator's runtime, shut down without waiting when the benchmark ends (dropping a
+/// runtime inside another one's task is not allowed).
+struct Google(Option<tokio::runtime::Runtime>);
+
+impl Drop for Google {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// CPU seconds of this process's threads named `emulator` (the emulator's runtime).
+fn emulator_cpu_seconds() -> f64 {
+    cpu_of("/proc/self/task", |name| name == "emulator")
+}
+
 impl Drop for TempDb {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -314,9 +336,21 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     if n == 0 {
         bail!("--calendars must be at least 1");
     }
-    let emulator = Emulator::new(EmulatorConfig::default())
-        .spawn("127.0.0.1:0")
+    let google = Google(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("emulator")
+            .enable_all()
+            .build()
+            .context("starting the emulator's runtime")?,
+    ));
+    let emulator = google
+        .0
+        .as_ref()
+        .context("the emulator's runtime")?
+        .spawn(Emulator::new(EmulatorConfig::default()).spawn("127.0.0.1:0"))
         .await
+        .context("starting the emulator")?
         .context("starting the emulator")?;
     let shared = emulator.shared().clone();
     {
@@ -586,6 +620,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     let mut patched: Vec<Instant> = Vec::with_capacity(n);
     let cpu_before = cpu_seconds();
     let sqlite_before = sqlite_cpu_seconds();
+    let emulator_before = emulator_cpu_seconds();
     let postgres_before = postgres_cpu_seconds();
     let machine_before = machine_cpu_seconds();
     let fire = Instant::now();
@@ -617,6 +652,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     let waited = fire.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let sqlite_cpu = sqlite_cpu_seconds() - sqlite_before;
+    let emulator_cpu = emulator_cpu_seconds() - emulator_before;
     let postgres_cpu = postgres_cpu_seconds() - postgres_before;
     let machine_after = machine_cpu_seconds();
     let (machine_busy, machine_total) = (
@@ -681,6 +717,11 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         cpu * 1000.0 / completed.max(1) as f64,
         load_average()
     );
+    println!(
+        "  of which the emulator's threads (Google's side: its HTTP server and push deliveries): {emulator_cpu:.2} s, {:.3} ms per calendar; the rest (confsync; the changes and listings it is sent, made in process, included): {:.3} ms per calendar",
+        emulator_cpu * 1000.0 / completed.max(1) as f64,
+        (cpu - emulator_cpu) * 1000.0 / completed.max(1) as f64
+    );
     if !args.postgres {
         println!(
             "  of which SQLite's connection threads: {sqlite_cpu:.2} s, {:.3} ms per calendar (statements, commits, and waiting for and waking the callers)",
@@ -725,13 +766,26 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         "  provider call:                                     {}",
         summary(&mut calling)
     );
+    // Issue 11's targets: p99 under 50 ms at 500 changes/s, 1,500 calendars/s for the burst,
+    // at most 1 ms of confsync's CPU per sync (the emulator's threads left out).
     let p99_ok = p99 < 50.0;
-    let throughput_ok = throughput >= 500.0;
-    println!(
-        "targets: p99 < 50 ms: {} ({p99:.2} ms); >= 500 calendars/s: {} ({throughput:.0}/s)",
-        if p99_ok { "met" } else { "MISSED" },
-        if throughput_ok { "met" } else { "MISSED" },
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let own_cpu_ms = (cpu - emulator_cpu) * 1000.0 / completed.max(1) as f64;
+    let cpu_target = format!(
+        "<= 1 ms of confsync's CPU per calendar: {} ({own_cpu_ms:.3} ms)",
+        verdict(own_cpu_ms <= 1.0)
     );
+    if args.rate > 0.0 {
+        println!(
+            "targets: p99 < 50 ms (at --rate 500): {} ({p99:.2} ms); {cpu_target}",
+            verdict(p99_ok)
+        );
+    } else {
+        println!(
+            "targets: >= 1,500 calendars/s for the burst: {} ({throughput:.0}/s); {cpu_target}",
+            verdict(throughput >= 1500.0)
+        );
+    }
     if args.rate <= 0.0 && !p99_ok {
         // All changes at once: the last one waits for the N-1 before it, so the burst's p99 is
         // about N / throughput whatever one sync costs; `--rate` measures latency at a load.
@@ -742,6 +796,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
         );
     }
     emulator.shutdown();
+    drop(google);
     if !missing.is_empty() {
         bail!(
             "{} calendars' changes never reached the provider within 60 s (first: {:?})",

@@ -186,6 +186,9 @@ impl Emulator {
         let local = listener.local_addr()?;
         let base_url = format!("http://{local}/");
         let _ = self.shared.base_url.set(base_url.clone());
+        self.shared
+            .push
+            .deliver_on(tokio::runtime::Handle::current());
         let router = self.router();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -110,6 +110,11 @@ pub struct PushHub {
     log: Arc<Mutex<VecDeque<Delivery>>>,
     client: reqwest::Client,
     settings: PushSettings,
+    /// The runtime deliveries run on: the one the emulator serves on, once it does
+    /// ([`crate::Emulator::spawn`]); until then, the caller's. A channel may be opened by a
+    /// caller on another runtime (an in-process client), and Google's deliveries are Google's
+    /// work, not that client's.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl PushHub {
@@ -125,7 +130,13 @@ impl PushHub {
             log: Arc::new(Mutex::new(VecDeque::new())),
             client,
             settings,
+            runtime: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Deliveries run on `runtime` from now on (the first call wins).
+    pub(crate) fn deliver_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime);
     }
 
     /// Validates a watch body (already checked against the Channel schema).
@@ -272,7 +283,12 @@ impl PushHub {
             channel.calendar_id.clone(),
             channel.expiration_ms,
         );
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self
+            .runtime
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             return;
         };
         runtime.spawn(async move {
