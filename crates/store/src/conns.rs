@@ -15,6 +15,7 @@
 //! - a connection whose state cannot be trusted is dropped ([`Conn::discard`]) and a fresh one
 //!   opened on demand (file stores only: an in-memory database lives in its connection).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -205,7 +206,7 @@ pub(crate) struct SqliteTx {
     /// `BEGIN IMMEDIATE` has been sent.
     begun: bool,
     /// Statements to send with the next one.
-    pending: Vec<(&'static str, Vec<Arg>)>,
+    pending: Vec<(Cow<'static, str>, Vec<Arg>)>,
 }
 
 /// A value bound to a deferred statement ([`SqliteTx::defer`]).
@@ -286,8 +287,8 @@ impl SqliteTx {
 
     /// Queues `sql` (its `$N` bound to `args`) to be sent with the transaction's next
     /// statement or its COMMIT: for statements whose outcome the caller does not look at.
-    pub(crate) fn defer(&mut self, sql: &'static str, args: Vec<Arg>) {
-        self.pending.push((sql, args));
+    pub(crate) fn defer(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Arg>) {
+        self.pending.push((sql.into(), args));
     }
 
     /// `sql` with what must go before it (the BEGIN, deferred statements) and their values
@@ -305,7 +306,7 @@ impl SqliteTx {
             self.begun = true;
         }
         for (deferred, values) in std::mem::take(&mut self.pending) {
-            batch.push_str(&shift_placeholders(deferred, args.len()));
+            batch.push_str(&shift_placeholders(&deferred, args.len()));
             batch.push_str("; ");
             for value in values {
                 value.add_to(&mut args)?;

@@ -98,16 +98,16 @@ impl Tx {
     /// transaction's other statements, and a failure fails the transaction.
     pub(crate) async fn defer(
         &mut self,
-        sql: &'static str,
+        sql: impl Into<std::borrow::Cow<'static, str>>,
         args: Vec<crate::conns::Arg>,
     ) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(t) => {
-                t.defer(sql, args);
+                t.defer(sql.into(), args);
                 Ok(())
             }
             Tx::Postgres(t) => {
-                let mut query = sqlx::query(sql);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.into().into_owned()));
                 for arg in args {
                     query = match arg {
                         crate::conns::Arg::Text(v) => query.bind(v),

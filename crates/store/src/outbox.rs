@@ -205,27 +205,30 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                 }
             }
         }
+        // Nothing is read back: sent with the next statement or the COMMIT (SQLite), one
+        // round trip fewer per group.
         for chunk in crate::db::chunks(&applied[..], APPEND_CHUNK) {
-            on_tx!(tx, c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "UPDATE links SET applied_fingerprint = v.column2, updated_at = v.column3 FROM (",
-                );
-                query
-                    .push_values(chunk, |mut row, (conference_id, fingerprint, now_ms)| {
-                        row.push_bind(*conference_id)
-                            .push_bind(*fingerprint)
-                            .push("CAST(")
-                            .push_bind_unseparated(*now_ms)
-                            .push_unseparated(" AS BIGINT)");
-                    })
-                    .push(") AS v WHERE links.conference_id = v.column1");
-                query
-                    .build()
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected())
-            })
-            .ctx(what)?;
+            let mut sql = String::from(
+                "UPDATE links SET applied_fingerprint = v.column2, updated_at = v.column3 FROM (VALUES ",
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for (k, (conference_id, fingerprint, now_ms)) in chunk.iter().enumerate() {
+                if k > 0 {
+                    sql.push_str(", ");
+                }
+                let n = 3 * k;
+                sql.push_str(&format!(
+                    "(${}, ${}, CAST(${} AS BIGINT))",
+                    n + 1,
+                    n + 2,
+                    n + 3
+                ));
+                args.push(Arg::Text((*conference_id).to_owned()));
+                args.push(Arg::Text((*fingerprint).to_owned()));
+                args.push(Arg::Int(*now_ms));
+            }
+            sql.push_str(") AS v WHERE links.conference_id = v.column1");
+            tx.defer(sql, args).await.ctx(what)?;
         }
     }
     Ok(answers)
