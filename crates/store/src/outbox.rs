@@ -685,8 +685,11 @@ pub(crate) async fn supersede_all_but_deletes(
 }
 
 impl Store {
-    /// Up to `limit` actions to run now, oldest first: for each conference only its oldest
-    /// pending row, and only once its `not_before` has passed. Nothing later for a conference
+    /// Up to `limit` actions to run now, the longest due first (then the oldest): for each
+    /// conference only its oldest pending row, and only once its `not_before` has passed. The
+    /// order is the `outbox_due` index's (`not_before, id` of pending rows), so finding them
+    /// reads pending rows only: ordered by id alone, SQLite walked the whole table in id
+    /// order, every finished row kept for the retention period included, at every claim. Nothing later for a conference
     /// is handed out before that row is done, failed or superseded, so an old update never
     /// lands after a delete. A row is handed out again until it is reported (at least once).
     pub async fn due(&self, limit: i64, now_ms: i64) -> Result<Vec<OutboxItem>, StoreError> {
@@ -699,7 +702,7 @@ impl Store {
                  WHERE o.state = 'pending' AND o.not_before <= $1 AND o.lease_until <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM outbox p \
                                    WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-                 ORDER BY o.id LIMIT $2",
+                 ORDER BY o.not_before, o.id LIMIT $2",
             )
             .bind(now_ms)
             .bind(limit)
@@ -726,7 +729,7 @@ impl Store {
     /// Claims up to `limit` rows due at `due_ms` for `worker`, for `lease_ms` from now (the
     /// store's clock, [`Store::with_clock`], which every worker's lease is measured by): the
     /// rows [`Store::due`] would hand out (each conference's oldest pending row, past its
-    /// `not_before`, not under another live claim), oldest first. Each claim bumps the row's
+    /// `not_before`, not under another live claim), the longest due first. Each claim bumps the row's
     /// fence; the items carry it, and their reports are refused once the claim has passed to
     /// another worker. Several workers claim at once without waiting for each other: Postgres
     /// takes the rows `FOR UPDATE SKIP LOCKED`, outside the store's write lock (a claim touches
@@ -754,7 +757,7 @@ impl Store {
                     $free,
                     " AND NOT EXISTS (SELECT 1 FROM outbox p \
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-                         ORDER BY o.id LIMIT $4",
+                         ORDER BY o.not_before, o.id LIMIT $4",
                     $lock,
                     ") RETURNING id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, \
                          attempts, not_before, last_error, created_at, updated_at, lease_fence"
