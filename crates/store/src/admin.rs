@@ -56,6 +56,15 @@ impl Store {
         now_ms: i64,
     ) -> Result<Forgotten, StoreError> {
         let what = || format!("forgetting calendar {calendar_id}");
+        // SQLite's sync leases are held in the process that claimed the store (`serve`,
+        // `sync`): from another process a pass running there cannot be seen, and forgetting
+        // under it would let its next page register the calendar again.
+        if !self.holds_claim() && self.claimed_by_another_process()? == Some(true) {
+            return Err(StoreError::Conflict {
+                what: what(),
+                detail: "a confsync process (serve or sync) holds this SQLite store and may be syncing it: forget it through that process's admin API (POST /v1/admin/calendars/{calendarId}/forget) or stop it first".into(),
+            });
+        }
         let clock = self.now();
         let mut tx = self.write_tx(what).await?;
         let sync_until: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(

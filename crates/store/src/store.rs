@@ -592,6 +592,15 @@ impl Store {
     /// no-op, since any number of workers share one (they take work under leases, see
     /// [`Store::claim_due`] and [`Store::lease_calendar`]).
     pub async fn claim_single_process(&self) -> Result<(), StoreError> {
+        self.claim_single_process_inner().await
+    }
+
+    /// Whether this handle holds the single-process claim ([`Store::claim_single_process`]).
+    pub(crate) fn holds_claim(&self) -> bool {
+        self.claim.get().is_some()
+    }
+
+    async fn claim_single_process_inner(&self) -> Result<(), StoreError> {
         if self.claim.get().is_some() {
             return Ok(());
         }

@@ -1422,6 +1422,46 @@ async fn a_second_process_claim_on_a_file_store_is_refused() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// SQLite's sync leases live in the process holding the store: a pass running there cannot be
+/// seen from another process, so another process may not forget a calendar while the holder
+/// runs (its admin API can, under the lease); the holder refuses while its pass runs.
+#[tokio::test]
+async fn another_process_may_not_forget_a_calendar_of_a_claimed_sqlite_store() {
+    let dir = std::env::temp_dir().join(format!("confsync-forget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.db");
+    let serve = Store::open(path.to_str().unwrap()).await.unwrap();
+    serve.claim_single_process().await.unwrap();
+    serve.ensure_calendar(ALICE).await.unwrap();
+    serve.ensure_calendar(TEAM).await.unwrap();
+    let now = serve.clock_ms();
+    let fence = serve
+        .lease_calendar(ALICE, "serve", now, 60_000)
+        .await
+        .unwrap()
+        .expect("free");
+    // A second open of the lock file stands for another process (`confsync admin forget`).
+    let admin = Store::open(path.to_str().unwrap()).await.unwrap();
+    for calendar in [ALICE, TEAM] {
+        let error = admin.forget_calendar(calendar, now).await.unwrap_err();
+        assert!(matches!(error, StoreError::Conflict { .. }), "{error}");
+        assert!(error.to_string().contains("admin API"), "{error}");
+    }
+    // The holder sees its own pass, and forgets what no pass holds.
+    let error = serve.forget_calendar(ALICE, now).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error}");
+    serve.forget_calendar(TEAM, now).await.unwrap();
+    serve.release_calendar(ALICE, "serve", fence).await.unwrap();
+    serve.forget_calendar(ALICE, now).await.unwrap();
+    assert!(admin.calendar(ALICE).await.unwrap().is_none());
+    drop(serve);
+    // Nobody holds the store now: the other process may.
+    admin.ensure_calendar(ALICE).await.unwrap();
+    admin.forget_calendar(ALICE, now).await.unwrap();
+    drop(admin);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Postgres: any number of workers share a store (no single-process claim); they divide its
 /// work under leases (the tests above).
 #[tokio::test]
