@@ -1402,19 +1402,25 @@ async fn create_intents_give_every_retry_of_an_event_the_same_key() {
     }
 }
 
+/// A file store in a fresh directory `name` claimed by one handle, the "process" holding it, and
+/// a second handle on the same file: a second open of the lock file stands for another process
+/// (flock locks are per open file description). Answers the directory to remove.
+async fn claimed_file_store(name: &str) -> (std::path::PathBuf, Store, Store) {
+    let dir = std::env::temp_dir().join(format!("confsync-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.db");
+    let holder = Store::open(path.to_str().unwrap()).await.unwrap();
+    holder.claim_single_process().await.unwrap();
+    let other = Store::open(path.to_str().unwrap()).await.unwrap();
+    (dir, holder, other)
+}
+
 /// Two processes on one SQLite file would both run the outbox: the second claim is refused
 /// with a message that says what to do.
 #[tokio::test]
 async fn a_second_process_claim_on_a_file_store_is_refused() {
-    let dir = std::env::temp_dir().join(format!("confsync-claim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.db");
-    let first = Store::open(path.to_str().unwrap()).await.unwrap();
-    first.claim_single_process().await.unwrap();
+    let (dir, first, second) = claimed_file_store("claim").await;
     first.claim_single_process().await.unwrap(); // the holder may ask again
-    // A second open of the lock file stands for another process (flock locks are per open
-    // file description).
-    let second = Store::open(path.to_str().unwrap()).await.unwrap();
     let error = second.claim_single_process().await.unwrap_err().to_string();
     assert!(error.contains("another confsync process"), "{error}");
     drop(first);
@@ -1427,11 +1433,8 @@ async fn a_second_process_claim_on_a_file_store_is_refused() {
 /// runs (its admin API can, under the lease); the holder refuses while its pass runs.
 #[tokio::test]
 async fn another_process_may_not_forget_a_calendar_of_a_claimed_sqlite_store() {
-    let dir = std::env::temp_dir().join(format!("confsync-forget-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.db");
-    let serve = Store::open(path.to_str().unwrap()).await.unwrap();
-    serve.claim_single_process().await.unwrap();
+    // `admin` stands for `confsync admin forget` beside a running `serve`.
+    let (dir, serve, admin) = claimed_file_store("forget").await;
     serve.ensure_calendar(ALICE).await.unwrap();
     serve.ensure_calendar(TEAM).await.unwrap();
     let now = serve.clock_ms();
@@ -1440,8 +1443,6 @@ async fn another_process_may_not_forget_a_calendar_of_a_claimed_sqlite_store() {
         .await
         .unwrap()
         .expect("free");
-    // A second open of the lock file stands for another process (`confsync admin forget`).
-    let admin = Store::open(path.to_str().unwrap()).await.unwrap();
     for calendar in [ALICE, TEAM] {
         let error = admin.forget_calendar(calendar, now).await.unwrap_err();
         assert!(matches!(error, StoreError::Conflict { .. }), "{error}");
