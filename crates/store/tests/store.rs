@@ -2117,6 +2117,14 @@ async fn finishing_a_pass_releases_its_lease_and_says_whether_a_trigger_came_sin
     }
 }
 
+/// `worker` takes ALICE's sync lease at `now_ms` for 5 s: its fence, or None when held.
+async fn lease(store: &Store, worker: &str, now_ms: i64) -> Option<i64> {
+    store
+        .lease_calendar(ALICE, worker, now_ms, 5_000)
+        .await
+        .unwrap()
+}
+
 /// The last page of a pass that ends with it records the pass's end in its own transaction,
 /// as `finish_sync` would after it: the lease released, the triggers it answered cleared, and
 /// whether one came since. A page that fails stores none of it: the token does not move, the
@@ -2132,11 +2140,7 @@ async fn the_last_page_of_a_pass_ends_the_pass_in_its_own_transaction() {
             .await
             .unwrap();
         let answered = store.calendar(ALICE).await.unwrap().unwrap().dirty_gen;
-        let fence = store
-            .lease_calendar(ALICE, "a", 1_000, 5_000)
-            .await
-            .unwrap()
-            .unwrap();
+        let fence = lease(&store, "a", 1_000).await.unwrap();
         let end = PassEnd {
             worker: "a",
             fence,
@@ -2156,10 +2160,8 @@ async fn the_last_page_of_a_pass_ends_the_pass_in_its_own_transaction() {
         assert_eq!(state.dirty_at, None, "the triggers it answered are cleared");
         assert_eq!((state.sync_failures, state.retry_at), (0, None));
         assert_eq!(store.outbox_of("m1").await.unwrap().len(), 1);
-        let fence = store
-            .lease_calendar(ALICE, "b", 1_200, 5_000)
+        let fence = lease(&store, "b", 1_200)
             .await
-            .unwrap()
             .expect("a's lease went with the page");
 
         // b's pass: a trigger arrives while it lists.
@@ -2202,14 +2204,7 @@ async fn the_last_page_of_a_pass_ends_the_pass_in_its_own_transaction() {
         let state = store.calendar(ALICE).await.unwrap().unwrap();
         assert_eq!(state.sync_token.as_deref(), Some("token-2"));
         assert!(state.dirty_at.is_some(), "still dirty for the next pass");
-        assert!(
-            store
-                .lease_calendar(ALICE, "c", 1_700, 5_000)
-                .await
-                .unwrap()
-                .is_some(),
-            "released"
-        );
+        assert!(lease(&store, "c", 1_700).await.is_some(), "released");
     }
 }
 
