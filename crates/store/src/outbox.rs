@@ -901,25 +901,23 @@ impl Store {
             .await
     }
 
-    /// Records one success, grouped with the others arriving meanwhile (SQLite): the
-    /// drain reports up to `drain_concurrency` rows at once, and one transaction per row wrote
-    /// each touched page of the outbox, its indexes and the links once per row (tens of KB of
-    /// WAL per action). Every caller queues its report, then waits for the flush lock; whoever
-    /// holds it commits everything queued by then in ONE transaction and answers each. A
-    /// caller whose report a previous holder committed returns at once. The reports are
-    /// independent conditional statements, so committing them together changes no outcome;
-    /// a crash before the commit loses them all, as it would lose a report not yet made (the
-    /// rows stay claimed and run again, with the same idempotency keys). Postgres groups WAL
-    /// flushes itself: each report is its own transaction there.
+    /// Records one success, grouped with the others arriving meanwhile: the drain reports up
+    /// to `drain_concurrency` rows at once. On SQLite, one transaction per row wrote each
+    /// touched page of the outbox, its indexes and the links once per row (tens of KB of WAL
+    /// per action); on Postgres it was five round trips per row (BEGIN, the shared write lock,
+    /// two updates, COMMIT). Every caller queues its report, then waits for the flush lock;
+    /// whoever holds it commits everything queued by then in ONE transaction and answers
+    /// each. A caller whose report a previous holder committed returns at once. The reports
+    /// are independent conditional statements, so committing them together changes no
+    /// outcome; a crash before the commit loses them all, as it would lose a report not yet
+    /// made (the rows stay claimed and run again, with the same idempotency keys). Groups are
+    /// per process: another worker's rows are under its claims, not in this group.
     async fn complete_grouped(
         &self,
         row: Claimed,
         fingerprint: Option<&str>,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        if self.backend() == "postgres" {
-            return self.complete_alone(row, fingerprint, now_ms).await;
-        }
         let (answer, mut answered) = tokio::sync::oneshot::channel();
         lock(&self.completions.queue).push(Completion {
             row,
