@@ -5,7 +5,9 @@
 //! supersedes the conference's other pending work, deletes aside). Running it:
 //! 1. `provider.create` with the row's key (idempotent: a rerun finds the same meeting);
 //! 2. the event is read (also on other synced calendars if it moved); if it shows neither the
-//!    old nor the new conference, the new meeting is deleted;
+//!    old nor the new conference, the new meeting is deleted and a verification of the old
+//!    link is queued (the delete guard decides the old meeting's fate: the sync that saw the
+//!    change may have queued nothing, or a verification this row superseded);
 //! 3. unless it already shows the new conference, its `conferenceData` is PATCHed with
 //!    If-Match (three tries on 412, then later);
 //! 4. [`Store::swap_link`](confsync_store::Store::swap_link), in one transaction, builds the new
@@ -183,12 +185,27 @@ impl Engine {
             };
             let Some(found) = found else {
                 // Gone, cancelled, or showing another conference: the new meeting is not
-                // wanted. The old link's fate is the normal sync's business.
+                // wanted. The old meeting's fate is the delete guard's: a sync may have seen
+                // the change already (and queued a verification this row superseded, or
+                // nothing, for a link it had not seen yet), so a verification of the old link
+                // is queued; it runs after this row.
                 summary.provider_calls += 1;
                 let key = format!("{}:abandoned", item.idempotency_key);
                 return Ok(match maker.delete(new_id, &key).await {
                     Ok(()) | Err(ProviderError::NotFound { .. }) => {
-                        info!(conference_id = %old.conference_id, new_conference_id = new_id, "event no longer shows the meeting: the new meeting was deleted");
+                        info!(conference_id = %old.conference_id, new_conference_id = new_id, "event no longer shows the meeting: the new meeting was deleted, the old one is verified");
+                        if !old.deleted {
+                            self.store
+                                .enqueue(
+                                    &old.conference_id,
+                                    &old.calendar_id,
+                                    &old.event_id,
+                                    &[Action::Verify],
+                                    now_ms,
+                                    now_ms,
+                                )
+                                .await?;
+                        }
                         Ok(Recreated::Abandoned)
                     }
                     Err(e) => Err(e),
