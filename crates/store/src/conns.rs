@@ -61,6 +61,7 @@ impl Conns {
         options: SqliteConnectOptions,
         size: u32,
     ) -> Result<Conns, sqlx::Error> {
+        crate::sqlite_memory::configure();
         let first = options.connect().await?;
         Ok(Conns(Arc::new(Inner {
             options,

@@ -90,6 +90,7 @@ pub async fn inspect_migrations(location: &str) -> Result<Option<MigrationReport
             SqliteConnectOptions::new().filename(&path)
         }
         .create_if_missing(false);
+        crate::sqlite_memory::configure();
         let mut connection = sqlx::SqliteConnection::connect_with(&options)
             .await
             .map_err(open_error)?;

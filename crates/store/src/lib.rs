@@ -48,6 +48,7 @@ mod meetings;
 mod migration;
 mod outbox;
 mod page;
+mod sqlite_memory;
 mod store;
 pub mod testing;
 mod users;
