@@ -91,7 +91,9 @@ impl Engine {
         let worker = self.config.worker.as_str();
         let lease_ms = self.config.lease_ms.max(1_000);
         loop {
-            let due = self.store.claim_due(worker, 64, now_ms, lease_ms).await?;
+            let queued = confsync_store::queued_generation();
+            let batch = self.store.claim_batch(worker, 64, now_ms, lease_ms).await?;
+            let (due, last) = (batch.items, batch.last);
             if due.is_empty() {
                 return Ok(summary);
             }
@@ -149,6 +151,13 @@ impl Engine {
             }
             if let Some(e) = error {
                 return Err(e);
+            }
+            // Every row due was in this claim, none had another behind it, and nothing was
+            // queued in this process since (a follow-up of these rows, say): the claim would
+            // find nothing. (A row queued elsewhere meanwhile wakes the drainer, or is found
+            // by the scheduler's `next_due`.)
+            if last && confsync_store::queued_generation() == queued {
+                return Ok(summary);
             }
         }
     }

@@ -65,7 +65,9 @@ pub use leases::{Listener, worker_id};
 pub use links::{LinkBase, StoredLink};
 pub use meetings::Meeting;
 pub use migration::{ProviderMoves, QueuedMove};
-pub use outbox::{Claimed, FailedAction, OutboxEntry, OutboxItem, OutboxState};
+pub use outbox::{
+    Claimed, ClaimedBatch, FailedAction, OutboxEntry, OutboxItem, OutboxState, queued_generation,
+};
 pub use page::{PassEnd, PlannedChange};
 pub use store::Store;
 pub use store::redact as redact_location;

@@ -78,6 +78,19 @@ pub struct OutboxItem {
     pub fence: i64,
 }
 
+/// What [`Store::claim_batch`] handed out.
+#[derive(Debug)]
+pub struct ClaimedBatch {
+    /// The claimed rows, by id.
+    pub items: Vec<OutboxItem>,
+    /// True when this claim took every row due (fewer than asked for), and none of the
+    /// claimed rows' conferences has another pending row behind it: once these are reported,
+    /// a claim would find only rows queued, come due or freed since the claim. Rows queued
+    /// since in this process show in [`queued_generation`]; other processes' rows, and rows
+    /// coming due, are found by [`Store::next_due`] and the queuing side's wake-up.
+    pub last: bool,
+}
+
 /// Successes waiting for the next group commit ([`Store::complete`]).
 #[derive(Default)]
 pub(crate) struct Completions {
@@ -92,6 +105,21 @@ struct Completion {
     fingerprint: Option<String>,
     now_ms: i64,
     answer: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// How many times this process has queued outbox rows or made one pending again (every store
+/// in the process counts here; a statement rolled back counts too). A drain reads it before a
+/// claim: unchanged after its batch, nothing it ran queued a follow-up
+/// ([`ClaimedBatch::last`]). Counting too much only costs a claim that finds nothing.
+static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn note_queued() {
+    QUEUED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// See [`QUEUED`]: compare two readings to know whether anything was queued in between.
+pub fn queued_generation() -> u64 {
+    QUEUED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -421,6 +449,7 @@ pub(crate) async fn append(
             format!("{planned_key}#{uses}")
         };
         let action_json = serde_json::to_string(action).ctx(what)?;
+        note_queued();
         // Nothing here looks at the insert's outcome (the key is new: its use count was just
         // taken), so SQLite sends it with the transaction's next statement or its COMMIT; a
         // later replay check in the same transaction runs after it all the same.
@@ -611,6 +640,7 @@ pub(crate) async fn append_many(
         ));
     }
     let mut inserted = 0;
+    note_queued();
     for chunk in crate::db::chunks(&keyed[..], APPEND_CHUNK) {
         let done = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
@@ -744,6 +774,22 @@ impl Store {
         due_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        Ok(self
+            .claim_batch(worker, limit, due_ms, lease_ms)
+            .await?
+            .items)
+    }
+
+    /// [`Store::claim_due`], answering also whether the claim was the last one needed
+    /// ([`ClaimedBatch::last`]): a drain that knows it skips the claim that would find
+    /// nothing (a write round trip per drain when changes come one at a time).
+    pub async fn claim_batch(
+        &self,
+        worker: &str,
+        limit: i64,
+        due_ms: i64,
+        lease_ms: i64,
+    ) -> Result<ClaimedBatch, StoreError> {
         let what = || "claiming due outbox actions".to_owned();
         let now_ms = self.now();
         // One statement per backend (literal SQL): Postgres adds FOR UPDATE SKIP LOCKED.
@@ -760,11 +806,21 @@ impl Store {
                          ORDER BY o.not_before, o.id LIMIT $4",
                     $lock,
                     ") RETURNING id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, \
-                         attempts, not_before, last_error, created_at, updated_at, lease_fence"
+                         attempts, not_before, last_error, created_at, updated_at, lease_fence, \
+                         EXISTS (SELECT 1 FROM outbox q WHERE q.conference_id = outbox.conference_id \
+                                 AND q.state = 'pending' AND q.id > outbox.id) AS more"
                 )
             };
         }
-        let mut claimed: Vec<(OutboxEntry, i64)> = match &self.db {
+        fn claimed_row(r: &impl Cols) -> Result<(OutboxEntry, i64, bool), StoreError> {
+            let what = || "claiming due outbox actions".to_owned();
+            Ok((
+                entry(r)?,
+                r.col("lease_fence").ctx(what)?,
+                r.col("more").ctx(what)?,
+            ))
+        }
+        let mut claimed: Vec<(OutboxEntry, i64, bool)> = match &self.db {
             crate::db::Db::Sqlite { writer, .. } => {
                 let rows = sqlx::query(claim_sql!("", "o.lease_until <= $3", ""))
                     .bind(worker)
@@ -776,10 +832,7 @@ impl Store {
                     .await;
                 let rows = rows.ctx(what);
                 self.note_write(&rows);
-                rows?
-                    .iter()
-                    .map(|r| Ok((entry(r)?, r.col("lease_fence").ctx(what)?)))
-                    .collect::<Result<_, StoreError>>()?
+                rows?.iter().map(claimed_row).collect::<Result<_, _>>()?
             }
             crate::db::Db::Postgres { pool, .. } => {
                 // A claim whose holder died (its liveness lock is gone) is free at once.
@@ -802,16 +855,14 @@ impl Store {
                 .await;
                 let rows = rows.ctx(what);
                 self.note_write(&rows);
-                rows?
-                    .iter()
-                    .map(|r| Ok((entry(r)?, r.col("lease_fence").ctx(what)?)))
-                    .collect::<Result<_, StoreError>>()?
+                rows?.iter().map(claimed_row).collect::<Result<_, _>>()?
             }
         };
-        claimed.sort_by_key(|(e, _)| e.id);
-        Ok(claimed
+        claimed.sort_by_key(|(e, _, _)| e.id);
+        let last = (claimed.len() as i64) < limit && !claimed.iter().any(|(_, _, more)| *more);
+        let items = claimed
             .into_iter()
-            .map(|(e, fence)| OutboxItem {
+            .map(|(e, fence, _)| OutboxItem {
                 id: e.id,
                 conference_id: e.conference_id,
                 calendar_id: e.calendar_id,
@@ -821,7 +872,8 @@ impl Store {
                 attempts: e.attempts,
                 fence,
             })
-            .collect())
+            .collect();
+        Ok(ClaimedBatch { items, last })
     }
 
     /// Extends `worker`'s claims on these rows (the ones it is still running) to `lease_ms`
@@ -959,8 +1011,16 @@ impl Store {
         let what = || format!("completing {} outbox rows", batch.len());
         let together = async {
             let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
-            let done = complete_many(&mut tx, &batch).await?;
-            self.commit(tx, what).await?;
+            let done = match (tx, &batch[..]) {
+                // A report alone (changes coming one at a time): one round trip.
+                (Tx::Sqlite(tx), [one]) => vec![self.complete_one_sqlite(tx, one).await?],
+                (other, _) => {
+                    tx = other;
+                    let done = complete_many(&mut tx, &batch).await?;
+                    self.commit(tx, what).await?;
+                    done
+                }
+            };
             Ok::<_, StoreError>(done)
         };
         match together.await {
@@ -984,6 +1044,42 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// [`complete_many`] for one report on SQLite, in ONE round trip to the connection's
+    /// thread instead of two: BEGIN, the link's applied fingerprint, the row, COMMIT, sent
+    /// together. The link is written first, under the same condition the row's update then
+    /// checks (still pending under this claim), so it lands exactly when the row does.
+    async fn complete_one_sqlite(
+        &self,
+        mut tx: crate::conns::SqliteTx,
+        c: &Completion,
+    ) -> Result<u64, StoreError> {
+        let (id, fence) = (c.row.id, c.row.fence_param());
+        if let Some(fingerprint) = &c.fingerprint {
+            tx.defer(
+                "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
+                 WHERE conference_id = (SELECT conference_id FROM outbox \
+                     WHERE id = $1 AND state = 'pending' AND ($4 < 0 OR lease_fence = $4))",
+                vec![
+                    Arg::Int(id),
+                    Arg::Text(fingerprint.clone()),
+                    Arg::Int(c.now_ms),
+                    Arg::Int(fence),
+                ],
+            );
+        }
+        let rows = tx
+            .commit_with(
+                "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, \
+                     updated_at = $2, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3) RETURNING id",
+                vec![Arg::Int(id), Arg::Int(c.now_ms), Arg::Int(fence)],
+            )
+            .await
+            .ctx(|| format!("completing outbox row {id}"));
+        self.note_write(&rows);
+        Ok(rows?.len() as u64)
     }
 
     /// One success in its own transaction.
@@ -1296,6 +1392,7 @@ impl Store {
     /// there is no such row.
     pub async fn retry_action(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let what = || format!("retrying outbox row {id}");
+        note_queued();
         let done = on_write!(self, c => sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = 0, not_before = $2, updated_at = $2, \
                  lease_owner = NULL, lease_until = 0 \

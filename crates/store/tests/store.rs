@@ -1629,6 +1629,64 @@ async fn queue_updates(store: &Store, n: usize, now_ms: i64) {
 }
 
 #[tokio::test]
+async fn a_claim_says_whether_it_took_the_last_rows_due() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let queued = confsync_store::queued_generation();
+        queue_updates(&store, 2, 1_000).await;
+        assert_ne!(
+            confsync_store::queued_generation(),
+            queued,
+            "queuing is counted"
+        );
+        // m0 gets a second row, behind its first.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m0", ALICE, "e0", "Renamed"),
+                    vec![update("Renamed")],
+                )],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        // Fewer rows than asked for, but m0's second row waits behind its first: not last.
+        let first = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        assert_eq!(first.items.len(), 2);
+        assert!(!first.last);
+        for item in &first.items {
+            assert!(store.complete(item, 1_000).await.unwrap());
+        }
+        // m0's second row alone, with nothing behind it: last.
+        let second = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        assert_eq!(
+            second
+                .items
+                .iter()
+                .map(|i| (i.conference_id.as_str(), i.action.clone()))
+                .collect::<Vec<_>>(),
+            [("m0", update("Renamed"))]
+        );
+        assert!(second.last);
+        assert!(store.complete(&second.items[0], 1_000).await.unwrap());
+        // As many rows as asked for: more may be due, not last.
+        queue_updates(&store, 3, 2_000).await;
+        let full = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        assert_eq!(full.items.len(), 2);
+        assert!(!full.last);
+        let rest = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert!(rest.last);
+        // Nothing due: an empty claim is last.
+        let none = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        assert!(none.items.is_empty() && none.last);
+    }
+}
+
+#[tokio::test]
 async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
     for store in stores().await {
         eprintln!("on {}", store.backend());
@@ -1694,6 +1752,23 @@ async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
                 .unwrap()
         );
         assert!(!store.fail(&a[0], "late", 6_500).await.unwrap());
+        // A late update's report records no fingerprint either (on SQLite a report alone is
+        // one batch: the link's write is conditioned like the row's).
+        assert!(
+            !store
+                .complete_update(&a[0], "fp-late", 6_500)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .link_record("m0")
+                .await
+                .unwrap()
+                .unwrap()
+                .applied_fingerprint,
+            None
+        );
         let row = store.outbox_of("m0").await.unwrap().remove(0);
         assert_eq!((row.state, row.attempts), (OutboxState::Pending, 0));
         // b's report lands; m0's second row becomes due; a's renewed claim on m1 still holds.
