@@ -1782,8 +1782,15 @@ impl Sim {
                 eprintln!("meeting {meeting_id}: {meeting:?}\n  link {link:?}");
                 for row in outbox {
                     eprintln!(
-                        "  outbox {} {:?} {} {:?}",
-                        row.id, row.state, row.idempotency_key, row.action
+                        "  outbox {} {:?} {} {:?}{}",
+                        row.id,
+                        row.state,
+                        row.idempotency_key,
+                        row.action,
+                        row.last_error
+                            .as_deref()
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
                     );
                 }
             }

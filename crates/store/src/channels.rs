@@ -58,6 +58,57 @@ const ACCEPT: &str = "UPDATE channels SET highest_message = $2, last_message_at 
          WHEN gap_ms IS NULL THEN CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END \
          ELSE (gap_ms * 4 + CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END) / 5 END";
 
+/// A push message waiting for the next group commit ([`Store::accept_push`] on SQLite).
+struct QueuedPush {
+    channel_id: String,
+    resource_id: String,
+    token_hash: String,
+    number: i64,
+    now_ms: i64,
+    record_trigger: bool,
+    answer: tokio::sync::oneshot::Sender<Result<Option<(String, bool)>, StoreError>>,
+}
+
+/// Push messages waiting for the next group commit (per store handle family, like
+/// `outbox::Completions`).
+#[derive(Default)]
+pub(crate) struct PushGroup {
+    queue: std::sync::Mutex<Vec<QueuedPush>>,
+    flush: tokio::sync::Mutex<()>,
+}
+
+/// Messages per group commit: 6 values each, far below SQLite's bind limit.
+const PUSH_GROUP: usize = 64;
+
+/// One message's statements in a group batch, its values `$(6k+1)..$(6k+6)`: accepted as
+/// [`Store::accept_push`] says, and the trigger recorded only if this message was (`changes()`
+/// is the first statement's count). Each row says which message it answers.
+fn push_statements(k: usize) -> String {
+    let sql = format!(
+        "{ACCEPT} WHERE channel_id = $1 AND highest_message < $2 AND NOT stopped AND token_hash = $4 \
+           AND (resource_id = '' OR resource_id = $5) RETURNING calendar_id, {k} AS message; \
+         UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $3) \
+           WHERE $6 AND changes() > 0 \
+             AND calendar_id = (SELECT calendar_id FROM channels WHERE channel_id = $1) \
+           RETURNING TRUE AS recorded, {k} AS message"
+    );
+    crate::conns::shift_placeholders(&sql, 6 * k)
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `items` in groups of at most `size`, in order.
+fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut groups = Vec::new();
+    let mut rest = items.into_iter().peekable();
+    while rest.peek().is_some() {
+        groups.push(rest.by_ref().take(size).collect());
+    }
+    groups
+}
+
 /// Ids per `IN (...)` list: far below either backend's bind limit.
 pub(crate) const IN_CHUNK: usize = 500;
 
@@ -362,40 +413,7 @@ impl Store {
         const LIVE: &str =
             "NOT stopped AND token_hash = $4 AND (resource_id = '' OR resource_id = $5)";
         let accepted = match &self.db {
-            crate::db::Db::Sqlite { writer, .. } => {
-                // `changes()` in the second UPDATE is the first one's count: the trigger is
-                // recorded only for an accepted message.
-                let sql = format!(
-                    "BEGIN IMMEDIATE; \
-                     {ACCEPT} WHERE channel_id = $1 AND highest_message < $2 AND {LIVE} RETURNING calendar_id; \
-                     UPDATE calendars SET dirty_gen = dirty_gen + 1, dirty_at = COALESCE(dirty_at, $3) \
-                       WHERE $6 AND changes() > 0 \
-                         AND calendar_id = (SELECT calendar_id FROM channels WHERE channel_id = $1) \
-                       RETURNING TRUE AS recorded; \
-                     COMMIT"
-                );
-                let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(push.channel_id)
-                    .bind(push.number)
-                    .bind(push.now_ms)
-                    .bind(push.token_hash)
-                    .bind(push.resource_id)
-                    .bind(push.record_trigger);
-                writer.transaction_batch(query).await.and_then(|rows| {
-                    let mut calendar = None;
-                    let mut recorded = false;
-                    for row in &rows {
-                        match sqlx::Row::columns(row).first().map(sqlx::Column::name) {
-                            Some("calendar_id") => {
-                                calendar = Some(row.col::<String>("calendar_id")?)
-                            }
-                            Some("recorded") => recorded = true,
-                            _ => {}
-                        }
-                    }
-                    Ok(calendar.map(|c| (c, recorded)))
-                })
-            }
+            crate::db::Db::Sqlite { .. } => return self.accept_push_grouped(push).await,
             crate::db::Db::Postgres { .. } => {
                 on_write!(self, c => sqlx::query_as::<_, (String, bool)>(
                 sqlx::AssertSqlSafe(format!(
@@ -417,6 +435,139 @@ impl Store {
             }
         };
         accepted.ctx(what)
+    }
+
+    /// [`Store::accept_push`] on SQLite: grouped with the messages arriving meanwhile, all
+    /// committed in ONE transaction and one round trip to the writer (a burst of changes is a
+    /// burst of notifications, each otherwise its own write transaction). Every caller queues
+    /// its message, then waits for the flush lock; whoever holds it commits every message
+    /// queued by then (up to [`PUSH_GROUP`] per transaction) and answers each. Each message's
+    /// statements are its own conditional ones, run in arrival order, so a group accepts and
+    /// records exactly what the messages would one after another (a second delivery of one
+    /// number in the same group is a duplicate, as it would be alone), and every message is
+    /// durable before its caller's answer, as before. A failed group is committed message by
+    /// message, so each caller gets its own answer.
+    async fn accept_push_grouped(
+        &self,
+        push: &PushMessage<'_>,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        lock(&self.push_group.queue).push(QueuedPush {
+            channel_id: push.channel_id.to_owned(),
+            resource_id: push.resource_id.to_owned(),
+            token_hash: push.token_hash.to_owned(),
+            number: push.number,
+            now_ms: push.now_ms,
+            record_trigger: push.record_trigger,
+            answer,
+        });
+        // Messages arriving together queue first, so the holder commits them together.
+        tokio::task::yield_now().await;
+        let flushing = self.push_group.flush.lock().await;
+        match answered.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                let batch = std::mem::take(&mut *lock(&self.push_group.queue));
+                for group in chunked(batch, PUSH_GROUP) {
+                    self.commit_pushes(group).await;
+                }
+            }
+            // Taken by a holder that was cancelled before it answered.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
+        }
+        drop(flushing);
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Database {
+                what: format!(
+                    "recording message {} of channel {}",
+                    push.number, push.channel_id
+                ),
+                source: sqlx::Error::Protocol(
+                    "the group commit holding this message was abandoned; Google retries it".into(),
+                ),
+            })
+        })
+    }
+
+    /// Commits `group` in one transaction and answers each message; if that fails, each alone.
+    async fn commit_pushes(&self, group: Vec<QueuedPush>) {
+        let crate::db::Db::Sqlite { writer, .. } = &self.db else {
+            return;
+        };
+        let what = |n: usize| format!("recording {n} push messages");
+        let run = |group: &[QueuedPush]| {
+            let mut sql = String::from("BEGIN IMMEDIATE; ");
+            let mut query_args = sqlx::sqlite::SqliteArguments::default();
+            let mut bound = Ok(());
+            for (k, m) in group.iter().enumerate() {
+                sql.push_str(&push_statements(k));
+                sql.push_str("; ");
+                for value in [
+                    crate::conns::Arg::Text(m.channel_id.clone()),
+                    crate::conns::Arg::Int(m.number),
+                    crate::conns::Arg::Int(m.now_ms),
+                    crate::conns::Arg::Text(m.token_hash.clone()),
+                    crate::conns::Arg::Text(m.resource_id.clone()),
+                    crate::conns::Arg::Bool(m.record_trigger),
+                ] {
+                    if bound.is_ok() {
+                        bound = value.add_to(&mut query_args);
+                    }
+                }
+            }
+            sql.push_str("COMMIT");
+            let n = group.len();
+            async move {
+                bound?;
+                let rows = writer
+                    .transaction_batch(sqlx::query_with(sqlx::AssertSqlSafe(sql), query_args))
+                    .await?;
+                let mut answers: Vec<Option<(String, bool)>> = vec![None; n];
+                for row in &rows {
+                    let k: i64 = row.col("message")?;
+                    let Some(answer) = usize::try_from(k).ok().and_then(|k| answers.get_mut(k))
+                    else {
+                        continue;
+                    };
+                    match sqlx::Row::columns(row).first().map(sqlx::Column::name) {
+                        Some("calendar_id") => {
+                            *answer = Some((row.col::<String>("calendar_id")?, false))
+                        }
+                        Some("recorded") => {
+                            if let Some((_, recorded)) = answer {
+                                *recorded = true;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok::<_, sqlx::Error>(answers)
+            }
+        };
+        let together = run(&group).await.ctx(|| what(group.len()));
+        self.note_write(&together);
+        match together {
+            Ok(answers) => {
+                for (m, answer) in group.into_iter().zip(answers) {
+                    let _ = m.answer.send(Ok(answer));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(m) = group.into_iter().next() {
+                    let _ = m.answer.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(messages = group.len(), error = %e, "a group commit of push messages failed; committing each alone");
+                for m in group {
+                    let alone = run(std::slice::from_ref(&m)).await.ctx(|| what(1));
+                    self.note_write(&alone);
+                    let _ = m
+                        .answer
+                        .send(alone.map(|mut answers| answers.pop().flatten()));
+                }
+            }
+        }
     }
 
     /// Live channels gone quiet at `now_ms`, each answered once (marked in the same statement,

@@ -215,13 +215,19 @@ pub(crate) struct SqliteTx {
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    OptText(Option<String>),
+    OptInt(Option<i64>),
+    Bool(bool),
 }
 
 impl Arg {
-    fn add_to(self, args: &mut SqliteArguments) -> Result<(), sqlx::Error> {
+    pub(crate) fn add_to(self, args: &mut SqliteArguments) -> Result<(), sqlx::Error> {
         match self {
             Arg::Text(v) => args.add(v),
             Arg::Int(v) => args.add(v),
+            Arg::OptText(v) => args.add(v),
+            Arg::OptInt(v) => args.add(v),
+            Arg::Bool(v) => args.add(v),
         }
         .map_err(sqlx::Error::Encode)
     }
@@ -229,7 +235,7 @@ impl Arg {
 
 /// `sql` with each `$N` placeholder outside quotes shifted by `offset` (`$1` -> `$(1+offset)`):
 /// a statement sent after others in one batch takes its values after theirs.
-fn shift_placeholders(sql: &str, offset: usize) -> String {
+pub(crate) fn shift_placeholders(sql: &str, offset: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut quote: Option<char> = None;
     let mut chars = sql.chars().peekable();

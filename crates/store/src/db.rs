@@ -112,6 +112,9 @@ impl Tx {
                     query = match arg {
                         crate::conns::Arg::Text(v) => query.bind(v),
                         crate::conns::Arg::Int(v) => query.bind(v),
+                        crate::conns::Arg::OptText(v) => query.bind(v),
+                        crate::conns::Arg::OptInt(v) => query.bind(v),
+                        crate::conns::Arg::Bool(v) => query.bind(v),
                     };
                 }
                 query.execute(&mut **t).await.map(|_| ())

@@ -84,6 +84,17 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn from_sqlx(what: String, source: sqlx::Error) -> StoreError {
+        // A conditional write sent with a later statement (SQLite: `links::write`) that found
+        // its condition gone: the transaction's `write_guard` check aborted it.
+        if let sqlx::Error::Database(db) = &source
+            && db.message() == STALE_WRITE
+        {
+            return StoreError::Stale {
+                what,
+                detail: "a link changed since it was read (or the conference has a link already)"
+                    .to_owned(),
+            };
+        }
         if let sqlx::Error::Database(db) = &source
             && matches!(
                 db.kind(),
@@ -120,6 +131,10 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 }
+
+/// The message of SQLite's `write_guard` check (migration 0017): a guarded write found its
+/// condition gone.
+pub(crate) const STALE_WRITE: &str = "confsync: stale write";
 
 /// Attaches "what the store was doing" to database and JSON errors.
 pub(crate) trait Context<T> {

@@ -12,6 +12,7 @@ use confsync_core::plan::{Link, Occurrence};
 use sqlx::QueryBuilder;
 
 use crate::Store;
+use crate::conns::Arg;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
 
@@ -156,6 +157,34 @@ pub(crate) async fn write(
             version + 1,
         ),
     };
+    if let Tx::Sqlite(t) = tx {
+        // Sent with the transaction's next statement, followed by the guard that aborts the
+        // transaction (as `StoreError::Stale`, see `error.rs`) if it changed no row.
+        let mut args = vec![
+            Arg::Text(link.conference_id.clone()),
+            Arg::Text(link.provider.clone()),
+            Arg::Text(link.calendar_id.clone()),
+            Arg::Text(link.event_id.clone()),
+            Arg::Text(spec_json),
+            Arg::Text(fingerprint),
+            Arg::OptText(link.last_etag_seen.clone()),
+            Arg::OptText(link.last_etag_written.clone()),
+            Arg::Text(occurrences_json),
+            Arg::Bool(link.deleted),
+            Arg::Int(now_ms),
+            Arg::OptText(link.join_url.clone()),
+        ];
+        if let Some(version) = read_version {
+            args.push(Arg::Int(version));
+        }
+        args.push(Arg::OptInt(ends_at(&link.spec)));
+        t.defer(sql, args);
+        t.defer(
+            "INSERT INTO write_guard (landed) VALUES (changes())",
+            Vec::new(),
+        );
+        return Ok(written);
+    }
     let done = on_tx!(tx, c => {
         let mut query = sqlx::query(sql)
             .bind(&link.conference_id)

@@ -376,6 +376,82 @@ fn entry(row: &impl Cols) -> Result<OutboxEntry, StoreError> {
     })
 }
 
+/// Whether the conference's latest row (superseded ones aside) is `$1`'s planned key and still
+/// pending: [`append`]'s replay check for a single action, as SQL (`$1` the planned key, `$2`
+/// the conference).
+macro_rules! replay_of_one {
+    () => {
+        "EXISTS (SELECT 1 FROM (SELECT planned_key, state FROM outbox \
+                     WHERE conference_id = $2 AND state <> 'superseded' ORDER BY id DESC LIMIT 1) AS t \
+                 WHERE t.planned_key = $1 AND t.state = 'pending')"
+    };
+}
+
+/// [`append`] for a single action, as two statements whose outcome nothing reads: sent with
+/// the transaction's next statement or its COMMIT on SQLite ([`Tx::defer`]), so a sync page
+/// of one change is two round trips to the writer instead of four (the writer is held for the
+/// whole transaction: in a burst, every other write waits that long). The same rules in SQL:
+/// a replay (the conference's latest row, superseded ones aside, is this planned key and
+/// still pending) queues nothing and takes no use of the key; otherwise the key's use count
+/// goes up, and the row's idempotency key is the planned key, suffixed `#N` from the second
+/// use on. Both statements check the replay against the outbox as it was before either ran
+/// (the first writes only `planned_keys`). Answers how many rows it may have queued (1):
+/// callers that report what was queued use [`append`].
+pub(crate) async fn append_one(
+    tx: &mut Tx,
+    append: &Append<'_>,
+    action: &Action,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let what = || {
+        format!(
+            "queueing an action for conference {} (calendar {}, event {})",
+            append.conference_id, append.calendar_id, append.event_id
+        )
+    };
+    let planned_key = idempotency_key(append.calendar_id, append.event_id, action);
+    let action_json = serde_json::to_string(action).ctx(what)?;
+    note_queued();
+    tx.defer(
+        concat!(
+            "INSERT INTO planned_keys (planned_key, uses) SELECT $1, 1 WHERE NOT ",
+            replay_of_one!(),
+            " ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + 1"
+        ),
+        vec![
+            Arg::Text(planned_key.clone()),
+            Arg::Text(append.conference_id.to_owned()),
+        ],
+    )
+    .await
+    .ctx(what)?;
+    tx.defer(
+        concat!(
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
+                 state, attempts, not_before, created_at, updated_at) \
+             SELECT $2, $3, $4, $5, $6, $1, \
+                 CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END, \
+                 'pending', 0, $7, $8, $8 \
+             FROM planned_keys p WHERE p.planned_key = $1 AND NOT ",
+            replay_of_one!(),
+            " ON CONFLICT (idempotency_key) DO NOTHING"
+        ),
+        vec![
+            Arg::Text(planned_key),
+            Arg::Text(append.conference_id.to_owned()),
+            Arg::Text(append.calendar_id.to_owned()),
+            Arg::Text(append.event_id.to_owned()),
+            Arg::Text(action.kind().to_owned()),
+            Arg::Text(action_json),
+            Arg::Int(append.not_before_ms),
+            Arg::Int(now_ms),
+        ],
+    )
+    .await
+    .ctx(what)?;
+    Ok(1)
+}
+
 /// Appends a change's actions for one conference (inside the page's transaction).
 ///
 /// A replay inserts nothing: when the conference's latest rows (superseded ones aside) carry

@@ -172,16 +172,30 @@ impl Store {
                     superseded +=
                         outbox::supersede_deletes(&mut tx, &link.conference_id, now_ms).await?;
                 }
-                queued += outbox::append(
-                    &mut tx,
-                    &link.conference_id,
-                    &link.calendar_id,
-                    &link.event_id,
-                    &change.actions,
-                    change.not_before_ms,
-                    now_ms,
-                )
-                .await?;
+                queued += match &change.actions[..] {
+                    [action] => {
+                        let append = outbox::Append {
+                            conference_id: &link.conference_id,
+                            calendar_id: &link.calendar_id,
+                            event_id: &link.event_id,
+                            actions: &change.actions,
+                            not_before_ms: change.not_before_ms,
+                        };
+                        outbox::append_one(&mut tx, &append, action, now_ms).await?
+                    }
+                    actions => {
+                        outbox::append(
+                            &mut tx,
+                            &link.conference_id,
+                            &link.calendar_id,
+                            &link.event_id,
+                            actions,
+                            change.not_before_ms,
+                            now_ms,
+                        )
+                        .await?
+                    }
+                };
             }
         }
         for letter in dead_letters {
@@ -197,7 +211,7 @@ impl Store {
         tracing::debug!(
             calendar_id,
             links = changes.len(),
-            queued,
+            queued_at_most = queued,
             superseded,
             dead_letters = dead_letters.len(),
             token_advanced = sync_token.is_some(),

@@ -107,6 +107,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "outbox write cost",
             include_str!("../migrations/sqlite/0016_outbox_write_cost.sql"),
         ),
+        (
+            17,
+            "write guard",
+            include_str!("../migrations/sqlite/0017_write_guard.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -271,6 +276,8 @@ pub struct Store {
     file_backed: bool,
     /// Successes of the drain waiting to be committed together (SQLite).
     pub(crate) completions: Arc<crate::outbox::Completions>,
+    /// Push messages waiting for their group commit (SQLite, `channels.rs`).
+    pub(crate) push_group: Arc<crate::channels::PushGroup>,
     /// SQLite's calendar sync leases, held in this process ([`crate::leases::LocalLeases`]).
     pub(crate) local_leases: Arc<crate::leases::LocalLeases>,
 }
@@ -334,6 +341,7 @@ impl Store {
             location: url_or_path.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            push_group: Arc::default(),
             local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: true,
@@ -368,6 +376,7 @@ impl Store {
             location: location.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            push_group: Arc::default(),
             local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: false,
@@ -423,6 +432,7 @@ impl Store {
             location: location.into(),
             write_failing_since: Arc::default(),
             completions: Arc::default(),
+            push_group: Arc::default(),
             local_leases: Arc::default(),
             claim: Arc::default(),
             file_backed: false,

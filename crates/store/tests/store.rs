@@ -2878,3 +2878,97 @@ async fn a_push_message_is_accepted_with_its_trigger_in_one_step() {
         assert_eq!(dirty_gen().await, gen0 + 3);
     }
 }
+
+/// Many notifications at once (on SQLite they are group-committed): each is answered as if
+/// it had been accepted alone, in some order. Of two deliveries of one number exactly one is
+/// accepted; a forged one is refused among accepted ones; every accepted `exists` message
+/// records its trigger.
+#[tokio::test]
+async fn concurrent_push_messages_are_each_answered_as_if_alone() {
+    use confsync_store::PushMessage;
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let calendars: Vec<String> = (0..8).map(|i| format!("cal{i}@example.com")).collect();
+        for (i, calendar) in calendars.iter().enumerate() {
+            store.ensure_calendar(calendar).await.unwrap();
+            store
+                .channel_create(&confsync_store::Channel {
+                    channel_id: format!("c{i}"),
+                    calendar_id: calendar.clone(),
+                    resource_id: "r".to_owned(),
+                    token_hash: "h".to_owned(),
+                    expiration_ms: 10_000_000,
+                    created_at: 0,
+                    stopped: false,
+                })
+                .await
+                .unwrap();
+        }
+        // Per channel: numbers 1 to 4 (3 delivered twice), and a forged number 5.
+        let mut messages: Vec<(String, i64, &'static str)> = Vec::new();
+        for i in 0..calendars.len() {
+            for number in [1, 2, 3, 3, 4] {
+                messages.push((format!("c{i}"), number, "h"));
+            }
+            messages.push((format!("c{i}"), 5, "forged"));
+        }
+        let handles: Vec<_> = messages
+            .iter()
+            .cloned()
+            .map(|(channel_id, number, token_hash)| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .accept_push(&PushMessage {
+                            channel_id: &channel_id,
+                            resource_id: "r",
+                            token_hash,
+                            number,
+                            now_ms: 1_000,
+                            record_trigger: true,
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.unwrap());
+        }
+        for (i, calendar) in calendars.iter().enumerate() {
+            let channel_id = format!("c{i}");
+            let accepted: Vec<(i64, bool)> = messages
+                .iter()
+                .zip(&answers)
+                .filter(|((c, _, _), _)| *c == channel_id)
+                .filter_map(|((_, number, _), answer)| {
+                    answer.as_ref().map(|(cal, recorded)| {
+                        assert_eq!(cal, calendar);
+                        (*number, *recorded)
+                    })
+                })
+                .collect();
+            // Numbers arrive in any order, and one not above the highest accepted is a
+            // duplicate: 4 must be accepted, 3 at most once, the forged 5 never.
+            assert!(accepted.contains(&(4, true)), "{channel_id}: {accepted:?}");
+            assert!(
+                accepted.iter().filter(|(n, _)| *n == 3).count() <= 1,
+                "{channel_id}: {accepted:?}"
+            );
+            assert!(
+                accepted.iter().all(|(n, recorded)| *n != 5 && *recorded),
+                "{channel_id}: {accepted:?}"
+            );
+            assert_eq!(
+                store.channel_highest_message(&channel_id).await.unwrap(),
+                Some(4)
+            );
+            assert_eq!(
+                store.calendar(calendar).await.unwrap().unwrap().dirty_gen,
+                accepted.len() as i64,
+                "{channel_id}: one trigger per accepted message"
+            );
+        }
+    }
+}
