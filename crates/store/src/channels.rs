@@ -59,23 +59,20 @@ const ACCEPT: &str = "UPDATE channels SET highest_message = $2, last_message_at 
          ELSE (gap_ms * 4 + CASE WHEN $3 > last_message_at THEN $3 - last_message_at ELSE 0 END) / 5 END";
 
 /// A push message waiting for the next group commit ([`Store::accept_push`] on SQLite).
-struct QueuedPush {
+pub(crate) struct QueuedPush {
     channel_id: String,
     resource_id: String,
     token_hash: String,
     number: i64,
     now_ms: i64,
     record_trigger: bool,
-    answer: tokio::sync::oneshot::Sender<Result<Option<(String, bool)>, StoreError>>,
 }
 
-/// Push messages waiting for the next group commit (per store handle family, like
-/// `outbox::Completions`).
-#[derive(Default)]
-pub(crate) struct PushGroup {
-    queue: std::sync::Mutex<Vec<QueuedPush>>,
-    flush: tokio::sync::Mutex<()>,
-}
+/// What a push message is answered: its calendar and whether its trigger was recorded.
+type Accepted = Result<Option<(String, bool)>, StoreError>;
+
+/// Push messages waiting for the next group commit (SQLite).
+pub(crate) type PushGroup = crate::group::Group<QueuedPush, Accepted>;
 
 /// Messages per group commit: 6 values each, far below SQLite's bind limit.
 const PUSH_GROUP: usize = 64;
@@ -93,20 +90,6 @@ fn push_statements(k: usize) -> String {
            RETURNING TRUE AS recorded, {k} AS message"
     );
     crate::conns::shift_placeholders(&sql, 6 * k)
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `items` in groups of at most `size`, in order.
-fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
-    let mut groups = Vec::new();
-    let mut rest = items.into_iter().peekable();
-    while rest.peek().is_some() {
-        groups.push(rest.by_ref().take(size).collect());
-    }
-    groups
 }
 
 /// Ids per `IN (...)` list: far below either backend's bind limit.
@@ -437,63 +420,56 @@ impl Store {
         accepted.ctx(what)
     }
 
-    /// [`Store::accept_push`] on SQLite: grouped with the messages arriving meanwhile, all
-    /// committed in ONE transaction and one round trip to the writer (a burst of changes is a
-    /// burst of notifications, each otherwise its own write transaction). Every caller queues
-    /// its message, then waits for the flush lock; whoever holds it commits every message
-    /// queued by then (up to [`PUSH_GROUP`] per transaction) and answers each. Each message's
-    /// statements are its own conditional ones, run in arrival order, so a group accepts and
-    /// records exactly what the messages would one after another (a second delivery of one
-    /// number in the same group is a duplicate, as it would be alone), and every message is
-    /// durable before its caller's answer, as before. A failed group is committed message by
-    /// message, so each caller gets its own answer.
+    /// [`Store::accept_push`] on SQLite, group-committed (`crate::group`) with the messages
+    /// arriving meanwhile: one transaction and one round trip to the writer for up to
+    /// [`PUSH_GROUP`] of them (a burst of changes is a burst of notifications, each otherwise
+    /// its own write transaction). Each message's statements are its own conditional ones, run
+    /// in arrival order, so a group accepts and records exactly what the messages would one
+    /// after another (a second delivery of one number in the same group is a duplicate, as it
+    /// would be alone), and every message is durable before its caller's answer. A failed group
+    /// is committed message by message, so each caller gets its own answer.
     async fn accept_push_grouped(
         &self,
         push: &PushMessage<'_>,
     ) -> Result<Option<(String, bool)>, StoreError> {
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        lock(&self.push_group.queue).push(QueuedPush {
+        let queued = QueuedPush {
             channel_id: push.channel_id.to_owned(),
             resource_id: push.resource_id.to_owned(),
             token_hash: push.token_hash.to_owned(),
             number: push.number,
             now_ms: push.now_ms,
             record_trigger: push.record_trigger,
-            answer,
-        });
-        // Messages arriving together queue first, so the holder commits them together.
-        tokio::task::yield_now().await;
-        let flushing = self.push_group.flush.lock().await;
-        match answered.try_recv() {
-            Ok(result) => return result,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                let batch = std::mem::take(&mut *lock(&self.push_group.queue));
-                for group in chunked(batch, PUSH_GROUP) {
+        };
+        self.push_group
+            .submit(queued, |batch| async move {
+                let mut batch = batch.into_iter().peekable();
+                while batch.peek().is_some() {
+                    let group: Vec<_> = batch.by_ref().take(PUSH_GROUP).collect();
                     self.commit_pushes(group).await;
                 }
-            }
-            // Taken by a holder that was cancelled before it answered.
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
-        }
-        drop(flushing);
-        answered.await.unwrap_or_else(|_| {
-            Err(StoreError::Database {
-                what: format!(
-                    "recording message {} of channel {}",
-                    push.number, push.channel_id
-                ),
-                source: sqlx::Error::Protocol(
-                    "the group commit holding this message was abandoned; Google retries it".into(),
-                ),
             })
-        })
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Database {
+                    what: format!(
+                        "recording message {} of channel {}",
+                        push.number, push.channel_id
+                    ),
+                    source: sqlx::Error::Protocol(
+                        "the group commit holding this message was abandoned; Google retries it"
+                            .into(),
+                    ),
+                })
+            })
     }
 
     /// Commits `group` in one transaction and answers each message; if that fails, each alone.
-    async fn commit_pushes(&self, group: Vec<QueuedPush>) {
+    async fn commit_pushes(&self, queued: Vec<crate::group::Queued<QueuedPush, Accepted>>) {
         let crate::db::Db::Sqlite { writer, .. } = &self.db else {
             return;
         };
+        let (group, answers): (Vec<QueuedPush>, Vec<_>) =
+            queued.into_iter().map(|q| (q.item, q.answer)).unzip();
         let what = |n: usize| format!("recording {n} push messages");
         let run = |group: &[QueuedPush]| {
             let mut sql = String::from("BEGIN IMMEDIATE; ");
@@ -547,24 +523,22 @@ impl Store {
         let together = run(&group).await.ctx(|| what(group.len()));
         self.note_write(&together);
         match together {
-            Ok(answers) => {
-                for (m, answer) in group.into_iter().zip(answers) {
-                    let _ = m.answer.send(Ok(answer));
+            Ok(accepted) => {
+                for (answer, accepted) in answers.into_iter().zip(accepted) {
+                    let _ = answer.send(Ok(accepted));
                 }
             }
             Err(e) if group.len() == 1 => {
-                if let Some(m) = group.into_iter().next() {
-                    let _ = m.answer.send(Err(e));
+                if let Some(answer) = answers.into_iter().next() {
+                    let _ = answer.send(Err(e));
                 }
             }
             Err(e) => {
                 tracing::warn!(messages = group.len(), error = %e, "a group commit of push messages failed; committing each alone");
-                for m in group {
-                    let alone = run(std::slice::from_ref(&m)).await.ctx(|| what(1));
+                for (m, answer) in group.iter().zip(answers) {
+                    let alone = run(std::slice::from_ref(m)).await.ctx(|| what(1));
                     self.note_write(&alone);
-                    let _ = m
-                        .answer
-                        .send(alone.map(|mut answers| answers.pop().flatten()));
+                    let _ = answer.send(alone.map(|mut accepted| accepted.pop().flatten()));
                 }
             }
         }

@@ -41,6 +41,7 @@ mod db;
 mod dead_letters;
 mod doctor;
 mod error;
+mod group;
 mod intents;
 mod leases;
 mod links;

@@ -92,19 +92,14 @@ pub struct ClaimedBatch {
 }
 
 /// Successes waiting for the next group commit ([`Store::complete`]).
-#[derive(Default)]
-pub(crate) struct Completions {
-    queue: std::sync::Mutex<Vec<Completion>>,
-    flush: tokio::sync::Mutex<()>,
-}
+pub(crate) type Completions = crate::group::Group<Completion, Result<u64, StoreError>>;
 
-/// One queued success and where its answer goes.
-struct Completion {
+/// One queued success.
+pub(crate) struct Completion {
     row: Claimed,
     /// For an update: the spec fingerprint that landed.
     fingerprint: Option<String>,
     now_ms: i64,
-    answer: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
 }
 
 /// How many times this process has queued outbox rows or made one pending again (every store
@@ -120,10 +115,6 @@ fn note_queued() {
 /// See [`QUEUED`]: compare two readings to know whether anything was queued in between.
 pub fn queued_generation() -> u64 {
     QUEUED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Marks a row done if it is still pending under this claim (1) or not (0); for an update,
@@ -1029,61 +1020,50 @@ impl Store {
             .await
     }
 
-    /// Records one success, grouped with the others arriving meanwhile: the drain reports up
-    /// to `drain_concurrency` rows at once. On SQLite, one transaction per row wrote each
-    /// touched page of the outbox, its indexes and the links once per row (tens of KB of WAL
-    /// per action); on Postgres it was five round trips per row (BEGIN, the shared write lock,
-    /// two updates, COMMIT). Every caller queues its report, then waits for the flush lock;
-    /// whoever holds it commits everything queued by then in ONE transaction and answers
-    /// each. A caller whose report a previous holder committed returns at once. The reports
-    /// are independent conditional statements, so committing them together changes no
-    /// outcome; a crash before the commit loses them all, as it would lose a report not yet
-    /// made (the rows stay claimed and run again, with the same idempotency keys). Groups are
-    /// per process: another worker's rows are under its claims, not in this group.
+    /// Records one success, group-committed (`crate::group`) with the others arriving
+    /// meanwhile: the drain reports up to `drain_concurrency` rows at once. On SQLite, one
+    /// transaction per row wrote each touched page of the outbox, its indexes and the links
+    /// once per row (tens of KB of WAL per action); on Postgres it was five round trips per
+    /// row (BEGIN, the shared write lock, two updates, COMMIT). The reports are independent
+    /// conditional statements, so committing them together changes no outcome; a crash before
+    /// the commit loses them all, as it would lose a report not yet made (the rows stay
+    /// claimed and run again, with the same idempotency keys). Groups are per process: another
+    /// worker's rows are under its claims, not in this group.
     async fn complete_grouped(
         &self,
         row: Claimed,
         fingerprint: Option<&str>,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        lock(&self.completions.queue).push(Completion {
+        let completion = Completion {
             row,
             fingerprint: fingerprint.map(str::to_owned),
             now_ms,
-            answer,
-        });
-        // Reports made at the same moment (a drain's window finishing together) queue first,
-        // so the holder below commits them together rather than its own alone.
-        tokio::task::yield_now().await;
-        let flushing = self.completions.flush.lock().await;
-        match answered.try_recv() {
-            Ok(result) => return result,
-            // Queued before this caller took the lock: the batch below holds it.
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                let batch = std::mem::take(&mut *lock(&self.completions.queue));
-                self.commit_completions(batch).await;
-            }
-            // Taken by a holder that was cancelled before it answered.
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
-        }
-        drop(flushing);
-        answered.await.unwrap_or_else(|_| {
-            Err(StoreError::Database {
-                what: format!("completing outbox row {}", row.id),
-                source: sqlx::Error::Protocol(
-                    "the group commit holding this report was abandoned; the row runs again once its claim expires".into(),
-                ),
+        };
+        self.completions
+            .submit(completion, |batch| self.commit_completions(batch))
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Database {
+                    what: format!("completing outbox row {}", row.id),
+                    source: sqlx::Error::Protocol(
+                        "the group commit holding this report was abandoned; the row runs again once its claim expires".into(),
+                    ),
+                })
             })
-        })
     }
 
     /// Commits `batch` in one transaction and answers each report; if that fails, commits
     /// each alone, so each gets its own answer (one bad row fails no other).
-    async fn commit_completions(&self, batch: Vec<Completion>) {
-        if batch.is_empty() {
+    async fn commit_completions(
+        &self,
+        queued: Vec<crate::group::Queued<Completion, Result<u64, StoreError>>>,
+    ) {
+        if queued.is_empty() {
             return;
         }
+        let (batch, answers): (Vec<Completion>, Vec<_>) =
+            queued.into_iter().map(|q| (q.item, q.answer)).unzip();
         let what = || format!("completing {} outbox rows", batch.len());
         let together = async {
             let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
@@ -1101,22 +1081,22 @@ impl Store {
         };
         match together.await {
             Ok(done) => {
-                for (c, done) in batch.into_iter().zip(done) {
-                    let _ = c.answer.send(Ok(done));
+                for (answer, done) in answers.into_iter().zip(done) {
+                    let _ = answer.send(Ok(done));
                 }
             }
             Err(e) if batch.len() == 1 => {
-                if let Some(c) = batch.into_iter().next() {
-                    let _ = c.answer.send(Err(e));
+                if let Some(answer) = answers.into_iter().next() {
+                    let _ = answer.send(Err(e));
                 }
             }
             Err(e) => {
                 tracing::warn!(rows = batch.len(), error = %e, "a group commit of outbox reports failed; committing each alone");
-                for c in batch {
+                for (c, answer) in batch.into_iter().zip(answers) {
                     let result = self
                         .complete_alone(c.row, c.fingerprint.as_deref(), c.now_ms)
                         .await;
-                    let _ = c.answer.send(result);
+                    let _ = answer.send(result);
                 }
             }
         }
