@@ -1612,6 +1612,23 @@ async fn history_past_its_retention_is_pruned() {
     }
 }
 
+/// A second change of m0 (renamed): its update queues behind m0's first row.
+async fn rename_m0(store: &Store, now_ms: i64) {
+    store
+        .commit_latest(
+            ALICE,
+            &[change(
+                link("m0", ALICE, "e0", "Renamed"),
+                vec![update("Renamed")],
+            )],
+            &[],
+            None,
+            now_ms,
+        )
+        .await
+        .unwrap();
+}
+
 /// Queues one update per conference `m0..m{n}` (each on its own event).
 async fn queue_updates(store: &Store, n: usize, now_ms: i64) {
     let changes: Vec<PlannedChange> = (0..n)
@@ -1639,20 +1656,7 @@ async fn a_claim_says_whether_it_took_the_last_rows_due() {
             queued,
             "queuing is counted"
         );
-        // m0 gets a second row, behind its first.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m0", ALICE, "e0", "Renamed"),
-                    vec![update("Renamed")],
-                )],
-                &[],
-                None,
-                1_000,
-            )
-            .await
-            .unwrap();
+        rename_m0(&store, 1_000).await;
         // Fewer rows than asked for, but m0's second row waits behind its first: not last.
         let first = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
         assert_eq!(first.items.len(), 2);
@@ -1698,20 +1702,7 @@ async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
             store.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst))
         };
         queue_updates(&store, 2, 1_000).await;
-        // A second change of m0 queues behind the first.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m0", ALICE, "e0", "Renamed"),
-                    vec![update("Renamed")],
-                )],
-                &[],
-                None,
-                1_000,
-            )
-            .await
-            .unwrap();
+        rename_m0(&store, 1_000).await;
         let a = store.claim_due("a", 10, 1_000, 5_000).await.unwrap();
         assert_eq!(
             a.iter()
