@@ -287,6 +287,8 @@ pub struct PlanInput<'a> {
     pub capabilities: Capabilities,
     /// `link`'s meeting is being recreated ([`Action::Recreate`] pending): an event showing
     /// another conference of ours is that recreate's PATCH, not a replacement by the user.
+    /// Without `link`: `link_elsewhere`'s meeting is being recreated into the conference the
+    /// event shows (the event moved here between the recreate's PATCH and its swap).
     pub recreating: bool,
 }
 
@@ -471,13 +473,18 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
     };
     // The same conference linked on another calendar: the event moved here. The source may
     // already have planned a delete from the tombstone the move left; that delete is superseded.
+    // With `recreating`, the event shows the meeting the source link's pending recreate made,
+    // before the links were swapped: the link moves here with its own conference, and the swap
+    // builds the new conference's link from it.
     if let Some(elsewhere) = input
         .link_elsewhere
-        .filter(|l| &l.conference_id == conference_id)
+        .filter(|l| &l.conference_id == conference_id || input.recreating)
     {
         let mut moved = elsewhere.clone();
         moved.deleted = false;
-        moved.join_url = conference.join_uri.clone().or(moved.join_url);
+        if &elsewhere.conference_id == conference_id {
+            moved.join_url = conference.join_uri.clone().or(moved.join_url);
+        }
         moved.calendar_id = input.calendar_id.to_owned();
         moved.event_id = s.event_id.clone();
         moved.last_etag_seen = s.etag.clone();

@@ -288,6 +288,8 @@ pub struct LinkSet {
     by_conference: HashMap<String, (String, String)>,
     /// Conferences whose meeting is being recreated (a pending `Action::Recreate`).
     recreating: HashSet<String>,
+    /// New conference id -> the conference whose pending recreate made it.
+    recreate_targets: HashMap<String, String>,
 }
 
 impl LinkSet {
@@ -326,6 +328,20 @@ impl LinkSet {
 
     pub fn is_recreating(&self, conference_id: &str) -> bool {
         self.recreating.contains(conference_id)
+    }
+
+    /// Records meetings pending recreates made (new conference id -> the conference being
+    /// recreated), for events that show one before the links are swapped.
+    pub fn set_recreate_targets(&mut self, targets: impl IntoIterator<Item = (String, String)>) {
+        self.recreate_targets.extend(targets);
+    }
+
+    /// The link whose pending recreate made `conference_id`, if the recreate has not swapped
+    /// the links yet.
+    pub fn recreated_into(&self, conference_id: &str) -> Option<&Link> {
+        let old = self.recreate_targets.get(conference_id)?;
+        self.by_conference(old)
+            .filter(|l| &l.conference_id == old && self.is_recreating(old))
     }
 }
 
@@ -539,24 +555,43 @@ impl Session {
             .as_deref()
             .unwrap_or(&snapshot.event_id);
         let link = links.get(&self.calendar_id, key);
-        let elsewhere = snapshot
+        let shown = snapshot
             .conference
             .as_ref()
-            .and_then(|c| c.conference_id.as_deref())
+            .and_then(|c| c.conference_id.as_deref());
+        let elsewhere = shown
             .and_then(|id| links.by_conference(id))
             .filter(|l| l.calendar_id != self.calendar_id);
+        // The event shows the meeting a pending recreate made, before the links were swapped
+        // (it moved here meanwhile): it is the recreated link's event, moved, not a stranger to
+        // adopt (an adoption would send its update to the deployment's current provider, which
+        // may not be the one that made the meeting).
+        let recreated = match (link.filter(|l| !l.deleted), elsewhere) {
+            (None, None) => shown
+                .and_then(|id| links.recreated_into(id))
+                .filter(|l| l.calendar_id != self.calendar_id),
+            _ => None,
+        };
+        let link_elsewhere = elsewhere.or(recreated);
         plan(&PlanInput {
             calendar_id: &self.calendar_id,
             snapshot,
             link,
-            link_elsewhere: elsewhere,
+            link_elsewhere,
             provider: &self.config.provider,
             recognizer: &self.config.recognizer,
+            // What the provider the actions go to can change in place.
             capabilities: link
+                .filter(|l| !l.deleted)
+                .or(link_elsewhere)
+                .or(link)
                 .and_then(|l| self.config.provider_capabilities.get(&l.provider))
                 .copied()
                 .unwrap_or(self.config.capabilities),
-            recreating: link.is_some_and(|l| links.is_recreating(&l.conference_id)),
+            recreating: recreated.is_some()
+                || link
+                    .filter(|l| !l.deleted)
+                    .is_some_and(|l| links.is_recreating(&l.conference_id)),
         })
     }
 

@@ -4,6 +4,8 @@
 //! [`Action::Recreate`] of the link's spec ([`Store::take_over`](confsync_store::Store::take_over)
 //! supersedes the conference's other pending work, deletes aside). Running it:
 //! 1. `provider.create` with the row's key (idempotent: a rerun finds the same meeting);
+//!    The new meeting's id is recorded on the row (`Store::record_recreate_target`) before
+//!    the event can show it;
 //! 2. the event is read (also on other synced calendars if it moved); if it shows neither the
 //!    old nor the new conference, the new meeting is deleted and a verification of the old
 //!    link is queued (the delete guard decides the old meeting's fate: the sync that saw the
@@ -28,7 +30,8 @@
 //! and only swaps; after 4, the row is done or reruns into a swap that changes nothing. A row
 //! that gives up deletes the new meeting unless the event shows it. While a recreate is pending,
 //! the planner keeps the event on the old link even if it already shows the new conference, so
-//! a sync between 3 and 4 neither deletes nor adopts. At quiescence each live event with our
+//! a sync between 3 and 4 neither deletes nor adopts; on another calendar (the event moved
+//! there meanwhile) the recorded new id leads the sync to the old link, which moves there. At quiescence each live event with our
 //! conference has exactly one live meeting, named by its live link.
 
 use confsync_core::model::{MeetingSpec, Snapshot};
@@ -175,6 +178,9 @@ impl Engine {
         summary: &mut DrainSummary,
     ) -> Result<Result<Recreated, ProviderError>, EngineError> {
         let new_id = meeting.meeting_id.as_str();
+        // Before the event can show the new meeting: a sync that sees it there before the swap
+        // (the event moved to another calendar meanwhile) plans it against the old link.
+        self.store.record_recreate_target(item.id, new_id).await?;
         for _ in 0..3 {
             let found = match self.find_replaced(item, old, new_id).await {
                 Ok(found) => found,

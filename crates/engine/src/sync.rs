@@ -375,8 +375,13 @@ impl Engine {
             event_ids.extend(session.deferred_series());
         }
         // The links, and which of their meetings are being recreated (their event may already
-        // show the new conference, which is not a replacement to delete for): one read.
-        let (loaded, recreating) = self
+        // show the new conference, which is not a replacement to delete for): one read, and one
+        // more only for conference ids no link has (a recreate's new meeting, before its swap).
+        let confsync_store::PageLinks {
+            links: loaded,
+            recreating,
+            recreate_targets,
+        } = self
             .store
             .page_links(&calendar_id, &event_ids, &page.conference_ids())
             .await?;
@@ -391,6 +396,7 @@ impl Engine {
             .collect();
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
         links.set_recreating(recreating);
+        links.set_recreate_targets(recreate_targets);
         let page = page.decode(|event_id| links.get(&calendar_id, event_id).is_some());
         let outcome = session
             .on_page(page, &mut links)

@@ -359,3 +359,109 @@ async fn an_abandoned_create_is_deleted_after_the_grace_period() {
         assert_ne!(again.link().conference_id, abandoned.link().conference_id);
     }
 }
+
+/// Defect (simulation seeds 2307 and 2427): a recreate pointed the event at its new meeting,
+/// and the event moved to another calendar before the recreate swapped the links. The sync of
+/// that calendar found a conference of ours no link named and adopted it, stamping the
+/// deployment's current provider on a meeting the previous provider had made: the adoption's
+/// update failed for good ("meeting not found") and the meeting kept the event's old title.
+/// The recreate records the new meeting before the PATCH, and the sync plans the event against
+/// the link being recreated, which moves with its event.
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_moved_between_a_recreates_patch_and_its_swap_stays_the_recreates() {
+    const BOB: &str = "bob@example.com";
+    for postgres in [false, true] {
+        let Some(w) = World::new(postgres).await else {
+            continue;
+        };
+        w.shared.world().ensure_user(BOB, Some("Bob")).unwrap();
+        let (event_id, old_id) = w.event_with_meeting().await;
+        // The deployment moved to another provider; the link's meeting is the previous one's.
+        let current = Arc::new(MemoryProvider::new("current", Capabilities::ALL));
+        let calendar = Arc::new(EmulatorCalendar::new(w.shared.clone(), None));
+        let engine = Engine::new(
+            w.engine.store.clone(),
+            calendar,
+            current.clone(),
+            w.engine.config.clone(),
+        )
+        .with_previous_providers([w.provider.clone() as Arc<dyn ConferenceProvider>]);
+        engine.sync(BOB, false, NOW).await.unwrap();
+        // The previous provider refused an update in place: a recreate by it is queued.
+        let spec = engine.store.link(&old_id).await.unwrap().unwrap().spec;
+        let recreate = confsync_core::plan::Action::Recreate {
+            spec: spec.clone(),
+            provider: Some("held".into()),
+        };
+        engine
+            .store
+            .enqueue(&old_id, ALICE, &event_id, &[recreate], NOW, NOW)
+            .await
+            .unwrap();
+        let row = engine.store.due(10, NOW).await.unwrap().remove(0);
+        // Its first run made the meeting, recorded it and pointed the event at it, then
+        // stopped before the swap (a crash, or a lost answer).
+        let made = w
+            .provider
+            .inner
+            .create(&spec, &row.idempotency_key)
+            .await
+            .unwrap();
+        engine
+            .store
+            .record_recreate_target(row.id, &made.meeting_id)
+            .await
+            .unwrap();
+        let event = w.write(&event_id, json!({}));
+        w.write(
+            &event_id,
+            json!({"conferenceData": confsync_engine::conference::repointed(
+                &engine.config.recognizer,
+                event.get("conferenceData"),
+                &made.meeting_id,
+                &made.join_url,
+            )}),
+        );
+        // The user renames the event and moves it to Bob's calendar; both calendars sync.
+        w.write(&event_id, json!({"summary": "Planning (moved)"}));
+        {
+            let now = w.shared.clock.now();
+            w.shared
+                .world()
+                .move_event(now, ALICE, &event_id, BOB)
+                .unwrap();
+        }
+        engine.sync(BOB, false, NOW + 1).await.unwrap();
+        engine.sync(ALICE, false, NOW + 1).await.unwrap();
+        assert_eq!(
+            engine.store.link(&made.meeting_id).await.unwrap(),
+            None,
+            "the new meeting is not adopted as a stranger before the swap"
+        );
+        let moved = engine.store.link(&old_id).await.unwrap().unwrap();
+        assert_eq!((moved.calendar_id.as_str(), moved.deleted), (BOB, false));
+        // The recreate runs again: the same meeting, the swap, the old meeting's delete.
+        engine.drain(NOW + 2).await.unwrap();
+        engine.drain(NOW + 3).await.unwrap();
+        let link = engine.store.link(&made.meeting_id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                link.provider.as_str(),
+                link.calendar_id.as_str(),
+                link.deleted
+            ),
+            ("held", BOB, false),
+            "{link:?}"
+        );
+        let meetings = w.provider.inner.meetings();
+        assert_eq!(meetings[&made.meeting_id].spec.title, "Planning (moved)");
+        assert!(!meetings[&made.meeting_id].deleted);
+        assert!(meetings[&old_id].deleted, "the old meeting is deleted");
+        assert!(current.meetings().is_empty(), "{:?}", current.calls());
+        for id in [&old_id, &made.meeting_id] {
+            for row in engine.store.outbox_of(id).await.unwrap() {
+                assert_ne!(row.state, confsync_store::OutboxState::Failed, "{row:?}");
+            }
+        }
+    }
+}

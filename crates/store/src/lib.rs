@@ -63,7 +63,7 @@ pub use doctor::{MigrationReport, inspect_migrations};
 pub use error::StoreError;
 pub use intents::{CreateIntent, CreateStart};
 pub use leases::{Listener, worker_id};
-pub use links::{LinkBase, StoredLink};
+pub use links::{LinkBase, PageLinks, StoredLink};
 pub use meetings::Meeting;
 pub use migration::{ProviderMoves, QueuedMove};
 pub use outbox::{

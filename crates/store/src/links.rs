@@ -44,6 +44,19 @@ const SELECT_WITH_RECREATING: &str = "SELECT conference_id, provider, calendar_i
      EXISTS (SELECT 1 FROM outbox o WHERE o.conference_id = links.conference_id AND o.state = 'pending' \
        AND o.kind = 'recreate') AS recreating FROM links";
 
+/// What a sync page plans from ([`Store::page_links`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageLinks {
+    /// The links of the page's events and of the conferences they show.
+    pub links: Vec<StoredLink>,
+    /// Which of those links' conferences have a recreate pending.
+    pub recreating: HashSet<String>,
+    /// New conference id -> the conference whose pending recreate made it (recorded before the
+    /// event was pointed at it): an event showing the new id before the swap belongs to the
+    /// old link, which is in `links`.
+    pub recreate_targets: std::collections::HashMap<String, String>,
+}
+
 /// A link with the bookkeeping the planner does not see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLink {
@@ -480,25 +493,81 @@ impl Store {
     }
 
     /// What a sync page plans from, in one read per chunk of ids: [`Store::link_records`], and
-    /// which of those links' conferences have a recreate pending ([`Store::recreating`]).
+    /// which of those links' conferences have a recreate pending ([`Store::recreating`]). A
+    /// conference id no link has may be the meeting a pending recreate made
+    /// ([`Store::record_recreate_target`]) and the event already shows, before the links are
+    /// swapped: the link being recreated is loaded too, and named in
+    /// [`PageLinks::recreate_targets`] (one more read, only for ids no link has).
     pub async fn page_links(
         &self,
         calendar_id: &str,
         event_ids: &[String],
         conference_ids: &[String],
-    ) -> Result<(Vec<StoredLink>, HashSet<String>), StoreError> {
+    ) -> Result<PageLinks, StoreError> {
         let rows = self
             .flagged_link_records(calendar_id, event_ids, conference_ids, true)
             .await?;
-        let recreating = rows
+        let mut page = PageLinks::default();
+        for (stored, recreating) in rows {
+            if recreating {
+                page.recreating.insert(stored.link.conference_id.clone());
+            }
+            page.links.push(stored);
+        }
+        let known: HashSet<&str> = page
+            .links
             .iter()
-            .filter(|(_, recreating)| *recreating)
-            .map(|(stored, _)| stored.link.conference_id.clone())
+            .map(|s| s.link.conference_id.as_str())
             .collect();
-        Ok((
-            rows.into_iter().map(|(stored, _)| stored).collect(),
-            recreating,
-        ))
+        let unknown: Vec<&String> = conference_ids
+            .iter()
+            .filter(|id| !known.contains(id.as_str()))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(page);
+        }
+        let what = || format!("loading the recreates behind conferences of calendar {calendar_id}");
+        let mut targets = Vec::new();
+        for chunk in crate::db::chunks(&unknown, CHUNK) {
+            let rows: Vec<(String, String)> = match &self.db {
+                crate::db::Db::Postgres { pool, .. } => sqlx::query_as(
+                    "SELECT recreate_into, conference_id FROM outbox \
+                     WHERE recreate_into = ANY($1) AND state = 'pending' AND kind = 'recreate'",
+                )
+                .bind(chunk)
+                .fetch_all(pool)
+                .await
+                .ctx(what)?,
+                crate::db::Db::Sqlite { reader, .. } => {
+                    let mut query = QueryBuilder::new(
+                        "SELECT recreate_into, conference_id FROM outbox WHERE recreate_into IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(") AND state = 'pending' AND kind = 'recreate'");
+                    query.build_query_as().fetch_all(reader).await.ctx(what)?
+                }
+            };
+            targets.extend(rows);
+        }
+        if targets.is_empty() {
+            return Ok(page);
+        }
+        let recreated: Vec<&String> = targets
+            .iter()
+            .map(|(_, old)| old)
+            .filter(|old| !known.contains(old.as_str()))
+            .collect();
+        let extra = self.by_conference(&recreated, true, what).await?;
+        drop(known);
+        for (stored, _) in extra {
+            page.recreating.insert(stored.link.conference_id.clone());
+            page.links.push(stored);
+        }
+        page.recreate_targets.extend(targets);
+        Ok(page)
     }
 
     /// [`Store::link_records`], each link with whether its conference has a recreate pending

@@ -1301,6 +1301,30 @@ impl Store {
         }
     }
 
+    /// Records the meeting a pending recreate row made (its conference id), before the event is
+    /// pointed at it: a sync that finds the event showing it before the links are swapped then
+    /// plans the event against the link being recreated ([`Store::page_links`]). Whoever runs
+    /// the row records the same meeting (the provider's create is keyed by the row), so the
+    /// write is not conditional on the claim; a row no longer pending is left as it is.
+    pub async fn record_recreate_target(
+        &self,
+        id: i64,
+        new_conference_id: &str,
+    ) -> Result<(), StoreError> {
+        on_write!(self, c => sqlx::query(
+            "UPDATE outbox SET recreate_into = $2 \
+             WHERE id = $1 AND state = 'pending' AND kind = 'recreate' \
+               AND recreate_into IS DISTINCT FROM $2",
+        )
+        .bind(id)
+        .bind(new_conference_id)
+        .execute(c)
+        .await
+        .map(|_| ()))
+        .ctx(|| format!("recording the meeting outbox row {id} recreates into"))?;
+        Ok(())
+    }
+
     /// Which of these conferences have a recreate pending (their meeting is being replaced):
     /// the planner must not take the new conference id on their events for a replacement.
     pub async fn recreating(

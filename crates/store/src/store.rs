@@ -112,6 +112,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "write guard",
             include_str!("../migrations/sqlite/0017_write_guard.sql"),
         ),
+        (
+            18,
+            "recreate target",
+            include_str!("../migrations/sqlite/0018_recreate_target.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -173,6 +178,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             11,
             "outbox write cost",
             include_str!("../migrations/postgres/0011_outbox_write_cost.sql"),
+        ),
+        (
+            12,
+            "recreate target",
+            include_str!("../migrations/postgres/0012_recreate_target.sql"),
         ),
     ];
     migrator_of(&migrations)

@@ -1027,13 +1027,38 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
         // And with the links a page loads, by event and by conference id, in the same read.
         for (event_ids, conference_ids) in [(strings(&["e1"]), vec![]), (vec![], strings(&["m1"]))]
         {
-            let (links, recreating) = store
+            let page = store
                 .page_links(ALICE, &event_ids, &conference_ids)
                 .await
                 .unwrap();
-            assert_eq!(links.len(), 1);
-            assert_eq!(recreating, ["m1".to_owned()].into_iter().collect());
+            assert_eq!(page.links.len(), 1);
+            assert_eq!(page.recreating, ["m1".to_owned()].into_iter().collect());
+            assert!(page.recreate_targets.is_empty());
         }
+        // The recreate made meeting m2 (recorded before the event is pointed at it): a page on
+        // another calendar whose event shows m2 loads m1's link, and learns m2 is m1's new one.
+        store.record_recreate_target(running, "m2").await.unwrap();
+        let page = store
+            .page_links(
+                "bob@example.com",
+                &strings(&["e1"]),
+                &strings(&["m2", "m9"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.links
+                .iter()
+                .map(|s| s.link.conference_id.as_str())
+                .collect::<Vec<_>>(),
+            ["m1"],
+            "{page:?}"
+        );
+        assert_eq!(page.recreating, ["m1".to_owned()].into_iter().collect());
+        assert_eq!(
+            page.recreate_targets,
+            [("m2".to_owned(), "m1".to_owned())].into_iter().collect()
+        );
         let mut renamed = old.clone();
         renamed.spec = spec("Planning (renamed)");
         store
@@ -1114,12 +1139,12 @@ async fn swapping_links_replaces_the_old_conference_in_one_transaction() {
                 .unwrap()
                 .is_empty()
         );
-        let (links, recreating) = store
+        let page = store
             .page_links(ALICE, &strings(&["e1"]), &strings(&["m1", "m2"]))
             .await
             .unwrap();
-        assert_eq!(links.len(), 2, "{links:?}");
-        assert!(recreating.is_empty(), "{recreating:?}");
+        assert_eq!(page.links.len(), 2, "{page:?}");
+        assert!(page.recreating.is_empty(), "{page:?}");
 
         let itself = store
             .swap_link("m2", "m2", running, 4_000, |old, _| (old.clone(), vec![]))
