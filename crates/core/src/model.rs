@@ -84,7 +84,12 @@ impl MeetingSpec {
     /// A stable fingerprint of the spec (FNV-1a over its canonical JSON), stored with each link so
     /// "did anything the provider cares about change" is one comparison.
     pub fn fingerprint(&self) -> String {
-        let canonical = serde_json::to_string(self).unwrap_or_default();
+        MeetingSpec::fingerprint_of_json(&serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// [`MeetingSpec::fingerprint`] of a spec already serialized by `serde_json::to_string`:
+    /// where the JSON is written anyway (a link's `spec_json`), the spec is not serialized twice.
+    pub fn fingerprint_of_json(canonical: &str) -> String {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for b in canonical.bytes() {
             hash ^= u64::from(b);

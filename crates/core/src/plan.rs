@@ -489,7 +489,12 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
         moved.event_id = s.event_id.clone();
         moved.last_etag_seen = s.etag.clone();
         moved.spec = spec.clone();
-        let mut changes = vec![Change::MovedCalendar];
+        // A link restored on its own calendar (its delete had not run) did not move.
+        let mut changes = if elsewhere.calendar_id == input.calendar_id {
+            Vec::new()
+        } else {
+            vec![Change::MovedCalendar]
+        };
         let spec_changes: Vec<Change> = classify(&elsewhere.spec, spec)
             .into_iter()
             .filter(|c| input.capabilities.cares(*c))

@@ -179,6 +179,15 @@ pub struct ScannedPage {
 }
 
 impl ScannedPage {
+    /// Items listed.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     /// The event ids whose links planning this page needs (series ids for instances).
     pub fn event_ids(&self) -> Vec<String> {
         self.briefs().map(|b| b.link_key().to_owned()).collect()
@@ -206,34 +215,59 @@ impl ScannedPage {
     /// carrying conference data, instances, and any whose brief did not read. The others become
     /// [`Item::Unrelated`]: nothing of theirs is planned, so their shape is not checked either.
     pub fn decode(self, linked: impl Fn(&str) -> bool) -> ParsedPage {
-        #[derive(serde::Deserialize)]
-        struct IdOnly {
-            id: Option<String>,
-        }
+        self.decode_unlinked().finish(linked)
+    }
+
+    /// [`ScannedPage::decode`]'s first half, which needs no links: the items decoded whatever
+    /// the links say (conference data, instances, unreadable briefs). The caller may run it
+    /// while the page's links are read, then [`PartlyDecoded::finish`] with them.
+    pub fn decode_unlinked(self) -> PartlyDecoded {
         let items = self
             .items
             .into_iter()
             .map(|(raw, brief)| match brief {
-                Some(brief)
-                    if brief.conference.is_none()
-                        && brief.recurring_event_id.is_none()
-                        && !linked(&brief.event_id) =>
-                {
-                    Item::Unrelated {
-                        event_id: brief.event_id,
-                        cancelled: brief.cancelled,
-                    }
+                Some(brief) if brief.conference.is_none() && brief.recurring_event_id.is_none() => {
+                    Partial::IfLinked(raw, brief)
                 }
-                _ => match Snapshot::from_json_str(raw.get()) {
-                    Ok(s) => Item::Event(s),
-                    Err(e) => {
-                        let id = serde_json::from_str::<IdOnly>(raw.get())
-                            .ok()
-                            .and_then(|i| i.id);
-                        let value = serde_json::from_str(raw.get())
-                            .unwrap_or_else(|_| Value::String(raw.get().to_owned()));
-                        Item::Malformed(id, e.reason, value)
-                    }
+                _ => Partial::Decoded(decode_item(&raw)),
+            })
+            .collect();
+        PartlyDecoded {
+            items,
+            next_page_token: self.next_page_token,
+            next_sync_token: self.next_sync_token,
+        }
+    }
+}
+
+/// A scanned page whose items needing no links are decoded ([`ScannedPage::decode_unlinked`]).
+#[derive(Debug)]
+pub struct PartlyDecoded {
+    items: Vec<Partial>,
+    next_page_token: Option<String>,
+    next_sync_token: Option<String>,
+}
+
+#[derive(Debug)]
+enum Partial {
+    Decoded(Item),
+    /// Without conference data and not an instance: it concerns us only if a link names it.
+    IfLinked(Box<RawValue>, Brief),
+}
+
+impl PartlyDecoded {
+    /// Decodes the rest: items `linked(event id)` says a link names; the others become
+    /// [`Item::Unrelated`].
+    pub fn finish(self, linked: impl Fn(&str) -> bool) -> ParsedPage {
+        let items = self
+            .items
+            .into_iter()
+            .map(|item| match item {
+                Partial::Decoded(item) => item,
+                Partial::IfLinked(raw, brief) if linked(&brief.event_id) => decode_item(&raw),
+                Partial::IfLinked(_, brief) => Item::Unrelated {
+                    event_id: brief.event_id,
+                    cancelled: brief.cancelled,
                 },
             })
             .collect();
@@ -241,6 +275,25 @@ impl ScannedPage {
             items,
             next_page_token: self.next_page_token,
             next_sync_token: self.next_sync_token,
+        }
+    }
+}
+
+/// One listed item as the planner reads it, or dead-lettered with the reason.
+fn decode_item(raw: &RawValue) -> Item {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    match Snapshot::from_json_str(raw.get()) {
+        Ok(s) => Item::Event(s),
+        Err(e) => {
+            let id = serde_json::from_str::<IdOnly>(raw.get())
+                .ok()
+                .and_then(|i| i.id);
+            let value = serde_json::from_str(raw.get())
+                .unwrap_or_else(|_| Value::String(raw.get().to_owned()));
+            Item::Malformed(id, e.reason, value)
         }
     }
 }
@@ -606,12 +659,24 @@ impl Session {
             Decision::Skip(reason) => {
                 *self.tally.skipped.entry(skip_name(*reason)).or_default() += 1;
             }
-            Decision::Apply { link, actions, .. } => {
+            Decision::Apply {
+                link,
+                actions,
+                supersede_deletes,
+                ..
+            } => {
                 for action in actions {
                     *self.tally.actions.entry(action.kind()).or_default() += 1;
                 }
                 if actions.is_empty() {
                     *self.tally.skipped.entry("unchanged").or_default() += 1;
+                    // Nothing to run and nothing new to remember (most of a full sync): the
+                    // link as it stands (loaded, or as this page's earlier decisions left it)
+                    // is already what this decision would store.
+                    if !supersede_deletes && links.by_conference(&link.conference_id) == Some(link)
+                    {
+                        return;
+                    }
                 }
                 links.put(link.clone());
                 outcome.decisions.push((snapshot, decision));

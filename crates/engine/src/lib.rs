@@ -111,6 +111,9 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The runtime shut down under the pass (work handed to its blocking threads never ran).
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
 }
 
 impl EngineError {

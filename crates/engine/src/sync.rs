@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use confsync_core::plan::{Action, Decision};
+use confsync_core::plan::{Action, Change, Decision};
 use confsync_core::session::{LinkSet, Page, Session};
 use confsync_store::{CalendarState, DeadLetter, LinkBase, PassEnd, PlannedChange};
 use tracing::{info, warn};
@@ -24,6 +24,10 @@ use crate::{CalendarError, Engine, EngineError, SyncSummary, now_utc};
 
 /// Passes started again because a link changed under them, before the pass fails.
 const REPLANS: u32 = 4;
+
+/// Items from which a page's link-free decoding runs on a blocking thread, beside the read of
+/// its links (a thread hand-off costs more than decoding a small page).
+const PARALLEL_DECODE_ITEMS: usize = 64;
 
 impl Engine {
     /// One sync pass over `calendar_id`.
@@ -374,53 +378,69 @@ impl Engine {
         if page.next_page_token.is_none() {
             event_ids.extend(session.deferred_series());
         }
+        let conference_ids = page.conference_ids();
+        // A large page's items that need no links to be decoded (conference data, instances)
+        // are decoded on another thread while its links are read.
+        let decoding = if page.len() >= PARALLEL_DECODE_ITEMS {
+            Err(tokio::task::spawn_blocking(move || page.decode_unlinked()))
+        } else {
+            Ok(page)
+        };
         // The links, and which of their meetings are being recreated (their event may already
         // show the new conference, which is not a replacement to delete for): one read, and one
         // more only for conference ids no link has (a recreate's new meeting, before its swap).
+        let read = self
+            .store
+            .page_links(&calendar_id, &event_ids, &conference_ids)
+            .await;
+        // (Ok: a small page, decoded here; Err: the blocking thread's task.)
+        let page = match decoding {
+            Ok(page) => page.decode_unlinked(),
+            Err(task) => match task.await {
+                Ok(page) => page,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return Err(EngineError::ShuttingDown),
+            },
+        };
         let confsync_store::PageLinks {
             links: loaded,
             recreating,
             recreate_targets,
-        } = self
-            .store
-            .page_links(&calendar_id, &event_ids, &page.conference_ids())
-            .await?;
+        } = read?;
         // What each link was when read: its write is conditional on it.
         let versions: HashMap<String, i64> = loaded
             .iter()
             .map(|s| (s.link.conference_id.clone(), s.version))
             .collect();
-        let before: HashMap<String, confsync_core::plan::Link> = loaded
-            .iter()
-            .map(|s| (s.link.conference_id.clone(), s.link.clone()))
-            .collect();
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
         links.set_recreating(recreating);
         links.set_recreate_targets(recreate_targets);
-        let page = page.decode(|event_id| links.get(&calendar_id, event_id).is_some());
+        let page = page.finish(|event_id| links.get(&calendar_id, event_id).is_some());
         let outcome = session
             .on_page(page, &mut links)
             .map_err(|source| EngineError::Session {
                 calendar_id: calendar_id.clone(),
                 source,
             })?;
+        // Links that moved here from another calendar (an event moved between synced
+        // calendars): this calendar's earlier passes may have passed over changes of the
+        // series' instances while no link was here to plan them (a cancelled instance carries
+        // no conference to find the link by), so its next pass lists everything.
+        let mut moved_here = false;
+        // The session hands on only decisions that change a link or call a provider.
         let changes: Vec<PlannedChange> = outcome
             .decisions
             .into_iter()
             .filter_map(|(_, decision)| match decision {
-                // Nothing to run and nothing new to remember: no write (most of a full sync).
                 Decision::Apply {
                     link,
                     actions,
-                    supersede_deletes: false,
-                    ..
-                } if actions.is_empty() && before.get(&link.conference_id) == Some(&link) => None,
-                Decision::Apply {
-                    link,
-                    actions,
+                    changes,
                     supersede_deletes,
-                    ..
                 } => {
+                    moved_here |= changes.contains(&Change::MovedCalendar)
+                        && link.calendar_id == calendar_id
+                        && !link.spec.recurrence.is_empty();
                     let not_before_ms = self.not_before(&actions, now_ms);
                     let base = versions
                         .get(&link.conference_id)
@@ -457,17 +477,6 @@ impl Engine {
                 DeadLetter { event_id, reason, raw }
             })
             .collect();
-        // Links that moved here from another calendar (an event moved between synced
-        // calendars): this calendar's earlier passes may have passed over changes of the
-        // series' instances while no link was here to plan them (a cancelled instance carries
-        // no conference to find the link by), so its next pass lists everything.
-        let moved_here = changes.iter().any(|c| {
-            c.link.calendar_id == calendar_id
-                && before
-                    .get(&c.link.conference_id)
-                    .is_some_and(|b| b.calendar_id != calendar_id)
-                && !c.link.spec.recurrence.is_empty()
-        });
         // The last page of a pass that ends with it also records the pass's end.
         let still_dirty = match (outcome.sync_token.as_deref(), end) {
             (Some(token), Some(end)) if !moved_here => Some(

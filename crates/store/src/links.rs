@@ -148,7 +148,7 @@ pub(crate) async fn write(
     };
     let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
     let occurrences_json = serde_json::to_string(&link.occurrences).ctx(what)?;
-    let fingerprint = link.spec.fingerprint();
+    let fingerprint = MeetingSpec::fingerprint_of_json(&spec_json);
     // Both statements take the link's columns as $1..$12, in this order; the update also takes
     // the version read as $13; the meeting's end comes last ($13, $14).
     let (sql, read_version, written) = match base {
@@ -263,11 +263,12 @@ pub(crate) async fn write_many(
     let mut live = Vec::new();
     let mut new = Vec::new();
     for (link, base) in links {
+        let spec_json = serde_json::to_string(&link.spec).ctx(what)?;
         let encoded = Encoded {
             link,
-            spec_json: serde_json::to_string(&link.spec).ctx(what)?,
+            fingerprint: MeetingSpec::fingerprint_of_json(&spec_json),
+            spec_json,
             occurrences_json: serde_json::to_string(&link.occurrences).ctx(what)?,
-            fingerprint: link.spec.fingerprint(),
             ends_at: ends_at(&link.spec),
         };
         match base {
