@@ -93,18 +93,28 @@ impl Engine {
         loop {
             let queued = confsync_store::queued_generation();
             let batch = self.store.claim_batch(worker, 64, now_ms, lease_ms).await?;
-            let (due, last) = (batch.items, batch.last);
+            let (due, last, mut links) = (batch.items, batch.last, batch.links);
             if due.is_empty() {
                 return Ok(summary);
             }
             let ids: Vec<i64> = due.iter().map(|item| item.id).collect();
             // Until when this worker's claims hold, as far as it knows (store clock).
             let valid_until = std::sync::atomic::AtomicI64::new(self.store.clock_ms() + lease_ms);
-            let slots = tokio::sync::Semaphore::new(self.config.drain_concurrency.max(1));
+            let concurrency = self.config.drain_concurrency.max(1);
+            let slots = tokio::sync::Semaphore::new(concurrency);
             let runs: Vec<_> = due
                 .into_iter()
-                .map(|item| {
+                .enumerate()
+                .map(|(index, item)| {
                     let (slots, valid_until) = (&slots, &valid_until);
+                    // The rows that start at once use the links the claim read (their read
+                    // before the provider call); the others read theirs when they start.
+                    let link = match &mut links {
+                        Some(links) if index < concurrency => {
+                            Some(links.remove(&item.conference_id))
+                        }
+                        _ => None,
+                    };
                     Box::pin(async move {
                         let _slot = slots.acquire().await;
                         // A call started now must be able to finish inside the claim; if
@@ -121,7 +131,7 @@ impl Engine {
                         }
                         // Boxed once it has a slot: all the claimed rows' futures exist at
                         // once, and a row's run is large.
-                        Box::pin(self.run_one(item, now_ms)).await
+                        Box::pin(self.run_one(item, link, now_ms)).await
                     })
                 })
                 .collect();
@@ -163,9 +173,15 @@ impl Engine {
     }
 
     /// Runs one outbox row and reports its outcome.
-    async fn run_one(&self, item: OutboxItem, now_ms: i64) -> Result<DrainSummary, EngineError> {
+    /// `link`: the row's link as read just now (None: read it here).
+    async fn run_one(
+        &self,
+        item: OutboxItem,
+        link: Option<Option<Link>>,
+        now_ms: i64,
+    ) -> Result<DrainSummary, EngineError> {
         let mut summary = DrainSummary::default();
-        let step = match self.execute(&item, now_ms, &mut summary).await {
+        let step = match self.execute(&item, link, now_ms, &mut summary).await {
             Ok(step) => step,
             // A calendar read the action needed (the guard before a delete, a verification)
             // failed: this row's fate is decided like any failure; the others go on.
@@ -244,10 +260,14 @@ impl Engine {
     async fn execute(
         &self,
         item: &OutboxItem,
+        link: Option<Option<Link>>,
         now_ms: i64,
         summary: &mut DrainSummary,
     ) -> Result<Step, EngineError> {
-        let link = self.store.link(&item.conference_id).await?;
+        let link = match link {
+            Some(link) => link,
+            None => self.store.link(&item.conference_id).await?,
+        };
         let key = item.idempotency_key.as_str();
         let id = item.conference_id.as_str();
         // Updates, occurrence changes and deletes go to the provider that made the meeting.

@@ -34,7 +34,7 @@ fn ends_at(spec: &MeetingSpec) -> Option<i64> {
 /// Ids per `IN (...)` list: far below SQLite's and Postgres' bind-parameter limits.
 const CHUNK: usize = 500;
 
-const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
+pub(crate) const SELECT: &str = "SELECT conference_id, provider, calendar_id, event_id, spec_json, fingerprint, \
      applied_fingerprint, last_etag_seen, last_etag_written, occurrences_json, join_url, deleted, updated_at, version FROM links";
 
 /// [`SELECT`] with whether each link's conference has a recreate pending
@@ -84,7 +84,7 @@ pub enum LinkBase {
     Version(i64),
 }
 
-fn from_row(row: &impl Cols) -> Result<StoredLink, StoreError> {
+pub(crate) fn from_row(row: &impl Cols) -> Result<StoredLink, StoreError> {
     let decode = |e: sqlx::Error| StoreError::from_sqlx("reading a link row".to_owned(), e);
     let conference_id: String = row.col("conference_id").map_err(decode)?;
     let spec_json: String = row.col("spec_json").map_err(decode)?;

@@ -89,6 +89,11 @@ pub struct ClaimedBatch {
     /// since in this process show in [`queued_generation`]; other processes' rows, and rows
     /// coming due, are found by [`Store::next_due`] and the queuing side's wake-up.
     pub last: bool,
+    /// SQLite: the links of the claimed rows' conferences, read by the claim's round trip (a
+    /// conference missing has no link). For a row started at once, this is the read the
+    /// executor makes before calling the provider; a row that waits for a slot reads its link
+    /// when it starts. None on Postgres (each row reads its link).
+    pub links: Option<std::collections::HashMap<String, confsync_core::plan::Link>>,
 }
 
 /// Successes waiting for the next group commit ([`Store::complete`]).
@@ -887,19 +892,49 @@ impl Store {
                 r.col("more").ctx(what)?,
             ))
         }
+        let mut links = None;
         let mut claimed: Vec<(OutboxEntry, i64, bool)> = match &self.db {
             crate::db::Db::Sqlite { writer, .. } => {
-                let rows = sqlx::query(claim_sql!("", "o.lease_until <= $3", ""))
-                    .bind(worker)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .bind(due_ms)
-                    .fetch_all(writer)
+                // The claimed rows' links come back in the same round trip: the claimed rows
+                // are the pending due ones this claim stamped (`outbox_due` finds them).
+                let sql = format!(
+                    "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
+                       WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
+                         AND lease_until = $2)",
+                    claim_sql!("", "o.lease_until <= $3", ""),
+                    crate::links::SELECT
+                );
+                use futures_util::StreamExt;
+                use sqlx::Executor;
+                let results: Vec<_> = writer
+                    .fetch_many(
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(worker)
+                            .bind(now_ms + lease_ms)
+                            .bind(now_ms)
+                            .bind(limit)
+                            .bind(due_ms),
+                    )
+                    .collect()
                     .await;
-                let rows = rows.ctx(what);
-                self.note_write(&rows);
-                rows?.iter().map(claimed_row).collect::<Result<_, _>>()?
+                let results: Result<Vec<_>, _> = results.into_iter().collect();
+                let results = results.ctx(what);
+                self.note_write(&results);
+                // The claim's rows, its end, then the links' rows.
+                let (mut rows, mut read, mut claim_done) =
+                    (Vec::new(), std::collections::HashMap::new(), false);
+                for result in results? {
+                    match result {
+                        sqlx::Either::Left(_) => claim_done = true,
+                        sqlx::Either::Right(row) if !claim_done => rows.push(claimed_row(&row)?),
+                        sqlx::Either::Right(row) => {
+                            let stored = crate::links::from_row(&row)?;
+                            read.insert(stored.link.conference_id.clone(), stored.link);
+                        }
+                    }
+                }
+                links = Some(read);
+                rows
             }
             crate::db::Db::Postgres { pool, .. } => {
                 // A claim whose holder died (its liveness lock is gone) is free at once.
@@ -940,7 +975,7 @@ impl Store {
                 fence,
             })
             .collect();
-        Ok(ClaimedBatch { items, last })
+        Ok(ClaimedBatch { items, last, links })
     }
 
     /// Extends `worker`'s claims on these rows (the ones it is still running) to `lease_ms`

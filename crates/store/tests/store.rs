@@ -1706,6 +1706,24 @@ async fn a_claim_says_whether_it_took_the_last_rows_due() {
         let full = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
         assert_eq!(full.items.len(), 2);
         assert!(!full.last);
+        // SQLite reads the claimed rows' links in the claim's round trip: theirs and no other.
+        if let Some(links) = &full.links {
+            let mut claimed: Vec<&str> = full
+                .items
+                .iter()
+                .map(|i| i.conference_id.as_str())
+                .collect();
+            claimed.sort_unstable();
+            let mut read: Vec<&str> = links.keys().map(String::as_str).collect();
+            read.sort_unstable();
+            assert_eq!(
+                read, claimed,
+                "the links of the rows claimed, not of the one left"
+            );
+            for (id, link) in links {
+                assert_eq!(Some(link), store.link(id).await.unwrap().as_ref());
+            }
+        }
         let rest = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
         assert_eq!(rest.items.len(), 1);
         assert!(rest.last);
