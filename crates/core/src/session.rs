@@ -248,6 +248,9 @@ pub struct PartlyDecoded {
     next_sync_token: Option<String>,
 }
 
+// As large as an `Item` (a page's items are one vector either way); boxing would add an
+// allocation per decoded event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Partial {
     Decoded(Item),
