@@ -116,10 +116,7 @@ impl Engine {
                         _ => None,
                     };
                     Box::pin(async move {
-                        // Held for the row's calls, released before its report: the window
-                        // bounds calls in flight, and reports waiting for their group commit
-                        // do not hold the next row back (more of them share a transaction).
-                        let slot = slots.acquire().await.ok();
+                        let _slot = slots.acquire().await;
                         // A call started now must be able to finish inside the claim; if
                         // renewals failed, leave the row to whoever claims it after expiry.
                         let left = valid_until.load(std::sync::atomic::Ordering::SeqCst)
@@ -134,7 +131,7 @@ impl Engine {
                         }
                         // Boxed once it has a slot: all the claimed rows' futures exist at
                         // once, and a row's run is large.
-                        Box::pin(self.run_one(item, link, slot, now_ms)).await
+                        Box::pin(self.run_one(item, link, now_ms)).await
                     })
                 })
                 .collect();
@@ -176,19 +173,15 @@ impl Engine {
     }
 
     /// Runs one outbox row and reports its outcome.
-    /// `link`: the row's link as read just now (None: read it here). `slot`: the drain's window
-    /// slot, let go of once the row's calls are made, before its report.
+    /// `link`: the row's link as read just now (None: read it here).
     async fn run_one(
         &self,
         item: OutboxItem,
         link: Option<Option<Link>>,
-        slot: Option<tokio::sync::SemaphorePermit<'_>>,
         now_ms: i64,
     ) -> Result<DrainSummary, EngineError> {
         let mut summary = DrainSummary::default();
-        let executed = self.execute(&item, link, now_ms, &mut summary).await;
-        drop(slot);
-        let step = match executed {
+        let step = match self.execute(&item, link, now_ms, &mut summary).await {
             Ok(step) => step,
             // A calendar read the action needed (the guard before a delete, a verification)
             // failed: this row's fate is decided like any failure; the others go on.
