@@ -346,6 +346,8 @@ pub struct LinkSet {
     recreating: HashSet<String>,
     /// New conference id -> the conference whose pending recreate made it.
     recreate_targets: HashMap<String, String>,
+    /// Deleted links whose spec the meeting may not have (see [`PlanInput::unapplied`]).
+    unapplied: HashSet<String>,
 }
 
 impl LinkSet {
@@ -390,6 +392,12 @@ impl LinkSet {
     /// recreated), for events that show one before the links are swapped.
     pub fn set_recreate_targets(&mut self, targets: impl IntoIterator<Item = (String, String)>) {
         self.recreate_targets.extend(targets);
+    }
+
+    /// Marks deleted links whose spec the meeting may not have: an update of theirs was
+    /// dropped while the event was gone (see [`PlanInput::unapplied`]).
+    pub fn set_unapplied(&mut self, conference_ids: impl IntoIterator<Item = String>) {
+        self.unapplied.extend(conference_ids);
     }
 
     /// The link whose pending recreate made `conference_id`, if the recreate has not swapped
@@ -648,6 +656,11 @@ impl Session {
                 || link
                     .filter(|l| !l.deleted)
                     .is_some_and(|l| links.is_recreating(&l.conference_id)),
+            unapplied: !links.unapplied.is_empty()
+                && [link, link_elsewhere]
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l.deleted && links.unapplied.contains(&l.conference_id)),
         })
     }
 

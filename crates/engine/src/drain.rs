@@ -24,6 +24,10 @@ pub(crate) enum Step {
     Done { applied: Option<String> },
     /// Not needed any more (the link moved on, the event came back).
     Superseded,
+    /// An update of a deleted link, already superseded in the store with the link's mark
+    /// ([`confsync_store::Store::supersede_update_of_deleted_link`]); false: refused (another
+    /// worker claimed the row since).
+    Dropped { accepted: bool },
     /// Failed; [`dispose`] decides its fate.
     Failed { failure: Failure, error: String },
 }
@@ -217,6 +221,11 @@ impl Engine {
                 gone(&item, self.store.supersede(&item).await)?;
                 summary.superseded += 1;
             }
+            Step::Dropped { accepted } => {
+                if accepted {
+                    summary.superseded += 1;
+                }
+            }
             Step::Failed { failure, error } => {
                 let key = &item.idempotency_key;
                 match dispose(failure, item.attempts, &self.config.backoff, key, now_ms) {
@@ -264,10 +273,29 @@ impl Engine {
         now_ms: i64,
         summary: &mut DrainSummary,
     ) -> Result<Step, EngineError> {
-        let link = match link {
+        let mut link = match link {
             Some(link) => link,
             None => self.store.link(&item.conference_id).await?,
         };
+        // An update planned before its event was cancelled or lost our conference: the
+        // meeting is on its way out (a delete is queued behind), and the call would change
+        // nothing that matters. Dropped, and the link marked so that the event coming back
+        // sends its spec; if the link came back meanwhile, the update runs.
+        if matches!(item.action, Action::Update { .. }) && link.as_ref().is_some_and(|l| l.deleted)
+        {
+            match self
+                .store
+                .supersede_update_of_deleted_link(item, now_ms)
+                .await
+            {
+                Ok(None) => link = self.store.link(&item.conference_id).await?,
+                Ok(Some(accepted)) => return Ok(Step::Dropped { accepted }),
+                Err(e) => {
+                    let accepted = gone(item, Err(e))?;
+                    return Ok(Step::Dropped { accepted });
+                }
+            }
+        }
         let key = item.idempotency_key.as_str();
         let id = item.conference_id.as_str();
         // Updates, occurrence changes and deletes go to the provider that made the meeting.

@@ -101,6 +101,7 @@ impl Engine {
                 recognizer: &self.config.recognizer,
                 capabilities: self.capabilities(),
                 recreating: false,
+                unapplied: stored.unapplied(),
             });
             let Decision::Apply {
                 link,
@@ -194,6 +195,7 @@ impl Engine {
                 recognizer: &self.config.recognizer,
                 capabilities: self.capabilities(),
                 recreating,
+                unapplied: false, // a live link
             });
             let Decision::Apply {
                 link,

@@ -412,7 +412,13 @@ impl Engine {
             .iter()
             .map(|s| (s.link.conference_id.clone(), s.version))
             .collect();
+        let unapplied: Vec<String> = loaded
+            .iter()
+            .filter(|s| s.unapplied())
+            .map(|s| s.link.conference_id.clone())
+            .collect();
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
+        links.set_unapplied(unapplied);
         links.set_recreating(recreating);
         links.set_recreate_targets(recreate_targets);
         let page = page.finish(|event_id| links.get(&calendar_id, event_id).is_some());

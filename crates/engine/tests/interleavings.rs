@@ -114,6 +114,11 @@ impl World {
     /// A world on the in-memory SQLite store, or on a fresh Postgres one (None when Postgres
     /// is skipped, see `confsync_store::testing`).
     async fn new(postgres: bool) -> Option<World> {
+        World::with_delete_grace(postgres, 0).await
+    }
+
+    /// [`World::new`] whose deletes wait `delete_grace_ms` after their event's cancellation.
+    async fn with_delete_grace(postgres: bool, delete_grace_ms: i64) -> Option<World> {
         let store = if postgres {
             confsync_store::testing::postgres().await?
         } else {
@@ -135,6 +140,7 @@ impl World {
         let calendar = Arc::new(EmulatorCalendar::new(shared.clone(), None));
         let config = EngineConfig {
             full_sync_window: None,
+            delete_grace_ms,
             ..EngineConfig::default()
         };
         let engine = Engine::new(store, calendar, provider.clone(), config);
@@ -163,7 +169,10 @@ impl World {
         let meeting = self
             .provider
             .inner
-            .create(&confsync_engine::create::placeholder(NOW), "seed")
+            .create(
+                &confsync_engine::create::placeholder(NOW),
+                &format!("seed-{}", self.provider.inner.meetings().len()),
+            )
             .await
             .unwrap();
         let body = json!({
@@ -260,6 +269,48 @@ async fn a_cancellation_synced_during_an_update_still_deletes_the_meeting() {
             "the meeting of a cancelled event is deleted; outbox: {:?}",
             w.engine.store.outbox_of(&meeting_id).await.unwrap()
         );
+    }
+}
+
+/// Defect: an update planned before its event was cancelled (or lost our conference) still
+/// went to the provider, for a meeting about to be deleted (simulation seed 12428, where the
+/// meeting happened to have that spec already). Now it is dropped, and the link marked: when
+/// the event comes back before the delete runs, the spec the dropped update carried is sent.
+#[tokio::test(flavor = "current_thread")]
+async fn an_update_of_a_cancelled_event_is_dropped_and_sent_if_the_event_comes_back() {
+    for postgres in [false, true] {
+        let Some(w) = World::with_delete_grace(postgres, 3_600_000).await else {
+            continue;
+        };
+        let (event_id, meeting_id) = w.event_with_meeting().await;
+        let title = |w: &World| w.provider.inner.meetings()[&meeting_id].spec.title.clone();
+        let made = title(&w); // the add-on's placeholder, as the meeting was made
+        w.write(&event_id, json!({"summary": "Planning (renamed)"}));
+        w.engine.sync(ALICE, false, NOW).await.unwrap();
+        w.write(&event_id, json!({"status": "cancelled"}));
+        w.engine.sync(ALICE, false, NOW).await.unwrap();
+        let calls = w.provider.inner.calls().len();
+        let drained = w.engine.drain(NOW).await.unwrap();
+        assert_eq!(
+            (w.provider.inner.calls().len(), drained.superseded),
+            (calls, 1),
+            "the update of the cancelled event is not sent: {drained:?}"
+        );
+        assert_eq!(title(&w), made);
+        // The user restores the event before the delete's grace period is over.
+        w.write(&event_id, json!({"status": "confirmed"}));
+        w.engine.sync(ALICE, false, NOW + 1_000).await.unwrap();
+        w.engine.drain(NOW + 7_200_000).await.unwrap();
+        let meeting = &w.provider.inner.meetings()[&meeting_id];
+        assert!(!meeting.deleted, "the restored event keeps its meeting");
+        assert_eq!(
+            meeting.spec.title,
+            "Planning (renamed)",
+            "the dropped update's spec is sent once the event is back; outbox: {:?}",
+            w.engine.store.outbox_of(&meeting_id).await.unwrap()
+        );
+        let link = w.engine.store.link(&meeting_id).await.unwrap().unwrap();
+        assert!(!link.deleted, "{link:?}");
     }
 }
 

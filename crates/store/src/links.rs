@@ -31,6 +31,11 @@ fn ends_at(spec: &MeetingSpec) -> Option<i64> {
     }
 }
 
+/// The `fingerprint` of a deleted link whose spec the meeting may not have: an update of it
+/// was dropped because the event was gone ([`Store::supersede_update_of_deleted_link`]). Not a
+/// fingerprint (those are hex), and the next write of the link's spec replaces it.
+pub(crate) const UNAPPLIED: &str = "unapplied";
+
 /// Ids per `IN (...)` list: far below SQLite's and Postgres' bind-parameter limits.
 const CHUNK: usize = 500;
 
@@ -71,6 +76,14 @@ pub struct StoredLink {
     /// Bumped by every write of the planner's fields: a writer that read the link at this
     /// version writes it back only if it is still this one ([`LinkBase::Version`]).
     pub version: i64,
+}
+
+impl StoredLink {
+    /// The meeting may not have this deleted link's spec: an update of it was dropped while
+    /// the event was gone ([`UNAPPLIED`]). Bringing the event back sends its spec.
+    pub fn unapplied(&self) -> bool {
+        self.fingerprint == UNAPPLIED
+    }
 }
 
 /// What a writer knows of the link it is about to write: the write happens only if that is

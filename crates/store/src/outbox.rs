@@ -1301,6 +1301,65 @@ impl Store {
         self.report(done, row, what).await
     }
 
+    /// Supersedes an update whose conference's link is deleted (its event was cancelled, or
+    /// lost our conference, after the update was planned): the meeting is on its way out, so
+    /// the provider is not called. In the same transaction the link is marked
+    /// ([`crate::links::UNAPPLIED`]): its spec is no longer what the meeting has once the
+    /// outbox has run, so a sync (or the delete's guard) that brings the event back, restored
+    /// or moved, sends the event's spec to the meeting even when it equals the link's. The
+    /// mark bumps the link's version: a writer that read the link before it plans again.
+    ///
+    /// Answers None, changing nothing, when the link is not deleted (any more): the update
+    /// is needed and runs. Else like [`Store::supersede`].
+    pub async fn supersede_update_of_deleted_link(
+        &self,
+        item: &OutboxItem,
+        now_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        let row = Claimed::from(item);
+        let id = row.id;
+        let what = || format!("superseding outbox update {id} of a deleted link");
+        let mut keys = self.lock_keys();
+        keys.conference(&item.conference_id);
+        let mut tx = self.write_tx_keyed(keys, what).await?;
+        let done = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE outbox SET state = 'superseded', updated_at = $2, lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3) \
+                 AND EXISTS (SELECT 1 FROM links l WHERE l.conference_id = outbox.conference_id AND l.deleted)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(row.fence_param())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        if done == 0 {
+            drop(tx); // rolled back: nothing was written
+            let deleted = self
+                .link_record(&item.conference_id)
+                .await?
+                .is_some_and(|l| l.link.deleted);
+            if !deleted {
+                return Ok(None);
+            }
+            return self.report(0, row, what).await.map(Some);
+        }
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE links SET fingerprint = $2, version = version + 1, updated_at = $3 \
+             WHERE conference_id = $1 AND deleted",
+        )
+        .bind(&item.conference_id)
+        .bind(crate::links::UNAPPLIED)
+        .bind(now_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .ctx(what)?;
+        self.commit(tx, what).await?;
+        Ok(Some(true))
+    }
+
     /// Follows up a report that changed `done` rows: answers true when it did; none means the
     /// row is missing (an error), no longer pending, or claimed again by another worker since
     /// (refused, logged: that worker runs it and reports).

@@ -541,6 +541,77 @@ async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
     }
 }
 
+/// An update whose link is deleted by the time it runs is superseded with the link marked
+/// unapplied (and its version bumped); while the link is live it is left to run.
+#[tokio::test]
+async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let live = link("m1", ALICE, "e1", "Renamed");
+        store
+            .commit_latest(
+                ALICE,
+                &[change(live, vec![update("Renamed")])],
+                &[],
+                None,
+                1_000,
+            )
+            .await
+            .unwrap();
+        let item = store.due(10, 1_000).await.unwrap().remove(0);
+        assert_eq!(
+            store
+                .supersede_update_of_deleted_link(&item, 1_500)
+                .await
+                .unwrap(),
+            None,
+            "a live link's update runs"
+        );
+        assert_eq!(
+            store.outbox_of("m1").await.unwrap()[0].state,
+            OutboxState::Pending
+        );
+        let mut gone = link("m1", ALICE, "e1", "Renamed");
+        gone.deleted = true;
+        let delete = Action::Delete {
+            reason: Change::EventCancelled,
+        };
+        store
+            .commit_latest(ALICE, &[change(gone, vec![delete])], &[], None, 2_000)
+            .await
+            .unwrap();
+        let before = store.link_record("m1").await.unwrap().unwrap();
+        assert!(!before.unapplied());
+        assert_eq!(
+            store
+                .supersede_update_of_deleted_link(&item, 2_500)
+                .await
+                .unwrap(),
+            Some(true)
+        );
+        let rows = store.outbox_of("m1").await.unwrap();
+        assert_eq!(
+            (rows[0].state, rows[1].state),
+            (OutboxState::Superseded, OutboxState::Pending)
+        );
+        let after = store.link_record("m1").await.unwrap().unwrap();
+        assert!(after.unapplied() && after.version > before.version);
+        assert_eq!(after.link, before.link, "the planner's fields are kept");
+        // Brought back: the link's next write replaces the mark.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(link("m1", ALICE, "e1", "Renamed"), vec![])],
+                &[],
+                None,
+                3_000,
+            )
+            .await
+            .unwrap();
+        assert!(!store.link_record("m1").await.unwrap().unwrap().unapplied());
+    }
+}
+
 #[tokio::test]
 async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
     for store in stores().await {
