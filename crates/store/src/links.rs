@@ -259,7 +259,7 @@ struct Encoded<'a> {
 /// batch fails with [`StoreError::Stale`] if any one's `base` no longer holds (the caller's
 /// transaction is then rolled back, as with [`write`]). Deleted links are written first, then
 /// live ones, then new ones, so an event whose conference was replaced within the batch never
-/// holds two live links in between (the `links_live_event` index).
+/// holds two live links in between (the `links_event` index is unique among live links).
 pub(crate) async fn write_many(
     tx: &mut Tx,
     calendar_id: &str,

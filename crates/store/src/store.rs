@@ -117,6 +117,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "recreate target",
             include_str!("../migrations/sqlite/0018_recreate_target.sql"),
         ),
+        (
+            19,
+            "index write cost",
+            include_str!("../migrations/sqlite/0019_index_write_cost.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }

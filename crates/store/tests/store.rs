@@ -612,6 +612,43 @@ async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
     }
 }
 
+/// An event holds at most one live link; deleted ones beside it are kept (their deletes may be
+/// pending, tombstones find them).
+#[tokio::test]
+async fn an_event_holds_one_live_link_and_any_number_of_deleted_ones() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let live = |conference_id| change(link(conference_id, ALICE, "e1", "Planning"), vec![]);
+        store
+            .commit_latest(ALICE, &[live("m1")], &[], None, 1_000)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .commit_latest(ALICE, &[live("m2")], &[], None, 2_000)
+                .await
+                .is_err(),
+            "a second live link for the event is refused"
+        );
+        for (n, conference_id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+            let mut gone = link(conference_id, ALICE, "e1", "Planning");
+            gone.deleted = true;
+            store
+                .commit_latest(ALICE, &[change(gone, vec![])], &[], None, 3_000 + n as i64)
+                .await
+                .unwrap();
+        }
+        store
+            .commit_latest(ALICE, &[live("m4")], &[], None, 4_000)
+            .await
+            .unwrap();
+        assert_eq!(store.link_event_ids(ALICE).await.unwrap(), ["e1"]);
+        for conference_id in ["m1", "m2", "m3", "m4"] {
+            assert!(store.link(conference_id).await.unwrap().is_some());
+        }
+    }
+}
+
 #[tokio::test]
 async fn links_finds_events_of_the_calendar_and_conferences_anywhere() {
     for store in stores().await {
