@@ -65,6 +65,65 @@ async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
     slots.into_iter().filter_map(|(_, out)| out).collect()
 }
 
+/// The claimed rows of one batch still making their calls. A row whose call succeeded waits
+/// for the others before reporting, so the batch's successes share one group commit (one
+/// transaction instead of one per few rows: issue 11's bytes written per action). Nothing
+/// waits on those reports meanwhile: the next claim comes after the whole batch anyway.
+struct Calls {
+    left: std::sync::atomic::AtomicUsize,
+    all_made: tokio::sync::Notify,
+}
+
+impl Calls {
+    fn new(rows: usize) -> Calls {
+        Calls {
+            left: std::sync::atomic::AtomicUsize::new(rows),
+            all_made: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// One row's part in [`Calls`]: its calls are over when it is finished or dropped (a row that
+/// does not start, or is cancelled, holds nobody back).
+struct Called<'a> {
+    calls: &'a Calls,
+    finished: bool,
+}
+
+impl Called<'_> {
+    fn finish(&mut self) {
+        if !std::mem::replace(&mut self.finished, true)
+            && self
+                .calls
+                .left
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+                == 1
+        {
+            self.calls.all_made.notify_waiters();
+        }
+    }
+
+    /// Finishes this row's part, then waits until every row of the batch has finished its.
+    async fn wait_for_the_others(mut self) {
+        self.finish();
+        loop {
+            let all_made = self.calls.all_made.notified();
+            tokio::pin!(all_made);
+            all_made.as_mut().enable();
+            if self.calls.left.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            all_made.await;
+        }
+    }
+}
+
+impl Drop for Called<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// A report whose row is gone (its calendar was forgotten, `confsync admin forget`, after this
 /// worker's claim expired) is refused like one whose claim passed on: logged, not an error of
 /// the drain.
@@ -106,11 +165,12 @@ impl Engine {
             let valid_until = std::sync::atomic::AtomicI64::new(self.store.clock_ms() + lease_ms);
             let concurrency = self.config.drain_concurrency.max(1);
             let slots = tokio::sync::Semaphore::new(concurrency);
+            let calls = Calls::new(due.len());
             let runs: Vec<_> = due
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| {
-                    let (slots, valid_until) = (&slots, &valid_until);
+                    let (slots, valid_until, calls) = (&slots, &valid_until, &calls);
                     // The rows that start at once use the links the claim read (their read
                     // before the provider call); the others read theirs when they start.
                     let link = match &mut links {
@@ -120,7 +180,11 @@ impl Engine {
                         _ => None,
                     };
                     Box::pin(async move {
-                        let _slot = slots.acquire().await;
+                        let called = Called {
+                            calls,
+                            finished: false,
+                        };
+                        let slot = slots.acquire().await.ok();
                         // A call started now must be able to finish inside the claim; if
                         // renewals failed, leave the row to whoever claims it after expiry.
                         let left = valid_until.load(std::sync::atomic::Ordering::SeqCst)
@@ -135,7 +199,7 @@ impl Engine {
                         }
                         // Boxed once it has a slot: all the claimed rows' futures exist at
                         // once, and a row's run is large.
-                        Box::pin(self.run_one(item, link, now_ms)).await
+                        Box::pin(self.run_one(item, link, slot, called, now_ms)).await
                     })
                 })
                 .collect();
@@ -177,15 +241,27 @@ impl Engine {
     }
 
     /// Runs one outbox row and reports its outcome.
-    /// `link`: the row's link as read just now (None: read it here).
+    /// `link`: the row's link as read just now (None: read it here). `slot`: the row's place in
+    /// the drain's window. A success lets go of it and waits for the batch's other rows to
+    /// make their calls (`called`), then reports with them in one group commit; any other
+    /// outcome is reported at once, in its slot.
     async fn run_one(
         &self,
         item: OutboxItem,
         link: Option<Option<Link>>,
+        slot: Option<tokio::sync::SemaphorePermit<'_>>,
+        called: Called<'_>,
         now_ms: i64,
     ) -> Result<DrainSummary, EngineError> {
         let mut summary = DrainSummary::default();
-        let step = match self.execute(&item, link, now_ms, &mut summary).await {
+        let executed = self.execute(&item, link, now_ms, &mut summary).await;
+        if let Ok(Step::Done { .. }) = executed {
+            drop(slot);
+            called.wait_for_the_others().await;
+        } else {
+            drop(called);
+        }
+        let step = match executed {
             Ok(step) => step,
             // A calendar read the action needed (the guard before a delete, a verification)
             // failed: this row's fate is decided like any failure; the others go on.

@@ -16,7 +16,7 @@ use confsync_engine::create::Created;
 use confsync_engine::{Engine, EngineConfig};
 use confsync_providers::memory::MemoryProvider;
 use confsync_providers::{BoxFuture, ConferenceProvider, Meeting, ProviderError};
-use confsync_store::{LinkBase, PlannedChange, Store};
+use confsync_store::{LinkBase, OutboxState, PlannedChange, Store};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -311,6 +311,59 @@ async fn an_update_of_a_cancelled_event_is_dropped_and_sent_if_the_event_comes_b
         );
         let link = w.engine.store.link(&meeting_id).await.unwrap().unwrap();
         assert!(!link.deleted, "{link:?}");
+    }
+}
+
+/// A batch's successes are reported together, once every row of the batch has made its call
+/// (their reports then share one transaction): a success waits for a slower call, without
+/// holding its window slot, and is reported with it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_reports_its_successes_once_its_calls_are_made() {
+    for postgres in [false, true] {
+        let Some(w) = World::new(postgres).await else {
+            continue;
+        };
+        let (first, one) = w.event_with_meeting().await;
+        let (second, two) = w.event_with_meeting().await;
+        w.write(&first, json!({"summary": "One"}));
+        w.write(&second, json!({"summary": "Two"}));
+        w.engine.sync(ALICE, false, NOW).await.unwrap();
+        let calls = w.provider.inner.calls().len();
+        w.provider
+            .hold_updates
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let states = |w: &World| {
+            let store = w.engine.store.clone();
+            let (one, two) = (one.clone(), two.clone());
+            async move {
+                let mut states = Vec::new();
+                for conference_id in [one, two] {
+                    let rows = store.outbox_of(&conference_id).await.unwrap();
+                    states.push(rows.last().unwrap().state);
+                }
+                states
+            }
+        };
+        let drain = w.engine.drain(NOW);
+        let meanwhile = async {
+            // Both updates landed at the provider and wait for their answers.
+            while w.provider.inner.calls().len() < calls + 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // One answer comes; the other call is still out.
+            w.provider.gate.add_permits(1);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert_eq!(
+                states(&w).await,
+                [OutboxState::Pending, OutboxState::Pending],
+                "the answered success waits for the batch's other call"
+            );
+            w.provider.gate.add_permits(1);
+        };
+        let (drained, ()) = tokio::join!(drain, meanwhile);
+        let drained = drained.unwrap();
+        assert_eq!(drained.done, 2, "{drained:?}");
+        assert_eq!(states(&w).await, [OutboxState::Done, OutboxState::Done]);
     }
 }
 
