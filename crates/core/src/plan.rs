@@ -290,10 +290,24 @@ pub struct PlanInput<'a> {
     /// Without `link`: `link_elsewhere`'s meeting is being recreated into the conference the
     /// event shows (the event moved here between the recreate's PATCH and its swap).
     pub recreating: bool,
-    /// The deleted link an event brings back (restored, or moved here) may not have its spec
-    /// at the meeting: an update of it was dropped while the event was gone. The event's spec
-    /// is sent even when it equals the link's.
-    pub unapplied: bool,
+    /// What the meeting of the deleted link an event brings back (restored, or moved here)
+    /// has: usually the link's spec; see [`Applied`].
+    pub applied: Applied,
+}
+
+/// What the meeting of a deleted link has, for an event that brings the link back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Applied {
+    /// The link's spec, once the link's pending work has run (the usual case): an update is
+    /// sent only if the event's spec differs from the link's.
+    #[default]
+    Linked,
+    /// Not known: an update of the link was dropped while the event was gone. The event's
+    /// spec is sent, even when it equals the link's.
+    Unknown,
+    /// The event's spec: the last update that landed carried it (the link's own spec was
+    /// planned later and dropped). Nothing is sent.
+    EventSpec,
 }
 
 /// Plans one event.
@@ -503,15 +517,21 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
             .into_iter()
             .filter(|c| input.capabilities.cares(*c))
             .collect();
-        let unapplied = input.unapplied && elsewhere.deleted;
-        let mut actions = if spec_changes.is_empty() && !unapplied {
-            Vec::new()
+        let applied = if elsewhere.deleted {
+            input.applied
         } else {
-            vec![Action::Update {
-                spec: spec.clone(),
-                changes: spec_changes.clone(),
-            }]
+            Applied::Linked
         };
+        let unapplied = applied == Applied::Unknown;
+        let mut actions =
+            if applied == Applied::EventSpec || (spec_changes.is_empty() && !unapplied) {
+                Vec::new()
+            } else {
+                vec![Action::Update {
+                    spec: spec.clone(),
+                    changes: spec_changes.clone(),
+                }]
+            };
         // As in place: a series whose time or rule changes loses its exceptions at most
         // providers, so the recorded ones are sent again after the update. An unapplied spec
         // may carry such a change the link no longer shows (it is the link's own spec).
@@ -793,7 +813,7 @@ mod tests {
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
             recreating: false,
-            unapplied: false,
+            applied: Applied::Linked,
         })
     }
 
@@ -868,7 +888,7 @@ mod tests {
                 recognizer: &recognizer(),
                 capabilities: Capabilities::ALL,
                 recreating: false,
-                unapplied: true,
+                applied: Applied::Unknown,
             })
         };
         let restored = unapplied(Some(&gone), None, "alice@example.com");
@@ -881,6 +901,20 @@ mod tests {
             matches!(moved.actions(), [Action::Update { spec, .. }] if spec == &gone.spec),
             "{moved:?}"
         );
+        // The last update that landed carried the event's spec (the link's own was planned
+        // later and dropped): nothing to send, though the event differs from the link.
+        let landed = plan(&PlanInput {
+            calendar_id: "alice@example.com",
+            snapshot: &snap(&renamed),
+            link: Some(&gone),
+            link_elsewhere: None,
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities::ALL,
+            recreating: false,
+            applied: Applied::EventSpec,
+        });
+        assert!(landed.actions().is_empty(), "{landed:?}");
     }
 
     /// A series brought back with an update (its time changed, or an update of it was
@@ -895,7 +929,7 @@ mod tests {
         gone.deleted = true;
         gone.occurrences
             .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
-        let plan_back = |v: &serde_json::Value, unapplied: bool| {
+        let plan_back = |v: &serde_json::Value, applied: Applied| {
             plan(&PlanInput {
                 calendar_id: "alice@example.com",
                 snapshot: &snap(v),
@@ -905,10 +939,10 @@ mod tests {
                 recognizer: &recognizer(),
                 capabilities: Capabilities::ALL,
                 recreating: false,
-                unapplied,
+                applied,
             })
         };
-        let decision = plan_back(&series, true);
+        let decision = plan_back(&series, Applied::Unknown);
         assert!(
             matches!(
                 decision.actions(),
@@ -916,12 +950,12 @@ mod tests {
             ),
             "{decision:?}"
         );
-        assert!(plan_back(&series, false).actions().is_empty());
+        assert!(plan_back(&series, Applied::Linked).actions().is_empty());
         let mut moved = series.clone();
         moved["start"]["dateTime"] = json!("2026-12-01T12:00:00Z");
         moved["end"]["dateTime"] = json!("2026-12-01T13:00:00Z");
         moved["etag"] = json!("\"11\"");
-        let decision = plan_back(&moved, false);
+        let decision = plan_back(&moved, Applied::Linked);
         assert!(
             matches!(
                 decision.actions(),
@@ -981,7 +1015,7 @@ mod tests {
             recognizer: &recognizer(),
             capabilities: caps,
             recreating: false,
-            unapplied: false,
+            applied: Applied::Linked,
         });
         assert!(d.actions().is_empty());
         let Decision::Apply { link: next, .. } = d else {
@@ -1089,7 +1123,7 @@ mod tests {
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
             recreating: false,
-            unapplied: false,
+            applied: Applied::Linked,
         });
         let Decision::Apply {
             link: moved,
@@ -1115,7 +1149,7 @@ mod tests {
             recognizer: &recognizer(),
             capabilities: Capabilities::ALL,
             recreating: false,
-            unapplied: false,
+            applied: Applied::Linked,
         });
         let Decision::Apply {
             link: moved,
@@ -1179,7 +1213,7 @@ mod tests {
                 ..Capabilities::ALL
             },
             recreating: false,
-            unapplied: false,
+            applied: Applied::Linked,
         });
         assert!(
             without.actions().is_empty(),
@@ -1219,7 +1253,7 @@ mod tests {
             recognizer: &recognizer,
             capabilities: Capabilities::ALL,
             recreating,
-            unapplied: false,
+            applied: Applied::Linked,
         };
         assert_eq!(
             plan(&input(false)).actions(),

@@ -14,7 +14,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::model::Snapshot;
-use crate::plan::{Action, Capabilities, Decision, Link, PlanInput, Recognizer, Skip, plan};
+use crate::plan::{
+    Action, Applied, Capabilities, Decision, Link, PlanInput, Recognizer, Skip, plan,
+};
 
 /// The session's settings.
 #[derive(Debug, Clone)]
@@ -346,8 +348,9 @@ pub struct LinkSet {
     recreating: HashSet<String>,
     /// New conference id -> the conference whose pending recreate made it.
     recreate_targets: HashMap<String, String>,
-    /// Deleted links whose spec the meeting may not have (see [`PlanInput::unapplied`]).
-    unapplied: HashSet<String>,
+    /// Deleted links whose spec the meeting may not have (an update of theirs was dropped
+    /// while the event was gone), with the fingerprint of the last update that landed.
+    unapplied: HashMap<String, Option<String>>,
 }
 
 impl LinkSet {
@@ -395,9 +398,19 @@ impl LinkSet {
     }
 
     /// Marks deleted links whose spec the meeting may not have: an update of theirs was
-    /// dropped while the event was gone (see [`PlanInput::unapplied`]).
-    pub fn set_unapplied(&mut self, conference_ids: impl IntoIterator<Item = String>) {
-        self.unapplied.extend(conference_ids);
+    /// dropped while the event was gone. Each comes with the fingerprint of the last update
+    /// that landed at its meeting, if any (see [`Applied`]).
+    pub fn set_unapplied(&mut self, links: impl IntoIterator<Item = (String, Option<String>)>) {
+        self.unapplied.extend(links);
+    }
+
+    /// What the meeting of `link` has, for `snapshot` bringing it back (see [`Applied`]).
+    pub fn applied(&self, link: &Link, snapshot: &Snapshot) -> Applied {
+        match self.unapplied.get(&link.conference_id) {
+            _ if !link.deleted => Applied::Linked,
+            None => Applied::Linked,
+            Some(landed) => applied_for(landed.as_deref(), snapshot),
+        }
     }
 
     /// The link whose pending recreate made `conference_id`, if the recreate has not swapped
@@ -406,6 +419,16 @@ impl LinkSet {
         let old = self.recreate_targets.get(conference_id)?;
         self.by_conference(old)
             .filter(|l| &l.conference_id == old && self.is_recreating(old))
+    }
+}
+
+/// What the meeting of a deleted link marked unapplied has, for `snapshot` bringing it back:
+/// the event's spec if the last update that landed (`landed`, its fingerprint) carried it,
+/// else not known.
+pub fn applied_for(landed: Option<&str>, snapshot: &Snapshot) -> Applied {
+    match (landed, &snapshot.spec) {
+        (Some(landed), Some(spec)) if landed == spec.fingerprint() => Applied::EventSpec,
+        _ => Applied::Unknown,
     }
 }
 
@@ -656,11 +679,14 @@ impl Session {
                 || link
                     .filter(|l| !l.deleted)
                     .is_some_and(|l| links.is_recreating(&l.conference_id)),
-            unapplied: !links.unapplied.is_empty()
-                && [link, link_elsewhere]
-                    .into_iter()
-                    .flatten()
-                    .any(|l| l.deleted && links.unapplied.contains(&l.conference_id)),
+            applied: match [link, link_elsewhere]
+                .into_iter()
+                .flatten()
+                .find(|l| l.deleted)
+            {
+                Some(gone) if !links.unapplied.is_empty() => links.applied(gone, snapshot),
+                _ => Applied::Linked,
+            },
         })
     }
 

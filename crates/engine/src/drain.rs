@@ -356,8 +356,14 @@ impl Engine {
         // An update planned before its event was cancelled or lost our conference: the
         // meeting is on its way out (a delete is queued behind), and the call would change
         // nothing that matters. Dropped, and the link marked so that the event coming back
-        // sends its spec; if the link came back meanwhile, the update runs.
-        if matches!(item.action, Action::Update { .. }) && link.as_ref().is_some_and(|l| l.deleted)
+        // sends its spec; if the link came back meanwhile, the update runs. Only on the row's
+        // first claim with no attempt made: an earlier claim's call may have landed with its
+        // answer lost, and finishing it with the same key is no new change (dropping it would
+        // make the event's return send the spec again, under a new key).
+        let first_run = item.attempts == 0 && item.fence <= 1;
+        if matches!(item.action, Action::Update { .. })
+            && first_run
+            && link.as_ref().is_some_and(|l| l.deleted)
         {
             match self
                 .store

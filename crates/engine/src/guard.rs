@@ -12,7 +12,7 @@
 //! committed before its row is reported (a rerun plans nothing new).
 
 use confsync_core::model::Snapshot;
-use confsync_core::plan::{Decision, PlanInput, plan};
+use confsync_core::plan::{Applied, Decision, PlanInput, plan};
 use confsync_store::{LinkBase, OutboxItem, PlannedChange};
 use tracing::info;
 
@@ -101,7 +101,14 @@ impl Engine {
                 recognizer: &self.config.recognizer,
                 capabilities: self.capabilities(),
                 recreating: false,
-                unapplied: stored.unapplied(),
+                applied: if stored.unapplied() {
+                    confsync_core::session::applied_for(
+                        stored.applied_fingerprint.as_deref(),
+                        snapshot,
+                    )
+                } else {
+                    Applied::Linked
+                },
             });
             let Decision::Apply {
                 link,
@@ -195,7 +202,7 @@ impl Engine {
                 recognizer: &self.config.recognizer,
                 capabilities: self.capabilities(),
                 recreating,
-                unapplied: false, // a live link
+                applied: Applied::Linked, // a live link
             });
             let Decision::Apply {
                 link,

@@ -412,10 +412,10 @@ impl Engine {
             .iter()
             .map(|s| (s.link.conference_id.clone(), s.version))
             .collect();
-        let unapplied: Vec<String> = loaded
+        let unapplied: Vec<(String, Option<String>)> = loaded
             .iter()
             .filter(|s| s.unapplied())
-            .map(|s| s.link.conference_id.clone())
+            .map(|s| (s.link.conference_id.clone(), s.applied_fingerprint.clone()))
             .collect();
         let mut links = LinkSet::new(loaded.into_iter().map(|s| s.link));
         links.set_unapplied(unapplied);
