@@ -433,14 +433,9 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
             changes: relevant.clone(),
         }]
     };
-    // A series whose time or rule changes loses its occurrence exceptions at most providers
-    // (the memory provider models that): the ones this link recorded are sent again after the
-    // update. This also covers a meeting made from a placeholder (the add-on's create) whose
+    // This also covers a meeting made from a placeholder (the add-on's create) whose
     // instances were changed before its first sync.
-    let series_moved = relevant
-        .iter()
-        .any(|c| matches!(c, Change::Rescheduled | Change::Recurrence));
-    if series_moved && !spec.recurrence.is_empty() && input.capabilities.occurrences {
+    if loses_exceptions(&relevant, spec, input.capabilities) {
         actions.extend(replay_exceptions(&next.occurrences));
     }
     Decision::Apply {
@@ -449,6 +444,17 @@ pub fn plan(input: &PlanInput<'_>) -> Decision {
         changes,
         supersede_deletes: false,
     }
+}
+
+/// An update with `changes` makes the meeting of series `spec` lose its occurrence
+/// exceptions: most providers drop them when a series' time or rule changes (the memory
+/// provider models that), so the ones the link recorded are sent again after the update.
+fn loses_exceptions(changes: &[Change], spec: &MeetingSpec, capabilities: Capabilities) -> bool {
+    capabilities.occurrences
+        && !spec.recurrence.is_empty()
+        && changes
+            .iter()
+            .any(|c| matches!(c, Change::Rescheduled | Change::Recurrence))
 }
 
 /// The provider calls that put a link's recorded occurrence exceptions on a meeting.
@@ -532,18 +538,14 @@ fn plan_unlinked(input: &PlanInput<'_>, ours: bool) -> Decision {
                     changes: spec_changes.clone(),
                 }]
             };
-        // As in place: a series whose time or rule changes loses its exceptions at most
-        // providers, so the recorded ones are sent again after the update. An unapplied spec
-        // may carry such a change the link no longer shows (it is the link's own spec).
-        let series_moved = unapplied
-            || spec_changes
-                .iter()
-                .any(|c| matches!(c, Change::Rescheduled | Change::Recurrence));
-        if !actions.is_empty()
-            && series_moved
-            && !spec.recurrence.is_empty()
-            && input.capabilities.occurrences
-        {
+        // As in place. An unapplied spec may carry a time or rule change the link no longer
+        // shows (it is the link's own spec): the exceptions are sent again with it too.
+        let replay = if unapplied {
+            loses_exceptions(&[Change::Rescheduled], spec, input.capabilities)
+        } else {
+            loses_exceptions(&spec_changes, spec, input.capabilities)
+        };
+        if !actions.is_empty() && replay {
             actions.extend(replay_exceptions(&moved.occurrences));
         }
         changes.extend(spec_changes);
