@@ -819,6 +819,23 @@ mod tests {
         })
     }
 
+    /// An event on `calendar_id` bringing back the deleted link `gone` (its own, restored, when
+    /// the calendar is the link's; else moved here), whose meeting has `applied`.
+    fn bring_back(s: &Snapshot, gone: &Link, calendar_id: &str, applied: Applied) -> Decision {
+        let restored = gone.calendar_id == calendar_id;
+        plan(&PlanInput {
+            calendar_id,
+            snapshot: s,
+            link: restored.then_some(gone),
+            link_elsewhere: (!restored).then_some(gone),
+            provider: "local",
+            recognizer: &recognizer(),
+            capabilities: Capabilities::ALL,
+            recreating: false,
+            applied,
+        })
+    }
+
     /// Most providers drop a series' occurrence exceptions when its time or rule changes (the
     /// add-on's placeholder meeting's first update is such a change): the exceptions the link
     /// recorded are sent again after the update. Found by the concurrent simulation.
@@ -880,42 +897,24 @@ mod tests {
         ));
         // An update of the link's spec was dropped while the event was gone: the meeting may
         // not have it, so bringing the event back sends it, unchanged or not.
-        let unapplied = |link: Option<&Link>, elsewhere: Option<&Link>, calendar_id| {
-            plan(&PlanInput {
-                calendar_id,
-                snapshot: &snap(&v),
-                link,
-                link_elsewhere: elsewhere,
-                provider: "local",
-                recognizer: &recognizer(),
-                capabilities: Capabilities::ALL,
-                recreating: false,
-                applied: Applied::Unknown,
-            })
-        };
-        let restored = unapplied(Some(&gone), None, "alice@example.com");
+        let restored = bring_back(&snap(&v), &gone, "alice@example.com", Applied::Unknown);
         assert!(
             matches!(restored.actions(), [Action::Update { spec, .. }] if spec == &gone.spec),
             "{restored:?}"
         );
-        let moved = unapplied(None, Some(&gone), "team@example.com");
+        let moved = bring_back(&snap(&v), &gone, "team@example.com", Applied::Unknown);
         assert!(
             matches!(moved.actions(), [Action::Update { spec, .. }] if spec == &gone.spec),
             "{moved:?}"
         );
         // The last update that landed carried the event's spec (the link's own was planned
         // later and dropped): nothing to send, though the event differs from the link.
-        let landed = plan(&PlanInput {
-            calendar_id: "alice@example.com",
-            snapshot: &snap(&renamed),
-            link: Some(&gone),
-            link_elsewhere: None,
-            provider: "local",
-            recognizer: &recognizer(),
-            capabilities: Capabilities::ALL,
-            recreating: false,
-            applied: Applied::EventSpec,
-        });
+        let landed = bring_back(
+            &snap(&renamed),
+            &gone,
+            "alice@example.com",
+            Applied::EventSpec,
+        );
         assert!(landed.actions().is_empty(), "{landed:?}");
     }
 
@@ -932,17 +931,7 @@ mod tests {
         gone.occurrences
             .insert("2026-12-08T10:00:00Z".into(), Occurrence::Cancelled);
         let plan_back = |v: &serde_json::Value, applied: Applied| {
-            plan(&PlanInput {
-                calendar_id: "alice@example.com",
-                snapshot: &snap(v),
-                link: Some(&gone),
-                link_elsewhere: None,
-                provider: "local",
-                recognizer: &recognizer(),
-                capabilities: Capabilities::ALL,
-                recreating: false,
-                applied,
-            })
+            bring_back(&snap(v), &gone, "alice@example.com", applied)
         };
         let decision = plan_back(&series, Applied::Unknown);
         assert!(
