@@ -20,8 +20,8 @@ use crate::{DrainSummary, Engine, EngineError};
 
 /// What one attempt at a row came to, before it is reported.
 pub(crate) enum Step {
-    /// Done; for an update, the spec fingerprint that landed at the provider.
-    Done { applied: Option<String> },
+    /// Done.
+    Done,
     /// Not needed any more (the link moved on, the event came back).
     Superseded,
     /// An update of a deleted link, already superseded in the store with the link's mark
@@ -255,7 +255,7 @@ impl Engine {
     ) -> Result<DrainSummary, EngineError> {
         let mut summary = DrainSummary::default();
         let executed = self.execute(&item, link, now_ms, &mut summary).await;
-        if let Ok(Step::Done { .. }) = executed {
+        if let Ok(Step::Done) = executed {
             drop(slot);
             called.wait_for_the_others().await;
         } else {
@@ -276,16 +276,8 @@ impl Engine {
         };
         let kind = item.action.kind();
         match step {
-            Step::Done { applied } => {
-                let accepted = match applied {
-                    Some(fingerprint) => gone(
-                        &item,
-                        self.store
-                            .complete_update(&item, &fingerprint, now_ms)
-                            .await,
-                    )?,
-                    None => gone(&item, self.store.complete(&item, now_ms).await)?,
-                };
+            Step::Done => {
+                let accepted = gone(&item, self.store.complete(&item, now_ms).await)?;
                 // Refused: another worker claimed the row since (this one stalled past its
                 // claim) and reports it itself.
                 if accepted {
@@ -408,9 +400,7 @@ impl Engine {
                     Ok(join_url) => {
                         self.follow_join_url(item, link.as_ref(), join_url, now_ms)
                             .await?;
-                        return Ok(Step::Done {
-                            applied: Some(spec.fingerprint()),
-                        });
+                        return Ok(Step::Done);
                     }
                     Err(e) => e,
                 }
@@ -426,20 +416,20 @@ impl Engine {
                     .update_occurrence(id, *occurrence, *start, *end, title, key)
                     .await
                 {
-                    Ok(_) => return Ok(Step::Done { applied: None }),
+                    Ok(_) => return Ok(Step::Done),
                     Err(e) => e,
                 }
             }
             Action::CancelOccurrence { occurrence } => {
                 summary.provider_calls += 1;
                 match provider.cancel_occurrence(id, *occurrence, key).await {
-                    Ok(()) => return Ok(Step::Done { applied: None }),
+                    Ok(()) => return Ok(Step::Done),
                     Err(e) => e,
                 }
             }
             Action::WriteBack { join_url } => {
                 return Ok(match self.write_back(item, join_url).await? {
-                    Ok(()) => Step::Done { applied: None },
+                    Ok(()) => Step::Done,
                     Err(e) => Step::Failed {
                         failure: Failure::of_calendar(&e),
                         error: format!("calendar {}: {e}", item.calendar_id),
@@ -470,7 +460,7 @@ impl Engine {
                         .await?
                     {
                         Ok(Recreated::Superseded) => Step::Superseded,
-                        Ok(_) => Step::Done { applied: None },
+                        Ok(_) => Step::Done,
                         Err(RecreateFailure::Provider(e)) => Step::provider(e),
                         Err(RecreateFailure::Unresolved(error)) => Step::Failed {
                             failure: Failure::Unresolved,
@@ -569,7 +559,7 @@ impl Engine {
             {
                 Ok(()) | Err(ProviderError::NotFound { .. }) => {
                     info!(conference_id = %item.conference_id, calendar_id = %item.calendar_id, "meeting deleted");
-                    Step::Done { applied: None }
+                    Step::Done
                 }
                 Err(e) => Step::provider(e),
             },

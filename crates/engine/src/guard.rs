@@ -167,7 +167,7 @@ impl Engine {
                 .await?
                 .filter(|s| !s.link.deleted)
             else {
-                return Ok(Step::Done { applied: None });
+                return Ok(Step::Done);
             };
             let link = stored.link;
             let event = self
@@ -182,11 +182,11 @@ impl Engine {
                 Some(value) => value,
                 // The add-on makes the conference before Calendar saves the event: a link never
                 // seen in Calendar is waiting for its event, not looking at a deleted one.
-                None if link.last_etag_seen.is_none() => return Ok(Step::Done { applied: None }),
+                None if link.last_etag_seen.is_none() => return Ok(Step::Done),
                 None => serde_json::json!({"id": item.event_id, "status": "cancelled"}),
             };
             let Ok(snapshot) = Snapshot::from_json(&value) else {
-                return Ok(Step::Done { applied: None });
+                return Ok(Step::Done);
             };
             let recreating = !self
                 .store
@@ -211,7 +211,7 @@ impl Engine {
                 ..
             } = decision
             else {
-                return Ok(Step::Done { applied: None });
+                return Ok(Step::Done);
             };
             let change = PlannedChange {
                 not_before_ms: self.not_before(&actions, now_ms),
@@ -225,7 +225,7 @@ impl Engine {
                 .commit_page(&item.calendar_id, &[change], &[], None, now_ms)
                 .await
             {
-                Ok(()) => return Ok(Step::Done { applied: None }),
+                Ok(()) => return Ok(Step::Done),
                 Err(e) if e.is_stale() => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -84,7 +84,7 @@ impl Engine {
                 now_ms,
             )
             .await?;
-        Ok(Step::Done { applied: None })
+        Ok(Step::Done)
     }
 
     /// The recreate path (see the module documentation). Answers what became of it, or the

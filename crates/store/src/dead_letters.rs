@@ -133,8 +133,9 @@ impl Store {
     /// Removes history past its use, in one transaction: dead letters last seen before
     /// `before_ms`, push channel records that stopped or expired before it, and authorization
     /// requests older than an hour (they are refused after ten minutes), finished outbox rows
-    /// last changed before it, links deleted before it with no outbox row left (and the create
-    /// intents that answered them). Pending rows and live links are never touched; an
+    /// last changed before it (a conference's last done update first leaves its spec's
+    /// fingerprint on the link), links deleted before it with no outbox row left (and the
+    /// create intents that answered them). Pending rows and live links are never touched; an
     /// idempotency key's `#N` is counted in `planned_keys`, which is not pruned (one short row
     /// per distinct intent, far fewer than actions).
     pub async fn prune_history(&self, before_ms: i64, now_ms: i64) -> Result<Pruned, StoreError> {
@@ -167,6 +168,9 @@ impl Store {
         // Finished outbox rows (done, failed, superseded) last changed before the cut-off: the
         // status page shows failures within the retention. A conference's later rows never
         // depend on them (order is among pending rows; `planned_keys` keeps the `#N` count).
+        // A conference's last update that landed says what its meeting has: before its row
+        // goes, the link keeps its spec's fingerprint (`applied_fingerprint`).
+        crate::outbox::keep_applied(&mut tx, before_ms).await?;
         let outbox = on_tx!(&mut tx, c => sqlx::query(
             "DELETE FROM outbox WHERE state <> 'pending' AND updated_at < $1",
         )

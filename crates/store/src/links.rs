@@ -1,9 +1,9 @@
 //! The `links` table: what the engine remembers of each conference it manages.
 //!
 //! The planner's fields are written by [`Store::commit_page`]; two columns belong to the
-//! executor and are only written through [`Store::record_applied`] and
-//! [`Store::record_written_etag`], so a sync pass that read a link before the executor wrote
-//! them cannot roll them back.
+//! executor and are only written through [`Store::supersede_update_of_deleted_link`] (with
+//! [`Store::record_applied`] for tools and tests) and [`Store::record_written_etag`], so a sync
+//! pass that read a link before the executor wrote them cannot roll them back.
 
 use std::collections::{BTreeMap, HashSet};
 

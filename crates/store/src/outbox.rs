@@ -102,8 +102,6 @@ pub(crate) type Completions = crate::group::Group<Completion, Result<u64, StoreE
 /// One queued success.
 pub(crate) struct Completion {
     row: Claimed,
-    /// For an update: the spec fingerprint that landed.
-    fingerprint: Option<String>,
     now_ms: i64,
 }
 
@@ -122,17 +120,15 @@ pub fn queued_generation() -> u64 {
     QUEUED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Marks a row done if it is still pending under this claim (1) or not (0); for an update,
-/// the link records the fingerprint that landed.
-async fn complete_in(
-    tx: &mut Tx,
-    row: Claimed,
-    fingerprint: Option<&str>,
-    now_ms: i64,
-) -> Result<u64, StoreError> {
+/// Marks a row done if it is still pending under this claim (1) or not (0).
+///
+/// Nothing else is written: what an update that landed carried is read from its done row when
+/// it is needed ([`Store::supersede_update_of_deleted_link`]), not copied to the link at every
+/// success (that rewrote a link row per update: about a third of the drain's writes).
+async fn complete_in(tx: &mut Tx, row: Claimed, now_ms: i64) -> Result<u64, StoreError> {
     let id = row.id;
     let what = || format!("completing outbox row {id}");
-    let done = on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $2, \
              lease_owner = NULL, lease_until = 0 \
          WHERE id = $1 AND state = 'pending' AND ($3 < 0 OR lease_fence = $3)",
@@ -143,29 +139,12 @@ async fn complete_in(
     .execute(c)
     .await
     .map(|r| r.rows_affected()))
-    .ctx(what)?;
-    if let Some(fingerprint) = fingerprint
-        && done > 0
-    {
-        on_tx!(tx, c => sqlx::query(
-            "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
-             WHERE conference_id = (SELECT conference_id FROM outbox WHERE id = $1)",
-        )
-        .bind(id)
-        .bind(fingerprint)
-        .bind(now_ms)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))
-        .ctx(what)?;
-    }
-    Ok(done)
+    .ctx(what)
 }
 
-/// [`complete_in`] for a group of reports, in a few statements whatever their number: one
-/// update of the rows, one of their links' applied fingerprints. Answers each report's count
-/// in order, as if each had been made alone in turn: a row reported twice lands once, for the
-/// first report that holds its claim.
+/// [`complete_in`] for a group of reports, in one statement per chunk whatever their number.
+/// Answers each report's count in order, as if each had been made alone in turn: a row
+/// reported twice lands once, for the first report that holds its claim.
 async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, StoreError> {
     let what = || format!("completing {} outbox rows", batch.len());
     let mut answers = vec![0_u64; batch.len()];
@@ -177,9 +156,9 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
             .into_iter()
             .partition(|&i| seen.insert(batch[i].row.id));
         rest = later;
-        let mut landed: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        let mut landed: std::collections::HashSet<i64> = std::collections::HashSet::new();
         for chunk in crate::db::chunks(&round[..], APPEND_CHUNK) {
-            let rows: Vec<(i64, String)> = on_tx!(tx, c => {
+            let rows: Vec<(i64,)> = on_tx!(tx, c => {
                 let mut query = sqlx::QueryBuilder::new(
                     "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, \
                          updated_at = v.column3, lease_owner = NULL, lease_until = 0 FROM (",
@@ -200,7 +179,7 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     .push(
                         ") AS v WHERE outbox.id = v.column1 AND outbox.state = 'pending' \
                          AND (v.column2 < 0 OR outbox.lease_fence = v.column2) \
-                         RETURNING outbox.id, outbox.conference_id",
+                         RETURNING outbox.id",
                     );
                 query
                     .build_query_as()
@@ -208,54 +187,67 @@ async fn complete_many(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<u64>, St
                     .await
             })
             .ctx(what)?;
-            landed.extend(rows);
+            landed.extend(rows.into_iter().map(|(id,)| id));
         }
-        // The fingerprints that landed, the last one per conference (in report order).
-        let mut applied: Vec<(&str, &str, i64)> = Vec::new();
-        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for &i in &round {
-            let c = &batch[i];
-            let Some(conference_id) = landed.get(&c.row.id) else {
-                continue;
-            };
-            answers[i] = 1;
-            if let Some(fingerprint) = c.fingerprint.as_deref() {
-                match at.get(conference_id.as_str()) {
-                    Some(&j) => applied[j] = (conference_id, fingerprint, c.now_ms),
-                    None => {
-                        at.insert(conference_id, applied.len());
-                        applied.push((conference_id, fingerprint, c.now_ms));
-                    }
-                }
+            if landed.contains(&batch[i].row.id) {
+                answers[i] = 1;
             }
-        }
-        // Nothing is read back: sent with the next statement or the COMMIT (SQLite), one
-        // round trip fewer per group.
-        for chunk in crate::db::chunks(&applied[..], APPEND_CHUNK) {
-            let mut sql = String::from(
-                "UPDATE links SET applied_fingerprint = v.column2, updated_at = v.column3 FROM (VALUES ",
-            );
-            let mut args = Vec::with_capacity(chunk.len() * 3);
-            for (k, (conference_id, fingerprint, now_ms)) in chunk.iter().enumerate() {
-                if k > 0 {
-                    sql.push_str(", ");
-                }
-                let n = 3 * k;
-                sql.push_str(&format!(
-                    "(${}, ${}, CAST(${} AS BIGINT))",
-                    n + 1,
-                    n + 2,
-                    n + 3
-                ));
-                args.push(Arg::Text((*conference_id).to_owned()));
-                args.push(Arg::Text((*fingerprint).to_owned()));
-                args.push(Arg::Int(*now_ms));
-            }
-            sql.push_str(") AS v WHERE links.conference_id = v.column1");
-            tx.defer(sql, args).await.ctx(what)?;
         }
     }
     Ok(answers)
+}
+
+/// Rows [`keep_applied`] reads at a time.
+const KEEP_APPLIED_CHUNK: i64 = 512;
+
+/// Before [`Store::prune_history`] deletes the finished rows last changed before `before_ms`:
+/// for each conference whose last done update is among them, the link records that update's
+/// spec fingerprint (`applied_fingerprint`), which [`Store::supersede_update_of_deleted_link`]
+/// falls back on once the row is gone. Read in chunks of rows, so a first prune of a large
+/// history holds a chunk at a time.
+pub(crate) async fn keep_applied(tx: &mut Tx, before_ms: i64) -> Result<u64, StoreError> {
+    let what = || "keeping the spec of each conference's last update that landed".to_owned();
+    let (mut after, mut kept) = (0_i64, 0_u64);
+    loop {
+        let rows: Vec<(i64, String, String)> = on_tx!(tx, c => sqlx::query_as(
+            "SELECT o.id, o.conference_id, a.action_json FROM outbox o JOIN outbox_actions a ON a.id = o.id \
+             WHERE o.kind = 'update' AND o.state = 'done' AND o.updated_at < $1 AND o.id > $2 \
+               AND NOT EXISTS (SELECT 1 FROM outbox n WHERE n.conference_id = o.conference_id \
+                                 AND n.id > o.id AND n.kind = 'update' AND n.state = 'done') \
+             ORDER BY o.id LIMIT $3",
+        )
+        .bind(before_ms)
+        .bind(after)
+        .bind(KEEP_APPLIED_CHUNK)
+        .fetch_all(c)
+        .await)
+        .ctx(what)?;
+        let Some(last) = rows.last() else {
+            return Ok(kept);
+        };
+        after = last.0;
+        let full = rows.len() as i64 == KEEP_APPLIED_CHUNK;
+        for (id, conference_id, action_json) in rows {
+            let Action::Update { spec, .. } = serde_json::from_str::<Action>(&action_json)
+                .ctx(|| format!("outbox row {id}, action_json"))?
+            else {
+                continue;
+            };
+            kept += on_tx!(tx, c => sqlx::query(
+                "UPDATE links SET applied_fingerprint = $2 WHERE conference_id = $1",
+            )
+            .bind(&conference_id)
+            .bind(spec.fingerprint())
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .ctx(what)?;
+        }
+        if !full {
+            return Ok(kept);
+        }
+    }
 }
 
 /// Which attempt a report answers: an outbox row, and for a claimed row the fence of its claim.
@@ -344,8 +336,24 @@ pub struct FailedAction {
     pub failed_at: i64,
 }
 
-const SELECT: &str = "SELECT id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, attempts, \
-     not_before, last_error, created_at, updated_at FROM outbox";
+/// An outbox row's action (`outbox_actions`, written once beside the row), as a column of a
+/// query over `outbox`.
+macro_rules! action_of {
+    ($row:literal) => {
+        concat!(
+            "(SELECT a.action_json FROM outbox_actions a WHERE a.id = ",
+            $row,
+            ".id) AS action_json"
+        )
+    };
+}
+
+const SELECT: &str = concat!(
+    "SELECT id, conference_id, calendar_id, event_id, kind, ",
+    action_of!("outbox"),
+    ", idempotency_key, state, attempts, \
+     not_before, last_error, created_at, updated_at FROM outbox"
+);
 
 fn entry(row: &impl Cols) -> Result<OutboxEntry, StoreError> {
     let what = || "reading an outbox row".to_owned();
@@ -423,25 +431,36 @@ pub(crate) async fn append_one(
     .ctx(what)?;
     tx.defer(
         concat!(
-            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, idempotency_key, \
                  state, attempts, not_before, created_at, updated_at) \
-             SELECT $2, $3, $4, $5, $6, $1, \
+             SELECT $2, $3, $4, $5, $1, \
                  CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END, \
-                 'pending', 0, $7, $8, $8 \
+                 'pending', 0, $6, $7, $7 \
              FROM planned_keys p WHERE p.planned_key = $1 AND NOT ",
             replay_of_one!(),
             " ON CONFLICT (idempotency_key) DO NOTHING"
         ),
         vec![
-            Arg::Text(planned_key),
+            Arg::Text(planned_key.clone()),
             Arg::Text(append.conference_id.to_owned()),
             Arg::Text(append.calendar_id.to_owned()),
             Arg::Text(append.event_id.to_owned()),
             Arg::Text(action.kind().to_owned()),
-            Arg::Text(action_json),
             Arg::Int(append.not_before_ms),
             Arg::Int(now_ms),
         ],
+    )
+    .await
+    .ctx(what)?;
+    // Its action, beside it: the row holding the key the insert gave (none was inserted on a
+    // replay: that row has its action already).
+    tx.defer(
+        "INSERT INTO outbox_actions (id, action_json) \
+         SELECT o.id, $2 FROM planned_keys p, outbox o \
+         WHERE p.planned_key = $1 \
+           AND o.idempotency_key = CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END \
+         ON CONFLICT (id) DO NOTHING",
+        vec![Arg::Text(planned_key), Arg::Text(action_json)],
     )
     .await
     .ctx(what)?;
@@ -526,21 +545,28 @@ pub(crate) async fn append(
         // taken), so SQLite sends it with the transaction's next statement or its COMMIT; a
         // later replay check in the same transaction runs after it all the same.
         tx.defer(
-            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, idempotency_key, \
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, idempotency_key, \
                  state, attempts, not_before, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $9) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8) \
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 Arg::Text(conference_id.to_owned()),
                 Arg::Text(calendar_id.to_owned()),
                 Arg::Text(event_id.to_owned()),
                 Arg::Text(action.kind().to_owned()),
-                Arg::Text(action_json),
                 Arg::Text(planned_key.clone()),
-                Arg::Text(key),
+                Arg::Text(key.clone()),
                 Arg::Int(not_before_ms),
                 Arg::Int(now_ms),
             ],
+        )
+        .await
+        .ctx(what)?;
+        tx.defer(
+            "INSERT INTO outbox_actions (id, action_json) \
+             SELECT id, $2 FROM outbox WHERE idempotency_key = $1 \
+             ON CONFLICT (id) DO NOTHING",
+            vec![Arg::Text(key), Arg::Text(action_json)],
         )
         .await
         .ctx(what)?;
@@ -716,16 +742,15 @@ pub(crate) async fn append_many(
     for chunk in crate::db::chunks(&keyed[..], APPEND_CHUNK) {
         let done = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, \
+                "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, \
                      idempotency_key, state, attempts, not_before, created_at, updated_at) ",
             );
             query
-                .push_values(chunk, |mut row, (append, action, planned_key, key, json)| {
+                .push_values(chunk, |mut row, (append, action, planned_key, key, _)| {
                     row.push_bind(append.conference_id)
                         .push_bind(append.calendar_id)
                         .push_bind(append.event_id)
                         .push_bind(action.kind())
-                        .push_bind(json)
                         .push_bind(*planned_key)
                         .push_bind(key)
                         .push("'pending'")
@@ -743,6 +768,23 @@ pub(crate) async fn append_many(
         })
         .ctx(what)?;
         inserted += done as usize;
+        // Their actions, beside them (found by key; a key that was taken already keeps its
+        // row's action).
+        on_tx!(tx, c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO outbox_actions (id, action_json) SELECT o.id, v.column2 FROM (",
+            );
+            query
+                .push_values(chunk, |mut row, (_, _, _, key, json)| {
+                    row.push_bind(key).push_bind(json);
+                })
+                .push(
+                    ") AS v, outbox o WHERE o.idempotency_key = v.column1 \
+                     ON CONFLICT (id) DO NOTHING",
+                );
+            query.build().execute(c).await.map(|r| r.rows_affected())
+        })
+        .ctx(what)?;
     }
     Ok(inserted)
 }
@@ -798,13 +840,16 @@ impl Store {
         let what = || "listing due outbox actions".to_owned();
         let entries = on_read!(self, c => {
             let rows = sqlx::query(
-                "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, o.action_json, o.idempotency_key, o.state, \
+                concat!(
+                "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, ",
+                action_of!("o"),
+                ", o.idempotency_key, o.state, \
                      o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
                  FROM outbox o \
                  WHERE o.state = 'pending' AND o.not_before <= $1 AND o.lease_until <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM outbox p \
                                    WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-                 ORDER BY o.not_before, o.id LIMIT $2",
+                 ORDER BY o.not_before, o.id LIMIT $2"),
             )
             .bind(now_ms)
             .bind(limit)
@@ -877,7 +922,9 @@ impl Store {
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
                          ORDER BY o.not_before, o.id LIMIT $4",
                     $lock,
-                    ") RETURNING id, conference_id, calendar_id, event_id, kind, action_json, idempotency_key, state, \
+                    ") RETURNING id, conference_id, calendar_id, event_id, kind, ",
+                    action_of!("outbox"),
+                    ", idempotency_key, state, \
                          attempts, not_before, last_error, created_at, updated_at, lease_fence, \
                          EXISTS (SELECT 1 FROM outbox q WHERE q.conference_id = outbox.conference_id \
                                  AND q.state = 'pending' AND q.id > outbox.id) AS more"
@@ -1031,27 +1078,8 @@ impl Store {
     pub async fn complete(&self, row: impl Into<Claimed>, now_ms: i64) -> Result<bool, StoreError> {
         let row = row.into();
         let id = row.id;
-        let done = self.complete_grouped(row, None, now_ms).await?;
+        let done = self.complete_grouped(row, now_ms).await?;
         self.report(done, row, || format!("completing outbox row {id}"))
-            .await
-    }
-
-    /// Reports a successful Update whose spec `fingerprint` landed at the provider: the row is
-    /// done and the link records what the meeting now has, in one transaction, both refused
-    /// (answers false) when the row is no longer pending under this claim (a stalled worker's
-    /// late answer must not overwrite what a newer update recorded).
-    pub async fn complete_update(
-        &self,
-        row: impl Into<Claimed>,
-        fingerprint: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let row = row.into();
-        let id = row.id;
-        let done = self
-            .complete_grouped(row, Some(fingerprint), now_ms)
-            .await?;
-        self.report(done, row, || format!("completing outbox update {id}"))
             .await
     }
 
@@ -1064,17 +1092,8 @@ impl Store {
     /// the commit loses them all, as it would lose a report not yet made (the rows stay
     /// claimed and run again, with the same idempotency keys). Groups are per process: another
     /// worker's rows are under its claims, not in this group.
-    async fn complete_grouped(
-        &self,
-        row: Claimed,
-        fingerprint: Option<&str>,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let completion = Completion {
-            row,
-            fingerprint: fingerprint.map(str::to_owned),
-            now_ms,
-        };
+    async fn complete_grouped(&self, row: Claimed, now_ms: i64) -> Result<u64, StoreError> {
+        let completion = Completion { row, now_ms };
         self.completions
             .submit(completion, |batch| self.commit_completions(batch))
             .await
@@ -1128,9 +1147,7 @@ impl Store {
             Err(e) => {
                 tracing::warn!(rows = batch.len(), error = %e, "a group commit of outbox reports failed; committing each alone");
                 for (c, answer) in batch.into_iter().zip(answers) {
-                    let result = self
-                        .complete_alone(c.row, c.fingerprint.as_deref(), c.now_ms)
-                        .await;
+                    let result = self.complete_alone(c.row, c.now_ms).await;
                     let _ = answer.send(result);
                 }
             }
@@ -1138,28 +1155,13 @@ impl Store {
     }
 
     /// [`complete_many`] for one report on SQLite, in ONE round trip to the connection's
-    /// thread instead of two: BEGIN, the link's applied fingerprint, the row, COMMIT, sent
-    /// together. The link is written first, under the same condition the row's update then
-    /// checks (still pending under this claim), so it lands exactly when the row does.
+    /// thread: BEGIN, the row's update and COMMIT, sent together.
     async fn complete_one_sqlite(
         &self,
-        mut tx: crate::conns::SqliteTx,
+        tx: crate::conns::SqliteTx,
         c: &Completion,
     ) -> Result<u64, StoreError> {
         let (id, fence) = (c.row.id, c.row.fence_param());
-        if let Some(fingerprint) = &c.fingerprint {
-            tx.defer(
-                "UPDATE links SET applied_fingerprint = $2, updated_at = $3 \
-                 WHERE conference_id = (SELECT conference_id FROM outbox \
-                     WHERE id = $1 AND state = 'pending' AND ($4 < 0 OR lease_fence = $4))",
-                vec![
-                    Arg::Int(id),
-                    Arg::Text(fingerprint.clone()),
-                    Arg::Int(c.now_ms),
-                    Arg::Int(fence),
-                ],
-            );
-        }
         let rows = tx
             .commit_with(
                 "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, \
@@ -1174,17 +1176,11 @@ impl Store {
     }
 
     /// One success in its own transaction.
-    async fn complete_alone(
-        &self,
-        row: Claimed,
-        fingerprint: Option<&str>,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
+    async fn complete_alone(&self, row: Claimed, now_ms: i64) -> Result<u64, StoreError> {
         let what = || format!("completing outbox row {}", row.id);
-        // Each statement is atomic; the link's applied fingerprint is the executor's column,
-        // written only here and by `record_applied` (see `crate::db`): no key needed.
+        // A single atomic statement on a row under this worker's claim: no key needed.
         let mut tx = self.write_tx_keyed(self.lock_keys(), what).await?;
-        let done = complete_in(&mut tx, row, fingerprint, now_ms).await?;
+        let done = complete_in(&mut tx, row, now_ms).await?;
         self.commit(tx, what).await?;
         Ok(done)
     }
@@ -1308,6 +1304,8 @@ impl Store {
     /// outbox has run, so a sync (or the delete's guard) that brings the event back, restored
     /// or moved, sends the event's spec to the meeting even when it equals the link's. The
     /// mark bumps the link's version: a writer that read the link before it plans again.
+    /// Beside it the link records the spec of the conference's last update that landed (its
+    /// `applied_fingerprint`): an event brought back with that spec needs no call.
     ///
     /// Answers None, changing nothing, when the link is not deleted (any more): the update
     /// is needed and runs. Else like [`Store::supersede`].
@@ -1345,13 +1343,36 @@ impl Store {
             }
             return self.report(0, row, what).await.map(Some);
         }
+        // What the meeting has: the spec of the conference's last update that landed (its
+        // rows run in id order, so every earlier row is finished). Kept on the link beside the
+        // mark for the planner; no such row (none landed, or it was pruned, which recorded it
+        // on the link: `keep_applied`) keeps what the link recorded, if anything.
+        let landed: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT a.action_json FROM outbox o JOIN outbox_actions a ON a.id = o.id \
+             WHERE o.conference_id = $1 AND o.id < $2 AND o.kind = 'update' AND o.state = 'done' \
+             ORDER BY o.id DESC LIMIT 1",
+        )
+        .bind(&item.conference_id)
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .ctx(what)?;
+        let landed = match landed.map(|json| serde_json::from_str::<Action>(&json)) {
+            Some(Ok(Action::Update { spec, .. })) => Some(spec.fingerprint()),
+            Some(Ok(_)) | None => None,
+            Some(Err(e)) => {
+                return Err(e).ctx(|| format!("{}: the last update that landed", what()));
+            }
+        };
         on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE links SET fingerprint = $2, version = version + 1, updated_at = $3 \
+            "UPDATE links SET fingerprint = $2, applied_fingerprint = COALESCE($4, applied_fingerprint), \
+                 version = version + 1, updated_at = $3 \
              WHERE conference_id = $1 AND deleted",
         )
         .bind(&item.conference_id)
         .bind(crate::links::UNAPPLIED)
         .bind(now_ms)
+        .bind(landed)
         .execute(c)
         .await
         .map(|r| r.rows_affected()))

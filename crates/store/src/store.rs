@@ -122,6 +122,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "index write cost",
             include_str!("../migrations/sqlite/0019_index_write_cost.sql"),
         ),
+        (
+            20,
+            "outbox actions",
+            include_str!("../migrations/sqlite/0020_outbox_actions.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -188,6 +193,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             12,
             "recreate target",
             include_str!("../migrations/postgres/0012_recreate_target.sql"),
+        ),
+        (
+            13,
+            "outbox actions",
+            include_str!("../migrations/postgres/0013_outbox_actions.sql"),
         ),
     ];
     migrator_of(&migrations)
@@ -760,6 +770,67 @@ mod tests {
 
     async fn int(pool: &Conns, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
+
+    /// Migration 0020 moves each queued row's action to `outbox_actions`: a store made before it
+    /// keeps its rows' actions, and a row deleted takes its action with it.
+    #[tokio::test]
+    async fn queued_actions_survive_the_move_to_their_own_table() {
+        let dir = std::env::temp_dir().join(format!("confsync-store-0020-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap().to_owned();
+        let action = confsync_core::plan::Action::Delete {
+            reason: confsync_core::plan::Change::EventCancelled,
+        };
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let mut before = sqlite_migrator();
+            before.migrations = Cow::Owned(
+                before
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 20)
+                    .cloned()
+                    .collect(),
+            );
+            before.run(&pool).await.unwrap();
+            for sql in [
+                "INSERT INTO calendars (calendar_id, created_at) VALUES ('c', 0)",
+                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, created_at, updated_at) \
+                 VALUES ('m1', 'local', 'c', 'e1', '{}', 'f', 0, 0)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, \
+                     idempotency_key, created_at, updated_at) VALUES ('m1', 'c', 'e1', 'delete', $1, 'k', 'k', 0, 0)",
+            )
+            .bind(serde_json::to_string(&action).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        let rows = store.outbox_of("m1").await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].action, action);
+        sqlx::query("DELETE FROM outbox")
+            .execute(writer(&store))
+            .await
+            .unwrap();
+        assert_eq!(
+            int(writer(&store), "SELECT COUNT(*) FROM outbox_actions").await,
+            0
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

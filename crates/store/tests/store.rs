@@ -547,6 +547,22 @@ async fn a_link_that_moved_calendars_supersedes_its_pending_delete() {
 async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
     for store in stores().await {
         eprintln!("on {}", store.backend());
+        // An update that landed first: the mark records what it carried.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Planning"),
+                    vec![update("Planning")],
+                )],
+                &[],
+                None,
+                500,
+            )
+            .await
+            .unwrap();
+        let first = store.due(10, 500).await.unwrap().remove(0);
+        assert!(store.complete(&first, 600).await.unwrap());
         let live = link("m1", ALICE, "e1", "Renamed");
         store
             .commit_latest(
@@ -568,7 +584,7 @@ async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
             "a live link's update runs"
         );
         assert_eq!(
-            store.outbox_of("m1").await.unwrap()[0].state,
+            store.outbox_of("m1").await.unwrap()[1].state,
             OutboxState::Pending
         );
         let mut gone = link("m1", ALICE, "e1", "Renamed");
@@ -591,12 +607,21 @@ async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
         );
         let rows = store.outbox_of("m1").await.unwrap();
         assert_eq!(
-            (rows[0].state, rows[1].state),
-            (OutboxState::Superseded, OutboxState::Pending)
+            rows.iter().map(|r| r.state).collect::<Vec<_>>(),
+            [
+                OutboxState::Done,
+                OutboxState::Superseded,
+                OutboxState::Pending
+            ]
         );
         let after = store.link_record("m1").await.unwrap().unwrap();
         assert!(after.unapplied() && after.version > before.version);
         assert_eq!(after.link, before.link, "the planner's fields are kept");
+        assert_eq!(
+            after.applied_fingerprint,
+            Some(spec("Planning").fingerprint()),
+            "the spec of the last update that landed"
+        );
         // Brought back: the link's next write replaces the mark.
         store
             .commit_latest(
@@ -1685,6 +1710,26 @@ async fn history_past_its_retention_is_pruned() {
                 store.complete(row.id, cutoff - DAY).await.unwrap();
             }
         }
+        // m1 was renamed since, long ago too: the link keeps what its last update that landed
+        // carried (it says what the meeting has), as the rows go.
+        store
+            .commit_latest(
+                ALICE,
+                &[change(
+                    link("m1", ALICE, "e1", "Renamed"),
+                    vec![update("Renamed")],
+                )],
+                &[],
+                None,
+                cutoff - DAY,
+            )
+            .await
+            .unwrap();
+        let renamed = store.due(10, cutoff).await.unwrap();
+        assert_eq!(renamed.len(), 2, "m2's and m1's");
+        for row in renamed.iter().filter(|r| r.conference_id == "m1") {
+            store.complete(row.id, cutoff - DAY + 1).await.unwrap();
+        }
         for (id, event, at) in [("m3", "e3", cutoff - DAY), ("m4", "e4", now - DAY)] {
             let mut gone = link(id, ALICE, event, "Planning");
             gone.deleted = true;
@@ -1700,11 +1745,21 @@ async fn history_past_its_retention_is_pruned() {
                 oauth_requests: 1,
                 channels: 2,
                 dead_letters: 1,
-                outbox: 3,
+                outbox: 4,
                 links: 1,
             }
         );
         assert!(store.outbox_of("m1").await.unwrap().is_empty());
+        // What m1's last update that landed carried stays on its link.
+        assert_eq!(
+            store
+                .link_record("m1")
+                .await
+                .unwrap()
+                .unwrap()
+                .applied_fingerprint,
+            Some(spec("Renamed").fingerprint())
+        );
         assert_eq!(
             store.outbox_of("m2").await.unwrap()[0].state,
             OutboxState::Pending
@@ -1894,37 +1949,10 @@ async fn a_claim_is_exclusive_until_it_expires_and_a_late_report_is_refused() {
                 .unwrap()
         );
         assert!(!store.fail(&a[0], "late", 6_500).await.unwrap());
-        // A late update's report records no fingerprint either (on SQLite a report alone is
-        // one batch: the link's write is conditioned like the row's).
-        assert!(
-            !store
-                .complete_update(&a[0], "fp-late", 6_500)
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store
-                .link_record("m0")
-                .await
-                .unwrap()
-                .unwrap()
-                .applied_fingerprint,
-            None
-        );
         let row = store.outbox_of("m0").await.unwrap().remove(0);
         assert_eq!((row.state, row.attempts), (OutboxState::Pending, 0));
         // b's report lands; m0's second row becomes due; a's renewed claim on m1 still holds.
-        assert!(store.complete_update(&b[0], "fp-1", 6_500).await.unwrap());
-        assert_eq!(
-            store
-                .link_record("m0")
-                .await
-                .unwrap()
-                .unwrap()
-                .applied_fingerprint
-                .as_deref(),
-            Some("fp-1")
-        );
+        assert!(store.complete(&b[0], 6_500).await.unwrap());
         at(7_000);
         let next = store.claim_due("b", 10, 7_000, 5_000).await.unwrap();
         assert_eq!(
@@ -1955,9 +1983,9 @@ async fn reports_made_at_once_are_each_answered_as_if_made_alone() {
         queue_updates(&store, 40, 1_000).await;
         let rows = store.claim_due("a", 64, 1_000, 60_000).await.unwrap();
         assert_eq!(rows.len(), 40);
-        // Every row reported at once (SQLite commits them in a few transactions): each with
-        // its fingerprint; row 0 twice (one report lands, the other finds it done); row 1
-        // under a claim that is not its own (refused); row 2 with no fence (admin tools).
+        // Every row reported at once (SQLite commits them in a few transactions): row 0 twice
+        // (one report lands, the other finds it done); row 1 under a claim that is not its
+        // own (refused); row 2 with no fence (admin tools).
         let mut tasks = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             let (store, row) = (store.clone(), row.clone());
@@ -1968,16 +1996,16 @@ async fn reports_made_at_once_are_each_answered_as_if_made_alone() {
                             id: row.id,
                             fence: Some(row.fence + 1),
                         };
-                        store.complete_update(forged, "fp-forged", 2_000).await
+                        store.complete(forged, 2_000).await
                     }
                     2 => store.complete(row.id, 2_000).await,
-                    _ => store.complete_update(&row, &format!("fp-{i}"), 2_000).await,
+                    _ => store.complete(&row, 2_000).await,
                 }
             }));
         }
         let again = {
             let (store, row) = (store.clone(), rows[0].clone());
-            tokio::spawn(async move { store.complete_update(&row, "fp-0", 2_000).await })
+            tokio::spawn(async move { store.complete(&row, 2_000).await })
         };
         let mut answers = Vec::new();
         for task in tasks {
@@ -1993,23 +2021,14 @@ async fn reports_made_at_once_are_each_answered_as_if_made_alone() {
         assert!(answers.iter().enumerate().all(|(i, a)| *a || i <= 1));
         for (i, row) in rows.iter().enumerate() {
             let stored = store.outbox_of(&row.conference_id).await.unwrap().remove(0);
-            let fingerprint = store
-                .link_record(&row.conference_id)
-                .await
-                .unwrap()
-                .unwrap()
-                .applied_fingerprint;
             if i == 1 {
                 assert_eq!((stored.state, stored.attempts), (OutboxState::Pending, 0));
-                assert_eq!(fingerprint, None);
             } else {
                 assert_eq!(
                     (stored.state, stored.attempts),
                     (OutboxState::Done, 1),
                     "row {i}"
                 );
-                let expected = (i != 2).then(|| format!("fp-{i}"));
-                assert_eq!(fingerprint, expected, "row {i}");
             }
         }
     }
