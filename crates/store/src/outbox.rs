@@ -452,18 +452,25 @@ pub(crate) async fn append_one(
     )
     .await
     .ctx(what)?;
-    // Its action, beside it: the row holding the key the insert gave (none was inserted on a
-    // replay: that row has its action already).
-    tx.defer(
-        "INSERT INTO outbox_actions (id, action_json) \
-         SELECT o.id, $2 FROM planned_keys p, outbox o \
-         WHERE p.planned_key = $1 \
-           AND o.idempotency_key = CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END \
-         ON CONFLICT (id) DO NOTHING",
-        vec![Arg::Text(planned_key), Arg::Text(action_json)],
-    )
-    .await
-    .ctx(what)?;
+    // Its action, beside it, if the row was inserted (a replay inserts none: that row has its
+    // action already). SQLite runs this right after the insert, on the same connection: the
+    // insert's count and row id say it; Postgres finds the row by the key the insert gave.
+    let (sql, args) = match tx {
+        Tx::Sqlite(_) => (
+            "INSERT INTO outbox_actions (id, action_json) \
+             SELECT last_insert_rowid(), $1 WHERE changes() = 1",
+            vec![Arg::Text(action_json)],
+        ),
+        Tx::Postgres(_) => (
+            "INSERT INTO outbox_actions (id, action_json) \
+             SELECT o.id, $2 FROM planned_keys p, outbox o \
+             WHERE p.planned_key = $1 \
+               AND o.idempotency_key = CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END \
+             ON CONFLICT (id) DO NOTHING",
+            vec![Arg::Text(planned_key), Arg::Text(action_json)],
+        ),
+    };
+    tx.defer(sql, args).await.ctx(what)?;
     Ok(1)
 }
 
