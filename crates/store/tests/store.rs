@@ -48,6 +48,30 @@ fn update(title: &str) -> Action {
     }
 }
 
+/// Writes the conference's link on ALICE's calendar, titled `title`, with one update to that
+/// title queued: a change as a sync page would commit it.
+async fn queue_update(
+    store: &Store,
+    conference_id: &str,
+    event_id: &str,
+    title: &str,
+    now_ms: i64,
+) {
+    store
+        .commit_latest(
+            ALICE,
+            &[change(
+                link(conference_id, ALICE, event_id, title),
+                vec![update(title)],
+            )],
+            &[],
+            None,
+            now_ms,
+        )
+        .await
+        .unwrap();
+}
+
 fn change(link: Link, actions: Vec<Action>) -> PlannedChange {
     PlannedChange {
         link,
@@ -296,19 +320,7 @@ async fn a_change_back_to_an_earlier_spec_is_queued_again() {
 async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
     for store in stores().await {
         eprintln!("on {}", store.backend());
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Planning"),
-                    vec![update("Planning")],
-                )],
-                &[],
-                None,
-                1_000,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Planning", 1_000).await;
         let mut gone = link("m1", ALICE, "e1", "Planning");
         gone.deleted = true;
         store
@@ -326,19 +338,7 @@ async fn due_hands_out_only_the_oldest_pending_row_of_each_conference() {
             )
             .await
             .unwrap();
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m2", ALICE, "e2", "Other"),
-                    vec![update("Other")],
-                )],
-                &[],
-                None,
-                3_000,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m2", "e2", "Other", 3_000).await;
 
         let due = store.due(10, 5_000).await.unwrap();
         let kinds: Vec<(&str, &str)> = due
@@ -372,19 +372,7 @@ async fn retry_later_hides_a_row_and_its_successors_until_not_before() {
         eprintln!("on {}", store.backend());
         let mut gone = link("m1", ALICE, "e1", "Planning");
         gone.deleted = true;
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Planning"),
-                    vec![update("Planning")],
-                )],
-                &[],
-                None,
-                1_000,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Planning", 1_000).await;
         store
             .commit_latest(
                 ALICE,
@@ -548,19 +536,7 @@ async fn an_update_of_a_deleted_link_is_superseded_with_the_link_marked() {
     for store in stores().await {
         eprintln!("on {}", store.backend());
         // An update that landed first: the mark records what it carried.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Planning"),
-                    vec![update("Planning")],
-                )],
-                &[],
-                None,
-                500,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Planning", 500).await;
         let first = store.due(10, 500).await.unwrap().remove(0);
         assert!(store.complete(&first, 600).await.unwrap());
         let live = link("m1", ALICE, "e1", "Renamed");
@@ -759,19 +735,7 @@ async fn executor_bookkeeping_survives_a_sync_page() {
             .unwrap();
         store.record_written_etag("m1", "\"7\"").await.unwrap();
         // A pass that read the link before the write-back commits it without the etag.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Renamed"),
-                    vec![update("Renamed")],
-                )],
-                &[],
-                None,
-                2_000,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Renamed", 2_000).await;
 
         let record = store.link_record("m1").await.unwrap().unwrap();
         assert_eq!(record.link.last_etag_written.as_deref(), Some("\"7\""));
@@ -1712,19 +1676,7 @@ async fn history_past_its_retention_is_pruned() {
         }
         // m1 was renamed since, long ago too: the link keeps what its last update that landed
         // carried (it says what the meeting has), as the rows go.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Renamed"),
-                    vec![update("Renamed")],
-                )],
-                &[],
-                None,
-                cutoff - DAY,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Renamed", cutoff - DAY).await;
         let renamed = store.due(10, cutoff).await.unwrap();
         assert_eq!(renamed.len(), 2, "m2's and m1's");
         for row in renamed.iter().filter(|r| r.conference_id == "m1") {
@@ -1771,19 +1723,7 @@ async fn history_past_its_retention_is_pruned() {
             "live links stay"
         );
         // The same intent again after its row was pruned gets a new key, never the first one's.
-        store
-            .commit_latest(
-                ALICE,
-                &[change(
-                    link("m1", ALICE, "e1", "Planning"),
-                    vec![update("Planning")],
-                )],
-                &[],
-                None,
-                now,
-            )
-            .await
-            .unwrap();
+        queue_update(&store, "m1", "e1", "Planning", now).await;
         let again = store.outbox_of("m1").await.unwrap();
         assert!(again[0].idempotency_key.ends_with("#2"), "{again:?}");
         assert!(store.channel("live").await.unwrap().is_some());
@@ -1802,19 +1742,7 @@ async fn history_past_its_retention_is_pruned() {
 
 /// A second change of m0 (renamed): its update queues behind m0's first row.
 async fn rename_m0(store: &Store, now_ms: i64) {
-    store
-        .commit_latest(
-            ALICE,
-            &[change(
-                link("m0", ALICE, "e0", "Renamed"),
-                vec![update("Renamed")],
-            )],
-            &[],
-            None,
-            now_ms,
-        )
-        .await
-        .unwrap();
+    queue_update(store, "m0", "e0", "Renamed", now_ms).await;
 }
 
 /// Queues one update per conference `m0..m{n}` (each on its own event).
