@@ -620,6 +620,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     }
     let cpu_before = cpu_seconds();
     let sqlite_before = sqlite_cpu_seconds();
+    let trips_before = confsync_store::sqlite_round_trips();
     let emulator_before = emulator_cpu_seconds();
     let postgres_before = postgres_cpu_seconds();
     let machine_before = machine_cpu_seconds();
@@ -666,6 +667,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     let waited = fire.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let sqlite_cpu = sqlite_cpu_seconds() - sqlite_before;
+    let trips = confsync_store::sqlite_round_trips() - trips_before;
     let emulator_cpu = emulator_cpu_seconds() - emulator_before;
     let postgres_cpu = postgres_cpu_seconds() - postgres_before;
     let machine_after = machine_cpu_seconds();
@@ -738,8 +740,9 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<()> {
     );
     if !args.postgres {
         println!(
-            "  of which SQLite's connection threads: {sqlite_cpu:.2} s, {:.3} ms per calendar (statements, commits, and waiting for and waking the callers)",
-            sqlite_cpu * 1000.0 / completed.max(1) as f64
+            "  of which SQLite's connection threads: {sqlite_cpu:.2} s, {:.3} ms per calendar (statements, commits, and waiting for and waking the callers), in {:.1} round trips per calendar",
+            sqlite_cpu * 1000.0 / completed.max(1) as f64,
+            trips as f64 / completed.max(1) as f64
         );
     }
     if args.postgres {

@@ -33,6 +33,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sqlx's pool did).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Hand-offs to SQLite's connection threads since the process started (statements or
+/// batches sent, each answered on the caller's side: a thread wake-up on each side).
+static ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many round trips to SQLite's connection threads this process has made (see
+/// [`ROUND_TRIPS`]): what benchmarks divide by the work done.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a round trip about to be made for `sql` (logged at trace level, target
+/// `confsync_store::round_trips`, to see where they come from).
+fn trip(sql: &str) {
+    ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::trace!(target: "confsync_store::round_trips", sql = sql.get(..sql.len().min(120)).unwrap_or(sql));
+}
+
 /// A fixed set of SQLite connections, opened on first use. Cloning shares the set.
 #[derive(Clone)]
 pub(crate) struct Conns(Arc<Inner>);
@@ -116,6 +133,7 @@ impl Conns {
     ) -> Result<Vec<SqliteRow>, sqlx::Error> {
         let mut conn = self.acquire().await?;
         conn.needs_rollback = true;
+        trip("(a transaction in one batch)");
         let rows = query.fetch_all(&mut *conn).await?;
         conn.needs_rollback = false;
         Ok(rows)
@@ -329,6 +347,7 @@ impl SqliteTx {
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
         if self.begun || !self.pending.is_empty() {
             let (sql, args, _) = self.batch("COMMIT", SqliteArguments::default())?;
+            trip(&sql);
             sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
                 .execute(&mut *self.conn)
                 .await?;
@@ -352,6 +371,7 @@ impl SqliteTx {
         }
         let (mut batch, values, mut before) = self.batch(sql, values)?;
         batch.push_str("; COMMIT");
+        trip(&batch);
         let results: Vec<_> = self
             .conn
             .fetch_many(sqlx::query_with(sqlx::AssertSqlSafe(batch), values))
@@ -396,6 +416,7 @@ impl<'c> Executor<'c> for &'c mut SqliteTx {
                 Ok(batch) => batch,
                 Err(e) => return vec![Err(e)],
             };
+            trip(&batch);
             let results: Vec<_> = self
                 .conn
                 .fetch_many(
@@ -446,7 +467,10 @@ impl<'c> Executor<'c> for &'c mut SqliteTx {
     where
         'c: 'e,
     {
-        Box::pin(async move { self.conn.prepare_with(sql, parameters).await })
+        Box::pin(async move {
+            trip(sql.as_str());
+            self.conn.prepare_with(sql, parameters).await
+        })
     }
 }
 
@@ -467,7 +491,10 @@ impl<'p> Executor<'p> for &'_ Conns {
         let conns = self.clone();
         futures_util::stream::once(async move {
             match conns.acquire().await {
-                Ok(mut conn) => conn.fetch_many(query).collect::<Vec<_>>().await,
+                Ok(mut conn) => {
+                    trip("(a statement outside a transaction)");
+                    conn.fetch_many(query).collect::<Vec<_>>().await
+                }
                 Err(e) => vec![Err(e)],
             }
         })
@@ -484,7 +511,11 @@ impl<'p> Executor<'p> for &'_ Conns {
         E: 'q + Execute<'q, Sqlite>,
     {
         let conns = self.clone();
-        Box::pin(async move { conns.acquire().await?.fetch_optional(query).await })
+        Box::pin(async move {
+            let mut conn = conns.acquire().await?;
+            trip("(a statement outside a transaction)");
+            conn.fetch_optional(query).await
+        })
     }
 
     fn prepare_with<'e>(
@@ -496,7 +527,11 @@ impl<'p> Executor<'p> for &'_ Conns {
         'p: 'e,
     {
         let conns = self.clone();
-        Box::pin(async move { conns.acquire().await?.prepare_with(sql, parameters).await })
+        Box::pin(async move {
+            let mut conn = conns.acquire().await?;
+            trip(sql.as_str());
+            conn.prepare_with(sql, parameters).await
+        })
     }
 }
 

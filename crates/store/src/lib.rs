@@ -37,6 +37,7 @@ mod api_keys;
 mod calendars;
 mod channels;
 mod conns;
+pub use conns::round_trips as sqlite_round_trips;
 mod db;
 mod dead_letters;
 mod doctor;
@@ -67,7 +68,8 @@ pub use links::{LinkBase, PageLinks, StoredLink};
 pub use meetings::Meeting;
 pub use migration::{ProviderMoves, QueuedMove};
 pub use outbox::{
-    Claimed, ClaimedBatch, FailedAction, OutboxEntry, OutboxItem, OutboxState, queued_generation,
+    Claimed, ClaimedBatch, FailedAction, OutboxEntry, OutboxItem, OutboxState, PARK_UNREADABLE_MS,
+    queued_generation,
 };
 pub use page::{PassEnd, PlannedChange};
 pub use store::Store;

@@ -187,6 +187,7 @@ impl Store {
                     spec: link.spec.clone(),
                     provider: Some(current.to_owned()),
                 }],
+                None,
                 now_ms,
                 now_ms,
             )

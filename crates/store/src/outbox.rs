@@ -7,12 +7,34 @@
 
 use std::fmt;
 
+use confsync_core::model::MeetingSpec;
 use confsync_core::plan::{Action, idempotency_key};
 
 use crate::Store;
 use crate::conns::Arg;
 use crate::db::{Cols, Tx, on_read, on_tx, on_write};
 use crate::error::{Context, StoreError};
+
+/// The whole action JSON of `$a`, a row of `outbox_actions` whose outbox row's conference is
+/// `$conference` (SQL expressions): its `action_json`, or for an update stored without its
+/// spec (`spec_tail` set, see [`stored_action`]) the link's spec put back in between.
+macro_rules! action_json_of {
+    ($a:literal, $conference:expr) => {
+        concat!(
+            "CASE WHEN ",
+            $a,
+            ".spec_tail IS NULL THEN ",
+            $a,
+            ".action_json ELSE ",
+            $a,
+            ".action_json || (SELECT l.spec_json FROM links l WHERE l.conference_id = ",
+            $conference,
+            ") || ",
+            $a,
+            ".spec_tail END"
+        )
+    };
+}
 
 /// Where an outbox row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +100,16 @@ pub struct OutboxItem {
     pub fence: i64,
 }
 
+/// How long a claimed row whose stored action does not read is put off (see
+/// [`Store::claim_batch`]): long enough not to be claimed and parked at every drain, short
+/// enough for a newer worker to find it soon after a rolling upgrade.
+pub const PARK_UNREADABLE_MS: i64 = 10 * 60 * 1000;
+
+/// A row as [`Store::claim_batch`] reads it: the entry, its claim's fence and whether its
+/// conference has more pending rows; or, for a row whose stored action does not read, its
+/// id, fence and the reason.
+type ClaimedRow = Result<(OutboxEntry, i64, bool), (i64, i64, String)>;
+
 /// What [`Store::claim_batch`] handed out.
 #[derive(Debug)]
 pub struct ClaimedBatch {
@@ -94,6 +126,13 @@ pub struct ClaimedBatch {
     /// executor makes before calling the provider; a row that waits for a slot reads its link
     /// when it starts. None on Postgres (each row reads its link).
     pub links: Option<std::collections::HashMap<String, confsync_core::plan::Link>>,
+    /// SQLite, for a claim that took fewer rows than asked for: when the first pending row
+    /// this claim did not take comes due ([`Store::next_due`] but for the claimed rows; None:
+    /// no such row), read in the claim's round trip. Once every claimed row is finished
+    /// (done, failed or superseded), and with `last`, it is the store's next due time but for
+    /// rows queued since, which wake the drainer: the drainer needs no read of its own. None
+    /// on Postgres (other workers' rows come and go) and for a full claim.
+    pub next_due: Option<Option<i64>>,
 }
 
 /// Successes waiting for the next group commit ([`Store::complete`]).
@@ -253,11 +292,12 @@ pub(crate) async fn keep_applied(tx: &mut Tx, before_ms: i64) -> Result<u64, Sto
     let (mut after, mut kept) = (0_i64, 0_u64);
     loop {
         let rows: Vec<(i64, String, String)> = on_tx!(tx, c => sqlx::query_as(
-            "SELECT o.id, o.conference_id, a.action_json FROM outbox o JOIN outbox_actions a ON a.id = o.id \
+            concat!("SELECT o.id, o.conference_id, ", action_json_of!("a", "o.conference_id"),
+            " AS action_json FROM outbox o JOIN outbox_actions a ON a.id = o.id \
              WHERE o.kind = 'update' AND o.state = 'done' AND o.updated_at < $1 AND o.id > $2 \
                AND NOT EXISTS (SELECT 1 FROM outbox n WHERE n.conference_id = o.conference_id \
                                  AND n.id > o.id AND n.kind = 'update' AND n.state = 'done') \
-             ORDER BY o.id LIMIT $3",
+             ORDER BY o.id LIMIT $3"),
         )
         .bind(before_ms)
         .bind(after)
@@ -271,10 +311,20 @@ pub(crate) async fn keep_applied(tx: &mut Tx, before_ms: i64) -> Result<u64, Sto
         after = last.0;
         let full = rows.len() as i64 == KEEP_APPLIED_CHUNK;
         for (id, conference_id, action_json) in rows {
-            let Action::Update { spec, .. } = serde_json::from_str::<Action>(&action_json)
-                .ctx(|| format!("outbox row {id}, action_json"))?
-            else {
-                continue;
+            // A row this build cannot read (see `Store::claim_batch`) leaves the link as it
+            // is: pruning must not stop on it.
+            let spec = match serde_json::from_str::<Action>(&action_json) {
+                Ok(Action::Update { spec, .. }) => spec,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(
+                        outbox_id = id,
+                        conference_id,
+                        %error,
+                        "pruning: a done update's stored action does not read; its spec is not kept"
+                    );
+                    continue;
+                }
             };
             kept += on_tx!(tx, c => sqlx::query(
                 "UPDATE links SET applied_fingerprint = $2 WHERE conference_id = $1",
@@ -378,16 +428,61 @@ pub struct FailedAction {
     pub failed_at: i64,
 }
 
+/// When the first pending row of each conference comes due (its `not_before`, or the end of
+/// its claim), earliest first, among the rows `$filter` (SQL after `WHERE ...`) leaves.
+macro_rules! next_due_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT MIN(CASE WHEN o.lease_until > o.not_before THEN o.lease_until ELSE o.not_before END) AS next \
+             FROM outbox o \
+             WHERE o.state = 'pending' ",
+            $filter,
+            " AND NOT EXISTS (SELECT 1 FROM outbox p \
+                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)"
+        )
+    };
+}
+
 /// An outbox row's action (`outbox_actions`, written once beside the row), as a column of a
 /// query over `outbox`.
 macro_rules! action_of {
     ($row:literal) => {
         concat!(
-            "(SELECT a.action_json FROM outbox_actions a WHERE a.id = ",
+            "(SELECT ",
+            action_json_of!("a", concat!($row, ".conference_id")),
+            " FROM outbox_actions a WHERE a.id = ",
             $row,
             ".id) AS action_json"
         )
     };
+}
+
+/// How an action is stored in `outbox_actions`: its JSON, and None; or, for an update whose
+/// spec is `link_spec` (the spec of its link as written in the same transaction), the JSON
+/// before the spec and, as `spec_tail`, the JSON after it: the spec is the link's, read back
+/// from it (`action_json_of!`), and written into the row by the trigger of SQLite's migration
+/// 0022 (Postgres 0015) before the link's spec changes. The spec is not stored twice.
+fn stored_action(
+    action: &Action,
+    link_spec: Option<&MeetingSpec>,
+    what: impl Fn() -> String,
+) -> Result<(String, Option<String>), StoreError> {
+    let json = serde_json::to_string(action).ctx(&what)?;
+    if let (Action::Update { spec, .. }, Some(link_spec)) = (action, link_spec)
+        && spec == link_spec
+    {
+        let spec_json = serde_json::to_string(spec).ctx(&what)?;
+        // The spec's object appears once: an action's other fields are short enums.
+        if let Some(at) = json.find(&spec_json)
+            && json.matches(&spec_json).count() == 1
+        {
+            let tail = json[at + spec_json.len()..].to_owned();
+            let mut head = json;
+            head.truncate(at);
+            return Ok((head, Some(tail)));
+        }
+    }
+    Ok((json, None))
 }
 
 const SELECT: &str = concat!(
@@ -456,7 +551,7 @@ pub(crate) async fn append_one(
         )
     };
     let planned_key = idempotency_key(append.calendar_id, append.event_id, action);
-    let action_json = serde_json::to_string(action).ctx(what)?;
+    let (action_json, spec_tail) = stored_action(action, append.link_spec, what)?;
     note_queued();
     note_rows(1);
     tx.defer(
@@ -500,17 +595,21 @@ pub(crate) async fn append_one(
     // insert's count and row id say it; Postgres finds the row by the key the insert gave.
     let (sql, args) = match tx {
         Tx::Sqlite(_) => (
-            "INSERT INTO outbox_actions (id, action_json) \
-             SELECT last_insert_rowid(), $1 WHERE changes() = 1",
-            vec![Arg::Text(action_json)],
+            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
+             SELECT last_insert_rowid(), $1, $2 WHERE changes() = 1",
+            vec![Arg::Text(action_json), Arg::OptText(spec_tail)],
         ),
         Tx::Postgres(_) => (
-            "INSERT INTO outbox_actions (id, action_json) \
-             SELECT o.id, $2 FROM planned_keys p, outbox o \
+            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
+             SELECT o.id, $2, $3 FROM planned_keys p, outbox o \
              WHERE p.planned_key = $1 \
                AND o.idempotency_key = CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END \
              ON CONFLICT (id) DO NOTHING",
-            vec![Arg::Text(planned_key), Arg::Text(action_json)],
+            vec![
+                Arg::Text(planned_key),
+                Arg::Text(action_json),
+                Arg::OptText(spec_tail),
+            ],
         ),
     };
     tx.defer(sql, args).await.ctx(what)?;
@@ -533,6 +632,7 @@ pub(crate) async fn append(
     calendar_id: &str,
     event_id: &str,
     actions: &[Action],
+    link_spec: Option<&MeetingSpec>,
     not_before_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
@@ -589,7 +689,7 @@ pub(crate) async fn append(
         } else {
             format!("{planned_key}#{uses}")
         };
-        let action_json = serde_json::to_string(action).ctx(what)?;
+        let (action_json, spec_tail) = stored_action(action, link_spec, what)?;
         note_queued();
         note_rows(1);
         // Nothing here looks at the insert's outcome (the key is new: its use count was just
@@ -614,10 +714,14 @@ pub(crate) async fn append(
         .await
         .ctx(what)?;
         tx.defer(
-            "INSERT INTO outbox_actions (id, action_json) \
-             SELECT id, $2 FROM outbox WHERE idempotency_key = $1 \
+            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
+             SELECT id, $2, $3 FROM outbox WHERE idempotency_key = $1 \
              ON CONFLICT (id) DO NOTHING",
-            vec![Arg::Text(key), Arg::Text(action_json)],
+            vec![
+                Arg::Text(key),
+                Arg::Text(action_json),
+                Arg::OptText(spec_tail),
+            ],
         )
         .await
         .ctx(what)?;
@@ -632,6 +736,9 @@ pub(crate) struct Append<'a> {
     pub calendar_id: &'a str,
     pub event_id: &'a str,
     pub actions: &'a [Action],
+    /// The spec of the conference's link as written in the same transaction, if it was: an
+    /// update to it is stored without a copy ([`stored_action`]).
+    pub link_spec: Option<&'a MeetingSpec>,
     pub not_before_ms: i64,
 }
 
@@ -785,7 +892,7 @@ pub(crate) async fn append_many(
             *action,
             planned_key,
             key,
-            serde_json::to_string(action).ctx(what)?,
+            stored_action(action, append.link_spec, what)?,
         ));
     }
     let mut inserted = 0;
@@ -824,11 +931,12 @@ pub(crate) async fn append_many(
         // row's action).
         on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO outbox_actions (id, action_json) SELECT o.id, v.column2 FROM (",
+                "INSERT INTO outbox_actions (id, action_json, spec_tail) \
+                 SELECT o.id, v.column2, v.column3 FROM (",
             );
             query
-                .push_values(chunk, |mut row, (_, _, _, key, json)| {
-                    row.push_bind(key).push_bind(json);
+                .push_values(chunk, |mut row, (_, _, _, key, (json, tail))| {
+                    row.push_bind(key).push_bind(json).push_bind(tail);
                 })
                 .push(
                     ") AS v, outbox o WHERE o.idempotency_key = v.column1 \
@@ -983,25 +1091,35 @@ impl Store {
                 )
             };
         }
-        fn claimed_row(r: &impl Cols) -> Result<(OutboxEntry, i64, bool), StoreError> {
+        /// A claimed row, or (its id, its claim's fence, why) when its stored action does not
+        /// read: one unreadable row must not fail the rows claimed with it.
+        fn claimed_row(r: &impl Cols) -> Result<ClaimedRow, StoreError> {
             let what = || "claiming due outbox actions".to_owned();
-            Ok((
-                entry(r)?,
-                r.col("lease_fence").ctx(what)?,
-                r.col("more").ctx(what)?,
-            ))
+            let fence: i64 = r.col("lease_fence").ctx(what)?;
+            let more: bool = r.col("more").ctx(what)?;
+            Ok(match entry(r) {
+                Ok(e) => Ok((e, fence, more)),
+                Err(e) => Err((r.col("id").ctx(what)?, fence, e.to_string())),
+            })
         }
-        let mut links = None;
-        let mut claimed: Vec<(OutboxEntry, i64, bool)> = match &self.db {
+        let (mut links, mut next_due) = (None, None);
+        let claimed: Vec<ClaimedRow> = match &self.db {
             crate::db::Db::Sqlite { writer, .. } => {
                 // The claimed rows' links come back in the same round trip: the claimed rows
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
+                // Then, unless the claim took as many rows as asked for, the next due time of
+                // the rows it did not take (`next_due`'s query, the claimed rows left out).
                 let sql = format!(
                     "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
-                         AND lease_until = $2)",
+                         AND lease_until = $2); \
+                     SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner = $1 \
+                               AND lease_until = $2) < $4 AS known, \
+                       CASE WHEN (SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner = $1 \
+                                   AND lease_until = $2) < $4 THEN ({}) END AS next",
                     claim_sql!("", "o.lease_until <= $3", ""),
-                    crate::links::SELECT
+                    crate::links::SELECT,
+                    next_due_sql!("AND NOT (o.lease_owner = $1 AND o.lease_until = $2)")
                 );
                 use futures_util::StreamExt;
                 use sqlx::Executor;
@@ -1019,16 +1137,21 @@ impl Store {
                 let results: Result<Vec<_>, _> = results.into_iter().collect();
                 let results = results.ctx(what);
                 self.note_write(&results);
-                // The claim's rows, its end, then the links' rows.
-                let (mut rows, mut read, mut claim_done) =
-                    (Vec::new(), std::collections::HashMap::new(), false);
+                // The claim's rows, its end, the links' rows, their end, the next due time.
+                let (mut rows, mut read, mut ended) =
+                    (Vec::new(), std::collections::HashMap::new(), 0);
                 for result in results? {
                     match result {
-                        sqlx::Either::Left(_) => claim_done = true,
-                        sqlx::Either::Right(row) if !claim_done => rows.push(claimed_row(&row)?),
-                        sqlx::Either::Right(row) => {
+                        sqlx::Either::Left(_) => ended += 1,
+                        sqlx::Either::Right(row) if ended == 0 => rows.push(claimed_row(&row)?),
+                        sqlx::Either::Right(row) if ended == 1 => {
                             let stored = crate::links::from_row(&row)?;
                             read.insert(stored.link.conference_id.clone(), stored.link);
+                        }
+                        sqlx::Either::Right(row) => {
+                            let known: bool = row.col("known").ctx(what)?;
+                            let next: Option<i64> = row.col("next").ctx(what)?;
+                            next_due = known.then_some(next);
                         }
                     }
                 }
@@ -1060,8 +1183,16 @@ impl Store {
                 rows?.iter().map(claimed_row).collect::<Result<_, _>>()?
             }
         };
+        let last = (claimed.len() as i64) < limit
+            && !claimed.iter().any(|row| matches!(row, Ok((_, _, true))));
+        let (claimed, unreadable): (Vec<_>, Vec<_>) = claimed.into_iter().partition(Result::is_ok);
+        for (id, fence, error) in unreadable.into_iter().filter_map(Result::err) {
+            self.park_unreadable(id, fence, &error, now_ms).await?;
+            next_due = None; // it comes due again, unaccounted for
+        }
+        let mut claimed: Vec<(OutboxEntry, i64, bool)> =
+            claimed.into_iter().filter_map(Result::ok).collect();
         claimed.sort_by_key(|(e, _, _)| e.id);
-        let last = (claimed.len() as i64) < limit && !claimed.iter().any(|(_, _, more)| *more);
         let items = claimed
             .into_iter()
             .map(|(e, fence, _)| OutboxItem {
@@ -1075,7 +1206,42 @@ impl Store {
                 fence,
             })
             .collect();
-        Ok(ClaimedBatch { items, last, links })
+        Ok(ClaimedBatch {
+            items,
+            last,
+            links,
+            next_due,
+        })
+    }
+
+    /// A claimed row whose stored action this build cannot read (written by a newer version
+    /// during a rolling upgrade, or edited by hand) is parked, not failed: its claim ends, it
+    /// stays pending with the reason as its error for [`PARK_UNREADABLE_MS`], and a worker
+    /// that reads it (or an operator's retry or drop) takes it from there. Its conference's
+    /// later rows wait behind it, as for any pending row; other conferences' rows go on.
+    async fn park_unreadable(
+        &self,
+        id: i64,
+        fence: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        tracing::error!(
+            outbox_id = id,
+            error,
+            "an outbox row's stored action does not read: parked, the rows claimed with it go on"
+        );
+        let reason = format!(
+            "this worker cannot read the stored action ({error}); parked for a worker that can, \
+             or for an operator to drop"
+        );
+        let row = Claimed {
+            id,
+            fence: Some(fence),
+        };
+        self.park(row, now_ms + PARK_UNREADABLE_MS, &reason, now_ms)
+            .await
+            .map(drop)
     }
 
     /// Extends `worker`'s claims on these rows (the ones it is still running) to `lease_ms`
@@ -1112,13 +1278,7 @@ impl Store {
     /// When the next action becomes due (the earliest `not_before` among the rows [`Store::due`]
     /// could hand out, or the end of the claim a row is under), None when nothing is pending.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN o.lease_until > o.not_before THEN o.lease_until ELSE o.not_before END) AS next \
-             FROM outbox o \
-             WHERE o.state = 'pending' \
-               AND NOT EXISTS (SELECT 1 FROM outbox p \
-                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)",
-        )
+        let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(next_due_sql!(""))
         .fetch_one(c)
         .await)
         .ctx(|| "finding the next due outbox action".to_owned())?;
@@ -1401,9 +1561,10 @@ impl Store {
         // mark for the planner; no such row (none landed, or it was pruned, which recorded it
         // on the link: `keep_applied`) keeps what the link recorded, if anything.
         let landed: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
-            "SELECT a.action_json FROM outbox o JOIN outbox_actions a ON a.id = o.id \
+            concat!("SELECT ", action_json_of!("a", "o.conference_id"),
+            " FROM outbox o JOIN outbox_actions a ON a.id = o.id \
              WHERE o.conference_id = $1 AND o.id < $2 AND o.kind = 'update' AND o.state = 'done' \
-             ORDER BY o.id DESC LIMIT 1",
+             ORDER BY o.id DESC LIMIT 1"),
         )
         .bind(&item.conference_id)
         .bind(id)

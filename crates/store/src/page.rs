@@ -149,6 +149,7 @@ impl Store {
                     calendar_id: &c.link.calendar_id,
                     event_id: &c.link.event_id,
                     actions: &c.actions,
+                    link_spec: Some(&c.link.spec),
                     not_before_ms: c.not_before_ms,
                 })
                 .collect();
@@ -179,6 +180,7 @@ impl Store {
                             calendar_id: &link.calendar_id,
                             event_id: &link.event_id,
                             actions: &change.actions,
+                            link_spec: Some(&link.spec),
                             not_before_ms: change.not_before_ms,
                         };
                         outbox::append_one(&mut tx, &append, action, now_ms).await?
@@ -190,6 +192,7 @@ impl Store {
                             &link.calendar_id,
                             &link.event_id,
                             actions,
+                            Some(&link.spec),
                             change.not_before_ms,
                             now_ms,
                         )
@@ -294,6 +297,7 @@ impl Store {
             calendar_id,
             event_id,
             actions,
+            None,
             not_before_ms,
             now_ms,
         )
@@ -327,6 +331,7 @@ impl Store {
             calendar_id,
             event_id,
             actions,
+            None,
             now_ms,
             now_ms,
         )
@@ -416,6 +421,7 @@ impl Store {
             &link.calendar_id,
             &link.event_id,
             &actions,
+            Some(&link.spec),
             now_ms,
             now_ms,
         )
@@ -430,6 +436,7 @@ impl Store {
                 &gone.calendar_id,
                 &gone.event_id,
                 &delete,
+                None,
                 now_ms,
                 now_ms,
             )

@@ -127,6 +127,16 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "outbox actions",
             include_str!("../migrations/sqlite/0020_outbox_actions.sql"),
         ),
+        (
+            21,
+            "link ends unindexed",
+            include_str!("../migrations/sqlite/0021_link_ends_unindexed.sql"),
+        ),
+        (
+            22,
+            "action spec from link",
+            include_str!("../migrations/sqlite/0022_action_spec_from_link.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -198,6 +208,16 @@ pub(crate) fn postgres_migrator() -> Migrator {
             13,
             "outbox actions",
             include_str!("../migrations/postgres/0013_outbox_actions.sql"),
+        ),
+        (
+            14,
+            "link ends unindexed",
+            include_str!("../migrations/postgres/0014_link_ends_unindexed.sql"),
+        ),
+        (
+            15,
+            "action spec from link",
+            include_str!("../migrations/postgres/0015_action_spec_from_link.sql"),
         ),
     ];
     migrator_of(&migrations)

@@ -107,6 +107,25 @@ pub async fn raw_connection(store: &Store) -> Option<sqlx::PgConnection> {
     }
 }
 
+/// Runs one statement on the store's own writer and answers how many rows it changed: for
+/// tests that must leave a row as no store write would (an action stored by a newer version,
+/// say). Not for production data.
+#[doc(hidden)]
+pub async fn execute(store: &Store, sql: &str) -> u64 {
+    let sql_of = || sqlx::AssertSqlSafe(sql.to_owned());
+    let done = match &store.db {
+        crate::db::Db::Sqlite { writer, .. } => sqlx::query(sql_of())
+            .execute(writer)
+            .await
+            .map(|r| r.rows_affected()),
+        crate::db::Db::Postgres { pool, .. } => sqlx::query(sql_of())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    done.unwrap_or_else(|e| panic!("running {sql}: {e}"))
+}
+
 /// One calendar for [`insert_calendars`]: a row of `calendars` as the service would have left
 /// it, and optionally its push channels.
 #[derive(Debug, Clone, Default)]

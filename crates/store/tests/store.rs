@@ -1761,6 +1761,182 @@ async fn queue_updates(store: &Store, n: usize, now_ms: i64) {
         .unwrap();
 }
 
+/// An update queued with its link's spec is stored without a copy of it and reads back whole;
+/// once the link's spec changes (with a new update or without one), the rows queued before
+/// keep the spec they were queued with.
+#[tokio::test]
+async fn an_update_stored_with_its_links_spec_keeps_its_own() {
+    use confsync_store::testing::execute;
+    // Counts (a no-op update) the rows that take their spec from their link.
+    const FROM_LINK: &str =
+        "UPDATE outbox_actions SET spec_tail = spec_tail WHERE spec_tail IS NOT NULL";
+    let actions_of = |entries: Vec<confsync_store::OutboxEntry>| -> Vec<Action> {
+        entries.into_iter().map(|e| e.action).collect()
+    };
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        queue_update(&store, "m1", "e1", "First", 1_000).await;
+        queue_update(&store, "m2", "e2", "Other", 1_000).await;
+        assert_eq!(execute(&store, FROM_LINK).await, 2, "stored without a copy");
+        let batch = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let claimed: Vec<(&str, &Action)> = batch
+            .items
+            .iter()
+            .map(|i| (i.conference_id.as_str(), &i.action))
+            .collect();
+        assert_eq!(
+            claimed,
+            [("m1", &update("First")), ("m2", &update("Other"))]
+        );
+        // While they run: m1 is renamed again (a new update), m2's link changes with nothing
+        // queued.
+        queue_update(&store, "m1", "e1", "Second", 2_000).await;
+        store
+            .commit_latest(
+                ALICE,
+                &[change(link("m2", ALICE, "e2", "Other, moved"), vec![])],
+                &[],
+                None,
+                2_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(execute(&store, FROM_LINK).await, 1, "m1's second update");
+        assert_eq!(
+            actions_of(store.outbox_of("m1").await.unwrap()),
+            [update("First"), update("Second")]
+        );
+        assert_eq!(
+            actions_of(store.outbox_of("m2").await.unwrap()),
+            [update("Other")]
+        );
+        for item in &batch.items {
+            assert!(store.complete(item, 3_000).await.unwrap());
+        }
+        let next = store.claim_batch("a", 10, 3_000, 5_000).await.unwrap();
+        assert_eq!(next.items.len(), 1);
+        assert_eq!(next.items[0].action, update("Second"));
+    }
+}
+
+/// A stored action this build cannot read (a newer version's, during a rolling upgrade) does
+/// not stop the drain: the claim hands out the rows claimed with it and parks that row,
+/// pending and uncounted, until a worker that reads it comes; pruning goes past such a row.
+#[tokio::test]
+async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
+    use confsync_store::testing::execute;
+    const UNREADABLE: &str = "UPDATE outbox_actions SET action_json = '{\"kind\":\"teleport\"}' \
+         WHERE id IN (SELECT id FROM outbox WHERE conference_id = ";
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        queue_updates(&store, 3, 1_000).await;
+        assert_eq!(execute(&store, &format!("{UNREADABLE}'m1')")).await, 1);
+        let batch = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let claimed: Vec<&str> = batch
+            .items
+            .iter()
+            .map(|i| i.conference_id.as_str())
+            .collect();
+        assert_eq!(claimed, ["m0", "m2"], "the readable rows are handed out");
+        assert_eq!(store.outbox_depth().await.unwrap(), 3, "m1 stays pending");
+        for item in &batch.items {
+            assert!(store.complete(item, 1_000).await.unwrap());
+        }
+        // Parked by the store's clock (the claim's time).
+        let later = store.clock_ms() + confsync_store::PARK_UNREADABLE_MS + 60_000;
+        assert!(
+            store
+                .claim_batch("b", 10, later - 120_000, 5_000)
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "parked: not claimed again at once"
+        );
+        // Still unreadable when its time comes: parked again, nothing handed out, no error.
+        assert!(
+            store
+                .claim_batch("b", 10, later, 5_000)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        // A worker that reads it (here: the action as this build writes it) runs it, with no
+        // attempt counted for the parking.
+        let action = serde_json::to_string(&update("Planning 1"))
+            .unwrap()
+            .replace('\'', "''");
+        assert_eq!(
+            execute(
+                &store,
+                &format!(
+                    "UPDATE outbox_actions SET action_json = '{action}' \
+                     WHERE id IN (SELECT id FROM outbox WHERE conference_id = 'm1')"
+                )
+            )
+            .await,
+            1
+        );
+        let again = store.clock_ms() + 2 * confsync_store::PARK_UNREADABLE_MS + 120_000;
+        let batch = store.claim_batch("c", 10, again, 5_000).await.unwrap();
+        assert_eq!(batch.items.len(), 1);
+        assert_eq!(batch.items[0].conference_id, "m1");
+        assert_eq!(batch.items[0].attempts, 0, "parking counts no attempt");
+        assert!(store.complete(&batch.items[0], again).await.unwrap());
+        // Pruning past a done update whose action does not read: the others go as usual.
+        assert_eq!(execute(&store, &format!("{UNREADABLE}'m0')")).await, 1);
+        store.prune_history(again + 1, again + 1).await.unwrap();
+        assert_eq!(
+            store.outbox_rows().await.unwrap(),
+            0,
+            "every finished row is pruned"
+        );
+    }
+}
+
+/// A claim that took fewer rows than asked for reads when the first row it did not take comes
+/// due (SQLite; on Postgres the drainer asks `next_due`): a drainer whose rows all finished
+/// needs no read of its own to know how long to wait.
+#[tokio::test]
+async fn a_claim_reads_when_the_first_row_it_did_not_take_comes_due() {
+    for store in stores().await {
+        eprintln!("on {}", store.backend());
+        let sqlite = store.backend() == "sqlite";
+        queue_updates(&store, 2, 1_000).await;
+        let later = PlannedChange {
+            not_before_ms: 9_000,
+            ..change(link("m5", ALICE, "e5", "Later"), vec![update("Later")])
+        };
+        store
+            .commit_latest(ALICE, &[later], &[], None, 1_000)
+            .await
+            .unwrap();
+        let full = store.claim_batch("a", 1, 1_000, 5_000).await.unwrap();
+        assert_eq!(full.items.len(), 1);
+        assert_eq!(full.next_due, None, "a full claim does not say");
+        // The first claim's row counts until its claim ends (far after 9,000 by the store's
+        // clock); this claim's own row does not count.
+        let rest = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert_eq!(rest.next_due, sqlite.then_some(Some(9_000)));
+        for item in full.items.iter().chain(&rest.items) {
+            assert!(store.complete(item, 1_000).await.unwrap());
+        }
+        let none = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        assert!(none.items.is_empty());
+        assert_eq!(none.next_due, sqlite.then_some(Some(9_000)));
+        assert_eq!(store.next_due().await.unwrap(), Some(9_000));
+        let last = store.claim_batch("a", 10, 9_000, 5_000).await.unwrap();
+        assert_eq!(last.items.len(), 1);
+        assert_eq!(
+            last.next_due,
+            sqlite.then_some(None),
+            "nothing else is pending"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_claim_says_whether_it_took_the_last_rows_due() {
     for store in stores().await {
