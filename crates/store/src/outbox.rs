@@ -1107,16 +1107,14 @@ impl Store {
             crate::db::Db::Sqlite { writer, .. } => {
                 // The claimed rows' links come back in the same round trip: the claimed rows
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
-                // Then, unless the claim took as many rows as asked for, the next due time of
-                // the rows it did not take (`next_due`'s query, the claimed rows left out).
+                // Then, unless the claim took as many rows as asked for (`changes()`: the rows
+                // the claim's UPDATE stamped; a SELECT leaves it as it is), the next due time
+                // of the rows it did not take (`next_due`'s query, the claimed rows left out).
                 let sql = format!(
                     "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
                          AND lease_until = $2); \
-                     SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner = $1 \
-                               AND lease_until = $2) < $4 AS known, \
-                       CASE WHEN (SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner = $1 \
-                                   AND lease_until = $2) < $4 THEN ({}) END AS next",
+                     SELECT changes() < $4 AS known, CASE WHEN changes() < $4 THEN ({}) END AS next",
                     claim_sql!("", "o.lease_until <= $3", ""),
                     crate::links::SELECT,
                     next_due_sql!("AND NOT (o.lease_owner = $1 AND o.lease_until = $2)")
