@@ -1,5 +1,6 @@
 //! Committing a page of a sync pass: the one transaction that makes sync crash-safe.
 
+use confsync_core::model::MeetingSpec;
 use confsync_core::plan::{Action, Change, Link};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -10,6 +11,16 @@ use crate::conns::Arg;
 use crate::db::Tx;
 use crate::error::{Context, StoreError};
 use crate::links::LinkBase;
+
+/// The spec an action queued with a link just written may take from it instead of storing a
+/// copy ([`outbox::Append::link_spec`]): the spec of a link written for the first time (an
+/// adopted or created conference, whose first update is most of such rows). A later change of
+/// the link's spec writes the spec back into the rows that take it from the link (SQLite 0022);
+/// were every update stored that way, each relevant change would rewrite its conference's
+/// previous update row, at a random place, to keep it.
+fn first_spec(base: LinkBase, link: &Link) -> Option<&MeetingSpec> {
+    matches!(base, LinkBase::New).then_some(&link.spec)
+}
 use crate::{DeadLetter, Store, calendars, dead_letters, links, outbox};
 
 /// What the planner decided for one event of a page (a `Decision::Apply`).
@@ -149,7 +160,7 @@ impl Store {
                     calendar_id: &c.link.calendar_id,
                     event_id: &c.link.event_id,
                     actions: &c.actions,
-                    link_spec: Some(&c.link.spec),
+                    link_spec: first_spec(c.base, &c.link),
                     not_before_ms: c.not_before_ms,
                 })
                 .collect();
@@ -180,7 +191,7 @@ impl Store {
                             calendar_id: &link.calendar_id,
                             event_id: &link.event_id,
                             actions: &change.actions,
-                            link_spec: Some(&link.spec),
+                            link_spec: first_spec(base, link),
                             not_before_ms: change.not_before_ms,
                         };
                         outbox::append_one(&mut tx, &append, action, now_ms).await?
@@ -192,7 +203,7 @@ impl Store {
                             &link.calendar_id,
                             &link.event_id,
                             actions,
-                            Some(&link.spec),
+                            first_spec(base, link),
                             change.not_before_ms,
                             now_ms,
                         )

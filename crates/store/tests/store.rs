@@ -1761,9 +1761,9 @@ async fn queue_updates(store: &Store, n: usize, now_ms: i64) {
         .unwrap();
 }
 
-/// An update queued with its link's spec is stored without a copy of it and reads back whole;
-/// once the link's spec changes (with a new update or without one), the rows queued before
-/// keep the spec they were queued with.
+/// An update queued with the first write of its link is stored without a copy of its spec and
+/// reads back whole; once the link's spec changes (with a new update or without one), the rows
+/// queued before keep the spec they were queued with.
 #[tokio::test]
 async fn an_update_stored_with_its_links_spec_keeps_its_own() {
     use confsync_store::testing::execute;
@@ -1788,9 +1788,11 @@ async fn an_update_stored_with_its_links_spec_keeps_its_own() {
             claimed,
             [("m1", &update("First")), ("m2", &update("Other"))]
         );
-        // While they run: m1 is renamed again (a new update), m2's link changes with nothing
-        // queued.
+        // While they run, m1 is renamed again with a new update: a change of a link that
+        // exists stores its spec whole, and m1's first row gets its spec back.
         queue_update(&store, "m1", "e1", "Second", 2_000).await;
+        assert_eq!(execute(&store, FROM_LINK).await, 1, "m2's row only");
+        // m2's link changes with nothing queued: its row gets its spec back too.
         store
             .commit_latest(
                 ALICE,
@@ -1801,7 +1803,7 @@ async fn an_update_stored_with_its_links_spec_keeps_its_own() {
             )
             .await
             .unwrap();
-        assert_eq!(execute(&store, FROM_LINK).await, 1, "m1's second update");
+        assert_eq!(execute(&store, FROM_LINK).await, 0);
         assert_eq!(
             actions_of(store.outbox_of("m1").await.unwrap()),
             [update("First"), update("Second")]
