@@ -158,10 +158,8 @@ impl Engine {
             let batch = self.store.claim_batch(worker, 64, now_ms, lease_ms).await?;
             let (due, last, mut links) = (batch.items, batch.last, batch.links);
             if due.is_empty() {
-                summary.next_due = batch.next_due;
                 return Ok(summary);
             }
-            let claimed = due.len() as u64;
             let ids: Vec<i64> = due.iter().map(|item| item.id).collect();
             // Until when this worker's claims hold, as far as it knows (store clock).
             let valid_until = std::sync::atomic::AtomicI64::new(self.store.clock_ms() + lease_ms);
@@ -222,17 +220,13 @@ impl Engine {
                 results = join_all(runs) => results,
                 never = renew => never,
             };
-            let (mut error, mut this_batch) = (None, DrainSummary::default());
+            let mut error = None;
             for result in results {
                 match result {
-                    Ok(one) => this_batch.merge(one),
+                    Ok(one) => summary.merge(one),
                     Err(e) => error = Some(e),
                 }
             }
-            // Every claimed row finished: none is pending any more, so the claim's next due
-            // time still holds.
-            let finished = this_batch.done + this_batch.superseded + this_batch.failed == claimed;
-            summary.merge(this_batch);
             if let Some(e) = error {
                 return Err(e);
             }
@@ -241,7 +235,6 @@ impl Engine {
             // find nothing. (A row queued elsewhere meanwhile wakes the drainer, or is found
             // by the scheduler's `next_due`.)
             if last && confsync_store::queued_generation() == queued {
-                summary.next_due = batch.next_due.filter(|_| finished);
                 return Ok(summary);
             }
         }

@@ -182,11 +182,6 @@ pub struct DrainSummary {
     /// Calendars to sync again at once (the delete guard moved a series link there); recorded
     /// dirty in the store too.
     pub resync: Vec<String>,
-    /// When the outbox's next row comes due, if the drain knows it without a read of its own
-    /// (SQLite: from its last claim, every claimed row finished; see
-    /// [`confsync_store::ClaimedBatch::next_due`]). None: ask the store
-    /// ([`confsync_store::Store::next_due`]). Not merged: it belongs to one drain's end.
-    pub next_due: Option<Option<i64>>,
 }
 
 impl DrainSummary {

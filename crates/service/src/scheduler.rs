@@ -581,10 +581,8 @@ impl Scheduler {
             self.inner.idle.notify_waiters();
             // A drain that did nothing or failed must not be repeated at once (a store outage,
             // a row that stays due): at least this long passes before the next.
-            let mut known_next = None;
             let floor = match drained {
                 Ok(drained) => {
-                    known_next = drained.next_due;
                     self.inner.metrics.drain(&drained);
                     for calendar_id in &drained.resync {
                         self.mark_dirty(calendar_id);
@@ -608,12 +606,7 @@ impl Scheduler {
                 "postgres" => self.inner.config.poll,
                 _ => self.inner.config.poll * DRAIN_IDLE_POLLS,
             };
-            // The drain's last claim may have read it already (SQLite).
-            let next_due = match known_next {
-                Some(next) => Ok(next),
-                None => engine.store.next_due().await,
-            };
-            let pause = match next_due {
+            let pause = match engine.store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
                 Ok(None) => idle,
                 Err(_) => Duration::from_secs(1),

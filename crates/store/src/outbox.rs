@@ -126,13 +126,6 @@ pub struct ClaimedBatch {
     /// executor makes before calling the provider; a row that waits for a slot reads its link
     /// when it starts. None on Postgres (each row reads its link).
     pub links: Option<std::collections::HashMap<String, confsync_core::plan::Link>>,
-    /// SQLite, for a claim that took fewer rows than asked for: when the first pending row
-    /// this claim did not take comes due ([`Store::next_due`] but for the claimed rows; None:
-    /// no such row), read in the claim's round trip. Once every claimed row is finished
-    /// (done, failed or superseded), and with `last`, it is the store's next due time but for
-    /// rows queued since, which wake the drainer: the drainer needs no read of its own. None
-    /// on Postgres (other workers' rows come and go) and for a full claim.
-    pub next_due: Option<Option<i64>>,
 }
 
 /// Successes waiting for the next group commit ([`Store::complete`]).
@@ -426,21 +419,6 @@ pub struct FailedAction {
     pub error: String,
     /// When it failed (unix ms).
     pub failed_at: i64,
-}
-
-/// When the first pending row of each conference comes due (its `not_before`, or the end of
-/// its claim), earliest first, among the rows `$filter` (SQL after `WHERE ...`) leaves.
-macro_rules! next_due_sql {
-    ($filter:literal) => {
-        concat!(
-            "SELECT MIN(CASE WHEN o.lease_until > o.not_before THEN o.lease_until ELSE o.not_before END) AS next \
-             FROM outbox o \
-             WHERE o.state = 'pending' ",
-            $filter,
-            " AND NOT EXISTS (SELECT 1 FROM outbox p \
-                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)"
-        )
-    };
 }
 
 /// An outbox row's action (`outbox_actions`, written once beside the row), as a column of a
@@ -1102,22 +1080,17 @@ impl Store {
                 Err(e) => Err((r.col("id").ctx(what)?, fence, e.to_string())),
             })
         }
-        let (mut links, mut next_due) = (None, None);
+        let mut links = None;
         let claimed: Vec<ClaimedRow> = match &self.db {
             crate::db::Db::Sqlite { writer, .. } => {
                 // The claimed rows' links come back in the same round trip: the claimed rows
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
-                // Then, unless the claim took as many rows as asked for (`changes()`: the rows
-                // the claim's UPDATE stamped; a SELECT leaves it as it is), the next due time
-                // of the rows it did not take (`next_due`'s query, the claimed rows left out).
                 let sql = format!(
                     "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
-                         AND lease_until = $2); \
-                     SELECT changes() < $4 AS known, CASE WHEN changes() < $4 THEN ({}) END AS next",
+                         AND lease_until = $2)",
                     claim_sql!("", "o.lease_until <= $3", ""),
-                    crate::links::SELECT,
-                    next_due_sql!("AND NOT (o.lease_owner = $1 AND o.lease_until = $2)")
+                    crate::links::SELECT
                 );
                 use futures_util::StreamExt;
                 use sqlx::Executor;
@@ -1135,21 +1108,16 @@ impl Store {
                 let results: Result<Vec<_>, _> = results.into_iter().collect();
                 let results = results.ctx(what);
                 self.note_write(&results);
-                // The claim's rows, its end, the links' rows, their end, the next due time.
-                let (mut rows, mut read, mut ended) =
-                    (Vec::new(), std::collections::HashMap::new(), 0);
+                // The claim's rows, its end, then the links' rows.
+                let (mut rows, mut read, mut claim_done) =
+                    (Vec::new(), std::collections::HashMap::new(), false);
                 for result in results? {
                     match result {
-                        sqlx::Either::Left(_) => ended += 1,
-                        sqlx::Either::Right(row) if ended == 0 => rows.push(claimed_row(&row)?),
-                        sqlx::Either::Right(row) if ended == 1 => {
+                        sqlx::Either::Left(_) => claim_done = true,
+                        sqlx::Either::Right(row) if !claim_done => rows.push(claimed_row(&row)?),
+                        sqlx::Either::Right(row) => {
                             let stored = crate::links::from_row(&row)?;
                             read.insert(stored.link.conference_id.clone(), stored.link);
-                        }
-                        sqlx::Either::Right(row) => {
-                            let known: bool = row.col("known").ctx(what)?;
-                            let next: Option<i64> = row.col("next").ctx(what)?;
-                            next_due = known.then_some(next);
                         }
                     }
                 }
@@ -1186,7 +1154,6 @@ impl Store {
         let (claimed, unreadable): (Vec<_>, Vec<_>) = claimed.into_iter().partition(Result::is_ok);
         for (id, fence, error) in unreadable.into_iter().filter_map(Result::err) {
             self.park_unreadable(id, fence, &error, now_ms).await?;
-            next_due = None; // it comes due again, unaccounted for
         }
         let mut claimed: Vec<(OutboxEntry, i64, bool)> =
             claimed.into_iter().filter_map(Result::ok).collect();
@@ -1204,12 +1171,7 @@ impl Store {
                 fence,
             })
             .collect();
-        Ok(ClaimedBatch {
-            items,
-            last,
-            links,
-            next_due,
-        })
+        Ok(ClaimedBatch { items, last, links })
     }
 
     /// A claimed row whose stored action this build cannot read (written by a newer version
@@ -1276,7 +1238,13 @@ impl Store {
     /// When the next action becomes due (the earliest `not_before` among the rows [`Store::due`]
     /// could hand out, or the end of the claim a row is under), None when nothing is pending.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(next_due_sql!(""))
+        let next: Option<i64> = on_read!(self, c => sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN o.lease_until > o.not_before THEN o.lease_until ELSE o.not_before END) AS next \
+             FROM outbox o \
+             WHERE o.state = 'pending' \
+               AND NOT EXISTS (SELECT 1 FROM outbox p \
+                               WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id)",
+        )
         .fetch_one(c)
         .await)
         .ctx(|| "finding the next due outbox action".to_owned())?;

@@ -1897,48 +1897,6 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
     }
 }
 
-/// A claim that took fewer rows than asked for reads when the first row it did not take comes
-/// due (SQLite; on Postgres the drainer asks `next_due`): a drainer whose rows all finished
-/// needs no read of its own to know how long to wait.
-#[tokio::test]
-async fn a_claim_reads_when_the_first_row_it_did_not_take_comes_due() {
-    for store in stores().await {
-        eprintln!("on {}", store.backend());
-        let sqlite = store.backend() == "sqlite";
-        queue_updates(&store, 2, 1_000).await;
-        let later = PlannedChange {
-            not_before_ms: 9_000,
-            ..change(link("m5", ALICE, "e5", "Later"), vec![update("Later")])
-        };
-        store
-            .commit_latest(ALICE, &[later], &[], None, 1_000)
-            .await
-            .unwrap();
-        let full = store.claim_batch("a", 1, 1_000, 5_000).await.unwrap();
-        assert_eq!(full.items.len(), 1);
-        assert_eq!(full.next_due, None, "a full claim does not say");
-        // The first claim's row counts until its claim ends (far after 9,000 by the store's
-        // clock); this claim's own row does not count.
-        let rest = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
-        assert_eq!(rest.items.len(), 1);
-        assert_eq!(rest.next_due, sqlite.then_some(Some(9_000)));
-        for item in full.items.iter().chain(&rest.items) {
-            assert!(store.complete(item, 1_000).await.unwrap());
-        }
-        let none = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
-        assert!(none.items.is_empty());
-        assert_eq!(none.next_due, sqlite.then_some(Some(9_000)));
-        assert_eq!(store.next_due().await.unwrap(), Some(9_000));
-        let last = store.claim_batch("a", 10, 9_000, 5_000).await.unwrap();
-        assert_eq!(last.items.len(), 1);
-        assert_eq!(
-            last.next_due,
-            sqlite.then_some(None),
-            "nothing else is pending"
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_claim_says_whether_it_took_the_last_rows_due() {
     for store in stores().await {
