@@ -445,23 +445,23 @@ fn stored_action(
     link_spec: Option<&MeetingSpec>,
     what: impl Fn() -> String,
 ) -> Result<(String, Option<String>), StoreError> {
-    let json = serde_json::to_string(action).ctx(&what)?;
-    if let (Action::Update { spec, .. }, Some(link_spec)) = (action, link_spec)
+    if let (Action::Update { spec, changes }, Some(link_spec)) = (action, link_spec)
         && spec == link_spec
     {
-        let spec_json = serde_json::to_string(spec).ctx(&what)?;
-        // The spec's object appears once: an action's other fields are short enums.
-        if let Some(at) = json.find(&spec_json)
-            && json.matches(&spec_json).count() == 1
-        {
-            let tail = json[at + spec_json.len()..].to_owned();
-            let mut head = json;
-            head.truncate(at);
-            return Ok((head, Some(tail)));
-        }
+        // As serde writes the action (`stored_action_splits_the_action_as_serde_writes_it`),
+        // without the spec, which is not even serialized.
+        let changes = serde_json::to_string(changes).ctx(&what)?;
+        return Ok((
+            UPDATE_HEAD.to_owned(),
+            Some(format!("{UPDATE_CHANGES}{changes}}}")),
+        ));
     }
-    Ok((json, None))
+    Ok((serde_json::to_string(action).ctx(&what)?, None))
 }
+
+/// An update's JSON up to its spec, and between its spec and its changes ([`stored_action`]).
+const UPDATE_HEAD: &str = r#"{"kind":"update","spec":"#;
+const UPDATE_CHANGES: &str = r#","changes":"#;
 
 const SELECT: &str = concat!(
     "SELECT id, conference_id, calendar_id, event_id, kind, ",
@@ -1851,5 +1851,46 @@ impl Store {
             rows.ctx(|| format!("listing the outbox of conference {conference_id}"))
                 .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update stored without its spec reads back as the action it was: the parts it is
+    /// stored as, with the spec's JSON between them, are serde's own JSON for it.
+    #[test]
+    fn stored_action_splits_the_action_as_serde_writes_it() {
+        let spec = MeetingSpec {
+            title: "Weekly \"sync\" {x}".to_owned(),
+            description: "a\nb".to_owned(),
+            start: confsync_core::model::When::Day("2026-12-01".parse().unwrap()),
+            end: confsync_core::model::When::Day("2026-12-02".parse().unwrap()),
+            time_zone: Some("Europe/Berlin".to_owned()),
+            recurrence: vec!["RRULE:FREQ=WEEKLY".to_owned()],
+            attendees: vec!["bob@example.com".to_owned()],
+            organizer: None,
+        };
+        let action = Action::Update {
+            spec: spec.clone(),
+            changes: vec![
+                confsync_core::plan::Change::Retitled,
+                confsync_core::plan::Change::Rescheduled,
+            ],
+        };
+        let (head, tail) = stored_action(&action, Some(&spec), String::new).unwrap();
+        let tail = tail.expect("stored without its spec");
+        let whole = format!("{head}{}{tail}", serde_json::to_string(&spec).unwrap());
+        assert_eq!(whole, serde_json::to_string(&action).unwrap());
+        let other = MeetingSpec {
+            title: "other".to_owned(),
+            ..spec
+        };
+        let (json, tail) = stored_action(&action, Some(&other), String::new).unwrap();
+        assert_eq!(
+            (json, tail),
+            (serde_json::to_string(&action).unwrap(), None)
+        );
     }
 }
