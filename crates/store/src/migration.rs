@@ -178,17 +178,20 @@ impl Store {
             // No row of this conference is running on our behalf: every pending one but the
             // deletes is taken over (0 is no row id).
             outbox::supersede_all_but_deletes(&mut tx, &id, 0, now_ms).await?;
+            let recreate = [Action::Recreate {
+                spec: link.spec.clone(),
+                provider: Some(current.to_owned()),
+            }];
             outbox::append(
                 &mut tx,
-                &id,
-                &link.calendar_id,
-                &link.event_id,
-                &[Action::Recreate {
-                    spec: link.spec.clone(),
-                    provider: Some(current.to_owned()),
-                }],
-                None,
-                now_ms,
+                &outbox::Append {
+                    conference_id: &id,
+                    calendar_id: &link.calendar_id,
+                    event_id: &link.event_id,
+                    actions: &recreate,
+                    link_spec: None,
+                    not_before_ms: now_ms,
+                },
                 now_ms,
             )
             .await?;

@@ -606,14 +606,17 @@ pub(crate) async fn append_one(
 /// Answers how many rows it queued.
 pub(crate) async fn append(
     tx: &mut Tx,
-    conference_id: &str,
-    calendar_id: &str,
-    event_id: &str,
-    actions: &[Action],
-    link_spec: Option<&MeetingSpec>,
-    not_before_ms: i64,
+    append: &Append<'_>,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
+    let Append {
+        conference_id,
+        calendar_id,
+        event_id,
+        actions,
+        link_spec,
+        not_before_ms,
+    } = *append;
     if actions.is_empty() {
         return Ok(0);
     }

@@ -199,12 +199,14 @@ impl Store {
                     actions => {
                         outbox::append(
                             &mut tx,
-                            &link.conference_id,
-                            &link.calendar_id,
-                            &link.event_id,
-                            actions,
-                            first_spec(base, link),
-                            change.not_before_ms,
+                            &outbox::Append {
+                                conference_id: &link.conference_id,
+                                calendar_id: &link.calendar_id,
+                                event_id: &link.event_id,
+                                actions,
+                                link_spec: first_spec(base, link),
+                                not_before_ms: change.not_before_ms,
+                            },
                             now_ms,
                         )
                         .await?
@@ -304,12 +306,14 @@ impl Store {
         let mut tx = self.write_tx_keyed(keys, what).await?;
         let queued = outbox::append(
             &mut tx,
-            conference_id,
-            calendar_id,
-            event_id,
-            actions,
-            None,
-            not_before_ms,
+            &outbox::Append {
+                conference_id,
+                calendar_id,
+                event_id,
+                actions,
+                link_spec: None,
+                not_before_ms,
+            },
             now_ms,
         )
         .await?;
@@ -338,12 +342,14 @@ impl Store {
         outbox::supersede_all_but_deletes(&mut tx, conference_id, running_row, now_ms).await?;
         let queued = outbox::append(
             &mut tx,
-            conference_id,
-            calendar_id,
-            event_id,
-            actions,
-            None,
-            now_ms,
+            &outbox::Append {
+                conference_id,
+                calendar_id,
+                event_id,
+                actions,
+                link_spec: None,
+                not_before_ms: now_ms,
+            },
             now_ms,
         )
         .await?;
@@ -428,12 +434,14 @@ impl Store {
                 .await?;
         let mut queued = outbox::append(
             &mut tx,
-            new_conference_id,
-            &link.calendar_id,
-            &link.event_id,
-            &actions,
-            Some(&link.spec),
-            now_ms,
+            &outbox::Append {
+                conference_id: new_conference_id,
+                calendar_id: &link.calendar_id,
+                event_id: &link.event_id,
+                actions: &actions,
+                link_spec: Some(&link.spec),
+                not_before_ms: now_ms,
+            },
             now_ms,
         )
         .await?;
@@ -443,12 +451,14 @@ impl Store {
         for gone in &replaced {
             queued += outbox::append(
                 &mut tx,
-                &gone.conference_id,
-                &gone.calendar_id,
-                &gone.event_id,
-                &delete,
-                None,
-                now_ms,
+                &outbox::Append {
+                    conference_id: &gone.conference_id,
+                    calendar_id: &gone.calendar_id,
+                    event_id: &gone.event_id,
+                    actions: &delete,
+                    link_spec: None,
+                    not_before_ms: now_ms,
+                },
                 now_ms,
             )
             .await?;
