@@ -495,6 +495,22 @@ fn entry(row: &impl Cols) -> Result<OutboxEntry, StoreError> {
     })
 }
 
+/// The rows of an operator's listing (the status page, the admin API): a row this build
+/// cannot read is left out with a warning that names it, so that one such row does not take the
+/// whole listing down. The drain has parked it (see [`Store::claim_batch`]); its id, from the
+/// warning, is what `drop_action` takes.
+fn listed(rows: &[impl Cols]) -> Vec<OutboxEntry> {
+    rows.iter()
+        .filter_map(|row| match entry(row) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                tracing::warn!(%error, "an outbox row that does not read is left out of a listing");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Whether the conference's latest row (superseded ones aside) is `$1`'s planned key and still
 /// pending: [`append`]'s replay check for a single action, as SQL (`$1` the planned key, `$2`
 /// the conference).
@@ -1733,8 +1749,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(c)
                 .await;
-            rows.ctx(|| what.to_owned())
-                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+            rows.ctx(|| what.to_owned()).map(|rows| listed(&rows))
         })
     }
 
@@ -1759,8 +1774,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(c)
                 .await;
-            rows.ctx(|| format!("listing {state} actions"))
-                .and_then(|rows| rows.iter().map(entry).collect::<Result<Vec<_>, _>>())
+            rows.ctx(|| format!("listing {state} actions")).map(|rows| listed(&rows))
         })
     }
 

@@ -1840,6 +1840,16 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
             .map(|i| i.conference_id.as_str())
             .collect();
         assert_eq!(claimed, ["m0", "m2"], "the readable rows are handed out");
+        // The operator's listings leave it out instead of failing.
+        let pending: Vec<String> = store
+            .actions(OutboxState::Pending, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.conference_id)
+            .collect();
+        assert_eq!(pending, ["m0", "m2"]);
+        assert_eq!(store.outbox_pending(10).await.unwrap().len(), 2);
         assert_eq!(store.outbox_depth().await.unwrap(), 3, "m1 stays pending");
         for item in &batch.items {
             assert!(store.complete(item, 1_000).await.unwrap());
