@@ -153,9 +153,17 @@ impl Engine {
         let mut summary = DrainSummary::default();
         let worker = self.config.worker.as_str();
         let lease_ms = self.config.lease_ms.max(1_000);
+        let claim_limit = self
+            .config
+            .claim_batch
+            .unwrap_or_else(|| crate::default_claim_batch(self.store.backend()))
+            .max(1) as i64;
         loop {
             let queued = confsync_store::queued_generation();
-            let batch = self.store.claim_batch(worker, 64, now_ms, lease_ms).await?;
+            let batch = self
+                .store
+                .claim_batch(worker, claim_limit, now_ms, lease_ms)
+                .await?;
             let (due, last, mut links) = (batch.items, batch.last, batch.links);
             if due.is_empty() {
                 return Ok(summary);

@@ -5,8 +5,8 @@
 //! and its create intents are retired (kept as `abandoned`, so a later create of the same event
 //! starts a new generation and never reuses an earlier create's idempotency key). The
 //! provider's meetings are not touched: forgetting is not cancelling, and the events still show
-//! their join links. The `planned_keys` use counts stay too, so an action planned again after
-//! the calendar comes back gets a fresh `#N` idempotency key.
+//! their join links. Row ids are never handed out again, so an action planned again after the
+//! calendar comes back gets a fresh idempotency key (`planned_key#id`).
 //!
 //! Afterwards the calendar is unknown: a trigger for it is not recorded (`mark_dirty` answers
 //! false, the service answers 404 and the add-on removes its trigger), its sync lease cannot be

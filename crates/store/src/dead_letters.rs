@@ -135,9 +135,9 @@ impl Store {
     /// requests older than an hour (they are refused after ten minutes), finished outbox rows
     /// last changed before it (a conference's last done update first leaves its spec's
     /// fingerprint on the link), links deleted before it with no outbox row left (and the
-    /// create intents that answered them). Pending rows and live links are never touched; an
-    /// idempotency key's `#N` is counted in `planned_keys`, which is not pruned (one short row
-    /// per distinct intent, far fewer than actions).
+    /// create intents that answered them). Pending rows and live links are never touched. An
+    /// idempotency key ends in its row's id, and row ids are never handed out again, so a row
+    /// pruned never lends its key to a later one.
     pub async fn prune_history(&self, before_ms: i64, now_ms: i64) -> Result<Pruned, StoreError> {
         let what = || "pruning history past its retention".to_owned();
         let mut tx = self.write_tx(what).await?;
@@ -167,7 +167,7 @@ impl Store {
         .ctx(what)?;
         // Finished outbox rows (done, failed, superseded) last changed before the cut-off: the
         // status page shows failures within the retention. A conference's later rows never
-        // depend on them (order is among pending rows; `planned_keys` keeps the `#N` count).
+        // depend on them (order is among pending rows; keys end in row ids, never reused).
         // A conference's last update that landed says what its meeting has: before its row
         // goes, the link keeps its spec's fingerprint (`applied_fingerprint`).
         crate::outbox::keep_applied(&mut tx, before_ms).await?;

@@ -435,6 +435,23 @@ macro_rules! action_of {
     };
 }
 
+/// An outbox row's idempotency key, as a column of a query over `outbox`: its planned key
+/// suffixed with its row id (`planned_key#id`; row ids are never reused, so neither is a key),
+/// or for a row queued before SQLite's migration 0023 (Postgres 0016) the key it was given then.
+macro_rules! key_of {
+    ($row:literal) => {
+        concat!(
+            "COALESCE(",
+            $row,
+            ".idempotency_key, ",
+            $row,
+            ".planned_key || '#' || ",
+            $row,
+            ".id) AS idempotency_key"
+        )
+    };
+}
+
 /// How an action is stored in `outbox_actions`: its JSON, and None; or, for an update whose
 /// spec is `link_spec` (the spec of its link as written in the same transaction), the JSON
 /// before the spec and, as `spec_tail`, the JSON after it: the spec is the link's, read back
@@ -466,7 +483,9 @@ const UPDATE_CHANGES: &str = r#","changes":"#;
 const SELECT: &str = concat!(
     "SELECT id, conference_id, calendar_id, event_id, kind, ",
     action_of!("outbox"),
-    ", idempotency_key, state, attempts, \
+    ", ",
+    key_of!("outbox"),
+    ", state, attempts, \
      not_before, last_error, created_at, updated_at FROM outbox"
 );
 
@@ -522,16 +541,78 @@ macro_rules! replay_of_one {
     };
 }
 
-/// [`append`] for a single action, as two statements whose outcome nothing reads: sent with
-/// the transaction's next statement or its COMMIT on SQLite ([`Tx::defer`]), so a sync page
-/// of one change is two round trips to the writer instead of four (the writer is held for the
-/// whole transaction: in a burst, every other write waits that long). The same rules in SQL:
-/// a replay (the conference's latest row, superseded ones aside, is this planned key and
-/// still pending) queues nothing and takes no use of the key; otherwise the key's use count
-/// goes up, and the row's idempotency key is the planned key, suffixed `#N` from the second
-/// use on. Both statements check the replay against the outbox as it was before either ran
-/// (the first writes only `planned_keys`). Answers how many rows it may have queued (1):
-/// callers that report what was queued use [`append`].
+/// The insert of one outbox row (`$1` its planned key, `$2`..`$5` its conference, calendar,
+/// event and kind, `$6` its `not_before`, `$7` now), followed by `$guard`. The row's
+/// idempotency key is not stored: it is `planned_key#id` ([`key_of!`]).
+macro_rules! insert_row {
+    ($guard:expr) => {
+        concat!(
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, \
+                 state, attempts, not_before, created_at, updated_at) \
+             SELECT $2, $3, $4, $5, $1, 'pending', 0, $6, $7, $7",
+            $guard
+        )
+    };
+}
+
+/// Queues one row and its action. `unless_replay`: not if the conference's latest row
+/// (superseded ones aside) is this planned key and still pending ([`replay_of_one!`], checked
+/// against the outbox as it was before the insert). Nothing reads the outcome: on SQLite both
+/// statements are sent with the transaction's next statement or its COMMIT ([`Tx::defer`]);
+/// Postgres inserts both in one statement.
+async fn insert_row(
+    tx: &mut Tx,
+    append: &Append<'_>,
+    action: &Action,
+    planned_key: String,
+    (action_json, spec_tail): (String, Option<String>),
+    unless_replay: bool,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut args = vec![
+        Arg::Text(planned_key),
+        Arg::Text(append.conference_id.to_owned()),
+        Arg::Text(append.calendar_id.to_owned()),
+        Arg::Text(append.event_id.to_owned()),
+        Arg::Text(action.kind().to_owned()),
+        Arg::Int(append.not_before_ms),
+        Arg::Int(now_ms),
+    ];
+    let insert = if unless_replay {
+        concat!(insert_row!(" WHERE NOT "), replay_of_one!())
+    } else {
+        insert_row!("")
+    };
+    match tx {
+        // Its action right after it, on the same connection: the insert's count and row id
+        // say whether and where it landed.
+        Tx::Sqlite(_) => {
+            tx.defer(insert, args).await?;
+            tx.defer(
+                "INSERT INTO outbox_actions (id, action_json, spec_tail) \
+                 SELECT last_insert_rowid(), $1, $2 WHERE changes() = 1",
+                vec![Arg::Text(action_json), Arg::OptText(spec_tail)],
+            )
+            .await
+        }
+        Tx::Postgres(_) => {
+            args.extend([Arg::Text(action_json), Arg::OptText(spec_tail)]);
+            let sql = format!(
+                "WITH queued AS ({insert} RETURNING id) \
+                 INSERT INTO outbox_actions (id, action_json, spec_tail) \
+                 SELECT id, $8, $9 FROM queued"
+            );
+            tx.defer(sql, args).await
+        }
+    }
+}
+
+/// [`append`] for a single action, as statements whose outcome nothing reads (see
+/// [`insert_row`]): a sync page of one change is two round trips to the writer instead of
+/// four (the writer is held for the whole transaction: in a burst, every other write waits
+/// that long). The same rules in SQL: a replay (the conference's latest row, superseded ones
+/// aside, is this planned key and still pending) queues nothing. Answers how many rows it may
+/// have queued (1): callers that report what was queued use [`append`].
 pub(crate) async fn append_one(
     tx: &mut Tx,
     append: &Append<'_>,
@@ -545,68 +626,12 @@ pub(crate) async fn append_one(
         )
     };
     let planned_key = idempotency_key(append.calendar_id, append.event_id, action);
-    let (action_json, spec_tail) = stored_action(action, append.link_spec, what)?;
+    let stored = stored_action(action, append.link_spec, what)?;
     note_queued();
     note_rows(1);
-    tx.defer(
-        concat!(
-            "INSERT INTO planned_keys (planned_key, uses) SELECT $1, 1 WHERE NOT ",
-            replay_of_one!(),
-            " ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + 1"
-        ),
-        vec![
-            Arg::Text(planned_key.clone()),
-            Arg::Text(append.conference_id.to_owned()),
-        ],
-    )
-    .await
-    .ctx(what)?;
-    tx.defer(
-        concat!(
-            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, idempotency_key, \
-                 state, attempts, not_before, created_at, updated_at) \
-             SELECT $2, $3, $4, $5, $1, \
-                 CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END, \
-                 'pending', 0, $6, $7, $7 \
-             FROM planned_keys p WHERE p.planned_key = $1 AND NOT ",
-            replay_of_one!(),
-            " ON CONFLICT (idempotency_key) DO NOTHING"
-        ),
-        vec![
-            Arg::Text(planned_key.clone()),
-            Arg::Text(append.conference_id.to_owned()),
-            Arg::Text(append.calendar_id.to_owned()),
-            Arg::Text(append.event_id.to_owned()),
-            Arg::Text(action.kind().to_owned()),
-            Arg::Int(append.not_before_ms),
-            Arg::Int(now_ms),
-        ],
-    )
-    .await
-    .ctx(what)?;
-    // Its action, beside it, if the row was inserted (a replay inserts none: that row has its
-    // action already). SQLite runs this right after the insert, on the same connection: the
-    // insert's count and row id say it; Postgres finds the row by the key the insert gave.
-    let (sql, args) = match tx {
-        Tx::Sqlite(_) => (
-            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
-             SELECT last_insert_rowid(), $1, $2 WHERE changes() = 1",
-            vec![Arg::Text(action_json), Arg::OptText(spec_tail)],
-        ),
-        Tx::Postgres(_) => (
-            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
-             SELECT o.id, $2, $3 FROM planned_keys p, outbox o \
-             WHERE p.planned_key = $1 \
-               AND o.idempotency_key = CASE WHEN p.uses <= 1 THEN $1 ELSE $1 || '#' || CAST(p.uses AS TEXT) END \
-             ON CONFLICT (id) DO NOTHING",
-            vec![
-                Arg::Text(planned_key),
-                Arg::Text(action_json),
-                Arg::OptText(spec_tail),
-            ],
-        ),
-    };
-    tx.defer(sql, args).await.ctx(what)?;
+    insert_row(tx, append, action, planned_key, stored, true, now_ms)
+        .await
+        .ctx(what)?;
     Ok(1)
 }
 
@@ -616,10 +641,10 @@ pub(crate) async fn append_one(
 /// the same planned keys in the same order and are all still pending, they will do exactly this
 /// work. In every other case the actions are queued, so a change is never swallowed: the same
 /// intent recurring after a different one (spec A, then B, then A again), or after it already
-/// ran (a later full sync verifying the same event), gets a new row whose idempotency key is
-/// suffixed `#N`, and neither the outbox nor the provider mistakes it for the first one. A page
-/// replayed after its actions ran therefore runs them again: at least once, never lost.
-/// Answers how many rows it queued.
+/// ran (a later full sync verifying the same event), gets a new row, whose idempotency key
+/// (`planned_key#id`, the row's own id) is new, and neither the outbox nor the provider
+/// mistakes it for the first one. A page replayed after its actions ran therefore runs them
+/// again: at least once, never lost. Answers how many rows it queued.
 pub(crate) async fn append(
     tx: &mut Tx,
     append: &Append<'_>,
@@ -631,7 +656,7 @@ pub(crate) async fn append(
         event_id,
         actions,
         link_spec,
-        not_before_ms,
+        ..
     } = *append;
     if actions.is_empty() {
         return Ok(0);
@@ -669,62 +694,15 @@ pub(crate) async fn append(
         );
         return Ok(0);
     }
-    let mut queued = 0;
-    for (action, planned_key) in actions.iter().zip(&planned) {
-        // The key's use count survives pruning (see `planned_keys`), so an `#N` is never given
-        // twice.
-        let uses: i64 = on_tx!(tx, c => sqlx::query_scalar(
-            "INSERT INTO planned_keys (planned_key, uses) VALUES ($1, 1) \
-             ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + 1 RETURNING uses",
-        )
-        .bind(planned_key)
-        .fetch_one(c)
-        .await)
-        .ctx(what)?;
-        let key = if uses <= 1 {
-            planned_key.clone()
-        } else {
-            format!("{planned_key}#{uses}")
-        };
-        let (action_json, spec_tail) = stored_action(action, link_spec, what)?;
+    for (action, planned_key) in actions.iter().zip(planned) {
+        let stored = stored_action(action, link_spec, what)?;
         note_queued();
         note_rows(1);
-        // Nothing here looks at the insert's outcome (the key is new: its use count was just
-        // taken), so SQLite sends it with the transaction's next statement or its COMMIT; a
-        // later replay check in the same transaction runs after it all the same.
-        tx.defer(
-            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, idempotency_key, \
-                 state, attempts, not_before, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-            vec![
-                Arg::Text(conference_id.to_owned()),
-                Arg::Text(calendar_id.to_owned()),
-                Arg::Text(event_id.to_owned()),
-                Arg::Text(action.kind().to_owned()),
-                Arg::Text(planned_key.clone()),
-                Arg::Text(key.clone()),
-                Arg::Int(not_before_ms),
-                Arg::Int(now_ms),
-            ],
-        )
-        .await
-        .ctx(what)?;
-        tx.defer(
-            "INSERT INTO outbox_actions (id, action_json, spec_tail) \
-             SELECT id, $2, $3 FROM outbox WHERE idempotency_key = $1 \
-             ON CONFLICT (id) DO NOTHING",
-            vec![
-                Arg::Text(key),
-                Arg::Text(action_json),
-                Arg::OptText(spec_tail),
-            ],
-        )
-        .await
-        .ctx(what)?;
-        queued += 1;
+        insert_row(tx, append, action, planned_key, stored, false, now_ms)
+            .await
+            .ctx(what)?;
     }
-    Ok(queued)
+    Ok(actions.len())
 }
 
 /// Actions to queue for one conference ([`append_many`]).
@@ -743,9 +721,8 @@ pub(crate) struct Append<'a> {
 const APPEND_CHUNK: usize = 200;
 
 /// [`append`] for DIFFERENT conferences, in a few statements for all of them: each
-/// conference's replay check reads its own tail (one query for all), the planned keys' use
-/// counts are taken in one upsert (a key planned k times here takes its next k uses, in order),
-/// and the rows are inserted together, in the order given. The same rows, keys and replays as
+/// conference's replay check reads its own tail (one query for all), and the rows are inserted
+/// together, in the order given, then their actions beside them. The same rows and replays as
 /// calling [`append`] for each in turn.
 pub(crate) async fn append_many(
     tx: &mut Tx,
@@ -793,8 +770,9 @@ pub(crate) async fn append_many(
                 .push((rn, planned_key, state));
         }
     }
-    // What is new, with its planned keys (in order).
-    let mut rows: Vec<(&Append<'_>, &Action, String)> = Vec::new();
+    // What is new, with its planned keys (in order) and its action as stored.
+    type Row<'r> = (&'r Append<'r>, &'r Action, String, (String, Option<String>));
+    let mut rows: Vec<Row<'_>> = Vec::new();
     for append in appends {
         let planned: Vec<String> = append
             .actions
@@ -822,128 +800,74 @@ pub(crate) async fn append_many(
             );
             continue;
         }
-        rows.extend(
-            append
-                .actions
-                .iter()
-                .zip(planned)
-                .map(|(a, k)| (append, a, k)),
-        );
+        for (action, planned_key) in append.actions.iter().zip(planned) {
+            let stored = stored_action(action, append.link_spec, what)?;
+            rows.push((append, action, planned_key, stored));
+        }
     }
     if rows.is_empty() {
         return Ok(0);
     }
-    // Each planned key's uses, taken k at a time for a key planned k times here.
-    let mut counts: Vec<(&str, i64)> = Vec::new();
-    let mut position: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (_, _, key) in &rows {
-        match position.get(key.as_str()) {
-            Some(&i) => counts[i].1 += 1,
-            None => {
-                position.insert(key, counts.len());
-                counts.push((key, 1));
-            }
-        }
-    }
-    let mut next_use: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for chunk in crate::db::chunks(&counts[..], APPEND_CHUNK) {
-        let used: Vec<(String, i64)> = on_tx!(tx, c => {
-            let mut query = sqlx::QueryBuilder::new("INSERT INTO planned_keys (planned_key, uses) ");
-            query
-                .push_values(chunk, |mut row, (key, count)| {
-                    row.push_bind(*key).push_bind(*count);
-                })
-                .push(
-                    " ON CONFLICT (planned_key) DO UPDATE SET uses = planned_keys.uses + excluded.uses \
-                     RETURNING planned_key, uses",
-                );
-            query
-                .build_query_as()
-                .fetch_all(c)
-                .await
-        })
-        .ctx(what)?;
-        for (key, uses) in used {
-            let count = position.get(key.as_str()).map_or(1, |&i| counts[i].1);
-            next_use.insert(key, uses - count + 1);
-        }
-    }
-    let mut keyed = Vec::with_capacity(rows.len());
-    for (append, action, planned_key) in &rows {
-        let uses = next_use
-            .get_mut(planned_key.as_str())
-            .ok_or_else(|| StoreError::Conflict {
-                what: what(),
-                detail: format!("no use count came back for planned key {planned_key}"),
-            })?;
-        // The key's use count survives pruning (see `planned_keys`), so an `#N` is never given
-        // twice.
-        let key = if *uses <= 1 {
-            planned_key.clone()
-        } else {
-            format!("{planned_key}#{uses}")
-        };
-        *uses += 1;
-        keyed.push((
-            *append,
-            *action,
-            planned_key,
-            key,
-            stored_action(action, append.link_spec, what)?,
-        ));
-    }
-    let mut inserted = 0;
     note_queued();
-    note_rows(keyed.len() as u64);
-    for chunk in crate::db::chunks(&keyed[..], APPEND_CHUNK) {
-        let done = on_tx!(tx, c => {
+    note_rows(rows.len() as u64);
+    for chunk in crate::db::chunks(&rows[..], APPEND_CHUNK) {
+        let mut landed: Vec<(i64, String, String)> = on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, \
-                     idempotency_key, state, attempts, not_before, created_at, updated_at) ",
+                     state, attempts, not_before, created_at, updated_at) ",
             );
             query
-                .push_values(chunk, |mut row, (append, action, planned_key, key, _)| {
+                .push_values(chunk, |mut row, (append, action, planned_key, _)| {
                     row.push_bind(append.conference_id)
                         .push_bind(append.calendar_id)
                         .push_bind(append.event_id)
                         .push_bind(action.kind())
-                        .push_bind(*planned_key)
-                        .push_bind(key)
+                        .push_bind(planned_key)
                         .push("'pending'")
                         .push("0")
                         .push_bind(append.not_before_ms)
                         .push_bind(now_ms)
                         .push_bind(now_ms);
                 })
-                .push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                .push(" RETURNING id, conference_id, planned_key");
             query
-                .build()
-                .execute(c)
+                .build_query_as()
+                .fetch_all(c)
                 .await
-                .map(|r| r.rows_affected())
         })
         .ctx(what)?;
-        inserted += done as usize;
-        // Their actions, beside them (found by key; a key that was taken already keeps its
-        // row's action).
+        // Ids are given in the order of the rows inserted; each is checked against its row
+        // all the same, so that an action never lands beside another conference's row.
+        landed.sort_unstable_by_key(|(id, _, _)| *id);
+        let matches = landed.len() == chunk.len()
+            && landed.iter().zip(chunk).all(|((_, conference, key), row)| {
+                conference == row.0.conference_id && key == &row.2
+            });
+        if !matches {
+            return Err(StoreError::Conflict {
+                what: what(),
+                detail: format!(
+                    "{} rows inserted came back as {} in an order that does not match",
+                    chunk.len(),
+                    landed.len()
+                ),
+            });
+        }
         on_tx!(tx, c => {
             let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO outbox_actions (id, action_json, spec_tail) \
-                 SELECT o.id, v.column2, v.column3 FROM (",
+                "INSERT INTO outbox_actions (id, action_json, spec_tail) ",
             );
-            query
-                .push_values(chunk, |mut row, (_, _, _, key, (json, tail))| {
-                    row.push_bind(key).push_bind(json).push_bind(tail);
-                })
-                .push(
-                    ") AS v, outbox o WHERE o.idempotency_key = v.column1 \
-                     ON CONFLICT (id) DO NOTHING",
-                );
-            query.build().execute(c).await.map(|r| r.rows_affected())
+            query.push_values(
+                landed.iter().zip(chunk),
+                |mut row, ((id, _, _), (_, _, _, (json, tail)))| {
+                    row.push_bind(*id).push_bind(json).push_bind(tail);
+                },
+            );
+            query.build().execute(c).await.map(|_| ())
         })
         .ctx(what)?;
     }
-    Ok(inserted)
+    Ok(rows.len())
 }
 
 /// Marks the conference's pending deletes superseded (inside the page's transaction).
@@ -1000,7 +924,9 @@ impl Store {
                 concat!(
                 "SELECT o.id, o.conference_id, o.calendar_id, o.event_id, o.kind, ",
                 action_of!("o"),
-                ", o.idempotency_key, o.state, \
+                ", ",
+                key_of!("o"),
+                ", o.state, \
                      o.attempts, o.not_before, o.last_error, o.created_at, o.updated_at \
                  FROM outbox o \
                  WHERE o.state = 'pending' AND o.not_before <= $1 AND o.lease_until <= $1 \
@@ -1081,7 +1007,9 @@ impl Store {
                     $lock,
                     ") RETURNING id, conference_id, calendar_id, event_id, kind, ",
                     action_of!("outbox"),
-                    ", idempotency_key, state, \
+                    ", ",
+                    key_of!("outbox"),
+                    ", state, \
                          attempts, not_before, last_error, created_at, updated_at, lease_fence, \
                          EXISTS (SELECT 1 FROM outbox q WHERE q.conference_id = outbox.conference_id \
                                  AND q.state = 'pending' AND q.id > outbox.id) AS more"

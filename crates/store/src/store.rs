@@ -137,6 +137,11 @@ pub(crate) fn sqlite_migrator() -> Migrator {
             "action spec from link",
             include_str!("../migrations/sqlite/0022_action_spec_from_link.sql"),
         ),
+        (
+            23,
+            "keys from row ids",
+            include_str!("../migrations/sqlite/0023_keys_from_row_ids.sql"),
+        ),
     ];
     migrator_of(&migrations)
 }
@@ -218,6 +223,11 @@ pub(crate) fn postgres_migrator() -> Migrator {
             15,
             "action spec from link",
             include_str!("../migrations/postgres/0015_action_spec_from_link.sql"),
+        ),
+        (
+            16,
+            "keys from row ids",
+            include_str!("../migrations/postgres/0016_keys_from_row_ids.sql"),
         ),
     ];
     migrator_of(&migrations)
@@ -510,6 +520,45 @@ impl Store {
                 .ctx(|| "checkpointing the write-ahead log".to_owned())?;
         }
         Ok(())
+    }
+
+    /// SQLite: the bytes this store's write connection has appended to the write-ahead log
+    /// since it was opened: pages written (`SQLITE_DBSTATUS_CACHE_WRITE`, which in WAL mode
+    /// counts WAL frames) times the page size plus each frame's 24-byte header. Checkpoints'
+    /// copies into the database file are not in it. None on Postgres. For measurements
+    /// (`confsync bench adopt`); it waits for the write connection like any write.
+    pub async fn sqlite_wal_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let Db::Sqlite { writer, .. } = &self.db else {
+            return Ok(None);
+        };
+        let what = || "reading the write connection's WAL page count".to_owned();
+        let mut conn = writer.acquire().await.ctx(what)?;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut *conn)
+            .await
+            .ctx(what)?;
+        let mut handle = conn.lock_handle().await.ctx(what)?;
+        let (mut pages, mut highwater) = (0, 0);
+        // SAFETY: the handle is locked out of the connection's worker thread for this call,
+        // and the two out-pointers live across it.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_db_status(
+                handle.as_raw_handle().as_ptr(),
+                libsqlite3_sys::SQLITE_DBSTATUS_CACHE_WRITE,
+                &mut pages,
+                &mut highwater,
+                0,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            return Err(StoreError::Conflict {
+                what: what(),
+                detail: format!("sqlite3_db_status answered {rc}"),
+            });
+        }
+        Ok(Some(
+            u64::try_from(pages).unwrap_or(0) * (u64::try_from(page_size).unwrap_or(0) + 24),
+        ))
     }
 
     /// Closes every connection (waiting for running statements); further calls fail.
@@ -861,6 +910,126 @@ mod tests {
             .unwrap();
         assert_eq!(
             int(writer(&store), "SELECT COUNT(*) FROM outbox_actions").await,
+            0
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Migration 0023 rebuilds the outbox without its unique key: a row queued before keeps the
+    /// key it was given (a retry sends the same one), a row queued after takes `planned#id`, and
+    /// no id handed out before (a removed newest row's included) is handed out again.
+    #[tokio::test]
+    async fn keys_given_before_the_rebuild_stay_and_no_row_id_comes_back() {
+        let dir = std::env::temp_dir().join(format!("confsync-store-0023-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap().to_owned();
+        let action = confsync_core::plan::Action::Delete {
+            reason: confsync_core::plan::Change::EventCancelled,
+        };
+        let action_json = serde_json::to_string(&action).unwrap();
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let mut before = sqlite_migrator();
+            before.migrations = Cow::Owned(
+                before
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 23)
+                    .cloned()
+                    .collect(),
+            );
+            before.run(&pool).await.unwrap();
+            for sql in [
+                "INSERT INTO calendars (calendar_id, created_at) VALUES ('c', 0)",
+                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, created_at, updated_at) \
+                 VALUES ('m1', 'local', 'c', 'e1', '{}', 'f', 0, 0)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            for (id, key) in [(1, "k"), (2, "k#2"), (3, "k#3")] {
+                sqlx::query(
+                    "INSERT INTO outbox (id, conference_id, calendar_id, event_id, kind, planned_key, \
+                         idempotency_key, created_at, updated_at) VALUES ($1, 'm1', 'c', 'e1', 'delete', 'k', $2, 0, 0)",
+                )
+                .bind(id)
+                .bind(key)
+                .execute(&pool)
+                .await
+                .unwrap();
+                sqlx::query("INSERT INTO outbox_actions (id, action_json) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(&action_json)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            // The newest row is gone (pruned, or its calendar forgotten) before the upgrade.
+            sqlx::query("DELETE FROM outbox WHERE id = 3")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        let keys = |rows: Vec<crate::OutboxEntry>| -> Vec<(i64, String, bool)> {
+            rows.into_iter()
+                .map(|r| (r.id, r.idempotency_key, r.action == action))
+                .collect()
+        };
+        assert_eq!(
+            keys(store.outbox_of("m1").await.unwrap()),
+            [(1, "k".to_owned(), true), (2, "k#2".to_owned(), true)]
+        );
+        sqlx::query(
+            "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, planned_key, created_at, updated_at) \
+             VALUES ('m1', 'c', 'e1', 'delete', 'k', 0, 0)",
+        )
+        .execute(writer(&store))
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox_actions (id, action_json) VALUES (last_insert_rowid(), $1)",
+        )
+        .bind(&action_json)
+        .execute(writer(&store))
+        .await
+        .unwrap();
+        assert_eq!(
+            keys(store.outbox_of("m1").await.unwrap())[2],
+            (4, "k#4".to_owned(), true),
+            "id 3 was handed out before: never again"
+        );
+        // The rebuilt action table still goes with its rows, and the trigger that keeps an
+        // update's spec is back.
+        sqlx::query("DELETE FROM outbox WHERE id = 1")
+            .execute(writer(&store))
+            .await
+            .unwrap();
+        assert_eq!(
+            int(writer(&store), "SELECT COUNT(*) FROM outbox_actions").await,
+            2
+        );
+        assert_eq!(
+            int(
+                writer(&store),
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'links_spec_kept_for_actions'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            int(
+                writer(&store),
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'planned_keys'"
+            )
+            .await,
             0
         );
         store.close().await;

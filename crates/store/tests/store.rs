@@ -247,10 +247,14 @@ async fn an_action_planned_again_after_it_ran_is_queued_again() {
         let second = store.due(10, 2_000).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].action, Action::Verify);
+        // A fresh key: the planned key with the new row's own id.
+        let planned = idempotency_key(ALICE, "e1", &Action::Verify);
+        assert_eq!(first.idempotency_key, format!("{planned}#{}", first.id));
         assert_eq!(
             second[0].idempotency_key,
-            format!("{}#2", first.idempotency_key)
+            format!("{planned}#{}", second[0].id)
         );
+        assert_ne!(second[0].idempotency_key, first.idempotency_key);
     }
 }
 
@@ -275,7 +279,7 @@ async fn outbox_rows_carry_the_planned_idempotency_key() {
         let due = store.due(10, 1_000).await.unwrap();
         assert_eq!(
             due[0].idempotency_key,
-            idempotency_key(ALICE, "e1", &action)
+            format!("{}#{}", idempotency_key(ALICE, "e1", &action), due[0].id)
         );
         assert_eq!(
             (
@@ -310,7 +314,14 @@ async fn a_change_back_to_an_earlier_spec_is_queued_again() {
         assert_eq!(rows[2].action, update("A"));
         assert_eq!(
             rows[2].idempotency_key,
-            format!("{}#2", rows[0].idempotency_key),
+            format!(
+                "{}#{}",
+                idempotency_key(ALICE, "e1", &update("A")),
+                rows[2].id
+            ),
+        );
+        assert_ne!(
+            rows[2].idempotency_key, rows[0].idempotency_key,
             "the provider sees a fresh key"
         );
     }
@@ -1725,7 +1736,15 @@ async fn history_past_its_retention_is_pruned() {
         // The same intent again after its row was pruned gets a new key, never the first one's.
         queue_update(&store, "m1", "e1", "Planning", now).await;
         let again = store.outbox_of("m1").await.unwrap();
-        assert!(again[0].idempotency_key.ends_with("#2"), "{again:?}");
+        assert_eq!(
+            again[0].idempotency_key,
+            format!(
+                "{}#{}",
+                idempotency_key(ALICE, "e1", &update("Planning")),
+                again[0].id
+            ),
+            "{again:?}"
+        );
         assert!(store.channel("live").await.unwrap().is_some());
         assert!(store.channel("old").await.unwrap().is_none());
         assert!(store.channel("stopped").await.unwrap().is_none());
@@ -2934,15 +2953,30 @@ async fn a_page_of_many_conferences_stores_what_its_changes_one_at_a_time_store(
         }
         // The runs above must have met what the batch has to get right.
         let all = holdings(&paged, &conferences).await.join("\n");
-        for expected in ["Superseded", "Done", "#2", "Verify", "deleted: true"] {
+        for expected in ["Superseded", "Done", "Verify", "deleted: true"] {
             assert!(
                 all.contains(expected),
                 "the runs never produced {expected}:\n{all}"
             );
         }
+        // ... and an intent planned again for a conference (a fresh key for the same planned
+        // key, in a row of its own).
+        let mut recurred = false;
+        for id in &conferences {
+            let planned: Vec<String> = paged
+                .outbox_of(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.idempotency_key.split('#').next().unwrap().to_owned())
+                .collect();
+            let distinct: std::collections::HashSet<&String> = planned.iter().collect();
+            recurred |= distinct.len() < planned.len();
+        }
+        assert!(recurred, "the runs never planned an intent again:\n{all}");
 
         // One key planned for two conferences in one page (a replaced conference and its
-        // successor on one event): two uses, in page order.
+        // successor on one event): two rows, two keys, in page order.
         let mut old = link("r1", ALICE, "shared", "Old");
         old.deleted = true;
         let page = [
@@ -2954,11 +2988,13 @@ async fn a_page_of_many_conferences_stores_what_its_changes_one_at_a_time_store(
             .await
             .unwrap();
         let key = idempotency_key(ALICE, "shared", &Action::Verify);
-        assert_eq!(paged.outbox_of("r1").await.unwrap()[0].idempotency_key, key);
-        assert_eq!(
-            paged.outbox_of("r2").await.unwrap()[0].idempotency_key,
-            format!("{key}#2")
+        let (r1, r2) = (
+            paged.outbox_of("r1").await.unwrap().remove(0),
+            paged.outbox_of("r2").await.unwrap().remove(0),
         );
+        assert!(r1.id < r2.id, "in page order");
+        assert_eq!(r1.idempotency_key, format!("{key}#{}", r1.id));
+        assert_eq!(r2.idempotency_key, format!("{key}#{}", r2.id));
 
         // One stale link among many: nothing of the page is stored.
         let before = holdings(&paged, &conferences).await;
