@@ -208,7 +208,7 @@ impl Store {
         pattern.push('%');
         let sql = format!(
             "SELECT {COLUMNS} FROM calendars WHERE calendar_id > $1 AND calendar_id LIKE $2 ESCAPE '\\' \
-             ORDER BY calendar_id LIMIT $3"
+             ORDER BY calendar_id LIMIT CAST($3 AS BIGINT)"
         );
         on_read!(self, c => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -246,7 +246,7 @@ impl Store {
                 "WHERE last_sync_at IS NOT NULL ORDER BY last_sync_at, calendar_id"
             }
         };
-        let sql = format!("SELECT {COLUMNS} FROM calendars {clause} LIMIT $1");
+        let sql = format!("SELECT {COLUMNS} FROM calendars {clause} LIMIT CAST($1 AS BIGINT)");
         on_read!(self, c => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(limit)

@@ -222,7 +222,7 @@ impl Store {
     ) -> Result<(Vec<Channel>, i64), StoreError> {
         let what = || "listing the live channels expiring first".to_owned();
         let sql = format!(
-            "{SELECT} WHERE NOT stopped AND expiration_ms > $1 ORDER BY expiration_ms, channel_id LIMIT $2"
+            "{SELECT} WHERE NOT stopped AND expiration_ms > $1 ORDER BY expiration_ms, channel_id LIMIT CAST($2 AS BIGINT)"
         );
         let first = on_read!(self, c => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -267,7 +267,7 @@ impl Store {
         on_read!(self, c => sqlx::query_as(
             "SELECT calendar_id, MAX(expiration_ms) AS newest FROM channels \
              WHERE NOT stopped AND expiration_ms > $1 GROUP BY calendar_id \
-             ORDER BY newest, calendar_id LIMIT $2",
+             ORDER BY newest, calendar_id LIMIT CAST($2 AS BIGINT)",
         )
         .bind(now_ms)
         .bind(limit)

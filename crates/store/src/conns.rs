@@ -88,6 +88,16 @@ impl Conns {
         })))
     }
 
+    /// Whether `other` is this same set (a clone of it).
+    pub(crate) fn same_set(&self, other: &Conns) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// How many connections the set may hold.
+    pub(crate) fn size(&self) -> u32 {
+        self.0.size
+    }
+
     /// A connection for the caller alone, until the [`Conn`] is dropped.
     pub(crate) async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.0.permits.clone().acquire_owned())

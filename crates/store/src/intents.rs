@@ -191,7 +191,7 @@ impl Store {
                  FROM create_intents i LEFT JOIN links l ON l.conference_id = i.conference_id \
                  WHERE i.created_at < $1 AND (i.state = 'creating' \
                        OR (i.state = 'linked' AND l.last_etag_seen IS NULL AND NOT l.deleted)) \
-                 ORDER BY i.created_at LIMIT $2",
+                 ORDER BY i.created_at LIMIT CAST($2 AS BIGINT)",
             )
             .bind(cutoff_ms)
             .bind(limit)

@@ -154,7 +154,7 @@ impl Store {
         let sql = format!(
             "SELECT l.conference_id FROM links l WHERE {OTHER_PROVIDER} AND {NOT_ENDED} \
                AND l.last_etag_seen IS NOT NULL AND NOT {RECREATE_PENDING} AND {from_clause} \
-             ORDER BY l.conference_id LIMIT $4",
+             ORDER BY l.conference_id LIMIT CAST($4 AS BIGINT)",
             from_clause = in_list(5, from.len())
         );
         let ids: Vec<String> = on_tx!(&mut tx, c => {

@@ -290,7 +290,7 @@ pub(crate) async fn keep_applied(tx: &mut Tx, before_ms: i64) -> Result<u64, Sto
              WHERE o.kind = 'update' AND o.state = 'done' AND o.updated_at < $1 AND o.id > $2 \
                AND NOT EXISTS (SELECT 1 FROM outbox n WHERE n.conference_id = o.conference_id \
                                  AND n.id > o.id AND n.kind = 'update' AND n.state = 'done') \
-             ORDER BY o.id LIMIT $3"),
+             ORDER BY o.id LIMIT CAST($3 AS BIGINT)"),
         )
         .bind(before_ms)
         .bind(after)
@@ -672,7 +672,7 @@ pub(crate) async fn append(
         .collect();
     let mut tail: Vec<(String, String)> = on_tx!(tx, c => sqlx::query_as(
         "SELECT planned_key, state FROM outbox WHERE conference_id = $1 AND state <> 'superseded' \
-         ORDER BY id DESC LIMIT $2",
+         ORDER BY id DESC LIMIT CAST($2 AS BIGINT)",
     )
     .bind(conference_id)
     .bind(planned.len() as i64)
@@ -932,7 +932,7 @@ impl Store {
                  WHERE o.state = 'pending' AND o.not_before <= $1 AND o.lease_until <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM outbox p \
                                    WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-                 ORDER BY o.not_before, o.id LIMIT $2"),
+                 ORDER BY o.not_before, o.id LIMIT CAST($2 AS BIGINT)"),
             )
             .bind(now_ms)
             .bind(limit)
@@ -992,7 +992,10 @@ impl Store {
     ) -> Result<ClaimedBatch, StoreError> {
         let what = || "claiming due outbox actions".to_owned();
         let now_ms = self.now();
-        // One statement per backend (literal SQL): Postgres adds FOR UPDATE SKIP LOCKED.
+        // One statement per backend (literal SQL): Postgres adds FOR UPDATE SKIP LOCKED. Its
+        // LIMIT is cast, as every LIMIT of the store's: SQLite (3.51) re-prepares a statement
+        // whose LIMIT is a bare parameter each time it is bound (its planner reads the value),
+        // a parse and a plan per claim (`the_statements_of_a_sync_and_a_drain_are_prepared_once`).
         macro_rules! claim_sql {
             ($set:literal, $free:expr, $lock:literal) => {
                 concat!(
@@ -1003,7 +1006,7 @@ impl Store {
                     $free,
                     " AND NOT EXISTS (SELECT 1 FROM outbox p \
                                WHERE p.conference_id = o.conference_id AND p.state = 'pending' AND p.id < o.id) \
-                         ORDER BY o.not_before, o.id LIMIT $4",
+                         ORDER BY o.not_before, o.id LIMIT CAST($4 AS BIGINT)",
                     $lock,
                     ") RETURNING id, conference_id, calendar_id, event_id, kind, ",
                     action_of!("outbox"),
@@ -1671,7 +1674,7 @@ impl Store {
         limit: i64,
         what: &'static str,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let sql = format!("{SELECT}{clause}$1");
+        let sql = format!("{SELECT}{clause}CAST($1 AS BIGINT)");
         on_read!(self, c => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(limit)
@@ -1693,8 +1696,9 @@ impl Store {
             OutboxState::Pending => " ORDER BY not_before, id",
             _ => " ORDER BY updated_at DESC, id DESC",
         };
-        let sql =
-            format!("{SELECT} WHERE state = $1 AND ($2 = '' OR calendar_id = $2){order} LIMIT $3");
+        let sql = format!(
+            "{SELECT} WHERE state = $1 AND ($2 = '' OR calendar_id = $2){order} LIMIT CAST($3 AS BIGINT)"
+        );
         on_read!(self, c => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(state.as_str())

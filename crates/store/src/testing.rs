@@ -126,6 +126,62 @@ pub async fn execute(store: &Store, sql: &str) -> u64 {
     done.unwrap_or_else(|e| panic!("running {sql}: {e}"))
 }
 
+/// SQLite: the statements prepared on the store's connections that SQLite prepared again
+/// (`SQLITE_STMTSTATUS_REPREPARE`), with how many times and how many runs: a statement whose
+/// plan depends on a bound value is re-prepared (parsed and planned) each time it is bound
+/// anew. Empty on Postgres. Connections busy elsewhere are skipped; call it at rest.
+#[doc(hidden)]
+pub async fn reprepared_statements(store: &Store) -> Vec<(String, i32, i32)> {
+    let crate::db::Db::Sqlite { writer, reader } = &store.db else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    // Every connection of each set, held at once (so each is a different one).
+    let mut held = Vec::new();
+    let sets = if writer.same_set(reader) {
+        vec![writer]
+    } else {
+        vec![writer, reader]
+    };
+    for conns in sets {
+        for _ in 0..conns.size() {
+            if let Ok(conn) = conns.acquire().await {
+                held.push(conn);
+            }
+        }
+    }
+    for conn in &mut held {
+        let Ok(mut handle) = conn.lock_handle().await else {
+            continue;
+        };
+        let db = handle.as_raw_handle().as_ptr();
+        // SAFETY: the handle is locked out of its worker thread for the loop; each statement
+        // pointer comes from `sqlite3_next_stmt` on it and is read, never kept.
+        unsafe {
+            let mut stmt = libsqlite3_sys::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                let again = libsqlite3_sys::sqlite3_stmt_status(
+                    stmt,
+                    libsqlite3_sys::SQLITE_STMTSTATUS_REPREPARE,
+                    0,
+                );
+                let runs = libsqlite3_sys::sqlite3_stmt_status(
+                    stmt,
+                    libsqlite3_sys::SQLITE_STMTSTATUS_RUN,
+                    0,
+                );
+                let sql = libsqlite3_sys::sqlite3_sql(stmt);
+                if again > 0 && !sql.is_null() {
+                    let sql = std::ffi::CStr::from_ptr(sql).to_string_lossy().into_owned();
+                    found.push((sql, again, runs));
+                }
+                stmt = libsqlite3_sys::sqlite3_next_stmt(db, stmt);
+            }
+        }
+    }
+    found
+}
+
 /// One calendar for [`insert_calendars`]: a row of `calendars` as the service would have left
 /// it, and optionally its push channels.
 #[derive(Debug, Clone, Default)]

@@ -3243,3 +3243,40 @@ async fn concurrent_push_messages_are_each_answered_as_if_alone() {
         }
     }
 }
+
+/// No statement of a sync's or a drain's path is prepared again at each run: SQLite (3.51)
+/// re-prepares a statement whose LIMIT is a bare parameter every time it is bound (its planner
+/// reads the value), which cost the claim a parse and a plan each time; the store writes
+/// `LIMIT CAST($N AS BIGINT)`. A file store, as in production (a writer and readers).
+#[tokio::test]
+async fn the_statements_of_a_sync_and_a_drain_are_prepared_once() {
+    let dir = std::env::temp_dir().join(format!("confsync-prepared-once-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    for round in 0..3_i64 {
+        let now = 1_000 * (round + 1);
+        // A page of one change, then a page of several.
+        queue_update(&store, "single", "e-single", &format!("Title {round}"), now).await;
+        queue_updates(&store, 3, now).await;
+        let batch = store.claim_batch("worker", 10, now, 5_000).await.unwrap();
+        assert!(!batch.items.is_empty());
+        for item in &batch.items {
+            store.complete(item, now).await.unwrap();
+        }
+        store.due(10, now).await.unwrap();
+        store.next_due().await.unwrap();
+        store.outbox_pending(10).await.unwrap();
+        store.outbox_recent(10).await.unwrap();
+        store.failures(10).await.unwrap();
+    }
+    let again: Vec<_> = confsync_store::testing::reprepared_statements(&store)
+        .await
+        .into_iter()
+        .filter(|(sql, _, _)| !sql.contains("_sqlx_migrations"))
+        .collect();
+    assert!(again.is_empty(), "prepared again: {again:#?}");
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
