@@ -916,6 +916,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A build older than its store (a newer version migrated it since) refuses to open it,
+    /// naming the migration it does not know, rather than run on a schema that is not its own.
+    #[tokio::test]
+    async fn a_store_migrated_past_this_build_is_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("confsync-store-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_str().unwrap().to_owned();
+        let store = Store::open(&path).await.unwrap();
+        // What a newer version's first start would leave: a migration this build lacks.
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from a newer version', TRUE, X'00', 0)",
+        )
+        .execute(writer(&store))
+        .await
+        .unwrap();
+        store.close().await;
+        let refused = Store::open(&path).await.unwrap_err().to_string();
+        assert!(refused.contains("9999"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Migration 0023 rebuilds the outbox without its unique key: a row queued before keeps the
     /// key it was given (a retry sends the same one), a row queued after takes `planned#id`, and
     /// no id handed out before (a removed newest row's included) is handed out again.
