@@ -855,41 +855,53 @@ mod tests {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
     }
 
-    /// Migration 0020 moves each queued row's action to `outbox_actions`: a store made before it
-    /// keeps its rows' actions, and a row deleted takes its action with it.
-    #[tokio::test]
-    async fn queued_actions_survive_the_move_to_their_own_table() {
-        let dir = std::env::temp_dir().join(format!("confsync-store-0020-{}", std::process::id()));
+    /// A store file in a fresh temporary folder (`name`), migrated up to (not including)
+    /// `version` as a build of that time would have left it, holding calendar `c` and its link
+    /// `m1` (event `e1`). Answers the folder, the file's path and a pool on it.
+    async fn store_before(
+        name: &str,
+        version: i64,
+    ) -> (std::path::PathBuf, String, sqlx::SqlitePool) {
+        let dir =
+            std::env::temp_dir().join(format!("confsync-store-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.db");
         let _ = std::fs::remove_file(&path);
         let path = path.to_str().unwrap().to_owned();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let mut before = sqlite_migrator();
+        before.migrations = Cow::Owned(
+            before
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+        );
+        before.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO calendars (calendar_id, created_at) VALUES ('c', 0)",
+            "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, created_at, updated_at) \
+             VALUES ('m1', 'local', 'c', 'e1', '{}', 'f', 0, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        (dir, path, pool)
+    }
+
+    /// Migration 0020 moves each queued row's action to `outbox_actions`: a store made before it
+    /// keeps its rows' actions, and a row deleted takes its action with it.
+    #[tokio::test]
+    async fn queued_actions_survive_the_move_to_their_own_table() {
         let action = confsync_core::plan::Action::Delete {
             reason: confsync_core::plan::Change::EventCancelled,
         };
+        let (dir, path, pool) = store_before("0020", 20).await;
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .foreign_keys(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            let mut before = sqlite_migrator();
-            before.migrations = Cow::Owned(
-                before
-                    .migrations
-                    .iter()
-                    .filter(|m| m.version < 20)
-                    .cloned()
-                    .collect(),
-            );
-            before.run(&pool).await.unwrap();
-            for sql in [
-                "INSERT INTO calendars (calendar_id, created_at) VALUES ('c', 0)",
-                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, created_at, updated_at) \
-                 VALUES ('m1', 'local', 'c', 'e1', '{}', 'f', 0, 0)",
-            ] {
-                sqlx::query(sql).execute(&pool).await.unwrap();
-            }
             sqlx::query(
                 "INSERT INTO outbox (conference_id, calendar_id, event_id, kind, action_json, planned_key, \
                      idempotency_key, created_at, updated_at) VALUES ('m1', 'c', 'e1', 'delete', $1, 'k', 'k', 0, 0)",
@@ -920,8 +932,7 @@ mod tests {
     /// naming the migration it does not know, rather than run on a schema that is not its own.
     #[tokio::test]
     async fn a_store_migrated_past_this_build_is_refused() {
-        let dir =
-            std::env::temp_dir().join(format!("confsync-store-newer-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("confsync-store-newer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.db");
         let _ = std::fs::remove_file(&path);
@@ -946,38 +957,12 @@ mod tests {
     /// no id handed out before (a removed newest row's included) is handed out again.
     #[tokio::test]
     async fn keys_given_before_the_rebuild_stay_and_no_row_id_comes_back() {
-        let dir = std::env::temp_dir().join(format!("confsync-store-0023-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.db");
-        let _ = std::fs::remove_file(&path);
-        let path = path.to_str().unwrap().to_owned();
         let action = confsync_core::plan::Action::Delete {
             reason: confsync_core::plan::Change::EventCancelled,
         };
         let action_json = serde_json::to_string(&action).unwrap();
+        let (dir, path, pool) = store_before("0023", 23).await;
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .foreign_keys(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            let mut before = sqlite_migrator();
-            before.migrations = Cow::Owned(
-                before
-                    .migrations
-                    .iter()
-                    .filter(|m| m.version < 23)
-                    .cloned()
-                    .collect(),
-            );
-            before.run(&pool).await.unwrap();
-            for sql in [
-                "INSERT INTO calendars (calendar_id, created_at) VALUES ('c', 0)",
-                "INSERT INTO links (conference_id, provider, calendar_id, event_id, spec_json, fingerprint, created_at, updated_at) \
-                 VALUES ('m1', 'local', 'c', 'e1', '{}', 'f', 0, 0)",
-            ] {
-                sqlx::query(sql).execute(&pool).await.unwrap();
-            }
             for (id, key) in [(1, "k"), (2, "k#2"), (3, "k#3")] {
                 sqlx::query(
                     "INSERT INTO outbox (id, conference_id, calendar_id, event_id, kind, planned_key, \
