@@ -158,11 +158,12 @@ impl Engine {
             .claim_batch
             .unwrap_or_else(|| crate::default_claim_batch(self.store.backend()))
             .max(1) as i64;
+        let concurrency = self.config.drain_concurrency.max(1);
         loop {
             let queued = confsync_store::queued_generation();
             let batch = self
                 .store
-                .claim_batch(worker, claim_limit, now_ms, lease_ms)
+                .claim_batch(worker, claim_limit, concurrency as i64, now_ms, lease_ms)
                 .await?;
             let (due, last, mut links) = (batch.items, batch.last, batch.links);
             if due.is_empty() {
@@ -171,7 +172,6 @@ impl Engine {
             let ids: Vec<i64> = due.iter().map(|item| item.id).collect();
             // Until when this worker's claims hold, as far as it knows (store clock).
             let valid_until = std::sync::atomic::AtomicI64::new(self.store.clock_ms() + lease_ms);
-            let concurrency = self.config.drain_concurrency.max(1);
             let slots = tokio::sync::Semaphore::new(concurrency);
             let calls = Calls::new(due.len());
             let runs: Vec<_> = due
@@ -179,11 +179,13 @@ impl Engine {
                 .enumerate()
                 .map(|(index, item)| {
                     let (slots, valid_until, calls) = (&slots, &valid_until, &calls);
-                    // The rows that start at once use the links the claim read (their read
-                    // before the provider call); the others read theirs when they start.
+                    // The rows that start at once use the links the claim read for them
+                    // (their read before the provider call; a conference the claim did not
+                    // answer is read as for any other row); the others read theirs when they
+                    // start.
                     let link = match &mut links {
                         Some(links) if index < concurrency => {
-                            Some(links.remove(&item.conference_id))
+                            links.remove(&item.conference_id).map(Some)
                         }
                         _ => None,
                     };

@@ -121,10 +121,11 @@ pub struct ClaimedBatch {
     /// since in this process show in [`queued_generation`]; other processes' rows, and rows
     /// coming due, are found by [`Store::next_due`] and the queuing side's wake-up.
     pub last: bool,
-    /// SQLite: the links of the claimed rows' conferences, read by the claim's round trip (a
-    /// conference missing has no link). For a row started at once, this is the read the
-    /// executor makes before calling the provider; a row that waits for a slot reads its link
-    /// when it starts. None on Postgres (each row reads its link).
+    /// SQLite: the links of the first `with_links` claimed rows' conferences (by id, the
+    /// items' order), read by the claim's round trip; a conference missing was not read, or
+    /// has no link. For a row started at once, this is the read the executor makes before
+    /// calling the provider; a row that waits for a slot, or is not here, reads its link when
+    /// it starts. None on Postgres (each row reads its link).
     pub links: Option<std::collections::HashMap<String, confsync_core::plan::Link>>,
 }
 
@@ -975,7 +976,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         Ok(self
-            .claim_batch(worker, limit, due_ms, lease_ms)
+            .claim_batch(worker, limit, 0, due_ms, lease_ms)
             .await?
             .items)
     }
@@ -987,6 +988,7 @@ impl Store {
         &self,
         worker: &str,
         limit: i64,
+        with_links: i64,
         due_ms: i64,
         lease_ms: i64,
     ) -> Result<ClaimedBatch, StoreError> {
@@ -1035,10 +1037,13 @@ impl Store {
             crate::db::Db::Sqlite { writer, .. } => {
                 // The claimed rows' links come back in the same round trip: the claimed rows
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
+                // Only the first `with_links` of them (by id, the order the items are
+                // handed out in): the drain uses a claim's links only for the rows it starts
+                // at once, and reads the others' when they start.
                 let sql = format!(
                     "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
-                         AND lease_until = $2)",
+                         AND lease_until = $2 ORDER BY id LIMIT CAST($6 AS BIGINT))",
                     claim_sql!("", "o.lease_until <= $3", ""),
                     crate::links::SELECT
                 );
@@ -1051,7 +1056,8 @@ impl Store {
                             .bind(now_ms + lease_ms)
                             .bind(now_ms)
                             .bind(limit)
-                            .bind(due_ms),
+                            .bind(due_ms)
+                            .bind(with_links),
                     )
                     .collect()
                     .await;

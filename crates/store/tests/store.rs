@@ -1797,7 +1797,7 @@ async fn an_update_stored_with_its_links_spec_keeps_its_own() {
         queue_update(&store, "m1", "e1", "First", 1_000).await;
         queue_update(&store, "m2", "e2", "Other", 1_000).await;
         assert_eq!(execute(&store, FROM_LINK).await, 2, "stored without a copy");
-        let batch = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let batch = store.claim_batch("a", 10, 10, 1_000, 5_000).await.unwrap();
         let claimed: Vec<(&str, &Action)> = batch
             .items
             .iter()
@@ -1834,7 +1834,7 @@ async fn an_update_stored_with_its_links_spec_keeps_its_own() {
         for item in &batch.items {
             assert!(store.complete(item, 3_000).await.unwrap());
         }
-        let next = store.claim_batch("a", 10, 3_000, 5_000).await.unwrap();
+        let next = store.claim_batch("a", 10, 10, 3_000, 5_000).await.unwrap();
         assert_eq!(next.items.len(), 1);
         assert_eq!(next.items[0].action, update("Second"));
     }
@@ -1852,7 +1852,7 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
         eprintln!("on {}", store.backend());
         queue_updates(&store, 3, 1_000).await;
         assert_eq!(execute(&store, &format!("{UNREADABLE}'m1')")).await, 1);
-        let batch = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let batch = store.claim_batch("a", 10, 10, 1_000, 5_000).await.unwrap();
         let claimed: Vec<&str> = batch
             .items
             .iter()
@@ -1877,7 +1877,7 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
         let later = store.clock_ms() + confsync_store::PARK_UNREADABLE_MS + 60_000;
         assert!(
             store
-                .claim_batch("b", 10, later - 120_000, 5_000)
+                .claim_batch("b", 10, 10, later - 120_000, 5_000)
                 .await
                 .unwrap()
                 .items
@@ -1887,7 +1887,7 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
         // Still unreadable when its time comes: parked again, nothing handed out, no error.
         assert!(
             store
-                .claim_batch("b", 10, later, 5_000)
+                .claim_batch("b", 10, 10, later, 5_000)
                 .await
                 .unwrap()
                 .items
@@ -1910,7 +1910,7 @@ async fn an_unreadable_stored_action_is_parked_and_stops_nothing() {
             1
         );
         let again = store.clock_ms() + 2 * confsync_store::PARK_UNREADABLE_MS + 120_000;
-        let batch = store.claim_batch("c", 10, again, 5_000).await.unwrap();
+        let batch = store.claim_batch("c", 10, 10, again, 5_000).await.unwrap();
         assert_eq!(batch.items.len(), 1);
         assert_eq!(batch.items[0].conference_id, "m1");
         assert_eq!(batch.items[0].attempts, 0, "parking counts no attempt");
@@ -1939,14 +1939,14 @@ async fn a_claim_says_whether_it_took_the_last_rows_due() {
         );
         rename_m0(&store, 1_000).await;
         // Fewer rows than asked for, but m0's second row waits behind its first: not last.
-        let first = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let first = store.claim_batch("a", 10, 10, 1_000, 5_000).await.unwrap();
         assert_eq!(first.items.len(), 2);
         assert!(!first.last);
         for item in &first.items {
             assert!(store.complete(item, 1_000).await.unwrap());
         }
         // m0's second row alone, with nothing behind it: last.
-        let second = store.claim_batch("a", 10, 1_000, 5_000).await.unwrap();
+        let second = store.claim_batch("a", 10, 10, 1_000, 5_000).await.unwrap();
         assert_eq!(
             second
                 .items
@@ -1959,32 +1959,27 @@ async fn a_claim_says_whether_it_took_the_last_rows_due() {
         assert!(store.complete(&second.items[0], 1_000).await.unwrap());
         // As many rows as asked for: more may be due, not last.
         queue_updates(&store, 3, 2_000).await;
-        let full = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        let full = store.claim_batch("a", 2, 1, 2_000, 5_000).await.unwrap();
         assert_eq!(full.items.len(), 2);
         assert!(!full.last);
-        // SQLite reads the claimed rows' links in the claim's round trip: theirs and no other.
+        // SQLite reads links in the claim's round trip: those of the first `with_links` rows
+        // claimed (in the items' order), and no other.
         if let Some(links) = &full.links {
-            let mut claimed: Vec<&str> = full
-                .items
-                .iter()
-                .map(|i| i.conference_id.as_str())
-                .collect();
-            claimed.sort_unstable();
-            let mut read: Vec<&str> = links.keys().map(String::as_str).collect();
-            read.sort_unstable();
+            let read: Vec<&str> = links.keys().map(String::as_str).collect();
             assert_eq!(
-                read, claimed,
-                "the links of the rows claimed, not of the one left"
+                read,
+                [full.items[0].conference_id.as_str()],
+                "the link of the first row claimed, not of the second nor of the one left"
             );
             for (id, link) in links {
                 assert_eq!(Some(link), store.link(id).await.unwrap().as_ref());
             }
         }
-        let rest = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        let rest = store.claim_batch("a", 2, 2, 2_000, 5_000).await.unwrap();
         assert_eq!(rest.items.len(), 1);
         assert!(rest.last);
         // Nothing due: an empty claim is last.
-        let none = store.claim_batch("a", 2, 2_000, 5_000).await.unwrap();
+        let none = store.claim_batch("a", 2, 2, 2_000, 5_000).await.unwrap();
         assert!(none.items.is_empty() && none.last);
     }
 }
@@ -3260,7 +3255,10 @@ async fn the_statements_of_a_sync_and_a_drain_are_prepared_once() {
         // A page of one change, then a page of several.
         queue_update(&store, "single", "e-single", &format!("Title {round}"), now).await;
         queue_updates(&store, 3, now).await;
-        let batch = store.claim_batch("worker", 10, now, 5_000).await.unwrap();
+        let batch = store
+            .claim_batch("worker", 10, 10, now, 5_000)
+            .await
+            .unwrap();
         assert!(!batch.items.is_empty());
         for item in &batch.items {
             store.complete(item, now).await.unwrap();
