@@ -1039,9 +1039,12 @@ impl Store {
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
                 // Only the first `with_links` of them (by id, the order the items are
                 // handed out in): the drain uses a claim's links only for the rows it starts
-                // at once, and reads the others' when they start.
+                // at once, and reads the others' when they start. Through `outbox_due`, named:
+                // asked for the rows in id order, SQLite's planner walks the whole table by
+                // id instead, done rows and all (a claim's cost grew with the outbox's
+                // history: `the_statements_of_a_sync_and_a_drain_do_not_grow_with_history`).
                 let sql = format!(
-                    "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox \
+                    "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox INDEXED BY outbox_due \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
                          AND lease_until = $2 ORDER BY id LIMIT CAST($6 AS BIGINT))",
                     claim_sql!("", "o.lease_until <= $3", ""),

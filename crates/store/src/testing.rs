@@ -126,12 +126,47 @@ pub async fn execute(store: &Store, sql: &str) -> u64 {
     done.unwrap_or_else(|e| panic!("running {sql}: {e}"))
 }
 
-/// SQLite: the statements prepared on the store's connections that SQLite prepared again
-/// (`SQLITE_STMTSTATUS_REPREPARE`), with how many times and how many runs: a statement whose
-/// plan depends on a bound value is re-prepared (parsed and planned) each time it is bound
-/// anew. Empty on Postgres. Connections busy elsewhere are skipped; call it at rest.
+/// SQLite: `EXPLAIN QUERY PLAN` of `sql` on the store's writer, one line per step of the
+/// plan ("SEARCH outbox USING INDEX ...", "SCAN links", ...), its `$N` left unbound. Empty on
+/// Postgres.
 #[doc(hidden)]
-pub async fn reprepared_statements(store: &Store) -> Vec<(String, i32, i32)> {
+pub async fn query_plan(store: &Store, sql: &str) -> Vec<String> {
+    use sqlx::Row;
+    let crate::db::Db::Sqlite { writer, .. } = &store.db else {
+        return Vec::new();
+    };
+    let explain = sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"));
+    sqlx::query(explain)
+        .fetch_all(writer)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"))
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect()
+}
+
+/// What SQLite counted for one statement prepared on one of a store's connections
+/// (`sqlite3_stmt_status`), since it was prepared or since the counters were last reset.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct StatementCounters {
+    /// The statement's text as prepared.
+    pub sql: String,
+    /// Times it was run.
+    pub runs: i32,
+    /// Times SQLite prepared it again (`SQLITE_STMTSTATUS_REPREPARE`): a statement whose plan
+    /// depends on a bound value is parsed and planned each time it is bound anew.
+    pub reprepared: i32,
+    /// Virtual machine operations it ran (`SQLITE_STMTSTATUS_VM_STEP`): its work, rows
+    /// visited included.
+    pub vm_steps: i32,
+}
+
+/// SQLite: the counters of every statement prepared on the store's connections
+/// ([`StatementCounters`]), each reset to zero after it is read when `reset`. Empty on
+/// Postgres. Connections busy elsewhere are skipped; call it at rest.
+#[doc(hidden)]
+pub async fn statement_counters(store: &Store, reset: bool) -> Vec<StatementCounters> {
     let crate::db::Db::Sqlite { writer, reader } = &store.db else {
         return Vec::new();
     };
@@ -155,31 +190,48 @@ pub async fn reprepared_statements(store: &Store) -> Vec<(String, i32, i32)> {
             continue;
         };
         let db = handle.as_raw_handle().as_ptr();
+        let reset = i32::from(reset);
         // SAFETY: the handle is locked out of its worker thread for the loop; each statement
         // pointer comes from `sqlite3_next_stmt` on it and is read, never kept.
         unsafe {
-            let mut stmt = libsqlite3_sys::sqlite3_next_stmt(db, std::ptr::null_mut());
+            use libsqlite3_sys as ffi;
+            let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
             while !stmt.is_null() {
-                let again = libsqlite3_sys::sqlite3_stmt_status(
-                    stmt,
-                    libsqlite3_sys::SQLITE_STMTSTATUS_REPREPARE,
-                    0,
-                );
-                let runs = libsqlite3_sys::sqlite3_stmt_status(
-                    stmt,
-                    libsqlite3_sys::SQLITE_STMTSTATUS_RUN,
-                    0,
-                );
-                let sql = libsqlite3_sys::sqlite3_sql(stmt);
-                if again > 0 && !sql.is_null() {
-                    let sql = std::ffi::CStr::from_ptr(sql).to_string_lossy().into_owned();
-                    found.push((sql, again, runs));
+                let sql = ffi::sqlite3_sql(stmt);
+                if !sql.is_null() {
+                    found.push(StatementCounters {
+                        sql: std::ffi::CStr::from_ptr(sql).to_string_lossy().into_owned(),
+                        runs: ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, reset),
+                        reprepared: ffi::sqlite3_stmt_status(
+                            stmt,
+                            ffi::SQLITE_STMTSTATUS_REPREPARE,
+                            reset,
+                        ),
+                        vm_steps: ffi::sqlite3_stmt_status(
+                            stmt,
+                            ffi::SQLITE_STMTSTATUS_VM_STEP,
+                            reset,
+                        ),
+                    });
                 }
-                stmt = libsqlite3_sys::sqlite3_next_stmt(db, stmt);
+                stmt = ffi::sqlite3_next_stmt(db, stmt);
             }
         }
     }
     found
+}
+
+/// SQLite: the statements prepared on the store's connections that SQLite prepared again
+/// (see [`StatementCounters::reprepared`]), with how many times and how many runs. Empty on
+/// Postgres. Connections busy elsewhere are skipped; call it at rest.
+#[doc(hidden)]
+pub async fn reprepared_statements(store: &Store) -> Vec<(String, i32, i32)> {
+    statement_counters(store, false)
+        .await
+        .into_iter()
+        .filter(|c| c.reprepared > 0)
+        .map(|c| (c.sql, c.reprepared, c.runs))
+        .collect()
 }
 
 /// One calendar for [`insert_calendars`]: a row of `calendars` as the service would have left
