@@ -363,14 +363,40 @@ impl Store {
     /// whose last pass failed with no retry time: they wait for their owner to connect again
     /// (the OAuth callback syncs them), and polling them would fail the same way.
     pub async fn calendars_to_sync(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        // Two arms, each through a partial index of its own (`calendars_dirty`,
+        // `calendars_failing`: a retry time is only ever set with a failure counted), so the
+        // poll reads the waiting calendars only, not every calendar: as one OR, and as a
+        // UNION ordered as a whole, SQLite walked the whole table in `calendar_id` order at
+        // every poll. On SQLite the indexes are named. A calendar in both arms answers the
+        // same row twice (its retry time comes first), which UNION keeps once.
+        macro_rules! waiting {
+            ($columns:literal, $dirty:literal, $failing:literal) => {
+                concat!(
+                    "SELECT calendar_id, COALESCE(retry_at, dirty_at) AS due",
+                    $columns,
+                    " FROM calendars",
+                    $dirty,
+                    " WHERE dirty_at IS NOT NULL AND NOT (sync_failures > 0 AND retry_at IS NULL) \
+                     UNION SELECT calendar_id, retry_at AS due",
+                    $columns,
+                    " FROM calendars",
+                    $failing,
+                    " WHERE sync_failures > 0 AND retry_at IS NOT NULL"
+                )
+            };
+        }
         let now = self.now();
         match &self.db {
             // SQLite's sync leases are in this process (`crate::leases::LocalLeases`).
-            crate::db::Db::Sqlite { reader, .. } => sqlx::query_as(
-                "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
-                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) \
-                   AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id",
-            )
+            crate::db::Db::Sqlite { reader, .. } => sqlx::query_as(concat!(
+                "SELECT calendar_id, due FROM (",
+                waiting!(
+                    "",
+                    " INDEXED BY calendars_dirty",
+                    " INDEXED BY calendars_failing"
+                ),
+                ") ORDER BY calendar_id"
+            ))
             .fetch_all(reader)
             .await
             .map(|mut due: Vec<(String, i64)>| {
@@ -380,11 +406,11 @@ impl Store {
             // Postgres: a lease whose holder died (its liveness lock is gone) does not count.
             crate::db::Db::Postgres { pool, .. } => {
                 sqlx::query_as(concat!(
-                    "SELECT calendar_id, COALESCE(retry_at, dirty_at) FROM calendars \
-                 WHERE (dirty_at IS NOT NULL OR retry_at IS NOT NULL) \
-                   AND (sync_until <= $1 OR (sync_key <> 0 AND NOT ",
-                    crate::leases::holder_alive!("calendars.sync_key"),
-                    ")) AND NOT (sync_failures > 0 AND retry_at IS NULL) ORDER BY calendar_id"
+                    "SELECT calendar_id, due FROM (",
+                    waiting!(", sync_until, sync_key", "", ""),
+                    ") AS waiting WHERE sync_until <= $1 OR (sync_key <> 0 AND NOT ",
+                    crate::leases::holder_alive!("waiting.sync_key"),
+                    ") ORDER BY calendar_id"
                 ))
                 .bind(now)
                 .fetch_all(pool)

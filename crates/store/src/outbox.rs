@@ -113,7 +113,7 @@ type ClaimedRow = Result<(OutboxEntry, i64, bool), (i64, i64, String)>;
 /// What [`Store::claim_batch`] handed out.
 #[derive(Debug)]
 pub struct ClaimedBatch {
-    /// The claimed rows, by id.
+    /// The claimed rows, in the claim's order: the longest due first, then by id.
     pub items: Vec<OutboxItem>,
     /// True when this claim took every row due (fewer than asked for), and none of the
     /// claimed rows' conferences has another pending row behind it: once these are reported,
@@ -121,8 +121,8 @@ pub struct ClaimedBatch {
     /// since in this process show in [`queued_generation`]; other processes' rows, and rows
     /// coming due, are found by [`Store::next_due`] and the queuing side's wake-up.
     pub last: bool,
-    /// SQLite: the links of the first `with_links` claimed rows' conferences (by id, the
-    /// items' order), read by the claim's round trip; a conference missing was not read, or
+    /// SQLite: the links of the first `with_links` claimed rows' conferences (in the items'
+    /// order), read by the claim's round trip; a conference missing was not read, or
     /// has no link. For a row started at once, this is the read the executor makes before
     /// calling the provider; a row that waits for a slot, or is not here, reads its link when
     /// it starts. None on Postgres (each row reads its link).
@@ -1037,16 +1037,17 @@ impl Store {
             crate::db::Db::Sqlite { writer, .. } => {
                 // The claimed rows' links come back in the same round trip: the claimed rows
                 // are the pending due ones this claim stamped (`outbox_due` finds them).
-                // Only the first `with_links` of them (by id, the order the items are
-                // handed out in): the drain uses a claim's links only for the rows it starts
-                // at once, and reads the others' when they start. Through `outbox_due`, named:
-                // asked for the rows in id order, SQLite's planner walks the whole table by
-                // id instead, done rows and all (a claim's cost grew with the outbox's
-                // history: `the_statements_of_a_sync_and_a_drain_do_not_grow_with_history`).
+                // Only the first `with_links` of them, in the claim's order (the order the
+                // items are handed out in): the drain uses a claim's links only for the rows
+                // it starts at once, and reads the others' when they start. Through
+                // `outbox_due`, named, in its order: the first rows this claim stamped are
+                // found at once. (Asked for in id order, SQLite's planner walked the whole
+                // table by id instead, done rows and all: a claim's cost grew with the
+                // outbox's history, `the_statements_of_a_sync_and_a_drain_do_not_grow_with_history`.)
                 let sql = format!(
                     "{}; {} WHERE conference_id IN (SELECT conference_id FROM outbox INDEXED BY outbox_due \
                        WHERE state = 'pending' AND not_before <= $5 AND lease_owner = $1 \
-                         AND lease_until = $2 ORDER BY id LIMIT CAST($6 AS BIGINT))",
+                         AND lease_until = $2 ORDER BY not_before, id LIMIT CAST($6 AS BIGINT))",
                     claim_sql!("", "o.lease_until <= $3", ""),
                     crate::links::SELECT
                 );
@@ -1116,7 +1117,8 @@ impl Store {
         }
         let mut claimed: Vec<(OutboxEntry, i64, bool)> =
             claimed.into_iter().filter_map(Result::ok).collect();
-        claimed.sort_by_key(|(e, _, _)| e.id);
+        // The claim's order: the longest due first (`outbox_due`'s order).
+        claimed.sort_by_key(|(e, _, _)| (e.not_before, e.id));
         let items = claimed
             .into_iter()
             .map(|(e, fence, _)| OutboxItem {
