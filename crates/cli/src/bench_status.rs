@@ -184,6 +184,8 @@ pub async fn run(args: StatusBenchArgs) -> anyhow::Result<()> {
         insert_calendars(&store, chunk).await?;
     }
     drop(fixtures);
+    // Postgres: the planner's statistics as autovacuum leaves them after a bulk load.
+    confsync_store::testing::analyze_filled_tables(&store).await?;
     let summary = store.calendar_summary().await?;
     println!(
         "filled in {:.1} s: {} calendars, {} synced, {} failing, {} needing re-authorisation",
