@@ -1535,16 +1535,26 @@ async fn create_intents_give_every_retry_of_an_event_the_same_key() {
     }
 }
 
+/// A file store (as in production: a writer and readers) in a directory `name` of this test
+/// process, on a file that does not exist before; answers the directory to remove.
+async fn file_store(name: &str) -> (std::path::PathBuf, Store) {
+    let dir = std::env::temp_dir().join(format!("confsync-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    (dir, store)
+}
+
 /// A file store in a fresh directory `name` claimed by one handle, the "process" holding it, and
 /// a second handle on the same file: a second open of the lock file stands for another process
 /// (flock locks are per open file description). Answers the directory to remove.
 async fn claimed_file_store(name: &str) -> (std::path::PathBuf, Store, Store) {
-    let dir = std::env::temp_dir().join(format!("confsync-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.db");
-    let holder = Store::open(path.to_str().unwrap()).await.unwrap();
+    let (dir, holder) = file_store(name).await;
     holder.claim_single_process().await.unwrap();
-    let other = Store::open(path.to_str().unwrap()).await.unwrap();
+    let other = Store::open(dir.join("s.db").to_str().unwrap())
+        .await
+        .unwrap();
     (dir, holder, other)
 }
 
@@ -3245,11 +3255,7 @@ async fn concurrent_push_messages_are_each_answered_as_if_alone() {
 /// `LIMIT CAST($N AS BIGINT)`. A file store, as in production (a writer and readers).
 #[tokio::test]
 async fn the_statements_of_a_sync_and_a_drain_are_prepared_once() {
-    let dir = std::env::temp_dir().join(format!("confsync-prepared-once-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.db");
-    let _ = std::fs::remove_file(&path);
-    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    let (dir, store) = file_store("prepared-once").await;
     for round in 0..3_i64 {
         let now = 1_000 * (round + 1);
         // A page of one change, then a page of several.
@@ -3386,11 +3392,7 @@ async fn steps_of_syncs(store: &Store, rounds: std::ops::Range<i64>) -> BTreeMap
 /// a scan of 2,000 rows multiplies and one more b-tree level barely moves.
 #[tokio::test]
 async fn the_statements_of_a_sync_and_a_drain_do_not_grow_with_history() {
-    let dir = std::env::temp_dir().join(format!("confsync-no-scans-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.db");
-    let _ = std::fs::remove_file(&path);
-    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    let (dir, store) = file_store("no-scans").await;
     steps_of_syncs(&store, 0..3).await; // every statement prepared
     let small = steps_of_syncs(&store, 3..8).await;
     // History: 1,000 other conferences, each with two finished actions.
